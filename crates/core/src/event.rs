@@ -1,0 +1,282 @@
+//! Access events: what is written to a cluster's log (DESIGN.md, "Data that matters").
+//!
+//! Every operator request leaves events in the log of the cluster it targets:
+//! - an [`IntentEvent`] *before* anything is dispatched (the agent refuses to act on a
+//!   dispatch whose intent is not already in the log);
+//! - a [`ResultEvent`] with the agent's signed outcome, referencing the intent;
+//! - a [`RefusalEvent`] when the gateway turns a request down, so that attempts are
+//!   visible too.
+//!
+//! Events are encoded with [`crate::canonical`] and are at most [`MAX_EVENT_BYTES`].
+//! The schema is documented in docs/formats.md; `schema` names its version.
+
+use crate::canonical::{from_canonical_slice, to_canonical_vec, CanonicalError};
+use crate::digest::Sha256Digest;
+use crate::id::{ActionName, ClusterId, EventId, InstanceId, OperatorId, TenantId};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The schema identifier carried by every event.
+pub const EVENT_SCHEMA: &str = "palisade.dev/event/v1";
+
+/// Upper bound of one encoded event (DESIGN.md; also below the 65,535-byte limit of a
+/// tlog-tiles entry bundle).
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error(transparent)]
+    Canonical(#[from] CanonicalError),
+    #[error("event is {0} bytes encoded; the limit is {MAX_EVENT_BYTES}")]
+    TooLarge(usize),
+    #[error("event schema {0:?} is not {EVENT_SCHEMA:?}")]
+    Schema(String),
+}
+
+/// A typed action parameter value, as the policy validator produced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+}
+
+/// Who acted. In customer-facing views `id` is a stable pseudonym unless the provider
+/// configured names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    pub id: OperatorId,
+    pub groups: Vec<String>,
+    /// The on-call grant that authorized the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantRef>,
+}
+
+/// The on-call grant used: which schedule, which role, and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRef {
+    pub schedule: String,
+    pub role: String,
+    pub ends_at: Timestamp,
+}
+
+/// Why the operator acted: a ticket id and a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Justification {
+    pub ticket: String,
+    pub reason: String,
+}
+
+/// The approved policy bundle a request was validated against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRef {
+    pub version: u64,
+    pub digest: Sha256Digest,
+}
+
+/// Written before dispatch; the agent checks that it is in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentEvent {
+    pub event_id: EventId,
+    pub time: Timestamp,
+    pub tenant: TenantId,
+    pub cluster: ClusterId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceId>,
+    pub actor: Actor,
+    pub action: ActionName,
+    pub parameters: BTreeMap<String, ParamValue>,
+    pub justification: Justification,
+    pub policy: PolicyRef,
+    /// Digest of the dispatch the gateway will send for this intent.
+    pub dispatch_digest: Sha256Digest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// The agent refused the dispatch (its acceptance checks failed).
+    Refused,
+    /// The agent could not be reached; nothing is known to have run.
+    Unreachable,
+}
+
+/// The outcome of an intent, appended after the agent answered (or did not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultEvent {
+    pub event_id: EventId,
+    pub time: Timestamp,
+    pub cluster: ClusterId,
+    pub intent: EventId,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_digest: Option<Sha256Digest>,
+    /// A short reason for failure or refusal; never action output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Which gateway step turned a request down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalStage {
+    Authenticate,
+    Authorize,
+    Validate,
+    RateLimit,
+}
+
+/// A request the gateway refused, logged so that attempts are visible too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusalEvent {
+    pub event_id: EventId,
+    pub time: Timestamp,
+    pub cluster: ClusterId,
+    /// Absent when the caller could not be authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<OperatorId>,
+    /// The action as requested, bounded in length (it may not be a valid name).
+    pub action: String,
+    pub stage: RefusalStage,
+    pub reason: String,
+}
+
+/// One log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Intent(IntentEvent),
+    Result(ResultEvent),
+    Refusal(RefusalEvent),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    schema: String,
+    #[serde(flatten)]
+    event: Event,
+}
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a> {
+    schema: &'static str,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+impl Event {
+    pub fn event_id(&self) -> &EventId {
+        match self {
+            Event::Intent(e) => &e.event_id,
+            Event::Result(e) => &e.event_id,
+            Event::Refusal(e) => &e.event_id,
+        }
+    }
+
+    pub fn cluster(&self) -> &ClusterId {
+        match self {
+            Event::Intent(e) => &e.cluster,
+            Event::Result(e) => &e.cluster,
+            Event::Refusal(e) => &e.cluster,
+        }
+    }
+
+    /// The exact bytes appended to the log.
+    pub fn to_log_entry(&self) -> Result<Vec<u8>, EventError> {
+        let bytes = to_canonical_vec(&EnvelopeRef { schema: EVENT_SCHEMA, event: self })?;
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge(bytes.len()));
+        }
+        Ok(bytes)
+    }
+
+    /// Parses a log entry; only canonical bytes of the known schema are accepted.
+    pub fn from_log_entry(bytes: &[u8]) -> Result<Self, EventError> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge(bytes.len()));
+        }
+        let env: Envelope = from_canonical_slice(bytes)?;
+        if env.schema != EVENT_SCHEMA {
+            return Err(EventError::Schema(env.schema.chars().take(80).collect()));
+        }
+        Ok(env.event)
+    }
+
+    /// The digest that identifies this entry in dispatches and results.
+    pub fn digest(&self) -> Result<Sha256Digest, EventError> {
+        Ok(Sha256Digest::of(&self.to_log_entry()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent() -> Event {
+        let mut parameters = BTreeMap::new();
+        parameters.insert("node".to_string(), ParamValue::Str("worker-1".into()));
+        parameters.insert("keep_last".to_string(), ParamValue::Int(3));
+        Event::Intent(IntentEvent {
+            event_id: EventId::parse("0123456789abcdef0123456789abcdef").expect("id"),
+            time: Timestamp::from_unix_seconds(1_764_000_000),
+            tenant: TenantId::parse("demo").expect("tenant"),
+            cluster: ClusterId::parse("demo").expect("cluster"),
+            instance: Some(InstanceId::parse("demo-0").expect("instance")),
+            actor: Actor {
+                id: OperatorId::parse("op-7f3a").expect("op"),
+                groups: vec!["sre".into()],
+                grant: Some(GrantRef {
+                    schedule: "primary".into(),
+                    role: "operator".into(),
+                    ends_at: Timestamp::from_unix_seconds(1_764_028_800),
+                }),
+            },
+            action: ActionName::parse("kube.cordon").expect("action"),
+            parameters,
+            justification: Justification { ticket: "INC-42".into(), reason: "disk pressure".into() },
+            policy: PolicyRef { version: 3, digest: Sha256Digest::of(b"policy") },
+            dispatch_digest: Sha256Digest::of(b"dispatch"),
+        })
+    }
+
+    #[test]
+    fn round_trips_through_canonical_bytes() {
+        let e = intent();
+        let bytes = e.to_log_entry().expect("encode");
+        let text = std::str::from_utf8(&bytes).expect("utf8");
+        assert!(text.starts_with(r#"{"action":"kube.cordon","actor":{"grant":"#), "{text}");
+        assert!(text.contains(r#""kind":"intent""#) && text.contains(r#""schema":"palisade.dev/event/v1""#));
+        assert_eq!(Event::from_log_entry(&bytes).expect("decode"), e);
+        assert_eq!(e.digest().expect("digest"), Sha256Digest::of(&bytes));
+    }
+
+    #[test]
+    fn refuses_non_canonical_unknown_and_oversize() {
+        let bytes = intent().to_log_entry().expect("encode");
+        let mut spaced = b" ".to_vec();
+        spaced.extend_from_slice(&bytes);
+        assert!(Event::from_log_entry(&spaced).is_err());
+        let text = String::from_utf8(bytes).expect("utf8");
+        let wrong_schema = text.replace("palisade.dev/event/v1", "palisade.dev/event/v9");
+        assert!(matches!(Event::from_log_entry(wrong_schema.as_bytes()), Err(EventError::Schema(_))));
+        let extra = text.replacen("{\"action\"", "{\"a\":1,\"action\"", 1);
+        assert!(Event::from_log_entry(extra.as_bytes()).is_err(), "unknown field accepted");
+
+        let mut big = intent();
+        if let Event::Intent(i) = &mut big {
+            i.justification.reason = "x".repeat(MAX_EVENT_BYTES);
+        }
+        assert!(matches!(big.to_log_entry(), Err(EventError::TooLarge(_))));
+    }
+}
