@@ -141,8 +141,10 @@ mod tests {
 
     #[test]
     fn member_order_does_not_matter() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":true,"x":null},"c":[3,2]}"#).expect("a");
-        let b: Value = serde_json::from_str(r#"{ "c" : [3,2], "a":{"x":null,"y":true}, "b":1 }"#).expect("b");
+        let a: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":true,"x":null},"c":[3,2]}"#).expect("a");
+        let b: Value =
+            serde_json::from_str(r#"{ "c" : [3,2], "a":{"x":null,"y":true}, "b":1 }"#).expect("b");
         assert_eq!(canon(&a), r#"{"a":{"x":null,"y":true},"b":1,"c":[3,2]}"#);
         assert_eq!(canon(&a), canon(&b));
     }
@@ -162,13 +164,23 @@ mod tests {
         // RFC 8785 §3.2.2.2 example string.
         let v = json!("\u{20ac}$\u{f}\nA'B\"\\\\\"/");
         assert_eq!(canon(&v), "\"\u{20ac}$\\u000f\\nA'B\\\"\\\\\\\\\\\"/\"");
-        assert_eq!(canon(&json!("\u{7f}\u{2028}\u{1}")), "\"\u{7f}\u{2028}\\u0001\"");
+        assert_eq!(
+            canon(&json!("\u{7f}\u{2028}\u{1}")),
+            "\"\u{7f}\u{2028}\\u0001\""
+        );
     }
 
     #[test]
     fn integers_only() {
-        assert_eq!(canon(&json!([0, -1, 18446744073709551615u64, -9223372036854775808i64])),
-            "[0,-1,18446744073709551615,-9223372036854775808]");
+        assert_eq!(
+            canon(&json!([
+                0,
+                -1,
+                18446744073709551615u64,
+                -9223372036854775808i64
+            ])),
+            "[0,-1,18446744073709551615,-9223372036854775808]"
+        );
         let err = value_to_canonical_vec(&json!({"x": 1.5})).expect_err("float");
         assert!(matches!(err, CanonicalError::NotInteger(_)), "{err}");
     }
@@ -187,6 +199,9 @@ mod tests {
             let err = from_canonical_slice::<Value>(bad).expect_err("not canonical");
             assert!(matches!(err, CanonicalError::NotCanonical), "{err}");
         }
-        assert!(matches!(from_canonical_slice::<Value>(b"{"), Err(CanonicalError::Parse(_))));
+        assert!(matches!(
+            from_canonical_slice::<Value>(b"{"),
+            Err(CanonicalError::Parse(_))
+        ));
     }
 }

@@ -46,7 +46,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { field: field.into(), problem: problem.into() }
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -120,13 +123,19 @@ pub fn parse_with<T: ProcessConfig>(
             }
         }
         if path.as_os_str().is_empty() {
-            return Err(err(Some(name.to_string()), None, "path must not be empty".into()));
+            return Err(err(
+                Some(name.to_string()),
+                None,
+                "path must not be empty".into(),
+            ));
         }
         if path.is_relative() {
             *path = base.join(&*path);
         }
     }
-    config.validate().map_err(|e| err(Some(e.field), None, e.problem))?;
+    config
+        .validate()
+        .map_err(|e| err(Some(e.field), None, e.problem))?;
     Ok(config)
 }
 
@@ -140,7 +149,10 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// A `host:port` listen address on which a process serves.
 pub fn check_listen(field: &str, value: &str) -> Result<std::net::SocketAddr, FieldError> {
     value.parse().map_err(|_| {
-        FieldError::new(field, format!("{value:?} is not an address such as 127.0.0.1:7400"))
+        FieldError::new(
+            field,
+            format!("{value:?} is not an address such as 127.0.0.1:7400"),
+        )
     })
 }
 
@@ -170,7 +182,10 @@ mod tests {
         fn validate(&self) -> Result<(), FieldError> {
             check_listen("listen", &self.listen)?;
             if self.batch.max_entries > 10_000 {
-                return Err(FieldError::new("batch.max_entries", "must be at most 10000"));
+                return Err(FieldError::new(
+                    "batch.max_entries",
+                    "must be at most 10000",
+                ));
             }
             Ok(())
         }
@@ -183,7 +198,12 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<Demo, ConfigError> {
-        parse_with(text, Path::new("/etc/palisade/demo.toml"), Path::new("/etc/palisade"), &|_| None)
+        parse_with(
+            text,
+            Path::new("/etc/palisade/demo.toml"),
+            Path::new("/etc/palisade"),
+            &|_| None,
+        )
     }
 
     #[test]
@@ -208,7 +228,10 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some("listen"), "{err}");
         assert!(err.to_string().contains(":1:10"), "{err}");
         let err = parse("listen = \"127.0.0.1:1\"\n").expect_err("missing");
-        assert!(err.to_string().contains("missing field `key_file`"), "{err}");
+        assert!(
+            err.to_string().contains("missing field `key_file`"),
+            "{err}"
+        );
         let err = parse("listen = \"127.0.0.1:1\"\nkey_file = \"\"\n").expect_err("empty");
         assert_eq!(err.field.as_deref(), Some("key_file"));
     }
@@ -220,8 +243,9 @@ mod tests {
             err.to_string(),
             "/etc/palisade/demo.toml: field `listen`: \"nowhere\" is not an address such as 127.0.0.1:7400"
         );
-        let err = parse("listen = \"127.0.0.1:1\"\nkey_file = \"k\"\n[batch]\nmax_entries = 99999\n")
-            .expect_err("range");
+        let err =
+            parse("listen = \"127.0.0.1:1\"\nkey_file = \"k\"\n[batch]\nmax_entries = 99999\n")
+                .expect_err("range");
         assert_eq!(err.field.as_deref(), Some("batch.max_entries"));
     }
 

@@ -75,7 +75,13 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(d.to_string().parse::<Sha256Digest>(), Ok(d));
-        for bad in ["", "sha256:", "sha512:00", "e3b0c442", &format!("sha256:{}", "A".repeat(64))] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:00",
+            "e3b0c442",
+            &format!("sha256:{}", "A".repeat(64)),
+        ] {
             assert!(bad.parse::<Sha256Digest>().is_err(), "{bad}");
         }
     }

@@ -156,7 +156,7 @@ pub struct RefusalEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    Intent(IntentEvent),
+    Intent(Box<IntentEvent>),
     Result(ResultEvent),
     Refusal(RefusalEvent),
 }
@@ -194,7 +194,10 @@ impl Event {
 
     /// The exact bytes appended to the log.
     pub fn to_log_entry(&self) -> Result<Vec<u8>, EventError> {
-        let bytes = to_canonical_vec(&EnvelopeRef { schema: EVENT_SCHEMA, event: self })?;
+        let bytes = to_canonical_vec(&EnvelopeRef {
+            schema: EVENT_SCHEMA,
+            event: self,
+        })?;
         if bytes.len() > MAX_EVENT_BYTES {
             return Err(EventError::TooLarge(bytes.len()));
         }
@@ -227,7 +230,7 @@ mod tests {
         let mut parameters = BTreeMap::new();
         parameters.insert("node".to_string(), ParamValue::Str("worker-1".into()));
         parameters.insert("keep_last".to_string(), ParamValue::Int(3));
-        Event::Intent(IntentEvent {
+        Event::Intent(Box::new(IntentEvent {
             event_id: EventId::parse("0123456789abcdef0123456789abcdef").expect("id"),
             time: Timestamp::from_unix_seconds(1_764_000_000),
             tenant: TenantId::parse("demo").expect("tenant"),
@@ -244,10 +247,16 @@ mod tests {
             },
             action: ActionName::parse("kube.cordon").expect("action"),
             parameters,
-            justification: Justification { ticket: "INC-42".into(), reason: "disk pressure".into() },
-            policy: PolicyRef { version: 3, digest: Sha256Digest::of(b"policy") },
+            justification: Justification {
+                ticket: "INC-42".into(),
+                reason: "disk pressure".into(),
+            },
+            policy: PolicyRef {
+                version: 3,
+                digest: Sha256Digest::of(b"policy"),
+            },
             dispatch_digest: Sha256Digest::of(b"dispatch"),
-        })
+        }))
     }
 
     #[test]
@@ -255,8 +264,14 @@ mod tests {
         let e = intent();
         let bytes = e.to_log_entry().expect("encode");
         let text = std::str::from_utf8(&bytes).expect("utf8");
-        assert!(text.starts_with(r#"{"action":"kube.cordon","actor":{"grant":"#), "{text}");
-        assert!(text.contains(r#""kind":"intent""#) && text.contains(r#""schema":"palisade.dev/event/v1""#));
+        assert!(
+            text.starts_with(r#"{"action":"kube.cordon","actor":{"grant":"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""kind":"intent""#)
+                && text.contains(r#""schema":"palisade.dev/event/v1""#)
+        );
         assert_eq!(Event::from_log_entry(&bytes).expect("decode"), e);
         assert_eq!(e.digest().expect("digest"), Sha256Digest::of(&bytes));
     }
@@ -269,9 +284,15 @@ mod tests {
         assert!(Event::from_log_entry(&spaced).is_err());
         let text = String::from_utf8(bytes).expect("utf8");
         let wrong_schema = text.replace("palisade.dev/event/v1", "palisade.dev/event/v9");
-        assert!(matches!(Event::from_log_entry(wrong_schema.as_bytes()), Err(EventError::Schema(_))));
+        assert!(matches!(
+            Event::from_log_entry(wrong_schema.as_bytes()),
+            Err(EventError::Schema(_))
+        ));
         let extra = text.replacen("{\"action\"", "{\"a\":1,\"action\"", 1);
-        assert!(Event::from_log_entry(extra.as_bytes()).is_err(), "unknown field accepted");
+        assert!(
+            Event::from_log_entry(extra.as_bytes()).is_err(),
+            "unknown field accepted"
+        );
 
         let mut big = intent();
         if let Event::Intent(i) = &mut big {

@@ -63,7 +63,8 @@ fn check(rule: &Rule, value: &str) -> Result<(), IdError> {
         });
     }
     for (at, c) in value.char_indices() {
-        let ok = c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || rule.extra.contains(&c);
+        let ok =
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || rule.extra.contains(&c);
         if !ok {
             return Err(IdError::BadChar {
                 kind: rule.kind,
@@ -102,6 +103,13 @@ macro_rules! identifier {
 
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            /// For literals in this crate that a test shows to be valid.
+            #[allow(dead_code)]
+            pub(crate) fn from_literal(value: &'static str) -> Self {
+                debug_assert!(check(&Self::RULE, value).is_ok(), "{value}");
+                Self(value.to_string())
             }
         }
 
@@ -250,8 +258,18 @@ mod tests {
 
     #[test]
     fn accepts_dns_labels() {
-        for ok in ["demo", "a", "demo-0", "0", "prod-eu-west-1", &"a".repeat(63)] {
-            assert_eq!(ClusterId::parse(ok).map(|c| c.to_string()), Ok(ok.to_string()));
+        for ok in [
+            "demo",
+            "a",
+            "demo-0",
+            "0",
+            "prod-eu-west-1",
+            &"a".repeat(63),
+        ] {
+            assert_eq!(
+                ClusterId::parse(ok).map(|c| c.to_string()),
+                Ok(ok.to_string())
+            );
         }
     }
 
@@ -346,11 +364,16 @@ impl ActionName {
                 max: Self::MAX,
             });
         }
-        if let Some((at, found)) = value
-            .char_indices()
-            .find(|(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
-        {
-            return Err(IdError::BadChar { kind: KIND, value: value.to_string(), found, at, allowed: ALLOWED });
+        if let Some((at, found)) = value.char_indices().find(|(_, c)| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')
+        }) {
+            return Err(IdError::BadChar {
+                kind: KIND,
+                value: value.to_string(),
+                found,
+                at,
+                allowed: ALLOWED,
+            });
         }
         let words: Vec<&str> = value.split('.').collect();
         let word_ok = |w: &&str| {
@@ -358,7 +381,10 @@ impl ActionName {
                 && w.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
         };
         if words.len() < 2 || !words.iter().all(word_ok) {
-            return Err(IdError::BadEdge { kind: KIND, value: value.to_string() });
+            return Err(IdError::BadEdge {
+                kind: KIND,
+                value: value.to_string(),
+            });
         }
         Ok(Self(value.to_string()))
     }
@@ -406,11 +432,28 @@ mod action_tests {
 
     #[test]
     fn action_names() {
-        for ok in ["etcd.status", "kube.cordon", "etcd.backup-prune", "component.upgrade"] {
+        for ok in [
+            "etcd.status",
+            "kube.cordon",
+            "etcd.backup-prune",
+            "component.upgrade",
+        ] {
             assert!(ActionName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "shell", "etcd.", ".etcd", "etcd..status", "etcd/status", "Etcd.status",
-            "etcd.status;id", "etcd.-x", "1etcd.status", "etcd status", "etcd.stat\u{fe}s"] {
+        for bad in [
+            "",
+            "shell",
+            "etcd.",
+            ".etcd",
+            "etcd..status",
+            "etcd/status",
+            "Etcd.status",
+            "etcd.status;id",
+            "etcd.-x",
+            "1etcd.status",
+            "etcd status",
+            "etcd.stat\u{fe}s",
+        ] {
             assert!(ActionName::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod digest;
 pub mod event;
 pub mod id;
+pub mod inventory;
 pub mod time;
 
 pub use canonical::{to_canonical_vec, CanonicalError};

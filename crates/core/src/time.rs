@@ -104,8 +104,16 @@ mod tests {
         let s = t.to_string();
         assert_eq!(s, "2025-11-24T16:00:00.123Z");
         assert_eq!(s.parse::<Timestamp>(), Ok(t));
-        assert_eq!(Timestamp::from_unix_seconds(0).to_string(), "1970-01-01T00:00:00Z");
-        for bad in ["2025-11-24T16:00:00+01:00", "2025-11-24T16:00:00.1230Z", "yesterday", ""] {
+        assert_eq!(
+            Timestamp::from_unix_seconds(0).to_string(),
+            "1970-01-01T00:00:00Z"
+        );
+        for bad in [
+            "2025-11-24T16:00:00+01:00",
+            "2025-11-24T16:00:00.1230Z",
+            "yesterday",
+            "",
+        ] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
         }
     }

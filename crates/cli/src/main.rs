@@ -1,0 +1,91 @@
+//! `palisade`: one binary for every Palisade process and tool.
+//!
+//! This crate only parses arguments and wires the library crates together; the work
+//! happens in `palisade-core`, `palisade-pki`, `palisade-tlog` and the others.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod pending;
+mod pki_cmd;
+mod stack;
+mod up;
+
+/// Palisade: an operator-proof control plane for managed Kubernetes.
+///
+/// Operators keep clusters healthy through typed, approved, logged actions; customers
+/// keep their keys and can verify every action in a log of their own.
+#[derive(Parser)]
+#[command(name = "palisade", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the whole stack on this machine (for trying Palisade), on loopback ports.
+    Up(up::UpArgs),
+    /// Run the administrative API that operators call (authn, on-call authz, log-first dispatch).
+    Gateway(pending::Args),
+    /// Run the agent: the only door into a control-plane instance.
+    Agent(pending::Args),
+    /// Run or administer a cluster's tamper-evident log.
+    Log(pending::Args),
+    /// Run a witness that cosigns log checkpoints after checking consistency.
+    Witness(pending::Args),
+    /// Run the Kubernetes KMS v2 plugin that keeps the customer's key in an HSM or cloud KMS.
+    Kms(pending::Args),
+    /// Operator CLI: log in, see your on-call grants, run approved actions.
+    Op(pending::Args),
+    /// Customer CLI: verify your cluster's log, its proofs and its witnesses.
+    Audit(pending::Args),
+    /// Write, review, approve and publish the action policy (multi-party, on TUF).
+    Policy(pending::Args),
+    /// Attest, approve, publish and verify component releases (multi-party, on TUF).
+    Release(pending::Args),
+    /// Verify and restore encrypted etcd backups with the customer's key.
+    Backup(pending::Args),
+    /// Create the private CA and issue role-bearing certificates.
+    Pki(pki_cmd::PkiArgs),
+    /// Attack a deployment claim by claim and write an evidence report.
+    VerifyClaims(pending::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Pki(args) => pki_cmd::run(args),
+        Command::Gateway(_) => pending::refuse("gateway", "the administrative API (gateway)"),
+        Command::Agent(_) => pending::refuse("agent", "the agent"),
+        Command::Log(_) => pending::refuse("log", "the tamper-evident log"),
+        Command::Witness(_) => pending::refuse("witness", "the tamper-evident log"),
+        Command::Kms(_) => pending::refuse("kms", "the KMS v2 plugin"),
+        Command::Op(_) => pending::refuse("op", "the administrative API (gateway)"),
+        Command::Audit(_) => pending::refuse("audit", "the tamper-evident log"),
+        Command::Policy(_) => pending::refuse("policy", "action policy and trusted releases"),
+        Command::Release(_) => pending::refuse("release", "action policy and trusted releases"),
+        Command::Backup(_) => pending::refuse("backup", "encrypted etcd backups"),
+        Command::VerifyClaims(_) => pending::refuse("verify-claims", "verify-claims"),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,215 @@
+//! `palisade up`: the whole stack on one machine, for trying Palisade.
+//!
+//! On first run it creates the state directory (default `./.palisade`) with a CA and
+//! certificates, keys, a demo inventory and one configuration file per process; a
+//! later run reuses all of it. It then starts every process as a child of itself
+//! (`palisade <process> serve --config …`), waits until each is serving, prints what
+//! runs where and `ready`, and on Ctrl-C or SIGTERM stops them all.
+//!
+//! No orphan is left behind even if `up` itself is killed: each child's standard input
+//! is a pipe from `up`, and children started with `--exit-with-parent` stop when it
+//! closes (which the kernel does when `up` dies, however it dies).
+
+use anyhow::{bail, Context};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::stack::{self, Stack};
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// State directory; created on first run, reused afterwards.
+    #[arg(long, default_value = ".palisade")]
+    dir: PathBuf,
+    /// First of the loopback ports the processes listen on (each takes the next one).
+    #[arg(long, default_value_t = 7400)]
+    base_port: u16,
+}
+
+/// How long a process may take to start serving.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a process may take to stop after it was asked to.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(up(args))
+}
+
+struct Running {
+    name: &'static str,
+    child: Child,
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let stack = stack::prepare(&args.dir, args.base_port)
+        .with_context(|| format!("cannot prepare {}", args.dir.display()))?;
+    let exe = std::env::current_exe().context("cannot find the palisade executable")?;
+
+    let mut running: Vec<Running> = Vec::new();
+    let started = start_all(&exe, &stack, &mut running).await;
+    if let Err(e) = started {
+        stop_all(&mut running).await;
+        return Err(e);
+    }
+    print_summary(&stack);
+    println!("ready");
+
+    let outcome = wait_for_stop(&mut running).await;
+    stop_all(&mut running).await;
+    match outcome {
+        Stop::Signal(name) => {
+            eprintln!("palisade up: {name} received; all processes stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Stop::ChildExited(name, status) => {
+            bail!("{name} exited unexpectedly ({status}); stopped the rest. Its messages above say why.")
+        }
+    }
+}
+
+async fn start_all(exe: &Path, stack: &Stack, running: &mut Vec<Running>) -> anyhow::Result<()> {
+    for p in &stack.processes {
+        let mut cmd = Command::new(exe);
+        cmd.args(&p.args)
+            .arg("--exit-with-parent")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", p.name))?;
+        forward_output(p.name, &mut child);
+        running.push(Running {
+            name: p.name,
+            child,
+        });
+        wait_until_serving(p.name, p.addr, running).await?;
+    }
+    Ok(())
+}
+
+/// Prefixes each line a child prints with its name.
+fn forward_output(name: &'static str, child: &mut Child) {
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                println!("[{name}] {line}");
+            }
+        });
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{name}] {line}");
+            }
+        });
+    }
+}
+
+/// A process is serving once its port accepts connections: every Palisade server
+/// binds only after it has loaded and checked everything it needs.
+async fn wait_until_serving(
+    name: &str,
+    addr: std::net::SocketAddr,
+    running: &mut [Running],
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(r) = running.iter_mut().find(|r| r.name == name) {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                bail!("{name} exited while starting ({status}); its messages above say why");
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "{name} did not start serving on {addr} within {}s",
+                START_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+enum Stop {
+    Signal(&'static str),
+    ChildExited(&'static str, std::process::ExitStatus),
+}
+
+async fn wait_for_stop(running: &mut [Running]) -> Stop {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term_recv = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let child_exit = async {
+        loop {
+            for r in running.iter_mut() {
+                if let Ok(Some(status)) = r.child.try_wait() {
+                    return (r.name, status);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Stop::Signal("SIGINT"),
+        _ = term_recv => Stop::Signal("SIGTERM"),
+        (name, status) = child_exit => Stop::ChildExited(name, status),
+    }
+}
+
+/// Asks every child to stop (closing its stdin), in reverse start order, and kills
+/// any that has not stopped within [`STOP_TIMEOUT`].
+async fn stop_all(running: &mut Vec<Running>) {
+    for r in running.iter_mut().rev() {
+        drop(r.child.stdin.take());
+    }
+    for mut r in running.drain(..).rev() {
+        match tokio::time::timeout(STOP_TIMEOUT, r.child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!(
+                    "palisade up: {} did not stop within {}s; killing it",
+                    r.name,
+                    STOP_TIMEOUT.as_secs()
+                );
+                let _ = r.child.kill().await;
+            }
+        }
+    }
+}
+
+fn print_summary(stack: &Stack) {
+    println!("Palisade is running from {}", stack.dir.display());
+    for p in &stack.processes {
+        println!("  {:<8} https://{}  ({})", p.name, p.addr, p.what);
+    }
+    if stack.processes.is_empty() {
+        println!("  (no server processes exist in this build yet)");
+    }
+    println!("Certificates and keys: {}", stack.pki_dir.display());
+    println!(
+        "Demo inventory: tenant demo, cluster demo, instance demo-0 ({})",
+        stack.inventory.display()
+    );
+    for hint in &stack.next_steps {
+        println!("Try: {hint}");
+    }
+    println!("Stop with Ctrl-C.");
+}
