@@ -71,9 +71,10 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
         pki_dir,
         inventory,
         processes: Vec::new(),
-        next_steps: vec![
-            "palisade pki issue --dir .palisade/pki --kind operator --name alice".into(),
-        ],
+        next_steps: vec![format!(
+            "palisade pki issue --dir {} --kind operator --name alice",
+            dir.join("pki").display()
+        )],
     })
 }
 

@@ -1,4 +1,4 @@
-//! Access events: what is written to a cluster's log (DESIGN.md, "Data that matters").
+//! Access events: what is written to a cluster's log (schema in docs/formats.md).
 //!
 //! Every operator request leaves events in the log of the cluster it targets:
 //! - an [`IntentEvent`] *before* anything is dispatched (the agent refuses to act on a
@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 /// The schema identifier carried by every event.
 pub const EVENT_SCHEMA: &str = "palisade.dev/event/v1";
 
-/// Upper bound of one encoded event (DESIGN.md; also below the 65,535-byte limit of a
-/// tlog-tiles entry bundle).
-pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Upper bound of one encoded event: the largest entry a tlog-tiles entry bundle can
+/// hold (its length prefix is a big-endian u16).
+pub const MAX_EVENT_BYTES: usize = 65_535;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -213,6 +213,11 @@ impl Event {
         if env.schema != EVENT_SCHEMA {
             return Err(EventError::Schema(env.schema.chars().take(80).collect()));
         }
+        // One spelling per event: `"instance":null` and the like decode to the same
+        // value as an absent field, so re-encode and insist on the same bytes.
+        if env.event.to_log_entry()? != bytes {
+            return Err(EventError::Canonical(CanonicalError::NotCanonical));
+        }
         Ok(env.event)
     }
 
@@ -292,6 +297,22 @@ mod tests {
         assert!(
             Event::from_log_entry(extra.as_bytes()).is_err(),
             "unknown field accepted"
+        );
+        let mut no_instance = intent();
+        if let Event::Intent(i) = &mut no_instance {
+            i.instance = None;
+        }
+        let plain = String::from_utf8(no_instance.to_log_entry().expect("encode")).expect("utf8");
+        let null_spelling = plain.replacen(
+            "\"justification\"",
+            "\"instance\":null,\"justification\"",
+            1,
+        );
+        assert_ne!(null_spelling, plain);
+        assert!(Event::from_log_entry(plain.as_bytes()).is_ok());
+        assert!(
+            Event::from_log_entry(null_spelling.as_bytes()).is_err(),
+            "second spelling accepted"
         );
 
         let mut big = intent();

@@ -19,6 +19,13 @@ use std::str::FromStr;
 pub enum IdError {
     #[error("{kind} must not be empty")]
     Empty { kind: &'static str },
+    #[error("{kind} {value:?} is {len} bytes long; it must be exactly {want}")]
+    WrongLength {
+        kind: &'static str,
+        value: String,
+        len: usize,
+        want: usize,
+    },
     #[error("{kind} {value:?} is {len} bytes long; the limit is {max}")]
     TooLong {
         kind: &'static str,
@@ -193,11 +200,11 @@ impl EventId {
             return Err(IdError::Empty { kind: KIND });
         }
         if value.len() != Self::LEN {
-            return Err(IdError::TooLong {
+            return Err(IdError::WrongLength {
                 kind: KIND,
                 value: value.chars().take(80).collect(),
                 len: value.len(),
-                max: Self::LEN,
+                want: Self::LEN,
             });
         }
         if let Some((at, found)) = value

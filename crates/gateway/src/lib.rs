@@ -1,3 +1,3 @@
-//! Palisade gateway: not built yet. Its capability arrives with its own issue; until then
+//! Palisade gateway: not built yet. Until it is,
 //! the `palisade` subcommands that need it say so and exit non-zero.
 #![forbid(unsafe_code)]

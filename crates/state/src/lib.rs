@@ -5,8 +5,9 @@
 //! checkpoint per origin. [`StateStore`] is the one interface they use; [`RedbStore`]
 //! implements it on a single [redb](https://docs.rs/redb) file (an embedded,
 //! crash-safe, pure-Rust B-tree with ACID transactions — chosen over SQLite to keep
-//! the build free of C code, and over sled for its stable on-disk format). A store
-//! backed by etcd, for several gateway replicas, implements the same trait.
+//! the build free of C code, and over sled for its stable on-disk format). The trait
+//! is narrow on purpose so that a store shared by several gateway replicas (etcd; not
+//! built yet) can implement the same operations.
 //!
 //! Every write is durable when its future resolves (redb commits with fsync).
 //! Conditional writes ([`StateStore::insert_new`], [`StateStore::compare_and_swap`])
@@ -27,6 +28,16 @@ pub struct Namespace(&'static str);
 impl Namespace {
     /// Namespaces are fixed in code: lower-case letters, digits and `_`.
     pub const fn new(name: &'static str) -> Self {
+        let b = name.as_bytes();
+        assert!(!b.is_empty(), "namespace name must not be empty");
+        let mut i = 0;
+        while i < b.len() {
+            assert!(
+                b[i].is_ascii_lowercase() || b[i].is_ascii_digit() || b[i] == b'_',
+                "namespace names are lower-case letters, digits and _"
+            );
+            i += 1;
+        }
         Self(name)
     }
 
@@ -40,7 +51,11 @@ pub enum StateError {
     #[error("cannot open the state database {path}: {reason}")]
     Open { path: PathBuf, reason: String },
     #[error("state {op} in namespace {ns} failed: {reason}")]
-    Backend { op: &'static str, ns: &'static str, reason: String },
+    Backend {
+        op: &'static str,
+        ns: &'static str,
+        reason: String,
+    },
     #[error("state key {key:?} is invalid: {reason}")]
     BadKey { key: String, reason: &'static str },
 }
@@ -50,10 +65,16 @@ pub const MAX_KEY_BYTES: usize = 512;
 
 pub(crate) fn check_key(key: &str) -> Result<(), StateError> {
     if key.is_empty() {
-        return Err(StateError::BadKey { key: String::new(), reason: "empty" });
+        return Err(StateError::BadKey {
+            key: String::new(),
+            reason: "empty",
+        });
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(StateError::BadKey { key: key.chars().take(64).collect(), reason: "longer than 512 bytes" });
+        return Err(StateError::BadKey {
+            key: key.chars().take(64).collect(),
+            reason: "longer than 512 bytes",
+        });
     }
     Ok(())
 }
@@ -67,7 +88,12 @@ pub trait StateStore: Send + Sync + 'static {
     async fn put(&self, ns: Namespace, key: &str, value: Vec<u8>) -> Result<(), StateError>;
 
     /// Writes `value` only if `key` is absent; returns whether it wrote.
-    async fn insert_new(&self, ns: Namespace, key: &str, value: Vec<u8>) -> Result<bool, StateError>;
+    async fn insert_new(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<bool, StateError>;
 
     /// Replaces the value only if the current one equals `expected` (`None`: absent).
     /// `new = None` deletes. Returns whether it wrote.
@@ -83,7 +109,12 @@ pub trait StateStore: Send + Sync + 'static {
     async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StateError>;
 
     /// Entries whose key starts with `prefix`, in key order, at most `limit`.
-    async fn list(&self, ns: Namespace, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StateError>;
+    async fn list(
+        &self,
+        ns: Namespace,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StateError>;
 }
 
 /// Opens the default embedded store at `path` (created if missing).

@@ -18,7 +18,11 @@ fn table(ns: Namespace) -> TableDefinition<'static, &'static str, &'static [u8]>
 }
 
 fn backend(op: &'static str, ns: Namespace) -> impl Fn(String) -> StateError {
-    move |reason| StateError::Backend { op, ns: ns.name(), reason }
+    move |reason| StateError::Backend {
+        op,
+        ns: ns.name(),
+        reason,
+    }
 }
 
 impl RedbStore {
@@ -54,7 +58,11 @@ impl RedbStore {
         &self,
         op: &'static str,
         ns: Namespace,
-        f: impl FnOnce(&mut redb::Table<'_, &'static str, &'static [u8]>) -> Result<T, redb::StorageError> + Send + 'static,
+        f: impl FnOnce(
+                &mut redb::Table<'_, &'static str, &'static [u8]>,
+            ) -> Result<T, redb::StorageError>
+            + Send
+            + 'static,
     ) -> Result<T, StateError> {
         self.blocking(op, ns, move |db| {
             let txn = db.begin_write().map_err(|e| e.to_string())?;
@@ -90,11 +98,18 @@ impl StateStore for RedbStore {
     async fn put(&self, ns: Namespace, key: &str, value: Vec<u8>) -> Result<(), StateError> {
         check_key(key)?;
         let key = key.to_string();
-        self.write("put", ns, move |t| t.insert(key.as_str(), value.as_slice()).map(|_| ()))
-            .await
+        self.write("put", ns, move |t| {
+            t.insert(key.as_str(), value.as_slice()).map(|_| ())
+        })
+        .await
     }
 
-    async fn insert_new(&self, ns: Namespace, key: &str, value: Vec<u8>) -> Result<bool, StateError> {
+    async fn insert_new(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<bool, StateError> {
         check_key(key)?;
         let key = key.to_string();
         self.write("insert_new", ns, move |t| {
@@ -137,10 +152,16 @@ impl StateStore for RedbStore {
     async fn delete(&self, ns: Namespace, key: &str) -> Result<bool, StateError> {
         check_key(key)?;
         let key = key.to_string();
-        self.write("delete", ns, move |t| Ok(t.remove(key.as_str())?.is_some())).await
+        self.write("delete", ns, move |t| Ok(t.remove(key.as_str())?.is_some()))
+            .await
     }
 
-    async fn list(&self, ns: Namespace, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+    async fn list(
+        &self,
+        ns: Namespace,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
         let prefix = prefix.to_string();
         self.blocking("list", ns, move |db| {
             let txn = db.begin_read().map_err(|e| e.to_string())?;
@@ -178,23 +199,47 @@ mod tests {
         {
             let s = RedbStore::open(&path).expect("open");
             assert_eq!(s.get(NS, "a").await.expect("get"), None);
-            assert!(s.insert_new(NS, "nonce/1", b"x".to_vec()).await.expect("insert"));
-            assert!(!s.insert_new(NS, "nonce/1", b"y".to_vec()).await.expect("insert again"));
-            assert!(!s.compare_and_swap(NS, "lease", Some(b"z".to_vec()), Some(b"1".to_vec())).await.expect("cas"));
-            assert!(s.compare_and_swap(NS, "lease", None, Some(b"1".to_vec())).await.expect("cas"));
-            assert!(s.compare_and_swap(NS, "lease", Some(b"1".to_vec()), Some(b"2".to_vec())).await.expect("cas"));
+            assert!(s
+                .insert_new(NS, "nonce/1", b"x".to_vec())
+                .await
+                .expect("insert"));
+            assert!(!s
+                .insert_new(NS, "nonce/1", b"y".to_vec())
+                .await
+                .expect("insert again"));
+            assert!(!s
+                .compare_and_swap(NS, "lease", Some(b"z".to_vec()), Some(b"1".to_vec()))
+                .await
+                .expect("cas"));
+            assert!(s
+                .compare_and_swap(NS, "lease", None, Some(b"1".to_vec()))
+                .await
+                .expect("cas"));
+            assert!(s
+                .compare_and_swap(NS, "lease", Some(b"1".to_vec()), Some(b"2".to_vec()))
+                .await
+                .expect("cas"));
             s.put(NS, "nonce/2", b"w".to_vec()).await.expect("put");
             s.put(OTHER, "nonce/3", b"v".to_vec()).await.expect("put");
         }
         let s = RedbStore::open(&path).expect("reopen");
-        assert_eq!(s.get(NS, "nonce/1").await.expect("get"), Some(b"x".to_vec()));
+        assert_eq!(
+            s.get(NS, "nonce/1").await.expect("get"),
+            Some(b"x".to_vec())
+        );
         assert_eq!(s.get(NS, "lease").await.expect("get"), Some(b"2".to_vec()));
         let listed = s.list(NS, "nonce/", 10).await.expect("list");
-        assert_eq!(listed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["nonce/1", "nonce/2"]);
+        assert_eq!(
+            listed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["nonce/1", "nonce/2"]
+        );
         assert_eq!(s.list(NS, "nonce/", 1).await.expect("list").len(), 1);
         assert!(s.delete(NS, "nonce/1").await.expect("delete"));
         assert!(!s.delete(NS, "nonce/1").await.expect("delete"));
-        assert!(s.compare_and_swap(NS, "lease", Some(b"2".to_vec()), None).await.expect("cas delete"));
+        assert!(s
+            .compare_and_swap(NS, "lease", Some(b"2".to_vec()), None)
+            .await
+            .expect("cas delete"));
         assert_eq!(s.get(NS, "lease").await.expect("get"), None);
     }
 
@@ -202,13 +247,24 @@ mod tests {
     async fn bad_keys_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = RedbStore::open(&dir.path().join("s.redb")).expect("open");
-        assert!(matches!(s.put(NS, "", vec![]).await, Err(StateError::BadKey { .. })));
-        assert!(matches!(s.get(NS, &"k".repeat(513)).await, Err(StateError::BadKey { .. })));
+        assert!(matches!(
+            s.put(NS, "", vec![]).await,
+            Err(StateError::BadKey { .. })
+        ));
+        assert!(matches!(
+            s.get(NS, &"k".repeat(513)).await,
+            Err(StateError::BadKey { .. })
+        ));
     }
 
     #[tokio::test]
     async fn unopenable_path_is_a_clear_error() {
-        let err = RedbStore::open(Path::new("/proc/palisade/state.redb")).err().expect("error");
-        assert!(err.to_string().contains("/proc/palisade/state.redb"), "{err}");
+        let err = RedbStore::open(Path::new("/proc/palisade/state.redb"))
+            .err()
+            .expect("error");
+        assert!(
+            err.to_string().contains("/proc/palisade/state.redb"),
+            "{err}"
+        );
     }
 }

@@ -1,0 +1,173 @@
+//! Where a log's tiles, entry bundles and checkpoint live.
+//!
+//! The layout under a log's prefix is exactly C2SP tlog-tiles (`checkpoint`,
+//! `tile/<L>/<N>[.p/<W>]`, `tile/entries/<N>[.p/<W>]`), so a directory or bucket can be
+//! served by any static file server. Storage goes through the `object_store` crate:
+//! a local directory (with fsync on every write, so that a write that returned is on
+//! disk) or any S3-compatible bucket.
+//!
+//! Every write is a whole-object put, which both back ends make atomic: a reader sees
+//! the old object or the new one, never a torn one.
+
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open storage {url}: {reason}")]
+    Open { url: String, reason: String },
+    #[error("cannot read {path} from storage: {reason}")]
+    Read { path: String, reason: String },
+    #[error("cannot write {path} to storage: {reason}")]
+    Write { path: String, reason: String },
+}
+
+/// Object storage rooted at one prefix.
+#[derive(Clone)]
+pub struct TileStore {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    describe: String,
+}
+
+/// How to reach an S3-compatible bucket.
+#[derive(Debug, Clone)]
+pub struct S3Location {
+    pub bucket: String,
+    pub region: String,
+    /// e.g. `http://127.0.0.1:9000` for a local S3-compatible server.
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+impl TileStore {
+    /// A local directory, created if missing; every write is fsynced.
+    pub fn local(dir: &Path) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            url: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| open_err(e.to_string()))?
+            .with_fsync(true);
+        Ok(Self {
+            inner: Arc::new(fs),
+            prefix: String::new(),
+            describe: dir.display().to_string(),
+        })
+    }
+
+    /// An S3-compatible bucket.
+    pub fn s3(loc: &S3Location) -> Result<Self, StoreError> {
+        let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&loc.bucket)
+            .with_region(&loc.region);
+        if let Some(ep) = &loc.endpoint {
+            b = b
+                .with_endpoint(ep)
+                .with_allow_http(ep.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if let (Some(id), Some(secret)) = (&loc.access_key_id, &loc.secret_access_key) {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        let s3 = b.build().map_err(|e| StoreError::Open {
+            url: format!("s3://{}", loc.bucket),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            inner: Arc::new(s3),
+            prefix: String::new(),
+            describe: format!("s3://{}", loc.bucket),
+        })
+    }
+
+    /// The same storage, rooted at `prefix` below the current root.
+    pub fn at(&self, prefix: &str) -> Self {
+        let prefix = join(&self.prefix, prefix);
+        Self {
+            inner: self.inner.clone(),
+            describe: format!("{}/{}", self.describe.trim_end_matches('/'), prefix),
+            prefix,
+        }
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn path(&self, rel: &str) -> ObjectPath {
+        ObjectPath::from(join(&self.prefix, rel))
+    }
+
+    /// Reads an object; `None` if it does not exist.
+    pub async fn read(&self, rel: &str) -> Result<Option<Bytes>, StoreError> {
+        let err = |reason: String| StoreError::Read {
+            path: join(&self.describe, rel),
+            reason,
+        };
+        match self.inner.get(&self.path(rel)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| err(e.to_string()))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// Writes a whole object, durably and atomically.
+    pub async fn write(&self, rel: &str, data: Bytes) -> Result<(), StoreError> {
+        self.inner
+            .put(&self.path(rel), PutPayload::from_bytes(data))
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Write {
+                path: join(&self.describe, rel),
+                reason: e.to_string(),
+            })
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{}/{}", a.trim_end_matches('/'), b.trim_start_matches('/')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_store_round_trips_under_a_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TileStore::local(dir.path())
+            .expect("open")
+            .at("clusters/demo");
+        assert_eq!(store.read("checkpoint").await.expect("read"), None);
+        store
+            .write("tile/0/000.p/3", Bytes::from_static(b"abc"))
+            .await
+            .expect("write");
+        store
+            .write("checkpoint", Bytes::from_static(b"one"))
+            .await
+            .expect("write");
+        store
+            .write("checkpoint", Bytes::from_static(b"two"))
+            .await
+            .expect("overwrite");
+        assert_eq!(
+            store.read("checkpoint").await.expect("read").as_deref(),
+            Some(&b"two"[..])
+        );
+        let on_disk =
+            std::fs::read(dir.path().join("clusters/demo/tile/0/000.p/3")).expect("plain file");
+        assert_eq!(on_disk, b"abc");
+    }
+}
