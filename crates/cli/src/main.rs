@@ -7,10 +7,14 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod audit_cmd;
+mod lifecycle;
+mod log_cmd;
 mod pending;
 mod pki_cmd;
 mod stack;
 mod up;
+mod witness_cmd;
 
 /// Palisade: an operator-proof control plane for managed Kubernetes.
 ///
@@ -32,15 +36,15 @@ enum Command {
     /// Run the agent: the only door into a control-plane instance.
     Agent(pending::Args),
     /// Run or administer a cluster's tamper-evident log.
-    Log(pending::Args),
+    Log(log_cmd::LogArgs),
     /// Run a witness that cosigns log checkpoints after checking consistency.
-    Witness(pending::Args),
+    Witness(witness_cmd::WitnessArgs),
     /// Run the Kubernetes KMS v2 plugin that keeps the customer's key in an HSM or cloud KMS.
     Kms(pending::Args),
     /// Operator CLI: log in, see your on-call grants, run approved actions.
     Op(pending::Args),
     /// Customer CLI: verify your cluster's log, its proofs and its witnesses.
-    Audit(pending::Args),
+    Audit(audit_cmd::AuditArgs),
     /// Write, review, approve and publish the action policy (multi-party, on TUF).
     Policy(pending::Args),
     /// Attest, approve, publish and verify component releases (multi-party, on TUF).
@@ -61,11 +65,11 @@ fn main() -> ExitCode {
         Command::Pki(args) => pki_cmd::run(args),
         Command::Gateway(_) => pending::refuse("gateway", "the administrative API (gateway)"),
         Command::Agent(_) => pending::refuse("agent", "the agent"),
-        Command::Log(_) => pending::refuse("log", "the tamper-evident log"),
-        Command::Witness(_) => pending::refuse("witness", "the tamper-evident log"),
+        Command::Log(args) => log_cmd::run(args),
+        Command::Witness(args) => witness_cmd::run(args),
         Command::Kms(_) => pending::refuse("kms", "the KMS v2 plugin"),
         Command::Op(_) => pending::refuse("op", "the administrative API (gateway)"),
-        Command::Audit(_) => pending::refuse("audit", "the tamper-evident log"),
+        Command::Audit(args) => audit_cmd::run(args),
         Command::Policy(_) => pending::refuse("policy", "action policy and trusted releases"),
         Command::Release(_) => pending::refuse("release", "action policy and trusted releases"),
         Command::Backup(_) => pending::refuse("backup", "encrypted etcd backups"),

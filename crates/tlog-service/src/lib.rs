@@ -1,4 +1,12 @@
 //! Palisade's log and witness services and the customer's verifier.
+//!
+//! - [`store`]: tiles, bundles and checkpoints in object storage (local or S3).
+//! - [`sequencer`]: the single writer of a log: batching, durability, recovery.
+//! - [`witness_client`]: the log's side of tlog-witness.
 #![forbid(unsafe_code)]
 
+pub mod fetch;
+pub mod https;
+pub mod sequencer;
 pub mod store;
+pub mod witness_client;

@@ -1,0 +1,55 @@
+//! How long-running subcommands (`… serve`) know when to stop.
+
+use std::future::Future;
+
+/// Options every `serve` subcommand takes.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ServeLifecycle {
+    /// Stop when standard input closes (used by `palisade up`, so that no child
+    /// outlives it however it ends).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
+}
+
+/// Resolves on SIGINT, SIGTERM, or — with `--exit-with-parent` — when stdin closes.
+pub fn shutdown_signal(opts: ServeLifecycle) -> impl Future<Output = ()> {
+    async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        let parent_gone = async {
+            if !opts.exit_with_parent {
+                return std::future::pending::<()>().await;
+            }
+            use tokio::io::AsyncReadExt;
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 64];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; stopping"),
+            _ = term => tracing::info!("SIGTERM received; stopping"),
+            _ = parent_gone => tracing::info!("parent process gone; stopping"),
+        }
+    }
+}
+
+/// A multi-threaded runtime (the log's storage bridge needs one).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

@@ -1,0 +1,578 @@
+//! The sequencer: the one writer of a log.
+//!
+//! Appends are queued and integrated in batches (up to [`BatchConfig::max_entries`]
+//! entries, or whatever arrived within [`BatchConfig::max_delay`] of the first). For
+//! each batch, in this order:
+//! 1. the new leaves go into the in-memory right edge of the tree ([`Frontier`] plus
+//!    the partial tile of every level and the partial entry bundle);
+//! 2. every tile and entry bundle the batch completed or changed is written;
+//! 3. a checkpoint over the new size is signed and written — this is the commit point:
+//!    a batch is part of the log once its checkpoint is stored;
+//! 4. if witnesses are configured, their cosignatures are collected and the cosigned
+//!    checkpoint replaces the log-only one;
+//! 5. every entry of the batch is acknowledged with its index and a self-contained
+//!    tlog-proof (inclusion proof + the checkpoint).
+//!
+//! If step 2 or 3 fails, the batch is refused and the in-memory state is reloaded
+//! from storage, so the next batch starts again from the last stored checkpoint (tiles
+//! written beyond it are simply overwritten). An acknowledged entry is therefore
+//! always under a stored checkpoint; an entry that was never acknowledged may be lost.
+//! If step 4 fails, the entries are in the log (under a log-signed checkpoint) but the
+//! append is answered with an error, so a caller that requires witnesses fails closed.
+//!
+//! Memory is bounded by the right edge (at most 256 hashes per level and one partial
+//! entry bundle), whatever the size of the log.
+
+use crate::fetch::{MemoryTiles, StoreFetcher};
+use crate::store::TileStore;
+use crate::witness_client::WitnessClient;
+use bytes::Bytes;
+use palisade_tlog::checkpoint::Checkpoint;
+use palisade_tlog::hash::{leaf_hash, Hash};
+use palisade_tlog::note::{Note, SignerKey};
+use palisade_tlog::proof::TlogProof;
+use palisade_tlog::tile::{
+    encode_bundle, new_tiles, parse_bundle, TileHashReader, TileId, MAX_ENTRY_LEN, TILE_HEIGHT,
+    TILE_WIDTH,
+};
+use palisade_tlog::tree::Frontier;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+const WIDTH: usize = TILE_WIDTH as usize;
+
+/// How appends are grouped.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConfig {
+    /// At most this many entries per batch (1..=256).
+    pub max_entries: usize,
+    /// How long the first entry of a batch waits for others.
+    pub max_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 256,
+            max_delay: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Why an append was not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("entry is empty")]
+    Empty,
+    #[error("entry is {0} bytes; a log entry is at most {MAX_ENTRY_LEN} bytes")]
+    TooLarge(usize),
+    #[error("the log {origin} is not accepting appends: {reason}")]
+    Unavailable { origin: String, reason: String },
+    #[error("storage failed, the entry was not logged: {0}")]
+    Storage(String),
+    #[error(
+        "the entry is in the log at index {index}, but only {got} of {need} required witness \
+         cosignatures were obtained ({detail})"
+    )]
+    Unwitnessed {
+        index: u64,
+        got: usize,
+        need: usize,
+        detail: String,
+    },
+}
+
+/// What an acknowledged append returns.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub index: u64,
+    /// A C2SP tlog-proof: the inclusion proof and the (cosigned) checkpoint.
+    pub proof: Bytes,
+}
+
+/// The latest published checkpoint of a log.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub size: u64,
+    pub note: Bytes,
+}
+
+struct Pending {
+    entry: Bytes,
+    reply: oneshot::Sender<Result<Receipt, AppendError>>,
+}
+
+/// A handle to a running sequencer; cheap to clone.
+#[derive(Clone)]
+pub struct LogWriter {
+    origin: Arc<str>,
+    tx: mpsc::Sender<Pending>,
+    published: watch::Receiver<Published>,
+}
+
+impl LogWriter {
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Appends one entry and waits until it is under a stored (and, if configured,
+    /// witnessed) checkpoint.
+    pub async fn append(&self, entry: Bytes) -> Result<Receipt, AppendError> {
+        if entry.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        if entry.len() > MAX_ENTRY_LEN {
+            return Err(AppendError::TooLarge(entry.len()));
+        }
+        let (reply, rx) = oneshot::channel();
+        let unavailable = |reason: &str| AppendError::Unavailable {
+            origin: self.origin.to_string(),
+            reason: reason.into(),
+        };
+        self.tx
+            .send(Pending { entry, reply })
+            .await
+            .map_err(|_| unavailable("the sequencer stopped"))?;
+        rx.await
+            .map_err(|_| unavailable("the sequencer stopped before answering"))?
+    }
+
+    /// The latest stored checkpoint.
+    pub fn published(&self) -> Published {
+        self.published.borrow().clone()
+    }
+}
+
+/// Why a log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("log {origin}: {reason}")]
+    Corrupt { origin: String, reason: String },
+    #[error("log {origin}: storage: {0}", origin = .1)]
+    Storage(String, String),
+}
+
+/// The witnesses a log asks for cosignatures, and how many it needs.
+#[derive(Clone, Default)]
+pub struct WitnessSet {
+    pub clients: Vec<WitnessClient>,
+    pub quorum: usize,
+}
+
+/// The right edge of the tree: everything needed to append, in bounded memory.
+struct Edge {
+    frontier: Frontier,
+    /// Partial tile of each level (hashes at tree level 8·L).
+    tiles: Vec<Vec<Hash>>,
+    /// Entries of the partial entry bundle.
+    entries: Vec<Bytes>,
+}
+
+struct Sequencer {
+    origin: String,
+    key: SignerKey,
+    store: TileStore,
+    edge: Edge,
+    /// The current checkpoint, as stored.
+    note: Note,
+    /// Tiles written by the last batch, kept for proofs.
+    recent: MemoryTiles,
+    witnesses: WitnessSet,
+    published: watch::Sender<Published>,
+}
+
+/// Opens (or creates) the log at `store` and starts its sequencer.
+pub async fn start(
+    origin: &str,
+    key: SignerKey,
+    store: TileStore,
+    batch: BatchConfig,
+    witnesses: WitnessSet,
+) -> Result<LogWriter, OpenError> {
+    let (edge, note, recent) = recover(origin, &key, &store).await?;
+    let size = edge.frontier.size();
+    let (published, published_rx) = watch::channel(Published {
+        size,
+        note: Bytes::from(note.to_bytes()),
+    });
+    let (tx, rx) = mpsc::channel(4096);
+    let seq = Sequencer {
+        origin: origin.to_string(),
+        key,
+        store,
+        edge,
+        note,
+        recent,
+        witnesses,
+        published,
+    };
+    let batch = BatchConfig {
+        max_entries: batch.max_entries.clamp(1, WIDTH),
+        ..batch
+    };
+    tokio::spawn(seq.run(rx, batch));
+    Ok(LogWriter {
+        origin: origin.into(),
+        tx,
+        published: published_rx,
+    })
+}
+
+/// Loads the right edge from the last stored checkpoint and checks the stored tiles
+/// and entries against it. A log with no checkpoint is new and gets one of size 0.
+async fn recover(
+    origin: &str,
+    key: &SignerKey,
+    store: &TileStore,
+) -> Result<(Edge, Note, MemoryTiles), OpenError> {
+    let corrupt = |reason: String| OpenError::Corrupt {
+        origin: origin.to_string(),
+        reason,
+    };
+    let storage =
+        |e: crate::store::StoreError| OpenError::Storage(e.to_string(), origin.to_string());
+    let Some(bytes) = store.read("checkpoint").await.map_err(storage)? else {
+        let note = Checkpoint::new(origin, 0, Frontier::new().root())
+            .and_then(|c| c.sign(key))
+            .map_err(|e| corrupt(e.to_string()))?;
+        store
+            .write("checkpoint", Bytes::from(note.to_bytes()))
+            .await
+            .map_err(storage)?;
+        let edge = Edge {
+            frontier: Frontier::new(),
+            tiles: Vec::new(),
+            entries: Vec::new(),
+        };
+        return Ok((edge, note, MemoryTiles::new()));
+    };
+    let note =
+        Note::parse(&bytes).map_err(|e| corrupt(format!("stored checkpoint is malformed: {e}")))?;
+    note.clone()
+        .open(std::slice::from_ref(&key.verifier()))
+        .map_err(|e| {
+            corrupt(format!(
+                "stored checkpoint is not signed by this log's key: {e}"
+            ))
+        })?;
+    let checkpoint =
+        Checkpoint::parse(note.text()).map_err(|e| corrupt(format!("stored checkpoint: {e}")))?;
+    if checkpoint.origin() != origin {
+        return Err(corrupt(format!(
+            "stored checkpoint is for origin {:?}",
+            checkpoint.origin()
+        )));
+    }
+    let size = checkpoint.size();
+
+    // The partial tile of every level, and the partial entry bundle.
+    let mut recent = MemoryTiles::new();
+    let mut tiles = Vec::new();
+    for level in 0u8.. {
+        let hashes = level_hashes(level, size);
+        if hashes == 0 {
+            break;
+        }
+        let width = (hashes % WIDTH as u64) as u16;
+        let mut row = Vec::new();
+        if width > 0 {
+            let id = TileId::new(level, hashes / WIDTH as u64, width)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let data = store
+                .read(&id.path())
+                .await
+                .map_err(storage)?
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "tile {} covered by the checkpoint of size {size} is missing",
+                        id.path()
+                    ))
+                })?;
+            if data.len() != id.byte_len() {
+                return Err(corrupt(format!(
+                    "tile {} has {} bytes, want {}",
+                    id.path(),
+                    data.len(),
+                    id.byte_len()
+                )));
+            }
+            row = data.chunks_exact(32).filter_map(Hash::from_slice).collect();
+            recent.insert(id, data);
+        }
+        tiles.push(row);
+    }
+    let frontier = {
+        let fetcher = StoreFetcher::new(store, &recent);
+        let reader = TileHashReader::new(size, *checkpoint.root(), &fetcher);
+        tokio::task::block_in_place(|| Frontier::from_stored(size, &reader)).map_err(|e| {
+            corrupt(format!(
+                "stored tiles do not match the checkpoint of size {size}: {e}"
+            ))
+        })?
+    };
+    if frontier.root() != *checkpoint.root() {
+        return Err(corrupt(format!(
+            "stored tiles do not recompute the root of the checkpoint of size {size}"
+        )));
+    }
+    let mut entries = Vec::new();
+    let in_bundle = (size % WIDTH as u64) as u16;
+    if in_bundle > 0 {
+        let id =
+            TileId::new(0, size / WIDTH as u64, in_bundle).map_err(|e| corrupt(e.to_string()))?;
+        let data = store
+            .read(&id.entries_path())
+            .await
+            .map_err(storage)?
+            .ok_or_else(|| corrupt(format!("entry bundle {} is missing", id.entries_path())))?;
+        let parsed = parse_bundle(&data)
+            .map_err(|e| corrupt(format!("entry bundle {}: {e}", id.entries_path())))?;
+        let row = tiles.first().map(Vec::as_slice).unwrap_or_default();
+        if parsed.len() != row.len() || parsed.iter().zip(row).any(|(e, h)| leaf_hash(e) != *h) {
+            return Err(corrupt(format!(
+                "entry bundle {} does not match its tile",
+                id.entries_path()
+            )));
+        }
+        entries = parsed.into_iter().map(Bytes::copy_from_slice).collect();
+    }
+    Ok((
+        Edge {
+            frontier,
+            tiles,
+            entries,
+        },
+        note,
+        recent,
+    ))
+}
+
+/// Number of hashes at tree level 8·`level` in a tree of `size` leaves.
+fn level_hashes(level: u8, size: u64) -> u64 {
+    size.checked_shr(u32::from(level) * u32::from(TILE_HEIGHT))
+        .unwrap_or(0)
+}
+
+fn hashes_bytes(row: &[Hash]) -> Bytes {
+    Bytes::from(row.iter().flat_map(|h| h.0).collect::<Vec<u8>>())
+}
+
+impl Sequencer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Pending>, batch: BatchConfig) {
+        while let Some(first) = rx.recv().await {
+            let mut pending = vec![first];
+            let deadline = tokio::time::Instant::now() + batch.max_delay;
+            while pending.len() < batch.max_entries {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => pending.push(p),
+                    _ => break,
+                }
+            }
+            self.integrate(pending).await;
+        }
+    }
+
+    async fn integrate(&mut self, pending: Vec<Pending>) {
+        let old_size = self.edge.frontier.size();
+        match self.write_batch(&pending).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(origin = %self.origin, error = %e, "batch not logged; reloading from storage");
+                for p in pending {
+                    let _ = p.reply.send(Err(AppendError::Storage(e.clone())));
+                }
+                match recover(&self.origin, &self.key, &self.store).await {
+                    Ok((edge, note, recent)) => {
+                        self.edge = edge;
+                        self.note = note;
+                        self.recent = recent;
+                    }
+                    Err(e) => {
+                        tracing::error!(origin = %self.origin, error = %e, "reload failed; appends will keep failing")
+                    }
+                }
+                return;
+            }
+        }
+        let witnessed = self.collect_cosignatures().await;
+        let size = self.edge.frontier.size();
+        let _ = self.published.send(Published {
+            size,
+            note: Bytes::from(self.note.to_bytes()),
+        });
+        for (i, p) in pending.into_iter().enumerate() {
+            let index = old_size + i as u64;
+            let answer = match &witnessed {
+                Err((got, need, detail)) => Err(AppendError::Unwitnessed {
+                    index,
+                    got: *got,
+                    need: *need,
+                    detail: detail.clone(),
+                }),
+                Ok(()) => self.receipt(index),
+            };
+            let _ = p.reply.send(answer);
+        }
+    }
+
+    /// Steps 1–3: tiles, bundles, checkpoint. On error nothing is acknowledged.
+    async fn write_batch(&mut self, pending: &[Pending]) -> Result<(), String> {
+        let old_size = self.edge.frontier.size();
+        let mut full_tiles = MemoryTiles::new();
+        let mut full_bundles: Vec<(TileId, Bytes)> = Vec::new();
+        for p in pending {
+            let index = self.edge.frontier.size();
+            let stored = self
+                .edge
+                .frontier
+                .append(leaf_hash(&p.entry))
+                .map_err(|e| e.to_string())?;
+            for (level, hash) in stored.iter().step_by(usize::from(TILE_HEIGHT)).enumerate() {
+                let level = level as u8;
+                if self.edge.tiles.len() <= usize::from(level) {
+                    self.edge.tiles.push(Vec::new());
+                }
+                let Some(row) = self.edge.tiles.get_mut(usize::from(level)) else {
+                    continue;
+                };
+                row.push(*hash);
+                if row.len() == WIDTH {
+                    let tile_index =
+                        (index >> (u32::from(level) * u32::from(TILE_HEIGHT))) / WIDTH as u64;
+                    let id =
+                        TileId::new(level, tile_index, TILE_WIDTH).map_err(|e| e.to_string())?;
+                    full_tiles.insert(id, hashes_bytes(row));
+                    row.clear();
+                }
+            }
+            self.edge.entries.push(p.entry.clone());
+            if self.edge.entries.len() == WIDTH {
+                let id =
+                    TileId::new(0, index / WIDTH as u64, TILE_WIDTH).map_err(|e| e.to_string())?;
+                let bundle = encode_bundle(&self.edge.entries).map_err(|e| e.to_string())?;
+                full_bundles.push((id, Bytes::from(bundle)));
+                self.edge.entries.clear();
+            }
+        }
+        let size = self.edge.frontier.size();
+
+        let mut writes: Vec<(String, Bytes)> = Vec::new();
+        let mut recent = MemoryTiles::new();
+        for id in new_tiles(old_size, size) {
+            let data = if id.is_full() {
+                full_tiles.get(&id).cloned()
+            } else {
+                self.edge
+                    .tiles
+                    .get(usize::from(id.level()))
+                    .map(|row| hashes_bytes(row))
+            }
+            .ok_or_else(|| format!("internal: tile {} was not computed", id.path()))?;
+            if data.len() != id.byte_len() {
+                return Err(format!(
+                    "internal: tile {} has {} bytes, want {}",
+                    id.path(),
+                    data.len(),
+                    id.byte_len()
+                ));
+            }
+            writes.push((id.path(), data.clone()));
+            recent.insert(id, data);
+        }
+        for (id, bundle) in full_bundles {
+            writes.push((id.entries_path(), bundle));
+        }
+        if !self.edge.entries.is_empty() {
+            let width = u16::try_from(self.edge.entries.len()).map_err(|e| e.to_string())?;
+            let id = TileId::new(0, size / WIDTH as u64, width).map_err(|e| e.to_string())?;
+            let bundle = encode_bundle(&self.edge.entries).map_err(|e| e.to_string())?;
+            writes.push((id.entries_path(), Bytes::from(bundle)));
+        }
+        let results = futures::future::join_all(writes.into_iter().map(|(path, data)| {
+            let store = self.store.clone();
+            async move { store.write(&path, data).await }
+        }))
+        .await;
+        for r in results {
+            r.map_err(|e| e.to_string())?;
+        }
+
+        let note = Checkpoint::new(&self.origin, size, self.edge.frontier.root())
+            .and_then(|c| c.sign(&self.key))
+            .map_err(|e| e.to_string())?;
+        self.store
+            .write("checkpoint", Bytes::from(note.to_bytes()))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.note = note;
+        self.recent = recent;
+        Ok(())
+    }
+
+    /// Step 4: asks every witness to cosign; stores the cosigned checkpoint.
+    async fn collect_cosignatures(&mut self) -> Result<(), (usize, usize, String)> {
+        if self.witnesses.clients.is_empty() {
+            return Ok(());
+        }
+        let checkpoint = match Checkpoint::parse(self.note.text()) {
+            Ok(c) => c,
+            Err(e) => return Err((0, self.witnesses.quorum, e.to_string())),
+        };
+        let mut note = self.note.clone();
+        let mut got = 0;
+        let mut problems = Vec::new();
+        let store = self.store.clone();
+        let recent = self.recent.clone();
+        for w in self.witnesses.clients.iter_mut() {
+            match w
+                .add_checkpoint(&self.note, &checkpoint, &store, &recent)
+                .await
+            {
+                Ok(sig) => {
+                    if note.add_signature(sig).is_ok() {
+                        got += 1;
+                    }
+                }
+                Err(e) => problems.push(format!("{}: {e}", w.name())),
+            }
+        }
+        let need = self.witnesses.quorum;
+        if got > 0 {
+            if let Err(e) = self
+                .store
+                .write("checkpoint", Bytes::from(note.to_bytes()))
+                .await
+            {
+                problems.push(format!("storing the cosigned checkpoint: {e}"));
+            } else {
+                self.note = note;
+            }
+        }
+        if got >= need {
+            Ok(())
+        } else {
+            Err((got, need, problems.join("; ")))
+        }
+    }
+
+    fn receipt(&self, index: u64) -> Result<Receipt, AppendError> {
+        let size = self.edge.frontier.size();
+        let root = self.edge.frontier.root();
+        let fetcher = StoreFetcher::new(&self.store, &self.recent);
+        let reader = TileHashReader::new(size, root, &fetcher);
+        let proof = tokio::task::block_in_place(|| {
+            TlogProof::produce(index, self.note.clone(), None, &reader)
+        })
+        .map_err(|e| AppendError::Storage(format!("cannot build the inclusion proof: {e}")))?;
+        Ok(Receipt {
+            index,
+            proof: Bytes::from(proof.to_bytes()),
+        })
+    }
+}
+
+/// The verifier key text for a log key, as customers and agents configure it.
+pub fn verifier_text(key: &SignerKey) -> String {
+    key.verifier().to_string()
+}
