@@ -1,7 +1,5 @@
 //! How long-running subcommands (`… serve`) know when to stop.
 
-use std::future::Future;
-
 /// Options every `serve` subcommand takes.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct ServeLifecycle {
@@ -12,8 +10,8 @@ pub struct ServeLifecycle {
 }
 
 /// Resolves on SIGINT, SIGTERM, or — with `--exit-with-parent` — when stdin closes.
-pub fn shutdown_signal(opts: ServeLifecycle) -> impl Future<Output = ()> {
-    async move {
+pub async fn shutdown_signal(opts: ServeLifecycle) {
+    {
         use tokio::signal::unix::{signal, SignalKind};
         let term = async {
             match signal(SignalKind::terminate()) {

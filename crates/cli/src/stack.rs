@@ -5,6 +5,8 @@
 use anyhow::Context;
 use palisade_core::inventory::Inventory;
 use palisade_pki::{CaPaths, CertName, IssuedPaths, Role};
+use palisade_tlog::note::KeyType;
+use palisade_tlog_service::keyfile::{file_stem, write_key_pair};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -66,16 +68,148 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
     }
     palisade_core::config::load::<Inventory>(&inventory)?;
 
+    let witness = prepare_witness(dir, &pki_dir, port(2)?)?;
+    let log = prepare_log(dir, &pki_dir, &inventory, port(1)?, port(2)?)?;
+
     Ok(Stack {
         dir: dir.to_path_buf(),
         pki_dir,
         inventory,
-        processes: Vec::new(),
+        processes: vec![witness, log],
         next_steps: vec![format!(
-            "palisade pki issue --dir {} --kind operator --name alice",
-            dir.join("pki").display()
+            "palisade audit verify --url https://{log}/logs/demo --token @{d}/tenant-demo.token --ca {d}/pki/ca.crt \\\n       \
+             --origin {BASE_ORIGIN}/demo --log-key @{d}/log/keys/{stem}.pub \\\n       \
+             --witness-key @{d}/witness/keys/{wstem}.pub --quorum 1",
+            log = port(1)?,
+            d = dir.display(),
+            stem = file_stem(BASE_ORIGIN),
+            wstem = file_stem(WITNESS_NAME),
         )],
     })
+}
+
+/// The base origin of the demo logs; cluster `demo` logs to `palisade.local/log/demo`.
+pub const BASE_ORIGIN: &str = "palisade.local/log";
+const WITNESS_NAME: &str = "palisade.local/witness";
+
+/// The witness: its key, its state file and its configuration.
+fn prepare_witness(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<ProcessSpec> {
+    let wdir = dir.join("witness");
+    let keys = wdir.join("keys");
+    let stem = file_stem(WITNESS_NAME);
+    if !keys.join(format!("{stem}.key")).exists() {
+        write_key_pair(WITNESS_NAME, KeyType::Cosignature, &keys, false)?;
+    }
+    let log_pub = ensure_log_key(dir)?;
+    let config = wdir.join("witness.toml");
+    if !config.exists() {
+        let log_key = std::fs::read_to_string(&log_pub)?.trim().to_string();
+        let mut text = format!(
+            "listen = \"{addr}\"\nkey_file = \"keys/{stem}.key\"\nstate_file = \"state.redb\"\n\n\
+             [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+            ca = pki.join("ca.crt").display(),
+            cert = pki.join("witness-witness.crt").display(),
+            key = pki.join("witness-witness.key").display(),
+        );
+        for log in ["governance", "demo"] {
+            text.push_str(&format!(
+                "\n[[log]]\norigin = \"{BASE_ORIGIN}/{log}\"\nkey = \"{log_key}\"\n"
+            ));
+        }
+        write_new(&config, &header(&text))?;
+    }
+    Ok(ProcessSpec {
+        name: "witness",
+        what: "cosigns checkpoints after checking consistency",
+        args: vec![
+            "witness".into(),
+            "serve".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        addr,
+    })
+}
+
+fn ensure_log_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    let keys = dir.join("log").join("keys");
+    let stem = file_stem(BASE_ORIGIN);
+    if !keys.join(format!("{stem}.key")).exists() {
+        write_key_pair(BASE_ORIGIN, KeyType::Ed25519, &keys, false)?;
+    }
+    Ok(keys.join(format!("{stem}.pub")))
+}
+
+/// The log service: its key, the demo tenant's read token, and its configuration.
+fn prepare_log(
+    dir: &Path,
+    pki: &Path,
+    inventory: &Path,
+    addr: SocketAddr,
+    witness: SocketAddr,
+) -> anyhow::Result<ProcessSpec> {
+    let ldir = dir.join("log");
+    ensure_log_key(dir)?;
+    let token_file = dir.join("tenant-demo.token");
+    if !token_file.exists() {
+        let mut raw = [0u8; 24];
+        getrandom::getrandom(&mut raw)
+            .map_err(|e| anyhow::anyhow!("no randomness for the demo token: {e}"))?;
+        write_private(&token_file, &format!("{}\n", hex::encode(raw)))?;
+    }
+    let token = std::fs::read_to_string(&token_file)?.trim().to_string();
+    let token_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    let config = ldir.join("log.toml");
+    if !config.exists() {
+        let witness_key = std::fs::read_to_string(
+            dir.join("witness/keys")
+                .join(format!("{}.pub", file_stem(WITNESS_NAME))),
+        )?;
+        let text = format!(
+            "listen = \"{addr}\"\nbase_origin = \"{BASE_ORIGIN}\"\nkey_file = \"keys/{stem}.key\"\n\
+             inventory = \"{inventory}\"\nwitness_quorum = 1\n\n\
+             [storage]\nkind = \"local\"\ndir = \"tiles\"\n\n\
+             [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
+             [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha256}\"\n\n\
+             [[witness]]\nname = \"{WITNESS_NAME}\"\nurl = \"https://{witness}\"\nkey = \"{wkey}\"\n",
+            stem = file_stem(BASE_ORIGIN),
+            inventory = inventory.display(),
+            ca = pki.join("ca.crt").display(),
+            cert = pki.join("log-log.crt").display(),
+            key = pki.join("log-log.key").display(),
+            wkey = witness_key.trim(),
+        );
+        write_new(&config, &header(&text))?;
+    }
+    Ok(ProcessSpec {
+        name: "log",
+        what: "per-cluster tamper-evident logs (append: gateway/agent; read: tenants)",
+        args: vec![
+            "log".into(),
+            "serve".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        addr,
+    })
+}
+
+fn header(body: &str) -> String {
+    format!("# Written by `palisade up`; edit freely, it is not overwritten.\n{body}")
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn toml_text<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {

@@ -68,7 +68,12 @@ pub async fn serve(
             {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    tracing::info!(peer = %addr, error = %e, "TLS handshake refused");
+                    // A bare connect-and-close (a port probe) is not worth a line.
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        tracing::debug!(peer = %addr, "connection closed before TLS");
+                    } else {
+                        tracing::info!(peer = %addr, error = %e, "TLS handshake refused");
+                    }
                     return;
                 }
                 Err(_) => return,

@@ -5,8 +5,13 @@
 //! - [`witness_client`]: the log's side of tlog-witness.
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod config;
 pub mod fetch;
 pub mod https;
+pub mod keyfile;
 pub mod sequencer;
+pub mod server;
 pub mod store;
 pub mod witness_client;
+pub mod witness_server;

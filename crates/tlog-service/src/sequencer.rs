@@ -360,6 +360,20 @@ fn hashes_bytes(row: &[Hash]) -> Bytes {
 
 impl Sequencer {
     async fn run(mut self, mut rx: mpsc::Receiver<Pending>, batch: BatchConfig) {
+        // A checkpoint stored before the witnesses answered (or the first one of a new
+        // log) is cosigned now, so that readers requiring witnesses can verify it.
+        if !self.witnesses.clients.is_empty()
+            && self.note.signatures().len() <= self.witnesses.quorum
+        {
+            if let Err((got, need, detail)) = self.collect_cosignatures().await {
+                tracing::warn!(origin = %self.origin, got, need, %detail, "checkpoint not yet witnessed");
+            }
+            let size = self.edge.frontier.size();
+            let _ = self.published.send(Published {
+                size,
+                note: Bytes::from(self.note.to_bytes()),
+            });
+        }
         while let Some(first) = rx.recv().await {
             let mut pending = vec![first];
             let deadline = tokio::time::Instant::now() + batch.max_delay;

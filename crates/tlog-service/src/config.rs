@@ -1,0 +1,232 @@
+//! The log service's configuration file (`palisade log serve --config F`); every field
+//! is documented in docs/configuration.md.
+
+use palisade_core::config::{check_listen, FieldError, ProcessConfig};
+use palisade_core::id::{ClusterId, TenantId};
+use palisade_tlog::note::{KeyType, VerifierKey};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The name of the governance log, beside the per-cluster logs. A cluster may not be
+/// called this.
+pub const GOVERNANCE: &str = "governance";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Address to serve HTTPS on, e.g. `127.0.0.1:7401`.
+    pub listen: String,
+    /// Origins are `<base_origin>/<cluster-id>` and `<base_origin>/governance`.
+    pub base_origin: String,
+    /// The log's signed-note private key (`PRIVATE+KEY+…`); its name must equal
+    /// `base_origin`. Secret: `PALISADE_LOG_KEY_FILE` overrides it.
+    pub key_file: PathBuf,
+    /// The inventory: which clusters exist and which tenant owns each.
+    pub inventory: PathBuf,
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub batch: BatchSettings,
+    pub tls: TlsFiles,
+    /// Bearer tokens with which tenants read their clusters' logs.
+    #[serde(default, rename = "reader")]
+    pub readers: Vec<Reader>,
+    /// Witnesses asked to cosign every checkpoint.
+    #[serde(default, rename = "witness")]
+    pub witnesses: Vec<WitnessEntry>,
+    /// How many witness cosignatures an append needs before it is acknowledged.
+    #[serde(default)]
+    pub witness_quorum: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum StorageConfig {
+    /// A local directory (every write fsynced).
+    Local { dir: PathBuf },
+    /// An S3-compatible bucket.
+    S3 {
+        bucket: String,
+        region: String,
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// A file holding `<access key id>:<secret access key>`; without it, the
+        /// usual AWS environment variables are used.
+        #[serde(default)]
+        credentials_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+    #[serde(default = "default_max_delay_ms")]
+    pub max_delay_ms: u64,
+}
+
+fn default_max_entries() -> usize {
+    256
+}
+fn default_max_delay_ms() -> u64 {
+    5
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_entries: default_max_entries(),
+            max_delay_ms: default_max_delay_ms(),
+        }
+    }
+}
+
+impl BatchSettings {
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_millis(self.max_delay_ms)
+    }
+}
+
+/// A process's TLS files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The Palisade CA certificate: the only trust anchor for peers.
+    pub ca: PathBuf,
+    /// This process's certificate (of its own role).
+    pub cert: PathBuf,
+    /// Its private key. Secret: `PALISADE_<PROCESS>_TLS_KEY` overrides it.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reader {
+    pub tenant: TenantId,
+    /// Lower-case hex SHA-256 of the bearer token (the token itself is never stored).
+    pub token_sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessEntry {
+    pub name: String,
+    /// Base URL; the log posts to `<url>/add-checkpoint`.
+    pub url: String,
+    /// The witness's verifier key (cosignature type).
+    pub key: String,
+    /// Only for these clusters' logs; empty means every log.
+    #[serde(default)]
+    pub clusters: Vec<ClusterId>,
+}
+
+impl WitnessEntry {
+    pub fn verifier(&self) -> Result<VerifierKey, String> {
+        VerifierKey::parse(&self.key).map_err(|e| e.to_string())
+    }
+
+    pub fn applies_to(&self, log: &str) -> bool {
+        self.clusters.is_empty() || self.clusters.iter().any(|c| c.as_str() == log)
+    }
+}
+
+impl ProcessConfig for LogConfig {
+    const PROCESS: &'static str = "log";
+
+    fn validate(&self) -> Result<(), FieldError> {
+        check_listen("listen", &self.listen)?;
+        if !palisade_tlog::note::is_valid_key_name(&self.base_origin) {
+            return Err(FieldError::new(
+                "base_origin",
+                format!(
+                    "{:?} is not a valid log origin (no spaces or '+')",
+                    self.base_origin
+                ),
+            ));
+        }
+        if !(1..=256).contains(&self.batch.max_entries) {
+            return Err(FieldError::new(
+                "batch.max_entries",
+                "must be between 1 and 256",
+            ));
+        }
+        if self.batch.max_delay_ms > 10_000 {
+            return Err(FieldError::new(
+                "batch.max_delay_ms",
+                "must be at most 10000",
+            ));
+        }
+        for (i, r) in self.readers.iter().enumerate() {
+            if r.token_sha256.len() != 64
+                || !r
+                    .token_sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(FieldError::new(
+                    format!("reader[{i}].token_sha256"),
+                    "must be 64 lower-case hex digits",
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, w) in self.witnesses.iter().enumerate() {
+            let key = w
+                .verifier()
+                .map_err(|e| FieldError::new(format!("witness[{i}].key"), e))?;
+            if key.key_type() != KeyType::Cosignature {
+                return Err(FieldError::new(
+                    format!("witness[{i}].key"),
+                    "must be a cosignature (type 0x04) verifier key",
+                ));
+            }
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                return Err(FieldError::new(
+                    format!("witness[{i}].url"),
+                    format!("{:?} is not an http(s) URL", w.url),
+                ));
+            }
+            if !names.insert(&w.name) {
+                return Err(FieldError::new(
+                    format!("witness[{i}].name"),
+                    format!("witness {:?} is listed twice", w.name),
+                ));
+            }
+        }
+        if self.witness_quorum > self.witnesses.len() {
+            return Err(FieldError::new(
+                "witness_quorum",
+                format!(
+                    "{} is more than the {} witnesses configured",
+                    self.witness_quorum,
+                    self.witnesses.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn paths_mut(&mut self) -> Vec<(&'static str, &mut PathBuf)> {
+        let mut v = vec![
+            ("key_file", &mut self.key_file),
+            ("inventory", &mut self.inventory),
+            ("tls.ca", &mut self.tls.ca),
+            ("tls.cert", &mut self.tls.cert),
+            ("tls.key", &mut self.tls.key),
+        ];
+        match &mut self.storage {
+            StorageConfig::Local { dir } => v.push(("storage.dir", dir)),
+            StorageConfig::S3 {
+                credentials_file: Some(f),
+                ..
+            } => v.push(("storage.credentials_file", f)),
+            StorageConfig::S3 { .. } => {}
+        }
+        v
+    }
+
+    fn secret_fields() -> &'static [&'static str] {
+        &["key_file", "tls.key", "storage.credentials_file"]
+    }
+}

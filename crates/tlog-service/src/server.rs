@@ -1,0 +1,481 @@
+//! `palisade log serve`: the log service.
+//!
+//! One process serves every log of an installation: one per cluster of the inventory
+//! (origin `<base_origin>/<cluster-id>`, created on first use) and the governance log
+//! (`<base_origin>/governance`). Routes:
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `POST /logs/<log>/append` | gateway or agent certificate | append one entry (≤ 65,535 bytes); answers once it is under a stored, witnessed checkpoint, with its index and a tlog-proof |
+//! | `GET /logs/<log>/checkpoint`, `GET /logs/<log>/tile/…` | the cluster's tenant (bearer token) or a Palisade component certificate | tlog-tiles read API |
+//! | `GET /healthz` | anyone | liveness |
+//!
+//! A tenant never reads another tenant's log: a cluster that does not exist and a
+//! cluster of another tenant get the same 404, so a tenant cannot even learn which
+//! cluster names exist.
+
+use crate::config::{LogConfig, StorageConfig, GOVERNANCE};
+use crate::https::{serve, Peer};
+use crate::sequencer::{self, AppendError, BatchConfig, LogWriter, WitnessSet};
+use crate::store::{S3Location, TileStore};
+use crate::witness_client::WitnessClient;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use palisade_core::id::TenantId;
+use palisade_core::inventory::Inventory;
+use palisade_pki::{ClientAuth, Role};
+use palisade_tlog::note::SignerKey;
+use palisade_tlog::tile::{TilePath, MAX_ENTRY_LEN};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogServiceError {
+    #[error("cannot read the log key {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("inventory: {0}")]
+    Inventory(String),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("witness {name}: {reason}")]
+    Witness { name: String, reason: String },
+}
+
+/// The running log service.
+pub struct LogService {
+    config: LogConfig,
+    key: SignerKey,
+    storage: TileStore,
+    inventory: Inventory,
+    readers: HashMap<[u8; 32], TenantId>,
+    witness_http: Option<reqwest::Client>,
+    logs: Mutex<HashMap<String, LogWriter>>,
+}
+
+/// Why a request for a log's data is refused.
+#[derive(Debug)]
+enum Refused {
+    NoCredentials,
+    NotFound(String),
+    Forbidden(&'static str),
+    Bad(String),
+    Unavailable(String),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let (status, text) = match self {
+            Refused::NoCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "send a tenant bearer token or a Palisade client certificate".to_string(),
+            ),
+            Refused::NotFound(what) => (StatusCode::NOT_FOUND, what),
+            Refused::Forbidden(what) => (StatusCode::FORBIDDEN, what.to_string()),
+            Refused::Bad(what) => (StatusCode::BAD_REQUEST, what),
+            Refused::Unavailable(what) => (StatusCode::SERVICE_UNAVAILABLE, what),
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{text}\n"),
+        )
+            .into_response()
+    }
+}
+
+/// The answer to an acknowledged append.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct AppendResponse {
+    pub index: u64,
+    /// A C2SP tlog-proof (text): the inclusion proof and the checkpoint.
+    pub proof: String,
+}
+
+/// The storage prefix of a log.
+pub fn log_prefix(log: &str) -> String {
+    if log == GOVERNANCE {
+        GOVERNANCE.to_string()
+    } else {
+        format!("clusters/{log}")
+    }
+}
+
+impl LogService {
+    pub async fn open(config: LogConfig) -> Result<Arc<Self>, LogServiceError> {
+        let key_text =
+            std::fs::read_to_string(&config.key_file).map_err(|e| LogServiceError::Key {
+                path: config.key_file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let key = SignerKey::parse(key_text.trim()).map_err(|e| LogServiceError::Key {
+            path: config.key_file.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if key.name() != config.base_origin {
+            return Err(LogServiceError::Key {
+                path: config.key_file.display().to_string(),
+                reason: format!(
+                    "the key is named {:?}; it must be named after base_origin {:?}",
+                    key.name(),
+                    config.base_origin
+                ),
+            });
+        }
+        let inventory: Inventory = palisade_core::config::load(&config.inventory)
+            .map_err(|e| LogServiceError::Inventory(e.to_string()))?;
+        if inventory
+            .clusters
+            .iter()
+            .any(|c| c.id.as_str() == GOVERNANCE)
+        {
+            return Err(LogServiceError::Inventory(format!(
+                "a cluster may not be named {GOVERNANCE:?}: that is the governance log"
+            )));
+        }
+        let storage = open_storage(&config.storage)?;
+        let readers = config
+            .readers
+            .iter()
+            .filter_map(|r| {
+                let mut h = [0u8; 32];
+                hex_decode(&r.token_sha256, &mut h).then(|| (h, r.tenant.clone()))
+            })
+            .collect();
+        let witness_http = if config.witnesses.is_empty() {
+            None
+        } else {
+            let tls = palisade_pki::client_config(
+                &config.tls.ca,
+                &config.tls.cert,
+                &config.tls.key,
+                &[Role::Witness],
+            )
+            .map_err(|e| LogServiceError::Tls(e.to_string()))?;
+            Some(WitnessClient::http_client(tls).map_err(|e| LogServiceError::Tls(e.to_string()))?)
+        };
+        Ok(Arc::new(Self {
+            config,
+            key,
+            storage,
+            inventory,
+            readers,
+            witness_http,
+            logs: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The origin of a log.
+    pub fn origin(&self, log: &str) -> String {
+        format!("{}/{log}", self.config.base_origin)
+    }
+
+    fn exists(&self, log: &str) -> bool {
+        log == GOVERNANCE || self.inventory.clusters.iter().any(|c| c.id.as_str() == log)
+    }
+
+    /// The writer of a log, starting its sequencer on first use.
+    pub async fn log(&self, log: &str) -> Result<LogWriter, LogServiceError> {
+        let mut logs = self.logs.lock().await;
+        if let Some(w) = logs.get(log) {
+            return Ok(w.clone());
+        }
+        let mut clients = Vec::new();
+        for w in self.config.witnesses.iter().filter(|w| w.applies_to(log)) {
+            let key = w.verifier().map_err(|reason| LogServiceError::Witness {
+                name: w.name.clone(),
+                reason,
+            })?;
+            let http = self
+                .witness_http
+                .clone()
+                .ok_or_else(|| LogServiceError::Tls("no witness client".into()))?;
+            clients.push(WitnessClient::new(&w.name, &w.url, key, http));
+        }
+        if clients.len() < self.config.witness_quorum {
+            return Err(LogServiceError::Witness {
+                name: log.to_string(),
+                reason: format!(
+                    "only {} witnesses apply to this log but witness_quorum is {}",
+                    clients.len(),
+                    self.config.witness_quorum
+                ),
+            });
+        }
+        let batch = BatchConfig {
+            max_entries: self.config.batch.max_entries,
+            max_delay: self.config.batch.max_delay(),
+        };
+        let witnesses = WitnessSet {
+            clients,
+            quorum: self.config.witness_quorum,
+        };
+        let writer = sequencer::start(
+            &self.origin(log),
+            self.key.clone(),
+            self.storage.at(&log_prefix(log)),
+            batch,
+            witnesses,
+        )
+        .await
+        .map_err(|e| LogServiceError::Storage(e.to_string()))?;
+        logs.insert(log.to_string(), writer.clone());
+        Ok(writer)
+    }
+
+    fn tenant_of(&self, headers: &HeaderMap) -> Option<&TenantId> {
+        let token = headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?;
+        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        self.readers.get(&digest)
+    }
+
+    /// Read access: Palisade components by certificate; tenants by token, to their
+    /// own clusters and to the governance log.
+    fn authorize_read(&self, peer: &Peer, headers: &HeaderMap, log: &str) -> Result<(), Refused> {
+        let not_found =
+            || Refused::NotFound(format!("no log {log:?} readable with these credentials"));
+        if peer.is(&[Role::Gateway, Role::Agent, Role::Log, Role::Witness]) {
+            return if self.exists(log) {
+                Ok(())
+            } else {
+                Err(not_found())
+            };
+        }
+        let tenant = match self.tenant_of(headers) {
+            Some(t) => t,
+            None if headers.contains_key(header::AUTHORIZATION) => {
+                return Err(Refused::Forbidden("unknown token"))
+            }
+            None => return Err(Refused::NoCredentials),
+        };
+        if log == GOVERNANCE {
+            return Ok(());
+        }
+        match self
+            .inventory
+            .clusters
+            .iter()
+            .find(|c| c.id.as_str() == log)
+        {
+            Some(c) if &c.tenant == tenant => Ok(()),
+            _ => Err(not_found()),
+        }
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/logs/{log}/append",
+                post(append).layer(DefaultBodyLimit::max(MAX_ENTRY_LEN)),
+            )
+            .route("/logs/{log}/checkpoint", get(checkpoint))
+            .route("/logs/{log}/tile/{*rest}", get(tile))
+            .with_state(self.clone())
+    }
+}
+
+async fn append(
+    State(svc): State<Arc<LogService>>,
+    Extension(peer): Extension<Peer>,
+    Path(log): Path<String>,
+    body: Bytes,
+) -> Result<Json<AppendResponse>, Refused> {
+    if !peer.is(&[Role::Gateway, Role::Agent]) {
+        return Err(Refused::Forbidden(
+            "appending needs a gateway or agent certificate",
+        ));
+    }
+    if !svc.exists(&log) {
+        return Err(Refused::NotFound(format!("no log {log:?}")));
+    }
+    let writer = svc
+        .log(&log)
+        .await
+        .map_err(|e| Refused::Unavailable(e.to_string()))?;
+    match writer.append(body).await {
+        Ok(r) => Ok(Json(AppendResponse {
+            index: r.index,
+            proof: String::from_utf8_lossy(&r.proof).into_owned(),
+        })),
+        Err(e @ (AppendError::Empty | AppendError::TooLarge(_))) => {
+            Err(Refused::Bad(e.to_string()))
+        }
+        Err(e) => Err(Refused::Unavailable(e.to_string())),
+    }
+}
+
+async fn checkpoint(
+    State(svc): State<Arc<LogService>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(log): Path<String>,
+) -> Result<Response, Refused> {
+    svc.authorize_read(&peer, &headers, &log)?;
+    // Creates the log on first use, so a new cluster's log reads as size 0.
+    svc.log(&log)
+        .await
+        .map_err(|e| Refused::Unavailable(e.to_string()))?;
+    serve_object(
+        &svc,
+        &log,
+        "checkpoint",
+        "text/plain; charset=utf-8",
+        "no-cache",
+    )
+    .await
+}
+
+async fn tile(
+    State(svc): State<Arc<LogService>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path((log, rest)): Path<(String, String)>,
+) -> Result<Response, Refused> {
+    svc.authorize_read(&peer, &headers, &log)?;
+    let rel = format!("tile/{rest}");
+    let parsed = TilePath::parse(&rel).map_err(|e| Refused::Bad(e.to_string()))?;
+    let cache = if parsed.tile().is_full() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "public, max-age=60"
+    };
+    serve_object(&svc, &log, &rel, "application/octet-stream", cache).await
+}
+
+async fn serve_object(
+    svc: &LogService,
+    log: &str,
+    rel: &str,
+    content_type: &'static str,
+    cache: &'static str,
+) -> Result<Response, Refused> {
+    let store = svc.storage.at(&log_prefix(log));
+    match store.read(rel).await {
+        Ok(Some(bytes)) => Ok((
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, cache),
+            ],
+            bytes,
+        )
+            .into_response()),
+        Ok(None) => Err(Refused::NotFound(format!("{rel} does not exist"))),
+        Err(e) => Err(Refused::Unavailable(e.to_string())),
+    }
+}
+
+fn hex_decode(text: &str, out: &mut [u8; 32]) -> bool {
+    if text.len() != 64 {
+        return false;
+    }
+    for (i, slot) in out.iter_mut().enumerate() {
+        match text
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            Some(b) => *slot = b,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Opens the configured storage.
+pub fn open_storage(config: &StorageConfig) -> Result<TileStore, LogServiceError> {
+    match config {
+        StorageConfig::Local { dir } => {
+            TileStore::local(dir).map_err(|e| LogServiceError::Storage(e.to_string()))
+        }
+        StorageConfig::S3 {
+            bucket,
+            region,
+            endpoint,
+            credentials_file,
+        } => {
+            let (access_key_id, secret_access_key) = match credentials_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        LogServiceError::Storage(format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    let (id, secret) = text.trim().split_once(':').ok_or_else(|| {
+                        LogServiceError::Storage(format!(
+                            "{} must hold <access key id>:<secret access key>",
+                            path.display()
+                        ))
+                    })?;
+                    (Some(id.to_string()), Some(secret.to_string()))
+                }
+                None => (None, None),
+            };
+            TileStore::s3(&S3Location {
+                bucket: bucket.clone(),
+                region: region.clone(),
+                endpoint: endpoint.clone(),
+                access_key_id,
+                secret_access_key,
+            })
+            .map_err(|e| LogServiceError::Storage(e.to_string()))
+        }
+    }
+}
+
+/// Runs the log service until `shutdown` resolves. The listener is bound only after
+/// the key, inventory, storage and TLS have all loaded.
+pub async fn run(
+    config: LogConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), LogServiceError> {
+    let tls = palisade_pki::server_config(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+        ClientAuth::Optional,
+    )
+    .map_err(|e| LogServiceError::Tls(e.to_string()))?;
+    let listen = config.listen.clone();
+    let svc = LogService::open(config).await?;
+    // The governance log and every cluster's log exist from the start.
+    svc.log(GOVERNANCE).await?;
+    let clusters: Vec<String> = svc
+        .inventory
+        .clusters
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    for c in &clusters {
+        svc.log(c).await?;
+    }
+    let listener =
+        tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| LogServiceError::Listen {
+                addr: listen.clone(),
+                reason: e.to_string(),
+            })?;
+    println!(
+        "log listening on https://{listen} ({} logs)",
+        clusters.len() + 1
+    );
+    serve(listener, tls, svc.router(), shutdown)
+        .await
+        .map_err(|e| LogServiceError::Listen {
+            addr: listen,
+            reason: e.to_string(),
+        })
+}

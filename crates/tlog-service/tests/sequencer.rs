@@ -1,0 +1,877 @@
+//! The sequencer's contract, checked on a local directory and on an S3-compatible
+//! bucket (moto) by the very same suite:
+//!
+//! - every acknowledged append carries a tlog-proof that verifies against the log key;
+//! - indexes are handed out 0..n without gaps or duplicates, in order per caller,
+//!   however many callers append at once and whatever the batch size;
+//! - storage holds exactly the tlog-tiles layout of the current size (plus stale
+//!   partial tiles of earlier sizes, which tlog-tiles allows and which must be
+//!   prefixes of the current tile), with entry bundles holding the appended entries;
+//! - a reopened log continues where it stopped;
+//! - a log whose right edge or checkpoint is corrupted at rest refuses to open and
+//!   changes nothing;
+//! - entries are 1..=65,535 bytes.
+//!
+//! The S3 tests start `moto` (PyPI `moto[server]`) on a loopback port; without it they
+//! fail, they never skip.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use palisade_tlog::checkpoint::{Checkpoint, LogPolicy};
+use palisade_tlog::hash::{leaf_hash, node_hash, Hash};
+use palisade_tlog::note::{KeyType, SignerKey};
+use palisade_tlog::proof::TlogProof;
+use palisade_tlog::tile::{parse_bundle, tiles_for_size, TileId, TilePath, TILE_WIDTH};
+use palisade_tlog::tree::Frontier;
+use palisade_tlog_service::sequencer::{
+    self, AppendError, BatchConfig, LogWriter, OpenError, Receipt, WitnessSet,
+};
+use palisade_tlog_service::store::{S3Location, TileStore};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WIDTH: u64 = TILE_WIDTH as u64;
+
+// ---------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------
+
+/// A `moto` S3 server on a loopback port, killed when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = free_port();
+        let candidates: [(&str, Vec<String>); 2] = [
+            (
+                "python3",
+                vec![
+                    "-m".into(),
+                    "moto.server".into(),
+                    "-p".into(),
+                    port.to_string(),
+                ],
+            ),
+            ("moto_server", vec!["-p".into(), port.to_string()]),
+        ];
+        let mut tried = Vec::new();
+        for (program, args) in candidates {
+            let mut child = match Command::new(program)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tried.push(format!("{program}: {e}"));
+                    continue;
+                }
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Moto {
+                        child,
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                    };
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    tried.push(format!("{program} {}: exited ({status})", args.join(" ")));
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    tried.push(format!("{program}: port {port} not open within 30 s"));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        panic!(
+            "install moto: python3 -m pip install 'moto[server]' (tried: {})",
+            tried.join("; ")
+        );
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral loopback port")
+        .port()
+}
+
+/// One storage back end: the [`TileStore`] under test, and the same storage opened
+/// directly with `object_store` so that the test can list what is really there.
+struct Backend {
+    store: TileStore,
+    objects: Arc<dyn ObjectStore>,
+    _dir: Option<tempfile::TempDir>,
+    _moto: Option<Moto>,
+}
+
+impl Backend {
+    fn local() -> Backend {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TileStore::local(dir.path()).expect("open a local tile store");
+        let objects = object_store::local::LocalFileSystem::new_with_prefix(dir.path())
+            .expect("list the local directory");
+        Backend {
+            store,
+            objects: Arc::new(objects),
+            _dir: Some(dir),
+            _moto: None,
+        }
+    }
+
+    async fn s3() -> Backend {
+        // reqwest and object_store use rustls without a built-in crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let moto = Moto::start();
+        let bucket = "palisade-tiles";
+        let created = reqwest::Client::new()
+            .put(format!("{}/{bucket}", moto.endpoint))
+            .send()
+            .await
+            .expect("create the bucket on moto");
+        assert!(
+            created.status().is_success(),
+            "creating the bucket: {}",
+            created.status()
+        );
+        let store = TileStore::s3(&S3Location {
+            bucket: bucket.into(),
+            region: "us-east-1".into(),
+            endpoint: Some(moto.endpoint.clone()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+        })
+        .expect("open the S3 tile store");
+        let objects = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_endpoint(&moto.endpoint)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .expect("list the bucket");
+        Backend {
+            store,
+            objects: Arc::new(objects),
+            _dir: None,
+            _moto: Some(moto),
+        }
+    }
+
+    /// A fresh log under `prefix`, with its own key.
+    fn log(&self, prefix: &str) -> TestLog {
+        let origin = format!("palisade.test/{prefix}");
+        TestLog {
+            store: self.store.at(prefix),
+            objects: self.objects.clone(),
+            prefix: prefix.to_string(),
+            key: SignerKey::generate(&origin, KeyType::Ed25519).expect("log key"),
+            origin,
+        }
+    }
+}
+
+/// A log under test: where it is stored, its origin and its key.
+struct TestLog {
+    store: TileStore,
+    objects: Arc<dyn ObjectStore>,
+    prefix: String,
+    origin: String,
+    key: SignerKey,
+}
+
+impl TestLog {
+    async fn start(&self, batch: BatchConfig) -> Result<LogWriter, OpenError> {
+        sequencer::start(
+            &self.origin,
+            self.key.clone(),
+            self.store.clone(),
+            batch,
+            WitnessSet::default(),
+        )
+        .await
+    }
+
+    async fn open(&self, batch: BatchConfig) -> LogWriter {
+        self.start(batch)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.origin))
+    }
+
+    fn policy(&self) -> LogPolicy {
+        LogPolicy::new(&self.origin, self.key.verifier()).expect("policy")
+    }
+
+    async fn read(&self, rel: &str) -> Option<Bytes> {
+        self.store
+            .read(rel)
+            .await
+            .unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    async fn write(&self, rel: &str, data: impl Into<Bytes>) {
+        self.store
+            .write(rel, data.into())
+            .await
+            .unwrap_or_else(|e| panic!("write {rel}: {e}"));
+    }
+
+    /// Every object under the log's prefix, relative to it.
+    async fn keys(&self) -> BTreeSet<String> {
+        let prefix = ObjectPath::from(self.prefix.as_str());
+        let mut listing = self.objects.list(Some(&prefix));
+        let mut keys = BTreeSet::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.expect("list objects");
+            let key = meta.location.to_string();
+            let rel = key
+                .strip_prefix(&format!("{}/", self.prefix))
+                .unwrap_or_else(|| panic!("listed {key} outside {}", self.prefix));
+            keys.insert(rel.to_string());
+        }
+        keys
+    }
+
+    /// Every object and its bytes.
+    async fn snapshot(&self) -> BTreeMap<String, Bytes> {
+        let mut out = BTreeMap::new();
+        for key in self.keys().await {
+            let data = self.read(&key).await.expect("listed object exists");
+            out.insert(key, data);
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Entries, appends and checks
+// ---------------------------------------------------------------------------------
+
+/// The entry with logical id `id`: unique, of varying length.
+fn entry(id: u64) -> Bytes {
+    let mut text = format!("entry {id} ");
+    text.extend(std::iter::repeat_n('x', (id % 61) as usize));
+    Bytes::from(text)
+}
+
+fn batch(max_entries: usize) -> BatchConfig {
+    BatchConfig {
+        max_entries,
+        max_delay: Duration::from_millis(2),
+    }
+}
+
+/// Appends the entries `ids` from `callers` concurrent tasks (each appending its share
+/// one after the other) and returns `(id, receipt)` for all of them. Each caller's
+/// indexes must increase: an append that returned is ordered before the next one.
+async fn append_concurrently(
+    writer: &LogWriter,
+    ids: std::ops::Range<u64>,
+    callers: u64,
+) -> Vec<(u64, Receipt)> {
+    let start = ids.start;
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let writer = writer.clone();
+        let mine: Vec<u64> = ids
+            .clone()
+            .filter(|id| (id - start) % callers == caller)
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(mine.len());
+            let mut last: Option<u64> = None;
+            for id in mine {
+                let receipt = writer
+                    .append(entry(id))
+                    .await
+                    .unwrap_or_else(|e| panic!("append of entry {id}: {e}"));
+                if let Some(prev) = last {
+                    assert!(
+                        receipt.index > prev,
+                        "caller {caller} got index {} after {prev}",
+                        receipt.index
+                    );
+                }
+                last = Some(receipt.index);
+                out.push((id, receipt));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("append task"));
+    }
+    all
+}
+
+/// Every receipt's tlog-proof verifies for its entry under the log's key, at the
+/// receipt's index. Spread over two threads: this is most of the CPU of the suite.
+fn verify_receipts(log: &TestLog, receipts: &[(u64, Receipt)]) {
+    let policy = log.policy();
+    let half = receipts.len().div_ceil(2).max(1);
+    std::thread::scope(|s| {
+        for chunk in receipts.chunks(half) {
+            let policy = &policy;
+            s.spawn(move || {
+                for (id, receipt) in chunk {
+                    let proof = TlogProof::parse(&receipt.proof)
+                        .unwrap_or_else(|e| panic!("receipt of entry {id}: {e}"));
+                    assert_eq!(proof.index(), receipt.index, "proof index of entry {id}");
+                    let verified = proof
+                        .verify(&entry(*id), policy)
+                        .unwrap_or_else(|e| panic!("proof of entry {id}: {e}"));
+                    assert!(verified.checkpoint().size() > receipt.index);
+                }
+            });
+        }
+    });
+}
+
+/// Records the receipts' indexes into `log_ids` (index → entry id), checking that
+/// they are exactly the next `receipts.len()` indexes.
+fn record_indexes(log_ids: &mut Vec<u64>, receipts: &[(u64, Receipt)]) {
+    let old = log_ids.len() as u64;
+    let mut by_index: BTreeMap<u64, u64> = BTreeMap::new();
+    for (id, r) in receipts {
+        if let Some(other) = by_index.insert(r.index, *id) {
+            panic!("index {} was given to entries {other} and {id}", r.index);
+        }
+    }
+    let got: Vec<u64> = by_index.keys().copied().collect();
+    let want: Vec<u64> = (old..old + receipts.len() as u64).collect();
+    assert!(
+        got == want,
+        "indexes are not exactly {old}..{}: first differences {:?}",
+        old + receipts.len() as u64,
+        got.iter()
+            .zip(&want)
+            .filter(|(g, w)| g != w)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    log_ids.extend(by_index.values());
+}
+
+/// Root of the perfect tree over `hashes` (a power of two of them).
+fn perfect_root(hashes: &[Hash]) -> Hash {
+    let mut level = hashes.to_vec();
+    while level.len() > 1 {
+        level = level.chunks(2).map(|p| node_hash(&p[0], &p[1])).collect();
+    }
+    level[0]
+}
+
+/// The stored hashes at each tile level (tree level 8·L) for the entries `ids`.
+fn tile_level_hashes(ids: &[u64]) -> Vec<Vec<Hash>> {
+    let mut levels = vec![ids
+        .iter()
+        .map(|id| leaf_hash(&entry(*id)))
+        .collect::<Vec<_>>()];
+    loop {
+        let below = levels.last().expect("level 0");
+        let up: Vec<Hash> = below
+            .chunks_exact(WIDTH as usize)
+            .map(perfect_root)
+            .collect();
+        if up.is_empty() {
+            return levels;
+        }
+        levels.push(up);
+    }
+}
+
+fn hashes_bytes(hashes: &[Hash]) -> Vec<u8> {
+    hashes.iter().flat_map(|h| h.0).collect()
+}
+
+/// What storage must hold for a log whose entries are `ids` (in index order):
+/// a checkpoint over exactly them; every tile of `tiles_for_size` with the right
+/// length and hashes; every entry bundle with exactly the entries; and nothing else
+/// but stale partial tiles or bundles of earlier sizes, which must be prefixes of
+/// the current ones.
+async fn check_storage(log: &TestLog, ids: &[u64]) {
+    let size = ids.len() as u64;
+    let cp_bytes = log.read("checkpoint").await.expect("checkpoint exists");
+    let verified = log
+        .policy()
+        .verify(&cp_bytes)
+        .unwrap_or_else(|e| panic!("stored checkpoint: {e}"));
+    let checkpoint = verified.checkpoint();
+    assert_eq!(checkpoint.size(), size, "checkpoint size");
+    let mut frontier = Frontier::new();
+    for id in ids {
+        frontier.append(leaf_hash(&entry(*id))).expect("append");
+    }
+    assert_eq!(
+        *checkpoint.root(),
+        frontier.root(),
+        "checkpoint root vs the entries appended"
+    );
+
+    let levels = tile_level_hashes(ids);
+    let expected_tile = |tile: &TileId| -> Vec<u8> {
+        let row = &levels[usize::from(tile.level())];
+        let first = (tile.index() * WIDTH) as usize;
+        hashes_bytes(&row[first..first + usize::from(tile.width())])
+    };
+    let expected_entries = |tile: &TileId| -> Vec<Bytes> {
+        let first = tile.index() * WIDTH;
+        (first..first + u64::from(tile.width()))
+            .map(|i| entry(ids[i as usize]))
+            .collect()
+    };
+
+    let mut required = BTreeSet::from(["checkpoint".to_string()]);
+    for tile in tiles_for_size(size) {
+        let data = log
+            .read(&tile.path())
+            .await
+            .unwrap_or_else(|| panic!("tile {} (size {size}) is missing", tile.path()));
+        assert_eq!(data.len(), tile.byte_len(), "length of {}", tile.path());
+        assert!(
+            data[..] == expected_tile(&tile)[..],
+            "tile {} does not hold the expected hashes",
+            tile.path()
+        );
+        required.insert(tile.path());
+        if tile.level() == 0 {
+            let bundle = log.read(&tile.entries_path()).await.unwrap_or_else(|| {
+                panic!("bundle {} (size {size}) is missing", tile.entries_path())
+            });
+            let parsed = parse_bundle(&bundle)
+                .unwrap_or_else(|e| panic!("bundle {}: {e}", tile.entries_path()));
+            let want = expected_entries(&tile);
+            assert_eq!(
+                parsed.len(),
+                want.len(),
+                "entries in {}",
+                tile.entries_path()
+            );
+            for (i, (got, want)) in parsed.iter().zip(&want).enumerate() {
+                assert!(
+                    got == want,
+                    "{} entry {i} is {:?}, want {:?}",
+                    tile.entries_path(),
+                    String::from_utf8_lossy(got),
+                    String::from_utf8_lossy(want)
+                );
+            }
+            required.insert(tile.entries_path());
+        }
+    }
+
+    let mut problems = Vec::new();
+    for key in log.keys().await {
+        if required.contains(&key) {
+            continue;
+        }
+        let Ok(path) = TilePath::parse(&key) else {
+            problems.push(format!("{key}: not a tlog-tiles path"));
+            continue;
+        };
+        let stale = path.tile();
+        let level = match path {
+            TilePath::Hashes(t) => t.level(),
+            TilePath::Entries(_) => 0,
+        };
+        let current = TileId::in_tree(level, stale.index(), size);
+        let Some(current) = current.filter(|c| !stale.is_full() && c.width() > stale.width())
+        else {
+            problems.push(format!(
+                "{key}: neither a tile of size {size} nor a partial tile of an earlier size"
+            ));
+            continue;
+        };
+        let data = log.read(&key).await.expect("listed object exists");
+        let prefix_ok = match path {
+            TilePath::Hashes(t) => data[..] == expected_tile(&current)[..t.byte_len()],
+            TilePath::Entries(t) => parse_bundle(&data).is_ok_and(|got| {
+                got.len() == usize::from(t.width())
+                    && got
+                        .iter()
+                        .zip(expected_entries(&current))
+                        .all(|(g, w)| *g == &w[..])
+            }),
+        };
+        if !prefix_ok {
+            problems.push(format!(
+                "{key}: stale partial that is not a prefix of {}",
+                current.path()
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "storage of a log of size {size}:\n{}",
+        problems.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// The suite, run on both back ends
+// ---------------------------------------------------------------------------------
+
+/// Grows one log through 1, 255, 256, 257, 1000 and 70,000 entries (tile boundaries
+/// of levels 0, 1 and 2), reopening it between steps with a different batch size
+/// and a different number of concurrent callers.
+async fn growth_suite(backend: &Backend) {
+    let log = backend.log("clusters/growth");
+    // (target size, max entries per batch, concurrent callers)
+    let steps: [(u64, usize, u64); 6] = [
+        (1, 1, 1),
+        (255, 16, 8),
+        (256, 256, 1),
+        (257, 1, 1),
+        (1000, 64, 32),
+        (70_000, 256, 256),
+    ];
+    let mut log_ids: Vec<u64> = Vec::new();
+    for (target, max_entries, callers) in steps {
+        let started = Instant::now();
+        let writer = log.open(batch(max_entries)).await;
+        let size = log_ids.len() as u64;
+        assert_eq!(writer.published().size, size, "reopened size");
+        let receipts = append_concurrently(&writer, size..target, callers).await;
+        drop(writer);
+        let t_append = started.elapsed();
+        record_indexes(&mut log_ids, &receipts);
+        verify_receipts(&log, &receipts);
+        let t_verify = started.elapsed();
+        check_storage(&log, &log_ids).await;
+        eprintln!("TIMING append {t_append:?} verify {t_verify:?}");
+        eprintln!(
+            "{}: size {target} (batches ≤ {max_entries}, {callers} callers) in {:?}",
+            backend.store.describe(),
+            started.elapsed()
+        );
+    }
+}
+
+/// A log that was stopped opens at the same size and continues with the next index.
+async fn reopen_suite(backend: &Backend) {
+    let log = backend.log("clusters/reopen");
+    let writer = log.open(BatchConfig::default()).await;
+    assert_eq!(writer.published().size, 0, "a new log is empty");
+    let first = append_concurrently(&writer, 0..10, 1).await;
+    drop(writer);
+    let mut log_ids = Vec::new();
+    record_indexes(&mut log_ids, &first);
+
+    let writer = log.open(BatchConfig::default()).await;
+    let published = writer.published();
+    assert_eq!(published.size, 10, "size after reopening");
+    let opened = log
+        .policy()
+        .verify(&published.note)
+        .expect("published checkpoint verifies");
+    assert_eq!(opened.checkpoint().size(), 10);
+    let next = writer.append(entry(10)).await.expect("append after reopen");
+    assert_eq!(next.index, 10, "the first append after reopening");
+    let more = append_concurrently(&writer, 11..20, 3).await;
+    drop(writer);
+    let mut second = vec![(10, next)];
+    second.extend(more);
+    record_indexes(&mut log_ids, &second);
+    verify_receipts(&log, &first);
+    verify_receipts(&log, &second);
+
+    let writer = log.open(BatchConfig::default()).await;
+    assert_eq!(writer.published().size, 20, "size after the second reopen");
+    drop(writer);
+    check_storage(&log, &log_ids).await;
+}
+
+/// Empty and oversized entries are refused before they reach the log; the largest
+/// allowed entry is logged intact.
+async fn entry_limits_suite(backend: &Backend) {
+    let log = backend.log("clusters/limits");
+    let writer = log.open(BatchConfig::default()).await;
+    assert!(
+        matches!(writer.append(Bytes::new()).await, Err(AppendError::Empty)),
+        "an empty entry must be refused with AppendError::Empty"
+    );
+    let too_large = Bytes::from(vec![b'a'; 65_536]);
+    match writer.append(too_large).await {
+        Err(AppendError::TooLarge(65_536)) => {}
+        other => panic!("a 65,536-byte entry must be refused with TooLarge(65536), got {other:?}"),
+    }
+    assert_eq!(
+        writer.published().size,
+        0,
+        "refused entries must not be logged"
+    );
+
+    let largest = Bytes::from(vec![b'z'; 65_535]);
+    let receipt = writer
+        .append(largest.clone())
+        .await
+        .expect("65,535 bytes is allowed");
+    assert_eq!(receipt.index, 0);
+    TlogProof::parse(&receipt.proof)
+        .expect("proof parses")
+        .verify(&largest, &log.policy())
+        .expect("proof of the largest entry verifies");
+    drop(writer);
+    let bundle = log
+        .read("tile/entries/000.p/1")
+        .await
+        .expect("bundle exists");
+    let parsed = parse_bundle(&bundle).expect("bundle parses");
+    assert_eq!(parsed.len(), 1);
+    assert!(
+        parsed[0] == &largest[..],
+        "the stored entry is the one appended"
+    );
+}
+
+/// A way to damage a stored log of 300 entries, and what the refusal must say.
+struct Damage {
+    what: &'static str,
+    object: &'static str,
+    expect: &'static str,
+    how: Mutation,
+}
+
+enum Mutation {
+    FlipByte,
+    Truncate(usize),
+    TruncateBy(usize),
+    Delete,
+    SignWithAnotherKey,
+}
+
+const DAMAGES: [Damage; 8] = [
+    Damage {
+        what: "a flipped byte in the right-edge level-0 tile",
+        object: "tile/0/001.p/44",
+        expect: "stored tiles do not match the checkpoint of size 300",
+        how: Mutation::FlipByte,
+    },
+    Damage {
+        what: "a flipped byte in the right-edge level-1 tile",
+        object: "tile/1/000.p/1",
+        expect: "stored tiles do not match the checkpoint of size 300",
+        how: Mutation::FlipByte,
+    },
+    Damage {
+        what: "a flipped byte in the partial entry bundle",
+        object: "tile/entries/001.p/44",
+        expect: "entry bundle tile/entries/001.p/44",
+        how: Mutation::FlipByte,
+    },
+    Damage {
+        what: "a checkpoint truncated to half",
+        object: "checkpoint",
+        expect: "stored checkpoint",
+        how: Mutation::Truncate(2),
+    },
+    Damage {
+        what: "a checkpoint missing its last byte",
+        object: "checkpoint",
+        expect: "stored checkpoint",
+        how: Mutation::TruncateBy(1),
+    },
+    Damage {
+        what: "a checkpoint signed by another key",
+        object: "checkpoint",
+        expect: "not signed by this log's key",
+        how: Mutation::SignWithAnotherKey,
+    },
+    Damage {
+        what: "a missing right-edge tile",
+        object: "tile/0/001.p/44",
+        expect: "tile/0/001.p/44 covered by the checkpoint of size 300 is missing",
+        how: Mutation::Delete,
+    },
+    Damage {
+        what: "a right-edge tile one hash short",
+        object: "tile/0/001.p/44",
+        expect: "tile/0/001.p/44 has 1376 bytes, want 1408",
+        how: Mutation::TruncateBy(32),
+    },
+];
+
+/// Builds a log of 300 entries under `prefix`, damages it, and checks that opening it
+/// fails with a message naming the problem and leaves every object byte-identical.
+async fn damaged_log_refuses_to_open(backend: &Backend, prefix: &str, damage: &Damage) {
+    let log = backend.log(prefix);
+    let writer = log.open(batch(64)).await;
+    let receipts = append_concurrently(&writer, 0..300, 16).await;
+    drop(writer);
+    let mut ids = Vec::new();
+    record_indexes(&mut ids, &receipts);
+    let before = log.snapshot().await;
+    assert!(
+        before.contains_key(damage.object),
+        "{}: {} not in {:?}",
+        damage.what,
+        damage.object,
+        before.keys().collect::<Vec<_>>()
+    );
+
+    let original = log.read(damage.object).await.expect("object exists");
+    match damage.how {
+        Mutation::FlipByte => {
+            let mut data = original.to_vec();
+            let at = data.len() / 2;
+            data[at] ^= 0x20;
+            log.write(damage.object, data).await;
+        }
+        Mutation::Truncate(divisor) => {
+            log.write(damage.object, original.slice(..original.len() / divisor))
+                .await;
+        }
+        Mutation::TruncateBy(n) => {
+            log.write(damage.object, original.slice(..original.len() - n))
+                .await;
+        }
+        Mutation::Delete => {
+            backend
+                .objects
+                .delete(&ObjectPath::from(format!(
+                    "{}/{}",
+                    log.prefix, damage.object
+                )))
+                .await
+                .expect("delete");
+        }
+        Mutation::SignWithAnotherKey => {
+            let note = palisade_tlog::note::Note::parse(&original).expect("checkpoint note");
+            let checkpoint = Checkpoint::parse(note.text()).expect("checkpoint");
+            let other = SignerKey::generate(&log.origin, KeyType::Ed25519).expect("key");
+            let forged = checkpoint.sign(&other).expect("sign");
+            log.write(damage.object, forged.to_bytes()).await;
+        }
+    }
+    let damaged = log.snapshot().await;
+
+    let err = match log.start(BatchConfig::default()).await {
+        Ok(w) => panic!(
+            "{}: the log opened at size {} instead of refusing",
+            damage.what,
+            w.published().size
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(damage.expect) && err.contains(&log.origin),
+        "{}: the refusal should name the log and say {:?}; it says: {err}",
+        damage.what,
+        damage.expect
+    );
+    let after = log.snapshot().await;
+    assert!(
+        after == damaged,
+        "{}: a refused open changed storage: {:?}",
+        damage.what,
+        after
+            .iter()
+            .filter(|(k, v)| damaged.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .chain(damaged.keys().filter(|k| !after.contains_key(*k)))
+            .collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Local directory
+// ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_across_tile_boundaries_verify_and_store_exact_tiles() {
+    growth_suite(&Backend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reopened_log_continues_at_its_size_with_the_next_indexes() {
+    reopen_suite(&Backend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_and_oversized_entries_are_refused_and_65535_bytes_accepted() {
+    entry_limits_suite(&Backend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flipped_byte_in_right_edge_tile_refuses_to_open() {
+    let backend = Backend::local();
+    damaged_log_refuses_to_open(&backend, "l0", &DAMAGES[0]).await;
+    damaged_log_refuses_to_open(&backend, "l1", &DAMAGES[1]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flipped_byte_in_partial_entry_bundle_refuses_to_open() {
+    damaged_log_refuses_to_open(&Backend::local(), "bundle", &DAMAGES[2]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncated_checkpoint_refuses_to_open() {
+    let backend = Backend::local();
+    damaged_log_refuses_to_open(&backend, "half", &DAMAGES[3]).await;
+    damaged_log_refuses_to_open(&backend, "short", &DAMAGES[4]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoint_signed_by_another_key_refuses_to_open() {
+    damaged_log_refuses_to_open(&Backend::local(), "forged", &DAMAGES[5]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_or_short_right_edge_tile_refuses_to_open() {
+    let backend = Backend::local();
+    damaged_log_refuses_to_open(&backend, "missing", &DAMAGES[6]).await;
+    damaged_log_refuses_to_open(&backend, "short", &DAMAGES[7]).await;
+}
+
+// ---------------------------------------------------------------------------------
+// S3 (moto)
+// ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_appends_across_tile_boundaries_verify_and_store_exact_tiles() {
+    growth_suite(&Backend::s3().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_reopened_log_continues_at_its_size_with_the_next_indexes() {
+    reopen_suite(&Backend::s3().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_empty_and_oversized_entries_are_refused_and_65535_bytes_accepted() {
+    entry_limits_suite(&Backend::s3().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_corruption_at_rest_refuses_to_open_and_changes_nothing() {
+    let backend = Backend::s3().await;
+    for (i, damage) in DAMAGES.iter().enumerate() {
+        damaged_log_refuses_to_open(&backend, &format!("damage-{i}"), damage).await;
+    }
+}
