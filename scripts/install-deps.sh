@@ -14,6 +14,7 @@ apt_needs=(
 # Python packages: <module>=<pip requirement>
 pip_needs=(
     "moto=moto[server]"             # S3- and KMS-compatible endpoints on loopback
+    "tuf=tuf"                       # python-tuf: the TUF interop test loads our repository with it
 )
 
 missing_apt=()

@@ -125,7 +125,15 @@ async fn append(
         }
     });
     // Keep many appends in flight so that they share batches.
-    let mut in_flight = futures::stream::FuturesOrdered::new();
+    type Ack = std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = (u64, Result<sequencer::Receipt, sequencer::AppendError>),
+                > + Send,
+        >,
+    >;
+    let mut in_flight: futures::stream::FuturesOrdered<Ack> =
+        futures::stream::FuturesOrdered::new();
     let mut line_no = 0u64;
     let mut failed = None;
     loop {
@@ -134,9 +142,12 @@ async fn append(
             line = rx.recv(), if in_flight.len() < 1024 => match line {
                 Some(entry) => {
                     line_no += 1;
-                    let w = writer.clone();
                     let n = line_no;
-                    in_flight.push_back(async move { (n, w.append(entry).await) });
+                    // Queued in input order; only the acknowledgement is awaited later.
+                    match writer.submit(entry).await {
+                        Ok(ack) => in_flight.push_back(Box::pin(async move { (n, ack.await) }) as Ack),
+                        Err(e) => { failed = Some(format!("line {n}: {e}")); break; }
+                    }
                 }
                 None => break,
             },

@@ -8,10 +8,13 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod audit_cmd;
+mod kms_cmd;
 mod lifecycle;
 mod log_cmd;
 mod pending;
 mod pki_cmd;
+mod policy_cmd;
+mod release_cmd;
 mod stack;
 mod up;
 mod witness_cmd;
@@ -40,15 +43,15 @@ enum Command {
     /// Run a witness that cosigns log checkpoints after checking consistency.
     Witness(witness_cmd::WitnessArgs),
     /// Run the Kubernetes KMS v2 plugin that keeps the customer's key in an HSM or cloud KMS.
-    Kms(pending::Args),
+    Kms(kms_cmd::KmsArgs),
     /// Operator CLI: log in, see your on-call grants, run approved actions.
     Op(pending::Args),
     /// Customer CLI: verify your cluster's log, its proofs and its witnesses.
     Audit(audit_cmd::AuditArgs),
     /// Write, review, approve and publish the action policy (multi-party, on TUF).
-    Policy(pending::Args),
+    Policy(policy_cmd::PolicyArgs),
     /// Attest, approve, publish and verify component releases (multi-party, on TUF).
-    Release(pending::Args),
+    Release(release_cmd::ReleaseArgs),
     /// Verify and restore encrypted etcd backups with the customer's key.
     Backup(pending::Args),
     /// Create the private CA and issue role-bearing certificates.
@@ -67,11 +70,11 @@ fn main() -> ExitCode {
         Command::Agent(_) => pending::refuse("agent", "the agent"),
         Command::Log(args) => log_cmd::run(args),
         Command::Witness(args) => witness_cmd::run(args),
-        Command::Kms(_) => pending::refuse("kms", "the KMS v2 plugin"),
+        Command::Kms(args) => kms_cmd::run(args),
         Command::Op(_) => pending::refuse("op", "the administrative API (gateway)"),
         Command::Audit(args) => audit_cmd::run(args),
-        Command::Policy(_) => pending::refuse("policy", "action policy and trusted releases"),
-        Command::Release(_) => pending::refuse("release", "action policy and trusted releases"),
+        Command::Policy(args) => policy_cmd::run(args),
+        Command::Release(args) => release_cmd::run(args),
         Command::Backup(_) => pending::refuse("backup", "encrypted etcd backups"),
         Command::VerifyClaims(_) => pending::refuse("verify-claims", "verify-claims"),
     };

@@ -119,6 +119,15 @@ impl LogWriter {
     /// Appends one entry and waits until it is under a stored (and, if configured,
     /// witnessed) checkpoint.
     pub async fn append(&self, entry: Bytes) -> Result<Receipt, AppendError> {
+        self.submit(entry).await?.await
+    }
+
+    /// Queues one entry now — entries submitted one after another keep that order in
+    /// the log — and returns the future of its acknowledgement.
+    pub async fn submit(
+        &self,
+        entry: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<Receipt, AppendError>>, AppendError> {
         if entry.is_empty() {
             return Err(AppendError::Empty);
         }
@@ -126,16 +135,19 @@ impl LogWriter {
             return Err(AppendError::TooLarge(entry.len()));
         }
         let (reply, rx) = oneshot::channel();
-        let unavailable = |reason: &str| AppendError::Unavailable {
-            origin: self.origin.to_string(),
+        let origin = self.origin.clone();
+        let unavailable = move |reason: &str| AppendError::Unavailable {
+            origin: origin.to_string(),
             reason: reason.into(),
         };
         self.tx
             .send(Pending { entry, reply })
             .await
             .map_err(|_| unavailable("the sequencer stopped"))?;
-        rx.await
-            .map_err(|_| unavailable("the sequencer stopped before answering"))?
+        Ok(async move {
+            rx.await
+                .map_err(|_| unavailable("the sequencer stopped before answering"))?
+        })
     }
 
     /// The latest stored checkpoint.
@@ -233,6 +245,17 @@ async fn recover(
     let storage =
         |e: crate::store::StoreError| OpenError::Storage(e.to_string(), origin.to_string());
     let Some(bytes) = store.read("checkpoint").await.map_err(storage)? else {
+        // Tiles without a checkpoint are a log that lost its commit point (a partial
+        // restore, a wrong prefix, a deleted object), never a new one: a new log's
+        // checkpoint is written before any tile. Starting afresh would overwrite those
+        // tiles and sign checkpoints that contradict the ones already published.
+        if store.any_below("tile").await.map_err(storage)? {
+            return Err(corrupt(format!(
+                "there is no checkpoint in {}, but there are tiles: refusing to start a \
+                 new log over them; restore the checkpoint, or use an empty location",
+                store.describe()
+            )));
+        }
         let note = Checkpoint::new(origin, 0, Frontier::new().root())
             .and_then(|c| c.sign(key))
             .map_err(|e| corrupt(e.to_string()))?;
@@ -571,10 +594,14 @@ impl Sequencer {
     }
 
     fn receipt(&self, index: u64) -> Result<Receipt, AppendError> {
-        let size = self.edge.frontier.size();
-        let root = self.edge.frontier.root();
+        // The sequencer computed every hash it needs itself, so it reads them from
+        // its own memory instead of re-authenticating tiles for each receipt.
         let fetcher = StoreFetcher::new(&self.store, &self.recent);
-        let reader = TileHashReader::new(size, root, &fetcher);
+        let reader = EdgeReader {
+            edge: &self.edge,
+            recent: &self.recent,
+            fetcher: &fetcher,
+        };
         let proof = tokio::task::block_in_place(|| {
             TlogProof::produce(index, self.note.clone(), None, &reader)
         })
@@ -589,4 +616,75 @@ impl Sequencer {
 /// The verifier key text for a log key, as customers and agents configure it.
 pub fn verifier_text(key: &SignerKey) -> String {
     key.verifier().to_string()
+}
+
+/// Stored hashes from the sequencer's own memory: the partial tile of every level and
+/// the tiles written by the last batch; anything older comes from storage (full
+/// tiles only, which never change). Trusted because the sequencer computed them.
+struct EdgeReader<'a> {
+    edge: &'a Edge,
+    recent: &'a MemoryTiles,
+    fetcher: &'a StoreFetcher<'a>,
+}
+
+impl EdgeReader<'_> {
+    /// The hashes of the run `[start, start + count)` of tile (`level`, `index`).
+    fn run(&self, level: u8, index: u64, start: usize, count: usize) -> Result<Hash, String> {
+        let size = self.edge.frontier.size();
+        let edge_index = level_hashes(level, size) / WIDTH as u64;
+        let row: Vec<Hash> = if index == edge_index {
+            self.edge
+                .tiles
+                .get(usize::from(level))
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            let id = TileId::new(level, index, TILE_WIDTH).map_err(|e| e.to_string())?;
+            let bytes = match self.recent.get(&id) {
+                Some(b) => b.to_vec(),
+                None => palisade_tlog::tile::TileFetcher::fetch_tiles(self.fetcher, &[id])
+                    .map_err(|e| e.to_string())?
+                    .pop()
+                    .unwrap_or_default(),
+            };
+            bytes
+                .chunks_exact(32)
+                .filter_map(Hash::from_slice)
+                .collect()
+        };
+        let mut hashes = row
+            .get(start..start + count)
+            .ok_or_else(|| {
+                format!(
+                    "tile {level}/{index} has no hashes {start}..{}",
+                    start + count
+                )
+            })?
+            .to_vec();
+        while hashes.len() > 1 {
+            hashes = hashes
+                .chunks_exact(2)
+                .map(|p| palisade_tlog::hash::node_hash(&p[0], &p[1]))
+                .collect();
+        }
+        hashes.pop().ok_or_else(|| "empty run".to_string())
+    }
+}
+
+impl palisade_tlog::tree::HashReader for EdgeReader<'_> {
+    type Error = String;
+
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, String> {
+        indexes
+            .iter()
+            .map(|&i| {
+                let (level, n) = palisade_tlog::tree::split_stored_hash_index(i);
+                let tile_level = level / TILE_HEIGHT;
+                let within = u32::from(level % TILE_HEIGHT);
+                let first = n << within;
+                let start = usize::try_from(first % WIDTH as u64).map_err(|e| e.to_string())?;
+                self.run(tile_level, first / WIDTH as u64, start, 1usize << within)
+            })
+            .collect()
+    }
 }

@@ -114,6 +114,7 @@ pub fn log_prefix(log: &str) -> String {
 
 impl LogService {
     pub async fn open(config: LogConfig) -> Result<Arc<Self>, LogServiceError> {
+        check_private(&config.key_file)?;
         let key_text =
             std::fs::read_to_string(&config.key_file).map_err(|e| LogServiceError::Key {
                 path: config.key_file.display().to_string(),
@@ -378,6 +379,27 @@ async fn serve_object(
         Ok(None) => Err(Refused::NotFound(format!("{rel} does not exist"))),
         Err(e) => Err(Refused::Unavailable(e.to_string())),
     }
+}
+
+/// A private key readable by anyone but its owner is refused, as the CA and witness
+/// keys are.
+fn check_private(path: &std::path::Path) -> Result<(), LogServiceError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |reason: String| LogServiceError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(err(format!(
+            "it is readable by others (mode {:o}); run chmod 600 on it",
+            mode & 0o777
+        )));
+    }
+    Ok(())
 }
 
 fn hex_decode(text: &str, out: &mut [u8; 32]) -> bool {

@@ -118,6 +118,20 @@ impl TileStore {
         }
     }
 
+    /// Whether any object exists below `rel_prefix` (e.g. `tile`).
+    pub async fn any_below(&self, rel_prefix: &str) -> Result<bool, StoreError> {
+        use futures::StreamExt;
+        let prefix = self.path(rel_prefix);
+        match self.inner.list(Some(&prefix)).next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(StoreError::Read {
+                path: join(&self.describe, rel_prefix),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     /// Writes a whole object, durably and atomically.
     pub async fn write(&self, rel: &str, data: Bytes) -> Result<(), StoreError> {
         self.inner

@@ -46,7 +46,12 @@ async fn append(log: &LogWriter, from: u64, to: u64, make: fn(u64) -> Bytes) {
     let mut next = from;
     while next < to {
         let end = (next + 100).min(to);
-        let receipts = futures::future::join_all((next..end).map(|i| log.append(make(i)))).await;
+        // Submitted one after another (so in order), acknowledged together.
+        let mut acks = Vec::new();
+        for i in next..end {
+            acks.push(log.submit(make(i)).await.unwrap());
+        }
+        let receipts = futures::future::join_all(acks).await;
         for (i, r) in (next..end).zip(receipts) {
             assert_eq!(r.unwrap().index, i, "entries must land in order");
         }

@@ -31,6 +31,7 @@ use palisade_tlog_service::sequencer::{
 use palisade_tlog_service::store::{S3Location, TileStore};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,7 +125,8 @@ fn free_port() -> u16 {
 struct Backend {
     store: TileStore,
     objects: Arc<dyn ObjectStore>,
-    _dir: Option<tempfile::TempDir>,
+    /// The local directory, listed with `std::fs` so that no file can hide.
+    dir: Option<tempfile::TempDir>,
     _moto: Option<Moto>,
 }
 
@@ -137,7 +139,7 @@ impl Backend {
         Backend {
             store,
             objects: Arc::new(objects),
-            _dir: Some(dir),
+            dir: Some(dir),
             _moto: None,
         }
     }
@@ -178,7 +180,7 @@ impl Backend {
         Backend {
             store,
             objects: Arc::new(objects),
-            _dir: None,
+            dir: None,
             _moto: Some(moto),
         }
     }
@@ -189,6 +191,7 @@ impl Backend {
         TestLog {
             store: self.store.at(prefix),
             objects: self.objects.clone(),
+            on_disk: self.dir.as_ref().map(|d| d.path().join(prefix)),
             prefix: prefix.to_string(),
             key: SignerKey::generate(&origin, KeyType::Ed25519).expect("log key"),
             origin,
@@ -200,6 +203,8 @@ impl Backend {
 struct TestLog {
     store: TileStore,
     objects: Arc<dyn ObjectStore>,
+    /// For a local log, its directory.
+    on_disk: Option<PathBuf>,
     prefix: String,
     origin: String,
     key: SignerKey,
@@ -241,8 +246,25 @@ impl TestLog {
             .unwrap_or_else(|e| panic!("write {rel}: {e}"));
     }
 
-    /// Every object under the log's prefix, relative to it.
+    /// Every object under the log's prefix, relative to it: for a local log every
+    /// file in its directory, for S3 every key.
     async fn keys(&self) -> BTreeSet<String> {
+        if let Some(root) = &self.on_disk {
+            let mut keys = BTreeSet::new();
+            let mut dirs = vec![root.clone()];
+            while let Some(dir) = dirs.pop() {
+                for e in std::fs::read_dir(&dir).expect("read the log directory") {
+                    let path = e.expect("directory entry").path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else {
+                        let rel = path.strip_prefix(root).expect("below the root");
+                        keys.insert(rel.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            return keys;
+        }
         let prefix = ObjectPath::from(self.prefix.as_str());
         let mut listing = self.objects.list(Some(&prefix));
         let mut keys = BTreeSet::new();
@@ -559,16 +581,14 @@ async fn growth_suite(backend: &Backend) {
         assert_eq!(writer.published().size, size, "reopened size");
         let receipts = append_concurrently(&writer, size..target, callers).await;
         drop(writer);
-        let t_append = started.elapsed();
+        let appended = started.elapsed();
         record_indexes(&mut log_ids, &receipts);
         verify_receipts(&log, &receipts);
-        let t_verify = started.elapsed();
         check_storage(&log, &log_ids).await;
-        eprintln!("TIMING append {t_append:?} verify {t_verify:?}");
         eprintln!(
-            "{}: size {target} (batches ≤ {max_entries}, {callers} callers) in {:?}",
+            "{}: size {target} (batches ≤ {max_entries}, {callers} callers): appended in {appended:?}, checked in {:?}",
             backend.store.describe(),
-            started.elapsed()
+            started.elapsed() - appended
         );
     }
 }
@@ -666,7 +686,7 @@ enum Mutation {
     SignWithAnotherKey,
 }
 
-const DAMAGES: [Damage; 8] = [
+const DAMAGES: [Damage; 9] = [
     Damage {
         what: "a flipped byte in the right-edge level-0 tile",
         object: "tile/0/001.p/44",
@@ -714,6 +734,12 @@ const DAMAGES: [Damage; 8] = [
         object: "tile/0/001.p/44",
         expect: "tile/0/001.p/44 has 1376 bytes, want 1408",
         how: Mutation::TruncateBy(32),
+    },
+    Damage {
+        what: "a deleted checkpoint beside existing tiles",
+        object: "checkpoint",
+        expect: "no checkpoint",
+        how: Mutation::Delete,
     },
 ];
 
@@ -847,6 +873,14 @@ async fn missing_or_short_right_edge_tile_refuses_to_open() {
     let backend = Backend::local();
     damaged_log_refuses_to_open(&backend, "missing", &DAMAGES[6]).await;
     damaged_log_refuses_to_open(&backend, "short", &DAMAGES[7]).await;
+}
+
+/// Without its checkpoint a log has lost its commit point, not its entries: starting a
+/// new, empty log there would overwrite the old tiles and sign checkpoints that
+/// contradict the ones already published (a fork).
+#[tokio::test(flavor = "multi_thread")]
+async fn log_with_tiles_but_no_checkpoint_refuses_to_open() {
+    damaged_log_refuses_to_open(&Backend::local(), "headless", &DAMAGES[8]).await;
 }
 
 // ---------------------------------------------------------------------------------

@@ -1,0 +1,417 @@
+//! `palisade policy`: reviewer keys, the TUF repository, and the multi-party flow
+//! propose → approve → publish → verify for the action policy (claim C4).
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use palisade_policy::keys::{self, PublicKey, SigningKey};
+use palisade_policy::trusted_policy::{self, Publication, VerifiedPolicy};
+use palisade_policy::tuf::{self, Lifetimes, OnlineKeys, RepoDir, TrustConfig};
+use palisade_policy::{approval, Policy};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    command: PolicyCommand,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Create a reviewer key pair: DIR/NAME.key (0600) and DIR/NAME.pub.
+    Keygen {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an existing key pair of that name.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Lint a policy file (line and column for every error).
+    Lint {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Create the TUF repository: root, targets, snapshot, timestamp, roles `policy` and `components`.
+    Init {
+        #[arg(long)]
+        repo: PathBuf,
+        /// Approvals needed (M of the N reviewers).
+        #[arg(long)]
+        threshold: Option<u64>,
+        /// A reviewer's public key file (repeatable).
+        #[arg(long = "reviewer")]
+        reviewers: Vec<PathBuf>,
+        /// A CI key trusted for test attestations (repeatable).
+        #[arg(long = "ci-key")]
+        ci_keys: Vec<PathBuf>,
+        /// Where root, online and pipeline keys go (default: REPO/../keys), apart from reviewers.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Development: also generate reviewers alice, bob, carol (threshold 2) and a CI key.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Stage a policy change and print its diff against the published policy.
+    Propose {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        author: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Show a proposal's diff and add one reviewer's approval (never the author's).
+    Approve {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        proposal: String,
+        /// The reviewer's private key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Publish a proposal that has M distinct, current, non-author approvals.
+    Publish {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        proposal: String,
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Write the governance-log entry (canonical JSON) to this file.
+        #[arg(long)]
+        log_entry: Option<PathBuf>,
+    },
+    /// Verify the published policy as gateway and agent do; prints version and digest.
+    Verify(VerifyArgs),
+    /// Verify, then summarise the policy: version, digest, author, approvers, actions.
+    Show(VerifyArgs),
+    /// Verify, then validate one action request against the policy.
+    Check {
+        #[command(flatten)]
+        verify: VerifyArgs,
+        #[arg(long)]
+        action: String,
+        /// A parameter NAME=VALUE (repeatable).
+        #[arg(long = "param")]
+        params: Vec<String>,
+    },
+    /// Replace the reviewers and threshold (re-signs the delegation with the online key).
+    RotateReviewers {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        #[arg(long = "reviewer", required = true)]
+        reviewers: Vec<PathBuf>,
+        #[arg(long)]
+        threshold: u64,
+    },
+    /// Re-sign snapshot and timestamp so the repository does not expire (run weekly).
+    Refresh {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    repo: PathBuf,
+    /// The trusted root.json, obtained out of band.
+    #[arg(long)]
+    root: PathBuf,
+    /// Persistent TUF datastore (rollback protection); default under ~/.local/state/palisade.
+    #[arg(long)]
+    datastore: Option<PathBuf>,
+}
+
+pub fn keys_dir(repo: &Path, keys: Option<PathBuf>) -> PathBuf {
+    keys.unwrap_or_else(|| {
+        std::path::absolute(repo)
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("keys")))
+            .unwrap_or_else(|| PathBuf::from("keys"))
+    })
+}
+
+pub fn default_datastore(repo: &Path) -> PathBuf {
+    let abs = std::path::absolute(repo).unwrap_or_else(|_| repo.to_path_buf());
+    let id = tuf::sha256_hex(abs.to_string_lossy().as_bytes());
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("palisade/tuf-datastore")
+        .join(id.get(..16).unwrap_or("repo"))
+}
+
+pub fn read_pubs(paths: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
+    paths
+        .iter()
+        .map(|p| PublicKey::read(p).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
+    let life = Lifetimes::default();
+    match args.command {
+        PolicyCommand::Keygen { name, out, force } => {
+            let k = keys::generate(&name, &out, force)?;
+            println!(
+                "private key: {} (mode 0600; only {name} should hold it)",
+                k.private.display()
+            );
+            println!("public key:  {}", k.public.display());
+            println!("key id:      {}", k.key_id);
+        }
+        PolicyCommand::Lint { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            match Policy::parse_yaml(&text) {
+                Ok(p) => println!(
+                    "ok: version {}, digest {}, {} action(s)",
+                    p.version(),
+                    p.digest(),
+                    p.actions().count()
+                ),
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("{}: {e}", file.display());
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        PolicyCommand::Init {
+            repo,
+            threshold,
+            reviewers,
+            ci_keys,
+            keys,
+            dev,
+        } => {
+            let keys_dir = keys_dir(&repo, keys);
+            let mut reviewers = read_pubs(&reviewers)?;
+            let mut ci = read_pubs(&ci_keys)?;
+            let mut threshold = threshold;
+            if dev {
+                eprintln!("warning: --dev keeps every key on this machine; never use it for a real deployment");
+                let rdir = keys_dir.join("reviewers");
+                for n in ["alice", "bob", "carol"] {
+                    let k = keys::generate(n, &rdir, false)?;
+                    reviewers.push(PublicKey::read(&k.public)?);
+                }
+                let k = keys::generate("ci", &keys_dir.join("ci"), false)?;
+                ci.push(PublicKey::read(&k.public)?);
+                threshold.get_or_insert(2);
+            }
+            let threshold = threshold.context("--threshold is required (or use --dev)")?;
+            let trust = TrustConfig {
+                threshold,
+                reviewers,
+                ci_keys: ci,
+            };
+            let report = tuf::init(&RepoDir::new(&repo), &keys_dir, &trust, &life)?;
+            println!("repository: {}", repo.display());
+            println!(
+                "trusted root (give it to gateways and agents out of band): {}",
+                report.root_json.display()
+            );
+            println!(
+                "root, online and pipeline keys: {} (keep root.key offline)",
+                report.keys_dir.display()
+            );
+            println!(
+                "reviewers: {} (threshold {threshold})",
+                trust.reviewer_names()
+            );
+            if dev {
+                println!(
+                    "dev reviewer keys: {}",
+                    keys_dir.join("reviewers").display()
+                );
+                println!("dev CI key: {}", keys_dir.join("ci/ci.key").display());
+            }
+        }
+        PolicyCommand::Propose { repo, author, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let p = trusted_policy::propose_policy(&RepoDir::new(&repo), &author, &bytes, &life)?;
+            print!("{}", p.diff);
+            println!("proposal: {}", p.id);
+            println!(
+                "version {} (published: {}), digest {}, author {author}",
+                p.version,
+                p.published_version.map_or("none".into(), |v| v.to_string()),
+                p.digest
+            );
+            println!("next: reviewers run `palisade policy approve --repo {} --proposal {} --key <their key>`", repo.display(), p.id);
+        }
+        PolicyCommand::Approve {
+            repo,
+            proposal,
+            key,
+        } => approve(&RepoDir::new(&repo), &proposal, &key, true)?,
+        PolicyCommand::Publish {
+            repo,
+            proposal,
+            keys,
+            log_entry,
+        } => {
+            let online = OnlineKeys::load(&keys_dir(&repo, keys))?;
+            let p =
+                trusted_policy::publish_policy(&RepoDir::new(&repo), &online, &proposal, &life)?;
+            report_publication(&p, log_entry.as_deref())?;
+        }
+        PolicyCommand::Verify(v) => {
+            let vp = verify(&v)?;
+            println!(
+                "verified policy version {} digest {} (sha256:{})",
+                vp.version, vp.digest, vp.sha256
+            );
+            println!(
+                "author {}, approved by {}",
+                vp.author,
+                vp.approvers.join(", ")
+            );
+        }
+        PolicyCommand::Show(v) => {
+            let vp = verify(&v)?;
+            println!("version:   {}", vp.version);
+            println!("digest:    {}", vp.digest);
+            println!("file:      sha256:{}", vp.sha256);
+            println!("author:    {}", vp.author);
+            println!("approvers: {}", vp.approvers.join(", "));
+            println!("actions:");
+            for a in vp.policy.actions() {
+                println!(
+                    "  {:<28} role {:<16} risk {:?}",
+                    a.name.as_str(),
+                    a.role,
+                    a.risk
+                );
+            }
+        }
+        PolicyCommand::Check {
+            verify: v,
+            action,
+            params,
+        } => {
+            let vp = verify(&v)?;
+            let mut pairs = Vec::new();
+            for p in params {
+                let (k, val) = p
+                    .split_once('=')
+                    .with_context(|| format!("--param {p:?} is not NAME=VALUE"))?;
+                pairs.push((k.to_string(), val.to_string()));
+            }
+            match vp.policy.validate_args(&action, &pairs) {
+                Ok(va) => {
+                    println!("allowed by policy version {} ({})", vp.version, vp.digest);
+                    println!(
+                        "action {} handler {} risk {:?}",
+                        va.name().as_str(),
+                        va.handler(),
+                        va.risk()
+                    );
+                    for (k, val) in va.params() {
+                        println!("  {k} = {val:?}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("refused by policy version {}: {e}", vp.version);
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        PolicyCommand::RotateReviewers {
+            repo,
+            keys,
+            reviewers,
+            threshold,
+        } => {
+            let online = OnlineKeys::load(&keys_dir(&repo, keys))?;
+            let trust = trusted_policy::rotate_reviewers(
+                &RepoDir::new(&repo),
+                &online,
+                read_pubs(&reviewers)?,
+                threshold,
+                &life,
+            )?;
+            println!(
+                "reviewers: {} (threshold {})",
+                trust.reviewer_names(),
+                trust.threshold
+            );
+            println!("a published policy that no longer has {} valid approvals stops verifying until re-approved", trust.threshold);
+        }
+        PolicyCommand::Refresh { repo, keys } => {
+            let online = OnlineKeys::load(&keys_dir(&repo, keys))?;
+            trusted_policy::refresh(&RepoDir::new(&repo), &online, &life)?;
+            println!("snapshot and timestamp re-signed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Shared by `policy approve` and `release approve`.
+pub fn approve(repo: &RepoDir, proposal: &str, key: &Path, show_diff: bool) -> anyhow::Result<()> {
+    let staged = approval::load(repo, proposal)?;
+    if show_diff && staged.proposal.staged_role.is_some() {
+        print!("{}", trusted_policy::proposal_diff(repo, &staged)?);
+    }
+    let st = &staged.proposal.statement;
+    println!(
+        "approving {} version {} (sha256:{}) by {}",
+        st.target, st.version, st.sha256, st.author
+    );
+    let key = SigningKey::read(key)?;
+    let a = approval::approve(repo, proposal, &key)?;
+    println!("approved by {} (key {})", a.reviewer, a.key_id);
+    Ok(())
+}
+
+pub fn report_publication(p: &Publication, log_entry: Option<&Path>) -> anyhow::Result<()> {
+    println!(
+        "published {} version {} (sha256:{})",
+        p.target, p.version, p.sha256
+    );
+    println!(
+        "author {}, approved by {}",
+        p.author,
+        p.approvers.join(", ")
+    );
+    let entry = p.log_entry()?;
+    if let Some(path) = log_entry {
+        std::fs::write(path, &entry).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("governance log entry: {}", path.display());
+    }
+    Ok(())
+}
+
+fn verify(v: &VerifyArgs) -> anyhow::Result<VerifiedPolicy> {
+    let root = std::fs::read(&v.root)
+        .with_context(|| format!("cannot read the trusted root {}", v.root.display()))?;
+    let datastore = v
+        .datastore
+        .clone()
+        .unwrap_or_else(|| default_datastore(&v.repo));
+    let repo = RepoDir::new(&v.repo);
+    Ok(runtime()?.block_on(trusted_policy::verify_policy(&repo, &root, &datastore))?)
+}
+
+pub fn verify_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    runtime()
+}

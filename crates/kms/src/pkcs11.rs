@@ -1,0 +1,509 @@
+//! The PKCS#11 backend: an AES-256 KEK generated inside an HSM, sensitive and
+//! non-extractable, used only through `C_Encrypt`/`C_Decrypt` with `CKM_AES_GCM`.
+//!
+//! - One [`Token`] per (module, token label, PIN file): it owns the PKCS#11 context
+//!   and one logged-in session. Any failure that is not about the ciphertext itself
+//!   (token removed, session closed, login lost) tears everything down; the next call
+//!   re-initializes the module, logs in again and finds the keys again, so the plugin
+//!   recovers by itself.
+//! - A PIN the token rejected is remembered (as a hash) and never retried until the
+//!   PIN file changes: HSMs lock the user PIN after a few wrong attempts, and health
+//!   checks must not be what locks it.
+//! - A key is used only if it is a 256-bit AES secret key with `CKA_SENSITIVE` true
+//!   and `CKA_EXTRACTABLE` false; this is checked whenever the key is (re)found.
+//! - key_id = `pkcs11:<token label>/<key label>/<CKA_ID hex>`; `keygen` gives every
+//!   key a fresh random 16-byte CKA_ID, so a new key under an old label gets a new id.
+
+use crate::envelope::{self, Sealed, IV_LEN, TAG_LEN};
+use crate::kek::{check_key_id, Backend, Kek, KekError, KeyId};
+use async_trait::async_trait;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use zeroize::Zeroizing;
+
+/// Where the KEKs live: a PKCS#11 module, a token label and the file holding the PIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    pub module: PathBuf,
+    pub token_label: String,
+    pub pin_file: PathBuf,
+}
+
+/// A token with (at most) one open, logged-in session, shared by its keys.
+pub struct Token {
+    config: TokenConfig,
+    state: Mutex<TokenState>,
+}
+
+#[derive(Default)]
+struct TokenState {
+    open: Option<Open>,
+    /// SHA-256 of the last PIN the token rejected.
+    rejected_pin: Option<[u8; 32]>,
+}
+
+struct Open {
+    // Field order matters: the session closes before the context is dropped.
+    session: Session,
+    ctx: Pkcs11,
+    /// Key handles by label, found (and checked) since the session opened.
+    handles: HashMap<String, ObjectHandle>,
+}
+
+/// The identity of a key, read from the token and checked.
+struct KeyFacts {
+    handle: ObjectHandle,
+    id: Vec<u8>,
+}
+
+impl Token {
+    pub fn new(config: TokenConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            state: Mutex::new(TokenState::default()),
+        })
+    }
+
+    pub fn config(&self) -> &TokenConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TokenState> {
+        // A panic while holding the lock cannot leave a half-open session usable: the
+        // state is reset below whenever an operation fails.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `op` with an open session, opening one first if needed. When `op` fails
+    /// for any reason other than the data, the session and context are torn down.
+    fn with_session<T>(
+        &self,
+        rw: bool,
+        op: impl FnOnce(&mut Open) -> Result<T, OpError>,
+    ) -> Result<T, KekError> {
+        let mut state = self.lock();
+        if state.open.is_none() || rw {
+            if let Some(open) = state.open.take() {
+                close(open);
+            }
+            let open = self.open(&mut state, rw)?;
+            state.open = Some(open);
+        }
+        let Some(open) = state.open.as_mut() else {
+            return Err(KekError::Unavailable("no session".into()));
+        };
+        match op(open) {
+            Ok(v) => {
+                if rw {
+                    if let Some(open) = state.open.take() {
+                        close(open);
+                    }
+                }
+                Ok(v)
+            }
+            Err(OpError::Data(e)) => Err(e),
+            Err(OpError::Fatal(e)) => {
+                if let Some(open) = state.open.take() {
+                    close(open);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn open(&self, state: &mut TokenState, rw: bool) -> Result<Open, KekError> {
+        let cfg = &self.config;
+        let ctx = Pkcs11::new(&cfg.module).map_err(|e| {
+            KekError::Unavailable(format!(
+                "cannot load the PKCS#11 module {}: {e}",
+                cfg.module.display()
+            ))
+        })?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(unavailable("C_Initialize", &e)),
+        }
+        let slot = find_slot(&ctx, &cfg.token_label)?;
+        let session = if rw {
+            ctx.open_rw_session(slot)
+        } else {
+            ctx.open_ro_session(slot)
+        }
+        .map_err(|e| unavailable("C_OpenSession", &e))?;
+
+        let pin = read_pin(&cfg.pin_file)?;
+        let pin_hash: [u8; 32] = Sha256::digest(pin.as_bytes()).into();
+        if state.rejected_pin == Some(pin_hash) {
+            return Err(KekError::Unavailable(format!(
+                "the token rejected the PIN in {}; not retrying it (to avoid locking the \
+                 token) until the file changes",
+                cfg.pin_file.display()
+            )));
+        }
+        match session.login(UserType::User, Some(&AuthPin::from(pin.to_string()))) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                state.rejected_pin = None;
+            }
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                state.rejected_pin = Some(pin_hash);
+                tracing::error!(
+                    token = %cfg.token_label,
+                    pin_file = %cfg.pin_file.display(),
+                    "the token rejected the PIN; fix the PIN file (it will not be retried until it changes)"
+                );
+                return Err(KekError::Unavailable("wrong PIN".into()));
+            }
+            Err(e) => return Err(unavailable("C_Login", &e)),
+        }
+        Ok(Open {
+            session,
+            ctx,
+            handles: HashMap::new(),
+        })
+    }
+
+    /// Generates a new KEK labelled `label` inside the token. Refuses if a key with
+    /// that label exists (labels name keys in the plugin's configuration).
+    pub fn generate_key(self: &Arc<Self>, label: &str) -> Result<KeyId, KekError> {
+        let key_id_prefix = format!("pkcs11:{}/{label}/", self.config.token_label);
+        self.with_session(true, |open| {
+            let existing = open
+                .session
+                .find_objects(&key_template(label))
+                .map_err(|e| OpError::Fatal(unavailable("C_FindObjects", &e)))?;
+            if !existing.is_empty() {
+                return Err(OpError::Data(KekError::Refused(format!(
+                    "a key labelled {label:?} already exists in token {:?}; choose a new label",
+                    self.config.token_label
+                ))));
+            }
+            let mut id = [0u8; 16];
+            getrandom::getrandom(&mut id).map_err(|_| {
+                OpError::Fatal(KekError::Unavailable(
+                    "no operating-system randomness".into(),
+                ))
+            })?;
+            let template = [
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+                Attribute::Derive(false),
+                Attribute::Sign(false),
+                Attribute::Verify(false),
+                Attribute::Copyable(false),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(id.to_vec()),
+            ];
+            open.session
+                .generate_key(&Mechanism::AesKeyGen, &template)
+                .map_err(|e| OpError::Fatal(unavailable("C_GenerateKey", &e)))?;
+            Ok(id)
+        })
+        .and_then(|id| {
+            KeyId::new(format!("{key_id_prefix}{}", hex::encode(id)))
+                .map_err(|e| KekError::Invalid(format!("key_id: {e}")))
+        })
+    }
+}
+
+fn close(open: Open) {
+    let Open { session, ctx, .. } = open;
+    drop(session);
+    // Finalize so that the next open re-reads the token from scratch.
+    if let Err(e) = ctx.finalize() {
+        tracing::debug!(error = %e, "C_Finalize failed");
+    }
+}
+
+/// What went wrong inside an operation: the data (keep the session) or anything else
+/// (tear the session down).
+enum OpError {
+    Data(KekError),
+    Fatal(KekError),
+}
+
+fn unavailable(call: &str, e: &CkError) -> KekError {
+    // cryptoki's messages name the PKCS#11 return value; they never contain data.
+    let reason = match e {
+        CkError::Pkcs11(rv, _) => format!("{rv:?}"),
+        other => other.to_string(),
+    };
+    KekError::Unavailable(format!("{call}: {reason}"))
+}
+
+fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KekError> {
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| unavailable("C_GetSlotList", &e))?;
+    for slot in slots {
+        let Ok(info) = ctx.get_token_info(slot) else {
+            continue;
+        };
+        if info.label().trim_end() == label {
+            return Ok(slot);
+        }
+    }
+    Err(KekError::Unavailable(format!("token {label:?} not found")))
+}
+
+fn read_pin(path: &std::path::Path) -> Result<Zeroizing<String>, KekError> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        KekError::Unavailable(format!("cannot read the PIN file {}: {e}", path.display()))
+    })?);
+    let pin = text.trim_end_matches(['\n', '\r']);
+    if pin.is_empty() {
+        return Err(KekError::Unavailable(format!(
+            "the PIN file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Zeroizing::new(pin.to_string()))
+}
+
+fn key_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
+/// Finds the key labelled `label` and checks that it may be used as a KEK.
+fn find_key(session: &Session, label: &str) -> Result<KeyFacts, OpError> {
+    let found = session
+        .find_objects(&key_template(label))
+        .map_err(|e| OpError::Fatal(unavailable("C_FindObjects", &e)))?;
+    let handle = match found.as_slice() {
+        [] => {
+            return Err(OpError::Fatal(KekError::Unavailable(format!(
+                "no key labelled {label:?} in the token"
+            ))))
+        }
+        [one] => *one,
+        _ => {
+            return Err(OpError::Data(KekError::Refused(format!(
+                "{} keys are labelled {label:?}; a label must name exactly one key",
+                found.len()
+            ))))
+        }
+    };
+    let attrs = session
+        .get_attributes(
+            handle,
+            &[
+                AttributeType::KeyType,
+                AttributeType::ValueLen,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Id,
+            ],
+        )
+        .map_err(|e| OpError::Fatal(unavailable("C_GetAttributeValue", &e)))?;
+    let mut aes = false;
+    let mut len_ok = false;
+    let mut sensitive = false;
+    let mut extractable = true;
+    let mut id = Vec::new();
+    for a in attrs {
+        match a {
+            Attribute::KeyType(t) => aes = t == KeyType::AES,
+            Attribute::ValueLen(n) => len_ok = u64::from(n) == 32,
+            Attribute::Sensitive(b) => sensitive = b,
+            Attribute::Extractable(b) => extractable = b,
+            Attribute::Id(v) => id = v,
+            _ => {}
+        }
+    }
+    let refuse = |why: &str| {
+        tracing::error!(key_label = %label, "refusing the key: {why}");
+        Err(OpError::Data(KekError::Refused(format!(
+            "key {label:?}: {why}"
+        ))))
+    };
+    if !aes || !len_ok {
+        return refuse("not a 256-bit AES key");
+    }
+    if !sensitive {
+        return refuse("CKA_SENSITIVE is false (the key could be read out)");
+    }
+    if extractable {
+        return refuse("CKA_EXTRACTABLE is true (the key could be wrapped out)");
+    }
+    if id.is_empty() {
+        return refuse("it has no CKA_ID (generate keys with `palisade kms keygen`)");
+    }
+    Ok(KeyFacts { handle, id })
+}
+
+/// A KEK in a PKCS#11 token.
+pub struct Pkcs11Kek(Arc<KeyInner>);
+
+struct KeyInner {
+    token: Arc<Token>,
+    label: String,
+    id: Vec<u8>,
+    key_id: KeyId,
+}
+
+impl Pkcs11Kek {
+    /// Finds and checks the key labelled `label`; refuses keys that could leave the HSM.
+    pub async fn open(token: Arc<Token>, label: &str) -> Result<Self, KekError> {
+        let t = token.clone();
+        let l = label.to_string();
+        let id = blocking(move || {
+            t.with_session(false, |open| {
+                let facts = find_key(&open.session, &l)?;
+                open.handles.insert(l.clone(), facts.handle);
+                Ok(facts.id)
+            })
+        })
+        .await?;
+        let key_id = KeyId::new(format!(
+            "pkcs11:{}/{label}/{}",
+            token.config.token_label,
+            hex::encode(&id)
+        ))
+        .map_err(|e| {
+            KekError::Invalid(format!(
+                "token and key labels must be printable ASCII without spaces: {e}"
+            ))
+        })?;
+        Ok(Self(Arc::new(KeyInner {
+            token,
+            label: label.to_string(),
+            id,
+            key_id,
+        })))
+    }
+}
+
+impl KeyInner {
+    /// The handle of this key in the open session, (re)finding and re-checking it when
+    /// the session is new. A key whose CKA_ID changed is refused: its key_id would
+    /// otherwise name a different key.
+    fn handle(&self, open: &mut Open) -> Result<ObjectHandle, OpError> {
+        if let Some(h) = open.handles.get(&self.label) {
+            return Ok(*h);
+        }
+        let facts = find_key(&open.session, &self.label)?;
+        if facts.id != self.id {
+            return Err(OpError::Fatal(KekError::Refused(format!(
+                "the key labelled {:?} is not the key {} any more (its CKA_ID changed)",
+                self.label, self.key_id
+            ))));
+        }
+        open.handles.insert(self.label.clone(), facts.handle);
+        Ok(facts.handle)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KekError> + Send + 'static,
+) -> Result<T, KekError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| KekError::Unavailable("PKCS#11 worker stopped".into()))?
+}
+
+fn is_data_error(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::DataInvalid
+                | RvError::DataLenRange,
+            _
+        )
+    )
+}
+
+#[async_trait]
+impl Kek for Pkcs11Kek {
+    fn key_id(&self) -> &KeyId {
+        &self.0.key_id
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Pkcs11
+    }
+
+    async fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, KekError> {
+        let this = self.0.clone();
+        let plaintext = Zeroizing::new(plaintext.to_vec());
+        blocking(move || {
+            let mut iv = [0u8; IV_LEN];
+            getrandom::getrandom(&mut iv)
+                .map_err(|_| KekError::Unavailable("no operating-system randomness".into()))?;
+            let token = this.token.clone();
+            token.with_session(false, |open| {
+                let handle = this.handle(open)?;
+                let mut iv_param = iv;
+                let params =
+                    GcmParams::new(&mut iv_param, this.key_id.as_str().as_bytes(), 128.into())
+                        .map_err(|_| OpError::Data(KekError::Invalid("GCM parameters".into())))?;
+                let ct = open
+                    .session
+                    .encrypt(&Mechanism::AesGcm(params), handle, &plaintext)
+                    .map_err(|e| {
+                        if is_data_error(&e) {
+                            OpError::Data(KekError::Invalid(format!("{e}")))
+                        } else {
+                            OpError::Fatal(unavailable("C_Encrypt", &e))
+                        }
+                    })?;
+                if ct.len() != plaintext.len() + TAG_LEN {
+                    return Err(OpError::Fatal(KekError::Unavailable(
+                        "C_Encrypt returned an unexpected length".into(),
+                    )));
+                }
+                Ok(envelope::assemble(&iv, &ct))
+            })
+        })
+        .await
+    }
+
+    async fn decrypt(&self, key_id: &KeyId, ciphertext: &[u8]) -> Result<Vec<u8>, KekError> {
+        check_key_id(&self.0.key_id, key_id)?;
+        let sealed = Sealed::parse(ciphertext).map_err(|_| KekError::Undecryptable)?;
+        let mut iv = *sealed.iv;
+        let ct = sealed.ct_and_tag.to_vec();
+        let this = self.0.clone();
+        blocking(move || {
+            let token = this.token.clone();
+            token.with_session(false, |open| {
+                let handle = this.handle(open)?;
+                let params =
+                    GcmParams::new(&mut iv, this.key_id.as_str().as_bytes(), 128.into())
+                        .map_err(|_| OpError::Data(KekError::Invalid("GCM parameters".into())))?;
+                open.session
+                    .decrypt(&Mechanism::AesGcm(params), handle, &ct)
+                    .map_err(|e| {
+                        if is_data_error(&e) {
+                            OpError::Data(KekError::Undecryptable)
+                        } else {
+                            OpError::Fatal(unavailable("C_Decrypt", &e))
+                        }
+                    })
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,375 @@
+//! The built-in handler catalogue: every action the agent can execute, in one place.
+//!
+//! For each handler: its parameters with the *widest* constraints the handler code
+//! accepts, its target kind, its risk, whether it mutates anything, and the id of the
+//! output schema its output is reduced to. The linter checks every policy action
+//! against its handler here (a policy may only narrow), the validator applies the
+//! handler's own constraints in addition to the policy's, and the agent registers its
+//! handler functions under these ids. A handler that is not listed here cannot be
+//! named by any policy.
+//!
+//! Patterns here are anchored like policy patterns (`\A(?:…)\z`) and ASCII-only.
+
+use crate::model::{Duration, ParamType, Risk, Target};
+
+/// The control-plane components the agent supervises.
+pub const COMPONENTS: &[&str] = &[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// A Kubernetes node name: an RFC 1123 DNS subdomain (lower-case letters, digits, `-`
+/// and `.`; labels start and end alphanumeric), as `kubectl` and the API server
+/// accept it. No leading `-`, no `/`, no spaces, no globs.
+pub const NODE_NAME_PATTERN: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+/// The longest node name Kubernetes accepts.
+pub const NODE_NAME_MAX: u32 = 253;
+
+/// A release version such as `3.5.17`, `v1.31.2` or `1.31.2-rc.1+build.5`
+/// (semantic-versioning shaped; the artifact itself must still be in the TUF
+/// repository with its approvals).
+pub const VERSION_PATTERN: &str =
+    "v?(0|[1-9][0-9]{0,5})\\.(0|[1-9][0-9]{0,5})\\.(0|[1-9][0-9]{0,5})(-[0-9A-Za-z]+(\\.[0-9A-Za-z]+)*)?(\\+[0-9A-Za-z]+(\\.[0-9A-Za-z]+)*)?";
+/// The longest version string accepted.
+pub const VERSION_MAX: u32 = 64;
+
+/// The type of one handler parameter, as `'static` data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerParamType {
+    String {
+        pattern: &'static str,
+        max_length: u32,
+    },
+    Integer {
+        min: i64,
+        max: i64,
+    },
+    Boolean,
+    Duration {
+        min_secs: u64,
+        max_secs: u64,
+    },
+    Enum(&'static [&'static str]),
+}
+
+/// One parameter a handler accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerParam {
+    pub name: &'static str,
+    /// Whether the handler needs it; a policy must then require it too.
+    pub required: bool,
+    pub ty: HandlerParamType,
+}
+
+impl HandlerParam {
+    /// The widest [`ParamType`] the handler accepts for this parameter.
+    pub fn widest(&self) -> ParamType {
+        match self.ty {
+            HandlerParamType::String {
+                pattern,
+                max_length,
+            } => ParamType::String {
+                pattern: Some(pattern.to_string()),
+                max_length,
+                allow_non_ascii: false,
+            },
+            HandlerParamType::Integer { min, max } => ParamType::Integer { min, max },
+            HandlerParamType::Boolean => ParamType::Boolean,
+            HandlerParamType::Duration { min_secs, max_secs } => ParamType::Duration {
+                min: Duration::from_secs(min_secs),
+                max: Duration::from_secs(max_secs),
+            },
+            HandlerParamType::Enum(values) => ParamType::Enum {
+                values: values.iter().map(|v| (*v).to_string()).collect(),
+            },
+        }
+    }
+}
+
+/// One built-in handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handler {
+    pub id: &'static str,
+    pub summary: &'static str,
+    pub target: Target,
+    /// The lowest risk a policy may give an action using this handler.
+    pub risk: Risk,
+    /// Whether it changes anything (cluster state, components, or stored backups).
+    pub mutates: bool,
+    pub output_schema: &'static str,
+    pub params: &'static [HandlerParam],
+}
+
+impl Handler {
+    pub fn param(&self, name: &str) -> Option<&'static HandlerParam> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+const COMPONENT: HandlerParamType = HandlerParamType::Enum(COMPONENTS);
+const NODE: HandlerParam = HandlerParam {
+    name: "node",
+    required: true,
+    ty: HandlerParamType::String {
+        pattern: NODE_NAME_PATTERN,
+        max_length: NODE_NAME_MAX,
+    },
+};
+
+use Risk::{Disruptive, Mutate, Read};
+use Target::{Cluster, Instance};
+
+/// Every built-in handler, sorted by id.
+pub const HANDLERS: &[Handler] = &[
+    Handler {
+        id: "certs.expiry",
+        summary: "Expiry dates of the instance's control-plane certificates (names and dates only).",
+        target: Instance,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/certs-expiry/v1",
+        params: &[],
+    },
+    Handler {
+        id: "component.restart",
+        summary: "Restart one supervised component on the instance from its verified artifact.",
+        target: Instance,
+        risk: Disruptive,
+        mutates: true,
+        output_schema: "palisade.dev/output/component-restart/v1",
+        params: &[
+            HandlerParam {
+                name: "component",
+                required: true,
+                ty: COMPONENT,
+            },
+            HandlerParam {
+                name: "wait_healthy",
+                required: false,
+                ty: HandlerParamType::Boolean,
+            },
+        ],
+    },
+    Handler {
+        id: "component.status",
+        summary: "State, version and artifact digest of the instance's supervised components.",
+        target: Instance,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/component-status/v1",
+        params: &[HandlerParam {
+            name: "component",
+            required: false,
+            ty: COMPONENT,
+        }],
+    },
+    Handler {
+        id: "component.upgrade",
+        summary: "Replace a component with another version approved in the TUF repository.",
+        target: Instance,
+        risk: Disruptive,
+        mutates: true,
+        output_schema: "palisade.dev/output/component-upgrade/v1",
+        params: &[
+            HandlerParam {
+                name: "component",
+                required: true,
+                ty: COMPONENT,
+            },
+            HandlerParam {
+                name: "version",
+                required: true,
+                ty: HandlerParamType::String {
+                    pattern: VERSION_PATTERN,
+                    max_length: VERSION_MAX,
+                },
+            },
+        ],
+    },
+    Handler {
+        id: "etcd.alarm-disarm",
+        summary: "Disarm etcd alarms (after space was reclaimed).",
+        target: Cluster,
+        risk: Mutate,
+        mutates: true,
+        output_schema: "palisade.dev/output/etcd-alarms/v1",
+        params: &[],
+    },
+    Handler {
+        id: "etcd.alarms",
+        summary: "List active etcd alarms.",
+        target: Cluster,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/etcd-alarms/v1",
+        params: &[],
+    },
+    Handler {
+        id: "etcd.backup",
+        summary: "Take an encrypted etcd snapshot and upload it with a signed manifest.",
+        target: Cluster,
+        risk: Mutate,
+        mutates: true,
+        output_schema: "palisade.dev/output/etcd-backup/v1",
+        params: &[],
+    },
+    Handler {
+        id: "etcd.backup-prune",
+        summary: "Delete old backups, keeping the newest `keep_last` and anything newer than `older_than`.",
+        target: Cluster,
+        risk: Disruptive,
+        mutates: true,
+        output_schema: "palisade.dev/output/etcd-backup-prune/v1",
+        params: &[
+            HandlerParam {
+                name: "keep_last",
+                required: true,
+                ty: HandlerParamType::Integer { min: 1, max: 1000 },
+            },
+            HandlerParam {
+                name: "older_than",
+                required: false,
+                ty: HandlerParamType::Duration {
+                    min_secs: 3_600,
+                    max_secs: 366 * 86_400,
+                },
+            },
+        ],
+    },
+    Handler {
+        id: "etcd.backups",
+        summary: "List backups: ids, times, sizes and manifest digests.",
+        target: Cluster,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/etcd-backups/v1",
+        params: &[],
+    },
+    Handler {
+        id: "etcd.defragment",
+        summary: "Defragment the instance's etcd member (blocks that member while it runs).",
+        target: Instance,
+        risk: Disruptive,
+        mutates: true,
+        output_schema: "palisade.dev/output/etcd-defragment/v1",
+        params: &[],
+    },
+    Handler {
+        id: "etcd.health",
+        summary: "Health of the instance's etcd member.",
+        target: Instance,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/etcd-health/v1",
+        params: &[],
+    },
+    Handler {
+        id: "etcd.members",
+        summary: "etcd cluster membership: member ids, names, peer URLs, learner flags.",
+        target: Cluster,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/etcd-members/v1",
+        params: &[],
+    },
+    Handler {
+        id: "etcd.status",
+        summary: "Status of the instance's etcd member: version, DB size, leader, raft index.",
+        target: Instance,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/etcd-status/v1",
+        params: &[],
+    },
+    Handler {
+        id: "instance.resources",
+        summary: "CPU, memory and disk usage of the instance (totals only).",
+        target: Instance,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/instance-resources/v1",
+        params: &[],
+    },
+    Handler {
+        id: "kube.cordon",
+        summary: "Mark a node unschedulable.",
+        target: Cluster,
+        risk: Mutate,
+        mutates: true,
+        output_schema: "palisade.dev/output/kube-node/v1",
+        params: &[NODE],
+    },
+    Handler {
+        id: "kube.nodes",
+        summary: "List nodes: names, conditions, versions, schedulability (no pod data).",
+        target: Cluster,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/kube-nodes/v1",
+        params: &[],
+    },
+    Handler {
+        id: "kube.uncordon",
+        summary: "Mark a node schedulable again.",
+        target: Cluster,
+        risk: Mutate,
+        mutates: true,
+        output_schema: "palisade.dev/output/kube-node/v1",
+        params: &[NODE],
+    },
+];
+
+/// The handler with this id, if there is one.
+pub fn handler_by_id(id: &str) -> Option<&'static Handler> {
+    HANDLERS.iter().find(|h| h.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_is_sorted_unique_and_consistent() {
+        for pair in HANDLERS.windows(2) {
+            if let [a, b] = pair {
+                assert!(a.id < b.id, "{} before {}", a.id, b.id);
+            }
+        }
+        for h in HANDLERS {
+            assert!(
+                palisade_core::ActionName::parse(h.id).is_ok(),
+                "{} is not an action name",
+                h.id
+            );
+            assert_eq!(h.mutates, h.risk > Risk::Read, "{}", h.id);
+            assert!(h.output_schema.starts_with("palisade.dev/output/"));
+            for p in h.params {
+                if let HandlerParamType::String { pattern, .. } = p.ty {
+                    assert!(pattern.is_ascii(), "{}.{}", h.id, p.name);
+                    assert!(
+                        regex::Regex::new(&format!("\\A(?:{pattern})\\z")).is_ok(),
+                        "{}.{}",
+                        h.id,
+                        p.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backup_prune_bounds() {
+        let h = handler_by_id("etcd.backup-prune").expect("listed");
+        let older = h.param("older_than").expect("param");
+        assert_eq!(
+            older.ty,
+            HandlerParamType::Duration {
+                min_secs: 3_600,
+                max_secs: 366 * 86_400
+            }
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! Trusted releases (claim C8): component artifacts with a pipeline signature, a
+//! DSSE-signed in-toto test-result attestation `PASSED` for their digest, and M-of-N
+//! reviewer approvals (never the author's).
+//!
+//! Targets live in the delegated role `components` (paths `components/*/*/*`, signed by
+//! the pipeline key) as `components/<component>/<version>/<file>`, with custom data
+//! `{attestation, approvals, approvers, author, author_key_id, proposal}`.
+
+use crate::approval::{self, ApprovalStatement, ChangeKind, APPROVAL_TYPE};
+use crate::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
+use crate::keys::{PublicKey, SigningKey};
+use crate::trusted_policy::Publication;
+use crate::tuf::{
+    self, Commit, Lifetimes, OnlineKeys, RepoDir, RepoState, TrustError, COMPONENTS_ROLE,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::str::FromStr;
+
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+pub const TEST_RESULT_PREDICATE: &str = "https://in-toto.io/attestation/test-result/v0.1";
+
+/// in-toto Statement v1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    #[serde(rename = "_type")]
+    pub type_: String,
+    pub subject: Vec<Subject>,
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    pub predicate: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    pub name: String,
+    pub digest: BTreeMap<String, String>,
+}
+
+/// in-toto test-result predicate v0.1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    pub result: TestOutcome,
+    #[serde(default)]
+    pub configuration: Vec<Value>,
+    #[serde(default)]
+    pub url: String,
+    #[serde(rename = "passedTests", default)]
+    pub passed_tests: Vec<String>,
+    #[serde(rename = "warnedTests", default)]
+    pub warned_tests: Vec<String>,
+    #[serde(rename = "failedTests", default)]
+    pub failed_tests: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TestOutcome {
+    #[serde(rename = "PASSED")]
+    Passed,
+    #[serde(rename = "WARNED")]
+    Warned,
+    #[serde(rename = "FAILED")]
+    Failed,
+}
+
+impl FromStr for TestOutcome {
+    type Err = TrustError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "PASSED" => Ok(Self::Passed),
+            "WARNED" => Ok(Self::Warned),
+            "FAILED" => Ok(Self::Failed),
+            other => Err(TrustError::Invalid(format!(
+                "test result {:?} must be PASSED, WARNED or FAILED",
+                other.chars().take(20).collect::<String>()
+            ))),
+        }
+    }
+}
+
+/// Writes a DSSE-signed in-toto test-result attestation for `artifact`.
+pub fn attest(
+    name: &str,
+    artifact: &[u8],
+    result: TestResult,
+    key: &SigningKey,
+) -> Result<Envelope, TrustError> {
+    let mut digest = BTreeMap::new();
+    digest.insert("sha256".to_string(), tuf::sha256_hex(artifact));
+    let statement = Statement {
+        type_: STATEMENT_TYPE.into(),
+        subject: vec![Subject {
+            name: name.to_string(),
+            digest,
+        }],
+        predicate_type: TEST_RESULT_PREDICATE.into(),
+        predicate: serde_json::to_value(result)
+            .map_err(|e| TrustError::Invalid(format!("cannot encode the predicate: {e}")))?,
+    };
+    let body = serde_json::to_vec(&statement)
+        .map_err(|e| TrustError::Invalid(format!("cannot encode the statement: {e}")))?;
+    Ok(Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &body, key))
+}
+
+/// Checks a test attestation, in this order: signed by a trusted CI key; an in-toto
+/// v1 test-result statement; a subject with this artifact's SHA-256; result PASSED.
+pub fn check_attestation(
+    env: &Envelope,
+    artifact_sha256: &str,
+    trusted: &[PublicKey],
+) -> Result<TestResult, TrustError> {
+    let malformed = |m: String| TrustError::AttestationMalformed(m);
+    let body = env
+        .payload_bytes(IN_TOTO_PAYLOAD_TYPE)
+        .map_err(|e| malformed(e.to_string()))?;
+    if env.verified_by(trusted).is_empty() {
+        return Err(TrustError::AttestationUntrusted {
+            trusted: if trusted.is_empty() {
+                "none configured: add --ci-key or the repository's ci_keys".into()
+            } else {
+                trusted
+                    .iter()
+                    .map(|k| format!("{} {}", k.name, k.key_id()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        });
+    }
+    let st: Statement = serde_json::from_slice(&body).map_err(|e| malformed(e.to_string()))?;
+    if st.type_ != STATEMENT_TYPE {
+        return Err(malformed(format!("_type is {:?}", st.type_)));
+    }
+    if st.predicate_type != TEST_RESULT_PREDICATE {
+        return Err(malformed(format!(
+            "predicateType is {:?}",
+            st.predicate_type
+        )));
+    }
+    if !st
+        .subject
+        .iter()
+        .any(|s| s.digest.get("sha256").map(String::as_str) == Some(artifact_sha256))
+    {
+        return Err(TrustError::AttestationSubject {
+            attested: st
+                .subject
+                .iter()
+                .filter_map(|s| s.digest.get("sha256").cloned())
+                .collect::<Vec<_>>()
+                .join(","),
+            artifact: artifact_sha256.into(),
+        });
+    }
+    let result: TestResult =
+        serde_json::from_value(st.predicate).map_err(|e| malformed(e.to_string()))?;
+    if result.result != TestOutcome::Passed {
+        return Err(TrustError::AttestationNotPassed {
+            result: format!("{:?}", result.result).to_uppercase(),
+        });
+    }
+    Ok(result)
+}
+
+fn check_segment(what: &str, s: &str) -> Result<(), TrustError> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with(['.', '-'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(TrustError::Invalid(format!(
+            "{what} {:?} must be 1-128 characters of [A-Za-z0-9._+-], not starting with '.' or '-'",
+            s.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+pub fn release_target(component: &str, version: &str, file: &str) -> Result<String, TrustError> {
+    check_segment("component", component)?;
+    check_segment("version", version)?;
+    check_segment("file name", file)?;
+    Ok(format!("components/{component}/{version}/{file}"))
+}
+
+fn ci_keys(trust: &tuf::TrustConfig, extra: &[PublicKey]) -> Vec<PublicKey> {
+    let mut keys = trust.ci_keys.clone();
+    keys.extend(extra.iter().cloned());
+    keys
+}
+
+/// Stages a release by `author`; the attestation must already check out.
+#[allow(clippy::too_many_arguments)]
+pub fn propose_release(
+    repo: &RepoDir,
+    author: &str,
+    component: &str,
+    version: &str,
+    file: &str,
+    artifact: &[u8],
+    attestation: Envelope,
+    extra_ci_keys: &[PublicKey],
+) -> Result<String, TrustError> {
+    let target = release_target(component, version, file)?;
+    let state = RepoState::read(repo)?;
+    let trust = state.trust(repo)?;
+    let sha256 = tuf::sha256_hex(artifact);
+    check_attestation(&attestation, &sha256, &ci_keys(&trust, extra_ci_keys))?;
+    let statement = ApprovalStatement {
+        type_: APPROVAL_TYPE.into(),
+        kind: ChangeKind::Release,
+        proposal: approval::new_proposal_id(ChangeKind::Release, version, &sha256),
+        target,
+        sha256,
+        version: version.into(),
+        digest: None,
+        author: author.into(),
+        author_key_id: approval::author_key_id(&trust, author),
+    };
+    Ok(approval::stage(repo, statement, file, artifact, None, Some(attestation))?.id)
+}
+
+/// Publishes release proposal `id` (threshold of distinct, current, non-author
+/// reviewers; attestation re-checked) into the `components` role (pipeline key).
+pub fn publish_release(
+    repo: &RepoDir,
+    keys: &OnlineKeys,
+    id: &str,
+    extra_ci_keys: &[PublicKey],
+    life: &Lifetimes,
+) -> Result<Publication, TrustError> {
+    let staged = approval::load(repo, id)?;
+    let state = RepoState::read(repo)?;
+    let trust = state.trust(repo)?;
+    let st = staged.proposal.statement.clone();
+    let attestation = staged
+        .proposal
+        .attestation
+        .clone()
+        .ok_or(TrustError::AttestationMissing)?;
+    check_attestation(&attestation, &st.sha256, &ci_keys(&trust, extra_ci_keys))?;
+    let envelopes: Vec<Envelope> = approval::stored_approvals(&staged)?
+        .into_iter()
+        .map(|a| a.envelope)
+        .collect();
+    let approvers = approval::count_approvals(&st, &envelopes, &trust.reviewers, trust.threshold)?;
+    let counted: Vec<Envelope> = envelopes
+        .into_iter()
+        .filter(|e| !e.verified_by(&approvers).is_empty())
+        .collect();
+    let names: Vec<String> = approvers.iter().map(|k| k.name.clone()).collect();
+    let mut custom = HashMap::new();
+    custom.insert("attestation".to_string(), json!(attestation));
+    custom.insert("approvals".to_string(), json!(counted));
+    custom.insert("approvers".to_string(), json!(names));
+    custom.insert("author".to_string(), json!(st.author));
+    if let Some(a) = &st.author_key_id {
+        custom.insert("author_key_id".to_string(), json!(a));
+    }
+    custom.insert("proposal".to_string(), json!(st.proposal));
+    let mut role = state
+        .delegated
+        .get(COMPONENTS_ROLE)
+        .map(|r| r.signed.clone())
+        .unwrap_or_else(|| tuf::new_delegated_targets(1, life));
+    role.version = role.version.checked_add(1).unwrap_or(role.version);
+    role.expires = tuf::expiry(life.delegated);
+    role.targets.insert(
+        tuf::target_name(&st.target)?,
+        tuf::target_for(&staged.payload, custom),
+    );
+    let signed = tuf::signed_by(role, &[&keys.pipeline])?;
+    tuf::commit(
+        repo,
+        &state,
+        &keys.online,
+        Commit {
+            targets: None,
+            delegated: vec![(COMPONENTS_ROLE.to_string(), signed)],
+            files: vec![(st.target.clone(), staged.payload.clone())],
+        },
+        life,
+    )?;
+    Ok(Publication {
+        kind: ChangeKind::Release,
+        target: st.target,
+        sha256: st.sha256,
+        version: st.version,
+        digest: None,
+        author: st.author,
+        approvers: names,
+        proposal: st.proposal,
+        published_at: jiff::Timestamp::now().to_string(),
+    })
+}
+
+/// A release that passed every check: the agent may start it.
+#[derive(Debug, Clone)]
+pub struct VerifiedRelease {
+    pub target: String,
+    pub sha256: String,
+    pub author: String,
+    pub approvers: Vec<String>,
+    pub test_result: TestResult,
+}
+
+/// Verifies `artifact` as release `component` `version`, in this order: the TUF
+/// chain from `root` with the `components` role (pipeline signature), the artifact's
+/// SHA-256 against the signed target, the test attestation (trusted CI key from the
+/// repository's `ci_keys` or `extra_ci_keys`, subject digest, PASSED), and the
+/// approval threshold (distinct, current, non-author reviewers).
+pub async fn verify_release(
+    repo: &RepoDir,
+    root: &[u8],
+    datastore: &Path,
+    component: &str,
+    version: &str,
+    artifact: &[u8],
+    extra_ci_keys: &[PublicKey],
+) -> Result<VerifiedRelease, TrustError> {
+    check_segment("component", component)?;
+    check_segment("version", version)?;
+    let loaded = tuf::load(repo, root, datastore).await?;
+    let trust = tuf::verified_trust(&loaded).await?;
+    let prefix = format!("components/{component}/{version}/");
+    let no_release = || TrustError::NoRelease {
+        component: component.into(),
+        version: version.into(),
+    };
+    let role = loaded
+        .delegated_role(COMPONENTS_ROLE)
+        .and_then(|r| r.targets.as_ref())
+        .ok_or_else(no_release)?;
+    let (name, target) = role
+        .signed
+        .targets
+        .iter()
+        .find(|(n, _)| n.raw().starts_with(&prefix))
+        .ok_or_else(no_release)?;
+    let expected_sha = hex::encode(target.hashes.sha256.as_ref());
+    let found = tuf::sha256_hex(artifact);
+    if found != expected_sha || artifact.len() as u64 != target.length {
+        return Err(TrustError::ArtifactDigest {
+            expected: expected_sha,
+            found,
+        });
+    }
+    let bad = |reason: &str| TrustError::BadCustom {
+        target: name.raw().into(),
+        reason: reason.into(),
+    };
+    let attestation: Envelope = target
+        .custom
+        .get("attestation")
+        .cloned()
+        .map(serde_json::from_value)
+        .ok_or(TrustError::AttestationMissing)?
+        .map_err(|e| TrustError::AttestationMalformed(e.to_string()))?;
+    let test_result = check_attestation(&attestation, &found, &ci_keys(&trust, extra_ci_keys))?;
+    let approvals: Vec<Envelope> = target
+        .custom
+        .get("approvals")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| bad(&format!("approvals: {e}")))?
+        .unwrap_or_default();
+    let custom_str = |k: &str| {
+        target
+            .custom
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let author = custom_str("author").ok_or_else(|| bad("no `author`"))?;
+    let expected = ApprovalStatement {
+        type_: APPROVAL_TYPE.into(),
+        kind: ChangeKind::Release,
+        proposal: custom_str("proposal").ok_or_else(|| bad("no `proposal`"))?,
+        target: name.raw().into(),
+        sha256: found.clone(),
+        version: version.into(),
+        digest: None,
+        author: author.clone(),
+        author_key_id: custom_str("author_key_id"),
+    };
+    let approvers =
+        approval::count_approvals(&expected, &approvals, &trust.reviewers, trust.threshold)?;
+    Ok(VerifiedRelease {
+        target: name.raw().into(),
+        sha256: found,
+        author,
+        approvers: approvers.into_iter().map(|k| k.name).collect(),
+        test_result,
+    })
+}

@@ -1,0 +1,620 @@
+//! The log service over real HTTPS on 127.0.0.1, as its callers see it: who may
+//! append (gateway and agent certificates only), who may read which log (a tenant
+//! reads its own clusters and the governance log, and cannot tell another tenant's
+//! cluster from one that does not exist), how malformed requests are refused, and the
+//! caching headers of the tlog-tiles read API.
+//!
+//! Inventory: tenant `acme` owns cluster `c1`, tenant `globex` owns cluster `c2`; both
+//! have a reader token.
+
+use bytes::Bytes;
+use palisade_pki::{CertName, ClientAuth, IssuedPaths, Role};
+use palisade_tlog::checkpoint::LogPolicy;
+use palisade_tlog::note::{KeyType, SignerKey};
+use palisade_tlog::proof::TlogProof;
+use palisade_tlog::tile::parse_bundle;
+use palisade_tlog_service::config::LogConfig;
+use palisade_tlog_service::server::{AppendResponse, LogService};
+use reqwest::{Client, StatusCode};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+const BASE_ORIGIN: &str = "palisade.test/log";
+const ACME_TOKEN: &str = "acme-reader-token-5f0c";
+const GLOBEX_TOKEN: &str = "globex-reader-token-91ab";
+
+/// A log service on an ephemeral loopback port, stopped when dropped.
+struct Service {
+    _dir: tempfile::TempDir,
+    pki: PathBuf,
+    addr: SocketAddr,
+    key: SignerKey,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Service {
+    async fn start() -> Service {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = dir.path().join("pki");
+        let ca = palisade_pki::init_ca(&pki, false).expect("init CA");
+        for (role, name) in [
+            (Role::Log, "log"),
+            (Role::Gateway, "gw"),
+            (Role::Agent, "agent-0"),
+            (Role::Operator, "alice"),
+        ] {
+            let name = CertName::new(name).expect("cert name");
+            palisade_pki::issue(
+                &pki,
+                role,
+                &name,
+                &[],
+                palisade_pki::DEFAULT_LEAF_DAYS,
+                false,
+            )
+            .expect("issue certificate");
+        }
+        let key = SignerKey::generate(BASE_ORIGIN, KeyType::Ed25519).expect("log key");
+        std::fs::write(
+            dir.path().join("log.key"),
+            format!("{}\n", key.to_private_text()),
+        )
+        .expect("write key");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir.path().join("log.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("chmod key");
+        }
+        std::fs::write(
+            dir.path().join("inventory.toml"),
+            r#"
+[[tenant]]
+id = "acme"
+
+[[tenant]]
+id = "globex"
+
+[[cluster]]
+id = "c1"
+tenant = "acme"
+
+[[cluster]]
+id = "c2"
+tenant = "globex"
+"#,
+        )
+        .expect("write inventory");
+        let log_cert = IssuedPaths::in_dir(&pki, Role::Log, &CertName::new("log").expect("name"));
+        let config_path = dir.path().join("log.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                r#"
+listen = "127.0.0.1:7401"
+base_origin = "{BASE_ORIGIN}"
+key_file = "log.key"
+inventory = "inventory.toml"
+
+[storage]
+kind = "local"
+dir = "tiles"
+
+[batch]
+max_entries = 256
+max_delay_ms = 2
+
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+
+[[reader]]
+tenant = "acme"
+token_sha256 = "{acme}"
+
+[[reader]]
+tenant = "globex"
+token_sha256 = "{globex}"
+"#,
+                ca = ca.cert.display(),
+                cert = log_cert.cert.display(),
+                key = log_cert.key.display(),
+                acme = sha256_hex(ACME_TOKEN),
+                globex = sha256_hex(GLOBEX_TOKEN),
+            ),
+        )
+        .expect("write config");
+        let config: LogConfig = palisade_core::config::load(&config_path).expect("load config");
+        let tls = palisade_pki::server_config(
+            &config.tls.ca,
+            &config.tls.cert,
+            &config.tls.key,
+            ClientAuth::Optional,
+        )
+        .expect("server TLS");
+        let svc: Arc<LogService> = LogService::open(config).await.expect("open log service");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        tokio::spawn(palisade_tlog_service::https::serve(
+            listener,
+            tls,
+            svc.router(),
+            async move {
+                let _ = stop.await;
+            },
+        ));
+        Service {
+            _dir: dir,
+            pki,
+            addr,
+            key,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    /// A client presenting the certificate of `role` named `name`.
+    fn client_as(&self, role: Role, name: &str) -> Client {
+        let paths = IssuedPaths::in_dir(&self.pki, role, &CertName::new(name).expect("name"));
+        let tls = palisade_pki::client_config(
+            &self.pki.join("ca.crt"),
+            &paths.cert,
+            &paths.key,
+            &[Role::Log],
+        )
+        .expect("client TLS");
+        Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .expect("client")
+    }
+
+    fn anonymous_tls(&self) -> rustls::ClientConfig {
+        let roots = palisade_pki::load_roots(&self.pki.join("ca.crt")).expect("roots");
+        rustls::ClientConfig::builder_with_provider(palisade_pki::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    }
+
+    /// A client that trusts the CA but presents no certificate (a tenant, or anyone).
+    fn anonymous(&self) -> Client {
+        Client::builder()
+            .tls_backend_preconfigured(self.anonymous_tls())
+            .build()
+            .expect("client")
+    }
+
+    fn gateway(&self) -> Client {
+        self.client_as(Role::Gateway, "gw")
+    }
+
+    fn policy(&self, log: &str) -> LogPolicy {
+        LogPolicy::new(&format!("{BASE_ORIGIN}/{log}"), self.key.verifier()).expect("policy")
+    }
+
+    async fn append(&self, client: &Client, log: &str, entry: impl Into<Bytes>) -> Answer {
+        let resp = client
+            .post(self.url(&format!("/logs/{log}/append")))
+            .body(entry.into())
+            .send()
+            .await
+            .expect("append request");
+        Answer::read(resp).await
+    }
+
+    async fn get(&self, client: &Client, path: &str, token: Option<&str>) -> Answer {
+        let mut req = client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Answer::read(req.send().await.expect("GET request")).await
+    }
+
+    /// Sends `GET <path>` byte for byte (no URL normalisation, so `..` arrives as
+    /// written) and returns the status code.
+    async fn raw_get(&self, path: &str, token: &str) -> u16 {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(self.anonymous_tls()));
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("server name");
+        let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        tls.write_all(request.as_bytes()).await.expect("send");
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status for {path:?}: {text:?}"))
+    }
+
+    /// Appends `n` entries to `log` through the gateway, 32 at a time.
+    async fn fill(&self, log: &str, n: usize) -> Vec<(u64, Bytes)> {
+        let gateway = self.gateway();
+        let mut out = Vec::new();
+        let entries: Vec<Bytes> = (0..n)
+            .map(|i| Bytes::from(format!("{log} event {i}")))
+            .collect();
+        for chunk in entries.chunks(32) {
+            let answers = futures::future::join_all(
+                chunk.iter().map(|e| self.append(&gateway, log, e.clone())),
+            )
+            .await;
+            for (entry, answer) in chunk.iter().zip(answers) {
+                assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+                out.push((answer.appended().index, entry.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// A response, read whole.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    async fn read(resp: reqwest::Response) -> Answer {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.expect("response body");
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn appended(&self) -> AppendResponse {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "append answer is not JSON {{index, proof}}: {e}: {}",
+                self.text()
+            )
+        })
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+fn assert_proof(svc: &Service, log: &str, answer: &Answer, entry: &[u8]) -> u64 {
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let appended = answer.appended();
+    let proof = TlogProof::parse(appended.proof.as_bytes()).expect("proof parses");
+    assert_eq!(proof.index(), appended.index);
+    proof
+        .verify(entry, &svc.policy(log))
+        .expect("the proof verifies for the entry under the log key");
+    appended.index
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_and_agent_appends_are_acknowledged_with_verifying_proofs() {
+    let svc = Service::start().await;
+    let gateway = svc.gateway();
+    let agent = svc.client_as(Role::Agent, "agent-0");
+
+    let first = svc.append(&gateway, "c1", "from the gateway").await;
+    assert_eq!(assert_proof(&svc, "c1", &first, b"from the gateway"), 0);
+    let second = svc.append(&agent, "c1", "from the agent").await;
+    assert_eq!(assert_proof(&svc, "c1", &second, b"from the agent"), 1);
+    // Each cluster has its own log, with its own origin and indexes.
+    let other = svc.append(&gateway, "c2", "c2's first").await;
+    assert_eq!(assert_proof(&svc, "c2", &other, b"c2's first"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_and_anonymous_callers_cannot_append() {
+    let svc = Service::start().await;
+    let operator = svc.client_as(Role::Operator, "alice");
+    let refused = svc.append(&operator, "c1", "operator was here").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+    let refused = svc.append(&svc.anonymous(), "c1", "anyone was here").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+    // A tenant token is for reading, never for appending.
+    let resp = svc
+        .anonymous()
+        .post(svc.url("/logs/c1/append"))
+        .bearer_auth(ACME_TOKEN)
+        .body("tenant was here")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    let checkpoint = svc.get(&svc.gateway(), "/logs/c1/checkpoint", None).await;
+    let size = svc
+        .policy("c1")
+        .verify(&checkpoint.body)
+        .expect("checkpoint verifies")
+        .checkpoint()
+        .size();
+    assert_eq!(size, 0, "a refused append must not be logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn append_to_an_unknown_cluster_is_404() {
+    let svc = Service::start().await;
+    let answer = svc.append(&svc.gateway(), "c3", "nowhere").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_over_65535_bytes_are_refused_with_413() {
+    let svc = Service::start().await;
+    let gateway = svc.gateway();
+    let too_big = svc.append(&gateway, "c1", vec![b'a'; 65_536]).await;
+    assert_eq!(
+        too_big.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        too_big.text()
+    );
+    let largest = vec![b'b'; 65_535];
+    let ok = svc.append(&gateway, "c1", largest.clone()).await;
+    assert_eq!(assert_proof(&svc, "c1", &ok, &largest), 0);
+    let empty = svc.append(&gateway, "c1", Vec::new()).await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST, "{}", empty.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_reads_its_own_clusters_checkpoint_and_tiles() {
+    let svc = Service::start().await;
+    let appended = svc.fill("c1", 300).await;
+    let acme = svc.anonymous();
+
+    let checkpoint = svc
+        .get(&acme, "/logs/c1/checkpoint", Some(ACME_TOKEN))
+        .await;
+    assert_eq!(checkpoint.status, StatusCode::OK, "{}", checkpoint.text());
+    let verified = svc
+        .policy("c1")
+        .verify(&checkpoint.body)
+        .expect("checkpoint verifies under the log key");
+    assert_eq!(verified.checkpoint().size(), 300);
+
+    for (path, len) in [
+        ("/logs/c1/tile/0/000", 256 * 32),
+        ("/logs/c1/tile/0/001.p/44", 44 * 32),
+        ("/logs/c1/tile/1/000.p/1", 32),
+    ] {
+        let tile = svc.get(&acme, path, Some(ACME_TOKEN)).await;
+        assert_eq!(tile.status, StatusCode::OK, "{path}: {}", tile.text());
+        assert_eq!(tile.body.len(), len, "{path}");
+    }
+    let bundle = svc
+        .get(&acme, "/logs/c1/tile/entries/001.p/44", Some(ACME_TOKEN))
+        .await;
+    assert_eq!(bundle.status, StatusCode::OK, "{}", bundle.text());
+    let entries = parse_bundle(&bundle.body).expect("bundle parses");
+    for (i, e) in entries.iter().enumerate() {
+        let index = 256 + i as u64;
+        let want = appended
+            .iter()
+            .find(|(at, _)| *at == index)
+            .map(|(_, e)| e.clone())
+            .expect("appended");
+        assert!(*e == &want[..], "entry {index}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_cannot_read_another_tenants_log() {
+    let svc = Service::start().await;
+    svc.fill("c2", 3).await;
+    let client = svc.anonymous();
+
+    for (theirs, unknown) in [
+        ("/logs/c2/checkpoint", "/logs/c9/checkpoint"),
+        ("/logs/c2/tile/0/000.p/3", "/logs/c9/tile/0/000.p/3"),
+        (
+            "/logs/c2/tile/entries/000.p/3",
+            "/logs/c9/tile/entries/000.p/3",
+        ),
+    ] {
+        let other = svc.get(&client, theirs, Some(ACME_TOKEN)).await;
+        let missing = svc.get(&client, unknown, Some(ACME_TOKEN)).await;
+        assert_eq!(
+            other.status,
+            StatusCode::NOT_FOUND,
+            "{theirs}: {}",
+            other.text()
+        );
+        assert_eq!(missing.status, StatusCode::NOT_FOUND, "{unknown}");
+        // The answers differ only by the name the caller sent: nothing tells an existing
+        // cluster of another tenant from a cluster that does not exist.
+        assert_eq!(
+            other.text().replace("c2", "<name>"),
+            missing.text().replace("c9", "<name>"),
+            "{theirs} vs {unknown}"
+        );
+        assert_eq!(other.header("content-type"), missing.header("content-type"));
+        // The owner does read it.
+        let owner = svc.get(&client, theirs, Some(GLOBEX_TOKEN)).await;
+        assert_eq!(
+            owner.status,
+            StatusCode::OK,
+            "globex {theirs}: {}",
+            owner.text()
+        );
+    }
+    // And the other way round.
+    let c1 = svc
+        .get(&client, "/logs/c1/checkpoint", Some(GLOBEX_TOKEN))
+        .await;
+    assert_eq!(c1.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn governance_log_is_readable_by_every_tenant() {
+    let svc = Service::start().await;
+    let client = svc.anonymous();
+    for token in [ACME_TOKEN, GLOBEX_TOKEN] {
+        let answer = svc
+            .get(&client, "/logs/governance/checkpoint", Some(token))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        svc.policy("governance")
+            .verify(&answer.body)
+            .expect("governance checkpoint verifies");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_without_credentials_is_401_and_with_a_wrong_token_403() {
+    let svc = Service::start().await;
+    let client = svc.anonymous();
+    for path in [
+        "/logs/c1/checkpoint",
+        "/logs/c1/tile/0/000.p/1",
+        "/logs/governance/checkpoint",
+    ] {
+        let none = svc.get(&client, path, None).await;
+        assert_eq!(
+            none.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}: {}",
+            none.text()
+        );
+        let wrong = svc.get(&client, path, Some("not-a-reader-token")).await;
+        assert_eq!(
+            wrong.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            wrong.text()
+        );
+        // An operator certificate is not a reader credential either.
+        let operator = svc.client_as(Role::Operator, "alice");
+        let op = svc.get(&operator, path, None).await;
+        assert_eq!(op.status, StatusCode::UNAUTHORIZED, "{path}: {}", op.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_tile_paths_are_refused_never_served_nor_server_errors() {
+    let svc = Service::start().await;
+    svc.fill("c1", 3).await;
+    svc.fill("c2", 3).await;
+    let paths = [
+        "/logs/c1/tile/0/1",
+        "/logs/c1/tile/0/x001",
+        "/logs/c1/tile/0/000.p/0",
+        "/logs/c1/tile/0/000.p/256",
+        "/logs/c1/tile/0/000.p/03",
+        "/logs/c1/tile/64/000",
+        "/logs/c1/tile/entries/x001",
+        "/logs/c1/tile/0/000.p/3/",
+        "/logs/c1/tile/",
+        "/logs/c1/tile/../checkpoint",
+        "/logs/c1/tile/0/../../checkpoint",
+        "/logs/c1/tile/../../c2/checkpoint",
+        "/logs/c1/tile/0/%2e%2e/%2e%2e/checkpoint",
+        "/logs/c1/tile/..%2f..%2fc2%2fcheckpoint",
+        "/logs/c1/../c2/checkpoint",
+        "/logs/../logs/c2/checkpoint",
+        "/logs/c1%2f..%2fc2/checkpoint",
+        "/logs/%2e%2e/checkpoint",
+        "/logs/c1/tile/0/000.p/3%00",
+    ];
+    for path in paths {
+        let status = svc.raw_get(path, ACME_TOKEN).await;
+        assert!(
+            status == 400 || status == 404,
+            "GET {path} as tenant acme answered {status}; want 400 or 404"
+        );
+    }
+    // A Palisade component may read every log, so the same paths as the gateway
+    // (those without dot segments: the URL library would resolve them first).
+    let gateway = svc.gateway();
+    for path in paths
+        .iter()
+        .filter(|p| !p.contains("..") && !p.contains("%2e"))
+    {
+        let answer = svc.get(&gateway, path, None).await;
+        let status = answer.status.as_u16();
+        assert!(
+            status == 400 || status == 404,
+            "GET {path} as the gateway answered {status}; want 400 or 404"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoint_is_no_cache_and_full_tiles_are_immutable() {
+    let svc = Service::start().await;
+    svc.fill("c1", 260).await;
+    let client = svc.anonymous();
+
+    let checkpoint = svc
+        .get(&client, "/logs/c1/checkpoint", Some(ACME_TOKEN))
+        .await;
+    assert_eq!(checkpoint.status, StatusCode::OK);
+    assert_eq!(checkpoint.header("cache-control"), "no-cache");
+
+    for full in ["/logs/c1/tile/0/000", "/logs/c1/tile/entries/000"] {
+        let tile = svc.get(&client, full, Some(ACME_TOKEN)).await;
+        assert_eq!(tile.status, StatusCode::OK, "{full}");
+        assert!(
+            tile.header("cache-control").contains("immutable"),
+            "{full}: Cache-Control {:?}",
+            tile.header("cache-control")
+        );
+    }
+    for partial in ["/logs/c1/tile/0/001.p/4", "/logs/c1/tile/1/000.p/1"] {
+        let tile = svc.get(&client, partial, Some(ACME_TOKEN)).await;
+        assert_eq!(tile.status, StatusCode::OK, "{partial}");
+        assert!(
+            !tile.header("cache-control").contains("immutable"),
+            "{partial} will be replaced by a wider tile: Cache-Control {:?}",
+            tile.header("cache-control")
+        );
+    }
+}

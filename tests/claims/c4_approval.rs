@@ -1,0 +1,459 @@
+//! Claim C4: changes to the administrative API's allowlist (the action policy)
+//! always need multi-party review and approval — M-of-N distinct, current reviewers,
+//! never the author — and gateway and agent load nothing else.
+//!
+//! Each test builds a real TUF repository with `palisade_policy`, then attacks it
+//! the way a dishonest author or a compromised repository host would, and asserts
+//! the precise reason for the refusal.
+
+use palisade_policy::approval::{self, ApprovalStatement};
+use palisade_policy::dsse::Envelope;
+use palisade_policy::keys::{self, PublicKey, SigningKey};
+use palisade_policy::trusted_policy::{self, PolicyRelease};
+use palisade_policy::tuf::{
+    self, Lifetimes, OnlineKeys, RepoDir, RepoState, TrustConfig, TrustError,
+};
+use std::path::{Path, PathBuf};
+use tough::schema::Signed;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    repo: RepoDir,
+    keys: PathBuf,
+    root: Vec<u8>,
+}
+
+impl Fixture {
+    /// Reviewers alice, bob, carol (and dave, not yet a reviewer); threshold 2.
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let reviewers_dir = dir.join("reviewers");
+        for name in ["alice", "bob", "carol", "dave"] {
+            keys::generate(name, &reviewers_dir, false).expect("reviewer key");
+        }
+        let reviewers = ["alice", "bob", "carol"]
+            .iter()
+            .map(|n| PublicKey::read(&reviewers_dir.join(format!("{n}.pub"))).expect("pub"))
+            .collect();
+        let repo = RepoDir::new(dir.join("repo"));
+        let keys = dir.join("keys");
+        let trust = TrustConfig {
+            threshold: 2,
+            reviewers,
+            ci_keys: vec![],
+        };
+        tuf::init(&repo, &keys, &trust, &Lifetimes::default()).expect("init");
+        let root = std::fs::read(repo.metadata().join("root.json")).expect("root.json");
+        Self {
+            _tmp: tmp,
+            dir,
+            repo,
+            keys,
+            root,
+        }
+    }
+
+    fn key(&self, name: &str) -> SigningKey {
+        SigningKey::read(&self.dir.join("reviewers").join(format!("{name}.key"))).expect("key")
+    }
+
+    fn online(&self) -> OnlineKeys {
+        OnlineKeys::load(&self.keys).expect("online keys")
+    }
+
+    fn propose(&self, author: &str, version: u64) -> String {
+        trusted_policy::propose_policy(
+            &self.repo,
+            author,
+            &policy_yaml(version),
+            &Lifetimes::default(),
+        )
+        .expect("propose")
+        .id
+    }
+
+    fn approve(&self, id: &str, who: &str) {
+        approval::approve(&self.repo, id, &self.key(who)).expect("approve");
+    }
+
+    fn publish(&self, id: &str) -> Result<trusted_policy::Publication, TrustError> {
+        trusted_policy::publish_policy(&self.repo, &self.online(), id, &Lifetimes::default())
+    }
+
+    /// Proposed by alice, approved by bob and carol, published.
+    fn published(&self, version: u64) {
+        let id = self.propose("alice", version);
+        self.approve(&id, "bob");
+        self.approve(&id, "carol");
+        self.publish(&id).expect("publish");
+    }
+
+    fn datastore(&self, name: &str) -> PathBuf {
+        self.dir.join("datastores").join(name)
+    }
+
+    fn verify(&self, datastore: &str) -> Result<trusted_policy::VerifiedPolicy, TrustError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(trusted_policy::verify_policy(
+            &self.repo,
+            &self.root,
+            &self.datastore(datastore),
+        ))
+    }
+
+    /// Publishes a forged policy straight through the TUF writer, bypassing
+    /// Palisade's rule: `signers` sign both the DSSE approval and the policy role.
+    fn forge(&self, id: &str, signers: &[&str], dsse_signers: &[&str]) {
+        let staged = approval::load(&self.repo, id).expect("proposal");
+        let st: ApprovalStatement = staged.proposal.statement.clone();
+        let role = staged.proposal.staged_role.clone().expect("policy role");
+        let body = serde_json::to_vec(&st).expect("statement");
+        let approvals: Vec<Envelope> = dsse_signers
+            .iter()
+            .map(|n| {
+                Envelope::sign(
+                    approval::APPROVAL_PAYLOAD_TYPE,
+                    &canonical(&st, &body),
+                    &self.key(n),
+                )
+            })
+            .collect();
+        let signatures = signers
+            .iter()
+            .map(|n| tuf::tuf_signature(&role, &self.key(n)).expect("sig"))
+            .collect();
+        let state = RepoState::read(&self.repo).expect("state");
+        let trust = state.trust(&self.repo).expect("trust");
+        trusted_policy::publish_signed_policy(
+            &self.repo,
+            &state,
+            &self.online(),
+            &trust.reviewers,
+            trust.threshold,
+            PolicyRelease {
+                statement: st,
+                role: Signed {
+                    signed: role,
+                    signatures,
+                },
+                bytes: staged.payload,
+                approvals,
+            },
+            &Lifetimes::default(),
+        )
+        .expect("forged publish");
+    }
+}
+
+/// The approval statement's canonical bytes, as `approve` signs them.
+fn canonical(st: &ApprovalStatement, _json: &[u8]) -> Vec<u8> {
+    let value = serde_json::to_value(st).expect("value");
+    let mut out = Vec::new();
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, olpc_cjson::CanonicalFormatter::new());
+    serde::Serialize::serialize(&value, &mut ser).expect("canonical");
+    out
+}
+
+fn policy_yaml(version: u64) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policy/default.yaml");
+    let text = std::fs::read_to_string(path).expect("deploy/policy/default.yaml");
+    text.replacen("  version: 1\n", &format!("  version: {version}\n"), 1)
+        .into_bytes()
+}
+
+#[test]
+fn policy_with_threshold_of_distinct_non_author_approvals_verifies() {
+    let f = Fixture::new();
+    f.published(2);
+    let v = f.verify("gateway").expect("verify");
+    assert_eq!(v.version, 2);
+    assert_eq!(v.author, "alice");
+    assert_eq!(v.approvers, vec!["bob".to_string(), "carol".to_string()]);
+    assert_eq!(v.digest, v.policy.digest().to_string());
+}
+
+#[test]
+fn policy_with_m_minus_one_approvals_is_not_published() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    f.approve(&id, "bob");
+    match f.publish(&id) {
+        Err(TrustError::NotEnoughApprovals {
+            counted: 1,
+            required: 2,
+            ..
+        }) => {}
+        other => panic!("expected NotEnoughApprovals 1/2, got {other:?}"),
+    }
+    assert!(matches!(f.verify("gw"), Err(TrustError::NoPolicy)));
+}
+
+#[test]
+fn policy_author_cannot_approve_own_change() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    match approval::approve(&f.repo, &id, &f.key("alice")) {
+        Err(TrustError::AuthorCannotApprove { author }) => assert_eq!(author, "alice"),
+        other => panic!("expected AuthorCannotApprove, got {other:?}"),
+    }
+}
+
+#[test]
+fn author_signature_in_a_forged_repository_is_not_counted_at_verify() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    // The author and one reviewer sign: enough for TUF's threshold of 2 keys...
+    f.forge(&id, &["alice", "bob"], &["alice", "bob"]);
+    // ...but not for Palisade's rule, which never counts the author.
+    match f.verify("gw") {
+        Err(TrustError::NotEnoughApprovals {
+            counted: 1,
+            required: 2,
+            ignored,
+        }) => {
+            assert!(
+                ignored.iter().any(|r| r == "alice is the author"),
+                "{ignored:?}"
+            )
+        }
+        other => panic!("expected NotEnoughApprovals, got {other:?}"),
+    }
+}
+
+#[test]
+fn duplicate_approvals_by_one_key_count_once() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    f.approve(&id, "bob");
+    match approval::approve(&f.repo, &id, &f.key("bob")) {
+        Err(TrustError::AlreadyApproved { name, .. }) => assert_eq!(name, "bob"),
+        other => panic!("expected AlreadyApproved, got {other:?}"),
+    }
+    // A copy of bob's approval under another file name still counts once.
+    let dir = f.repo.proposals().join(&id).join("approvals");
+    let bob = f.key("bob").key_id();
+    std::fs::copy(dir.join(format!("{bob}.json")), dir.join("copy.json")).expect("copy");
+    assert!(matches!(
+        f.publish(&id),
+        Err(TrustError::NotEnoughApprovals {
+            counted: 1,
+            required: 2,
+            ..
+        })
+    ));
+    // Forged: TUF threshold met by bob and carol, but the DSSE approvals are bob twice.
+    f.forge(&id, &["bob", "carol"], &["bob", "bob"]);
+    match f.verify("gw") {
+        Err(TrustError::NotEnoughApprovals {
+            counted: 1,
+            required: 2,
+            ignored,
+        }) => {
+            assert!(
+                ignored
+                    .iter()
+                    .any(|r| r.contains("bob approved more than once")),
+                "{ignored:?}"
+            )
+        }
+        other => panic!("expected NotEnoughApprovals, got {other:?}"),
+    }
+}
+
+#[test]
+fn removed_reviewer_key_is_not_counted() {
+    let f = Fixture::new();
+    f.published(2);
+    f.verify("gw").expect("before rotation");
+    // carol leaves, dave joins; threshold stays 2.
+    let pubkey =
+        |n: &str| PublicKey::read(&f.dir.join("reviewers").join(format!("{n}.pub"))).expect("pub");
+    trusted_policy::rotate_reviewers(
+        &f.repo,
+        &f.online(),
+        vec![pubkey("alice"), pubkey("bob"), pubkey("dave")],
+        2,
+        &Lifetimes::default(),
+    )
+    .expect("rotate");
+    // The published policy was approved by bob and carol: carol no longer counts, so
+    // the `policy` role's threshold fails in TUF itself.
+    match f.verify("gw") {
+        Err(TrustError::Signature { detail }) => assert!(
+            detail.contains("Signature threshold of 2 not met")
+                && detail.contains("(1 valid signatures)"),
+            "{detail}"
+        ),
+        other => panic!("expected a signature-threshold refusal, got {other:?}"),
+    }
+    // And carol cannot approve anything any more.
+    let id = f.propose("alice", 3);
+    assert!(matches!(
+        approval::approve(&f.repo, &id, &f.key("carol")),
+        Err(TrustError::NotAReviewer { .. })
+    ));
+    // bob and dave re-approve: verifies again.
+    f.approve(&id, "bob");
+    f.approve(&id, "dave");
+    f.publish(&id).expect("publish v3");
+    let v = f.verify("gw").expect("after re-approval");
+    assert_eq!(v.approvers, vec!["bob".to_string(), "dave".to_string()]);
+}
+
+#[test]
+fn expired_metadata_is_refused() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    f.approve(&id, "bob");
+    f.approve(&id, "carol");
+    let life = Lifetimes {
+        timestamp: jiff::SignedDuration::from_hours(-1),
+        ..Lifetimes::default()
+    };
+    trusted_policy::publish_policy(&f.repo, &f.online(), &id, &life).expect("publish");
+    match f.verify("gw") {
+        Err(TrustError::Expired { detail }) => assert!(detail.contains("timestamp"), "{detail}"),
+        other => panic!("expected Expired, got {other:?}"),
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn rollback_to_an_older_policy_is_refused() {
+    let f = Fixture::new();
+    f.published(2);
+    let old = f.dir.join("old-repo");
+    copy_dir(&f.repo.root, &old);
+    f.published(3);
+    assert_eq!(f.verify("agent").expect("v3").version, 3);
+    // The host serves the older (validly signed) repository again.
+    std::fs::remove_dir_all(&f.repo.root).expect("rm");
+    copy_dir(&old, &f.repo.root);
+    match f.verify("agent") {
+        Err(TrustError::Rollback { detail }) => assert!(
+            detail.contains("timestamp") || detail.contains("snapshot"),
+            "{detail}"
+        ),
+        Err(TrustError::PolicyRollback {
+            seen: 3,
+            offered: 2,
+        }) => {}
+        other => panic!("expected a rollback refusal, got {other:?}"),
+    }
+    // A fresh datastore (a new machine) has no memory: that is what the persistent
+    // datastore is for.
+    assert_eq!(f.verify("fresh").expect("fresh datastore").version, 2);
+}
+
+#[test]
+fn tampered_policy_file_is_refused() {
+    let f = Fixture::new();
+    f.published(2);
+    let path = f.repo.target_path(tuf::POLICY_TARGET);
+    let mut bytes = std::fs::read(&path).expect("policy");
+    bytes.extend_from_slice(b"# widened\n");
+    std::fs::write(&path, &bytes).expect("tamper");
+    match f.verify("gw") {
+        Err(TrustError::TargetDigest { detail, .. }) => assert!(!detail.is_empty()),
+        other => panic!("expected TargetDigest, got {other:?}"),
+    }
+}
+
+#[test]
+fn swapped_delegation_is_refused() {
+    let f = Fixture::new();
+    f.published(2);
+    // The host replaces the reviewers' keys in the delegation with its own and signs
+    // a new policy role with them, without the online targets key.
+    let attacker = f.dir.join("attacker");
+    let k1 = SigningKey::read(
+        &keys::generate("mallory", &attacker, false)
+            .expect("k")
+            .private,
+    )
+    .expect("k");
+    let k2 = SigningKey::read(
+        &keys::generate("trent", &attacker, false)
+            .expect("k")
+            .private,
+    )
+    .expect("k");
+    let md = f.repo.metadata();
+    let mut targets: Signed<tough::schema::Targets> =
+        serde_json::from_slice(&std::fs::read(md.join("targets.json")).expect("targets"))
+            .expect("json");
+    let d = targets.signed.delegations.as_mut().expect("delegations");
+    for role in d.roles.iter_mut().filter(|r| r.name == "policy") {
+        role.keyids = vec![
+            keys::key_id_decoded(&k1.key_id()),
+            keys::key_id_decoded(&k2.key_id()),
+        ];
+    }
+    d.keys
+        .insert(keys::key_id_decoded(&k1.key_id()), k1.public().key.clone());
+    d.keys
+        .insert(keys::key_id_decoded(&k2.key_id()), k2.public().key.clone());
+    std::fs::write(
+        md.join("targets.json"),
+        serde_json::to_vec_pretty(&targets).expect("json"),
+    )
+    .expect("write");
+    let mut policy: Signed<tough::schema::Targets> =
+        serde_json::from_slice(&std::fs::read(md.join("policy.json")).expect("policy"))
+            .expect("json");
+    policy.signatures = vec![
+        tuf::tuf_signature(&policy.signed, &k1).expect("sig"),
+        tuf::tuf_signature(&policy.signed, &k2).expect("sig"),
+    ];
+    std::fs::write(
+        md.join("policy.json"),
+        serde_json::to_vec_pretty(&policy).expect("json"),
+    )
+    .expect("write");
+    match f.verify("gw") {
+        Err(TrustError::Signature { detail }) => {
+            assert!(detail.contains("targets.json"), "{detail}")
+        }
+        other => panic!("expected Signature refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn proposal_must_raise_the_version_and_lint() {
+    let f = Fixture::new();
+    f.published(2);
+    match trusted_policy::propose_policy(&f.repo, "alice", &policy_yaml(2), &Lifetimes::default()) {
+        Err(TrustError::VersionNotNewer {
+            proposed: 2,
+            published: 2,
+        }) => {}
+        other => panic!("expected VersionNotNewer, got {other:?}"),
+    }
+    assert!(matches!(
+        trusted_policy::propose_policy(
+            &f.repo,
+            "alice",
+            b"apiVersion: nope\n",
+            &Lifetimes::default()
+        ),
+        Err(TrustError::PolicyLint(_))
+    ));
+}

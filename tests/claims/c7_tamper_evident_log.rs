@@ -1,0 +1,395 @@
+//! Claims C6/C7, the log half: every operator action lands in a per-cluster log that
+//! the customer can read whole and verify, and that nobody — not even a provider
+//! insider holding the log's own key and disk — can rewrite, roll back or fork
+//! without the customer noticing.
+//!
+//! The stack is the real one (`palisade up`: log and witness processes over mutual
+//! TLS); the attacker acts through the same interfaces an insider would have.
+
+#[path = "../e2e/common.rs"]
+mod common;
+
+use common::{free_port_block, palisade, Running};
+use palisade_pki::Role;
+use palisade_tlog::checkpoint::Checkpoint;
+use palisade_tlog::note::Note;
+use palisade_tlog::tile::TileHashReader;
+use palisade_tlog::tree::consistency_proof;
+use palisade_tlog::witness::AddCheckpointRequest;
+use palisade_tlog_service::fetch::{MemoryTiles, StoreFetcher};
+use palisade_tlog_service::store::TileStore;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+const ORIGIN: &str = "palisade.local/log/demo";
+
+struct Stack {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    port: u16,
+    run: Running,
+}
+
+impl Stack {
+    fn start() -> Stack {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("stack");
+        let port = free_port_block();
+        let mut cmd = palisade();
+        cmd.arg("up")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--base-port")
+            .arg(port.to_string());
+        let mut run = Running::spawn(cmd);
+        run.wait_for("ready", Duration::from_secs(60));
+        Stack {
+            _tmp: tmp,
+            dir,
+            port,
+            run,
+        }
+    }
+
+    fn log_url(&self, cluster: &str) -> String {
+        format!("https://127.0.0.1:{}/logs/{cluster}", self.port + 1)
+    }
+
+    fn witness_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port + 2)
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+
+    /// An HTTPS client holding the certificate of `role`-`name`.
+    fn client(&self, role: Role, name: &str, server: Role) -> reqwest::Client {
+        let pki = self.pki();
+        let tls = palisade_pki::client_config(
+            &pki.join("ca.crt"),
+            &pki.join(format!("{role}-{name}.crt")),
+            &pki.join(format!("{role}-{name}.key")),
+            &[server],
+        )
+        .expect("client TLS config");
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .expect("client")
+    }
+
+    fn tiles(&self) -> PathBuf {
+        self.dir.join("log/tiles/clusters/demo")
+    }
+
+    fn audit(&self, extra: &[&str]) -> Output {
+        let d = self.dir.display().to_string();
+        let mut cmd = palisade();
+        cmd.args(["audit", "verify", "--url", &self.log_url("demo")])
+            .args([
+                "--token",
+                &format!("@{d}/tenant-demo.token"),
+                "--ca",
+                &format!("{d}/pki/ca.crt"),
+            ])
+            .args([
+                "--origin",
+                ORIGIN,
+                "--log-key",
+                &format!("@{d}/log/keys/palisade.local_log.pub"),
+            ])
+            .args([
+                "--witness-key",
+                &format!("@{d}/witness/keys/palisade.local_witness.pub"),
+                "--quorum",
+                "1",
+            ])
+            .args(extra);
+        cmd.output().expect("run palisade audit")
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn append_as(stack: &Stack, role: Role, name: &str, entry: &str) -> reqwest::Response {
+    stack
+        .client(role, name, Role::Log)
+        .post(format!("{}/append", stack.log_url("demo")))
+        .body(entry.to_string())
+        .send()
+        .await
+        .expect("append request")
+}
+
+async fn append_events(stack: &Stack, n: usize) {
+    for i in 0..n {
+        let r = append_as(
+            stack,
+            Role::Gateway,
+            "gateway",
+            &format!("{{\"event\":{i}}}"),
+        )
+        .await;
+        assert_eq!(
+            r.status(),
+            200,
+            "append {i}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn customer_verifies_the_whole_witnessed_log_and_detects_a_rewritten_entry() {
+    let stack = Stack::start();
+    append_events(&stack, 40).await;
+    let state = stack.dir.join("customer-state.json");
+    let ok = stack.audit(&["--state", state.to_str().expect("utf8")]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains("40 entries"), "{}", text(&ok));
+
+    // An insider edits one stored event on disk (the bytes the customer reads).
+    let bundle = stack.tiles().join("tile/entries/000.p/40");
+    let original = std::fs::read(&bundle).expect("bundle");
+    let forged = String::from_utf8(original.clone())
+        .expect("utf8")
+        .replace("{\"event\":7}", "{\"event\":8}");
+    std::fs::write(&bundle, forged).expect("tamper");
+    let caught = stack.audit(&["--state", state.to_str().expect("utf8")]);
+    assert!(
+        !caught.status.success(),
+        "a rewritten entry went unnoticed:\n{}",
+        text(&caught)
+    );
+    assert!(
+        text(&caught).contains("tile/entries/000.p/40"),
+        "the message must name the object:\n{}",
+        text(&caught)
+    );
+    std::fs::write(&bundle, original).expect("restore");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_gateway_and_agent_certificates_can_append() {
+    let stack = Stack::start();
+    palisade()
+        .args(["pki", "issue", "--dir"])
+        .arg(stack.pki())
+        .args(["--kind", "operator", "--name", "mallory"])
+        .output()
+        .expect("issue");
+    let refused = append_as(&stack, Role::Operator, "mallory", "{\"forged\":true}").await;
+    assert_eq!(
+        refused.status(),
+        403,
+        "an operator certificate appended to the log"
+    );
+    let accepted = append_as(&stack, Role::Agent, "demo-0", "{\"result\":1}").await;
+    assert_eq!(accepted.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_rolled_back_by_an_insider_is_detected_by_the_customer() {
+    let stack = Stack::start();
+    append_events(&stack, 10).await;
+    let old_checkpoint = std::fs::read(stack.tiles().join("checkpoint")).expect("checkpoint");
+    let state = stack.dir.join("customer-state.json");
+    append_events(&stack, 10).await;
+    let ok = stack.audit(&["--state", state.to_str().expect("utf8")]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    // The insider restores the older (validly signed and witnessed) checkpoint.
+    std::fs::write(stack.tiles().join("checkpoint"), old_checkpoint).expect("roll back");
+    let caught = stack.audit(&["--state", state.to_str().expect("utf8")]);
+    assert!(
+        !caught.status.success(),
+        "rollback went unnoticed:\n{}",
+        text(&caught)
+    );
+    assert!(text(&caught).contains("rolled back"), "{}", text(&caught));
+}
+
+/// An insider holding the log's private key and the log's certificate builds a second
+/// history of the same log. The witness refuses to cosign it, and a customer who
+/// verified the real log before detects the fork even if shown only the forged one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_signed_with_the_log_key_is_refused_by_the_witness_and_caught_by_the_customer() {
+    let stack = Stack::start();
+    append_events(&stack, 20).await;
+    let state = stack.dir.join("customer-state.json");
+    let ok = stack.audit(&["--state", state.to_str().expect("utf8")]);
+    assert!(ok.status.success(), "{}", text(&ok));
+
+    // The forged history: same origin, same key, entry 5 differs, then it grows.
+    let fork = stack.dir.join("fork");
+    let key = stack.dir.join("log/keys/palisade.local_log.key");
+    let mut lines: Vec<String> = (0..30).map(|i| format!("{{\"event\":{i}}}")).collect();
+    lines[5] = "{\"event\":\"erased\"}".into();
+    let mut append = palisade();
+    append
+        .args(["log", "append", "--dir"])
+        .arg(&fork)
+        .args(["--origin", ORIGIN, "--key-file"])
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = append.spawn().expect("log append");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(format!("{}\n", lines.join("\n")).as_bytes())
+            .expect("write");
+    }
+    assert!(child.wait().expect("wait").success());
+
+    // The witness has seen size 20 of the real log; the fork claims 30 consistent with it.
+    let note_bytes = std::fs::read(fork.join("checkpoint")).expect("fork checkpoint");
+    let note = Note::parse(&note_bytes).expect("note");
+    let cp = Checkpoint::parse(note.text()).expect("checkpoint");
+    let store = TileStore::local(&fork).expect("store");
+    let memory = MemoryTiles::new();
+    let proof = tokio::task::block_in_place(|| {
+        let fetcher = StoreFetcher::new(&store, &memory);
+        let reader = TileHashReader::new(cp.size(), *cp.root(), &fetcher);
+        consistency_proof(20, cp.size(), &reader).expect("proof within the fork")
+    });
+    let body = AddCheckpointRequest::new(20, proof, note)
+        .expect("request")
+        .to_bytes();
+    let answer = stack
+        .client(Role::Log, "log", Role::Witness)
+        .post(format!("{}/add-checkpoint", stack.witness_url()))
+        .body(body)
+        .send()
+        .await
+        .expect("witness request");
+    let status = answer.status().as_u16();
+    assert!(
+        status == 409 || status == 422,
+        "the witness cosigned a fork: {status}"
+    );
+
+    // Shown only the fork, the customer's verifier refuses it: no witness
+    // cosignature, and — even without witnesses — it contradicts the saved state.
+    let d = stack.dir.display().to_string();
+    let base = |quorum: bool| {
+        let mut c = palisade();
+        c.args(["audit", "verify", "--dir"]).arg(&fork).args([
+            "--origin",
+            ORIGIN,
+            "--log-key",
+            &format!("@{d}/log/keys/palisade.local_log.pub"),
+        ]);
+        if quorum {
+            c.args([
+                "--witness-key",
+                &format!("@{d}/witness/keys/palisade.local_witness.pub"),
+                "--quorum",
+                "1",
+            ]);
+        }
+        c
+    };
+    let unwitnessed = base(true).output().expect("audit");
+    assert!(!unwitnessed.status.success(), "{}", text(&unwitnessed));
+    let forked = base(false)
+        .args(["--state", state.to_str().expect("utf8")])
+        .output()
+        .expect("audit");
+    assert!(!forked.status.success(), "{}", text(&forked));
+    assert!(text(&forked).contains("fork"), "{}", text(&forked));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_cannot_read_another_tenants_log() {
+    let stack = Stack::start();
+    // Add a second tenant and cluster, and a token for it; restart the stack's log.
+    let inventory = stack.dir.join("inventory.toml");
+    let mut inv = std::fs::read_to_string(&inventory).expect("inventory");
+    inv.push_str(
+        "\n[[tenant]]\nid = \"acme\"\n\n[[cluster]]\nid = \"acme-prod\"\ntenant = \"acme\"\n",
+    );
+    std::fs::write(&inventory, inv).expect("inventory");
+    let token = "acme-secret-token";
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    };
+    let log_toml = stack.dir.join("log/log.toml");
+    let mut cfg = std::fs::read_to_string(&log_toml).expect("log.toml");
+    cfg.push_str(&format!(
+        "\n[[reader]]\ntenant = \"acme\"\ntoken_sha256 = \"{digest}\"\n"
+    ));
+    std::fs::write(&log_toml, cfg).expect("log.toml");
+    // Stop the stack cleanly (up waits for its children), then start it again.
+    let mut first = stack.run;
+    first.signal("TERM");
+    assert!(first.wait_exit(Duration::from_secs(30)).success());
+    let port = stack.port;
+    let mut cmd = palisade();
+    cmd.arg("up")
+        .arg("--dir")
+        .arg(&stack.dir)
+        .arg("--base-port")
+        .arg(port.to_string());
+    let mut run = Running::spawn(cmd);
+    run.wait_for("ready", Duration::from_secs(60));
+
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(
+            rustls::ClientConfig::builder_with_provider(palisade_pki::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(
+                    palisade_pki::load_roots(&stack.dir.join("pki/ca.crt")).expect("roots"),
+                )
+                .with_no_client_auth(),
+        )
+        .build()
+        .expect("client");
+    let get = |cluster: &str, token: &str| {
+        client
+            .get(format!(
+                "https://127.0.0.1:{}/logs/{cluster}/checkpoint",
+                port + 1
+            ))
+            .bearer_auth(token)
+            .send()
+    };
+    let demo_token = std::fs::read_to_string(stack.dir.join("tenant-demo.token")).expect("token");
+    assert_eq!(get("acme-prod", token).await.expect("get").status(), 200);
+    let cross = get("demo", token).await.expect("get");
+    assert_eq!(cross.status(), 404, "acme read demo's log");
+    let cross_body = cross.text().await.expect("body");
+    let missing = get("no-such-cluster", token)
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(
+        cross_body.replace("demo", "X"),
+        missing.replace("no-such-cluster", "X"),
+        "another tenant's cluster must look exactly like a missing one"
+    );
+    assert_eq!(
+        get("acme-prod", demo_token.trim())
+            .await
+            .expect("get")
+            .status(),
+        404,
+        "demo read acme's log"
+    );
+    assert_eq!(get("governance", token).await.expect("get").status(), 200);
+    run.signal("TERM");
+    run.wait_exit(Duration::from_secs(30));
+}

@@ -1,0 +1,334 @@
+//! Claim C8: a control-plane instance runs only tested software deployed by the
+//! trusted pipeline. `verify_release` (what the agent calls before starting any
+//! component) accepts an artifact only with the pipeline's TUF signature, a PASSED
+//! in-toto test attestation for its exact digest by a trusted CI key, and M-of-N
+//! non-author approvals. Each refusal's reason is asserted.
+
+use palisade_policy::approval;
+use palisade_policy::dsse::Envelope;
+use palisade_policy::keys::{self, PublicKey, SigningKey};
+use palisade_policy::release::{self, TestOutcome, TestResult, VerifiedRelease};
+use palisade_policy::tuf::{self, Lifetimes, OnlineKeys, RepoDir, TrustConfig, TrustError};
+use std::path::PathBuf;
+
+const ETCD: &[u8] = b"etcd binary v3.5.17 (pretend)";
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    repo: RepoDir,
+    keys: PathBuf,
+    root: Vec<u8>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let people = dir.join("people");
+        for name in ["alice", "bob", "carol", "ci", "rogue-ci"] {
+            keys::generate(name, &people, false).expect("key");
+        }
+        let pk = |n: &str| PublicKey::read(&people.join(format!("{n}.pub"))).expect("pub");
+        let trust = TrustConfig {
+            threshold: 2,
+            reviewers: vec![pk("alice"), pk("bob"), pk("carol")],
+            ci_keys: vec![pk("ci")],
+        };
+        let repo = RepoDir::new(dir.join("repo"));
+        let keys = dir.join("keys");
+        tuf::init(&repo, &keys, &trust, &Lifetimes::default()).expect("init");
+        let root = std::fs::read(repo.metadata().join("root.json")).expect("root");
+        Self {
+            _tmp: tmp,
+            dir,
+            repo,
+            keys,
+            root,
+        }
+    }
+
+    fn key(&self, n: &str) -> SigningKey {
+        SigningKey::read(&self.dir.join("people").join(format!("{n}.key"))).expect("key")
+    }
+
+    fn attest(&self, artifact: &[u8], outcome: TestOutcome, by: &str) -> Envelope {
+        let result = TestResult {
+            result: outcome,
+            configuration: vec![],
+            url: "https://ci.example/run/1".into(),
+            passed_tests: vec!["e2e".into()],
+            warned_tests: vec![],
+            failed_tests: if outcome == TestOutcome::Failed {
+                vec!["e2e".into()]
+            } else {
+                vec![]
+            },
+        };
+        release::attest("etcd", artifact, result, &self.key(by)).expect("attest")
+    }
+
+    /// alice proposes, bob and carol approve, the pipeline publishes.
+    fn release(
+        &self,
+        version: &str,
+        artifact: &[u8],
+        attestation: Envelope,
+    ) -> Result<(), TrustError> {
+        let id = release::propose_release(
+            &self.repo,
+            "alice",
+            "etcd",
+            version,
+            "etcd",
+            artifact,
+            attestation,
+            &[],
+        )?;
+        for who in ["bob", "carol"] {
+            approval::approve(&self.repo, &id, &self.key(who))?;
+        }
+        release::publish_release(
+            &self.repo,
+            &OnlineKeys::load(&self.keys).expect("keys"),
+            &id,
+            &[],
+            &Lifetimes::default(),
+        )?;
+        Ok(())
+    }
+
+    fn verify(&self, version: &str, artifact: &[u8]) -> Result<VerifiedRelease, TrustError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt")
+            .block_on(release::verify_release(
+                &self.repo,
+                &self.root,
+                &self.dir.join("agent-datastore"),
+                "etcd",
+                version,
+                artifact,
+                &[],
+            ))
+    }
+}
+
+#[test]
+fn tested_approved_pipeline_signed_release_verifies() {
+    let f = Fixture::new();
+    f.release("3.5.17", ETCD, f.attest(ETCD, TestOutcome::Passed, "ci"))
+        .expect("release");
+    let v = f.verify("3.5.17", ETCD).expect("verify");
+    assert_eq!(v.target, "components/etcd/3.5.17/etcd");
+    assert_eq!(v.author, "alice");
+    assert_eq!(v.approvers, vec!["bob".to_string(), "carol".to_string()]);
+    assert_eq!(v.test_result.result, TestOutcome::Passed);
+}
+
+#[test]
+fn unsigned_artifact_is_refused() {
+    let f = Fixture::new();
+    // Dropped into the repository's targets directory, never signed by the pipeline.
+    let path = f.repo.target_path("components/etcd/3.5.17/etcd");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, ETCD).expect("write");
+    match f.verify("3.5.17", ETCD) {
+        Err(TrustError::NoRelease { component, version }) => {
+            assert_eq!((component.as_str(), version.as_str()), ("etcd", "3.5.17"))
+        }
+        other => panic!("expected NoRelease, got {other:?}"),
+    }
+}
+
+#[test]
+fn failed_test_attestation_is_refused() {
+    let f = Fixture::new();
+    match f.release("3.5.17", ETCD, f.attest(ETCD, TestOutcome::Failed, "ci")) {
+        Err(TrustError::AttestationNotPassed { result }) => assert_eq!(result, "FAILED"),
+        other => panic!("expected AttestationNotPassed at propose, got {other:?}"),
+    }
+}
+
+#[test]
+fn attestation_for_another_digest_is_refused() {
+    let f = Fixture::new();
+    match f.release(
+        "3.5.17",
+        ETCD,
+        f.attest(b"some other build", TestOutcome::Passed, "ci"),
+    ) {
+        Err(TrustError::AttestationSubject { artifact, .. }) => {
+            assert_eq!(artifact, tuf::sha256_hex(ETCD))
+        }
+        other => panic!("expected AttestationSubject, got {other:?}"),
+    }
+}
+
+#[test]
+fn attestation_by_an_untrusted_key_is_refused() {
+    let f = Fixture::new();
+    match f.release(
+        "3.5.17",
+        ETCD,
+        f.attest(ETCD, TestOutcome::Passed, "rogue-ci"),
+    ) {
+        Err(TrustError::AttestationUntrusted { trusted }) => {
+            assert!(trusted.contains("ci "), "{trusted}")
+        }
+        other => panic!("expected AttestationUntrusted, got {other:?}"),
+    }
+}
+
+#[test]
+fn artifact_changed_after_approval_is_refused() {
+    let f = Fixture::new();
+    let id = release::propose_release(
+        &f.repo,
+        "alice",
+        "etcd",
+        "3.5.17",
+        "etcd",
+        ETCD,
+        f.attest(ETCD, TestOutcome::Passed, "ci"),
+        &[],
+    )
+    .expect("propose");
+    approval::approve(&f.repo, &id, &f.key("bob")).expect("bob");
+    approval::approve(&f.repo, &id, &f.key("carol")).expect("carol");
+    // Swapped in the proposal after the reviewers looked at it: publish refuses.
+    let staged = f.repo.proposals().join(&id).join("etcd");
+    std::fs::write(&staged, b"backdoored etcd").expect("swap");
+    assert!(matches!(
+        release::publish_release(
+            &f.repo,
+            &OnlineKeys::load(&f.keys).expect("k"),
+            &id,
+            &[],
+            &Lifetimes::default()
+        ),
+        Err(TrustError::StaleProposal { .. })
+    ));
+    std::fs::write(&staged, ETCD).expect("restore");
+    release::publish_release(
+        &f.repo,
+        &OnlineKeys::load(&f.keys).expect("k"),
+        &id,
+        &[],
+        &Lifetimes::default(),
+    )
+    .expect("publish");
+    // The agent is handed different bytes than were approved.
+    match f.verify("3.5.17", b"backdoored etcd") {
+        Err(TrustError::ArtifactDigest { expected, found }) => {
+            assert_eq!(expected, tuf::sha256_hex(ETCD));
+            assert_eq!(found, tuf::sha256_hex(b"backdoored etcd"));
+        }
+        other => panic!("expected ArtifactDigest, got {other:?}"),
+    }
+}
+
+#[test]
+fn release_needs_non_author_approvals() {
+    let f = Fixture::new();
+    let id = release::propose_release(
+        &f.repo,
+        "alice",
+        "etcd",
+        "3.5.17",
+        "etcd",
+        ETCD,
+        f.attest(ETCD, TestOutcome::Passed, "ci"),
+        &[],
+    )
+    .expect("propose");
+    assert!(matches!(
+        approval::approve(&f.repo, &id, &f.key("alice")),
+        Err(TrustError::AuthorCannotApprove { .. })
+    ));
+    approval::approve(&f.repo, &id, &f.key("bob")).expect("bob");
+    assert!(matches!(
+        release::publish_release(
+            &f.repo,
+            &OnlineKeys::load(&f.keys).expect("k"),
+            &id,
+            &[],
+            &Lifetimes::default()
+        ),
+        Err(TrustError::NotEnoughApprovals {
+            counted: 1,
+            required: 2,
+            ..
+        })
+    ));
+}
+
+/// Re-signs the `components` role with the real pipeline key, swapping in another
+/// attestation: a pipeline that publishes what CI did not pass.
+fn republish_with_attestation(f: &Fixture, env: &Envelope) {
+    let state = tuf::RepoState::read(&f.repo).expect("state");
+    let mut role = state
+        .delegated
+        .get(tuf::COMPONENTS_ROLE)
+        .expect("components role")
+        .signed
+        .clone();
+    for t in role.targets.values_mut() {
+        t.custom.insert(
+            "attestation".into(),
+            serde_json::to_value(env).expect("json"),
+        );
+    }
+    role.version = role.version.checked_add(1).expect("version");
+    let pipeline = SigningKey::read(&f.keys.join("pipeline.key")).expect("pipeline key");
+    let sig = tuf::tuf_signature(&role, &pipeline).expect("sig");
+    let online = OnlineKeys::load(&f.keys).expect("keys");
+    tuf::commit(
+        &f.repo,
+        &state,
+        &online.online,
+        tuf::Commit {
+            targets: None,
+            delegated: vec![(
+                tuf::COMPONENTS_ROLE.to_string(),
+                tough::schema::Signed {
+                    signed: role,
+                    signatures: vec![sig],
+                },
+            )],
+            files: vec![],
+        },
+        &Lifetimes::default(),
+    )
+    .expect("commit");
+}
+
+#[test]
+fn pipeline_signed_release_with_bad_attestation_is_refused_at_verify() {
+    let f = Fixture::new();
+    f.release("3.5.17", ETCD, f.attest(ETCD, TestOutcome::Passed, "ci"))
+        .expect("release");
+    f.verify("3.5.17", ETCD).expect("good release verifies");
+
+    republish_with_attestation(&f, &f.attest(ETCD, TestOutcome::Failed, "ci"));
+    match f.verify("3.5.17", ETCD) {
+        Err(TrustError::AttestationNotPassed { result }) => assert_eq!(result, "FAILED"),
+        other => panic!("expected AttestationNotPassed, got {other:?}"),
+    }
+
+    republish_with_attestation(&f, &f.attest(b"another build", TestOutcome::Passed, "ci"));
+    match f.verify("3.5.17", ETCD) {
+        Err(TrustError::AttestationSubject { attested, artifact }) => {
+            assert_eq!(attested, tuf::sha256_hex(b"another build"));
+            assert_eq!(artifact, tuf::sha256_hex(ETCD));
+        }
+        other => panic!("expected AttestationSubject, got {other:?}"),
+    }
+
+    republish_with_attestation(&f, &f.attest(ETCD, TestOutcome::Passed, "rogue-ci"));
+    assert!(matches!(
+        f.verify("3.5.17", ETCD),
+        Err(TrustError::AttestationUntrusted { .. })
+    ));
+}
