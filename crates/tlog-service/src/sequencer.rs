@@ -32,8 +32,8 @@ use palisade_tlog::hash::{leaf_hash, Hash};
 use palisade_tlog::note::{Note, SignerKey};
 use palisade_tlog::proof::TlogProof;
 use palisade_tlog::tile::{
-    encode_bundle, new_tiles, parse_bundle, TileHashReader, TileId, MAX_ENTRY_LEN, TILE_HEIGHT,
-    TILE_WIDTH,
+    encode_bundle, level_hashes, new_tiles, parse_bundle, run_root, TileHashReader, TileId,
+    MAX_ENTRY_LEN, TILE_HEIGHT, TILE_WIDTH,
 };
 use palisade_tlog::tree::Frontier;
 use std::sync::Arc;
@@ -371,12 +371,6 @@ async fn recover(
     ))
 }
 
-/// Number of hashes at tree level 8·`level` in a tree of `size` leaves.
-fn level_hashes(level: u8, size: u64) -> u64 {
-    size.checked_shr(u32::from(level) * u32::from(TILE_HEIGHT))
-        .unwrap_or(0)
-}
-
 fn hashes_bytes(row: &[Hash]) -> Bytes {
     Bytes::from(row.iter().flat_map(|h| h.0).collect::<Vec<u8>>())
 }
@@ -632,42 +626,31 @@ impl EdgeReader<'_> {
     fn run(&self, level: u8, index: u64, start: usize, count: usize) -> Result<Hash, String> {
         let size = self.edge.frontier.size();
         let edge_index = level_hashes(level, size) / WIDTH as u64;
-        let row: Vec<Hash> = if index == edge_index {
-            self.edge
+        let missing = || {
+            format!(
+                "tile {level}/{index} has no hashes {start}..{}",
+                start + count
+            )
+        };
+        if index == edge_index {
+            let row = self
+                .edge
                 .tiles
                 .get(usize::from(level))
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            let id = TileId::new(level, index, TILE_WIDTH).map_err(|e| e.to_string())?;
-            let bytes = match self.recent.get(&id) {
-                Some(b) => b.to_vec(),
-                None => palisade_tlog::tile::TileFetcher::fetch_tiles(self.fetcher, &[id])
-                    .map_err(|e| e.to_string())?
-                    .pop()
-                    .unwrap_or_default(),
-            };
-            bytes
-                .chunks_exact(32)
-                .filter_map(Hash::from_slice)
-                .collect()
-        };
-        let mut hashes = row
-            .get(start..start + count)
-            .ok_or_else(|| {
-                format!(
-                    "tile {level}/{index} has no hashes {start}..{}",
-                    start + count
-                )
-            })?
-            .to_vec();
-        while hashes.len() > 1 {
-            hashes = hashes
-                .chunks_exact(2)
-                .map(|p| palisade_tlog::hash::node_hash(&p[0], &p[1]))
-                .collect();
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let run = row.get(start..start + count).ok_or_else(missing)?;
+            return run_root(&hashes_bytes(run), 0, count).ok_or_else(missing);
         }
-        hashes.pop().ok_or_else(|| "empty run".to_string())
+        let id = TileId::new(level, index, TILE_WIDTH).map_err(|e| e.to_string())?;
+        let data = match self.recent.get(&id) {
+            Some(b) => b.to_vec(),
+            None => palisade_tlog::tile::TileFetcher::fetch_tiles(self.fetcher, &[id])
+                .map_err(|e| e.to_string())?
+                .pop()
+                .unwrap_or_default(),
+        };
+        run_root(&data, start, count).ok_or_else(missing)
     }
 }
 

@@ -11,7 +11,7 @@ mod reader;
 
 pub use bundle::{encode_bundle, parse_bundle, BundleError, MAX_ENTRY_LEN};
 pub use path::{PathError, PathProblem, TilePath};
-pub use reader::{TileFetcher, TileHashReader, TileReadError};
+pub use reader::{run_root, TileFetcher, TileHashReader, TileReadError};
 
 use crate::hash::HASH_SIZE;
 use crate::tree::{stored_hash_index, HashReader, TreeError, MAX_TREE_SIZE};
@@ -116,8 +116,9 @@ fn leaves_per_hash(level: u8) -> Option<u64> {
     1u64.checked_shl(u32::from(level) * u32::from(TILE_HEIGHT))
 }
 
-/// Number of complete subtrees of height `8·level` in a tree of `size` leaves.
-fn level_hashes(level: u8, size: u64) -> u64 {
+/// Number of complete subtrees of height `8·level` in a tree of `size` leaves: the
+/// hashes a tree of that size has at tile level `level`.
+pub fn level_hashes(level: u8, size: u64) -> u64 {
     size.checked_shr(u32::from(level) * u32::from(TILE_HEIGHT))
         .unwrap_or(0)
 }

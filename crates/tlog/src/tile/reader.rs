@@ -98,8 +98,9 @@ fn parent(tile: TileId, size: u64) -> Option<(TileId, usize)> {
     (entry < usize::from(up.width())).then_some((up, entry))
 }
 
-/// Root of a run of `2^k` tile entries.
-fn run_root(data: &[u8], start: usize, count: usize) -> Option<Hash> {
+/// Root of the run of `count` (a power of two) consecutive hashes of tile contents
+/// `data`, starting at entry `start`; `None` if the tile does not hold them.
+pub fn run_root(data: &[u8], start: usize, count: usize) -> Option<Hash> {
     let bytes = data.get(start * HASH_SIZE..(start + count) * HASH_SIZE)?;
     let mut level: Vec<Hash> = bytes
         .chunks_exact(HASH_SIZE)
