@@ -1,3 +1,15 @@
-//! Palisade agent: not built yet. Until it is,
-//! the `palisade` subcommands that need it say so and exit non-zero.
+//! Palisade agent: the only door into a control-plane instance.
+//!
+//! The agent accepts exactly one kind of remote input — a *dispatch* signed by a
+//! gateway — over mTLS from gateway-role certificates, and executes it only if every
+//! acceptance check in [`accept`] holds (read that module top to bottom: it is the
+//! whole rule). Actions are typed handlers ([`handlers`]): fixed argv when a process
+//! must run, never a shell, never a path or flag taken from input; their output is
+//! reduced to the action's output schema and capped before it leaves. The agent also
+//! supervises the control-plane components ([`supervisor`]), started only from
+//! releases verified in the TUF repository.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod kube;
+pub mod supervisor;

@@ -1,0 +1,330 @@
+//! The agent's configuration file (`palisade agent serve --config F`); every field is
+//! documented in docs/configuration.md.
+//!
+//! Nothing in it can widen what operators may do: which actions exist comes only from
+//! the approved policy in the TUF repository, which binaries run only from approved
+//! releases. The file says *where* things are (etcd, kube-apiserver, certificates) and
+//! *whom* to trust (gateway keys, the cluster's log key, its witnesses).
+
+use palisade_core::config::{check_listen, FieldError, ProcessConfig};
+use palisade_core::id::{ClusterId, InstanceId, TenantId};
+use palisade_tlog::note::{KeyType, VerifierKey};
+use palisade_tlog_service::config::TlsFiles;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The longest a dispatch may be valid (`expires_at - issued_at`).
+pub const MAX_DISPATCH_TTL_SECS: u64 = 600;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Address to serve HTTPS on, e.g. `127.0.0.1:7403`.
+    pub listen: String,
+    pub tenant: TenantId,
+    pub cluster: ClusterId,
+    /// This control-plane instance.
+    pub instance: InstanceId,
+    /// The redb file holding the replay cache and the newest checkpoint seen.
+    pub state: PathBuf,
+    /// The agent's Ed25519 signing key (PKCS#8 PEM, as `palisade policy keygen`
+    /// writes); results are signed with it. Secret: `PALISADE_AGENT_SIGNING_KEY`.
+    pub signing_key: PathBuf,
+    /// Public key files (`.pub`) of the gateways whose dispatches are accepted.
+    pub gateway_keys: Vec<PathBuf>,
+    /// Longest validity a dispatch may claim, in seconds (≤ 600).
+    #[serde(default = "default_max_ttl")]
+    pub max_dispatch_ttl_secs: u64,
+    /// Tolerated clock difference with the gateway, in seconds (≤ 120).
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+    /// The largest action output returned, in bytes (≤ 65,536).
+    #[serde(default = "default_max_output")]
+    pub max_output_bytes: usize,
+    pub tls: TlsFiles,
+    pub log: LogTrust,
+    pub trust: TrustFiles,
+    pub etcd: EtcdSettings,
+    #[serde(default)]
+    pub kube: Option<KubeSettings>,
+    /// Components the agent supervises (started only from approved releases).
+    #[serde(default, rename = "component")]
+    pub components: Vec<ComponentSettings>,
+    /// Where supervised components' binaries are unpacked and their output kept.
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
+    /// Control-plane certificates whose expiry `certs.expiry` reports.
+    #[serde(default, rename = "cert")]
+    pub certs: Vec<NamedCert>,
+    /// Directories whose file systems `instance.resources` reports.
+    #[serde(default)]
+    pub disks: Vec<PathBuf>,
+}
+
+fn default_max_ttl() -> u64 {
+    120
+}
+fn default_skew() -> u64 {
+    30
+}
+fn default_max_output() -> usize {
+    32 * 1024
+}
+
+/// What makes a checkpoint trustworthy for this cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogTrust {
+    /// `<base-origin>/<cluster-id>`.
+    pub origin: String,
+    /// The log's verifier key (`<name>+<hexid>+<base64>`).
+    pub key: String,
+    /// Witness verifier keys (cosignature type).
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+    /// How many of them must have cosigned a checkpoint.
+    #[serde(default)]
+    pub witness_quorum: usize,
+}
+
+impl LogTrust {
+    /// The checkpoint policy these settings describe.
+    pub fn policy(&self) -> Result<palisade_tlog::checkpoint::LogPolicy, String> {
+        let key = VerifierKey::parse(&self.key).map_err(|e| format!("log.key: {e}"))?;
+        let mut witnesses = Vec::new();
+        for (i, w) in self.witnesses.iter().enumerate() {
+            let k = VerifierKey::parse(w).map_err(|e| format!("log.witnesses[{i}]: {e}"))?;
+            if k.key_type() != KeyType::Cosignature {
+                return Err(format!(
+                    "log.witnesses[{i}]: must be a cosignature (type 0x04) verifier key"
+                ));
+            }
+            witnesses.push(k);
+        }
+        palisade_tlog::checkpoint::LogPolicy::new(&self.origin, key)
+            .and_then(|p| p.with_witnesses(witnesses, self.witness_quorum))
+            .map_err(|e| format!("log: {e}"))
+    }
+}
+
+/// The TUF repository the policy and releases come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustFiles {
+    /// The repository directory (`metadata/`, `targets/`).
+    pub repo: PathBuf,
+    /// The trusted root metadata this agent was installed with.
+    pub root: PathBuf,
+    /// The agent's own TUF datastore (rollback and freeze protection).
+    pub datastore: PathBuf,
+}
+
+/// How to reach this instance's etcd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSettings {
+    /// Client URLs of this instance's member, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Client TLS (for `https://` endpoints).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// How to reach the local kube-apiserver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeSettings {
+    /// `https://host:port` of the local kube-apiserver.
+    pub url: String,
+    /// CA certificate that signed the apiserver's serving certificate.
+    pub ca: PathBuf,
+    /// A bearer token file for the agent's own service account (bound to the
+    /// `palisade-agent` ClusterRole in deploy/kubernetes/). Secret.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Or a client certificate and key.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+}
+
+/// A supervised component: what to start, from which approved release, with which
+/// fixed arguments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSettings {
+    /// One of the catalogue's components (`etcd`, `kube-apiserver`, …).
+    pub name: String,
+    /// The approved release to start (`components/<name>/<version>/…` in the repo).
+    pub version: String,
+    /// The fixed argument vector (never from a dispatch).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment (fixed, from this file only).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// A URL that answers 200 when the component is healthy (e.g. etcd's
+    /// `http://127.0.0.1:2379/health`).
+    #[serde(default)]
+    pub health_url: Option<String>,
+}
+
+/// A certificate whose expiry is reported (name and dates only, never content).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedCert {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl ProcessConfig for AgentConfig {
+    const PROCESS: &'static str = "agent";
+
+    fn validate(&self) -> Result<(), FieldError> {
+        check_listen("listen", &self.listen)?;
+        if self.gateway_keys.is_empty() {
+            return Err(FieldError::new(
+                "gateway_keys",
+                "at least one gateway public key is needed",
+            ));
+        }
+        if !(1..=MAX_DISPATCH_TTL_SECS).contains(&self.max_dispatch_ttl_secs) {
+            return Err(FieldError::new(
+                "max_dispatch_ttl_secs",
+                format!("must be between 1 and {MAX_DISPATCH_TTL_SECS}"),
+            ));
+        }
+        if self.clock_skew_secs > 120 {
+            return Err(FieldError::new("clock_skew_secs", "must be at most 120"));
+        }
+        if !(1024..=65_536).contains(&self.max_output_bytes) {
+            return Err(FieldError::new(
+                "max_output_bytes",
+                "must be between 1024 and 65536",
+            ));
+        }
+        let expected_suffix = format!("/{}", self.cluster);
+        if !self.log.origin.ends_with(&expected_suffix) {
+            return Err(FieldError::new(
+                "log.origin",
+                format!(
+                    "{:?} is not this cluster's log (it must end in {expected_suffix:?})",
+                    self.log.origin
+                ),
+            ));
+        }
+        self.log.policy().map_err(|e| FieldError::new("log", e))?;
+        if self.etcd.endpoints.is_empty() {
+            return Err(FieldError::new("etcd.endpoints", "at least one endpoint"));
+        }
+        for (i, e) in self.etcd.endpoints.iter().enumerate() {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(FieldError::new(
+                    format!("etcd.endpoints[{i}]"),
+                    format!("{e:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if let Some(k) = &self.kube {
+            if !k.url.starts_with("https://") {
+                return Err(FieldError::new(
+                    "kube.url",
+                    "the kube-apiserver is only reached over https",
+                ));
+            }
+            let cert_pair = k.client_cert.is_some() && k.client_key.is_some();
+            if k.token_file.is_none() && !cert_pair {
+                return Err(FieldError::new(
+                    "kube",
+                    "needs token_file, or client_cert and client_key",
+                ));
+            }
+            if k.client_cert.is_some() != k.client_key.is_some() {
+                return Err(FieldError::new(
+                    "kube.client_key",
+                    "client_cert and client_key go together",
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.components.iter().enumerate() {
+            if !palisade_policy::catalogue::COMPONENTS.contains(&c.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("component[{i}].name"),
+                    format!(
+                        "{:?} is not a supervised component ({})",
+                        c.name,
+                        palisade_policy::catalogue::COMPONENTS.join(", ")
+                    ),
+                ));
+            }
+            if !names.insert(&c.name) {
+                return Err(FieldError::new(
+                    format!("component[{i}].name"),
+                    "listed twice",
+                ));
+            }
+        }
+        if !self.components.is_empty() && self.work_dir.is_none() {
+            return Err(FieldError::new(
+                "work_dir",
+                "needed when components are supervised",
+            ));
+        }
+        Ok(())
+    }
+
+    fn paths_mut(&mut self) -> Vec<(&'static str, &mut PathBuf)> {
+        let mut v = vec![
+            ("state", &mut self.state),
+            ("signing_key", &mut self.signing_key),
+            ("tls.ca", &mut self.tls.ca),
+            ("tls.cert", &mut self.tls.cert),
+            ("tls.key", &mut self.tls.key),
+            ("trust.repo", &mut self.trust.repo),
+            ("trust.root", &mut self.trust.root),
+            ("trust.datastore", &mut self.trust.datastore),
+        ];
+        for p in &mut self.gateway_keys {
+            v.push(("gateway_keys", p));
+        }
+        if let Some(t) = &mut self.etcd.tls {
+            v.push(("etcd.tls.ca", &mut t.ca));
+            v.push(("etcd.tls.cert", &mut t.cert));
+            v.push(("etcd.tls.key", &mut t.key));
+        }
+        if let Some(k) = &mut self.kube {
+            v.push(("kube.ca", &mut k.ca));
+            if let Some(t) = &mut k.token_file {
+                v.push(("kube.token_file", t));
+            }
+            if let Some(c) = &mut k.client_cert {
+                v.push(("kube.client_cert", c));
+            }
+            if let Some(c) = &mut k.client_key {
+                v.push(("kube.client_key", c));
+            }
+        }
+        if let Some(w) = &mut self.work_dir {
+            v.push(("work_dir", w));
+        }
+        for c in &mut self.certs {
+            v.push(("cert.path", &mut c.path));
+        }
+        for d in &mut self.disks {
+            v.push(("disks", d));
+        }
+        v
+    }
+
+    fn secret_fields() -> &'static [&'static str] {
+        &[
+            "signing_key",
+            "tls.key",
+            "etcd.tls.key",
+            "kube.token_file",
+            "kube.client_key",
+        ]
+    }
+}

@@ -1,0 +1,1 @@
+//! Kubernetes API actions (`kube.nodes`, `kube.cordon`, `kube.uncordon`): not built yet.

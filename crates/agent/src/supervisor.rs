@@ -1,0 +1,1 @@
+//! The component supervisor and `component.*` actions: not built yet.
