@@ -95,6 +95,13 @@ impl Running {
         );
     }
 
+    /// Collects the lines printed so far, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .args([format!("-{sig}"), self.child.id().to_string()])

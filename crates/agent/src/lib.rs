@@ -10,6 +10,14 @@
 //! releases verified in the TUF repository.
 #![forbid(unsafe_code)]
 
+pub mod accept;
+pub mod client;
 pub mod config;
+pub mod dispatch;
+pub mod etcd;
+pub mod handlers;
+pub mod host;
 pub mod kube;
+pub mod server;
 pub mod supervisor;
+pub mod view;

@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod agent_cmd;
 mod audit_cmd;
 mod kms_cmd;
 mod lifecycle;
@@ -37,7 +38,7 @@ enum Command {
     /// Run the administrative API that operators call (authn, on-call authz, log-first dispatch).
     Gateway(pending::Args),
     /// Run the agent: the only door into a control-plane instance.
-    Agent(pending::Args),
+    Agent(agent_cmd::AgentArgs),
     /// Run or administer a cluster's tamper-evident log.
     Log(log_cmd::LogArgs),
     /// Run a witness that cosigns log checkpoints after checking consistency.
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Pki(args) => pki_cmd::run(args),
         Command::Gateway(_) => pending::refuse("gateway", "the administrative API (gateway)"),
-        Command::Agent(_) => pending::refuse("agent", "the agent"),
+        Command::Agent(args) => agent_cmd::run(args),
         Command::Log(args) => log_cmd::run(args),
         Command::Witness(args) => witness_cmd::run(args),
         Command::Kms(args) => kms_cmd::run(args),

@@ -70,12 +70,14 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
 
     let witness = prepare_witness(dir, &pki_dir, port(2)?)?;
     let log = prepare_log(dir, &pki_dir, &inventory, port(1)?, port(2)?)?;
+    let trust = prepare_trust(dir)?;
+    let agent = prepare_agent(dir, &pki_dir, &trust, port(3)?, port(4)?)?;
 
     Ok(Stack {
         dir: dir.to_path_buf(),
         pki_dir,
         inventory,
-        processes: vec![witness, log],
+        processes: vec![witness, log, agent],
         next_steps: vec![format!(
             "palisade audit verify --url https://{log}/logs/demo --token @{d}/tenant-demo.token --ca {d}/pki/ca.crt \\\n       \
              --origin {BASE_ORIGIN}/demo --log-key @{d}/log/keys/{stem}.pub \\\n       \
@@ -186,6 +188,129 @@ fn prepare_log(
         what: "per-cluster tamper-evident logs (append: gateway/agent; read: tenants)",
         args: vec![
             "log".into(),
+            "serve".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        addr,
+    })
+}
+
+/// The demo cluster's TUF repository: root, online and CI keys, three reviewers
+/// (alice, bob, carol; threshold 2), and the default action policy proposed by alice
+/// and approved by bob and carol. Every key stays on this machine: a demo only.
+pub struct Trust {
+    pub repo: PathBuf,
+    pub root: PathBuf,
+}
+
+/// The policy `palisade up` publishes (deploy/policy/default.yaml).
+pub const DEFAULT_POLICY: &str = include_str!("../../../deploy/policy/default.yaml");
+
+fn prepare_trust(dir: &Path) -> anyhow::Result<Trust> {
+    use palisade_policy::keys::{self, PublicKey, SigningKey};
+    use palisade_policy::tuf::{self, Lifetimes, OnlineKeys, RepoDir, TrustConfig};
+    let tdir = dir.join("trust");
+    let keys_dir = tdir.join("keys");
+    let repo = RepoDir::new(tdir.join("repo"));
+    let trust = Trust {
+        repo: tdir.join("repo"),
+        root: tdir.join("root.json"),
+    };
+    if trust.root.exists() {
+        return Ok(trust);
+    }
+    let life = Lifetimes::default();
+    let rdir = keys_dir.join("reviewers");
+    let mut reviewers = Vec::new();
+    for n in ["alice", "bob", "carol"] {
+        if !rdir.join(format!("{n}.key")).exists() {
+            keys::generate(n, &rdir, false)?;
+        }
+        reviewers.push(PublicKey::read(&rdir.join(format!("{n}.pub")))?);
+    }
+    let cdir = keys_dir.join("ci");
+    if !cdir.join("ci.key").exists() {
+        keys::generate("ci", &cdir, false)?;
+    }
+    let ci = PublicKey::read(&cdir.join("ci.pub"))?;
+    let config = TrustConfig {
+        threshold: 2,
+        reviewers,
+        ci_keys: vec![ci],
+    };
+    let report =
+        tuf::init(&repo, &keys_dir, &config, &life).context("cannot create the TUF repository")?;
+    let proposal = palisade_policy::trusted_policy::propose_policy(
+        &repo,
+        "alice",
+        DEFAULT_POLICY.as_bytes(),
+        &life,
+    )?;
+    for reviewer in ["bob", "carol"] {
+        let key = SigningKey::read(&rdir.join(format!("{reviewer}.key")))?;
+        palisade_policy::approval::approve(&repo, &proposal.id, &key)?;
+    }
+    let online = OnlineKeys::load(&keys_dir)?;
+    palisade_policy::trusted_policy::publish_policy(&repo, &online, &proposal.id, &life)?;
+    // The root agents and gateways trust, handed to them out of band (here: a copy).
+    std::fs::copy(&report.root_json, &trust.root)
+        .with_context(|| format!("cannot copy {}", report.root_json.display()))?;
+    Ok(trust)
+}
+
+/// The demo instance's agent: its signing key, the gateway key it trusts, and its
+/// configuration (the demo cluster's log trust, the TUF repository, etcd).
+fn prepare_agent(
+    dir: &Path,
+    pki: &Path,
+    trust: &Trust,
+    addr: SocketAddr,
+    etcd: SocketAddr,
+) -> anyhow::Result<ProcessSpec> {
+    use palisade_policy::keys;
+    let adir = dir.join("agent");
+    if !adir.join("keys/agent.key").exists() {
+        keys::generate("agent", &adir.join("keys"), false)?;
+    }
+    let gdir = dir.join("gateway");
+    if !gdir.join("keys/gateway.key").exists() {
+        keys::generate("gateway", &gdir.join("keys"), false)?;
+    }
+    let config = adir.join("agent.toml");
+    if !config.exists() {
+        let log_key = std::fs::read_to_string(ensure_log_key(dir)?)?;
+        let witness_key = std::fs::read_to_string(
+            dir.join("witness/keys")
+                .join(format!("{}.pub", file_stem(WITNESS_NAME))),
+        )?;
+        let text = format!(
+            "listen = \"{addr}\"\ntenant = \"demo\"\ncluster = \"demo\"\ninstance = \"demo-0\"\n\
+             state = \"state.redb\"\nsigning_key = \"keys/agent.key\"\n\
+             gateway_keys = [\"{gateway_pub}\"]\ndisks = [\"{data}\"]\n\n\
+             [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
+             [log]\norigin = \"{BASE_ORIGIN}/demo\"\nkey = \"{log_key}\"\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\n\n\
+             [trust]\nrepo = \"{repo}\"\nroot = \"{root}\"\ndatastore = \"tuf-datastore\"\n\n\
+             [etcd]\nendpoints = [\"http://{etcd}\"]\n\n\
+             [[cert]]\nname = \"agent-serving\"\npath = \"{cert}\"\n\n\
+             [[cert]]\nname = \"palisade-ca\"\npath = \"{ca}\"\n",
+            gateway_pub = gdir.join("keys/gateway.pub").display(),
+            data = dir.display(),
+            ca = pki.join("ca.crt").display(),
+            cert = pki.join("agent-demo-0.crt").display(),
+            key = pki.join("agent-demo-0.key").display(),
+            log_key = log_key.trim(),
+            wkey = witness_key.trim(),
+            repo = trust.repo.display(),
+            root = trust.root.display(),
+        );
+        write_new(&config, &header(&text))?;
+    }
+    Ok(ProcessSpec {
+        name: "agent",
+        what: "executes signed, logged dispatches on instance demo-0 (gateway certificates only)",
+        args: vec![
+            "agent".into(),
             "serve".into(),
             "--config".into(),
             config.display().to_string(),

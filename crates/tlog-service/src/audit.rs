@@ -296,6 +296,38 @@ impl Source {
         })
     }
 
+    /// The log served at `base` over HTTPS with a prepared TLS configuration, e.g.
+    /// one presenting a Palisade component certificate (gateway, agent).
+    pub fn https_with(base: &str, tls: rustls::ClientConfig) -> Result<Source, AuditError> {
+        let bad = |reason: String| AuditError::BadUrl {
+            url: base.to_owned(),
+            reason,
+        };
+        let parsed = reqwest::Url::parse(base).map_err(|e| bad(e.to_string()))?;
+        if parsed.scheme() != "https" {
+            return Err(bad("the scheme must be https".into()));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .https_only(true)
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| AuditError::Open {
+                location: base.to_owned(),
+                reason: error_chain(&e),
+            })?;
+        let base = base.trim_end_matches('/').to_owned();
+        Ok(Source {
+            location: base.clone(),
+            inner: Inner::Http(Http {
+                base,
+                client,
+                authorization: None,
+            }),
+        })
+    }
+
     /// The directory or base URL, for messages (never the token).
     pub fn location(&self) -> &str {
         &self.location
@@ -940,6 +972,17 @@ pub async fn produce_proof(
     policy: &LogPolicy,
     index: u64,
 ) -> Result<ProducedProof, AuditError> {
+    Ok(produce_proofs(source, policy, index, None).await?.0)
+}
+
+/// [`produce_proof`], plus a consistency proof from the tree of `from` leaves to the
+/// same checkpoint (what an agent that saw size `from` needs to accept it).
+pub async fn produce_proofs(
+    source: &Source,
+    policy: &LogPolicy,
+    index: u64,
+    from: Option<u64>,
+) -> Result<(ProducedProof, Vec<Hash>), AuditError> {
     let verified = source.checkpoint(policy).await?;
     let size = verified.checkpoint().size();
     if index >= size {
@@ -960,6 +1003,21 @@ pub async fn produce_proof(
             reason: e.to_string(),
         }
     })?;
+    let consistency = match from {
+        Some(old) if old > size => {
+            return Err(AuditError::ProofTiles {
+                reason: format!(
+                    "the log's checkpoint has size {size}, smaller than the size {old} seen before"
+                ),
+            })
+        }
+        Some(old) => palisade_tlog::tree::consistency_proof(old, size, &reader).map_err(|e| {
+            AuditError::ProofTiles {
+                reason: e.to_string(),
+            }
+        })?,
+        None => Vec::new(),
+    };
 
     let id = TileId::in_tree(0, index / WIDTH, size)
         .ok_or(AuditError::IndexOutOfRange { index, size })?;
@@ -984,11 +1042,14 @@ pub async fn produce_proof(
             object: bundle.object.clone(),
             reason,
         })?;
-    Ok(ProducedProof {
-        entry: Bytes::copy_from_slice(entry),
-        proof,
-        checkpoint,
-    })
+    Ok((
+        ProducedProof {
+            entry: Bytes::copy_from_slice(entry),
+            proof,
+            checkpoint,
+        },
+        consistency,
+    ))
 }
 
 /// Reads tiles for the synchronous tree code, blocking this worker thread on the

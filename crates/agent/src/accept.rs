@@ -1,0 +1,472 @@
+//! The acceptance of a dispatch: the whole rule, in order, in one function
+//! ([`Acceptor::accept`]). A dispatch runs only if every check holds; the first that
+//! fails refuses it with a reason, and nothing is recorded except at the very end,
+//! where the nonce is spent and the agent's view of the log advances together.
+//!
+//! Before this function runs, TLS has already required a CA-signed client
+//! certificate of the gateway role (anyone else fails the handshake).
+//!
+//! 1. **Signature**: the DSSE envelope verifies under a trusted gateway key, and its
+//!    payload is the canonical encoding of a dispatch of the known schema.
+//! 2. **Target**: the dispatch names this agent's tenant, cluster and instance.
+//! 3. **Time**: issued no later than now + skew, not expired (now ≤ expires_at +
+//!    skew), and valid for no longer than the configured maximum TTL.
+//! 4. **Nonce**: never executed before (the replay cache survives restarts).
+//! 5. **Policy**: the dispatch's policy digest is the digest of the bundle this agent
+//!    verified itself from the TUF repository (re-verified once on mismatch, in case
+//!    a newer approved policy was published).
+//! 6. **Parameters**: the action exists in that policy and its parameters pass the
+//!    same validator the gateway uses; the validated, canonical parameters are
+//!    exactly the dispatched ones.
+//! 7. **Event**: the entry is an intent event whose dispatch digest is this
+//!    dispatch's SHA-256 and whose fields (event id, tenant, cluster, instance,
+//!    actor, action, parameters, policy) are the dispatch's.
+//! 8. **Log**: the entry is included in a checkpoint signed by the cluster log's key
+//!    and cosigned by the configured witness quorum.
+//! 9. **View**: that checkpoint is consistent with the newest checkpoint this agent
+//!    accepted before (same root at the same size; a valid consistency proof from the
+//!    older size), so a forked, rewritten or rolled-back log is refused.
+//! 10. **Commit**: spend the nonce and advance the view, under one lock.
+
+use crate::dispatch::{Dispatch, DispatchRequest, Refusal, RefusalCode, DISPATCH_PAYLOAD_TYPE};
+use crate::view::AgentState;
+use palisade_core::event::{Event, IntentEvent};
+use palisade_core::time::Timestamp;
+use palisade_core::{ClusterId, InstanceId, TenantId};
+use palisade_policy::keys::PublicKey;
+use palisade_policy::ValidatedAction;
+use palisade_tlog::checkpoint::{Checkpoint, LogPolicy};
+use palisade_tlog::hash::Hash;
+use palisade_tlog::proof::TlogProof;
+use palisade_tlog::tree::verify_consistency;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, RwLock};
+
+/// Where the agent's verified policy comes from, so that it can be re-verified.
+#[async_trait::async_trait]
+pub trait PolicySource: Send + Sync {
+    /// Verifies the currently published policy (TUF chain, approvals, no rollback).
+    async fn load(&self) -> Result<palisade_policy::Policy, String>;
+}
+
+/// What the agent trusts and who it is.
+pub struct AcceptorConfig {
+    pub tenant: TenantId,
+    pub cluster: ClusterId,
+    pub instance: InstanceId,
+    pub gateway_keys: Vec<PublicKey>,
+    pub log: LogPolicy,
+    pub max_ttl: Duration,
+    pub clock_skew: Duration,
+}
+
+/// A dispatch that passed every check; only [`Acceptor::accept`] makes one.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub dispatch: Dispatch,
+    pub dispatch_digest: palisade_core::Sha256Digest,
+    pub action: ValidatedAction,
+    pub event: IntentEvent,
+    /// The intent event's index in the cluster's log.
+    pub log_index: u64,
+    /// The size of the checkpoint that proved it (now the agent's view).
+    pub log_size: u64,
+    pub log_origin: String,
+}
+
+pub struct Acceptor {
+    config: AcceptorConfig,
+    policy: RwLock<Arc<palisade_policy::Policy>>,
+    source: Box<dyn PolicySource>,
+    state: AgentState,
+    /// Serialises steps 9 and 10 (verification before it is lock-free).
+    commit: Mutex<()>,
+}
+
+fn refuse(code: RefusalCode, detail: impl Into<String>) -> Refusal {
+    Refusal::new(code, detail)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Refusal {
+    refuse(
+        RefusalCode::Unavailable,
+        format!("agent state unavailable: {e}"),
+    )
+}
+
+impl Acceptor {
+    /// Loads (verifies) the policy once; an agent without a verified policy does not
+    /// start.
+    pub async fn new(
+        config: AcceptorConfig,
+        source: Box<dyn PolicySource>,
+        state: AgentState,
+    ) -> Result<Self, String> {
+        let policy = source.load().await?;
+        Ok(Self {
+            config,
+            policy: RwLock::new(Arc::new(policy)),
+            source,
+            state,
+            commit: Mutex::new(()),
+        })
+    }
+
+    pub async fn policy(&self) -> Arc<palisade_policy::Policy> {
+        self.policy.read().await.clone()
+    }
+
+    pub fn config(&self) -> &AcceptorConfig {
+        &self.config
+    }
+
+    pub fn state(&self) -> &AgentState {
+        &self.state
+    }
+
+    /// The size of the newest checkpoint accepted (0 if none).
+    pub async fn log_size_seen(&self) -> Result<u64, String> {
+        match self.state.checkpoint().await.map_err(|e| e.to_string())? {
+            None => Ok(0),
+            Some(note) => Ok(self
+                .config
+                .log
+                .verify(&note)
+                .map_err(|e| format!("stored checkpoint no longer verifies: {e}"))?
+                .checkpoint()
+                .size()),
+        }
+    }
+
+    /// The acceptance rule (module documentation).
+    pub async fn accept(&self, req: &DispatchRequest, now: Timestamp) -> Result<Accepted, Refusal> {
+        // 1. Signature.
+        let payload = req
+            .dispatch
+            .payload_bytes(DISPATCH_PAYLOAD_TYPE)
+            .map_err(|e| refuse(RefusalCode::Malformed, e.to_string()))?;
+        if req
+            .dispatch
+            .verified_by(&self.config.gateway_keys)
+            .is_empty()
+        {
+            return Err(refuse(
+                RefusalCode::BadSignature,
+                "the dispatch is not signed by a trusted gateway key",
+            ));
+        }
+        let dispatch = Dispatch::from_bytes(&payload)
+            .map_err(|e| refuse(RefusalCode::Malformed, format!("dispatch: {e}")))?;
+        let dispatch_digest = palisade_core::Sha256Digest::of(&payload);
+
+        // 2. Target.
+        let c = &self.config;
+        if dispatch.tenant != c.tenant
+            || dispatch.cluster != c.cluster
+            || dispatch.instance != c.instance
+        {
+            return Err(refuse(
+                RefusalCode::WrongTarget,
+                format!(
+                    "dispatch is for {}/{}/{}, this agent is {}/{}/{}",
+                    dispatch.tenant,
+                    dispatch.cluster,
+                    dispatch.instance,
+                    c.tenant,
+                    c.cluster,
+                    c.instance
+                ),
+            ));
+        }
+
+        // 3. Time.
+        let skew = i64::try_from(c.clock_skew.as_secs()).unwrap_or(i64::MAX);
+        let max_ttl = i64::try_from(c.max_ttl.as_secs()).unwrap_or(i64::MAX);
+        let (issued, expires, now_s) = (
+            dispatch.issued_at.unix_seconds(),
+            dispatch.expires_at.unix_seconds(),
+            now.unix_seconds(),
+        );
+        if expires < issued || expires - issued > max_ttl {
+            return Err(refuse(
+                RefusalCode::TtlTooLong,
+                format!(
+                    "dispatch is valid for {}s; at most {max_ttl}s is accepted",
+                    expires - issued
+                ),
+            ));
+        }
+        if issued > now_s + skew {
+            return Err(refuse(
+                RefusalCode::NotYetValid,
+                format!(
+                    "dispatch issued at {} is in the future (now {now})",
+                    dispatch.issued_at
+                ),
+            ));
+        }
+        if now_s > expires + skew {
+            return Err(refuse(
+                RefusalCode::Expired,
+                format!("dispatch expired at {} (now {now})", dispatch.expires_at),
+            ));
+        }
+
+        // 4. Nonce.
+        if self
+            .state
+            .nonce_seen(dispatch.nonce.as_str())
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(refuse(
+                RefusalCode::Replayed,
+                format!("nonce {} was already executed", dispatch.nonce),
+            ));
+        }
+
+        // 5. Policy.
+        let policy = self.policy_for(&dispatch).await?;
+
+        // 6. Parameters.
+        let params_json = serde_json::to_vec(&dispatch.parameters)
+            .map_err(|e| refuse(RefusalCode::Malformed, e.to_string()))?;
+        let action = policy
+            .validate(dispatch.action.as_str(), &params_json)
+            .map_err(|e| {
+                let code = match e {
+                    palisade_policy::ValidationError::UnknownAction { .. } => {
+                        RefusalCode::UnknownAction
+                    }
+                    _ => RefusalCode::InvalidParameters,
+                };
+                refuse(code, e.to_string())
+            })?;
+        if action.params() != &dispatch.parameters {
+            return Err(refuse(
+                RefusalCode::InvalidParameters,
+                "parameters are not in their canonical form",
+            ));
+        }
+
+        // 7. Event.
+        let entry = req
+            .event_bytes()
+            .map_err(|e| refuse(RefusalCode::Malformed, format!("event: {e}")))?;
+        let event = match Event::from_log_entry(&entry) {
+            Ok(Event::Intent(e)) => *e,
+            Ok(_) => {
+                return Err(refuse(
+                    RefusalCode::EventMismatch,
+                    "the event is not an intent",
+                ))
+            }
+            Err(e) => return Err(refuse(RefusalCode::EventMismatch, format!("event: {e}"))),
+        };
+        check_event_matches(&event, &dispatch, &dispatch_digest)?;
+
+        // 8. Log: inclusion in a checkpoint signed by the log, cosigned by the quorum.
+        let proof = TlogProof::parse(req.proof.as_bytes())
+            .map_err(|e| refuse(RefusalCode::NotInLog, format!("proof: {e}")))?;
+        let verified = proof
+            .verify(&entry, &c.log)
+            .map_err(|e| refuse(RefusalCode::NotInLog, e.to_string()))?;
+        let new = verified.checkpoint().clone();
+        let new_note = verified.note().to_bytes();
+
+        // 9 and 10, under the lock.
+        let _guard = self.commit.lock().await;
+        let old_note = self.state.checkpoint().await.map_err(unavailable)?;
+        if let Some(old_bytes) = &old_note {
+            let old = c
+                .log
+                .verify(old_bytes)
+                .map_err(|e| unavailable(format!("stored checkpoint does not verify: {e}")))?;
+            check_consistent(old.checkpoint(), &new, req)?;
+        }
+        if !self
+            .state
+            .spend_nonce(dispatch.nonce.as_str(), dispatch.expires_at)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(refuse(
+                RefusalCode::Replayed,
+                format!("nonce {} was already executed", dispatch.nonce),
+            ));
+        }
+        let keep_old = old_note
+            .as_ref()
+            .and_then(|b| c.log.verify(b).ok())
+            .is_some_and(|o| o.checkpoint().size() >= new.size());
+        if !keep_old
+            && !self
+                .state
+                .advance(old_note, new_note)
+                .await
+                .map_err(unavailable)?
+        {
+            return Err(unavailable(
+                "the view changed underneath (two agents on one state file?)",
+            ));
+        }
+        Ok(Accepted {
+            dispatch,
+            dispatch_digest,
+            action,
+            event,
+            log_index: proof.index(),
+            log_size: new.size(),
+            log_origin: new.origin().to_string(),
+        })
+    }
+
+    /// Step 5: the verified policy, re-verified once if the dispatch names another.
+    async fn policy_for(
+        &self,
+        dispatch: &Dispatch,
+    ) -> Result<Arc<palisade_policy::Policy>, Refusal> {
+        let current = self.policy().await;
+        if current.digest() == dispatch.policy.digest {
+            return Ok(current);
+        }
+        let mismatch = |have: &palisade_policy::Policy| {
+            refuse(
+                RefusalCode::PolicyMismatch,
+                format!(
+                    "dispatch names policy {} (version {}); this agent verified {} (version {})",
+                    dispatch.policy.digest,
+                    dispatch.policy.version,
+                    have.digest(),
+                    have.version()
+                ),
+            )
+        };
+        // Only a newer approved policy can change the answer.
+        if dispatch.policy.version <= current.version() {
+            return Err(mismatch(&current));
+        }
+        match self.source.load().await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *self.policy.write().await = fresh.clone();
+                if fresh.digest() == dispatch.policy.digest {
+                    Ok(fresh)
+                } else {
+                    Err(mismatch(&fresh))
+                }
+            }
+            Err(e) => Err(refuse(
+                RefusalCode::PolicyMismatch,
+                format!(
+                    "dispatch names an unknown policy and re-verifying the repository failed: {e}"
+                ),
+            )),
+        }
+    }
+}
+
+/// Step 7: the intent event describes exactly this dispatch.
+fn check_event_matches(
+    event: &IntentEvent,
+    d: &Dispatch,
+    digest: &palisade_core::Sha256Digest,
+) -> Result<(), Refusal> {
+    let differs = |what: &str| {
+        Err(refuse(
+            RefusalCode::EventMismatch,
+            format!("the logged intent differs from the dispatch in its {what}"),
+        ))
+    };
+    if &event.dispatch_digest != digest {
+        return differs("dispatch digest");
+    }
+    if event.event_id != d.event_id {
+        return differs("event id");
+    }
+    if event.tenant != d.tenant || event.cluster != d.cluster {
+        return differs("cluster");
+    }
+    if event.instance.as_ref() != Some(&d.instance) {
+        return differs("instance");
+    }
+    if event.actor.id != d.actor {
+        return differs("actor");
+    }
+    if event.action != d.action {
+        return differs("action");
+    }
+    if event.parameters != d.parameters {
+        return differs("parameters");
+    }
+    if event.policy != d.policy {
+        return differs("policy");
+    }
+    Ok(())
+}
+
+/// Step 9: `new` is consistent with `old`, the newest checkpoint accepted before.
+fn check_consistent(
+    old: &Checkpoint,
+    new: &Checkpoint,
+    req: &DispatchRequest,
+) -> Result<(), Refusal> {
+    let inconsistent = |detail: String| Err(refuse(RefusalCode::Inconsistent, detail));
+    if new.size() < old.size() {
+        return Err(Refusal::stale(
+            old.size(),
+            format!(
+                "the proof's checkpoint has size {}, older than the size {} this agent has seen; \
+                 prove inclusion in a newer checkpoint",
+                new.size(),
+                old.size()
+            ),
+        ));
+    }
+    if new.size() == old.size() {
+        if new.root() != old.root() {
+            return inconsistent(format!(
+                "two different roots for size {}: the log forked",
+                new.size()
+            ));
+        }
+        return Ok(());
+    }
+    let Some(cons) = &req.consistency else {
+        return Err(Refusal::stale(
+            old.size(),
+            format!("a consistency proof from size {} is needed", old.size()),
+        ));
+    };
+    if cons.from_size != old.size() {
+        return Err(Refusal::stale(
+            old.size(),
+            format!(
+                "the consistency proof starts at size {}, this agent has seen size {}",
+                cons.from_size,
+                old.size()
+            ),
+        ));
+    }
+    let mut hashes = Vec::with_capacity(cons.hashes.len());
+    for h in &cons.hashes {
+        match Hash::from_base64(h) {
+            Ok(h) => hashes.push(h),
+            Err(_) => {
+                return Err(refuse(
+                    RefusalCode::Malformed,
+                    "consistency proof: bad hash",
+                ))
+            }
+        }
+    }
+    match verify_consistency(old.size(), new.size(), old.root(), new.root(), &hashes) {
+        Ok(()) => Ok(()),
+        Err(e) => inconsistent(format!(
+            "checkpoint {} is not consistent with size {} seen before: {e}",
+            new.size(),
+            old.size()
+        )),
+    }
+}

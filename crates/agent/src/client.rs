@@ -1,0 +1,346 @@
+//! The gateway's side of a dispatch: build the dispatch and its intent event, log the
+//! intent first, send the dispatch with its proofs, and open the signed result.
+//!
+//! [`Dispatcher::execute`] is steps 4–6 of the gateway pipeline (DESIGN.md) for one
+//! instance. It remembers, per agent, the newest checkpoint size that agent has
+//! seen, so it can send the consistency proof the agent needs without a round trip;
+//! when it guessed wrong, the agent's `stale_view` refusal names the size and the
+//! dispatch is re-sent once with proofs against the log's current checkpoint.
+
+use crate::dispatch::{
+    AgentResult, Consistency, Dispatch, DispatchRequest, Health, Refusal, RefusalCode,
+    DISPATCH_PATH, DISPATCH_SCHEMA, HEALTH_PATH,
+};
+use palisade_core::event::{Actor, Event, IntentEvent, Justification, ParamValue, PolicyRef};
+use palisade_core::time::Timestamp;
+use palisade_core::{ActionName, ClusterId, EventId, InstanceId, TenantId};
+use palisade_pki::Role;
+use palisade_policy::dsse::Envelope;
+use palisade_policy::keys::{PublicKey, SigningKey};
+use palisade_tlog::checkpoint::LogPolicy;
+use palisade_tlog_service::audit::{produce_proofs, Source};
+use palisade_tlog_service::server::AppendResponse;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The agent refused the dispatch (nothing ran).
+    #[error("the agent refused the dispatch: {0}")]
+    Refused(Refusal),
+    /// The agent could not be reached or did not answer; whether it ran is unknown
+    /// only if the request was sent.
+    #[error("the agent at {url} could not be reached: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the agent's answer is not a valid signed result: {0}")]
+    BadAnswer(String),
+    /// The intent could not be logged, so nothing was dispatched (fail closed).
+    #[error("the log refused or could not be reached, nothing was dispatched: {0}")]
+    Log(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What an operator asked for, already authenticated, authorized and validated.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub tenant: TenantId,
+    pub cluster: ClusterId,
+    pub instance: InstanceId,
+    pub actor: Actor,
+    pub action: ActionName,
+    pub parameters: BTreeMap<String, ParamValue>,
+    pub justification: Justification,
+    pub policy: PolicyRef,
+}
+
+/// A dispatch and the intent event that names it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub dispatch: Dispatch,
+    pub intent: IntentEvent,
+}
+
+/// Builds a dispatch valid for `ttl` and its intent event (same ids, fields and the
+/// dispatch's digest).
+pub fn prepare(req: &Request, ttl: Duration, now: Timestamp) -> Result<Prepared, String> {
+    let event_id = EventId::random().map_err(|e| format!("random: {e}"))?;
+    let nonce = EventId::random().map_err(|e| format!("random: {e}"))?;
+    let ttl = i64::try_from(ttl.as_secs()).map_err(|e| e.to_string())?;
+    let dispatch = Dispatch {
+        schema: DISPATCH_SCHEMA.into(),
+        nonce,
+        issued_at: now,
+        expires_at: Timestamp::from_unix_seconds(now.unix_seconds() + ttl),
+        tenant: req.tenant.clone(),
+        cluster: req.cluster.clone(),
+        instance: req.instance.clone(),
+        event_id: event_id.clone(),
+        actor: req.actor.id.clone(),
+        action: req.action.clone(),
+        parameters: req.parameters.clone(),
+        policy: req.policy.clone(),
+    };
+    let intent = IntentEvent {
+        event_id,
+        time: now,
+        tenant: req.tenant.clone(),
+        cluster: req.cluster.clone(),
+        instance: Some(req.instance.clone()),
+        actor: req.actor.clone(),
+        action: req.action.clone(),
+        parameters: req.parameters.clone(),
+        justification: req.justification.clone(),
+        policy: req.policy.clone(),
+        dispatch_digest: dispatch.digest().map_err(|e| e.to_string())?,
+    };
+    Ok(Prepared { dispatch, intent })
+}
+
+/// Calls the log (append, read) and agents with a gateway certificate.
+pub struct Dispatcher {
+    key: SigningKey,
+    log_base: String,
+    log_tls: rustls::ClientConfig,
+    log_http: reqwest::Client,
+    agent_http: reqwest::Client,
+    /// Agent URL → the newest checkpoint size it reported.
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+/// What a logged and dispatched action came to.
+#[derive(Debug)]
+pub struct Executed {
+    pub intent_index: u64,
+    pub result: AgentResult,
+    pub envelope: Envelope,
+}
+
+fn http(tls: rustls::ClientConfig, timeout: Duration) -> Result<reqwest::Client, CallError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
+        .https_only(true)
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| CallError::Setup(e.to_string()))
+}
+
+impl Dispatcher {
+    /// `ca`, `cert`, `key_pem`: the gateway's TLS files; `signing_key`: the gateway's
+    /// dispatch key; `log_base`: e.g. `https://127.0.0.1:7401`.
+    pub fn new(
+        ca: &Path,
+        cert: &Path,
+        key_pem: &Path,
+        signing_key: SigningKey,
+        log_base: &str,
+    ) -> Result<Self, CallError> {
+        let setup = |e: palisade_pki::Error| CallError::Setup(e.to_string());
+        let log_tls =
+            palisade_pki::client_config(ca, cert, key_pem, &[Role::Log]).map_err(setup)?;
+        let agent_tls =
+            palisade_pki::client_config(ca, cert, key_pem, &[Role::Agent]).map_err(setup)?;
+        Ok(Self {
+            key: signing_key,
+            log_base: log_base.trim_end_matches('/').to_string(),
+            log_http: http(log_tls.clone(), Duration::from_secs(30))?,
+            log_tls,
+            // Long actions (defragment, upgrade) answer when they finish.
+            agent_http: http(agent_tls, Duration::from_secs(330))?,
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// Appends one log entry to `log` and returns its index and tlog-proof.
+    pub async fn append(&self, log: &str, entry: &[u8]) -> Result<AppendResponse, CallError> {
+        let url = format!("{}/logs/{log}/append", self.log_base);
+        let resp = self
+            .log_http
+            .post(&url)
+            .body(entry.to_vec())
+            .send()
+            .await
+            .map_err(|e| CallError::Log(format!("{url}: {}", chain(&e))))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(CallError::Log(format!(
+                "{url}: {status}: {}",
+                body.chars().take(300).collect::<String>()
+            )));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::Log(format!("{url}: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| CallError::Log(format!("{url}: {e}")))
+    }
+
+    /// Sends a dispatch request as is.
+    pub async fn send(
+        &self,
+        agent_url: &str,
+        req: &DispatchRequest,
+    ) -> Result<Envelope, CallError> {
+        let url = format!("{}{DISPATCH_PATH}", agent_url.trim_end_matches('/'));
+        let resp = self
+            .agent_http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(req).map_err(|e| CallError::Setup(e.to_string()))?)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable {
+                url: url.clone(),
+                reason: chain(&e),
+            })?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| CallError::Unreachable {
+            url: url.clone(),
+            reason: chain(&e),
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| CallError::BadAnswer(e.to_string()));
+        }
+        match serde_json::from_slice::<Refusal>(&body) {
+            Ok(r) => Err(CallError::Refused(r)),
+            Err(_) => Err(CallError::BadAnswer(format!(
+                "HTTP {status} without a refusal body"
+            ))),
+        }
+    }
+
+    /// `GET /healthz` of an agent.
+    pub async fn health(&self, agent_url: &str) -> Result<Health, CallError> {
+        let url = format!("{}{HEALTH_PATH}", agent_url.trim_end_matches('/'));
+        let resp = self
+            .agent_http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable {
+                url: url.clone(),
+                reason: chain(&e),
+            })?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::BadAnswer(e.to_string()))?;
+        serde_json::from_slice(&body).map_err(|e| CallError::BadAnswer(e.to_string()))
+    }
+
+    fn source(&self, log: &str) -> Result<Source, CallError> {
+        Source::https_with(
+            &format!("{}/logs/{log}", self.log_base),
+            self.log_tls.clone(),
+        )
+        .map_err(|e| CallError::Log(e.to_string()))
+    }
+
+    /// Proofs for entry `index` against the log's current checkpoint, with a
+    /// consistency proof from `from`.
+    pub async fn proofs(
+        &self,
+        log: &str,
+        policy: &LogPolicy,
+        index: u64,
+        from: u64,
+    ) -> Result<(String, Consistency), CallError> {
+        let source = self.source(log)?;
+        let (produced, hashes) = produce_proofs(&source, policy, index, Some(from))
+            .await
+            .map_err(|e| CallError::Log(e.to_string()))?;
+        Ok((
+            String::from_utf8_lossy(&produced.proof.to_bytes()).into_owned(),
+            Consistency {
+                from_size: from,
+                hashes: hashes.iter().map(|h| h.to_base64()).collect(),
+            },
+        ))
+    }
+
+    /// Logs the intent (waiting for its witnessed checkpoint), dispatches, and opens
+    /// the agent's signed result. `policy` is the cluster log's checkpoint policy;
+    /// `agent_keys` the keys the result must be signed with.
+    pub async fn execute(
+        &self,
+        agent_url: &str,
+        prepared: &Prepared,
+        policy: &LogPolicy,
+        agent_keys: &[PublicKey],
+    ) -> Result<Executed, CallError> {
+        let log = prepared.dispatch.cluster.as_str();
+        let entry = Event::Intent(Box::new(prepared.intent.clone()))
+            .to_log_entry()
+            .map_err(|e| CallError::Setup(e.to_string()))?;
+        let appended = self.append(log, &entry).await?;
+        let envelope = prepared
+            .dispatch
+            .sign(&self.key)
+            .map_err(|e| CallError::Setup(e.to_string()))?;
+        let mut req = DispatchRequest {
+            dispatch: envelope,
+            event: DispatchRequest::encode_event(&entry),
+            proof: appended.proof.clone(),
+            consistency: None,
+        };
+        let known = self
+            .seen
+            .lock()
+            .ok()
+            .and_then(|m| m.get(agent_url).copied());
+        if let Some(from) = known.filter(|k| *k > 0) {
+            let (proof, consistency) = self.proofs(log, policy, appended.index, from).await?;
+            req.proof = proof;
+            req.consistency = Some(consistency);
+        }
+        let answer = match self.send(agent_url, &req).await {
+            Err(CallError::Refused(r)) if r.code == RefusalCode::StaleView => {
+                let from = r.known_size.ok_or_else(|| {
+                    CallError::BadAnswer("stale_view refusal without known_size".into())
+                })?;
+                let (proof, consistency) = self.proofs(log, policy, appended.index, from).await?;
+                req.proof = proof;
+                req.consistency = Some(consistency);
+                self.send(agent_url, &req).await
+            }
+            other => other,
+        }?;
+        let result = AgentResult::verify(&answer, agent_keys).map_err(CallError::BadAnswer)?;
+        let digest = prepared
+            .dispatch
+            .digest()
+            .map_err(|e| CallError::Setup(e.to_string()))?;
+        if result.dispatch_digest != digest || result.event_id != prepared.intent.event_id {
+            return Err(CallError::BadAnswer(
+                "the signed result is for another dispatch".into(),
+            ));
+        }
+        if let Ok(mut m) = self.seen.lock() {
+            m.insert(agent_url.to_string(), result.log_size_seen);
+        }
+        Ok(Executed {
+            intent_index: appended.index,
+            result,
+            envelope: answer,
+        })
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,288 @@
+//! The dispatch protocol between gateway and agent (formats in docs/formats.md).
+//!
+//! A [`Dispatch`] is what the gateway asks one agent to do. Its canonical JSON is
+//! signed by the gateway key in a DSSE envelope (payload type
+//! [`DISPATCH_PAYLOAD_TYPE`]), and its SHA-256 (the *dispatch digest*) is written into
+//! the intent event **before** the dispatch is sent, so the log names the exact
+//! request. The [`DispatchRequest`] sent to `POST /v1/dispatch` carries the envelope,
+//! the intent event's log entry bytes, a C2SP tlog-proof that the entry is in a
+//! witnessed checkpoint, and, when the agent has seen an older checkpoint, a
+//! consistency proof from that size.
+//!
+//! The agent answers with an [`AgentResult`] signed by the agent key (payload type
+//! [`RESULT_PAYLOAD_TYPE`]), or a [`Refusal`] (HTTP 4xx, `application/problem+json`).
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use palisade_core::canonical::{from_canonical_slice, to_canonical_vec, CanonicalError};
+use palisade_core::event::{ParamValue, PolicyRef};
+use palisade_core::time::Timestamp;
+use palisade_core::{
+    ActionName, ClusterId, EventId, InstanceId, OperatorId, Sha256Digest, TenantId,
+};
+use palisade_policy::dsse::Envelope;
+use palisade_policy::keys::{PublicKey, SigningKey};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const DISPATCH_SCHEMA: &str = "palisade.dev/dispatch/v1";
+pub const RESULT_SCHEMA: &str = "palisade.dev/agent-result/v1";
+pub const DISPATCH_PAYLOAD_TYPE: &str = "application/vnd.palisade.dispatch+json";
+pub const RESULT_PAYLOAD_TYPE: &str = "application/vnd.palisade.agent-result+json";
+/// The only route that executes anything.
+pub const DISPATCH_PATH: &str = "/v1/dispatch";
+/// Liveness and the agent's view (policy, newest checkpoint size).
+pub const HEALTH_PATH: &str = "/healthz";
+/// Largest request body the agent reads.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// One request to one agent. Every field is covered by the gateway's signature and,
+/// through the dispatch digest, by the intent event in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dispatch {
+    pub schema: String,
+    /// 128 random bits (32 hex digits); an agent executes a nonce at most once.
+    pub nonce: EventId,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub tenant: TenantId,
+    pub cluster: ClusterId,
+    /// The instance whose agent must execute it.
+    pub instance: InstanceId,
+    /// The intent event this dispatch carries out.
+    pub event_id: EventId,
+    /// The operator, as the log names them (a stable pseudonym).
+    pub actor: OperatorId,
+    pub action: ActionName,
+    pub parameters: BTreeMap<String, ParamValue>,
+    pub policy: PolicyRef,
+}
+
+impl Dispatch {
+    /// The exact signed bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CanonicalError> {
+        to_canonical_vec(self)
+    }
+
+    /// Parses signed bytes; only the canonical spelling of the known schema.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let d: Dispatch = from_canonical_slice(bytes).map_err(|e| e.to_string())?;
+        if d.schema != DISPATCH_SCHEMA {
+            return Err(format!("schema is not {DISPATCH_SCHEMA:?}"));
+        }
+        if d.to_bytes().map_err(|e| e.to_string())? != bytes {
+            return Err("not the canonical encoding".into());
+        }
+        Ok(d)
+    }
+
+    /// SHA-256 of [`Dispatch::to_bytes`]: what the intent event names.
+    pub fn digest(&self) -> Result<Sha256Digest, CanonicalError> {
+        Ok(Sha256Digest::of(&self.to_bytes()?))
+    }
+
+    /// Signs it with the gateway key.
+    pub fn sign(&self, key: &SigningKey) -> Result<Envelope, CanonicalError> {
+        Ok(Envelope::sign(
+            DISPATCH_PAYLOAD_TYPE,
+            &self.to_bytes()?,
+            key,
+        ))
+    }
+}
+
+/// A consistency proof from the checkpoint size the agent last saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consistency {
+    pub from_size: u64,
+    /// Base64 hashes, RFC 6962 order.
+    pub hashes: Vec<String>,
+}
+
+/// The body of `POST /v1/dispatch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchRequest {
+    /// The DSSE envelope of the signed [`Dispatch`].
+    pub dispatch: Envelope,
+    /// Base64 of the intent event's exact log entry bytes.
+    pub event: String,
+    /// C2SP tlog-proof text for that entry (index, inclusion proof, cosigned checkpoint).
+    pub proof: String,
+    /// Needed when the agent has seen a smaller checkpoint than the proof's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+}
+
+impl DispatchRequest {
+    pub fn event_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        BASE64.decode(&self.event)
+    }
+
+    pub fn encode_event(bytes: &[u8]) -> String {
+        BASE64.encode(bytes)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultOutcome {
+    Succeeded,
+    Failed,
+}
+
+/// What the agent did, signed by the agent key; the gateway logs its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentResult {
+    pub schema: String,
+    pub dispatch_digest: Sha256Digest,
+    pub event_id: EventId,
+    pub cluster: ClusterId,
+    pub instance: InstanceId,
+    pub action: ActionName,
+    pub outcome: ResultOutcome,
+    /// The output schema the output was reduced to.
+    pub output_schema: String,
+    /// The typed output (present when succeeded), at most the configured size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// SHA-256 of the output's canonical JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_digest: Option<Sha256Digest>,
+    /// Why it failed: a short message, never action output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// The size of the newest checkpoint the agent has accepted.
+    pub log_size_seen: u64,
+}
+
+impl AgentResult {
+    pub fn sign(&self, key: &SigningKey) -> Result<Envelope, CanonicalError> {
+        Ok(Envelope::sign(
+            RESULT_PAYLOAD_TYPE,
+            &to_canonical_vec(self)?,
+            key,
+        ))
+    }
+
+    /// Opens a signed result: a signature by one of `agent_keys`, the result schema.
+    pub fn verify(envelope: &Envelope, agent_keys: &[PublicKey]) -> Result<AgentResult, String> {
+        let bytes = envelope
+            .payload_bytes(RESULT_PAYLOAD_TYPE)
+            .map_err(|e| e.to_string())?;
+        if envelope.verified_by(agent_keys).is_empty() {
+            return Err("the result is not signed by a trusted agent key".into());
+        }
+        let r: AgentResult = from_canonical_slice(&bytes).map_err(|e| e.to_string())?;
+        if r.schema != RESULT_SCHEMA {
+            return Err(format!("result schema is not {RESULT_SCHEMA:?}"));
+        }
+        Ok(r)
+    }
+}
+
+/// Why the agent refused a dispatch. Nothing ran and nothing was recorded, except
+/// that a dispatch refused after its nonce was committed stays spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    Malformed,
+    BadSignature,
+    WrongTarget,
+    Expired,
+    NotYetValid,
+    TtlTooLong,
+    Replayed,
+    PolicyMismatch,
+    UnknownAction,
+    InvalidParameters,
+    EventMismatch,
+    NotInLog,
+    /// The proof's checkpoint is older than the agent's view, or the consistency
+    /// proof starts from another size: retry with a newer checkpoint and a
+    /// consistency proof from `known_size`.
+    StaleView,
+    /// The checkpoint is not consistent with what the agent saw: a forked or
+    /// rewritten log.
+    Inconsistent,
+    Unavailable,
+}
+
+impl RefusalCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            RefusalCode::Malformed => 400,
+            RefusalCode::StaleView | RefusalCode::Replayed => 409,
+            RefusalCode::Unavailable => 503,
+            _ => 403,
+        }
+    }
+}
+
+/// A refusal, sent as `application/problem+json` (RFC 9457).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: RefusalCode,
+    /// With `stale_view`: the checkpoint size the agent has seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_size: Option<u64>,
+}
+
+impl Refusal {
+    pub fn new(code: RefusalCode, detail: impl Into<String>) -> Self {
+        let name = serde_json::to_value(code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut detail: String = detail.into();
+        if detail.len() > 512 {
+            let mut cut = 512;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+        }
+        Self {
+            type_: format!("urn:palisade:agent:refused:{name}"),
+            title: "dispatch refused".into(),
+            status: code.http_status(),
+            detail,
+            code,
+            known_size: None,
+        }
+    }
+
+    pub fn stale(known_size: u64, detail: impl Into<String>) -> Self {
+        let mut r = Self::new(RefusalCode::StaleView, detail);
+        r.known_size = Some(known_size);
+        r
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.type_.rsplit(':').next().unwrap_or("refused");
+        write!(f, "{name}: {}", self.detail)
+    }
+}
+
+/// The answer of `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub cluster: ClusterId,
+    pub instance: InstanceId,
+    pub policy_version: u64,
+    pub policy_digest: String,
+    pub log_size_seen: u64,
+}

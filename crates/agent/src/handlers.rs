@@ -1,0 +1,151 @@
+//! The typed handlers: one arm per catalogue handler id
+//! (`palisade_policy::catalogue::HANDLERS`), each taking only a
+//! [`ValidatedAction`]'s typed parameters and returning a typed output. What leaves
+//! the agent is that output's canonical JSON, capped at the configured size.
+
+use crate::accept::Accepted;
+use crate::config::NamedCert;
+use crate::etcd::Etcd;
+use crate::host;
+use crate::kube::{Impersonation, KubeClient};
+use crate::supervisor::Supervisor;
+use palisade_core::time::Timestamp;
+use palisade_core::Sha256Digest;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the handlers act on.
+pub struct Services {
+    pub etcd: Etcd,
+    pub kube: Option<KubeClient>,
+    pub supervisor: Option<Arc<Supervisor>>,
+    pub certs: Vec<NamedCert>,
+    pub disks: Vec<PathBuf>,
+    pub max_output_bytes: usize,
+}
+
+/// A handler's reduced output.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub schema: &'static str,
+    pub value: serde_json::Value,
+    pub digest: Sha256Digest,
+}
+
+/// The longest any handler may run before the result says it failed.
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn reduce<T: Serialize>(schema: &'static str, max: usize, out: &T) -> Result<Output, String> {
+    let value = serde_json::to_value(out).map_err(|e| format!("output: {e}"))?;
+    let bytes = palisade_core::canonical::value_to_canonical_vec(&value)
+        .map_err(|e| format!("output is not canonical JSON: {e}"))?;
+    if bytes.len() > max {
+        return Err(format!(
+            "output is {} bytes, more than the {max} this agent returns",
+            bytes.len()
+        ));
+    }
+    Ok(Output {
+        schema,
+        value,
+        digest: Sha256Digest::of(&bytes),
+    })
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Services {
+    /// Runs an accepted dispatch's handler.
+    pub async fn execute(&self, a: &Accepted) -> Result<Output, String> {
+        match tokio::time::timeout(HANDLER_TIMEOUT, self.run(a)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "the handler did not finish within {}s",
+                HANDLER_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    async fn run(&self, a: &Accepted) -> Result<Output, String> {
+        let v = &a.action;
+        let max = self.max_output_bytes;
+        let schema = v.output_schema();
+        match v.handler() {
+            "etcd.status" => reduce(schema, max, &self.etcd.status().await.map_err(err)?),
+            "etcd.members" => reduce(schema, max, &self.etcd.members().await.map_err(err)?),
+            "etcd.alarms" => reduce(schema, max, &self.etcd.alarms().await.map_err(err)?),
+            "etcd.alarm-disarm" => {
+                reduce(schema, max, &self.etcd.alarm_disarm().await.map_err(err)?)
+            }
+            "etcd.health" => reduce(schema, max, &self.etcd.health().await.map_err(err)?),
+            "etcd.defragment" => reduce(schema, max, &self.etcd.defragment().await.map_err(err)?),
+            "instance.resources" => {
+                let disks = self.disks.clone();
+                let out = tokio::task::spawn_blocking(move || host::resources(&disks))
+                    .await
+                    .map_err(err)?
+                    .map_err(err)?;
+                reduce(schema, max, &out)
+            }
+            "certs.expiry" => reduce(
+                schema,
+                max,
+                &host::certs_expiry(&self.certs, Timestamp::now()),
+            ),
+            "kube.nodes" | "kube.cordon" | "kube.uncordon" => {
+                let kube = self
+                    .kube
+                    .as_ref()
+                    .ok_or("this agent has no kube-apiserver configured")?;
+                let who = Impersonation {
+                    pseudonym: a.dispatch.actor.clone(),
+                    event_id: a.dispatch.event_id.clone(),
+                    log_entry: format!("{}#{}", a.log_origin, a.log_index),
+                };
+                if v.handler() == "kube.nodes" {
+                    return reduce(schema, max, &kube.nodes(&who).await.map_err(err)?);
+                }
+                let node = v.str_param("node").ok_or("missing parameter node")?;
+                let out = kube
+                    .set_unschedulable(&who, node, v.handler() == "kube.cordon")
+                    .await
+                    .map_err(err)?;
+                reduce(schema, max, &out)
+            }
+            "component.status" | "component.restart" | "component.upgrade" => {
+                let sup = self
+                    .supervisor
+                    .as_ref()
+                    .ok_or("this agent supervises no components")?;
+                match v.handler() {
+                    "component.status" => {
+                        let out = sup.status(v.str_param("component")).await.map_err(err)?;
+                        reduce(schema, max, &out)
+                    }
+                    "component.restart" => {
+                        let c = v
+                            .str_param("component")
+                            .ok_or("missing parameter component")?;
+                        let wait = v.bool_param("wait_healthy").unwrap_or(false);
+                        reduce(schema, max, &sup.restart(c, wait).await.map_err(err)?)
+                    }
+                    _ => {
+                        let c = v
+                            .str_param("component")
+                            .ok_or("missing parameter component")?;
+                        let version = v.str_param("version").ok_or("missing parameter version")?;
+                        reduce(schema, max, &sup.upgrade(c, version).await.map_err(err)?)
+                    }
+                }
+            }
+            "etcd.backup" | "etcd.backups" | "etcd.backup-prune" => {
+                Err("encrypted backups are not available on this agent".into())
+            }
+            other => Err(format!("no handler {other:?} in this agent")),
+        }
+    }
+}

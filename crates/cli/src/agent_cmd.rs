@@ -1,0 +1,78 @@
+//! `palisade agent`: run the agent on a control-plane instance.
+
+use crate::lifecycle::{self, ServeLifecycle};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use palisade_agent::config::AgentConfig;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    command: AgentCommand,
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Serve signed, logged dispatches over mutual TLS (gateway certificates only),
+    /// and supervise the configured control-plane components.
+    Serve {
+        /// The agent configuration file (TOML; see docs/configuration.md).
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        lifecycle: ServeLifecycle,
+    },
+    /// Check a configuration file and the trust it names (policy, log keys, gateway
+    /// keys) without serving.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        AgentCommand::Serve { config, lifecycle } => serve(&config, lifecycle),
+        AgentCommand::Check { config } => check(&config),
+    }
+}
+
+fn serve(config_path: &Path, lifecycle: ServeLifecycle) -> anyhow::Result<ExitCode> {
+    let config: AgentConfig = palisade_core::config::load(config_path)?;
+    let runtime = lifecycle::runtime()?;
+    runtime.block_on(async {
+        palisade_agent::server::run(&config, lifecycle::shutdown_signal(lifecycle), |addr| {
+            println!(
+                "agent for {}/{} listening on https://{addr}",
+                config.cluster, config.instance
+            );
+        })
+        .await
+        .context("the agent stopped")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config: AgentConfig = palisade_core::config::load(config_path)?;
+    let runtime = lifecycle::runtime()?;
+    runtime.block_on(async {
+        let policy = palisade_agent::server::TufPolicy {
+            trust: config.trust.clone(),
+        };
+        let p = palisade_agent::accept::PolicySource::load(&policy)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "configuration ok: agent {}/{}, policy version {} ({})",
+            config.cluster,
+            config.instance,
+            p.version(),
+            p.digest()
+        );
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

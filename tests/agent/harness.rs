@@ -1,0 +1,400 @@
+//! A running single-machine stack (`palisade up`: witness, log, agent with a TUF
+//! repository holding the approved default policy) plus a real etcd, and a gateway's
+//! side of dispatching built from the files `up` wrote: the gateway certificate and
+//! signing key, the log's and witness's public keys, the verified policy.
+//!
+//! Test files include it with
+//! `#[path = "../e2e/common.rs"] mod common;` and `#[path = "../agent/harness.rs"] mod harness;`.
+#![allow(dead_code)]
+
+use crate::common::{free_port_block, palisade, Running};
+use palisade_agent::client::{prepare, CallError, Dispatcher, Executed, Prepared, Request};
+use palisade_agent::dispatch::{AgentResult, DispatchRequest, Refusal};
+use palisade_core::event::{Actor, Event, GrantRef, Justification};
+use palisade_core::time::Timestamp;
+use palisade_core::{ActionName, ClusterId, InstanceId, OperatorId, TenantId};
+use palisade_policy::dsse::Envelope;
+use palisade_policy::keys::{PublicKey, SigningKey};
+use palisade_policy::Policy;
+use palisade_tlog::checkpoint::LogPolicy;
+use palisade_tlog::note::{SignerKey, VerifierKey};
+use palisade_tlog_service::server::AppendResponse;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const LOG_KEY_STEM: &str = "palisade.local_log";
+pub const WITNESS_KEY_STEM: &str = "palisade.local_witness";
+
+/// Fails (never skips) when a tool the test needs is missing.
+pub fn require_tool(tool: &str, install: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "`{tool}` is not installed: {install}");
+}
+
+/// etcd on two loopback ports with a temporary data directory; killed on drop.
+pub struct Etcd {
+    child: Child,
+    pub client_port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start(client_port: u16, peer_port: u16) -> Self {
+        require_tool("etcd", "apt-get install etcd-server");
+        let data = tempfile::tempdir().expect("etcd data dir");
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                "demo-0",
+                "--data-dir",
+                &data.path().join("member").display().to_string(),
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("demo-0={peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let etcd = Self {
+            child,
+            client_port,
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !etcd.healthy() {
+            assert!(Instant::now() < deadline, "etcd did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        etcd
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn healthy(&self) -> bool {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint(), "endpoint", "health"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `etcdctl put` (the test's own access to etcd, standing in for kube-apiserver).
+    pub fn put(&self, key: &str, value: &str) {
+        let ok = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint(), "put", key, value])
+            .stdout(Stdio::null())
+            .status()
+            .expect("etcdctl put")
+            .success();
+        assert!(ok, "etcdctl put failed");
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `palisade up` in a temporary directory, plus etcd where the agent expects it.
+pub struct Stack {
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub base: u16,
+    pub up: Option<Running>,
+    pub etcd: Etcd,
+    pub dispatcher: Dispatcher,
+    pub policy: Policy,
+    pub log_policy: LogPolicy,
+    pub agent_keys: Vec<PublicKey>,
+    pub agent_url: String,
+}
+
+impl Stack {
+    pub fn start() -> Self {
+        require_tool("etcdctl", "apt-get install etcd-client");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("state");
+        let base = free_port_block();
+        let etcd = Etcd::start(base + 4, base + 5);
+        let up = start_up(&dir, base);
+        let dispatcher = Dispatcher::new(
+            &dir.join("pki/ca.crt"),
+            &dir.join("pki/gateway-gateway.crt"),
+            &dir.join("pki/gateway-gateway.key"),
+            SigningKey::read(&dir.join("gateway/keys/gateway.key")).expect("gateway key"),
+            &format!("https://127.0.0.1:{}", base + 1),
+        )
+        .expect("dispatcher");
+        let policy = verified_policy(&dir, &tmp.path().join("gateway-datastore"));
+        let log_policy = log_policy(&dir);
+        let agent_keys =
+            vec![PublicKey::read(&dir.join("agent/keys/agent.pub")).expect("agent pub")];
+        Self {
+            agent_url: format!("https://127.0.0.1:{}", base + 3),
+            tmp,
+            dir,
+            base,
+            up: Some(up),
+            etcd,
+            dispatcher,
+            policy,
+            log_policy,
+            agent_keys,
+        }
+    }
+
+    /// Stops `palisade up` (SIGTERM) and starts it again on the same directory.
+    pub fn restart(&mut self) {
+        if let Some(mut up) = self.up.take() {
+            up.signal("TERM");
+            let status = up.wait_exit(Duration::from_secs(20));
+            assert!(
+                status.success(),
+                "palisade up did not stop cleanly: {status}"
+            );
+        }
+        self.up = Some(start_up(&self.dir, self.base));
+    }
+
+    /// What a gateway would send after authenticating and authorizing `operator`.
+    pub fn request(&self, action: &str, params: &[(&str, &str)]) -> Request {
+        let args: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let validated = self
+            .policy
+            .validate_args(action, &args)
+            .unwrap_or_else(|e| panic!("{action} {params:?} does not validate: {e}"));
+        Request {
+            tenant: TenantId::parse("demo").expect("tenant"),
+            cluster: ClusterId::parse("demo").expect("cluster"),
+            instance: InstanceId::parse("demo-0").expect("instance"),
+            actor: actor(),
+            action: ActionName::parse(action).expect("action"),
+            parameters: validated.params().clone(),
+            justification: Justification {
+                ticket: "INC-1234".into(),
+                reason: "investigating etcd latency on demo".into(),
+            },
+            policy: self.policy.reference(),
+        }
+    }
+
+    pub fn prepare(&self, action: &str, params: &[(&str, &str)]) -> Prepared {
+        prepare(
+            &self.request(action, params),
+            Duration::from_secs(60),
+            Timestamp::now(),
+        )
+        .expect("prepare")
+    }
+
+    /// The whole gateway path for one action: log, dispatch, open the result.
+    pub async fn execute(
+        &self,
+        action: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Executed, CallError> {
+        let p = self.prepare(action, params);
+        self.dispatcher
+            .execute(&self.agent_url, &p, &self.log_policy, &self.agent_keys)
+            .await
+    }
+
+    /// Appends an intent event as is (a gateway logging first).
+    pub async fn log_event(&self, event: &Event) -> (Vec<u8>, AppendResponse) {
+        let entry = event.to_log_entry().expect("encode event");
+        let appended = self
+            .dispatcher
+            .append("demo", &entry)
+            .await
+            .expect("append");
+        (entry, appended)
+    }
+
+    /// Logs `p`'s intent and builds the request a correct gateway would send, with a
+    /// consistency proof from whatever the agent has seen.
+    pub async fn logged_request(&self, p: &Prepared) -> DispatchRequest {
+        let (entry, appended) = self
+            .log_event(&Event::Intent(Box::new(p.intent.clone())))
+            .await;
+        self.request_for(
+            &p.dispatch.sign(self.gateway_key()).expect("sign"),
+            &entry,
+            appended.index,
+        )
+        .await
+    }
+
+    /// A request for an already logged entry, with proofs against the log's current
+    /// checkpoint and a consistency proof from the agent's view.
+    pub async fn request_for(
+        &self,
+        envelope: &Envelope,
+        entry: &[u8],
+        index: u64,
+    ) -> DispatchRequest {
+        let seen = self.seen().await;
+        let (proof, consistency) = self
+            .dispatcher
+            .proofs("demo", &self.log_policy, index, seen)
+            .await
+            .expect("proofs");
+        DispatchRequest {
+            dispatch: envelope.clone(),
+            event: DispatchRequest::encode_event(entry),
+            proof,
+            consistency: (seen > 0).then_some(consistency),
+        }
+    }
+
+    /// The checkpoint size the agent has seen.
+    pub async fn seen(&self) -> u64 {
+        self.dispatcher
+            .health(&self.agent_url)
+            .await
+            .expect("agent health")
+            .log_size_seen
+    }
+
+    pub fn gateway_key(&self) -> &SigningKey {
+        self.dispatcher.signing_key()
+    }
+
+    pub async fn send(&self, req: &DispatchRequest) -> Result<AgentResult, CallError> {
+        let env = self.dispatcher.send(&self.agent_url, req).await?;
+        Ok(AgentResult::verify(&env, &self.agent_keys).expect("a signed result"))
+    }
+
+    /// Sends and expects a refusal.
+    pub async fn refused(&self, req: &DispatchRequest) -> Refusal {
+        match self.dispatcher.send(&self.agent_url, req).await {
+            Err(CallError::Refused(r)) => r,
+            Ok(env) => panic!(
+                "the agent executed it: {:?}",
+                AgentResult::verify(&env, &self.agent_keys)
+            ),
+            Err(e) => panic!("expected a refusal, got {e}"),
+        }
+    }
+
+    /// The log's and witness's private keys (what an attacker who compromised both
+    /// would hold).
+    pub fn log_signer(&self) -> SignerKey {
+        read_signer(&self.dir.join(format!("log/keys/{LOG_KEY_STEM}.key")))
+    }
+
+    pub fn witness_signer(&self) -> SignerKey {
+        read_signer(
+            &self
+                .dir
+                .join(format!("witness/keys/{WITNESS_KEY_STEM}.key")),
+        )
+    }
+
+    /// Lines the agent printed so far (through `up`'s prefixed output).
+    pub fn agent_output(&mut self) -> Vec<String> {
+        self.up
+            .as_mut()
+            .map(|u| {
+                u.drain();
+                u.seen.clone()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.starts_with("[agent]"))
+            .collect()
+    }
+}
+
+fn read_signer(path: &Path) -> SignerKey {
+    SignerKey::parse(std::fs::read_to_string(path).expect("read key").trim()).expect("signer key")
+}
+
+fn start_up(dir: &Path, base: u16) -> Running {
+    let mut cmd = palisade();
+    cmd.args([
+        "up",
+        "--dir",
+        &dir.display().to_string(),
+        "--base-port",
+        &base.to_string(),
+    ]);
+    let mut up = Running::spawn(cmd);
+    up.wait_for("ready", Duration::from_secs(60));
+    up
+}
+
+pub fn actor() -> Actor {
+    Actor {
+        id: OperatorId::parse("op-7f3a").expect("op"),
+        groups: vec!["sre".into()],
+        grant: Some(GrantRef {
+            schedule: "primary".into(),
+            role: "operator".into(),
+            ends_at: Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 3600),
+        }),
+    }
+}
+
+/// The policy as the gateway verifies it (its own datastore).
+pub fn verified_policy(dir: &Path, datastore: &Path) -> Policy {
+    let root = std::fs::read(dir.join("trust/root.json")).expect("trusted root");
+    let repo = palisade_policy::tuf::RepoDir::new(dir.join("trust/repo"));
+    // Its own thread and runtime: callers may be inside an async test.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(palisade_policy::trusted_policy::verify_policy(
+                &repo, &root, datastore,
+            ))
+        })
+        .join()
+        .expect("verify thread")
+    })
+    .expect("the published policy verifies")
+    .policy
+}
+
+/// The demo cluster's checkpoint policy: log key, witness key, quorum 1.
+pub fn log_policy(dir: &Path) -> LogPolicy {
+    let read = |p: PathBuf| {
+        VerifierKey::parse(std::fs::read_to_string(&p).expect("read key").trim()).expect("key")
+    };
+    LogPolicy::new(
+        "palisade.local/log/demo",
+        read(dir.join(format!("log/keys/{LOG_KEY_STEM}.pub"))),
+    )
+    .expect("log policy")
+    .with_witnesses(
+        vec![read(
+            dir.join(format!("witness/keys/{WITNESS_KEY_STEM}.pub")),
+        )],
+        1,
+    )
+    .expect("witnesses")
+}
