@@ -1,33 +1,986 @@
-//! The component supervisor and `component.*` actions: not built yet.
+//! The component supervisor (claim C8) and the state behind the `component.*` actions.
+//!
+//! A control-plane component (etcd, kube-apiserver, …) runs only from a release that
+//! [`verify_release`] accepted: the pipeline's TUF signature, a PASSED test
+//! attestation for its exact digest, and M-of-N non-author approvals. The verified
+//! bytes are copied to `<work_dir>/bin/<name>-<version>-<sha256 prefix>` (mode 0500),
+//! and **right before every exec** — first start, restart action, crash restart,
+//! upgrade — that file is read again and its SHA-256 compared with the verified one,
+//! so a binary swapped on disk after verification is refused, never run.
+//!
+//! Each component has one task (its *runner*) that owns the child process: it starts
+//! it, waits for it, restarts it after a crash with exponential backoff (1 s doubling
+//! to 30 s, reset after 60 s of stable running), and obeys the commands the action
+//! handlers send through [`Supervisor::restart`], [`Supervisor::upgrade`] and
+//! [`Supervisor::shutdown`]. Nothing else starts or stops a component.
+//!
+//! What this does not protect against: someone who can write the agent's work
+//! directory between the digest check and the `execve` (a window of microseconds), or
+//! who can write the running binary's memory. The work directory must be writable by
+//! the agent only.
+//!
+//! Inputs from a dispatch only *select*: the component name must be one configured
+//! here, the version must be a release approved in the repository. Arguments and
+//! environment come from the agent's configuration file only; the child's output goes
+//! to `<work_dir>/logs/<name>.log` and is never returned by any action.
 
-use serde::Serialize;
+use crate::config::{ComponentSettings, TrustFiles};
+use palisade_policy::release::{release_target_name, verify_release};
+use palisade_policy::tuf::{sha256_hex, RepoDir};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::task::JoinHandle;
 
+pub const STATUS_SCHEMA: &str = "palisade.dev/output/component-status/v1";
+pub const RESTART_SCHEMA: &str = "palisade.dev/output/component-restart/v1";
+pub const UPGRADE_SCHEMA: &str = "palisade.dev/output/component-upgrade/v1";
+
+/// First delay before restarting a component that exited on its own.
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// The longest delay between two crash restarts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Running this long without exiting resets the backoff to [`BACKOFF_INITIAL`].
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// How long a stopped component has between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The longest `wait_healthy` (and an upgrade) waits for the health URL to answer 200.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a starting component's health URL is polled.
+const HEALTH_POLL: Duration = Duration::from_millis(200);
+/// Hex digits of the SHA-256 kept in an installed binary's file name.
+const DIGEST_PREFIX: usize = 16;
+
+/// Why the supervisor refused or failed to do something.
 #[derive(Debug, thiserror::Error)]
-#[error("the supervisor is not built yet")]
-pub struct SupervisorError;
+pub enum SupervisorError {
+    #[error(
+        "{component:?} is not a supervised component on this instance (configured: {configured})"
+    )]
+    UnknownComponent {
+        component: String,
+        configured: String,
+    },
+    #[error("{component} {version} is not an approved release, so it is not started: {reason}")]
+    NotApproved {
+        component: String,
+        version: String,
+        reason: String,
+    },
+    #[error("the installed binary of {component} at {} changed after it was verified (verified sha256:{expected}, on disk sha256:{found}); it was not started. Upgrade to an approved release (the same version re-installs it) or restart the agent", path.display())]
+    ArtifactChanged {
+        component: String,
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("cannot start {component}: {source}")]
+    Spawn {
+        component: String,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{component} did not report healthy at {url} within {} s (state: {state})", waited.as_secs())]
+    Unhealthy {
+        component: String,
+        url: String,
+        waited: Duration,
+        state: ComponentState,
+    },
+    #[error("invalid supervisor configuration: {0}")]
+    Config(String),
+    #[error("the supervisor is shut down; {component} is no longer supervised")]
+    ShutDown { component: String },
+}
 
-#[derive(Serialize)]
-pub struct Nothing {}
+impl SupervisorError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
 
-pub struct Supervisor;
+/// The state of a supervised component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentState {
+    /// Started; its health URL has not answered 200 yet.
+    Starting,
+    /// Started and healthy (or started, when it has no health URL).
+    Running,
+    /// Exited on its own; waiting to be restarted.
+    Backoff,
+    /// Stopped by the supervisor (shutdown).
+    Stopped,
+    /// Not running and not restarted automatically: its binary could not be started
+    /// (e.g. it changed on disk). Needs a restart or upgrade action.
+    Failed,
+}
+
+impl std::fmt::Display for ComponentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Backoff => "backoff",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        })
+    }
+}
+
+/// How the last process of a component ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExit {
+    /// Exit code, when it exited normally.
+    pub code: Option<i32>,
+    /// Signal number, when a signal ended it (9 = SIGKILL, 15 = SIGTERM).
+    pub signal: Option<i32>,
+    /// When it ended (RFC 3339, UTC).
+    pub at: String,
+    /// Whether the supervisor stopped it (restart, upgrade, shutdown), rather than
+    /// it exiting on its own.
+    pub requested: bool,
+}
+
+/// One component in `component.status`: never its output, arguments or environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentStatus {
+    pub name: String,
+    pub state: ComponentState,
+    pub version: String,
+    pub artifact_sha256: String,
+    /// Times it was started again after its first start (crash restarts and
+    /// restart/upgrade actions).
+    pub restarts: u64,
+    pub last_exit: Option<LastExit>,
+    /// Seconds since the current process started (starting or running only).
+    pub uptime_secs: Option<u64>,
+    /// Why it is `failed`.
+    pub error: Option<String>,
+}
+
+/// Output of `component.status` (schema [`STATUS_SCHEMA`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentStatusOutput {
+    pub schema: String,
+    pub components: Vec<ComponentStatus>,
+}
+
+/// Output of `component.restart` (schema [`RESTART_SCHEMA`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartOutput {
+    pub schema: String,
+    pub component: String,
+    pub version: String,
+    pub artifact_sha256: String,
+    pub restarts: u64,
+    /// `Some(true)` once healthy when asked to wait; `None` when not asked or the
+    /// component has no health URL.
+    pub healthy: Option<bool>,
+}
+
+/// Output of `component.upgrade` (schema [`UPGRADE_SCHEMA`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeOutput {
+    pub schema: String,
+    pub component: String,
+    pub from_version: String,
+    pub from_sha256: String,
+    pub to_version: String,
+    pub to_sha256: String,
+    /// `Some(true)` once the new version answered its health URL; `None` when it has
+    /// none.
+    pub healthy: Option<bool>,
+}
+
+/// A verified release, installed in the work directory.
+#[derive(Debug, Clone)]
+struct Artifact {
+    version: String,
+    sha256: String,
+    path: PathBuf,
+}
+
+/// Where trust and installed files live.
+struct Trust {
+    repo: RepoDir,
+    root: Vec<u8>,
+    datastore: PathBuf,
+    bin_dir: PathBuf,
+    /// One verification at a time: they share the TUF datastore.
+    lock: Mutex<()>,
+}
+
+impl Trust {
+    /// Verifies release `name` `version` in the TUF repository and installs its bytes
+    /// (temporary file, mode 0500, fsync, rename) as
+    /// `<bin>/<name>-<version>-<sha256 prefix>`.
+    async fn verify_and_install(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Artifact, SupervisorError> {
+        let _one_at_a_time = self.lock.lock().await;
+        let not_approved = |reason: String| SupervisorError::NotApproved {
+            component: name.to_string(),
+            version: version.to_string(),
+            reason,
+        };
+        let target = release_target_name(&self.repo, &self.root, &self.datastore, name, version)
+            .await
+            .map_err(|e| not_approved(e.to_string()))?;
+        let source = self.repo.target_path(&target);
+        let bytes = tokio::fs::read(&source)
+            .await
+            .map_err(|e| not_approved(format!("cannot read {}: {e}", source.display())))?;
+        let verified = verify_release(
+            &self.repo,
+            &self.root,
+            &self.datastore,
+            name,
+            version,
+            &bytes,
+            &[],
+        )
+        .await
+        .map_err(|e| not_approved(e.to_string()))?;
+        let prefix = verified
+            .sha256
+            .get(..DIGEST_PREFIX)
+            .unwrap_or(&verified.sha256);
+        let path = self.bin_dir.join(format!("{name}-{version}-{prefix}"));
+        let install_to = path.clone();
+        tokio::task::spawn_blocking(move || install(&install_to, &bytes))
+            .await
+            .map_err(|e| SupervisorError::io(&path, std::io::Error::other(e)))??;
+        tracing::info!(
+            component = name,
+            version,
+            sha256 = %verified.sha256,
+            author = %verified.author,
+            approvers = ?verified.approvers,
+            "release verified and installed"
+        );
+        Ok(Artifact {
+            version: version.to_string(),
+            sha256: verified.sha256,
+            path,
+        })
+    }
+}
+
+/// Writes `bytes` to `path` atomically with mode 0500.
+fn install(path: &Path, bytes: &[u8]) -> Result<(), SupervisorError> {
+    use std::io::Write;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("artifact");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| SupervisorError::io(&tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| SupervisorError::io(&tmp, e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o500))
+        .map_err(|e| SupervisorError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| SupervisorError::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| SupervisorError::io(path, e))
+}
+
+/// Creates `dir` (and parents) and makes it private to the agent (0700).
+fn private_dir(dir: &Path) -> Result<(), SupervisorError> {
+    std::fs::create_dir_all(dir).map_err(|e| SupervisorError::io(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| SupervisorError::io(dir, e))
+}
+
+/// `<work_dir>/versions.json`: the version each upgraded component runs, so an agent
+/// restart starts it again (after verifying it again).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+struct Versions {
+    chosen: BTreeMap<String, String>,
+}
+
+impl Versions {
+    fn read(path: &Path) -> Result<Self, SupervisorError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                SupervisorError::Config(format!(
+                    "{} is not a valid versions file ({e}); fix or remove it",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(SupervisorError::io(path, e)),
+        }
+    }
+
+    fn write(&self, path: &Path) -> Result<(), SupervisorError> {
+        use std::io::Write;
+        let mut bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| SupervisorError::io(path, std::io::Error::other(e)))?;
+        bytes.push(b'\n');
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| SupervisorError::io(&tmp, e))?;
+        f.write_all(&bytes)
+            .map_err(|e| SupervisorError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| SupervisorError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| SupervisorError::io(path, e))
+    }
+}
+
+/// What the runner knows, published to readers through a watch channel.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    state: ComponentState,
+    version: String,
+    sha256: String,
+    /// Processes started so far.
+    starts: u64,
+    last_exit: Option<LastExit>,
+    started_at: Option<Instant>,
+    error: Option<String>,
+}
+
+type Reply = oneshot::Sender<Result<(), SupervisorError>>;
+
+/// What the action handlers ask of a component's runner.
+enum Request {
+    Restart(Reply),
+    Switch(Artifact, Reply),
+    Stop(oneshot::Sender<()>),
+}
+
+/// A supervised component, as the supervisor sees it.
+struct Handle {
+    commands: mpsc::Sender<Request>,
+    snapshot: watch::Receiver<Snapshot>,
+    health_url: Option<String>,
+    /// One restart/upgrade at a time per component.
+    op: Mutex<()>,
+    runner: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Handle {
+    fn status(&self, name: &str) -> ComponentStatus {
+        let s = self.snapshot.borrow().clone();
+        let live = matches!(s.state, ComponentState::Starting | ComponentState::Running);
+        ComponentStatus {
+            name: name.to_string(),
+            state: s.state,
+            version: s.version,
+            artifact_sha256: s.sha256,
+            restarts: s.starts.saturating_sub(1),
+            last_exit: s.last_exit,
+            uptime_secs: s.started_at.filter(|_| live).map(|t| t.elapsed().as_secs()),
+            error: s.error,
+        }
+    }
+
+    async fn send(&self, name: &str, command: Request) -> Result<(), SupervisorError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| SupervisorError::ShutDown {
+                component: name.to_string(),
+            })
+    }
+
+    /// Waits until the process started as start number `starts` (or a later one) is
+    /// running, i.e. its health URL answered 200.
+    async fn wait_healthy(&self, name: &str, starts: u64) -> Result<Option<bool>, SupervisorError> {
+        let Some(url) = &self.health_url else {
+            return Ok(None);
+        };
+        let mut rx = self.snapshot.clone();
+        let healthy = tokio::time::timeout(
+            HEALTH_TIMEOUT,
+            rx.wait_for(|s| s.starts >= starts && s.state == ComponentState::Running),
+        )
+        .await
+        .map(|r| r.map(|_| ()));
+        match healthy {
+            Ok(Ok(())) => Ok(Some(true)),
+            Ok(Err(_)) => Err(SupervisorError::ShutDown {
+                component: name.to_string(),
+            }),
+            Err(_) => Err(SupervisorError::Unhealthy {
+                component: name.to_string(),
+                url: url.clone(),
+                waited: HEALTH_TIMEOUT,
+                state: self.snapshot.borrow().state,
+            }),
+        }
+    }
+}
+
+/// Supervises this instance's control-plane components.
+pub struct Supervisor {
+    trust: Trust,
+    work_dir: PathBuf,
+    components: BTreeMap<String, Handle>,
+    /// Serialises writes of `versions.json`.
+    versions: Mutex<()>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("work_dir", &self.work_dir)
+            .field("components", &self.components.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
 
 impl Supervisor {
+    /// Verifies every configured component's release (the version recorded in
+    /// `<work_dir>/versions.json` by an earlier upgrade, else the configured one) and
+    /// starts them. Fails closed: if any release does not verify, nothing is started;
+    /// if one fails to start, those already started are stopped again.
     pub async fn start(
-        _components: Vec<crate::config::ComponentSettings>,
-        _trust: crate::config::TrustFiles,
-        _work_dir: std::path::PathBuf,
+        components: Vec<ComponentSettings>,
+        trust: TrustFiles,
+        work_dir: PathBuf,
     ) -> Result<Arc<Self>, SupervisorError> {
-        Err(SupervisorError)
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &components {
+            if !seen.insert(c.name.as_str()) {
+                return Err(SupervisorError::Config(format!(
+                    "component {:?} is listed twice",
+                    c.name
+                )));
+            }
+            if let Some(url) = &c.health_url {
+                if !url.starts_with("http://") {
+                    return Err(SupervisorError::Config(format!(
+                        "component {}: health_url {url:?} must be a plain http:// URL (a local health endpoint)",
+                        c.name
+                    )));
+                }
+            }
+        }
+        let bin_dir = work_dir.join("bin");
+        let log_dir = work_dir.join("logs");
+        for d in [&work_dir, &bin_dir, &log_dir] {
+            private_dir(d)?;
+        }
+        let root = std::fs::read(&trust.root).map_err(|e| SupervisorError::io(&trust.root, e))?;
+        let trust = Trust {
+            repo: RepoDir::new(trust.repo),
+            root,
+            datastore: trust.datastore,
+            bin_dir,
+            lock: Mutex::new(()),
+        };
+        let chosen = Versions::read(&work_dir.join("versions.json"))?.chosen;
+
+        // Verify everything before starting anything.
+        let mut verified = Vec::new();
+        for c in components {
+            let version = chosen
+                .get(&c.name)
+                .cloned()
+                .unwrap_or_else(|| c.version.clone());
+            let artifact = trust.verify_and_install(&c.name, &version).await?;
+            verified.push((c, artifact));
+        }
+
+        let http = health_client()?;
+        let mut handles = BTreeMap::new();
+        let mut first_starts = Vec::new();
+        for (settings, artifact) in verified {
+            let log = log_dir.join(format!("{}.log", settings.name));
+            let (commands, rx) = mpsc::channel(4);
+            let (snapshot_tx, snapshot) = watch::channel(Snapshot {
+                state: ComponentState::Starting,
+                version: artifact.version.clone(),
+                sha256: artifact.sha256.clone(),
+                starts: 0,
+                last_exit: None,
+                started_at: None,
+                error: None,
+            });
+            let (first_tx, first_rx) = oneshot::channel();
+            let health_url = settings.health_url.clone();
+            let runner = Runner {
+                settings,
+                artifact,
+                work_dir: work_dir.clone(),
+                log,
+                http: http.clone(),
+                commands: rx,
+                snapshot: snapshot_tx,
+                backoff: BACKOFF_INITIAL,
+            };
+            let name = runner.settings.name.clone();
+            let task = tokio::spawn(runner.run(first_tx));
+            first_starts.push((name.clone(), first_rx));
+            handles.insert(
+                name,
+                Handle {
+                    commands,
+                    snapshot,
+                    health_url,
+                    op: Mutex::new(()),
+                    runner: std::sync::Mutex::new(Some(task)),
+                },
+            );
+        }
+        let supervisor = Arc::new(Self {
+            trust,
+            work_dir,
+            components: handles,
+            versions: Mutex::new(()),
+        });
+        for (name, first) in first_starts {
+            let started = first.await.unwrap_or_else(|_| {
+                Err(SupervisorError::ShutDown {
+                    component: name.clone(),
+                })
+            });
+            if let Err(e) = started {
+                supervisor.shutdown().await;
+                return Err(e);
+            }
+        }
+        Ok(supervisor)
     }
-    pub async fn status(&self, _c: Option<&str>) -> Result<Nothing, SupervisorError> {
-        Err(SupervisorError)
+
+    fn handle(&self, component: &str) -> Result<&Handle, SupervisorError> {
+        self.components
+            .get(component)
+            .ok_or_else(|| SupervisorError::UnknownComponent {
+                component: component.chars().take(64).collect(),
+                configured: self
+                    .components
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
-    pub async fn restart(&self, _c: &str, _w: bool) -> Result<Nothing, SupervisorError> {
-        Err(SupervisorError)
+
+    /// `component.status`: every component, or only `component`.
+    pub async fn status(
+        &self,
+        component: Option<&str>,
+    ) -> Result<ComponentStatusOutput, SupervisorError> {
+        let components = match component {
+            Some(name) => vec![self.handle(name)?.status(name)],
+            None => self
+                .components
+                .iter()
+                .map(|(name, h)| h.status(name))
+                .collect(),
+        };
+        Ok(ComponentStatusOutput {
+            schema: STATUS_SCHEMA.to_string(),
+            components,
+        })
     }
-    pub async fn upgrade(&self, _c: &str, _v: &str) -> Result<Nothing, SupervisorError> {
-        Err(SupervisorError)
+
+    /// `component.restart`: stops the component (SIGTERM, then SIGKILL after
+    /// [`STOP_GRACE`]) and starts it again from its verified binary, checked again
+    /// first. With `wait_healthy`, waits up to [`HEALTH_TIMEOUT`] for its health URL.
+    pub async fn restart(
+        &self,
+        component: &str,
+        wait_healthy: bool,
+    ) -> Result<RestartOutput, SupervisorError> {
+        let handle = self.handle(component)?;
+        let _op = handle.op.lock().await;
+        let (reply, done) = oneshot::channel();
+        handle.send(component, Request::Restart(reply)).await?;
+        await_reply(component, done).await?;
+        let starts = handle.snapshot.borrow().starts;
+        let healthy = if wait_healthy {
+            handle.wait_healthy(component, starts).await?
+        } else {
+            None
+        };
+        let s = handle.status(component);
+        Ok(RestartOutput {
+            schema: RESTART_SCHEMA.to_string(),
+            component: component.to_string(),
+            version: s.version,
+            artifact_sha256: s.artifact_sha256,
+            restarts: s.restarts,
+            healthy,
+        })
     }
-    pub async fn shutdown(&self) {}
+
+    /// `component.upgrade`: verifies release `version` first (the running process is
+    /// left alone if it does not verify), then stops the old process, starts the new
+    /// one, records the choice in `versions.json` and waits for its health URL.
+    pub async fn upgrade(
+        &self,
+        component: &str,
+        version: &str,
+    ) -> Result<UpgradeOutput, SupervisorError> {
+        let handle = self.handle(component)?;
+        let _op = handle.op.lock().await;
+        let artifact = self.trust.verify_and_install(component, version).await?;
+        let (from_version, from_sha256) = {
+            let s = handle.snapshot.borrow();
+            (s.version.clone(), s.sha256.clone())
+        };
+        let (to_version, to_sha256) = (artifact.version.clone(), artifact.sha256.clone());
+        let (reply, done) = oneshot::channel();
+        handle
+            .send(component, Request::Switch(artifact, reply))
+            .await?;
+        // The new version is what runs now (or what failed to start): an agent
+        // restart must come back to it, not to the old one.
+        self.persist_version(component, &to_version).await?;
+        await_reply(component, done).await?;
+        tracing::info!(component, from = %from_version, to = %to_version, "component upgraded");
+        let starts = handle.snapshot.borrow().starts;
+        let healthy = handle.wait_healthy(component, starts).await?;
+        Ok(UpgradeOutput {
+            schema: UPGRADE_SCHEMA.to_string(),
+            component: component.to_string(),
+            from_version,
+            from_sha256,
+            to_version,
+            to_sha256,
+            healthy,
+        })
+    }
+
+    async fn persist_version(&self, component: &str, version: &str) -> Result<(), SupervisorError> {
+        let _one_writer = self.versions.lock().await;
+        let path = self.work_dir.join("versions.json");
+        let mut versions = Versions::read(&path)?;
+        versions
+            .chosen
+            .insert(component.to_string(), version.to_string());
+        versions.write(&path)
+    }
+
+    /// Stops every component (SIGTERM, then SIGKILL after [`STOP_GRACE`]) and waits
+    /// for their runners to end. Later actions answer [`SupervisorError::ShutDown`].
+    pub async fn shutdown(&self) {
+        for (name, handle) in &self.components {
+            let (tx, rx) = oneshot::channel();
+            if handle.commands.send(Request::Stop(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+            let task = handle.runner.lock().ok().and_then(|mut t| t.take());
+            if let Some(task) = task {
+                if let Err(e) = task.await {
+                    tracing::error!(component = %name, error = %e, "component runner ended abnormally");
+                }
+            }
+        }
+    }
+}
+
+async fn await_reply(
+    component: &str,
+    done: oneshot::Receiver<Result<(), SupervisorError>>,
+) -> Result<(), SupervisorError> {
+    done.await.unwrap_or_else(|_| {
+        Err(SupervisorError::ShutDown {
+            component: component.to_string(),
+        })
+    })
+}
+
+/// A plain-HTTP client for local health endpoints. reqwest is built without a
+/// default TLS provider, so it is handed a TLS configuration (ring, no trusted roots:
+/// `https://` health URLs are refused at start anyway).
+fn health_client() -> Result<reqwest::Client, SupervisorError> {
+    let no_client =
+        |e: String| SupervisorError::Config(format!("cannot build the health-check client: {e}"));
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| no_client(e.to_string()))?
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| no_client(e.to_string()))
+}
+
+/// What a runner does next.
+enum Next {
+    Start(Option<Reply>),
+    Stop(Option<oneshot::Sender<()>>),
+}
+
+/// The task that owns one component's process.
+struct Runner {
+    settings: ComponentSettings,
+    artifact: Artifact,
+    work_dir: PathBuf,
+    log: PathBuf,
+    http: reqwest::Client,
+    commands: mpsc::Receiver<Request>,
+    snapshot: watch::Sender<Snapshot>,
+    backoff: Duration,
+}
+
+impl Runner {
+    async fn run(mut self, first: Reply) {
+        let mut next = Next::Start(Some(first));
+        loop {
+            next = match next {
+                Next::Start(reply) => match self.spawn().await {
+                    Ok(child) => {
+                        answer(reply, Ok(()));
+                        self.supervise(child).await
+                    }
+                    Err(e) => {
+                        tracing::error!(component = %self.settings.name, error = %e, "component not started");
+                        let message = e.to_string();
+                        self.snapshot.send_modify(|s| {
+                            s.state = ComponentState::Failed;
+                            s.started_at = None;
+                            s.error = Some(message);
+                        });
+                        answer(reply, Err(e));
+                        // Retrying the same binary cannot help: wait for an action.
+                        let command = self.commands.recv().await;
+                        self.obey(command, None).await
+                    }
+                },
+                Next::Stop(done) => {
+                    self.snapshot.send_modify(|s| {
+                        s.state = ComponentState::Stopped;
+                        s.started_at = None;
+                    });
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+            };
+        }
+    }
+
+    /// Checks the installed binary against the verified digest, then starts it.
+    async fn spawn(&mut self) -> Result<Child, SupervisorError> {
+        let name = &self.settings.name;
+        let path = &self.artifact.path;
+        let found = file_sha256(path).await?;
+        if found != self.artifact.sha256 {
+            return Err(SupervisorError::ArtifactChanged {
+                component: name.clone(),
+                path: path.clone(),
+                expected: self.artifact.sha256.clone(),
+                found,
+            });
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.log)
+            .map_err(|e| SupervisorError::io(&self.log, e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| SupervisorError::io(&self.log, e))?;
+        let mut command = Command::new(path);
+        command
+            .args(&self.settings.args)
+            // Only the configured environment: the agent's own may hold secrets.
+            .env_clear()
+            .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.work_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Its own process group: a signal to the agent's group does not reach it;
+            // the supervisor stops it.
+            .process_group(0)
+            .kill_on_drop(true);
+        let child =
+            spawn_retrying_busy(&mut command)
+                .await
+                .map_err(|source| SupervisorError::Spawn {
+                    component: name.clone(),
+                    source,
+                })?;
+        let healthy_at_once = self.settings.health_url.is_none();
+        let (version, sha256) = (self.artifact.version.clone(), self.artifact.sha256.clone());
+        self.snapshot.send_modify(|s| {
+            s.state = if healthy_at_once {
+                ComponentState::Running
+            } else {
+                ComponentState::Starting
+            };
+            s.version = version;
+            s.sha256 = sha256;
+            s.starts += 1;
+            s.started_at = Some(Instant::now());
+            s.error = None;
+        });
+        tracing::info!(component = %name, version = %self.artifact.version, pid = ?child.id(), "component started");
+        Ok(child)
+    }
+
+    /// Watches a running child until it exits or a command arrives.
+    async fn supervise(&mut self, mut child: Child) -> Next {
+        let started = Instant::now();
+        let mut poll = tokio::time::interval(HEALTH_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let starting = self.snapshot.borrow().state == ComponentState::Starting;
+            tokio::select! {
+                status = child.wait() => {
+                    self.record_exit(status, false);
+                    if started.elapsed() >= BACKOFF_RESET_AFTER {
+                        self.backoff = BACKOFF_INITIAL;
+                    }
+                    let delay = self.backoff;
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    self.snapshot.send_modify(|s| {
+                        s.state = ComponentState::Backoff;
+                        s.started_at = None;
+                    });
+                    tracing::warn!(component = %self.settings.name, delay_secs = delay.as_secs(), "component exited; restarting after backoff");
+                    return tokio::select! {
+                        () = tokio::time::sleep(delay) => Next::Start(None),
+                        command = self.commands.recv() => self.obey(command, None).await,
+                    };
+                }
+                command = self.commands.recv() => return self.obey(command, Some(child)).await,
+                _ = poll.tick(), if starting => {
+                    if self.healthy().await {
+                        self.snapshot.send_modify(|s| {
+                            if s.state == ComponentState::Starting {
+                                s.state = ComponentState::Running;
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn healthy(&self) -> bool {
+        let Some(url) = &self.settings.health_url else {
+            return true;
+        };
+        matches!(self.http.get(url).send().await, Ok(r) if r.status() == reqwest::StatusCode::OK)
+    }
+
+    /// Carries out a command (stopping `child` first, if running).
+    async fn obey(&mut self, command: Option<Request>, child: Option<Child>) -> Next {
+        if let Some(child) = child {
+            self.stop(child).await;
+        }
+        self.backoff = BACKOFF_INITIAL;
+        match command {
+            Some(Request::Restart(reply)) => Next::Start(Some(reply)),
+            Some(Request::Switch(artifact, reply)) => {
+                self.artifact = artifact;
+                Next::Start(Some(reply))
+            }
+            Some(Request::Stop(done)) => Next::Stop(Some(done)),
+            // The supervisor is gone.
+            None => Next::Stop(None),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; records how it ended.
+    async fn stop(&mut self, mut child: Child) {
+        // `id()` is `None` once the child was reaped: its pid may then belong to
+        // someone else, so it is only signalled while still ours.
+        if let Some(pid) = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let status = match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                tracing::warn!(component = %self.settings.name, "component ignored SIGTERM; killing it");
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
+        self.record_exit(status, true);
+    }
+
+    fn record_exit(&mut self, status: std::io::Result<ExitStatus>, requested: bool) {
+        let at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let (code, signal) = match &status {
+            Ok(s) => (s.code(), s.signal()),
+            Err(_) => (None, None),
+        };
+        tracing::info!(component = %self.settings.name, ?code, ?signal, requested, "component exited");
+        self.snapshot.send_modify(|s| {
+            s.last_exit = Some(LastExit {
+                code,
+                signal,
+                at,
+                requested,
+            });
+        });
+    }
+}
+
+/// The SHA-256 of the file at `path`, read off the async workers.
+async fn file_sha256(path: &Path) -> Result<String, SupervisorError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::read(&owned).map(|b| sha256_hex(&b)))
+        .await
+        .map_err(|e| SupervisorError::io(path, std::io::Error::other(e)))?
+        .map_err(|e| SupervisorError::io(path, e))
+}
+
+fn answer(reply: Option<Reply>, result: Result<(), SupervisorError>) {
+    if let Some(reply) = reply {
+        let _ = reply.send(result);
+    }
+}
+
+/// Spawns `command`, retrying briefly on ETXTBSY: a process forked elsewhere in the
+/// agent while the binary was being written can hold its write descriptor until it
+/// execs.
+async fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
+    const ETXTBSY: i32 = 26;
+    let mut attempts = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) && attempts < 5 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
 }

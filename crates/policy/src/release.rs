@@ -297,6 +297,55 @@ pub fn publish_release(
     })
 }
 
+/// The target release `component` `version` is published as in the verified
+/// `components` role (the first one under `components/<component>/<version>/`, the
+/// same one `verify_release` checks).
+fn find_release<'a>(
+    loaded: &'a tough::Repository,
+    component: &str,
+    version: &str,
+) -> Result<(&'a tough::TargetName, &'a tough::schema::Target), TrustError> {
+    let prefix = format!("components/{component}/{version}/");
+    let no_release = || TrustError::NoRelease {
+        component: component.into(),
+        version: version.into(),
+    };
+    let role = loaded
+        .delegated_role(COMPONENTS_ROLE)
+        .and_then(|r| r.targets.as_ref())
+        .ok_or_else(no_release)?;
+    role.signed
+        .targets
+        .iter()
+        .find(|(n, _)| n.raw().starts_with(&prefix))
+        .ok_or_else(no_release)
+}
+
+/// The target name (`components/<component>/<version>/<file>`) of release
+/// `component` `version`, read from the TUF-verified `components` role: it tells a
+/// caller which file under the repository's `targets/` to hand to [`verify_release`].
+/// The file part must be a plain file name (no `/`, no leading `.`), so the name can
+/// be joined to a directory safely. Finding a name verifies nothing about the bytes.
+pub async fn release_target_name(
+    repo: &RepoDir,
+    root: &[u8],
+    datastore: &Path,
+    component: &str,
+    version: &str,
+) -> Result<String, TrustError> {
+    check_segment("component", component)?;
+    check_segment("version", version)?;
+    let loaded = tuf::load(repo, root, datastore).await?;
+    let (name, _) = find_release(&loaded, component, version)?;
+    let prefix = format!("components/{component}/{version}/");
+    let file = name.raw().strip_prefix(&prefix).unwrap_or_default();
+    check_segment("file name", file).map_err(|e| TrustError::BadCustom {
+        target: name.raw().into(),
+        reason: e.to_string(),
+    })?;
+    Ok(name.raw().to_string())
+}
+
 /// A release that passed every check: the agent may start it.
 #[derive(Debug, Clone)]
 pub struct VerifiedRelease {
@@ -325,21 +374,7 @@ pub async fn verify_release(
     check_segment("version", version)?;
     let loaded = tuf::load(repo, root, datastore).await?;
     let trust = tuf::verified_trust(&loaded).await?;
-    let prefix = format!("components/{component}/{version}/");
-    let no_release = || TrustError::NoRelease {
-        component: component.into(),
-        version: version.into(),
-    };
-    let role = loaded
-        .delegated_role(COMPONENTS_ROLE)
-        .and_then(|r| r.targets.as_ref())
-        .ok_or_else(no_release)?;
-    let (name, target) = role
-        .signed
-        .targets
-        .iter()
-        .find(|(n, _)| n.raw().starts_with(&prefix))
-        .ok_or_else(no_release)?;
+    let (name, target) = find_release(&loaded, component, version)?;
     let expected_sha = hex::encode(target.hashes.sha256.as_ref());
     let found = tuf::sha256_hex(artifact);
     if found != expected_sha || artifact.len() as u64 != target.length {
@@ -396,4 +431,78 @@ pub async fn verify_release(
         approvers: approvers.into_iter().map(|k| k.name).collect(),
         test_result,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys;
+    use crate::tuf::TrustConfig;
+
+    #[test]
+    fn release_target_name_names_the_published_file_only() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let people = tmp.path().join("people");
+        for n in ["alice", "bob", "ci"] {
+            keys::generate(n, &people, false).expect("key");
+        }
+        let pk = |n: &str| PublicKey::read(&people.join(format!("{n}.pub"))).expect("pub");
+        let sk = |n: &str| SigningKey::read(&people.join(format!("{n}.key"))).expect("key");
+        let repo = RepoDir::new(tmp.path().join("repo"));
+        let keys_dir = tmp.path().join("keys");
+        let trust = TrustConfig {
+            threshold: 1,
+            reviewers: vec![pk("alice"), pk("bob")],
+            ci_keys: vec![pk("ci")],
+        };
+        tuf::init(&repo, &keys_dir, &trust, &Lifetimes::default()).expect("init");
+        let artifact = b"a component build";
+        let result = TestResult {
+            result: TestOutcome::Passed,
+            configuration: vec![],
+            url: String::new(),
+            passed_tests: vec![],
+            warned_tests: vec![],
+            failed_tests: vec![],
+        };
+        let env = attest("etcd", artifact, result, &sk("ci")).expect("attest");
+        let id = propose_release(
+            &repo,
+            "alice",
+            "etcd",
+            "3.5.17",
+            "etcd-bin",
+            artifact,
+            env,
+            &[],
+        )
+        .expect("propose");
+        approval::approve(&repo, &id, &sk("bob")).expect("approve");
+        let online = OnlineKeys::load(&keys_dir).expect("online keys");
+        publish_release(&repo, &online, &id, &[], &Lifetimes::default()).expect("publish");
+        let root = std::fs::read(repo.metadata().join("root.json")).expect("root");
+        let datastore = tmp.path().join("datastore");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let name = rt
+            .block_on(release_target_name(
+                &repo, &root, &datastore, "etcd", "3.5.17",
+            ))
+            .expect("name");
+        assert_eq!(name, "components/etcd/3.5.17/etcd-bin");
+        assert!(matches!(
+            rt.block_on(release_target_name(
+                &repo, &root, &datastore, "etcd", "3.5.18"
+            )),
+            Err(TrustError::NoRelease { .. })
+        ));
+        assert!(matches!(
+            rt.block_on(release_target_name(
+                &repo, &root, &datastore, "etcd", "../x"
+            )),
+            Err(TrustError::Invalid(_))
+        ));
+    }
 }
