@@ -489,13 +489,15 @@ async fn a_server_not_signed_by_the_configured_ca_is_refused() {
 #[tokio::test]
 async fn a_name_the_certificate_does_not_cover_is_refused() {
     let pki = Pki::new();
-    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
-    // The certificate is valid for localhost and 127.0.0.1, not for this name.
-    let url = format!("https://localhost.localdomain:{}", server.addr.port());
-    let mut settings = token_settings(&url, &pki.ca, &pki.token_file);
-    settings.url = url;
-    let kube = KubeClient::new(&settings).unwrap();
-    assert!(kube.nodes(&operator()).await.is_err());
+    // Reachable (all of 127/8 is loopback) but not in the certificate, which names
+    // kube-apiserver, localhost, 127.0.0.1 and ::1.
+    let server = ApiServer::start_on(&pki, "127.0.0.2", &[("node-a", false)]).await;
+    let url = format!("https://127.0.0.2:{}", server.addr.port());
+    let kube = KubeClient::new(&token_settings(&url, &pki.ca, &pki.token_file)).unwrap();
+    match kube.nodes(&operator()).await.unwrap_err() {
+        KubeError::Transport(m) => assert!(m.to_lowercase().contains("certificate"), "{m}"),
+        other => panic!("expected a transport error, got {other:?}"),
+    }
     assert!(server.requests().is_empty());
 }
 

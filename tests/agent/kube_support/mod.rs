@@ -160,12 +160,17 @@ impl Drop for ApiServer {
 impl ApiServer {
     /// Starts on 127.0.0.1 with `nodes` (name, unschedulable).
     pub async fn start(pki: &Pki, nodes: &[(&str, bool)]) -> ApiServer {
+        Self::start_on(pki, "127.0.0.1", nodes).await
+    }
+
+    /// Starts on `ip` (any loopback address) with `nodes`.
+    pub async fn start_on(pki: &Pki, ip: &str, nodes: &[(&str, bool)]) -> ApiServer {
         let shared = Arc::new(Mutex::new(Shared {
             nodes: nodes.iter().map(|(n, u)| (n.to_string(), *u)).collect(),
             ..Shared::default()
         }));
         let router = Router::new().fallback(handle).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let tls = pki.server_tls();
