@@ -1,0 +1,609 @@
+//! The agent's Kubernetes API actions against a recording kube-apiserver stand-in over
+//! real TLS (claims C3 and C6): which requests are sent, with which credential and
+//! impersonation, what the outputs keep and drop, and that the guard stops every
+//! request to customer content before it leaves the agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod kube_support;
+
+use kube_support::{status_json, token_settings, ApiServer, Canned, Pki, LEAKS};
+use palisade_agent::config::KubeSettings;
+use palisade_agent::kube::{
+    check_request, Impersonation, KubeClient, KubeError, NodeOutput, MAX_NODES, MAX_REASON_BYTES,
+};
+use palisade_core::{EventId, OperatorId};
+use palisade_pki::Role;
+
+const EVENT_ID: &str = "0123456789abcdef0123456789abcdef";
+const LOG_ENTRY: &str = "palisade.test/clusters/c1#42";
+
+fn operator() -> Impersonation {
+    Impersonation {
+        pseudonym: OperatorId::parse("op-7f3a9c").unwrap(),
+        event_id: EventId::parse(EVENT_ID).unwrap(),
+        log_entry: LOG_ENTRY.to_string(),
+    }
+}
+
+fn client(server: &ApiServer, pki: &Pki) -> KubeClient {
+    KubeClient::new(&token_settings(&server.url(), &pki.ca, &pki.token_file)).unwrap()
+}
+
+/// Asserts the four impersonation headers, exactly and alone.
+fn assert_impersonates_operator(r: &kube_support::Recorded) {
+    assert_eq!(
+        r.header("impersonate-user"),
+        Some("palisade:operator:op-7f3a9c")
+    );
+    assert_eq!(r.header("impersonate-group"), Some("palisade:operators"));
+    assert_eq!(
+        r.header("impersonate-extra-palisade.dev%2fevent-id"),
+        Some(EVENT_ID)
+    );
+    assert_eq!(
+        r.header("impersonate-extra-palisade.dev%2flog-entry"),
+        Some(LOG_ENTRY)
+    );
+    let all = r.headers_with_prefix("impersonate-");
+    assert_eq!(all.len(), 4, "{all:?}");
+    // What Kubernetes makes of the extra header names: lower-cased, percent-decoded.
+    let keys: Vec<String> = r
+        .headers_with_prefix("impersonate-extra-")
+        .iter()
+        .map(|(n, _)| n["impersonate-extra-".len()..].replace("%2f", "/"))
+        .collect();
+    assert_eq!(keys, ["palisade.dev/event-id", "palisade.dev/log-entry"]);
+}
+
+#[tokio::test]
+async fn nodes_lists_names_and_conditions_only() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false), ("node-b", true)]).await;
+    let out = client(&server, &pki).nodes(&operator()).await.unwrap();
+
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("GET", "/api/v1/nodes")
+    );
+    assert_eq!(r.query, None);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("authorization"), Some("Bearer token-one"));
+    assert_eq!(r.header("accept"), Some("application/json"));
+    assert_impersonates_operator(r);
+
+    assert!(!out.truncated);
+    let names: Vec<&str> = out.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["node-a", "node-b"]);
+    let b = &out.nodes[1];
+    assert!(b.unschedulable);
+    assert!(!out.nodes[0].unschedulable);
+    assert_eq!(b.kubelet_version, "v1.31.2");
+    assert_eq!(b.ready, Some(true));
+    let kinds: Vec<&str> = b.conditions.iter().map(|c| c.kind.as_str()).collect();
+    assert_eq!(kinds, ["MemoryPressure", "DiskPressure", "Ready"]);
+    assert_eq!(b.conditions[2].reason.as_deref(), Some("KubeletReady"));
+    assert_eq!(
+        b.conditions[2].last_transition_time.as_deref(),
+        Some("2025-05-30T09:01:00Z")
+    );
+
+    // Exactly the documented fields, and nothing of labels, annotations, addresses,
+    // images, taints, provider ids or condition messages.
+    let json = serde_json::to_string(&out).unwrap();
+    for leak in LEAKS {
+        assert!(!json.contains(leak), "{leak:?} leaked into {json}");
+    }
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut keys: Vec<&String> = value["nodes"][0].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "conditions",
+            "kubelet_version",
+            "name",
+            "ready",
+            "unschedulable"
+        ]
+    );
+    let mut ckeys: Vec<&String> = value["nodes"][0]["conditions"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    ckeys.sort();
+    assert_eq!(ckeys, ["last_transition_time", "reason", "status", "type"]);
+    // The output round-trips through its own schema type.
+    let back: palisade_agent::kube::NodesOutput = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, out);
+}
+
+#[tokio::test]
+async fn token_file_is_read_again_for_every_request() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
+    let kube = client(&server, &pki);
+    kube.nodes(&operator()).await.unwrap();
+    // A projected token rotates on disk; the next request must carry the new one.
+    std::fs::write(&pki.token_file, "token-two").unwrap();
+    kube.nodes(&operator()).await.unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs[0].header("authorization"), Some("Bearer token-one"));
+    assert_eq!(reqs[1].header("authorization"), Some("Bearer token-two"));
+    // The client's Debug output names the file, never the token.
+    let debug = format!("{kube:?}");
+    assert!(!debug.contains("token-two"), "{debug}");
+}
+
+#[tokio::test]
+async fn cordon_reads_the_node_then_sends_kubectls_patch() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
+    let out = client(&server, &pki)
+        .set_unschedulable(&operator(), "node-a", true)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        NodeOutput {
+            node: "node-a".into(),
+            unschedulable: true,
+            changed: true
+        }
+    );
+    assert_eq!(server.unschedulable("node-a"), Some(true));
+
+    let reqs = server.requests();
+    let sent: Vec<(&str, &str)> = reqs
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("GET", "/api/v1/nodes/node-a"),
+            ("PATCH", "/api/v1/nodes/node-a")
+        ]
+    );
+    let patch = &reqs[1];
+    assert_eq!(patch.query, None);
+    assert_eq!(
+        patch.header("content-type"),
+        Some("application/strategic-merge-patch+json")
+    );
+    assert_eq!(patch.body, br#"{"spec":{"unschedulable":true}}"#);
+    for r in &reqs {
+        assert_eq!(r.header("authorization"), Some("Bearer token-one"));
+        assert_impersonates_operator(r);
+    }
+}
+
+#[tokio::test]
+async fn uncordon_sends_kubectls_patch_that_removes_the_field() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-b", true)]).await;
+    let out = client(&server, &pki)
+        .set_unschedulable(&operator(), "node-b", false)
+        .await
+        .unwrap();
+    assert!(out.changed);
+    assert!(!out.unschedulable);
+    assert_eq!(server.unschedulable("node-b"), Some(false));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].method, "PATCH");
+    assert_eq!(reqs[1].body, br#"{"spec":{"unschedulable":null}}"#);
+    assert_impersonates_operator(&reqs[1]);
+}
+
+#[tokio::test]
+async fn node_already_in_the_wanted_state_is_not_patched() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("cordoned", true), ("open", false)]).await;
+    let kube = client(&server, &pki);
+    let a = kube
+        .set_unschedulable(&operator(), "cordoned", true)
+        .await
+        .unwrap();
+    let b = kube
+        .set_unschedulable(&operator(), "open", false)
+        .await
+        .unwrap();
+    assert!(!a.changed && a.unschedulable);
+    assert!(!b.changed && !b.unschedulable);
+    let methods: Vec<String> = server.requests().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, ["GET", "GET"]);
+}
+
+/// Paths to customer content or outside the allowlist, and the resource each refusal
+/// must name.
+const DENIED: &[(&str, &str)] = &[
+    ("/api/v1/secrets", "secrets"),
+    ("/api/v1/namespaces/x/secrets/y", "secrets"),
+    ("/api/v1/watch/namespaces/x/secrets", "secrets"),
+    ("/api/v1/configmaps", "configmaps"),
+    (
+        "/api/v1/namespaces/kube-system/configmaps/cfg",
+        "configmaps",
+    ),
+    ("/api/v1/namespaces/x/pods/p/exec", "pods/exec"),
+    ("/api/v1/namespaces/x/pods/p/attach", "pods/attach"),
+    ("/api/v1/namespaces/x/pods/p/log", "pods/log"),
+    (
+        "/api/v1/namespaces/x/pods/p/portforward",
+        "pods/portforward",
+    ),
+    ("/api/v1/namespaces/x/pods/p/proxy", "pods/proxy"),
+    ("/api/v1/nodes/node-a/proxy", "nodes/proxy"),
+    (
+        "/api/v1/nodes/node-a/proxy/containerLogs/x/p/c",
+        "nodes/proxy",
+    ),
+    ("/api/v1/namespaces/x/services/s/proxy", "services/proxy"),
+    (
+        "/api/v1/namespaces/x/serviceaccounts/sa/token",
+        "serviceaccounts/token",
+    ),
+    ("/apis/example.com/v1/widgets", "widgets.example.com"),
+    (
+        "/apis/example.com/v1/namespaces/x/widgets/w",
+        "widgets.example.com",
+    ),
+    ("/apis/apps/v1/deployments", "deployments.apps"),
+    ("/apis/example.com", "*.example.com"),
+    // Traversal and encoding tricks: named by what they would reach.
+    ("/api/v1/nodes/../secrets", "secrets"),
+    (
+        "/api/v1/nodes/node-a/../../namespaces/x/secrets/y",
+        "secrets",
+    ),
+    ("/api/v1/nodes/%2e%2e/secrets", "secrets"),
+    ("/api/v1/nodes/%2E%2E/configmaps", "configmaps"),
+    ("/api/v1/nodes/%252e%252e/secrets", "secrets"),
+    ("/api/v1/nodes%2f..%2fsecrets", "secrets"),
+    ("/api/v1/nodes/./node-a", "nodes"),
+    (
+        "/api/v1/nodes/../../../apis/example.com/v1/widgets",
+        "widgets.example.com",
+    ),
+    // Query strings, fragments, escapes, slashes, case.
+    ("/api/v1/nodes?watch=true", "nodes"),
+    ("/api/v1/nodes?fieldSelector=metadata.name%3Dx", "nodes"),
+    ("/api/v1/nodes/node-a?dryRun=All", "nodes"),
+    ("/api/v1/nodes#frag", "nodes"),
+    ("/api/v1/nodes/", "nodes"),
+    ("/api/v1/nodes/node-a/", "nodes"),
+    ("/api/v1//nodes", "nodes"),
+    ("/api/v1/nodes/node%2da", "nodes"),
+    ("/api/v1/nodes/Node-A", "nodes"),
+    ("/api/v1/nodes/-node", "nodes"),
+    ("/api/v1/nodes/node_a", "nodes"),
+    ("/api/v1/nodes/node-a/status", "nodes/status"),
+    ("/api/v1/namespaces", "namespaces"),
+    ("/api/v1/namespaces/x/pods", "pods"),
+    ("/logs", "non-resource URL /logs"),
+    ("/version", "non-resource URL /version"),
+    ("api/v1/nodes", "nodes"),
+];
+
+#[test]
+fn check_request_refuses_content_and_everything_off_the_allowlist() {
+    for (path, resource) in DENIED {
+        for method in ["GET", "PATCH", "POST", "PUT", "DELETE"] {
+            match check_request(method, path) {
+                Err(KubeError::Denied { resource: r, .. }) => {
+                    assert_eq!(&r, resource, "{method} {path}")
+                }
+                other => panic!("{method} {path} was not refused: {other:?}"),
+            }
+        }
+    }
+    let long = format!("/api/v1/nodes/{}", "a".repeat(254));
+    assert!(check_request("GET", &long).is_err());
+    // The refusal says what and why.
+    let msg = check_request("GET", "/api/v1/nodes/../secrets")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("secrets"), "{msg}");
+    assert!(msg.contains("C3"), "{msg}");
+}
+
+#[test]
+fn check_request_allows_exactly_the_three_requests() {
+    assert!(check_request("GET", "/api/v1/nodes").is_ok());
+    for name in [
+        "node-a",
+        "ip-10-0-3-17.eu-west-1.compute.internal",
+        &"a".repeat(253),
+    ] {
+        let path = format!("/api/v1/nodes/{name}");
+        assert!(check_request("GET", &path).is_ok(), "{path}");
+        assert!(check_request("PATCH", &path).is_ok(), "{path}");
+        for method in ["POST", "PUT", "DELETE", "get", "patch", "OPTIONS", "HEAD"] {
+            assert!(check_request(method, &path).is_err(), "{method} {path}");
+        }
+    }
+    for method in ["PATCH", "POST", "DELETE", "PUT"] {
+        assert!(check_request(method, "/api/v1/nodes").is_err(), "{method}");
+    }
+}
+
+/// Node names that smuggle a different path: the only operator input in a request.
+const SMUGGLED_NODES: &[&str] = &[
+    "../secrets",
+    "../namespaces/x/secrets/y",
+    "../configmaps",
+    "../namespaces/x/pods/p/exec",
+    "../namespaces/x/pods/p/attach",
+    "../namespaces/x/pods/p/log",
+    "../namespaces/x/pods/p/portforward",
+    "node-a/proxy",
+    "../namespaces/x/services/s/proxy",
+    "../../../apis/example.com/v1/widgets",
+    "%2e%2e/secrets",
+    "..%2fsecrets",
+    "node-a?watch=1",
+    "node-a#x",
+    "node-a/",
+    "",
+    "Node-A",
+    "node a",
+];
+
+#[tokio::test]
+async fn refused_requests_never_reach_the_apiserver() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
+    let kube = client(&server, &pki);
+    for node in SMUGGLED_NODES {
+        for wanted in [true, false] {
+            match kube.set_unschedulable(&operator(), node, wanted).await {
+                Err(KubeError::Denied { .. }) => {}
+                other => panic!("node {node:?} was not refused: {other:?}"),
+            }
+        }
+    }
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    // The server was reachable all along.
+    kube.nodes(&operator()).await.unwrap();
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn apiserver_errors_are_clear_and_never_echo_the_body() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
+    let kube = client(&server, &pki);
+    let cases = [
+        (403, "Forbidden", "application/json", "forbidden"),
+        (404, "NotFound", "application/json", "no such node"),
+        (500, "InternalError", "application/json", "try again later"),
+    ];
+    for (code, reason, content_type, hint) in cases {
+        server.answer_always(Canned {
+            status: code,
+            content_type,
+            body: status_json(
+                code,
+                reason,
+                "nodes \"node-a\" is forbidden: BODY-MARKER secret data from the server",
+            ),
+            location: None,
+        });
+        for result in [
+            kube.nodes(&operator()).await.map(|_| ()),
+            kube.set_unschedulable(&operator(), "node-a", true)
+                .await
+                .map(|_| ()),
+        ] {
+            let err = result.unwrap_err();
+            match &err {
+                KubeError::Status { code: c, reason: r } => {
+                    assert_eq!(*c, code);
+                    assert_eq!(r.as_deref(), Some(reason));
+                }
+                other => panic!("expected a status error, got {other:?}"),
+            }
+            let msg = err.to_string();
+            assert!(msg.contains(&code.to_string()), "{msg}");
+            assert!(msg.contains(hint), "{msg}");
+            assert!(!msg.contains("MARKER"), "{msg}");
+        }
+    }
+    // A body that is not a Status object gives no reason at all.
+    server.answer_always(Canned {
+        status: 500,
+        content_type: "text/plain",
+        body: "panic: BODY-MARKER goroutine dump".into(),
+        location: None,
+    });
+    let err = kube.nodes(&operator()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KubeError::Status {
+                code: 500,
+                reason: None
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("MARKER"));
+    // A reason field stuffed with text is cut to a bounded word.
+    server.answer_always(Canned {
+        status: 403,
+        content_type: "application/json",
+        body: status_json(403, &format!("Forbidden {}", "X".repeat(500)), "m"),
+        location: None,
+    });
+    match kube.nodes(&operator()).await.unwrap_err() {
+        KubeError::Status {
+            reason: Some(r), ..
+        } => {
+            assert!(r.len() <= 64 && r.starts_with("Forbidden"), "{r}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
+    server.answer_always(Canned {
+        status: 307,
+        content_type: "text/plain",
+        body: String::new(),
+        location: Some("/api/v1/namespaces/x/secrets/y".into()),
+    });
+    let err = client(&server, &pki).nodes(&operator()).await.unwrap_err();
+    assert!(
+        matches!(err, KubeError::Status { code: 307, .. }),
+        "{err:?}"
+    );
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/api/v1/nodes"]);
+}
+
+#[tokio::test]
+async fn a_server_not_signed_by_the_configured_ca_is_refused() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
+    let kube = KubeClient::new(&token_settings(
+        &server.url(),
+        &pki.other_ca,
+        &pki.token_file,
+    ))
+    .unwrap();
+    let err = kube.nodes(&operator()).await.unwrap_err();
+    match &err {
+        KubeError::Transport(m) => assert!(m.to_lowercase().contains("certificate"), "{m}"),
+        other => panic!("expected a transport error, got {other:?}"),
+    }
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_name_the_certificate_does_not_cover_is_refused() {
+    let pki = Pki::new();
+    // Reachable (all of 127/8 is loopback) but not in the certificate, which names
+    // kube-apiserver, localhost, 127.0.0.1 and ::1.
+    let server = ApiServer::start_on(&pki, "127.0.0.2", &[("node-a", false)]).await;
+    let url = format!("https://127.0.0.2:{}", server.addr.port());
+    let kube = KubeClient::new(&token_settings(&url, &pki.ca, &pki.token_file)).unwrap();
+    match kube.nodes(&operator()).await.unwrap_err() {
+        KubeError::Transport(m) => assert!(m.to_lowercase().contains("certificate"), "{m}"),
+        other => panic!("expected a transport error, got {other:?}"),
+    }
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn client_certificate_replaces_the_token() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
+    let settings = KubeSettings {
+        url: server.url(),
+        ca: pki.ca.clone(),
+        token_file: None,
+        client_cert: Some(pki.agent_cert.clone()),
+        client_key: Some(pki.agent_key.clone()),
+    };
+    KubeClient::new(&settings)
+        .unwrap()
+        .nodes(&operator())
+        .await
+        .unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header("authorization"), None);
+    assert_eq!(reqs[0].client_role, Some(Role::Agent));
+    assert_impersonates_operator(&reqs[0]);
+}
+
+#[tokio::test]
+async fn node_list_and_strings_are_bounded() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[]).await;
+    server.add_nodes(MAX_NODES + 1);
+    server.set_condition_reason(format!("Reason{}", "z".repeat(10_000)));
+    let out = client(&server, &pki).nodes(&operator()).await.unwrap();
+    assert_eq!(out.nodes.len(), MAX_NODES);
+    assert!(out.truncated);
+    for c in &out.nodes[0].conditions {
+        assert!(c.reason.as_ref().unwrap().len() <= MAX_REASON_BYTES);
+    }
+}
+
+#[tokio::test]
+async fn malformed_impersonation_is_refused_before_sending() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
+    let kube = client(&server, &pki);
+    for entry in ["", "no-index", "origin#x", "origin#1\r\nX-Evil: 1", "a b#1"] {
+        let who = Impersonation {
+            log_entry: entry.to_string(),
+            ..operator()
+        };
+        let err = kube.nodes(&who).await.unwrap_err();
+        assert!(
+            matches!(err, KubeError::Impersonation(_)),
+            "{entry:?}: {err:?}"
+        );
+    }
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn settings_that_would_weaken_the_client_are_refused() {
+    let pki = Pki::new();
+    let refused = |s: KubeSettings| match KubeClient::new(&s) {
+        Err(KubeError::Config(_)) => {}
+        other => panic!("{:?} accepted: {other:?}", s.url),
+    };
+    refused(token_settings(
+        "http://127.0.0.1:6443",
+        &pki.ca,
+        &pki.token_file,
+    ));
+    refused(token_settings(
+        "https://127.0.0.1:6443/prefix",
+        &pki.ca,
+        &pki.token_file,
+    ));
+    refused(token_settings(
+        "https://127.0.0.1:6443/?x=1",
+        &pki.ca,
+        &pki.token_file,
+    ));
+    refused(token_settings(
+        "https://u:p@127.0.0.1:6443",
+        &pki.ca,
+        &pki.token_file,
+    ));
+    refused(token_settings(
+        "https://127.0.0.1:6443",
+        &pki.dir.join("missing.crt"),
+        &pki.token_file,
+    ));
+    let mut both = token_settings("https://127.0.0.1:6443", &pki.ca, &pki.token_file);
+    both.client_cert = Some(pki.agent_cert.clone());
+    both.client_key = Some(pki.agent_key.clone());
+    refused(both);
+    let mut none = token_settings("https://127.0.0.1:6443", &pki.ca, &pki.token_file);
+    none.token_file = None;
+    refused(none);
+}
+
+#[tokio::test]
+async fn an_empty_token_file_is_a_config_error_that_sends_nothing() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
+    std::fs::write(&pki.token_file, "  \n").unwrap();
+    let err = client(&server, &pki).nodes(&operator()).await.unwrap_err();
+    assert!(matches!(err, KubeError::Config(_)), "{err:?}");
+    assert!(server.requests().is_empty());
+}
