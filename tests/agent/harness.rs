@@ -1,5 +1,6 @@
-//! A running single-machine stack (`palisade up`: witness, log, agent with a TUF
-//! repository holding the approved default policy) plus a real etcd, and a gateway's
+//! A running single-machine stack (`palisade up`: witness, log, and the agent with a
+//! TUF repository holding the approved default policy and an approved etcd release,
+//! which the agent runs), and a gateway's
 //! side of dispatching built from the files `up` wrote: the gateway certificate and
 //! signing key, the log's and witness's public keys, the verified policy.
 //!
@@ -20,7 +21,7 @@ use palisade_tlog::checkpoint::LogPolicy;
 use palisade_tlog::note::{SignerKey, VerifierKey};
 use palisade_tlog_service::server::AppendResponse;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const LOG_KEY_STEM: &str = "palisade.local_log";
@@ -34,58 +35,18 @@ pub fn require_tool(tool: &str, install: &str) {
     assert!(found, "`{tool}` is not installed: {install}");
 }
 
-/// etcd on two loopback ports with a temporary data directory; killed on drop.
+/// The etcd the agent supervises (started by the agent from the approved release
+/// `palisade up` published), reached here with etcdctl as kube-apiserver would.
 pub struct Etcd {
-    child: Child,
     pub client_port: u16,
-    _data: tempfile::TempDir,
 }
 
 impl Etcd {
-    pub fn start(client_port: u16, peer_port: u16) -> Self {
-        require_tool("etcd", "apt-get install etcd-server");
-        let data = tempfile::tempdir().expect("etcd data dir");
-        let client = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let child = Command::new("etcd")
-            .args([
-                "--name",
-                "demo-0",
-                "--data-dir",
-                &data.path().join("member").display().to_string(),
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-                "--initial-cluster",
-                &format!("demo-0={peer}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
-        let etcd = Self {
-            child,
-            client_port,
-            _data: data,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !etcd.healthy() {
-            assert!(Instant::now() < deadline, "etcd did not start within 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        etcd
-    }
-
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
-    fn healthy(&self) -> bool {
+    pub fn healthy(&self) -> bool {
         Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoint(), "endpoint", "health"])
@@ -93,6 +54,17 @@ impl Etcd {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
+    }
+
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.healthy() {
+            assert!(
+                Instant::now() < deadline,
+                "the supervised etcd is not healthy within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `etcdctl put` (the test's own access to etcd, standing in for kube-apiserver).
@@ -105,13 +77,6 @@ impl Etcd {
             .expect("etcdctl put")
             .success();
         assert!(ok, "etcdctl put failed");
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -131,12 +96,16 @@ pub struct Stack {
 
 impl Stack {
     pub fn start() -> Self {
+        require_tool("etcd", "apt-get install etcd-server");
         require_tool("etcdctl", "apt-get install etcd-client");
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("state");
         let base = free_port_block();
-        let etcd = Etcd::start(base + 4, base + 5);
         let up = start_up(&dir, base);
+        let etcd = Etcd {
+            client_port: base + 4,
+        };
+        etcd.wait_healthy();
         let dispatcher = Dispatcher::new(
             &dir.join("pki/ca.crt"),
             &dir.join("pki/gateway-gateway.crt"),
@@ -174,6 +143,7 @@ impl Stack {
             );
         }
         self.up = Some(start_up(&self.dir, self.base));
+        self.etcd.wait_healthy();
     }
 
     /// What a gateway would send after authenticating and authorizing `operator`.
@@ -397,4 +367,15 @@ pub fn log_policy(dir: &Path) -> LogPolicy {
         1,
     )
     .expect("witnesses")
+}
+
+/// The installed etcd `palisade up` published as a release.
+pub fn etcd_binary_path() -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("etcd"))
+                .find(|p| p.is_file())
+        })
+        .expect("etcd is installed (apt-get install etcd-server)")
 }

@@ -168,3 +168,51 @@ async fn the_result_names_the_dispatch_and_the_agent_keeps_its_view() {
     let r = stack.send(&req).await.expect("executed");
     assert_eq!(r.dispatch_digest, p.dispatch.digest().expect("digest"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_are_reported_and_restarted_only_through_dispatches() {
+    let stack = Stack::start();
+    let status = stack
+        .execute("component.status", &[("component", "etcd")])
+        .await
+        .expect("component.status");
+    let out = output(&status);
+    let etcd = &out["components"][0];
+    assert_eq!(etcd["name"], "etcd", "{out}");
+    assert_eq!(etcd["state"], "running", "{out}");
+    let digest = etcd["artifact_sha256"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let installed = std::fs::read(harness::etcd_binary_path()).expect("etcd binary");
+    assert_eq!(digest, palisade_policy::tuf::sha256_hex(&installed));
+    assert!(
+        !out.to_string().contains("--data-dir"),
+        "arguments leaked: {out}"
+    );
+
+    let restart = stack
+        .execute(
+            "component.restart",
+            &[("component", "etcd"), ("wait_healthy", "true")],
+        )
+        .await
+        .expect("component.restart");
+    assert_eq!(output(&restart)["healthy"], Value::Bool(true));
+    let after = stack.execute("etcd.health", &[]).await.expect("health");
+    assert_eq!(output(&after)["healthy"], Value::Bool(true));
+
+    // A version that is not an approved release is refused by the supervisor
+    // (the policy's pattern accepts it; the TUF repository does not have it).
+    let upgrade = stack
+        .execute(
+            "component.upgrade",
+            &[("component", "etcd"), ("version", "3.4.99")],
+        )
+        .await
+        .expect("dispatched");
+    assert_eq!(upgrade.result.outcome, ResultOutcome::Failed);
+    let err = upgrade.result.error.clone().unwrap_or_default();
+    assert!(err.contains("3.4.99"), "{err}");
+    assert!(stack.etcd.healthy(), "the running etcd was left alone");
+}

@@ -38,7 +38,8 @@ pub struct AgentConfig {
     /// Tolerated clock difference with the gateway, in seconds (≤ 120).
     #[serde(default = "default_skew")]
     pub clock_skew_secs: u64,
-    /// The largest action output returned, in bytes (≤ 65,536).
+    /// The largest action output returned, in bytes (1 KiB to 1 MiB; `kube.nodes`
+    /// takes about 600 bytes per node).
     #[serde(default = "default_max_output")]
     pub max_output_bytes: usize,
     pub tls: TlsFiles,
@@ -68,7 +69,7 @@ fn default_skew() -> u64 {
     30
 }
 fn default_max_output() -> usize {
-    32 * 1024
+    256 * 1024
 }
 
 /// What makes a checkpoint trustworthy for this cluster.
@@ -198,10 +199,10 @@ impl ProcessConfig for AgentConfig {
         if self.clock_skew_secs > 120 {
             return Err(FieldError::new("clock_skew_secs", "must be at most 120"));
         }
-        if !(1024..=65_536).contains(&self.max_output_bytes) {
+        if !(1024..=1024 * 1024).contains(&self.max_output_bytes) {
             return Err(FieldError::new(
                 "max_output_bytes",
-                "must be between 1024 and 65536",
+                "must be between 1024 and 1048576",
             ));
         }
         let expected_suffix = format!("/{}", self.cluster);
@@ -238,6 +239,12 @@ impl ProcessConfig for AgentConfig {
                 return Err(FieldError::new(
                     "kube",
                     "needs token_file, or client_cert and client_key",
+                ));
+            }
+            if k.token_file.is_some() && cert_pair {
+                return Err(FieldError::new(
+                    "kube",
+                    "use either token_file or client_cert and client_key, not both",
                 ));
             }
             if k.client_cert.is_some() != k.client_key.is_some() {

@@ -253,10 +253,116 @@ fn prepare_trust(dir: &Path) -> anyhow::Result<Trust> {
     }
     let online = OnlineKeys::load(&keys_dir)?;
     palisade_policy::trusted_policy::publish_policy(&repo, &online, &proposal.id, &life)?;
+    if let Some(etcd) = find_etcd() {
+        publish_etcd_release(&repo, &keys_dir, &online, &etcd)?;
+    }
     // The root agents and gateways trust, handed to them out of band (here: a copy).
     std::fs::copy(&report.root_json, &trust.root)
         .with_context(|| format!("cannot copy {}", report.root_json.display()))?;
     Ok(trust)
+}
+
+/// The etcd binary `up` has the agent supervise, if one is installed.
+pub fn find_etcd() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("etcd"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The installed etcd's version, from `etcd --version` (`etcd Version: 3.4.23`).
+fn etcd_version(etcd: &Path) -> anyhow::Result<String> {
+    let out = std::process::Command::new(etcd)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {} --version", etcd.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("etcd Version:"))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .with_context(|| format!("{} --version printed no version", etcd.display()))
+}
+
+/// Publishes the installed etcd as an approved release, the way the pipeline would:
+/// the (demo) CI key attests that its tests passed, alice proposes, bob and carol
+/// approve, the pipeline key publishes.
+fn publish_etcd_release(
+    repo: &palisade_policy::tuf::RepoDir,
+    keys_dir: &Path,
+    online: &palisade_policy::tuf::OnlineKeys,
+    etcd: &Path,
+) -> anyhow::Result<()> {
+    use palisade_policy::keys::SigningKey;
+    use palisade_policy::release::{self, TestOutcome, TestResult};
+    let version = etcd_version(etcd)?;
+    let artifact =
+        std::fs::read(etcd).with_context(|| format!("cannot read {}", etcd.display()))?;
+    let ci = SigningKey::read(&keys_dir.join("ci/ci.key"))?;
+    let result = TestResult {
+        result: TestOutcome::Passed,
+        configuration: vec![],
+        url: format!("file://{}", etcd.display()),
+        passed_tests: vec!["palisade-up-demo".into()],
+        warned_tests: vec![],
+        failed_tests: vec![],
+    };
+    let attestation = release::attest("etcd", &artifact, result, &ci)?;
+    let id = release::propose_release(
+        repo,
+        "alice",
+        "etcd",
+        &version,
+        "etcd",
+        &artifact,
+        attestation,
+        &[],
+    )?;
+    for reviewer in ["bob", "carol"] {
+        let key = SigningKey::read(&keys_dir.join(format!("reviewers/{reviewer}.key")))?;
+        palisade_policy::approval::approve(repo, &id, &key)?;
+    }
+    release::publish_release(
+        repo,
+        online,
+        &id,
+        &[],
+        &palisade_policy::tuf::Lifetimes::default(),
+    )?;
+    Ok(())
+}
+
+/// The `[[component]]` section that has the agent run etcd for instance demo-0.
+fn etcd_component(dir: &Path, etcd: SocketAddr) -> anyhow::Result<Option<String>> {
+    let Some(binary) = find_etcd() else {
+        return Ok(None);
+    };
+    let version = etcd_version(&binary)?;
+    let client = format!("http://{etcd}");
+    let peer = format!("http://127.0.0.1:{}", etcd.port() + 1);
+    let args = [
+        "--name".to_string(),
+        "demo-0".into(),
+        "--data-dir".into(),
+        dir.join("etcd").display().to_string(),
+        "--listen-client-urls".into(),
+        client.clone(),
+        "--advertise-client-urls".into(),
+        client.clone(),
+        "--listen-peer-urls".into(),
+        peer.clone(),
+        "--initial-advertise-peer-urls".into(),
+        peer.clone(),
+        "--initial-cluster".into(),
+        format!("demo-0={peer}"),
+    ];
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    Ok(Some(format!(
+        "\n[[component]]\nname = \"etcd\"\nversion = \"{version}\"\n\
+         health_url = \"{client}/health\"\nargs = [{}]\n",
+        args.join(", ")
+    )))
 }
 
 /// The demo instance's agent: its signing key, the gateway key it trusts, and its
@@ -286,7 +392,7 @@ fn prepare_agent(
         )?;
         let text = format!(
             "listen = \"{addr}\"\ntenant = \"demo\"\ncluster = \"demo\"\ninstance = \"demo-0\"\n\
-             state = \"state.redb\"\nsigning_key = \"keys/agent.key\"\n\
+             state = \"state.redb\"\nwork_dir = \"work\"\nsigning_key = \"keys/agent.key\"\n\
              gateway_keys = [\"{gateway_pub}\"]\ndisks = [\"{data}\"]\n\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [log]\norigin = \"{BASE_ORIGIN}/demo\"\nkey = \"{log_key}\"\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\n\n\
@@ -304,6 +410,10 @@ fn prepare_agent(
             repo = trust.repo.display(),
             root = trust.root.display(),
         );
+        let text = match etcd_component(dir, etcd)? {
+            Some(component) => format!("{text}{component}"),
+            None => text,
+        };
         write_new(&config, &header(&text))?;
     }
     Ok(ProcessSpec {
