@@ -4,6 +4,7 @@
 //! request to customer content before it leaves the agent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../agent/kube_support/mod.rs"]
 mod kube_support;
 
 use kube_support::{status_json, token_settings, ApiServer, Canned, Pki, LEAKS};

@@ -4,6 +4,7 @@
 //! restarted or upgraded only through the supervisor's API. These tests run the real
 //! etcd (`/usr/bin/etcd`, Debian's etcd-server) under the supervisor.
 
+#[path = "../agent/support/mod.rs"]
 mod support;
 
 use palisade_agent::supervisor::{
