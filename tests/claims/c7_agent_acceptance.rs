@@ -492,7 +492,7 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
     assert_refused(&r, RefusalCode::Inconsistent, "not consistent");
 
     // A rolled-back (shorter) log.
-    let short = ForgedLog::with_entries(&[entry.clone()]);
+    let short = ForgedLog::with_entries(std::slice::from_ref(&entry));
     let note = short.note(&log_key, Some(&witness_key));
     let r = stack.refused(&request(short.proof(0, note), None)).await;
     assert_eq!(r.code, RefusalCode::StaleView, "{r}");
