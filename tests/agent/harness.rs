@@ -96,11 +96,19 @@ pub struct Stack {
 
 impl Stack {
     pub fn start() -> Self {
+        Self::start_with(|_, _| {})
+    }
+
+    /// Like [`Stack::start`], after `before(dir, base_port)` wrote files that
+    /// `palisade up` then keeps (it only creates what is missing).
+    pub fn start_with(before: impl FnOnce(&Path, u16)) -> Self {
         require_tool("etcd", "apt-get install etcd-server");
         require_tool("etcdctl", "apt-get install etcd-client");
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("state");
         let base = free_port_block();
+        std::fs::create_dir_all(&dir).expect("state dir");
+        before(&dir, base);
         let up = start_up(&dir, base);
         let etcd = Etcd {
             client_port: base + 4,
@@ -378,4 +386,150 @@ pub fn etcd_binary_path() -> PathBuf {
                 .find(|p| p.is_file())
         })
         .expect("etcd is installed (apt-get install etcd-server)")
+}
+
+/// The gateway `palisade up` runs, called as an operator or a tenant would.
+pub struct GatewayClient {
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl GatewayClient {
+    pub fn new(url: &str, ca: &Path) -> Self {
+        let roots = palisade_pki::load_roots(ca).expect("roots");
+        let tls = rustls::ClientConfig::builder_with_provider(palisade_pki::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client");
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(m, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&b).expect("json"));
+        }
+        let resp = req.send().await.expect("gateway request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, value)
+    }
+
+    /// Sends `body` as is (e.g. JSON with duplicated keys).
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(m, format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("gateway request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// A development token for `operator`.
+    pub async fn dev_token(&self, operator: &str) -> String {
+        let (status, v) = self
+            .call(
+                "POST",
+                "/v1/dev/login",
+                None,
+                Some(serde_json::json!({ "operator": operator })),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// `POST /v1/clusters/{cluster}/actions/{action}` with text arguments.
+    pub async fn run(
+        &self,
+        token: &str,
+        cluster: &str,
+        action: &str,
+        instance: Option<&str>,
+        args: &[(&str, &str)],
+        ticket: &str,
+        reason: &str,
+    ) -> (u16, serde_json::Value) {
+        let arguments: serde_json::Map<String, serde_json::Value> = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        let mut body =
+            serde_json::json!({ "arguments": arguments, "ticket": ticket, "reason": reason });
+        if let Some(i) = instance {
+            body["instance"] = serde_json::Value::String(i.to_string());
+        }
+        self.call(
+            "POST",
+            &format!("/v1/clusters/{cluster}/actions/{action}"),
+            Some(token),
+            Some(body),
+        )
+        .await
+    }
+}
+
+impl Stack {
+    pub fn gateway(&self) -> GatewayClient {
+        GatewayClient::new(
+            &format!("https://127.0.0.1:{}", self.base),
+            &self.dir.join("pki/ca.crt"),
+        )
+    }
+
+    /// The demo tenant's access-log token.
+    pub fn tenant_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tenant-demo.token"))
+            .expect("tenant token")
+            .trim()
+            .to_string()
+    }
+
+    /// The operator `palisade up` put on call.
+    pub fn operator(&self) -> String {
+        let rota = std::fs::read_to_string(self.dir.join("gateway/rota.yaml")).expect("rota");
+        rota.lines()
+            .find_map(|l| l.trim().strip_prefix("participants: [\""))
+            .and_then(|r| r.split('"').next())
+            .expect("a participant")
+            .to_string()
+    }
 }

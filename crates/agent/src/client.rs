@@ -36,6 +36,10 @@ pub enum CallError {
     Unreachable { url: String, reason: String },
     #[error("the agent's answer is not a valid signed result: {0}")]
     BadAnswer(String),
+    /// The intent is in the log, but the dispatch was never sent (its proofs could
+    /// not be fetched): the gateway must log that nothing ran.
+    #[error("the intent was logged but not dispatched: {0}")]
+    NotSent(String),
     /// The intent could not be logged, so nothing was dispatched (fail closed).
     #[error("the log refused or could not be reached, nothing was dispatched: {0}")]
     Log(String),
@@ -229,14 +233,22 @@ impl Dispatcher {
                 url: url.clone(),
                 reason: chain(&e),
             })?;
+        let status = resp.status();
         let body = resp
             .bytes()
             .await
             .map_err(|e| CallError::BadAnswer(e.to_string()))?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<Refusal>(&body) {
+                Ok(r) => CallError::Refused(r),
+                Err(_) => CallError::BadAnswer(format!("HTTP {status} from {url}")),
+            });
+        }
         serde_json::from_slice(&body).map_err(|e| CallError::BadAnswer(e.to_string()))
     }
 
-    fn source(&self, log: &str) -> Result<Source, CallError> {
+    /// The read API of `log` (tiles and checkpoint), with the gateway certificate.
+    pub fn source(&self, log: &str) -> Result<Source, CallError> {
         Source::https_with(
             &format!("{}/logs/{log}", self.log_base),
             self.log_tls.clone(),
@@ -276,18 +288,44 @@ impl Dispatcher {
         policy: &LogPolicy,
         agent_keys: &[PublicKey],
     ) -> Result<Executed, CallError> {
-        let log = prepared.dispatch.cluster.as_str();
+        let (entry, appended) = self.log_intent(prepared).await?;
+        self.dispatch_logged(agent_url, prepared, &entry, &appended, policy, agent_keys)
+            .await
+    }
+
+    /// Step 4 alone: appends the intent (answers once it is witnessed) and returns
+    /// the entry and where it is. An error means nothing was logged.
+    pub async fn log_intent(
+        &self,
+        prepared: &Prepared,
+    ) -> Result<(Vec<u8>, AppendResponse), CallError> {
         let entry = Event::Intent(Box::new(prepared.intent.clone()))
             .to_log_entry()
             .map_err(|e| CallError::Setup(e.to_string()))?;
-        let appended = self.append(log, &entry).await?;
+        let appended = self
+            .append(prepared.dispatch.cluster.as_str(), &entry)
+            .await?;
+        Ok((entry, appended))
+    }
+
+    /// Steps 5 and 6 for an intent already logged at `appended`.
+    pub async fn dispatch_logged(
+        &self,
+        agent_url: &str,
+        prepared: &Prepared,
+        entry: &[u8],
+        appended: &AppendResponse,
+        policy: &LogPolicy,
+        agent_keys: &[PublicKey],
+    ) -> Result<Executed, CallError> {
+        let log = prepared.dispatch.cluster.as_str();
         let envelope = prepared
             .dispatch
             .sign(&self.key)
             .map_err(|e| CallError::Setup(e.to_string()))?;
         let mut req = DispatchRequest {
             dispatch: envelope,
-            event: DispatchRequest::encode_event(&entry),
+            event: DispatchRequest::encode_event(entry),
             proof: appended.proof.clone(),
             consistency: None,
         };
@@ -296,8 +334,12 @@ impl Dispatcher {
             .lock()
             .ok()
             .and_then(|m| m.get(agent_url).copied());
+        let not_sent = |e: CallError| CallError::NotSent(e.to_string());
         if let Some(from) = known.filter(|k| *k > 0) {
-            let (proof, consistency) = self.proofs(log, policy, appended.index, from).await?;
+            let (proof, consistency) = self
+                .proofs(log, policy, appended.index, from)
+                .await
+                .map_err(not_sent)?;
             req.proof = proof;
             req.consistency = Some(consistency);
         }
@@ -306,7 +348,10 @@ impl Dispatcher {
                 let from = r.known_size.ok_or_else(|| {
                     CallError::BadAnswer("stale_view refusal without known_size".into())
                 })?;
-                let (proof, consistency) = self.proofs(log, policy, appended.index, from).await?;
+                let (proof, consistency) = self
+                    .proofs(log, policy, appended.index, from)
+                    .await
+                    .map_err(not_sent)?;
                 req.proof = proof;
                 req.consistency = Some(consistency);
                 self.send(agent_url, &req).await

@@ -6,7 +6,7 @@
 //! | `GET /healthz` | gateway certificate | liveness, policy version and digest, newest checkpoint size |
 //!
 //! There is no other route, and none may be added: no shell, exec, file, log
-//! streaming, port-forward or "run this binary" (tests/claims/c1_agent_routes.rs
+//! streaming, port-forward or "run this binary" (tests/claims/c1_c2_agent_surface.rs
 //! fails if this router grows).
 
 use crate::accept::{Acceptor, AcceptorConfig, PolicySource};
@@ -209,9 +209,10 @@ impl Agent {
             log_size_seen: accepted.log_size,
         };
         result.sign(&self.key).map_err(|e| {
+            tracing::error!(error = %e, "the action ran but its result could not be signed");
             Refusal::new(
                 RefusalCode::Unavailable,
-                format!("cannot sign the result: {e}"),
+                format!("the action ran, but its result could not be signed: {e}"),
             )
         })
     }

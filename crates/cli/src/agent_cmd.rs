@@ -24,8 +24,8 @@ enum AgentCommand {
         #[command(flatten)]
         lifecycle: ServeLifecycle,
     },
-    /// Check a configuration file and the trust it names (policy, log keys, gateway
-    /// keys) without serving.
+    /// Check a configuration file and the trust it names (signing key, gateway keys,
+    /// log trust, the approved policy) without serving.
     Check {
         #[arg(long)]
         config: PathBuf,
@@ -57,6 +57,11 @@ fn serve(config_path: &Path, lifecycle: ServeLifecycle) -> anyhow::Result<ExitCo
 
 fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config: AgentConfig = palisade_core::config::load(config_path)?;
+    palisade_policy::keys::SigningKey::read(&config.signing_key)?;
+    for k in &config.gateway_keys {
+        palisade_policy::keys::PublicKey::read(k)?;
+    }
+    config.log.policy().map_err(anyhow::Error::msg)?;
     let runtime = lifecycle::runtime()?;
     runtime.block_on(async {
         let policy = palisade_agent::server::TufPolicy {

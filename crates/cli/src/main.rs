@@ -9,9 +9,11 @@ use std::process::ExitCode;
 
 mod agent_cmd;
 mod audit_cmd;
+mod gateway_cmd;
 mod kms_cmd;
 mod lifecycle;
 mod log_cmd;
+mod op_cmd;
 mod pending;
 mod pki_cmd;
 mod policy_cmd;
@@ -36,7 +38,7 @@ enum Command {
     /// Start the whole stack on this machine (for trying Palisade), on loopback ports.
     Up(up::UpArgs),
     /// Run the administrative API that operators call (authn, on-call authz, log-first dispatch).
-    Gateway(pending::Args),
+    Gateway(gateway_cmd::GatewayArgs),
     /// Run the agent: the only door into a control-plane instance.
     Agent(agent_cmd::AgentArgs),
     /// Run or administer a cluster's tamper-evident log.
@@ -46,7 +48,7 @@ enum Command {
     /// Run the Kubernetes KMS v2 plugin that keeps the customer's key in an HSM or cloud KMS.
     Kms(kms_cmd::KmsArgs),
     /// Operator CLI: log in, see your on-call grants, run approved actions.
-    Op(pending::Args),
+    Op(op_cmd::OpArgs),
     /// Customer CLI: verify your cluster's log, its proofs and its witnesses.
     Audit(audit_cmd::AuditArgs),
     /// Write, review, approve and publish the action policy (multi-party, on TUF).
@@ -67,12 +69,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Pki(args) => pki_cmd::run(args),
-        Command::Gateway(_) => pending::refuse("gateway", "the administrative API (gateway)"),
+        Command::Gateway(args) => gateway_cmd::run(args),
         Command::Agent(args) => agent_cmd::run(args),
         Command::Log(args) => log_cmd::run(args),
         Command::Witness(args) => witness_cmd::run(args),
         Command::Kms(args) => kms_cmd::run(args),
-        Command::Op(_) => pending::refuse("op", "the administrative API (gateway)"),
+        Command::Op(args) => op_cmd::run(args),
         Command::Audit(args) => audit_cmd::run(args),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Release(args) => release_cmd::run(args),

@@ -36,6 +36,12 @@ const CERTS: &[(Role, &str)] = &[
 ];
 
 pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
+    let given = dir;
+    // Configuration files resolve relative paths against their own directory, so
+    // every path written into them is absolute.
+    let absolute =
+        std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let dir = absolute.as_path();
     create_private_dir(dir)?;
     let pki_dir = dir.join("pki");
     if !CaPaths::in_dir(&pki_dir).cert.exists() {
@@ -72,13 +78,25 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
     let log = prepare_log(dir, &pki_dir, &inventory, port(1)?, port(2)?)?;
     let trust = prepare_trust(dir)?;
     let agent = prepare_agent(dir, &pki_dir, &trust, port(3)?, port(4)?)?;
+    let (gateway, operator) =
+        prepare_gateway(dir, &pki_dir, &inventory, &trust, port(0)?, port(1)?)?;
+    let credentials_flag = if given == Path::new(".palisade") {
+        String::new()
+    } else {
+        format!(" --credentials {}/op/credentials.json", dir.display())
+    };
 
     Ok(Stack {
         dir: dir.to_path_buf(),
         pki_dir,
         inventory,
-        processes: vec![witness, log, agent],
-        next_steps: vec![format!(
+        processes: vec![witness, log, agent, gateway],
+        next_steps: vec![
+            format!(
+                "palisade op{credentials_flag} run etcd.status --cluster demo --ticket DEMO-1 --reason \"first look\"\n     \
+                 (you are on call as {operator:?} in the demo rota; `palisade op whoami` shows it)"
+            ),
+            format!(
             "palisade audit verify --url https://{log}/logs/demo --token @{d}/tenant-demo.token --ca {d}/pki/ca.crt \\\n       \
              --origin {BASE_ORIGIN}/demo --log-key @{d}/log/keys/{stem}.pub \\\n       \
              --witness-key @{d}/witness/keys/{wstem}.pub --quorum 1",
@@ -88,6 +106,142 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
             wstem = file_stem(WITNESS_NAME),
         )],
     })
+}
+
+/// The operator name the demo rota puts on call: the current user, if that is a
+/// valid operator name.
+fn demo_operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let valid = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@-".contains(&b));
+    if valid {
+        user
+    } else {
+        "operator".to_string()
+    }
+}
+
+/// The gateway: its pseudonym secret, the development issuer, a demo rota that
+/// puts the current user on call, the configuration, and the operator's credentials
+/// (a development token) so `palisade op` works right away.
+fn prepare_gateway(
+    dir: &Path,
+    pki: &Path,
+    inventory: &Path,
+    trust: &Trust,
+    addr: SocketAddr,
+    log: SocketAddr,
+) -> anyhow::Result<(ProcessSpec, String)> {
+    let gdir = dir.join("gateway");
+    let keys = gdir.join("keys");
+    let pseudonym = keys.join("pseudonym.key");
+    if !pseudonym.exists() {
+        let mut raw = [0u8; 32];
+        getrandom::getrandom(&mut raw)
+            .map_err(|e| anyhow::anyhow!("no randomness for the pseudonym key: {e}"))?;
+        write_private(&pseudonym, &hex::encode(raw))?;
+    }
+    let dev_key = keys.join("dev-issuer.key");
+    let issuer = if dev_key.exists() {
+        palisade_authn::DevIssuer::load(&dev_key)?
+    } else {
+        palisade_authn::DevIssuer::create(&dev_key)?
+    };
+    let operator = demo_operator();
+    let rota = gdir.join("rota.yaml");
+    if !rota.exists() {
+        write_new(
+            &rota,
+            &format!(
+                "# Written by `palisade up`: the demo schedule puts {operator} on call all the time.\n\
+                 # A real rota hands off between people (docs/configuration.md).\n\
+                 apiVersion: palisade.dev/v1\nkind: Rota\nschedules:\n  - name: demo\n    timeZone: UTC\n    \
+                 rotation: always\n    participants: [{operator:?}]\n"
+            ),
+        )?;
+    }
+    let token = std::fs::read_to_string(dir.join("tenant-demo.token"))?
+        .trim()
+        .to_string();
+    let token_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    let config = gdir.join("gateway.toml");
+    if !config.exists() {
+        let log_key = std::fs::read_to_string(ensure_log_key(dir)?)?;
+        let witness_key = std::fs::read_to_string(
+            dir.join("witness/keys")
+                .join(format!("{}.pub", file_stem(WITNESS_NAME))),
+        )?;
+        let text = format!(
+            "listen = \"{addr}\"\nsigning_key = \"keys/gateway.key\"\npseudonym_key = \"keys/pseudonym.key\"\n\
+             inventory = \"{inventory}\"\nstate = \"state.redb\"\nrotas = [\"rota.yaml\"]\n\n\
+             [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
+             [log]\nurl = \"https://{log}\"\nbase_origin = \"{BASE_ORIGIN}\"\nkey = \"{log_key}\"\n\
+             witnesses = [\"{wkey}\"]\nwitness_quorum = 1\n\n\
+             [trust]\nrepo = \"{repo}\"\nroot = \"{root}\"\ndatastore = \"tuf-datastore\"\n\n\
+             # Development logins (`palisade op login --dev NAME`): never on a real deployment.\n\
+             [dev_issuer]\nkey = \"keys/dev-issuer.key\"\n\n\
+             [[grant]]\nschedule = \"demo\"\nroles = [\"operator\", \"senior-operator\"]\nclusters = [\"*\"]\n\n\
+             [[agent]]\ninstance = \"demo-0\"\nkey = \"{agent_pub}\"\n\n\
+             [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha256}\"\n",
+            inventory = inventory.display(),
+            ca = pki.join("ca.crt").display(),
+            cert = pki.join("gateway-gateway.crt").display(),
+            key = pki.join("gateway-gateway.key").display(),
+            log_key = log_key.trim(),
+            wkey = witness_key.trim(),
+            repo = trust.repo.display(),
+            root = trust.root.display(),
+            agent_pub = dir.join("agent/keys/agent.pub").display(),
+        );
+        write_new(&config, &header(&text))?;
+    }
+    // A fresh development token for the demo operator at every start.
+    let now = palisade_core::time::Timestamp::now().unix_seconds();
+    let ttl = 12 * 3600;
+    let op_token = issuer.issue(
+        &palisade_gateway::server::dev_issuer_url(&addr.to_string()),
+        palisade_gateway::auth::DEV_AUDIENCE,
+        &operator,
+        &[],
+        ttl,
+        now,
+    )?;
+    let credentials = dir.join("op/credentials.json");
+    if credentials.exists() {
+        std::fs::remove_file(&credentials)
+            .with_context(|| format!("cannot replace {}", credentials.display()))?;
+    }
+    std::fs::create_dir_all(dir.join("op"))?;
+    let ca = std::fs::canonicalize(pki.join("ca.crt"))?;
+    write_private(
+        &credentials,
+        &serde_json::to_string_pretty(&serde_json::json!({
+            "gateway": format!("https://{addr}"),
+            "ca": ca,
+            "token": op_token,
+            "expires_at": palisade_core::time::Timestamp::from_unix_seconds(now + ttl as i64).to_string(),
+        }))?,
+    )?;
+    Ok((
+        ProcessSpec {
+            name: "gateway",
+            what: "the administrative API: on-call operators run approved, logged actions",
+            args: vec![
+                "gateway".into(),
+                "serve".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+            addr,
+        },
+        operator,
+    ))
 }
 
 /// The base origin of the demo logs; cluster `demo` logs to `palisade.local/log/demo`.

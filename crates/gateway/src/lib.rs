@@ -1,3 +1,16 @@
-//! Palisade gateway: not built yet. Until it is,
-//! the `palisade` subcommands that need it say so and exit non-zero.
+//! Palisade gateway: the administrative API, the single path operators have to the
+//! control planes. The pipeline is in [`pipeline`] (read it top to bottom);
+//! [`api`] maps it to HTTP; [`auth`] and [`oncall`] are its first two steps;
+//! [`customer`] serves tenants their access log.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod customer;
+pub mod metrics;
+pub mod oncall;
+pub mod ops;
+pub mod pipeline;
+pub mod problem;
+pub mod server;

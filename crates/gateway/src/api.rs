@@ -1,0 +1,358 @@
+//! The gateway's REST/JSON API (the OpenAPI 3 document is `GET /openapi.json`).
+//!
+//! | route | who |
+//! |---|---|
+//! | `POST /v1/clusters/{cluster}/actions/{action}` | an operator: runs the pipeline |
+//! | `GET /v1/clusters/{cluster}/actions` | an operator: what they may run now |
+//! | `GET /v1/whoami` | an operator: identity, current grants, next shift |
+//! | `GET /v1/operations`, `GET /v1/operations/{id}` | an operator: their operations |
+//! | `POST /v1/dev/login` | anyone, only when the development issuer is on |
+//! | `GET /v1/tenants/{tenant}/clusters/{cluster}/events` | a tenant (bearer token): its access log |
+//! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | anyone |
+
+use crate::customer::{to_k8s_audit, Format, Query as EventsQuery};
+use crate::ops::{OpStatus, Operation};
+use crate::pipeline::{Credential, Gateway, RunBody};
+use crate::problem::Problem;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use palisade_core::time::Timestamp;
+use palisade_pki::Role;
+use palisade_tlog_service::https::Peer;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The OpenAPI 3.0 document of this API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/dev/login", post(dev_login))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/clusters/{cluster}/actions", get(actions))
+        .route("/v1/clusters/{cluster}/actions/{action}", post(run))
+        .route("/v1/operations", get(operations))
+        .route("/v1/operations/{id}", get(operation))
+        .route(
+            "/v1/tenants/{tenant}/clusters/{cluster}/events",
+            get(events),
+        )
+        .fallback(|| async { Problem::new(404, "not found", "no such route (see /openapi.json)") })
+        .with_state(gw)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(|t| t.trim().to_string())
+}
+
+fn credential(peer: &Peer, headers: &HeaderMap) -> Credential {
+    if let Some(t) = bearer(headers) {
+        return Credential::Bearer(t);
+    }
+    match &peer.identity {
+        Some((Role::Operator, name)) => Credential::Certificate(name.clone()),
+        _ => Credential::None,
+    }
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.ready().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => Problem::new(503, "not ready", e).into_response(),
+    }
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        gw.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevLogin {
+    operator: String,
+}
+
+#[derive(Serialize)]
+struct Token {
+    token: String,
+    expires_at: Timestamp,
+}
+
+async fn dev_login(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
+    let req: DevLogin = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return Problem::new(400, "bad request", e.to_string()).into_response(),
+    };
+    match gw.auth.dev_login(&req.operator, Timestamp::now()) {
+        Ok((token, exp)) => Json(Token {
+            token,
+            expires_at: Timestamp::from_unix_seconds(exp),
+        })
+        .into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct WhoAmI {
+    operator: String,
+    pseudonym: String,
+    via: &'static str,
+    groups: Vec<String>,
+    grants: Vec<crate::pipeline::ActiveGrant>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_shift: Option<NextShift>,
+}
+
+#[derive(Serialize)]
+struct NextShift {
+    schedule: String,
+    starts_at: Timestamp,
+}
+
+async fn whoami(
+    State(gw): State<Arc<Gateway>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let now = Timestamp::now();
+    let op = match gw.authenticate(&credential(&peer, &headers), now).await {
+        Ok(op) => op,
+        Err(p) => return p.into_response(),
+    };
+    let grants = gw.grants(&op, None, now);
+    let next_shift = gw
+        .oncall
+        .next_shift(&op.name, now)
+        .map(|(schedule, starts_at)| NextShift {
+            schedule,
+            starts_at,
+        });
+    Json(WhoAmI {
+        pseudonym: gw.pseudonym(&op.name).to_string(),
+        operator: op.name,
+        via: op.via,
+        groups: op.groups,
+        grants,
+        next_shift,
+    })
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct ActionView {
+    name: String,
+    description: String,
+    target: palisade_policy::Target,
+    role: String,
+    risk: palisade_policy::Risk,
+    /// Whether a current grant carries the role.
+    allowed_now: bool,
+    params: Vec<String>,
+}
+
+async fn actions(
+    State(gw): State<Arc<Gateway>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(cluster): Path<String>,
+) -> Response {
+    let now = Timestamp::now();
+    let op = match gw.authenticate(&credential(&peer, &headers), now).await {
+        Ok(op) => op,
+        Err(p) => return p.into_response(),
+    };
+    let Ok(cid) = palisade_core::ClusterId::parse(&cluster) else {
+        return Problem::new(404, "unknown cluster", format!("no cluster {cluster:?}"))
+            .into_response();
+    };
+    if gw.inventory.cluster(&cid).is_none() {
+        return Problem::new(
+            404,
+            "unknown cluster",
+            format!("no cluster {cluster:?} in the inventory"),
+        )
+        .into_response();
+    }
+    let grants = gw.grants(&op, Some(&cid), now);
+    let policy = gw.policy().await;
+    let list: Vec<ActionView> = policy
+        .actions()
+        .map(|a| ActionView {
+            name: a.name.to_string(),
+            description: a.description.clone(),
+            target: a.target,
+            role: a.role.clone(),
+            risk: a.risk,
+            allowed_now: grants.iter().any(|g| g.roles.contains(&a.role)),
+            params: a.params.keys().cloned().collect(),
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+async fn run(
+    State(gw): State<Arc<Gateway>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path((cluster, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let body: RunBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return Problem::new(400, "bad request", format!("request body: {e}")).into_response()
+        }
+    };
+    let idem = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(k) = &idem {
+        if k.is_empty() || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+            return Problem::new(
+                400,
+                "bad request",
+                "Idempotency-Key must be 1-128 printable ASCII characters",
+            )
+            .into_response();
+        }
+    }
+    let cred = credential(&peer, &headers);
+    match gw
+        .run(&cred, &cluster, &action, body, idem.as_deref())
+        .await
+    {
+        Ok(op) => operation_response(op),
+        Err(p) => p.into_response(),
+    }
+}
+
+fn operation_response(op: Operation) -> Response {
+    let status = match op.status {
+        OpStatus::Running => StatusCode::ACCEPTED,
+        OpStatus::Refused => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (status, Json(op)).into_response()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn operations(
+    State(gw): State<Arc<Gateway>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let op = match gw
+        .authenticate(&credential(&peer, &headers), Timestamp::now())
+        .await
+    {
+        Ok(op) => op,
+        Err(p) => return p.into_response(),
+    };
+    match gw
+        .ops
+        .list(&op.name, q.limit.unwrap_or(50).clamp(1, 500))
+        .await
+    {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => Problem::new(503, "state unavailable", e.to_string()).into_response(),
+    }
+}
+
+async fn operation(
+    State(gw): State<Arc<Gateway>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let op = match gw
+        .authenticate(&credential(&peer, &headers), Timestamp::now())
+        .await
+    {
+        Ok(op) => op,
+        Err(p) => return p.into_response(),
+    };
+    let not_found = || {
+        Problem::new(
+            404,
+            "not found",
+            format!(
+                "no operation {:?} of yours",
+                id.chars().take(64).collect::<String>()
+            ),
+        )
+    };
+    if id.len() > 64 {
+        return not_found().into_response();
+    }
+    match gw.ops.get(&id).await {
+        Ok(Some(o)) if o.operator == op.name => operation_response(o),
+        Ok(_) => not_found().into_response(),
+        Err(e) => Problem::new(503, "state unavailable", e.to_string()).into_response(),
+    }
+}
+
+async fn events(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((tenant, cluster)): Path<(String, String)>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return Problem::new(
+            401,
+            "not authenticated",
+            "send the tenant's token as `Authorization: Bearer`",
+        )
+        .into_response();
+    };
+    let Some(reader) = gw.tenant_for_token(&token) else {
+        return Problem::new(403, "forbidden", "unknown token").into_response();
+    };
+    let page = match gw.customer_events(&reader, &tenant, &cluster, &q).await {
+        Ok(p) => p,
+        Err(p) => return p.into_response(),
+    };
+    match q.format {
+        Format::Native => Json(page).into_response(),
+        Format::K8sAudit => {
+            let mut out = String::new();
+            for e in &page.events {
+                out.push_str(&to_k8s_audit(&page.cluster, e).to_string());
+                out.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "application/jsonl")], out).into_response()
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Step 1: who is calling. An OIDC token verified against the issuer's JWKS
+//! (`palisade-authn`), the development issuer's token when `palisade up` enabled it,
+//! or an operator certificate (mTLS, role `operator`).
+
+use crate::pipeline::{Credential, Operator};
+use crate::problem::Problem;
+use palisade_authn::{AuthError, DevIssuer, JwksSource, OidcSettings, Verifier};
+use palisade_core::time::Timestamp;
+use std::path::Path;
+
+/// The audience of development tokens.
+pub const DEV_AUDIENCE: &str = "palisade-gateway";
+
+struct Dev {
+    issuer: DevIssuer,
+    verifier: Verifier,
+    issuer_url: String,
+    ttl_secs: u64,
+}
+
+pub struct Authenticators {
+    oidc: Option<Verifier>,
+    dev: Option<Dev>,
+}
+
+fn unauthenticated(detail: impl Into<String>) -> Problem {
+    Problem::new(401, "not authenticated", detail)
+}
+
+impl Authenticators {
+    /// `dev_issuer_url` is the gateway's own URL plus `/dev` (the `iss` of its
+    /// development tokens).
+    pub async fn new(
+        oidc: Option<OidcSettings>,
+        dev: Option<(&Path, u64)>,
+        dev_issuer_url: &str,
+        state_dir: &Path,
+    ) -> Result<Self, String> {
+        let oidc = match oidc {
+            Some(s) => Some(Verifier::new(s).await.map_err(|e| format!("OIDC: {e}"))?),
+            None => None,
+        };
+        let dev = match dev {
+            Some((key, ttl_secs)) => {
+                let issuer =
+                    DevIssuer::load(key).map_err(|e| format!("development issuer: {e}"))?;
+                let jwks = state_dir.join("dev-jwks.json");
+                std::fs::write(&jwks, issuer.jwks_json())
+                    .map_err(|e| format!("{}: {e}", jwks.display()))?;
+                let verifier = Verifier::new(OidcSettings {
+                    issuer: dev_issuer_url.to_string(),
+                    audience: DEV_AUDIENCE.to_string(),
+                    jwks: JwksSource::File(jwks),
+                    clock_skew_secs: 60,
+                    identity_claim: "sub".into(),
+                    groups_claim: Some("groups".into()),
+                })
+                .await
+                .map_err(|e| format!("development issuer: {e}"))?;
+                tracing::warn!("the development issuer is enabled: anyone who can reach the gateway can log in as anyone. Never use it outside a demo.");
+                Some(Dev {
+                    issuer,
+                    verifier,
+                    issuer_url: dev_issuer_url.to_string(),
+                    ttl_secs,
+                })
+            }
+            None => None,
+        };
+        Ok(Self { oidc, dev })
+    }
+
+    pub fn dev_enabled(&self) -> bool {
+        self.dev.is_some()
+    }
+
+    /// A development token for `operator` (only when the development issuer is on).
+    pub fn dev_login(&self, operator: &str, now: Timestamp) -> Result<(String, i64), Problem> {
+        let dev = self.dev.as_ref().ok_or_else(|| {
+            Problem::new(
+                404,
+                "not found",
+                "the development issuer is not enabled on this gateway",
+            )
+        })?;
+        let token = dev
+            .issuer
+            .issue(
+                &dev.issuer_url,
+                DEV_AUDIENCE,
+                operator,
+                &[],
+                dev.ttl_secs,
+                now.unix_seconds(),
+            )
+            .map_err(|e| Problem::new(422, "invalid request", e.to_string()))?;
+        let expires = now.unix_seconds() + i64::try_from(dev.ttl_secs).unwrap_or(0);
+        Ok((token, expires))
+    }
+
+    pub async fn authenticate(
+        &self,
+        cred: &Credential,
+        now: Timestamp,
+    ) -> Result<Operator, Problem> {
+        match cred {
+            Credential::None => Err(unauthenticated(
+                "no credentials: send `Authorization: Bearer <token>` (palisade op login) or an operator certificate",
+            )),
+            Credential::Certificate(name) => Ok(Operator {
+                name: name.as_str().to_string(),
+                groups: Vec::new(),
+                via: "certificate",
+            }),
+            Credential::Bearer(token) => {
+                let now = now.unix_seconds();
+                let mut first_error: Option<AuthError> = None;
+                if let Some(v) = &self.oidc {
+                    match v.verify(token, now).await {
+                        Ok(id) => {
+                            return Ok(Operator {
+                                name: id.operator,
+                                groups: id.groups,
+                                via: "oidc",
+                            })
+                        }
+                        Err(e) => first_error = Some(e),
+                    }
+                }
+                if let Some(dev) = &self.dev {
+                    match dev.verifier.verify(token, now).await {
+                        Ok(id) => {
+                            return Ok(Operator {
+                                name: id.operator,
+                                groups: id.groups,
+                                via: "dev",
+                            })
+                        }
+                        Err(e) => {
+                            if first_error.is_none() || !matches!(e, AuthError::WrongIssuer { .. }) {
+                                first_error = Some(e);
+                            }
+                        }
+                    }
+                }
+                Err(unauthenticated(first_error.map_or_else(
+                    || "no token issuer is configured".to_string(),
+                    |e| format!("the token was refused: {e}"),
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The gateway's configuration file (`palisade gateway serve --config F`); every field
+//! is documented in docs/configuration.md.
+//!
+//! Nothing here can bypass the pipeline: there is no flag for an emergency path, no
+//! role that skips on-call, no action outside the approved policy.
+
+use palisade_core::config::{check_listen, FieldError, ProcessConfig};
+use palisade_core::id::{ClusterId, InstanceId, TenantId};
+use palisade_tlog::note::{KeyType, VerifierKey};
+use palisade_tlog_service::config::TlsFiles;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address to serve HTTPS on, e.g. `127.0.0.1:7400`.
+    pub listen: String,
+    /// The Ed25519 key dispatches are signed with (PKCS#8 PEM). Secret:
+    /// `PALISADE_GATEWAY_SIGNING_KEY`.
+    pub signing_key: PathBuf,
+    /// The secret that turns operator names into stable pseudonyms (any file of at
+    /// least 32 random bytes). Secret: `PALISADE_GATEWAY_PSEUDONYM_KEY`.
+    pub pseudonym_key: PathBuf,
+    /// Log operator names instead of pseudonyms (a provider's choice; customers then
+    /// see names).
+    #[serde(default)]
+    pub show_operator_names: bool,
+    pub inventory: PathBuf,
+    /// Embedded state (operations, idempotency keys, rate-limit counters).
+    pub state: PathBuf,
+    /// How long a dispatch is valid, in seconds (≤ the agents' maximum).
+    #[serde(default = "default_ttl")]
+    pub dispatch_ttl_secs: u64,
+    /// How long a request waits for its action before answering 202 with an
+    /// operation to poll.
+    #[serde(default = "default_wait")]
+    pub wait_secs: u64,
+    pub tls: TlsFiles,
+    pub log: LogSettings,
+    pub trust: palisade_agent::config::TrustFiles,
+    #[serde(default)]
+    pub oidc: Option<palisade_authn::OidcSettings>,
+    /// The development issuer (`palisade op login --dev`): only for `palisade up` and
+    /// tests. Never enable it on a real deployment.
+    #[serde(default)]
+    pub dev_issuer: Option<DevIssuerSettings>,
+    /// YAML rota files.
+    #[serde(default)]
+    pub rotas: Vec<PathBuf>,
+    /// iCalendar feeds (file or URL), each one schedule.
+    #[serde(default, rename = "ical")]
+    pub icals: Vec<IcalFeed>,
+    /// Which schedules grant which roles on which clusters.
+    #[serde(default, rename = "grant")]
+    pub grants: Vec<Grant>,
+    /// Agents' public result-signing keys.
+    #[serde(default, rename = "agent")]
+    pub agents: Vec<AgentKey>,
+    /// Tenants' bearer tokens for the customer access-log API.
+    #[serde(default, rename = "reader")]
+    pub readers: Vec<Reader>,
+}
+
+fn default_ttl() -> u64 {
+    60
+}
+fn default_wait() -> u64 {
+    20
+}
+
+/// The log service and what makes its checkpoints trustworthy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// e.g. `https://127.0.0.1:7401`
+    pub url: String,
+    /// Cluster logs are `<base_origin>/<cluster>`.
+    pub base_origin: String,
+    /// The log's verifier key.
+    pub key: String,
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+    #[serde(default)]
+    pub witness_quorum: usize,
+}
+
+impl LogSettings {
+    /// The checkpoint policy of one cluster's log.
+    pub fn policy_for(
+        &self,
+        cluster: &ClusterId,
+    ) -> Result<palisade_tlog::checkpoint::LogPolicy, String> {
+        palisade_agent::config::LogTrust {
+            origin: format!("{}/{cluster}", self.base_origin),
+            key: self.key.clone(),
+            witnesses: self.witnesses.clone(),
+            witness_quorum: self.witness_quorum,
+        }
+        .policy()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevIssuerSettings {
+    /// The issuer's key file (created by `palisade up`).
+    pub key: PathBuf,
+    /// Token lifetime, seconds.
+    #[serde(default = "default_dev_ttl")]
+    pub token_ttl_secs: u64,
+}
+
+fn default_dev_ttl() -> u64 {
+    12 * 3600
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcalFeed {
+    pub schedule: String,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// Holders of a current shift in `schedule` get `roles` on the matching clusters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub schedule: String,
+    pub roles: Vec<String>,
+    /// Cluster ids, or `"*"` for every cluster of the inventory.
+    pub clusters: Vec<String>,
+}
+
+impl Grant {
+    pub fn covers(&self, cluster: &ClusterId) -> bool {
+        self.clusters
+            .iter()
+            .any(|c| c == "*" || c == cluster.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentKey {
+    pub instance: InstanceId,
+    /// The agent's `.pub` file.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reader {
+    pub tenant: TenantId,
+    /// Lower-case hex SHA-256 of the tenant's bearer token.
+    pub token_sha256: String,
+}
+
+impl ProcessConfig for GatewayConfig {
+    const PROCESS: &'static str = "gateway";
+
+    fn validate(&self) -> Result<(), FieldError> {
+        check_listen("listen", &self.listen)?;
+        if !(5..=600).contains(&self.dispatch_ttl_secs) {
+            return Err(FieldError::new(
+                "dispatch_ttl_secs",
+                "must be between 5 and 600",
+            ));
+        }
+        if !(1..=300).contains(&self.wait_secs) {
+            return Err(FieldError::new("wait_secs", "must be between 1 and 300"));
+        }
+        if !self.log.url.starts_with("https://") {
+            return Err(FieldError::new(
+                "log.url",
+                "the log is only reached over https",
+            ));
+        }
+        let key = VerifierKey::parse(&self.log.key)
+            .map_err(|e| FieldError::new("log.key", e.to_string()))?;
+        if key.key_type() != KeyType::Ed25519 {
+            return Err(FieldError::new(
+                "log.key",
+                "must be an Ed25519 verifier key",
+            ));
+        }
+        if self.log.witness_quorum > self.log.witnesses.len() {
+            return Err(FieldError::new(
+                "log.witness_quorum",
+                "more than the witnesses listed",
+            ));
+        }
+        if self.oidc.is_none() && self.dev_issuer.is_none() {
+            return Err(FieldError::new(
+                "oidc",
+                "an OIDC issuer is needed (operators also may use mTLS certificates, but tokens are the default)",
+            ));
+        }
+        for (i, g) in self.grants.iter().enumerate() {
+            if g.roles.is_empty() || g.clusters.is_empty() {
+                return Err(FieldError::new(
+                    format!("grant[{i}]"),
+                    "needs at least one role and one cluster (or \"*\")",
+                ));
+            }
+        }
+        for (i, f) in self.icals.iter().enumerate() {
+            if f.file.is_some() == f.url.is_some() {
+                return Err(FieldError::new(
+                    format!("ical[{i}]"),
+                    "needs exactly one of file and url",
+                ));
+            }
+        }
+        for (i, r) in self.readers.iter().enumerate() {
+            if r.token_sha256.len() != 64
+                || !r
+                    .token_sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(FieldError::new(
+                    format!("reader[{i}].token_sha256"),
+                    "must be 64 lower-case hex digits",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn paths_mut(&mut self) -> Vec<(&'static str, &mut PathBuf)> {
+        let mut v = vec![
+            ("signing_key", &mut self.signing_key),
+            ("pseudonym_key", &mut self.pseudonym_key),
+            ("inventory", &mut self.inventory),
+            ("state", &mut self.state),
+            ("tls.ca", &mut self.tls.ca),
+            ("tls.cert", &mut self.tls.cert),
+            ("tls.key", &mut self.tls.key),
+            ("trust.repo", &mut self.trust.repo),
+            ("trust.root", &mut self.trust.root),
+            ("trust.datastore", &mut self.trust.datastore),
+        ];
+        if let Some(d) = &mut self.dev_issuer {
+            v.push(("dev_issuer.key", &mut d.key));
+        }
+        for r in &mut self.rotas {
+            v.push(("rotas", r));
+        }
+        for f in &mut self.icals {
+            if let Some(p) = &mut f.file {
+                v.push(("ical.file", p));
+            }
+        }
+        for a in &mut self.agents {
+            v.push(("agent.key", &mut a.key));
+        }
+        v
+    }
+
+    fn secret_fields() -> &'static [&'static str] {
+        &["signing_key", "pseudonym_key", "tls.key", "dev_issuer.key"]
+    }
+}

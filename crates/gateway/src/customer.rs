@@ -1,0 +1,284 @@
+//! The customer access-log API: a tenant reads the operator events of its own
+//! clusters — never another tenant's — each with its inclusion proof, as Palisade's
+//! native events or as Kubernetes `audit.k8s.io/v1` Event JSON lines that existing
+//! audit pipelines ingest. Operators appear under the pseudonyms the log holds.
+//!
+//! The entries and proofs come from the cluster's log and are verified here against
+//! the log's key and witnesses before they are served; the customer can (and should)
+//! verify them again with `palisade audit`.
+
+use crate::pipeline::Gateway;
+use crate::problem::Problem;
+use base64::Engine as _;
+use palisade_core::event::{Event, Outcome, RefusalStage};
+use palisade_core::{ClusterId, TenantId};
+use palisade_tlog_service::audit::produce_proof;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// Most events one page returns.
+pub const MAX_PAGE: u64 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    #[default]
+    Native,
+    K8sAudit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub from: u64,
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProvenEvent {
+    pub index: u64,
+    pub event: Value,
+    /// C2SP tlog-proof text.
+    pub proof: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page {
+    pub cluster: String,
+    pub log_size: u64,
+    pub from: u64,
+    pub events: Vec<ProvenEvent>,
+    /// Where the next page starts, if there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
+impl Gateway {
+    /// The tenant a bearer token belongs to.
+    pub fn tenant_for_token(&self, token: &str) -> Option<TenantId> {
+        let digest = hex::encode(Sha256::digest(token.trim().as_bytes()));
+        self.config()
+            .readers
+            .iter()
+            .find(|r| r.token_sha256 == digest)
+            .map(|r| r.tenant.clone())
+    }
+
+    /// A page of `cluster`'s events for `tenant`.
+    pub async fn customer_events(
+        &self,
+        tenant: &TenantId,
+        path_tenant: &str,
+        cluster: &str,
+        q: &Query,
+    ) -> Result<Page, Problem> {
+        // A cluster that does not exist and one of another tenant look the same.
+        let not_found = || {
+            Problem::new(
+                404,
+                "not found",
+                format!(
+                    "no cluster {:?} readable with this token",
+                    cluster.chars().take(64).collect::<String>()
+                ),
+            )
+        };
+        if tenant.as_str() != path_tenant {
+            return Err(not_found());
+        }
+        let cid = ClusterId::parse(cluster).map_err(|_| not_found())?;
+        match self.inventory.cluster(&cid) {
+            Some(c) if &c.tenant == tenant => {}
+            _ => return Err(not_found()),
+        }
+        let policy = self
+            .config()
+            .log
+            .policy_for(&cid)
+            .map_err(|e| Problem::new(500, "internal error", e))?;
+        let source = self
+            .dispatcher()
+            .source(cid.as_str())
+            .map_err(|e| Problem::new(503, "log unavailable", e.to_string()))?;
+        let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+        let mut events = Vec::new();
+        let mut size = 0;
+        let mut index = q.from;
+        while index < q.from + limit {
+            match produce_proof(&source, &policy, index).await {
+                Ok(p) => {
+                    size = p.checkpoint.checkpoint().size();
+                    let event: Value = serde_json::from_slice(&p.entry).unwrap_or(Value::Null);
+                    events.push(ProvenEvent {
+                        index,
+                        event,
+                        proof: String::from_utf8_lossy(&p.proof.to_bytes()).into_owned(),
+                    });
+                    index += 1;
+                }
+                Err(palisade_tlog_service::audit::AuditError::IndexOutOfRange {
+                    size: s, ..
+                }) => {
+                    size = s;
+                    break;
+                }
+                Err(e) => return Err(Problem::new(503, "log unavailable", e.to_string())),
+            }
+        }
+        let next = (index < size).then_some(index);
+        Ok(Page {
+            cluster: cid.to_string(),
+            log_size: size,
+            from: q.from,
+            events,
+            next,
+        })
+    }
+}
+
+/// A Palisade event as a Kubernetes `audit.k8s.io/v1` Event. An intent is the
+/// request's `RequestReceived` stage, its result the `ResponseComplete` stage with
+/// the same `auditID`; a refusal is a `ResponseComplete` with the refusal's status.
+pub fn to_k8s_audit(cluster: &str, e: &ProvenEvent) -> Value {
+    let proof = base64::engine::general_purpose::STANDARD.encode(e.proof.as_bytes());
+    let entry = serde_json::to_vec(&e.event).unwrap_or_default();
+    let parsed = palisade_core::canonical::to_canonical_vec(&e.event)
+        .ok()
+        .and_then(|b| Event::from_log_entry(&b).ok())
+        .or_else(|| Event::from_log_entry(&entry).ok());
+    let mut annotations = serde_json::Map::new();
+    annotations.insert("palisade.dev/log-index".into(), json!(e.index.to_string()));
+    annotations.insert("palisade.dev/tlog-proof".into(), json!(proof));
+    let base = |audit_id: String, stage: &str, time: String, user: Value| {
+        json!({
+            "kind": "Event",
+            "apiVersion": "audit.k8s.io/v1",
+            "level": "Metadata",
+            "auditID": audit_id,
+            "stage": stage,
+            "user": user,
+            "sourceIPs": [],
+            "userAgent": "palisade-gateway",
+            "requestReceivedTimestamp": time,
+            "stageTimestamp": time,
+        })
+    };
+    let mut out = match parsed {
+        Some(Event::Intent(i)) => {
+            annotations.insert("palisade.dev/kind".into(), json!("intent"));
+            annotations.insert("palisade.dev/ticket".into(), json!(i.justification.ticket));
+            annotations.insert("palisade.dev/reason".into(), json!(i.justification.reason));
+            annotations.insert(
+                "palisade.dev/parameters".into(),
+                json!(serde_json::to_string(&i.parameters).unwrap_or_default()),
+            );
+            annotations.insert(
+                "palisade.dev/policy".into(),
+                json!(i.policy.digest.to_string()),
+            );
+            if let Some(g) = &i.actor.grant {
+                annotations.insert(
+                    "palisade.dev/grant".into(),
+                    json!(format!("{}/{} until {}", g.schedule, g.role, g.ends_at)),
+                );
+            }
+            let mut v = base(
+                uuid_of(i.event_id.as_str()),
+                "RequestReceived",
+                i.time.to_string(),
+                json!({"username": format!("palisade:operator:{}", i.actor.id), "groups": i.actor.groups}),
+            );
+            v["verb"] = json!("create");
+            v["requestURI"] = json!(format!(
+                "/palisade/v1/clusters/{cluster}/actions/{}",
+                i.action
+            ));
+            v["objectRef"] = json!({
+                "apiGroup": "palisade.dev", "apiVersion": "v1", "resource": "actions",
+                "name": i.action.as_str(),
+                "subresource": i.instance.as_ref().map(|x| x.to_string()),
+            });
+            v
+        }
+        Some(Event::Result(r)) => {
+            annotations.insert("palisade.dev/kind".into(), json!("result"));
+            let (code, status) = match r.outcome {
+                Outcome::Succeeded => (200, "Success"),
+                Outcome::Failed => (500, "Failure"),
+                Outcome::Refused => (403, "Failure"),
+                Outcome::Unreachable => (503, "Failure"),
+            };
+            if let Some(d) = &r.output_digest {
+                annotations.insert("palisade.dev/output-digest".into(), json!(d.to_string()));
+            }
+            let mut v = base(
+                uuid_of(r.intent.as_str()),
+                "ResponseComplete",
+                r.time.to_string(),
+                json!({"username": "system:palisade:gateway"}),
+            );
+            v["verb"] = json!("create");
+            v["responseStatus"] = json!({"code": code, "status": status, "message": r.detail.clone().unwrap_or_default()});
+            v
+        }
+        Some(Event::Refusal(r)) => {
+            annotations.insert("palisade.dev/kind".into(), json!("refusal"));
+            let code = match r.stage {
+                RefusalStage::Authenticate => 401,
+                RefusalStage::Authorize => 403,
+                RefusalStage::Validate => 422,
+                RefusalStage::RateLimit => 429,
+            };
+            let user = match &r.actor {
+                Some(a) => json!({"username": format!("palisade:operator:{a}")}),
+                None => json!({"username": "system:anonymous"}),
+            };
+            let mut v = base(
+                uuid_of(r.event_id.as_str()),
+                "ResponseComplete",
+                r.time.to_string(),
+                user,
+            );
+            v["verb"] = json!("create");
+            v["requestURI"] = json!(format!(
+                "/palisade/v1/clusters/{cluster}/actions/{}",
+                r.action
+            ));
+            v["responseStatus"] = json!({"code": code, "status": "Failure", "message": r.reason});
+            v
+        }
+        None => base(
+            uuid_of(&format!("{:032x}", e.index)),
+            "ResponseComplete",
+            String::new(),
+            json!({"username": "system:unknown"}),
+        ),
+    };
+    out["annotations"] = Value::Object(annotations);
+    out
+}
+
+/// A 128-bit hex id written as a UUID (8-4-4-4-12), the shape of `auditID`.
+fn uuid_of(hex32: &str) -> String {
+    let h: String = hex32
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(32)
+        .collect();
+    if h.len() != 32 {
+        return h;
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}

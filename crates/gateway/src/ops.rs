@@ -1,0 +1,181 @@
+//! Operations, idempotency keys and rate-limit counters, behind the state trait (redb
+//! on one machine, etcd for several gateway replicas).
+
+use palisade_core::time::Timestamp;
+use palisade_state::{Namespace, StateError, StateStore};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+const OPERATIONS: Namespace = Namespace::new("gateway_operations");
+const IDEMPOTENCY: Namespace = Namespace::new("gateway_idempotency");
+const RATE: Namespace = Namespace::new("gateway_rate");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpStatus {
+    /// Logged and dispatched; the agent has not answered yet.
+    Running,
+    Succeeded,
+    /// The action ran and failed, or the agent refused or could not be reached (the
+    /// log says which).
+    Failed,
+    /// Nothing was dispatched (the log could not be written).
+    Refused,
+}
+
+/// One requested action, as its operator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: String,
+    pub operator: String,
+    pub cluster: String,
+    pub instance: String,
+    pub action: String,
+    pub parameters: serde_json::Value,
+    pub ticket: String,
+    pub status: OpStatus,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The intent event's id and index in the cluster's log.
+    pub event_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdemRecord {
+    request_digest: String,
+    operation: String,
+}
+
+/// What an idempotency key already stands for.
+pub enum Idem {
+    New,
+    Same(String),
+    Conflict,
+}
+
+#[derive(Clone)]
+pub struct Ops {
+    store: Arc<dyn StateStore>,
+}
+
+fn backend(op: &'static str, reason: String) -> StateError {
+    StateError::Backend {
+        op,
+        ns: "gateway",
+        reason,
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StateError> {
+    serde_json::to_vec(v).map_err(|e| backend("encode", e.to_string()))
+}
+
+impl Ops {
+    pub fn new(store: Arc<dyn StateStore>) -> Self {
+        Self { store }
+    }
+
+    pub async fn save(&self, op: &Operation) -> Result<(), StateError> {
+        self.store.put(OPERATIONS, &op.id, encode(op)?).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Operation>, StateError> {
+        match self.store.get(OPERATIONS, id).await? {
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| backend("decode", format!("corrupt operation {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The operator's operations, newest first, at most `limit`.
+    pub async fn list(&self, operator: &str, limit: usize) -> Result<Vec<Operation>, StateError> {
+        let mut ops: Vec<Operation> = self
+            .store
+            .list(OPERATIONS, "", 100_000)
+            .await?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<Operation>(&v).ok())
+            .filter(|o| o.operator == operator)
+            .collect();
+        ops.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        ops.truncate(limit);
+        Ok(ops)
+    }
+
+    /// Claims `key` for `operation` unless the operator used it before.
+    pub async fn idempotency(
+        &self,
+        operator: &str,
+        key: &str,
+        request_digest: &str,
+        operation: &str,
+    ) -> Result<Idem, StateError> {
+        let k = format!("{operator}/{key}");
+        let record = IdemRecord {
+            request_digest: request_digest.to_string(),
+            operation: operation.to_string(),
+        };
+        if self
+            .store
+            .insert_new(IDEMPOTENCY, &k, encode(&record)?)
+            .await?
+        {
+            return Ok(Idem::New);
+        }
+        let Some(existing) = self.store.get(IDEMPOTENCY, &k).await? else {
+            return Ok(Idem::Conflict);
+        };
+        let existing: IdemRecord = serde_json::from_slice(&existing)
+            .map_err(|e| backend("decode", format!("corrupt idempotency record: {e}")))?;
+        if existing.request_digest == request_digest {
+            Ok(Idem::Same(existing.operation))
+        } else {
+            Ok(Idem::Conflict)
+        }
+    }
+
+    /// Counts one request of `who` for `action` in the current window of `per_secs`;
+    /// `false` once `max` were counted in it.
+    pub async fn take(
+        &self,
+        who: &str,
+        action: &str,
+        max: u32,
+        per_secs: u64,
+        now: Timestamp,
+    ) -> Result<bool, StateError> {
+        let per = per_secs.max(1);
+        let window = u64::try_from(now.unix_seconds()).unwrap_or(0) / per;
+        let key = format!("{who}/{action}/{window}");
+        for _ in 0..64 {
+            let current = self.store.get(RATE, &key).await?;
+            let count: u32 = current
+                .as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if count >= max {
+                return Ok(false);
+            }
+            let next = (count + 1).to_string().into_bytes();
+            if self
+                .store
+                .compare_and_swap(RATE, &key, current, Some(next))
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(backend("rate limit", "counter too contended".into()))
+    }
+}

@@ -1,0 +1,729 @@
+//! The request pipeline: the only path from an operator to a control plane, in the
+//! order DESIGN.md gives, failing closed at each step ([`Gateway::run`]).
+//!
+//! 1. **Authenticate**: an OIDC token (or the development issuer's, when enabled), or
+//!    an operator certificate.
+//! 2. **Authorize**: a *current* on-call shift in a schedule that grants, on this
+//!    cluster, the role the action requires. The grant ends with the shift.
+//! 3. **Rate limit**: the action's per-operator limit from the policy.
+//! 4. **Validate**: the action exists in the verified policy; its parameters and the
+//!    justification pass the policy's validator.
+//! 5. **Log first**: the intent is appended to the cluster's log and witnessed.
+//! 6. **Dispatch** to the instance's agent with the proofs.
+//! 7. **Record the result**: the agent's signed outcome is appended to the same log.
+//!
+//! Every refusal at steps 1–4 is itself appended to the cluster's log (when the
+//! cluster exists), so attempts are visible to the customer too. There is no other
+//! path: no role, flag or setting skips a step.
+
+use crate::config::GatewayConfig;
+use crate::ops::{Idem, OpStatus, Operation, Ops};
+use crate::problem::Problem;
+use palisade_agent::client::{prepare, CallError, Dispatcher, Request};
+use palisade_agent::dispatch::ResultOutcome;
+use palisade_core::event::{
+    Actor, Event, GrantRef, Outcome, RefusalEvent, RefusalStage, ResultEvent,
+};
+use palisade_core::inventory::{Cluster, Inventory};
+use palisade_core::time::Timestamp;
+use palisade_core::{ActionName, ClusterId, EventId, InstanceId, OperatorId, Sha256Digest};
+use palisade_pki::CertName;
+use palisade_policy::keys::PublicKey;
+use palisade_policy::Policy;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::RwLock;
+
+/// How the caller presented themselves.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Bearer(String),
+    Certificate(CertName),
+    None,
+}
+
+/// An authenticated operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Operator {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// `oidc`, `dev` or `certificate`.
+    pub via: &'static str,
+}
+
+/// A grant an operator holds right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActiveGrant {
+    pub schedule: String,
+    pub roles: Vec<String>,
+    pub clusters: Vec<String>,
+    pub ends_at: Timestamp,
+}
+
+/// The body of `POST /v1/clusters/{cluster}/actions/{action}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    /// Required for instance actions; cluster actions go to the first instance.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// The action's parameters (a JSON object; validated from its raw bytes, so a
+    /// duplicated key is an error).
+    #[serde(default)]
+    pub parameters: Option<Box<serde_json::value::RawValue>>,
+    /// Or the parameters as `name: "text"` pairs, typed by the policy (what
+    /// `palisade op run --param k=v` sends). Not both.
+    #[serde(default)]
+    pub arguments: Option<std::collections::BTreeMap<String, String>>,
+    pub ticket: String,
+    pub reason: String,
+}
+
+pub struct Gateway {
+    pub(crate) inventory: Inventory,
+    policy: RwLock<Arc<Policy>>,
+    pub(crate) auth: crate::auth::Authenticators,
+    pub(crate) oncall: crate::oncall::OnCall,
+    pub(crate) ops: Ops,
+    dispatcher: Dispatcher,
+    agent_keys: HashMap<InstanceId, PublicKey>,
+    pseudonym_key: Vec<u8>,
+    show_names: bool,
+    config: GatewayConfig,
+    pub(crate) metrics: crate::metrics::Metrics,
+}
+
+fn refusal_problem(status: u16, stage: RefusalStage, detail: String) -> (Problem, RefusalStage) {
+    (Problem::new(status, stage_title(stage), detail), stage)
+}
+
+fn stage_title(stage: RefusalStage) -> &'static str {
+    match stage {
+        RefusalStage::Authenticate => "not authenticated",
+        RefusalStage::Authorize => "not authorized",
+        RefusalStage::Validate => "invalid request",
+        RefusalStage::RateLimit => "rate limit reached",
+    }
+}
+
+impl Gateway {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: GatewayConfig,
+        inventory: Inventory,
+        policy: Policy,
+        auth: crate::auth::Authenticators,
+        oncall: crate::oncall::OnCall,
+        ops: Ops,
+        dispatcher: Dispatcher,
+        agent_keys: HashMap<InstanceId, PublicKey>,
+        pseudonym_key: Vec<u8>,
+    ) -> Self {
+        Self {
+            show_names: config.show_operator_names,
+            inventory,
+            policy: RwLock::new(Arc::new(policy)),
+            auth,
+            oncall,
+            ops,
+            dispatcher,
+            agent_keys,
+            pseudonym_key,
+            config,
+            metrics: crate::metrics::Metrics::default(),
+        }
+    }
+
+    pub async fn policy(&self) -> Arc<Policy> {
+        self.policy.read().await.clone()
+    }
+
+    pub(crate) async fn set_policy(&self, p: Policy) {
+        *self.policy.write().await = Arc::new(p);
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// The name the logs show for an operator: a stable pseudonym (HMAC of the name
+    /// under the gateway's pseudonym key) unless names are configured.
+    pub fn pseudonym(&self, operator: &str) -> OperatorId {
+        if self.show_names {
+            if let Ok(id) = OperatorId::parse(operator) {
+                return id;
+            }
+        }
+        let mut mac = Sha256::new();
+        mac.update(b"palisade pseudonym v1\0");
+        mac.update(&self.pseudonym_key);
+        mac.update(operator.as_bytes());
+        let digest = mac.finalize();
+        OperatorId::parse(&format!("op-{}", &hex::encode(digest)[..16]))
+            .expect("op- and 16 hex digits is a valid operator id")
+    }
+
+    /// Step 1.
+    pub async fn authenticate(
+        &self,
+        cred: &Credential,
+        now: Timestamp,
+    ) -> Result<Operator, Problem> {
+        self.auth.authenticate(cred, now).await
+    }
+
+    /// The grants `op` holds now, on `cluster` if given.
+    pub fn grants(
+        &self,
+        op: &Operator,
+        cluster: Option<&ClusterId>,
+        now: Timestamp,
+    ) -> Vec<ActiveGrant> {
+        self.oncall.grants(&op.name, cluster, now)
+    }
+
+    fn cluster(&self, id: &str) -> Result<(&Cluster, ClusterId), Problem> {
+        let unknown = || {
+            Problem::new(
+                404,
+                "unknown cluster",
+                format!("no cluster {id:?} in the inventory"),
+            )
+        };
+        let cid = ClusterId::parse(id).map_err(|_| unknown())?;
+        let c = self.inventory.cluster(&cid).ok_or_else(unknown)?;
+        Ok((c, cid))
+    }
+
+    /// Appends a refusal to the cluster's log; the refusal stands whether or not
+    /// that works, and the answer says if it could not be logged.
+    async fn log_refusal(
+        &self,
+        cluster: &ClusterId,
+        actor: Option<&Operator>,
+        action: &str,
+        stage: RefusalStage,
+        mut problem: Problem,
+    ) -> Problem {
+        self.metrics.refused(stage);
+        let event = Event::Refusal(RefusalEvent {
+            event_id: match EventId::random() {
+                Ok(id) => id,
+                Err(_) => return problem,
+            },
+            time: Timestamp::now(),
+            cluster: cluster.clone(),
+            actor: actor.map(|a| self.pseudonym(&a.name)),
+            action: action.chars().take(64).collect(),
+            stage,
+            reason: problem.detail.chars().take(512).collect(),
+        });
+        let logged = match event.to_log_entry() {
+            Ok(entry) => self
+                .dispatcher
+                .append(cluster.as_str(), &entry)
+                .await
+                .map(|r| r.index),
+            Err(e) => Err(CallError::Setup(e.to_string())),
+        };
+        match logged {
+            Ok(index) => problem.log_index = Some(index),
+            Err(e) => {
+                tracing::warn!(error = %e, "a refusal could not be logged");
+                problem
+                    .detail
+                    .push_str(" (this refusal could not be logged: the log is unavailable)");
+            }
+        }
+        problem
+    }
+
+    /// The pipeline (module documentation). Returns the operation, finished or still
+    /// running after the configured wait.
+    pub async fn run(
+        self: &Arc<Self>,
+        cred: &Credential,
+        cluster: &str,
+        action: &str,
+        body: RunBody,
+        idempotency_key: Option<&str>,
+    ) -> Result<Operation, Problem> {
+        let now = Timestamp::now();
+        // Which log refusals go to. An unknown cluster has no log (and no customer).
+        let (cluster, cluster_id) = self.cluster(cluster)?;
+
+        // 1. Authenticate.
+        let op = match self.authenticate(cred, now).await {
+            Ok(op) => op,
+            Err(p) => {
+                return Err(self
+                    .log_refusal(&cluster_id, None, action, RefusalStage::Authenticate, p)
+                    .await)
+            }
+        };
+        match self
+            .authorize_validate(&op, cluster, &cluster_id, action, &body, now)
+            .await
+        {
+            Ok(checked) => {
+                self.execute(op, cluster, checked, body, idempotency_key, now)
+                    .await
+            }
+            Err((p, stage)) => Err(self
+                .log_refusal(&cluster_id, Some(&op), action, stage, p)
+                .await),
+        }
+    }
+
+    /// Steps 2–4.
+    async fn authorize_validate(
+        &self,
+        op: &Operator,
+        cluster: &Cluster,
+        cluster_id: &ClusterId,
+        action: &str,
+        body: &RunBody,
+        now: Timestamp,
+    ) -> Result<Checked, (Problem, RefusalStage)> {
+        // 2. Authorize: a current shift granting a role on this cluster...
+        let grants = self.grants(op, Some(cluster_id), now);
+        if grants.is_empty() {
+            let next = self
+                .oncall
+                .next_shift(&op.name, now)
+                .map(|(schedule, start)| format!("; your next shift ({schedule}) starts {start}"))
+                .unwrap_or_else(|| "; you have no upcoming shift".into());
+            return Err(refusal_problem(
+                403,
+                RefusalStage::Authorize,
+                format!("{} is not on call for cluster {cluster_id}{next}", op.name),
+            ));
+        }
+        let policy = self.policy().await;
+        let Some(spec) = policy.action_named(action) else {
+            return Err(refusal_problem(
+                404,
+                RefusalStage::Validate,
+                format!(
+                    "no action {:?} in the approved policy (version {})",
+                    action.chars().take(64).collect::<String>(),
+                    policy.version()
+                ),
+            ));
+        };
+        // ...and the role this action requires, from a shift that is still running.
+        let Some(grant) = grants
+            .iter()
+            .filter(|g| g.roles.iter().any(|r| r == &spec.role))
+            .max_by_key(|g| g.ends_at)
+        else {
+            return Err(refusal_problem(
+                403,
+                RefusalStage::Authorize,
+                format!(
+                    "{} needs role {:?} on cluster {cluster_id}; your current shift grants {}",
+                    action,
+                    spec.role,
+                    grants
+                        .iter()
+                        .flat_map(|g| g.roles.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        // 3. Rate limit (per operator and action).
+        let allowed = self
+            .ops
+            .take(
+                &op.name,
+                action,
+                spec.rate_limit.max,
+                spec.rate_limit.per.as_secs(),
+                now,
+            )
+            .await
+            .map_err(|e| {
+                refusal_problem(
+                    503,
+                    RefusalStage::RateLimit,
+                    format!("rate-limit state unavailable: {e}"),
+                )
+            })?;
+        if !allowed {
+            return Err(refusal_problem(
+                429,
+                RefusalStage::RateLimit,
+                format!(
+                    "{action} is limited to {} per {}s per operator",
+                    spec.rate_limit.max,
+                    spec.rate_limit.per.as_secs()
+                ),
+            ));
+        }
+        // 4. Validate: parameters and justification, with the policy's own checks.
+        let validated = match (&body.parameters, &body.arguments) {
+            (Some(_), Some(_)) => {
+                return Err(refusal_problem(
+                    422,
+                    RefusalStage::Validate,
+                    "send parameters or arguments, not both".into(),
+                ))
+            }
+            (None, Some(args)) => {
+                let pairs: Vec<(String, String)> =
+                    args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                policy.validate_args(action, &pairs)
+            }
+            (params, None) => {
+                let raw = params.as_ref().map_or("{}", |r| r.get());
+                policy.validate(action, raw.as_bytes())
+            }
+        }
+        .map_err(|e| refusal_problem(422, RefusalStage::Validate, e.to_string()))?;
+        let justification = policy
+            .check_justification(action, &body.ticket, &body.reason)
+            .map_err(|e| refusal_problem(422, RefusalStage::Validate, e.to_string()))?;
+        let instance = match (&body.instance, validated.target()) {
+            (Some(i), _) => cluster
+                .instances
+                .iter()
+                .find(|x| x.id.as_str() == i)
+                .ok_or_else(|| {
+                    refusal_problem(
+                        404,
+                        RefusalStage::Validate,
+                        format!(
+                            "cluster {cluster_id} has no instance {:?}",
+                            i.chars().take(64).collect::<String>()
+                        ),
+                    )
+                })?,
+            // A cluster of one instance needs no choice.
+            (None, palisade_policy::Target::Instance) if cluster.instances.len() == 1 => {
+                &cluster.instances[0]
+            }
+            (None, palisade_policy::Target::Instance) => {
+                return Err(refusal_problem(
+                    422,
+                    RefusalStage::Validate,
+                    format!(
+                        "{action} acts on one instance: name it (instances: {})",
+                        cluster
+                            .instances
+                            .iter()
+                            .map(|i| i.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            }
+            (None, palisade_policy::Target::Cluster) => {
+                cluster.instances.first().ok_or_else(|| {
+                    refusal_problem(
+                        404,
+                        RefusalStage::Validate,
+                        format!("cluster {cluster_id} has no instances"),
+                    )
+                })?
+            }
+        };
+        Ok(Checked {
+            request: Request {
+                tenant: cluster.tenant.clone(),
+                cluster: cluster_id.clone(),
+                instance: instance.id.clone(),
+                actor: Actor {
+                    id: self.pseudonym(&op.name),
+                    groups: op.groups.clone(),
+                    grant: Some(GrantRef {
+                        schedule: grant.schedule.clone(),
+                        role: spec.role.clone(),
+                        ends_at: grant.ends_at,
+                    }),
+                },
+                action: ActionName::parse(action)
+                    .map_err(|e| refusal_problem(422, RefusalStage::Validate, e.to_string()))?,
+                parameters: validated.params().clone(),
+                justification,
+                policy: validated.policy().clone(),
+            },
+            agent_url: instance.agent_url.clone(),
+        })
+    }
+
+    /// Steps 5–7, as an operation.
+    async fn execute(
+        self: &Arc<Self>,
+        op: Operator,
+        cluster: &Cluster,
+        checked: Checked,
+        body: RunBody,
+        idempotency_key: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Operation, Problem> {
+        let prepared = prepare(
+            &checked.request,
+            Duration::from_secs(self.config.dispatch_ttl_secs),
+            now,
+        )
+        .map_err(|e| Problem::new(500, "internal error", e))?;
+        let id = prepared.intent.event_id.to_string();
+        let parameters = serde_json::to_value(&checked.request.parameters).unwrap_or_default();
+        if let Some(key) = idempotency_key {
+            let digest = Sha256Digest::of(
+                format!(
+                    "{}\0{}\0{}\0{}\0{}\0{}",
+                    cluster.id,
+                    checked.request.instance,
+                    checked.request.action,
+                    parameters,
+                    body.ticket,
+                    body.reason
+                )
+                .as_bytes(),
+            )
+            .to_string();
+            match self.ops.idempotency(&op.name, key, &digest, &id).await {
+                Ok(Idem::New) => {}
+                Ok(Idem::Same(existing)) => {
+                    return match self.ops.get(&existing).await {
+                        Ok(Some(o)) => Ok(o),
+                        _ => Err(Problem::new(
+                            409,
+                            "request in progress",
+                            format!(
+                                "idempotency key {key:?} is being used by operation {existing}"
+                            ),
+                        )),
+                    }
+                }
+                Ok(Idem::Conflict) => {
+                    return Err(Problem::new(
+                        422,
+                        "idempotency key reused",
+                        format!("idempotency key {key:?} was used for a different request"),
+                    ))
+                }
+                Err(e) => return Err(Problem::new(503, "state unavailable", e.to_string())),
+            }
+        }
+        let operation = Operation {
+            id: id.clone(),
+            operator: op.name.clone(),
+            cluster: cluster.id.to_string(),
+            instance: checked.request.instance.to_string(),
+            action: checked.request.action.to_string(),
+            parameters,
+            ticket: body.ticket.clone(),
+            status: OpStatus::Running,
+            created_at: now,
+            finished_at: None,
+            event_id: id.clone(),
+            intent_index: None,
+            result_index: None,
+            output: None,
+            error: None,
+        };
+        self.ops
+            .save(&operation)
+            .await
+            .map_err(|e| Problem::new(503, "state unavailable", e.to_string()))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let done = gw.dispatch(operation, checked, prepared).await;
+            let _ = tx.send(done);
+        });
+        match tokio::time::timeout(Duration::from_secs(self.config.wait_secs), rx).await {
+            Ok(Ok(done)) => Ok(done),
+            _ => {
+                self.ops.get(&id).await.ok().flatten().ok_or_else(|| {
+                    Problem::new(500, "internal error", "operation lost".to_string())
+                })
+            }
+        }
+    }
+
+    /// Log the intent, dispatch, log the result; keeps the operation record current.
+    async fn dispatch(
+        &self,
+        mut operation: Operation,
+        checked: Checked,
+        prepared: palisade_agent::client::Prepared,
+    ) -> Operation {
+        let started = std::time::Instant::now();
+        let cluster = checked.request.cluster.clone();
+        let policy = match self.config.log.policy_for(&cluster) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .finish(
+                        operation,
+                        OpStatus::Refused,
+                        None,
+                        Some(format!("log trust: {e}")),
+                    )
+                    .await
+            }
+        };
+        let keys: Vec<PublicKey> = self
+            .agent_keys
+            .get(&checked.request.instance)
+            .cloned()
+            .into_iter()
+            .collect();
+        // 5. Log first: nothing is dispatched unless this succeeds.
+        let (entry, appended) = match self.dispatcher.log_intent(&prepared).await {
+            Ok(logged) => logged,
+            Err(e) => {
+                self.metrics
+                    .dispatched("log_unavailable", started.elapsed());
+                return self
+                    .finish(
+                        operation,
+                        OpStatus::Refused,
+                        None,
+                        Some(format!(
+                            "the log could not record the intent, so nothing was dispatched: {e}"
+                        )),
+                    )
+                    .await;
+            }
+        };
+        operation.intent_index = Some(appended.index);
+        if let Err(e) = self.ops.save(&operation).await {
+            tracing::warn!(error = %e, "cannot record the operation's progress");
+        }
+        // 6. Dispatch with the proofs.
+        let outcome = self
+            .dispatcher
+            .dispatch_logged(
+                &checked.agent_url,
+                &prepared,
+                &entry,
+                &appended,
+                &policy,
+                &keys,
+            )
+            .await;
+        let (result_outcome, detail, output_digest) = match outcome {
+            Ok(done) => {
+                let o = match done.result.outcome {
+                    ResultOutcome::Succeeded => Outcome::Succeeded,
+                    ResultOutcome::Failed => Outcome::Failed,
+                };
+                operation.output = done.result.output.clone();
+                operation.error = done.result.error.clone();
+                (o, done.result.error.clone(), done.result.output_digest)
+            }
+            // The intent is logged: whatever went wrong is recorded as its result.
+            Err(e @ (CallError::Log(_) | CallError::Setup(_))) => {
+                (Outcome::Failed, Some(format!("not dispatched: {e}")), None)
+            }
+            Err(CallError::Refused(r)) => (Outcome::Refused, Some(r.to_string()), None),
+            Err(e @ CallError::NotSent(_)) => (Outcome::Failed, Some(e.to_string()), None),
+            Err(e @ CallError::Unreachable { .. }) => {
+                (Outcome::Unreachable, Some(e.to_string()), None)
+            }
+            Err(CallError::BadAnswer(e)) => (
+                Outcome::Failed,
+                Some(format!("the agent's answer was not valid: {e}")),
+                None,
+            ),
+        };
+        let status = if result_outcome == Outcome::Succeeded {
+            OpStatus::Succeeded
+        } else {
+            OpStatus::Failed
+        };
+        // 7. Record the result in the same log.
+        let result = Event::Result(ResultEvent {
+            event_id: EventId::random().unwrap_or_else(|_| prepared.intent.event_id.clone()),
+            time: Timestamp::now(),
+            cluster: cluster.clone(),
+            intent: prepared.intent.event_id.clone(),
+            outcome: result_outcome,
+            output_digest,
+            detail: detail.clone().map(|d| d.chars().take(512).collect()),
+        });
+        let mut result_index = None;
+        if let Ok(entry) = result.to_log_entry() {
+            for attempt in 0..3 {
+                match self.dispatcher.append(cluster.as_str(), &entry).await {
+                    Ok(r) => {
+                        result_index = Some(r.index);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(attempt, error = %e, "the result could not be logged yet");
+                        tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                    }
+                }
+            }
+        }
+        self.metrics.dispatched(
+            match result_outcome {
+                Outcome::Succeeded => "succeeded",
+                Outcome::Failed => "failed",
+                Outcome::Refused => "agent_refused",
+                Outcome::Unreachable => "agent_unreachable",
+            },
+            started.elapsed(),
+        );
+        let mut error = detail;
+        if result_index.is_none() {
+            let note = "the result could not be appended to the log".to_string();
+            error = Some(error.map_or(note.clone(), |e| format!("{e}; {note}")));
+        }
+        self.finish(operation, status, result_index, error).await
+    }
+
+    async fn finish(
+        &self,
+        mut operation: Operation,
+        status: OpStatus,
+        result_index: Option<u64>,
+        error: Option<String>,
+    ) -> Operation {
+        operation.status = status;
+        operation.result_index = result_index;
+        if error.is_some() {
+            operation.error = error;
+        }
+        operation.finished_at = Some(Timestamp::now());
+        if let Err(e) = self.ops.save(&operation).await {
+            tracing::error!(error = %e, operation = %operation.id, "cannot record the operation's end");
+        }
+        operation
+    }
+
+    /// Whether the policy, the log and the state answer (for `/readyz`).
+    pub async fn ready(&self) -> Result<(), String> {
+        let cluster = self
+            .inventory
+            .clusters
+            .first()
+            .ok_or("the inventory has no cluster")?;
+        let policy = self.config.log.policy_for(&cluster.id)?;
+        let _ = policy;
+        self.ops
+            .get("readyz-probe")
+            .await
+            .map_err(|e| format!("state: {e}"))?;
+        Ok(())
+    }
+}
+
+/// What steps 2–4 established.
+pub(crate) struct Checked {
+    request: Request,
+    agent_url: String,
+}

@@ -1,0 +1,198 @@
+//! Starting the gateway: load and verify everything it trusts (fail closed), then
+//! serve the API over TLS (operator certificates optional: tokens are the default).
+
+use crate::auth::Authenticators;
+use crate::config::GatewayConfig;
+use crate::oncall::OnCall;
+use crate::ops::Ops;
+use crate::pipeline::Gateway;
+use palisade_agent::accept::PolicySource;
+use palisade_agent::client::Dispatcher;
+use palisade_agent::server::TufPolicy;
+use palisade_core::inventory::Inventory;
+use palisade_pki::ClientAuth;
+use palisade_policy::keys::{PublicKey, SigningKey};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}
+
+fn setup(what: &'static str) -> impl Fn(String) -> GatewayError {
+    move |e| GatewayError::Setup(format!("{what}: {e}"))
+}
+
+/// Builds the gateway from its configuration.
+pub async fn start(cfg: GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
+    let inventory: Inventory = palisade_core::config::load(&cfg.inventory)
+        .map_err(|e| GatewayError::Setup(e.to_string()))?;
+    let policy = TufPolicy {
+        trust: cfg.trust.clone(),
+    }
+    .load()
+    .await
+    .map_err(setup("policy"))?;
+    let store = palisade_state::open_embedded(&cfg.state)
+        .map_err(|e| GatewayError::Setup(format!("state {}: {e}", cfg.state.display())))?;
+    let state_dir = cfg
+        .state
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let auth = Authenticators::new(
+        cfg.oidc.clone(),
+        cfg.dev_issuer
+            .as_ref()
+            .map(|d| (d.key.as_path(), d.token_ttl_secs)),
+        &dev_issuer_url(&cfg.listen),
+        &state_dir,
+    )
+    .await
+    .map_err(GatewayError::Setup)?;
+    let oncall = OnCall::load(&cfg).map_err(setup("on-call schedules"))?;
+    let key = SigningKey::read(&cfg.signing_key).map_err(|e| GatewayError::Setup(e.to_string()))?;
+    let dispatcher = Dispatcher::new(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key, key, &cfg.log.url)
+        .map_err(|e| GatewayError::Setup(e.to_string()))?;
+    let mut agent_keys = HashMap::new();
+    for a in &cfg.agents {
+        let k = PublicKey::read(&a.key).map_err(|e| GatewayError::Setup(e.to_string()))?;
+        agent_keys.insert(a.instance.clone(), k);
+    }
+    let pseudonym_key = std::fs::read(&cfg.pseudonym_key).map_err(|e| {
+        GatewayError::Setup(format!(
+            "pseudonym key {}: {e}",
+            cfg.pseudonym_key.display()
+        ))
+    })?;
+    if pseudonym_key.len() < 32 {
+        return Err(GatewayError::Setup(format!(
+            "pseudonym key {} holds {} bytes; at least 32 random bytes are needed",
+            cfg.pseudonym_key.display(),
+            pseudonym_key.len()
+        )));
+    }
+    for c in &inventory.clusters {
+        cfg.log.policy_for(&c.id).map_err(setup("log trust"))?;
+    }
+    Ok(Arc::new(Gateway::new(
+        cfg,
+        inventory,
+        policy,
+        auth,
+        oncall,
+        Ops::new(store),
+        dispatcher,
+        agent_keys,
+        pseudonym_key,
+    )))
+}
+
+/// The `iss` of development tokens.
+pub fn dev_issuer_url(listen: &str) -> String {
+    format!("https://{listen}/dev")
+}
+
+/// Serves until `shutdown`; `ready` gets the bound address.
+pub async fn run(
+    cfg: GatewayConfig,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), GatewayError> {
+    let tls = palisade_pki::server_config(
+        &cfg.tls.ca,
+        &cfg.tls.cert,
+        &cfg.tls.key,
+        ClientAuth::Optional,
+    )
+    .map_err(|e| GatewayError::Setup(format!("TLS: {e}")))?;
+    let listen = cfg.listen.clone();
+    let feeds: Vec<(String, String)> = cfg
+        .icals
+        .iter()
+        .filter_map(|f| f.url.clone().map(|u| (f.schedule.clone(), u)))
+        .collect();
+    let gw = start(cfg).await?;
+    let listener =
+        tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| GatewayError::Listen {
+                addr: listen.clone(),
+                reason: e.to_string(),
+            })?;
+    let addr = listener.local_addr().map_err(|e| GatewayError::Listen {
+        addr: listen.clone(),
+        reason: e.to_string(),
+    })?;
+    let refresher = tokio::spawn(refresh(gw.clone(), feeds));
+    ready(addr);
+    let served =
+        palisade_tlog_service::https::serve(listener, tls, crate::api::router(gw), shutdown).await;
+    refresher.abort();
+    served.map_err(|e| GatewayError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Re-verifies the policy every minute (a newer approved one replaces it; a
+/// repository that stops verifying keeps the last good policy and says so) and
+/// fetches iCalendar feeds every five minutes.
+async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
+    let source = TufPolicy {
+        trust: gw.config().trust.clone(),
+    };
+    // Feeds are usually public services (PagerDuty, Opsgenie, Grafana OnCall): the
+    // platform's trust store, with Palisade's crypto provider.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = std::sync::Arc::unwrap_or_clone(palisade_pki::crypto_provider()).install_default();
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .https_only(true)
+        .build()
+        .ok();
+    let mut tick = 0u64;
+    loop {
+        if tick % 5 == 0 {
+            for (schedule, url) in &feeds {
+                let Some(http) = &http else { break };
+                match http.get(url).send().await {
+                    Ok(r) if r.status().is_success() => match r.text().await {
+                        Ok(text) => match gw.oncall.set_feed(schedule, &text) {
+                            Ok(n) => tracing::info!(schedule, shifts = n, "on-call feed refreshed"),
+                            Err(e) => {
+                                tracing::warn!(schedule, error = %e, "on-call feed refused; keeping the last one")
+                            }
+                        },
+                        Err(e) => tracing::warn!(schedule, error = %e, "on-call feed unreadable"),
+                    },
+                    Ok(r) => {
+                        tracing::warn!(schedule, status = %r.status(), "on-call feed unavailable")
+                    }
+                    Err(e) => tracing::warn!(schedule, error = %e, "on-call feed unavailable"),
+                }
+            }
+        }
+        match source.load().await {
+            Ok(p) => {
+                let current = gw.policy().await;
+                if p.digest() != current.digest() {
+                    tracing::info!(version = p.version(), digest = %p.digest(), "a newer approved policy was loaded");
+                    gw.set_policy(p).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the policy repository does not verify; keeping the last verified policy")
+            }
+        }
+        tick += 1;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}

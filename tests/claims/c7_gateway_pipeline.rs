@@ -1,0 +1,515 @@
+//! Claim C7 at the gateway: every call is authenticated and authorized by current
+//! on-call duty, validated against the approved policy, and logged — refusals
+//! included — and nothing is dispatched unless its intent is in the log. There is no
+//! break-glass: no flag, role or setting skips a step.
+//!
+//! Each test attacks the gateway `palisade up` runs (or a second gateway on the same
+//! stack whose log or agent is unreachable) through its HTTPS API.
+
+#[path = "../e2e/common.rs"]
+mod common;
+#[path = "../agent/harness.rs"]
+mod harness;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use common::{free_port_block, palisade, Running};
+use harness::{GatewayClient, Stack};
+use palisade_core::time::Timestamp;
+use serde_json::Value;
+use std::time::Duration;
+
+const TICKET: &str = "INC-4242";
+const REASON: &str = "checking etcd after an alert";
+
+/// The event the log holds at `index`, read through the customer API.
+async fn logged_event(stack: &Stack, index: u64) -> Value {
+    let gw = stack.gateway();
+    let (status, page) = gw
+        .call(
+            "GET",
+            &format!("/v1/tenants/demo/clusters/demo/events?from={index}&limit=1"),
+            Some(&stack.tenant_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["events"][0]["event"].clone()
+}
+
+async fn assert_logged_refusal(stack: &Stack, problem: &Value, stage: &str) {
+    let index = problem["log_index"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("refusal not logged: {problem}"));
+    let event = logged_event(stack, index).await;
+    assert_eq!(event["kind"], "refusal", "{event}");
+    assert_eq!(event["stage"], stage, "{event}");
+}
+
+fn issuer(stack: &Stack) -> palisade_authn::DevIssuer {
+    palisade_authn::DevIssuer::load(&stack.dir.join("gateway/keys/dev-issuer.key"))
+        .expect("dev key")
+}
+
+fn dev_iss(stack: &Stack) -> String {
+    format!("https://127.0.0.1:{}/dev", stack.base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_and_each_refusal_is_logged() {
+    let stack = Stack::start();
+    let gw = stack.gateway();
+    let op = stack.operator();
+    let now = Timestamp::now().unix_seconds();
+    let key = issuer(&stack);
+    let aud = palisade_gateway::auth::DEV_AUDIENCE;
+    let good = key
+        .issue(&dev_iss(&stack), aud, &op, &[], 600, now)
+        .expect("token");
+
+    let other_dir = tempfile::tempdir().expect("dir");
+    let stranger = palisade_authn::DevIssuer::create(&other_dir.path().join("k.key")).expect("key");
+    let parts: Vec<&str> = good.split('.').collect();
+    let payload: Value = serde_json::from_slice(&B64.decode(parts[1]).expect("b64")).expect("json");
+    let mut forged_payload = payload.clone();
+    forged_payload["sub"] = Value::String("someone-else".into());
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(serde_json::to_vec(&forged_payload).expect("json")),
+        parts[2]
+    );
+    let none = format!(
+        "{}.{}.",
+        B64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "expired",
+            key.issue(&dev_iss(&stack), aud, &op, &[], 60, now - 3_600)
+                .expect("t"),
+        ),
+        (
+            "not yet valid",
+            key.issue(&dev_iss(&stack), aud, &op, &[], 600, now + 3_600)
+                .expect("t"),
+        ),
+        (
+            "wrong audience",
+            key.issue(&dev_iss(&stack), "another-service", &op, &[], 600, now)
+                .expect("t"),
+        ),
+        (
+            "wrong issuer",
+            key.issue("https://issuer.example/dev", aud, &op, &[], 600, now)
+                .expect("t"),
+        ),
+        (
+            "unknown key",
+            stranger
+                .issue(&dev_iss(&stack), aud, &op, &[], 600, now)
+                .expect("t"),
+        ),
+        ("forged signature", forged),
+        ("alg none", none),
+        ("garbage", "not-a-jwt".into()),
+    ];
+    for (what, token) in cases {
+        let (status, problem) = gw
+            .run(
+                &token,
+                "demo",
+                "etcd.status",
+                Some("demo-0"),
+                &[],
+                TICKET,
+                REASON,
+            )
+            .await;
+        assert_eq!(status, 401, "{what}: {problem}");
+        assert_logged_refusal(&stack, &problem, "authenticate").await;
+    }
+    // No credentials at all.
+    let (status, problem) = gw
+        .call(
+            "POST",
+            "/v1/clusters/demo/actions/etcd.status",
+            None,
+            Some(serde_json::json!({"instance": "demo-0", "ticket": TICKET, "reason": REASON})),
+        )
+        .await;
+    assert_eq!(status, 401, "{problem}");
+    assert_logged_refusal(&stack, &problem, "authenticate").await;
+
+    // The genuine token works, so the refusals above were about the tokens.
+    let (status, done) = gw
+        .run(
+            &good,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_current_on_call_grants_authorize_and_requests_must_validate() {
+    let stack = Stack::start();
+    let gw = stack.gateway();
+    let me = gw.dev_token(&stack.operator()).await;
+
+    // Authenticated but not on call.
+    let mallory = gw.dev_token("mallory").await;
+    let (status, problem) = gw
+        .run(
+            &mallory,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not on call")),
+        "{problem}"
+    );
+    assert_logged_refusal(&stack, &problem, "authorize").await;
+
+    // Justification: missing, malformed, too short.
+    for (ticket, reason) in [
+        ("", REASON),
+        ("see slack", REASON),
+        ("INC-1", "x"),
+        ("-INC-1", REASON),
+    ] {
+        let (status, problem) = gw
+            .run(
+                &me,
+                "demo",
+                "etcd.status",
+                Some("demo-0"),
+                &[],
+                ticket,
+                reason,
+            )
+            .await;
+        assert_eq!(status, 422, "{ticket:?} {reason:?}: {problem}");
+        assert_logged_refusal(&stack, &problem, "validate").await;
+    }
+    // Unknown action, bad parameters, unknown instance.
+    let (status, problem) = gw
+        .run(
+            &me,
+            "demo",
+            "etcd.exec",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 404, "{problem}");
+    assert_logged_refusal(&stack, &problem, "validate").await;
+    let (status, problem) = gw
+        .run(
+            &me,
+            "demo",
+            "kube.cordon",
+            None,
+            &[("node", "-rf")],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_logged_refusal(&stack, &problem, "validate").await;
+    let (status, problem) = gw
+        .run(
+            &me,
+            "demo",
+            "etcd.status",
+            Some("demo-9"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 404, "{problem}");
+    assert_logged_refusal(&stack, &problem, "validate").await;
+    // Duplicated parameter keys in the raw JSON: the validator sees the raw bytes.
+    let raw = format!(
+        r#"{{"parameters":{{"node":"worker-1","node":"-rf"}},"ticket":"{TICKET}","reason":"{REASON}"}}"#
+    );
+    let (status, problem) = gw
+        .call_raw(
+            "POST",
+            "/v1/clusters/demo/actions/kube.cordon",
+            Some(&me),
+            &raw,
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_logged_refusal(&stack, &problem, "validate").await;
+    // No body at all is malformed before anything else.
+    let (status, problem) = gw
+        .call(
+            "POST",
+            "/v1/clusters/demo/actions/kube.cordon",
+            Some(&me),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+
+    // An unknown cluster has no log to record the refusal in, and says so plainly.
+    let (status, problem) = gw
+        .run(
+            &me,
+            "nosuch",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 404, "{problem}");
+
+    // Rate limit: etcd.alarm-disarm allows 5 per hour per operator.
+    for i in 0..5 {
+        let (status, done) = gw
+            .run(
+                &me,
+                "demo",
+                "etcd.alarm-disarm",
+                None,
+                &[],
+                TICKET,
+                "disarm after compaction",
+            )
+            .await;
+        assert_eq!(status, 200, "call {i}: {done}");
+    }
+    let (status, problem) = gw
+        .run(
+            &me,
+            "demo",
+            "etcd.alarm-disarm",
+            None,
+            &[],
+            TICKET,
+            "disarm after compaction",
+        )
+        .await;
+    assert_eq!(status, 429, "{problem}");
+    assert_logged_refusal(&stack, &problem, "rate_limit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_ends_exactly_with_the_shift() {
+    // shorty covers the demo schedule from a minute ago until 40 s from now.
+    let now = Timestamp::now().unix_seconds();
+    let end = now + 40;
+    let stack = Stack::start_with(|dir, _| {
+        std::fs::create_dir_all(dir.join("gateway")).expect("dir");
+        let rfc = |t: i64| Timestamp::from_unix_seconds(t).to_string();
+        std::fs::write(
+            dir.join("gateway/rota.yaml"),
+            format!(
+                "apiVersion: palisade.dev/v1\nkind: Rota\nschedules:\n  - name: demo\n    timeZone: UTC\n    \
+                 rotation: always\n    participants: [\"regular\"]\n    overrides:\n      - operator: shorty\n        \
+                 start: {}\n        end: {}\n",
+                rfc(now - 60),
+                rfc(end)
+            ),
+        )
+        .expect("rota");
+    });
+    let gw = stack.gateway();
+    let token = gw.dev_token("shorty").await;
+    assert!(
+        Timestamp::now().unix_seconds() < end - 2,
+        "the stack took too long to start for this test's 40 s shift"
+    );
+    let (status, who) = gw.call("GET", "/v1/whoami", Some(&token), None).await;
+    assert_eq!(status, 200, "{who}");
+    assert_eq!(
+        who["grants"][0]["ends_at"],
+        Timestamp::from_unix_seconds(end).to_string(),
+        "{who}"
+    );
+    let (status, done) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 200, "during the shift: {done}");
+
+    // The same, still valid token one second after the shift ended.
+    let wait = end + 1 - Timestamp::now().unix_seconds();
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(0))).await;
+    }
+    let (status, problem) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 403, "after the shift: {problem}");
+    assert_logged_refusal(&stack, &problem, "authorize").await;
+    // The regular participant is on call again.
+    let regular = gw.dev_token("regular").await;
+    let (status, done) = gw
+        .run(
+            &regular,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+}
+
+/// A second gateway on the same stack, with its configuration changed by `edit`.
+fn second_gateway(
+    stack: &Stack,
+    name: &str,
+    edit: impl Fn(String) -> String,
+) -> (Running, GatewayClient) {
+    let port = free_port_block();
+    let gdir = stack.dir.join("gateway");
+    let text = std::fs::read_to_string(gdir.join("gateway.toml")).expect("config");
+    let text = text
+        .replace(
+            &format!("listen = \"127.0.0.1:{}\"", stack.base),
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "state = \"state.redb\"",
+            &format!("state = \"{name}-state.redb\""),
+        );
+    let config = gdir.join(format!("{name}.toml"));
+    std::fs::write(&config, edit(text)).expect("write config");
+    let mut cmd = palisade();
+    cmd.args([
+        "gateway",
+        "serve",
+        "--config",
+        &config.display().to_string(),
+    ]);
+    let mut running = Running::spawn(cmd);
+    running.wait_for("gateway listening", Duration::from_secs(60));
+    let client = GatewayClient::new(
+        &format!("https://127.0.0.1:{port}"),
+        &stack.dir.join("pki/ca.crt"),
+    );
+    (running, client)
+}
+
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_down_means_nothing_is_dispatched() {
+    let stack = Stack::start();
+    let before = stack.seen().await;
+    let dead = dead_port();
+    let (_gw2, gw) = second_gateway(&stack, "nolog", |t| {
+        t.replace(
+            &format!("url = \"https://127.0.0.1:{}\"", stack.base + 1),
+            &format!("url = \"https://127.0.0.1:{dead}\""),
+        )
+    });
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, op) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.defragment",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            "defragment after compaction run",
+        )
+        .await;
+    assert_eq!(status, 503, "{op}");
+    assert_eq!(op["status"], "refused", "{op}");
+    assert!(
+        op["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nothing was dispatched")),
+        "{op}"
+    );
+    assert!(op.get("intent_index").is_none_or(Value::is_null), "{op}");
+    // The agent saw nothing: its view of the log did not move.
+    assert_eq!(stack.seen().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_down_fails_and_the_failure_is_logged() {
+    let stack = Stack::start();
+    let dead = dead_port();
+    let inventory = stack.dir.join("inventory-dead-agent.toml");
+    let inv = std::fs::read_to_string(stack.dir.join("inventory.toml")).expect("inventory");
+    std::fs::write(
+        &inventory,
+        inv.replace(
+            &format!("https://127.0.0.1:{}", stack.base + 3),
+            &format!("https://127.0.0.1:{dead}"),
+        ),
+    )
+    .expect("write inventory");
+    let original = stack.dir.join("inventory.toml").display().to_string();
+    let (_gw2, gw) = second_gateway(&stack, "noagent", |t| {
+        t.replace(&original, &inventory.display().to_string())
+    });
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, op) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 200, "{op}");
+    assert_eq!(op["status"], "failed", "{op}");
+    let intent = op["intent_index"].as_u64().expect("the intent was logged");
+    let result = op["result_index"].as_u64().expect("the failure was logged");
+    assert!(result > intent);
+    let event = logged_event(&stack, result).await;
+    assert_eq!(event["kind"], "result", "{event}");
+    assert_eq!(event["outcome"], "unreachable", "{event}");
+    assert_eq!(event["intent"], op["event_id"], "{event}");
+}
