@@ -48,7 +48,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one request may take before the store reports etcd unavailable. Applied
 /// per call rather than on the channel, which would also cut the lease's and watch's
 /// long-lived streams.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Entries fetched per range request by `list`; a page stays well under the response
 /// limit even with values at etcd's default 1.5 MiB request cap.
 const LIST_PAGE: usize = 16;
@@ -123,6 +123,10 @@ impl EtcdStore {
     /// The prefix every key of this store starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     fn kv(&self) -> KvClient {
@@ -206,7 +210,7 @@ fn check_endpoints(endpoints: &[String], tls: bool) -> Result<(), StateError> {
 }
 
 /// A short account of an etcd error, without gRPC metadata.
-fn describe(e: &etcd_client::Error) -> String {
+pub(crate) fn describe(e: &etcd_client::Error) -> String {
     match e {
         etcd_client::Error::GRpcStatus(s) => format!("{} ({:?})", s.message(), s.code()),
         other => other.to_string(),

@@ -14,7 +14,9 @@
 //!   writes are single etcd transactions, so replicas racing on one key see exactly one
 //!   winner.
 //!
-//! [`StateBackend`] is the `[state]` table a process config embeds to choose a store.
+//! [`Leadership`] builds a leader lease on etcd (one holder per name at a time, e.g. one
+//! sequencer per log), and [`StateBackend`] is the `[state]` table a process config
+//! embeds to choose a store.
 //!
 //! Every write is durable when its future resolves (redb commits with fsync; etcd
 //! answers after a quorum has it in its log). Conditional writes
@@ -22,7 +24,8 @@
 //! what a replay cache or a lease needs.
 //!
 //! What this crate does not do: it does not encrypt or authenticate values (etcd
-//! access is guarded by its TLS client certificates and the store's prefix).
+//! access is guarded by its TLS client certificates and the store's prefix), and a
+//! [`LeaderGuard`] is a lease, not a fence — see [`lease`] for what that means.
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;
@@ -31,8 +34,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod etcd_store;
+pub mod lease;
 mod redb_store;
 pub use etcd_store::{EtcdStore, EtcdTls};
+pub use lease::{LeaderGuard, Leadership};
 pub use redb_store::RedbStore;
 
 /// A named group of keys (one redb table, or one etcd key prefix).
@@ -91,6 +96,9 @@ pub enum StateError {
         ns: &'static str,
         reason: String,
     },
+    /// A leader lease could not be taken, kept or released.
+    #[error("leadership {name:?}: {reason}")]
+    Lease { name: String, reason: String },
 }
 
 /// The largest key, in bytes.
