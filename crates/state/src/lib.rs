@@ -1,24 +1,43 @@
-//! Palisade's embedded state.
+//! Palisade's state.
 //!
 //! Processes keep small amounts of durable state: the agent's replay cache and its
 //! view of the log, the gateway's operations and idempotency keys, the witness's last
-//! checkpoint per origin. [`StateStore`] is the one interface they use; [`RedbStore`]
-//! implements it on a single [redb](https://docs.rs/redb) file (an embedded,
-//! crash-safe, pure-Rust B-tree with ACID transactions — chosen over SQLite to keep
-//! the build free of C code, and over sled for its stable on-disk format). The trait
-//! is narrow on purpose so that a store shared by several gateway replicas (etcd; not
-//! built yet) can implement the same operations.
+//! checkpoint per origin. [`StateStore`] is the one interface they use, with two
+//! implementations (DESIGN.md, "State and scale"):
 //!
-//! Every write is durable when its future resolves (redb commits with fsync).
-//! Conditional writes ([`StateStore::insert_new`], [`StateStore::compare_and_swap`])
-//! are atomic, which is what a replay cache or a lease needs.
+//! - [`RedbStore`], one [redb](https://docs.rs/redb) file, for a single machine: an
+//!   embedded, crash-safe, pure-Rust B-tree with ACID transactions — chosen over
+//!   SQLite to keep the build free of C code, and over sled for its stable on-disk
+//!   format.
+//! - [`EtcdStore`], for gateways that run as stateless replicas sharing operations,
+//!   idempotency keys, rate-limit counters, inventory and sequencer leases. Conditional
+//!   writes are single etcd transactions, so replicas racing on one key see exactly one
+//!   winner.
+//!
+//! [`Leadership`] builds a leader lease on etcd (one holder per name at a time, e.g. one
+//! sequencer per log), and [`StateBackend`] is the `[state]` table a process config
+//! embeds to choose a store.
+//!
+//! Every write is durable when its future resolves (redb commits with fsync; etcd
+//! answers after a quorum has it in its log). Conditional writes
+//! ([`StateStore::insert_new`], [`StateStore::compare_and_swap`]) are atomic, which is
+//! what a replay cache or a lease needs.
+//!
+//! What this crate does not do: it does not encrypt or authenticate values (etcd
+//! access is guarded by its TLS client certificates and the store's prefix), and a
+//! [`LeaderGuard`] is a lease, not a fence — see [`lease`] for what that means.
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod etcd_store;
+pub mod lease;
 mod redb_store;
+pub use etcd_store::{EtcdStore, EtcdTls};
+pub use lease::{LeaderGuard, Leadership};
 pub use redb_store::RedbStore;
 
 /// A named group of keys (one redb table, or one etcd key prefix).
@@ -58,6 +77,28 @@ pub enum StateError {
     },
     #[error("state key {key:?} is invalid: {reason}")]
     BadKey { key: String, reason: &'static str },
+    /// The `[state]` settings cannot work (bad prefix, endpoint, TLS combination).
+    #[error("the state configuration is invalid: {0}")]
+    Config(String),
+    #[error("cannot read the etcd TLS file {path}: {reason}")]
+    TlsFile { path: PathBuf, reason: String },
+    /// etcd could not be reached when connecting.
+    #[error(
+        "cannot reach etcd at {endpoints}: {reason}; check that etcd is running there \
+         and that the [state] endpoints and tls files are right"
+    )]
+    Connect { endpoints: String, reason: String },
+    /// etcd did not answer (down, partitioned, no quorum, timed out). The operation
+    /// may or may not have been applied; retrying a conditional write is safe.
+    #[error("etcd is unavailable for state {op} in namespace {ns}: {reason}")]
+    Unavailable {
+        op: &'static str,
+        ns: &'static str,
+        reason: String,
+    },
+    /// A leader lease could not be taken, kept or released.
+    #[error("leadership {name:?}: {reason}")]
+    Lease { name: String, reason: String },
 }
 
 /// The largest key, in bytes.
@@ -120,4 +161,64 @@ pub trait StateStore: Send + Sync + 'static {
 /// Opens the default embedded store at `path` (created if missing).
 pub fn open_embedded(path: &Path) -> Result<Arc<dyn StateStore>, StateError> {
     Ok(Arc::new(RedbStore::open(path)?))
+}
+
+/// Which store a process uses: the `[state]` table of its config.
+///
+/// ```toml
+/// [state]
+/// kind = "redb"
+/// path = "/var/lib/palisade/state.redb"
+/// ```
+///
+/// ```toml
+/// [state]
+/// kind = "etcd"
+/// endpoints = ["https://10.0.0.11:2379", "https://10.0.0.12:2379"]
+/// prefix = "/palisade"
+/// [state.tls]
+/// ca = "/etc/palisade/etcd/ca.pem"
+/// cert = "/etc/palisade/etcd/client.pem"
+/// key = "/etc/palisade/etcd/client-key.pem"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StateBackend {
+    /// One redb file on this machine.
+    Redb { path: PathBuf },
+    /// A shared etcd cluster. `prefix` (e.g. `/palisade`) scopes every key, so one etcd
+    /// can hold several deployments as long as no prefix is a path-prefix of another.
+    /// `tls` is required for `https://` endpoints and refused for `http://` ones.
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+        #[serde(default)]
+        tls: Option<EtcdTls>,
+    },
+}
+
+impl StateBackend {
+    /// Opens the configured store; for etcd this connects and checks that it answers.
+    pub async fn open(&self) -> Result<Arc<dyn StateStore>, StateError> {
+        match self {
+            StateBackend::Redb { path } => {
+                let owned = path.clone();
+                // redb's open reads and may repair the file: keep it off the runtime.
+                let store = tokio::task::spawn_blocking(move || RedbStore::open(&owned))
+                    .await
+                    .map_err(|e| StateError::Open {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })??;
+                Ok(Arc::new(store))
+            }
+            StateBackend::Etcd {
+                endpoints,
+                prefix,
+                tls,
+            } => Ok(Arc::new(
+                EtcdStore::connect(endpoints, prefix, tls.as_ref()).await?,
+            )),
+        }
+    }
 }
