@@ -478,6 +478,7 @@ impl GatewayClient {
     }
 
     /// `POST /v1/clusters/{cluster}/actions/{action}` with text arguments.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &self,
         token: &str,

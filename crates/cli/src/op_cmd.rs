@@ -323,7 +323,7 @@ pub fn run(args: OpArgs) -> anyhow::Result<ExitCode> {
                 if output == Output::Json {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
-                    println!("{:<34} {:<20} {:<10} {:<10} {}", "OPERATION", "ACTION", "CLUSTER", "STATUS", "CREATED");
+                    println!("{:<34} {:<20} {:<10} {:<10} CREATED", "OPERATION", "ACTION", "CLUSTER", "STATUS");
                     for o in v.as_array().into_iter().flatten() {
                         println!(
                             "{:<34} {:<20} {:<10} {:<10} {}",

@@ -107,7 +107,7 @@ impl Ops {
             .filter_map(|(_, v)| serde_json::from_slice::<Operation>(&v).ok())
             .filter(|o| o.operator == operator)
             .collect();
-        ops.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        ops.sort_by_key(|o| std::cmp::Reverse(o.created_at));
         ops.truncate(limit);
         Ok(ops)
     }
