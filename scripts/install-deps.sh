@@ -15,6 +15,7 @@ apt_needs=(
 pip_needs=(
     "moto=moto[server]"             # S3- and KMS-compatible endpoints on loopback
     "tuf=tuf"                       # python-tuf: the TUF interop test loads our repository with it
+    "openapi_spec_validator=openapi-spec-validator"  # validates the gateway's OpenAPI document
 )
 
 missing_apt=()

@@ -463,6 +463,32 @@ impl GatewayClient {
         )
     }
 
+    /// `POST` of `body` with an `Idempotency-Key`.
+    pub async fn call_with_key(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+        key: &str,
+    ) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(serde_json::to_vec(body).expect("json"))
+            .send()
+            .await
+            .expect("gateway request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
     /// A development token for `operator`.
     pub async fn dev_token(&self, operator: &str) -> String {
         let (status, v) = self
@@ -532,5 +558,99 @@ impl Stack {
             .and_then(|r| r.split('"').next())
             .expect("a participant")
             .to_string()
+    }
+}
+
+/// A second gateway on the same stack, with its configuration changed by `edit`.
+pub fn second_gateway(
+    stack: &Stack,
+    name: &str,
+    edit: impl Fn(String) -> String,
+) -> (Running, GatewayClient) {
+    let port = free_port_block();
+    let gdir = stack.dir.join("gateway");
+    let text = std::fs::read_to_string(gdir.join("gateway.toml")).expect("config");
+    let text = text
+        .replace(
+            &format!("listen = \"127.0.0.1:{}\"", stack.base),
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "state = \"state.redb\"",
+            &format!("state = \"{name}-state.redb\""),
+        );
+    let config = gdir.join(format!("{name}.toml"));
+    std::fs::write(&config, edit(text)).expect("write config");
+    let mut cmd = palisade();
+    cmd.args([
+        "gateway",
+        "serve",
+        "--config",
+        &config.display().to_string(),
+    ]);
+    let mut running = Running::spawn(cmd);
+    running.wait_for("gateway listening", Duration::from_secs(60));
+    let client = GatewayClient::new(
+        &format!("https://127.0.0.1:{port}"),
+        &stack.dir.join("pki/ca.crt"),
+    );
+    (running, client)
+}
+
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A separate etcd (not the cluster's) for state shared by gateway replicas; killed
+/// on drop.
+pub struct StateEtcd {
+    child: std::process::Child,
+    pub endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl StateEtcd {
+    pub fn start() -> Self {
+        require_tool("etcd", "apt-get install etcd-server");
+        let base = free_port_block();
+        let data = tempfile::tempdir().expect("etcd data dir");
+        let client = format!("http://127.0.0.1:{base}");
+        let peer = format!("http://127.0.0.1:{}", base + 1);
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                "state",
+                "--data-dir",
+                &data.path().join("member").display().to_string(),
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("state={peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let etcd = Etcd { client_port: base };
+        etcd.wait_healthy();
+        Self {
+            child,
+            endpoint: client,
+            _data: data,
+        }
+    }
+}
+
+impl Drop for StateEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -13,8 +13,7 @@ mod harness;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
-use common::{free_port_block, palisade, Running};
-use harness::{GatewayClient, Stack};
+use harness::{dead_port, second_gateway, Stack};
 use palisade_core::time::Timestamp;
 use serde_json::Value;
 use std::time::Duration;
@@ -394,47 +393,6 @@ async fn a_grant_ends_exactly_with_the_shift() {
         )
         .await;
     assert_eq!(status, 200, "{done}");
-}
-
-/// A second gateway on the same stack, with its configuration changed by `edit`.
-fn second_gateway(
-    stack: &Stack,
-    name: &str,
-    edit: impl Fn(String) -> String,
-) -> (Running, GatewayClient) {
-    let port = free_port_block();
-    let gdir = stack.dir.join("gateway");
-    let text = std::fs::read_to_string(gdir.join("gateway.toml")).expect("config");
-    let text = text
-        .replace(
-            &format!("listen = \"127.0.0.1:{}\"", stack.base),
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace(
-            "state = \"state.redb\"",
-            &format!("state = \"{name}-state.redb\""),
-        );
-    let config = gdir.join(format!("{name}.toml"));
-    std::fs::write(&config, edit(text)).expect("write config");
-    let mut cmd = palisade();
-    cmd.args([
-        "gateway",
-        "serve",
-        "--config",
-        &config.display().to_string(),
-    ]);
-    let mut running = Running::spawn(cmd);
-    running.wait_for("gateway listening", Duration::from_secs(60));
-    let client = GatewayClient::new(
-        &format!("https://127.0.0.1:{port}"),
-        &stack.dir.join("pki/ca.crt"),
-    );
-    (running, client)
-}
-
-fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,8 +27,10 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub show_operator_names: bool,
     pub inventory: PathBuf,
-    /// Embedded state (operations, idempotency keys, rate-limit counters).
-    pub state: PathBuf,
+    /// Where operations, idempotency keys and rate-limit counters live: a redb file
+    /// path (one gateway), or a `[state]` table (`kind = "etcd"` for several gateway
+    /// replicas sharing state; see docs/configuration.md).
+    pub state: StateSetting,
     /// How long a dispatch is valid, in seconds (≤ the agents' maximum).
     #[serde(default = "default_ttl")]
     pub dispatch_ttl_secs: u64,
@@ -67,6 +69,35 @@ fn default_ttl() -> u64 {
 }
 fn default_wait() -> u64 {
     20
+}
+
+/// `state = "file.redb"` or a `[state]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StateSetting {
+    Path(PathBuf),
+    Backend(palisade_state::StateBackend),
+}
+
+impl StateSetting {
+    pub fn backend(&self) -> palisade_state::StateBackend {
+        match self {
+            StateSetting::Path(p) => palisade_state::StateBackend::Redb { path: p.clone() },
+            StateSetting::Backend(b) => b.clone(),
+        }
+    }
+
+    /// The directory for the gateway's own files (the redb file's, or `fallback`).
+    pub fn dir(&self, fallback: &std::path::Path) -> PathBuf {
+        match self {
+            StateSetting::Path(p)
+            | StateSetting::Backend(palisade_state::StateBackend::Redb { path: p }) => p
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_else(|| fallback.to_path_buf()),
+            StateSetting::Backend(_) => fallback.to_path_buf(),
+        }
+    }
 }
 
 /// The log service and what makes its checkpoints trustworthy.
@@ -199,6 +230,10 @@ impl ProcessConfig for GatewayConfig {
                 "an OIDC issuer is needed (operators also may use mTLS certificates, but tokens are the default)",
             ));
         }
+        if let Some(o) = &self.oidc {
+            o.validate()
+                .map_err(|e| FieldError::new("oidc", e.to_string()))?;
+        }
         for (i, g) in self.grants.iter().enumerate() {
             if g.roles.is_empty() || g.clusters.is_empty() {
                 return Err(FieldError::new(
@@ -236,7 +271,6 @@ impl ProcessConfig for GatewayConfig {
             ("signing_key", &mut self.signing_key),
             ("pseudonym_key", &mut self.pseudonym_key),
             ("inventory", &mut self.inventory),
-            ("state", &mut self.state),
             ("tls.ca", &mut self.tls.ca),
             ("tls.cert", &mut self.tls.cert),
             ("tls.key", &mut self.tls.key),
@@ -244,8 +278,23 @@ impl ProcessConfig for GatewayConfig {
             ("trust.root", &mut self.trust.root),
             ("trust.datastore", &mut self.trust.datastore),
         ];
+        match &mut self.state {
+            StateSetting::Path(p)
+            | StateSetting::Backend(palisade_state::StateBackend::Redb { path: p }) => {
+                v.push(("state", p));
+            }
+            StateSetting::Backend(palisade_state::StateBackend::Etcd { tls: Some(t), .. }) => {
+                v.push(("state.tls.ca", &mut t.ca));
+                v.push(("state.tls.cert", &mut t.cert));
+                v.push(("state.tls.key", &mut t.key));
+            }
+            StateSetting::Backend(_) => {}
+        }
         if let Some(d) = &mut self.dev_issuer {
             v.push(("dev_issuer.key", &mut d.key));
+        }
+        if let Some(o) = &mut self.oidc {
+            v.extend(o.paths_mut());
         }
         for r in &mut self.rotas {
             v.push(("rotas", r));
@@ -262,6 +311,12 @@ impl ProcessConfig for GatewayConfig {
     }
 
     fn secret_fields() -> &'static [&'static str] {
-        &["signing_key", "pseudonym_key", "tls.key", "dev_issuer.key"]
+        &[
+            "signing_key",
+            "pseudonym_key",
+            "tls.key",
+            "dev_issuer.key",
+            "state.tls.key",
+        ]
     }
 }

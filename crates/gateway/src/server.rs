@@ -39,13 +39,17 @@ pub async fn start(cfg: GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
     .load()
     .await
     .map_err(setup("policy"))?;
-    let store = palisade_state::open_embedded(&cfg.state)
-        .map_err(|e| GatewayError::Setup(format!("state {}: {e}", cfg.state.display())))?;
-    let state_dir = cfg
+    let store = cfg
         .state
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
+        .backend()
+        .open()
+        .await
+        .map_err(|e| GatewayError::Setup(format!("state: {e}")))?;
+    let state_dir = cfg.state.dir(
+        cfg.signing_key
+            .parent()
+            .unwrap_or(std::path::Path::new(".")),
+    );
     let auth = Authenticators::new(
         cfg.oidc.clone(),
         cfg.dev_issuer
