@@ -267,7 +267,10 @@ fn prepare_witness(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<P
             cert = pki.join("witness-witness.crt").display(),
             key = pki.join("witness-witness.key").display(),
         );
-        for log in ["governance", "demo"] {
+        let inventory: Inventory = palisade_core::config::load(&dir.join("inventory.toml"))?;
+        let logs = std::iter::once("governance".to_string())
+            .chain(inventory.clusters.iter().map(|c| c.id.to_string()));
+        for log in logs {
             text.push_str(&format!(
                 "\n[[log]]\norigin = \"{BASE_ORIGIN}/{log}\"\nkey = \"{log_key}\"\n"
             ));
