@@ -201,6 +201,40 @@ async fn the_access_log_is_served_with_proofs_and_as_kubernetes_audit_events() {
         }
     }
 
+    // Paging edges: past the end is empty (no overflow), a page too large is refused.
+    let (status, end) = gw
+        .call(
+            "GET",
+            "/v1/tenants/demo/clusters/demo/events?from=18446744073709551615",
+            Some(&stack.tenant_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{end}");
+    assert_eq!(end["events"].as_array().map(Vec::len), Some(0), "{end}");
+    let (status, _) = gw
+        .call(
+            "GET",
+            "/v1/tenants/demo/clusters/demo/events?limit=101",
+            Some(&stack.tenant_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, bad) = gw
+        .call(
+            "GET",
+            "/v1/tenants/demo/clusters/demo/events?from=-1",
+            Some(&stack.tenant_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        bad["title"], "bad request",
+        "problem+json, not plain text: {bad}"
+    );
+
     // The same events as audit.k8s.io/v1 lines.
     let (status, lines) = gw
         .call(

@@ -15,6 +15,7 @@ use crate::ops::{OpStatus, Operation};
 use crate::pipeline::{Credential, Gateway, RunBody};
 use crate::problem::Problem;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -228,10 +229,18 @@ async fn run(
             return Problem::new(400, "bad request", format!("request body: {e}")).into_response()
         }
     };
-    let idem = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let idem = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) => Some(k.to_string()),
+        Some(Err(_)) => {
+            return Problem::new(
+                400,
+                "bad request",
+                "Idempotency-Key must be printable ASCII",
+            )
+            .into_response()
+        }
+    };
     if let Some(k) = &idem {
         if k.is_empty() || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_graphic()) {
             return Problem::new(
@@ -271,8 +280,16 @@ async fn operations(
     State(gw): State<Arc<Gateway>>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return Problem::new(400, "bad request", e.body_text()).into_response(),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Problem::new(400, "bad request", "limit must be between 1 and 500").into_response();
+    }
     let op = match gw
         .authenticate(&credential(&peer, &headers), Timestamp::now())
         .await
@@ -327,8 +344,12 @@ async fn events(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path((tenant, cluster)): Path<(String, String)>,
-    Query(q): Query<EventsQuery>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return Problem::new(400, "bad request", e.body_text()).into_response(),
+    };
     let Some(token) = bearer(&headers) else {
         return Problem::new(
             401,

@@ -143,10 +143,16 @@ impl Authenticators {
                         }
                     }
                 }
-                Err(unauthenticated(first_error.map_or_else(
-                    || "no token issuer is configured".to_string(),
-                    |e| format!("the token was refused: {e}"),
-                )))
+                match first_error {
+                    // The issuer's keys could not be read: not the caller's fault.
+                    Some(e) if e.is_unavailable() => Err(Problem::new(
+                        503,
+                        "authentication unavailable",
+                        format!("tokens cannot be checked right now: {e}"),
+                    )),
+                    Some(e) => Err(unauthenticated(format!("the token was refused: {e}"))),
+                    None => Err(unauthenticated("no token issuer is configured")),
+                }
             }
         }
     }

@@ -105,11 +105,18 @@ impl Gateway {
             .dispatcher()
             .source(cid.as_str())
             .map_err(|e| Problem::new(503, "log unavailable", e.to_string()))?;
-        let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+        let limit = q.limit.unwrap_or(MAX_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Problem::new(
+                400,
+                "bad request",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
         let mut events = Vec::new();
         let mut size = 0;
         let mut index = q.from;
-        while index < q.from + limit {
+        while index < q.from.saturating_add(limit) {
             match produce_proof(&source, &policy, index).await {
                 Ok(p) => {
                     size = p.checkpoint.checkpoint().size();

@@ -37,6 +37,28 @@ pub struct LogConfig {
     /// How many witness cosignatures an append needs before it is acknowledged.
     #[serde(default)]
     pub witness_quorum: usize,
+    /// Several log processes on one storage: only the holder of this etcd lease
+    /// sequences and serves; the others stand by and take over when it is lost.
+    #[serde(default)]
+    pub leader: Option<LeaderSettings>,
+}
+
+/// The sequencer lease (`[leader]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderSettings {
+    pub endpoints: Vec<String>,
+    /// The etcd key prefix of this deployment, e.g. `/palisade`.
+    pub prefix: String,
+    #[serde(default)]
+    pub tls: Option<palisade_state::EtcdTls>,
+    /// How long a lost leader keeps the lease, in seconds (2–60).
+    #[serde(default = "default_lease_ttl")]
+    pub ttl_secs: u64,
+}
+
+fn default_lease_ttl() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,6 +216,17 @@ impl ProcessConfig for LogConfig {
                 ));
             }
         }
+        if let Some(l) = &self.leader {
+            if !(2..=60).contains(&l.ttl_secs) {
+                return Err(FieldError::new(
+                    "leader.ttl_secs",
+                    "must be between 2 and 60",
+                ));
+            }
+            if l.endpoints.is_empty() {
+                return Err(FieldError::new("leader.endpoints", "at least one endpoint"));
+            }
+        }
         if self.witness_quorum > self.witnesses.len() {
             return Err(FieldError::new(
                 "witness_quorum",
@@ -215,6 +248,13 @@ impl ProcessConfig for LogConfig {
             ("tls.cert", &mut self.tls.cert),
             ("tls.key", &mut self.tls.key),
         ];
+        if let Some(palisade_state::EtcdTls { ca, cert, key }) =
+            self.leader.as_mut().and_then(|l| l.tls.as_mut())
+        {
+            v.push(("leader.tls.ca", ca));
+            v.push(("leader.tls.cert", cert));
+            v.push(("leader.tls.key", key));
+        }
         match &mut self.storage {
             StorageConfig::Local { dir } => v.push(("storage.dir", dir)),
             StorageConfig::S3 {
@@ -227,6 +267,11 @@ impl ProcessConfig for LogConfig {
     }
 
     fn secret_fields() -> &'static [&'static str] {
-        &["key_file", "tls.key", "storage.credentials_file"]
+        &[
+            "key_file",
+            "tls.key",
+            "storage.credentials_file",
+            "leader.tls.key",
+        ]
     }
 }

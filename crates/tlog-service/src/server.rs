@@ -51,6 +51,8 @@ pub enum LogServiceError {
     Listen { addr: String, reason: String },
     #[error("witness {name}: {reason}")]
     Witness { name: String, reason: String },
+    #[error("sequencer lease: {0}")]
+    Lease(String),
 }
 
 /// The running log service.
@@ -471,6 +473,12 @@ pub async fn run(
     )
     .map_err(|e| LogServiceError::Tls(e.to_string()))?;
     let listen = config.listen.clone();
+    // With a `[leader]` table, sequence only while holding the lease: recovery and
+    // appends must never run in two processes on one storage.
+    let lease = match &config.leader {
+        Some(l) => Some(acquire_lease(l, &listen).await?),
+        None => None,
+    };
     let svc = LogService::open(config).await?;
     // The governance log and every cluster's log exist from the start.
     svc.log(GOVERNANCE).await?;
@@ -494,10 +502,67 @@ pub async fn run(
         "log listening on https://{listen} ({} logs)",
         clusters.len() + 1
     );
-    serve(listener, tls, svc.router(), shutdown)
-        .await
-        .map_err(|e| LogServiceError::Listen {
-            addr: listen,
-            reason: e.to_string(),
-        })
+    let lease_lost = {
+        let lost = async {
+            match &lease {
+                Some(guard) => guard.lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(lost);
+        let mut lease_lost = false;
+        let stop = async {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = &mut lost => lease_lost = true,
+            }
+        };
+        serve(listener, tls, svc.router(), stop)
+            .await
+            .map_err(|e| LogServiceError::Listen {
+                addr: listen,
+                reason: e.to_string(),
+            })?;
+        lease_lost
+    };
+    if lease_lost {
+        // Another process may be sequencing now: stop, and let a supervisor restart
+        // this one as a standby.
+        return Err(LogServiceError::Lease(
+            "the sequencer lease was lost; stopped serving".into(),
+        ));
+    }
+    if let Some(guard) = lease {
+        let _ = guard.release().await;
+    }
+    Ok(())
 }
+
+/// Waits for the sequencer lease (printing that it stands by meanwhile).
+async fn acquire_lease(
+    l: &crate::config::LeaderSettings,
+    listen: &str,
+) -> Result<palisade_state::lease::LeaderGuard, LogServiceError> {
+    let err = |e: palisade_state::StateError| LogServiceError::Lease(e.to_string());
+    let store = palisade_state::EtcdStore::connect(&l.endpoints, &l.prefix, l.tls.as_ref())
+        .await
+        .map_err(err)?;
+    let holder = format!("{listen}/pid-{}", std::process::id());
+    let ttl = std::time::Duration::from_secs(l.ttl_secs);
+    if let Some(g) = palisade_state::lease::Leadership::acquire(&store, LEASE_NAME, &holder, ttl)
+        .await
+        .map_err(err)?
+    {
+        println!("log holds the sequencer lease");
+        return Ok(g);
+    }
+    println!("log standing by: another process holds the sequencer lease");
+    let g = palisade_state::lease::Leadership::wait(&store, LEASE_NAME, &holder, ttl)
+        .await
+        .map_err(err)?;
+    println!("log holds the sequencer lease");
+    Ok(g)
+}
+
+/// The etcd lease that makes one log process the sequencer.
+pub const LEASE_NAME: &str = "log-sequencer";
