@@ -141,6 +141,35 @@ async fn bad_tokens_are_refused_and_each_refusal_is_logged() {
     assert_eq!(status, 401, "{problem}");
     assert_logged_refusal(&stack, &problem, "authenticate").await;
 
+    // Unauthenticated attempts cannot grow the tenant's log at will: past a bounded
+    // number per address and minute they are refused without being logged.
+    let mut unlogged = None;
+    for _ in 0..40 {
+        let (status, problem) = gw
+            .run(
+                "junk",
+                "demo",
+                "etcd.status",
+                Some("demo-0"),
+                &[],
+                TICKET,
+                REASON,
+            )
+            .await;
+        assert_eq!(status, 401, "{problem}");
+        if problem.get("log_index").is_none() {
+            unlogged = Some(problem);
+            break;
+        }
+    }
+    let unlogged = unlogged.expect("every unauthenticated attempt was logged");
+    assert!(
+        unlogged["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not logged")),
+        "{unlogged}"
+    );
+
     // The genuine token works, so the refusals above were about the tokens.
     let (status, done) = gw
         .run(

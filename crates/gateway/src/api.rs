@@ -253,7 +253,14 @@ async fn run(
     }
     let cred = credential(&peer, &headers);
     match gw
-        .run(&cred, &cluster, &action, body, idem.as_deref())
+        .run(
+            &cred,
+            peer.addr.ip(),
+            &cluster,
+            &action,
+            body,
+            idem.as_deref(),
+        )
         .await
     {
         Ok(op) => operation_response(op),

@@ -82,6 +82,33 @@ pub struct RunBody {
     pub reason: String,
 }
 
+/// How many unauthenticated attempts per source address and minute are logged.
+pub const UNAUTHENTICATED_LOGGED_PER_MINUTE: u32 = 30;
+
+/// Per-address counters of unauthenticated attempts (this replica only).
+#[derive(Default)]
+pub(crate) struct AttemptCounter {
+    inner: std::sync::Mutex<HashMap<std::net::IpAddr, (i64, u32)>>,
+}
+
+impl AttemptCounter {
+    fn allow(&self, ip: std::net::IpAddr, now: Timestamp) -> bool {
+        let minute = now.unix_seconds() / 60;
+        let Ok(mut m) = self.inner.lock() else {
+            return false;
+        };
+        if m.len() > 100_000 {
+            m.retain(|_, (w, _)| *w == minute);
+        }
+        let entry = m.entry(ip).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= UNAUTHENTICATED_LOGGED_PER_MINUTE
+    }
+}
+
 pub struct Gateway {
     pub(crate) inventory: Inventory,
     policy: RwLock<Arc<Policy>>,
@@ -94,6 +121,7 @@ pub struct Gateway {
     show_names: bool,
     config: GatewayConfig,
     pub(crate) metrics: crate::metrics::Metrics,
+    unauthenticated: AttemptCounter,
 }
 
 fn refusal_problem(status: u16, stage: RefusalStage, detail: String) -> (Problem, RefusalStage) {
@@ -134,6 +162,7 @@ impl Gateway {
             pseudonym_key,
             config,
             metrics: crate::metrics::Metrics::default(),
+            unauthenticated: AttemptCounter::default(),
         }
     }
 
@@ -250,6 +279,7 @@ impl Gateway {
     pub async fn run(
         self: &Arc<Self>,
         cred: &Credential,
+        source: std::net::IpAddr,
         cluster: &str,
         action: &str,
         body: RunBody,
@@ -262,10 +292,19 @@ impl Gateway {
         // 1. Authenticate.
         let op = match self.authenticate(cred, now).await {
             Ok(op) => op,
-            Err(p) => {
-                return Err(self
-                    .log_refusal(&cluster_id, None, action, RefusalStage::Authenticate, p)
-                    .await)
+            Err(mut p) => {
+                // Anyone can fail to authenticate: log the attempts of one address at
+                // a bounded rate, so that nobody can grow a tenant's log at will.
+                if self.unauthenticated.allow(source, now) {
+                    return Err(self
+                        .log_refusal(&cluster_id, None, action, RefusalStage::Authenticate, p)
+                        .await);
+                }
+                self.metrics.refused(RefusalStage::Authenticate);
+                p.detail.push_str(&format!(
+                    " (not logged: more than {UNAUTHENTICATED_LOGGED_PER_MINUTE} unauthenticated attempts from this address this minute)"
+                ));
+                return Err(p);
             }
         };
         match self
