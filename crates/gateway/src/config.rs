@@ -5,7 +5,7 @@
 //! role that skips on-call, no action outside the approved policy.
 
 use palisade_core::config::{check_listen, FieldError, ProcessConfig};
-use palisade_core::id::{ClusterId, InstanceId, TenantId};
+use palisade_core::id::{ClusterId, InstanceId};
 use palisade_tlog::note::{KeyType, VerifierKey};
 use palisade_tlog_service::config::TlsFiles;
 use serde::Deserialize;
@@ -182,13 +182,8 @@ pub struct AgentKey {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Reader {
-    pub tenant: TenantId,
-    /// Lower-case hex SHA-256 of the tenant's bearer token.
-    pub token_sha256: String,
-}
+/// A tenant's access-log token (as the log service configures it).
+pub use palisade_tlog_service::config::Reader;
 
 impl ProcessConfig for GatewayConfig {
     const PROCESS: &'static str = "gateway";
@@ -250,19 +245,7 @@ impl ProcessConfig for GatewayConfig {
                 ));
             }
         }
-        for (i, r) in self.readers.iter().enumerate() {
-            if r.token_sha256.len() != 64
-                || !r
-                    .token_sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(FieldError::new(
-                    format!("reader[{i}].token_sha256"),
-                    "must be 64 lower-case hex digits",
-                ));
-            }
-        }
+        palisade_tlog_service::config::check_readers(&self.readers)?;
         Ok(())
     }
 

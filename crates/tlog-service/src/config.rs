@@ -122,6 +122,23 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Checks `[[reader]]` entries: each token digest is 64 lower-case hex digits.
+pub fn check_readers(readers: &[Reader]) -> Result<(), FieldError> {
+    for (i, r) in readers.iter().enumerate() {
+        let hex = r.token_sha256.len() == 64
+            && r.token_sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(FieldError::new(
+                format!("reader[{i}].token_sha256"),
+                "must be 64 lower-case hex digits",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reader {
@@ -179,19 +196,7 @@ impl ProcessConfig for LogConfig {
                 "must be at most 10000",
             ));
         }
-        for (i, r) in self.readers.iter().enumerate() {
-            if r.token_sha256.len() != 64
-                || !r
-                    .token_sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(FieldError::new(
-                    format!("reader[{i}].token_sha256"),
-                    "must be 64 lower-case hex digits",
-                ));
-            }
-        }
+        check_readers(&self.readers)?;
         let mut names = std::collections::BTreeSet::new();
         for (i, w) in self.witnesses.iter().enumerate() {
             let key = w
