@@ -20,6 +20,7 @@ mod policy_cmd;
 mod release_cmd;
 mod stack;
 mod up;
+mod verify_cmd;
 mod witness_cmd;
 
 /// Palisade: an operator-proof control plane for managed Kubernetes.
@@ -60,7 +61,7 @@ enum Command {
     /// Create the private CA and issue role-bearing certificates.
     Pki(pki_cmd::PkiArgs),
     /// Attack a deployment claim by claim and write an evidence report.
-    VerifyClaims(pending::Args),
+    VerifyClaims(verify_cmd::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,7 +80,7 @@ fn main() -> ExitCode {
         Command::Policy(args) => policy_cmd::run(args),
         Command::Release(args) => release_cmd::run(args),
         Command::Backup(_) => pending::refuse("backup", "encrypted etcd backups"),
-        Command::VerifyClaims(_) => pending::refuse("verify-claims", "verify-claims"),
+        Command::VerifyClaims(args) => verify_cmd::run(args),
     };
     match result {
         Ok(code) => code,

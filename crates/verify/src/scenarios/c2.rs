@@ -1,0 +1,320 @@
+//! C2: no action returns customer content. A canary is planted in etcd (Secrets,
+//! ConfigMaps, a key name) and in the Kubernetes API stand-in; every read action runs
+//! and its output, the access log and the agent's own output are searched for it.
+
+use super::{push, push_with, short};
+use crate::{BoxFut, Claim::C2, Ctx, Scenario, Scope};
+use anyhow::bail;
+use palisade_agent::dispatch::ResultOutcome;
+
+pub fn add(v: &mut Vec<Scenario>) {
+    push(
+        v,
+        C2,
+        Scope::Local,
+        "c2-plant-canary-in-etcd",
+        "Customer Secrets and ConfigMaps carrying a canary are written to the cluster's etcd",
+        plant,
+    );
+    let reads: [(&str, &str); 8] = [
+        ("etcd.status", "c2-etcd-status-no-content"),
+        ("etcd.members", "c2-etcd-members-no-content"),
+        ("etcd.alarms", "c2-etcd-alarms-no-content"),
+        ("etcd.health", "c2-etcd-health-no-content"),
+        ("instance.resources", "c2-instance-resources-no-content"),
+        ("certs.expiry", "c2-certs-expiry-no-key-material"),
+        ("component.status", "c2-component-status-no-content"),
+        ("kube.nodes", "c2-kube-nodes-no-content"),
+    ];
+    for (action, id) in reads {
+        push_with(
+            v,
+            C2,
+            Scope::Any,
+            id,
+            &format!("{action} through the gateway returns no etcd value, key or key material"),
+            action,
+            read_action,
+        );
+    }
+    push(
+        v,
+        C2,
+        Scope::Any,
+        "c2-component-status-no-args-or-output",
+        "component.status never shows a component's arguments or output",
+        component_args,
+    );
+    push(
+        v,
+        C2,
+        Scope::Local,
+        "c2-mutating-actions-no-content",
+        "Mutating etcd actions (defragment, alarm-disarm) return no content",
+        mutating,
+    );
+    push(
+        v,
+        C2,
+        Scope::Local,
+        "c2-access-log-no-canary",
+        "The customer's whole access log holds no canary (outputs are digests, not content)",
+        access_log,
+    );
+    push(
+        v,
+        C2,
+        Scope::Local,
+        "c2-agent-output-no-canary",
+        "The agent's own output (what an operator with host logs would see) holds no canary",
+        agent_output,
+    );
+}
+
+/// Runs after every other claim: searches everything collected during the run.
+pub fn add_final(v: &mut Vec<Scenario>) {
+    push(
+        v,
+        C2,
+        Scope::Any,
+        "c2-all-outputs-no-canary",
+        "No output collected during the whole run holds the canary, a PEM block or an etcd key",
+        all_outputs,
+    );
+}
+
+async fn etcd_put(endpoint: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    let mut c = etcd_client::Client::connect([endpoint], None).await?;
+    c.put(key, value, None).await?;
+    Ok(())
+}
+
+fn plant(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let keys = [
+            (
+                "/registry/secrets/prod/db-password".to_string(),
+                cx.canary.clone(),
+            ),
+            (
+                "/registry/configmaps/prod/app".to_string(),
+                cx.canary.clone(),
+            ),
+            (
+                format!("/registry/secrets/prod/{}", cx.canary),
+                "x".to_string(),
+            ),
+        ];
+        for (k, v) in &keys {
+            etcd_put(&l.etcd_endpoint, k, v).await?;
+        }
+        let mut c = etcd_client::Client::connect([l.etcd_endpoint.as_str()], None).await?;
+        let got = c.get("/registry/secrets/prod/db-password", None).await?;
+        let stored = got
+            .kvs()
+            .first()
+            .map(|kv| kv.value().to_vec())
+            .unwrap_or_default();
+        if stored != cx.canary.as_bytes() {
+            bail!("the canary is not readable back from etcd");
+        }
+        Ok(vec![
+            format!("canary {} written under 3 etcd keys", cx.canary),
+            "read back from etcd directly: present (so a leak would be visible)".into(),
+        ])
+    })
+}
+
+pub(crate) fn leaks(cx: &Ctx, text: &str) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    if text.contains(&cx.canary) {
+        found.push("the canary");
+    }
+    if text.contains("/registry/") {
+        found.push("an etcd key (/registry/)");
+    }
+    if text.contains("PRIVATE KEY") {
+        found.push("a private key");
+    }
+    if text.contains("-----BEGIN") {
+        found.push("a PEM block");
+    }
+    found
+}
+
+fn read_action<'a>(cx: &'a Ctx, action: &'static str) -> BoxFut<'a> {
+    Box::pin(async move {
+        let (s, op) = cx.op_run(action, &[]).await?;
+        if s != 200 || op["status"] != "succeeded" {
+            bail!(
+                "{action} did not succeed (HTTP {s}): {}",
+                short(&op.to_string())
+            );
+        }
+        let text = op.to_string();
+        let found = leaks(cx, &text);
+        if !found.is_empty() {
+            bail!("{action} returned {found:?}: {}", short(&text));
+        }
+        Ok(vec![
+            format!(
+                "{action}: HTTP {s}, succeeded, intent at {}",
+                op["intent_index"]
+            ),
+            format!(
+                "output {} bytes, fields {}",
+                op["output"].to_string().len(),
+                op["output"]
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect::<Vec<_>>().join(","))
+                    .unwrap_or_default()
+            ),
+            "no canary, no /registry/ key, no PEM".into(),
+        ])
+    })
+}
+
+fn component_args(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let (s, op) = cx
+            .op_run("component.status", &[("component", "etcd")])
+            .await?;
+        if s != 200 || op["status"] != "succeeded" {
+            bail!("component.status failed (HTTP {s}): {op}");
+        }
+        let text = op["output"].to_string();
+        for leaked in [
+            "--data-dir",
+            "--listen",
+            "listening",
+            "raft",
+            "127.0.0.1:",
+            "PALISADE",
+        ] {
+            if text.contains(leaked) {
+                bail!(
+                    "component output or arguments leaked ({leaked}): {}",
+                    short(&text)
+                );
+            }
+        }
+        Ok(vec![
+            format!("component.status etcd: HTTP {s}"),
+            format!(
+                "fields: {}",
+                op["output"]["components"][0]
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect::<Vec<_>>().join(","))
+                    .unwrap_or_default()
+            ),
+            "no argv, no listen URLs, no log lines".into(),
+        ])
+    })
+}
+
+fn mutating(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let mut ev = Vec::new();
+        for action in ["etcd.defragment", "etcd.alarm-disarm"] {
+            let done = l.execute(action, &[]).await?;
+            if done.result.outcome != ResultOutcome::Succeeded {
+                bail!(
+                    "{action}: {:?} {:?}",
+                    done.result.outcome,
+                    done.result.error
+                );
+            }
+            let text = serde_json::to_string(&done.result)?;
+            cx.record_output(text.clone());
+            let found = leaks(cx, &text);
+            if !found.is_empty() {
+                bail!("{action} returned {found:?}");
+            }
+            ev.push(format!(
+                "{action}: intent {}, succeeded, no content",
+                done.intent_index
+            ));
+        }
+        Ok(ev)
+    })
+}
+
+fn access_log(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let mut from = 0u64;
+        let mut total = 0usize;
+        loop {
+            let (s, page) = cx
+                .gw
+                .call(
+                    "GET",
+                    &format!(
+                        "/v1/tenants/{}/clusters/{}/events?from={from}&limit=100",
+                        cx.tenant, cx.cluster
+                    ),
+                    Some(&cx.tenant_token),
+                    None,
+                )
+                .await?;
+            if s != 200 {
+                bail!("access log answered {s}");
+            }
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                break;
+            }
+            for e in &events {
+                let text = e["event"].to_string();
+                if text.contains(&cx.canary) {
+                    bail!("log entry {} holds the canary", e["index"]);
+                }
+            }
+            total += events.len();
+            from += events.len() as u64;
+            if events.len() < 100 {
+                break;
+            }
+        }
+        if total == 0 {
+            bail!("the access log is empty");
+        }
+        Ok(vec![format!(
+            "{total} access-log events read as the customer; none holds the canary"
+        )])
+    })
+}
+
+fn agent_output(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let lines = l.agent_output();
+        if let Some(line) = lines.iter().find(|x| x.contains(&cx.canary)) {
+            bail!("the agent printed the canary: {}", short(line));
+        }
+        Ok(vec![format!(
+            "{} agent output lines; none holds the canary",
+            lines.len()
+        )])
+    })
+}
+
+fn all_outputs(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let outputs = cx.outputs.lock().map(|o| o.clone()).unwrap_or_default();
+        if outputs.len() < 5 {
+            bail!("only {} outputs were collected", outputs.len());
+        }
+        for o in &outputs {
+            let found = leaks(cx, o);
+            if !found.is_empty() {
+                bail!("an output holds {found:?}: {}", short(o));
+            }
+        }
+        Ok(vec![format!(
+            "{} outputs collected so far searched: no canary, PEM or etcd key",
+            outputs.len()
+        )])
+    })
+}
