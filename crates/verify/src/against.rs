@@ -23,6 +23,9 @@
 //! url = "https://agent.example:7403"
 //! cert = "/etc/palisade/pki/gateway-gateway.crt"  # a gateway certificate, for mTLS probes
 //! key = "/etc/palisade/pki/gateway-gateway.key"
+//!
+//! [kms]                                        # optional, on the instance only
+//! socket = "unix:///run/palisade/kms.sock"
 //! ```
 //! Relative paths resolve against the configuration file's directory.
 
@@ -40,6 +43,8 @@ pub struct AgainstConfig {
     pub tenant: TenantSection,
     pub log: LogSection,
     pub agent: AgentSection,
+    #[serde(default)]
+    pub kms: Option<KmsSection>,
     #[serde(skip)]
     base: PathBuf,
 }
@@ -71,6 +76,13 @@ pub struct LogSection {
     pub witness_keys: Vec<String>,
     #[serde(default)]
     pub quorum: usize,
+}
+
+/// Optional: the KMS plugin's socket, when the verifier runs on the instance.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsSection {
+    pub socket: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +161,7 @@ impl AgainstConfig {
             log_url: self.log.url.trim_end_matches('/').to_string(),
             log_policy,
             scratch,
+            kms_socket: self.kms.as_ref().map(|k| k.socket.clone()),
             canary: "palisade-verify-canary-never-planted".into(),
             outputs: Mutex::new(Vec::new()),
             local: None,

@@ -169,6 +169,8 @@ pub struct Ctx {
     pub log_policy: LogPolicy,
     /// A per-run scratch directory.
     pub scratch: PathBuf,
+    /// The KMS plugin's socket (`unix://…`), when it can be reached from here.
+    pub kms_socket: Option<String>,
     /// A value planted in etcd and the kube stand-in that must never come back.
     pub canary: String,
     /// Every action output and result seen during the run (searched for the canary).

@@ -463,6 +463,7 @@ pub async fn start(opts: &LocalOptions) -> anyhow::Result<(Ctx, Guard)> {
         log_url: format!("https://127.0.0.1:{}", base + 1),
         log_policy,
         scratch,
+        kms_socket: Some(kms.socket.clone()),
         canary,
         outputs: Mutex::new(Vec::new()),
         local: Some(Local {

@@ -43,7 +43,7 @@ const ATTACKS: &[Attack] = &[
     (
         "c4-gateway-glob",
         "Globs and wildcards",
-        "kube.cordon",
+        "kube.uncordon",
         || body(json!({"node": "worker-*"})),
     ),
     (
@@ -67,19 +67,19 @@ const ATTACKS: &[Attack] = &[
     (
         "c4-gateway-unnormalized-unicode",
         "Unicode normalisation tricks (combining accent)",
-        "kube.cordon",
+        "kube.uncordon",
         || body(json!({"node": "worke\u{0301}r"})),
     ),
     (
         "c4-gateway-oversize",
         "Oversize input (300 characters)",
-        "kube.cordon",
+        "kube.uncordon",
         || body(json!({"node": "a".repeat(300)})),
     ),
     (
         "c4-gateway-type-number",
         "Type confusion: a number for a string",
-        "kube.cordon",
+        "kube.uncordon",
         || body(json!({"node": 7})),
     ),
     (
