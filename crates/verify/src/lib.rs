@@ -194,6 +194,7 @@ pub fn run_against(config: &std::path::Path) -> anyhow::Result<Report> {
             .collect();
         let records = run_all(&ctx, selected).await;
         let versions = ctx.versions().await;
+        let _ = std::fs::remove_dir_all(&ctx.scratch);
         Ok(Report::new(
             "against",
             &cfg.gateway.url,
