@@ -139,8 +139,9 @@ async fn backup_through_the_gateway_restores_into_a_working_etcd() {
     let value = etcd_from_snapshot(&snap, work.path(), "/registry/configmaps/default/app");
     assert_eq!(value.as_deref(), Some("customer-config-7c1e"));
 
-    // Pruning: two more backups, keep the newest one; the output says what went.
-    for _ in 0..2 {
+    // Pruning (the default policy allows keep_last >= 3): three more backups, keep
+    // the newest three; the output says what went.
+    for _ in 0..3 {
         output(
             &stack
                 .execute("etcd.backup", &[])
@@ -150,16 +151,17 @@ async fn backup_through_the_gateway_restores_into_a_working_etcd() {
     }
     let pruned = output(
         &stack
-            .execute("etcd.backup-prune", &[("keep_last", "1")])
+            .execute("etcd.backup-prune", &[("keep_last", "3")])
             .await
             .expect("prune"),
     );
     assert_eq!(
         pruned["deleted"].as_array().map(Vec::len),
-        Some(2),
+        Some(1),
         "{pruned}"
     );
-    assert_eq!(pruned["kept"], 1, "{pruned}");
+    assert_eq!(pruned["deleted"][0]["backup_id"], out["backup_id"], "{pruned}");
+    assert_eq!(pruned["kept"], 3, "{pruned}");
     let listed = output(
         &stack
             .execute("etcd.backups", &[])
@@ -168,7 +170,7 @@ async fn backup_through_the_gateway_restores_into_a_working_etcd() {
     );
     assert_eq!(
         listed["backups"].as_array().map(Vec::len),
-        Some(1),
+        Some(3),
         "{listed}"
     );
     assert!(
