@@ -160,7 +160,10 @@ async fn backup_through_the_gateway_restores_into_a_working_etcd() {
         Some(1),
         "{pruned}"
     );
-    assert_eq!(pruned["deleted"][0]["backup_id"], out["backup_id"], "{pruned}");
+    assert_eq!(
+        pruned["deleted"][0]["backup_id"], out["backup_id"],
+        "{pruned}"
+    );
     assert_eq!(pruned["kept"], 3, "{pruned}");
     let listed = output(
         &stack

@@ -502,6 +502,6 @@ mod tests {
         let mut v = b.clone();
         v[9] = 2;
         assert_eq!(Header::parse(&v), Err(FormatError::Version(2)));
-        assert!(MAX_HEADER_LEN < 6 * 1024);
+        const { assert!(MAX_HEADER_LEN < 6 * 1024) };
     }
 }

@@ -17,6 +17,7 @@
 //! deleting backups is possible for whoever can write the store (pruning through the
 //! agent is logged; a bucket's own object lock is the defence against the rest).
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))] // Tests may unwrap; library code may not.
 
 pub mod catalog;
 pub mod format;

@@ -145,6 +145,11 @@ impl BackupStore {
                 })
             }
             StoreUrl::S3 { bucket, prefix } => {
+                // object_store's HTTP client uses rustls without a built-in provider:
+                // Palisade's own (ring) is installed if the process has none yet.
+                if rustls::crypto::CryptoProvider::get_default().is_none() {
+                    let _ = Arc::unwrap_or_clone(palisade_pki::crypto_provider()).install_default();
+                }
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     // A backup that cannot reach its store fails within a minute and
