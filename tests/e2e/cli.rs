@@ -110,17 +110,3 @@ fn pki_init_and_issue_then_second_init_refuses() {
     assert!(!bad.status.success());
 }
 
-/// Subcommands whose capability is not in this build refuse clearly, whatever the
-/// arguments, and never pretend to work.
-#[test]
-fn subcommands_not_built_yet_say_so_and_fail() {
-    for sub in ["backup"] {
-        let out = palisade()
-            .args([sub, "serve", "--config", "x.toml"])
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{sub}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not available yet"), "{sub}: {err}");
-    }
-}

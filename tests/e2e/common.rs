@@ -40,12 +40,23 @@ impl Running {
     pub fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
             .expect("start palisade");
         let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
+        // Standard error is still shown, and also kept (tests scan what was logged).
+        let err_tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                if err_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {

@@ -60,6 +60,46 @@ pub struct AgentConfig {
     /// Directories whose file systems `instance.resources` reports.
     #[serde(default)]
     pub disks: Vec<PathBuf>,
+    /// Encrypted etcd backups (`etcd.backup`, `etcd.backups`, `etcd.backup-prune`).
+    #[serde(default)]
+    pub backup: Option<BackupSettings>,
+}
+
+/// Where backups go and which KMS plugin wraps their keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    /// `file:///dir`, a directory path, or `s3://bucket[/prefix]`.
+    pub store: String,
+    /// s3: the region (default: from the environment, else `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// s3: the endpoint of an S3-compatible service, e.g. `http://127.0.0.1:9000`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// s3: a file holding `<access key id>:<secret access key>`. Secret.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// The customer's KMS v2 plugin (`unix:///path.sock`), which wraps every
+    /// backup's data key with the customer's key-encryption key.
+    pub kms_socket: String,
+    /// Multipart upload part size in MiB (5 to 64; S3 needs at least 5). Memory
+    /// during a backup stays within about three parts.
+    #[serde(default = "default_part_size")]
+    pub part_size_mib: u32,
+}
+
+fn default_part_size() -> u32 {
+    8
+}
+
+impl BackupSettings {
+    /// The parsed store URL (a relative directory was resolved by the loader).
+    pub fn store_url(
+        &self,
+    ) -> Result<palisade_backup::StoreUrl, palisade_backup::store::StoreError> {
+        self.store.parse()
+    }
 }
 
 fn default_max_ttl() -> u64 {
@@ -279,6 +319,22 @@ impl ProcessConfig for AgentConfig {
                 "needed when components are supervised",
             ));
         }
+        if let Some(b) = &self.backup {
+            b.store_url()
+                .map_err(|e| FieldError::new("backup.store", e.to_string()))?;
+            if !b.kms_socket.starts_with("unix://") {
+                return Err(FieldError::new(
+                    "backup.kms_socket",
+                    "the KMS plugin is reached on a Unix socket: unix:///path.sock",
+                ));
+            }
+            if !(5..=64).contains(&b.part_size_mib) {
+                return Err(FieldError::new(
+                    "backup.part_size_mib",
+                    "must be between 5 and 64",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -322,6 +378,11 @@ impl ProcessConfig for AgentConfig {
         for d in &mut self.disks {
             v.push(("disks", d));
         }
+        if let Some(b) = &mut self.backup {
+            if let Some(f) = &mut b.credentials_file {
+                v.push(("backup.credentials_file", f));
+            }
+        }
         v
     }
 
@@ -332,6 +393,7 @@ impl ProcessConfig for AgentConfig {
             "etcd.tls.key",
             "kube.token_file",
             "kube.client_key",
+            "backup.credentials_file",
         ]
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::config::EtcdSettings;
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, ConnectOptions};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,17 @@ pub struct DefragmentOutput {
 pub struct Etcd {
     endpoints: Vec<String>,
     options: ConnectOptions,
+    /// The same without a per-call timeout: a snapshot streams for as long as the
+    /// database takes to send.
+    stream_options: ConnectOptions,
+}
+
+/// A snapshot being streamed from this instance's member.
+pub struct SnapshotSource {
+    pub member_id: u64,
+    pub revision: i64,
+    /// The snapshot's bytes as etcd sends them (database, then its SHA-256).
+    pub stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>,
 }
 
 fn id_hex(id: u64) -> String {
@@ -120,24 +132,25 @@ fn call(op: &'static str) -> impl FnOnce(etcd_client::Error) -> EtcdError {
 
 impl Etcd {
     pub fn new(settings: &EtcdSettings) -> Result<Self, EtcdError> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(30));
+        let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+        let mut stream_options = options.clone();
+        options = options.with_timeout(Duration::from_secs(30));
         if let Some(tls) = &settings.tls {
             let read = |p: &std::path::Path| {
                 std::fs::read(p).map_err(|e| EtcdError::Tls(format!("{}: {e}", p.display())))
             };
             let ca = etcd_client::Certificate::from_pem(read(&tls.ca)?);
             let identity = etcd_client::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-            options = options.with_tls(
-                etcd_client::TlsOptions::new()
-                    .ca_certificate(ca)
-                    .identity(identity),
-            );
+            let tls = etcd_client::TlsOptions::new()
+                .ca_certificate(ca)
+                .identity(identity);
+            options = options.with_tls(tls.clone());
+            stream_options = stream_options.with_tls(tls);
         }
         Ok(Self {
             endpoints: settings.endpoints.clone(),
             options,
+            stream_options,
         })
     }
 
@@ -283,6 +296,50 @@ impl Etcd {
             db_size_before: before.db_size(),
             db_size_after: after.db_size(),
             took_ms,
+        })
+    }
+
+    /// Starts `Maintenance.Snapshot` on this member. The member id and revision come
+    /// from the first message's header (etcd fills it), or from a status call.
+    pub async fn snapshot(&self) -> Result<SnapshotSource, EtcdError> {
+        let mut c = self.client().await?;
+        let status = c.status().await.map_err(call("status"))?;
+        let mut s = Client::connect([self.endpoint()], Some(self.stream_options.clone()))
+            .await
+            .map_err(|e| EtcdError::Connect {
+                endpoints: self.endpoint().to_string(),
+                reason: e.to_string(),
+            })?
+            .snapshot()
+            .await
+            .map_err(call("snapshot"))?;
+        let first = s.message().await.map_err(call("snapshot"))?;
+        let (mut member_id, mut revision) = status
+            .header()
+            .map_or((0, 0), |h| (h.member_id(), h.revision()));
+        if let Some(h) = first.as_ref().and_then(|m| m.header()) {
+            if h.member_id() != 0 {
+                member_id = h.member_id();
+            }
+            if h.revision() != 0 {
+                revision = h.revision();
+            }
+        }
+        let first = first.map(|m| bytes::Bytes::copy_from_slice(m.blob()));
+        let rest = futures::stream::unfold(s, |mut s| async move {
+            match s.message().await {
+                Ok(Some(m)) => Some((Ok(bytes::Bytes::copy_from_slice(m.blob())), s)),
+                Ok(None) => None,
+                Err(e) => Some((Err(format!("etcd snapshot: {e}")), s)),
+            }
+        });
+        // After an error the stream is not polled again: the consumer stops at the
+        // first `Err`.
+        let stream = futures::stream::iter(first.map(Ok)).chain(rest);
+        Ok(SnapshotSource {
+            member_id,
+            revision,
+            stream: Box::pin(stream),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! the agent is that output's canonical JSON, capped at the configured size.
 
 use crate::accept::Accepted;
+use crate::backup::Backups;
 use crate::config::NamedCert;
 use crate::etcd::Etcd;
 use crate::host;
@@ -21,6 +22,7 @@ pub struct Services {
     pub etcd: Etcd,
     pub kube: Option<KubeClient>,
     pub supervisor: Option<Arc<Supervisor>>,
+    pub backups: Option<Backups>,
     pub certs: Vec<NamedCert>,
     pub disks: Vec<PathBuf>,
     pub max_output_bytes: usize,
@@ -143,7 +145,26 @@ impl Services {
                 }
             }
             "etcd.backup" | "etcd.backups" | "etcd.backup-prune" => {
-                Err("encrypted backups are not available on this agent".into())
+                let backups = self
+                    .backups
+                    .as_ref()
+                    .ok_or("this agent has no [backup] store configured")?;
+                match v.handler() {
+                    "etcd.backup" => reduce(
+                        schema,
+                        max,
+                        &backups.backup(&self.etcd, a).await.map_err(err)?,
+                    ),
+                    "etcd.backups" => reduce(schema, max, &backups.list().await.map_err(err)?),
+                    _ => {
+                        let keep = v
+                            .int_param("keep_last")
+                            .and_then(|k| usize::try_from(k).ok())
+                            .ok_or("missing parameter keep_last")?;
+                        let older = v.duration_param("older_than").map(|d| d.to_std());
+                        reduce(schema, max, &backups.prune(keep, older).await.map_err(err)?)
+                    }
+                }
             }
             other => Err(format!("no handler {other:?} in this agent")),
         }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod dispatch;

@@ -124,7 +124,27 @@ impl Agent {
             ),
             _ => None,
         };
+        let backups = match &cfg.backup {
+            Some(b) => {
+                // A second handle on the agent key: manifests are signed with the
+                // same key as results.
+                let signer = SigningKey::read(&cfg.signing_key)
+                    .map_err(|e| AgentError::Setup(e.to_string()))?;
+                Some(
+                    crate::backup::Backups::new(
+                        b,
+                        signer,
+                        cfg.tenant.as_str(),
+                        cfg.cluster.as_str(),
+                        cfg.instance.as_str(),
+                    )
+                    .map_err(|e| AgentError::Setup(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         let services = Services {
+            backups,
             etcd: Etcd::new(&cfg.etcd).map_err(|e| AgentError::Setup(e.to_string()))?,
             kube,
             supervisor,

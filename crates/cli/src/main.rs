@@ -9,12 +9,12 @@ use std::process::ExitCode;
 
 mod agent_cmd;
 mod audit_cmd;
+mod backup_cmd;
 mod gateway_cmd;
 mod kms_cmd;
 mod lifecycle;
 mod log_cmd;
 mod op_cmd;
-mod pending;
 mod pki_cmd;
 mod policy_cmd;
 mod release_cmd;
@@ -57,7 +57,7 @@ enum Command {
     /// Attest, approve, publish and verify component releases (multi-party, on TUF).
     Release(release_cmd::ReleaseArgs),
     /// Verify and restore encrypted etcd backups with the customer's key.
-    Backup(pending::Args),
+    Backup(backup_cmd::BackupArgs),
     /// Create the private CA and issue role-bearing certificates.
     Pki(pki_cmd::PkiArgs),
     /// Attack a deployment claim by claim and write an evidence report.
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit_cmd::run(args),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Release(args) => release_cmd::run(args),
-        Command::Backup(_) => pending::refuse("backup", "encrypted etcd backups"),
+        Command::Backup(args) => backup_cmd::run(args),
         Command::VerifyClaims(args) => verify_cmd::run(args),
     };
     match result {

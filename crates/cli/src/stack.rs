@@ -17,6 +17,10 @@ pub struct ProcessSpec {
     /// Arguments after `palisade`.
     pub args: Vec<String>,
     pub addr: SocketAddr,
+    /// Serves on this Unix socket instead of `addr` (the KMS plugin).
+    pub unix_socket: Option<PathBuf>,
+    /// A warning printed in `up`'s summary.
+    pub warning: Option<&'static str>,
 }
 
 pub struct Stack {
@@ -77,6 +81,7 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
     let witness = prepare_witness(dir, &pki_dir, port(2)?)?;
     let log = prepare_log(dir, &pki_dir, &inventory, port(1)?, port(2)?)?;
     let trust = prepare_trust(dir)?;
+    let kms = prepare_kms(dir)?;
     let agent = prepare_agent(dir, &pki_dir, &trust, port(3)?, port(4)?)?;
     let (gateway, operator) =
         prepare_gateway(dir, &pki_dir, &inventory, &trust, port(0)?, port(1)?)?;
@@ -90,7 +95,7 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
         dir: dir.to_path_buf(),
         pki_dir,
         inventory,
-        processes: vec![witness, log, agent, gateway],
+        processes: vec![witness, log, kms, agent, gateway],
         next_steps: vec![
             format!(
                 "palisade op{credentials_flag} run etcd.status --cluster demo --ticket DEMO-1 --reason \"first look\"\n     \
@@ -239,6 +244,8 @@ fn prepare_gateway(
                 config.display().to_string(),
             ],
             addr,
+            unix_socket: None,
+            warning: None,
         },
         operator,
     ))
@@ -287,6 +294,8 @@ fn prepare_witness(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<P
             config.display().to_string(),
         ],
         addr,
+        unix_socket: None,
+        warning: None,
     })
 }
 
@@ -350,6 +359,8 @@ fn prepare_log(
             config.display().to_string(),
         ],
         addr,
+        unix_socket: None,
+        warning: None,
     })
 }
 
@@ -555,9 +566,12 @@ fn prepare_agent(
              [log]\norigin = \"{BASE_ORIGIN}/demo\"\nkey = \"{log_key}\"\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\n\n\
              [trust]\nrepo = \"{repo}\"\nroot = \"{root}\"\ndatastore = \"tuf-datastore\"\n\n\
              [etcd]\nendpoints = [\"http://{etcd}\"]\n\n\
+             [backup]\nstore = \"{backups}\"\nkms_socket = \"unix://{kms_socket}\"\n\n\
              [[cert]]\nname = \"agent-serving\"\npath = \"{cert}\"\n\n\
              [[cert]]\nname = \"palisade-ca\"\npath = \"{ca}\"\n",
             gateway_pub = gdir.join("keys/gateway.pub").display(),
+            backups = dir.join("backups").display(),
+            kms_socket = kms_socket(dir).display(),
             data = dir.display(),
             ca = pki.join("ca.crt").display(),
             cert = pki.join("agent-demo-0.crt").display(),
@@ -583,6 +597,49 @@ fn prepare_agent(
             config.display().to_string(),
         ],
         addr,
+        unix_socket: None,
+        warning: None,
+    })
+}
+
+/// The KMS plugin's socket: the customer's key service, which the agent asks to
+/// wrap every backup's data key.
+pub fn kms_socket(dir: &Path) -> PathBuf {
+    dir.join("kms/kms.sock")
+}
+
+/// The KMS v2 plugin with a development file key. Insecure by design (the key sits
+/// on this machine's disk, where an operator could read it) and labelled so: a real
+/// deployment points the plugin at the customer's HSM or cloud KMS.
+fn prepare_kms(dir: &Path) -> anyhow::Result<ProcessSpec> {
+    let kdir = dir.join("kms");
+    create_private_dir(&kdir)?;
+    let key = kdir.join("dev-kek.key");
+    if !key.exists() {
+        palisade_kms::file_key::FileKek::generate(&key)
+            .with_context(|| format!("cannot create {}", key.display()))?;
+    }
+    let socket = kms_socket(dir);
+    Ok(ProcessSpec {
+        name: "kms",
+        what: "KMS v2 plugin wrapping backup keys",
+        args: vec![
+            "kms".into(),
+            "serve".into(),
+            "--listen".into(),
+            format!("unix://{}", socket.display()),
+            "--backend".into(),
+            "file".into(),
+            "--key-file".into(),
+            key.display().to_string(),
+            "--allow-insecure-dev-key".into(),
+        ],
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        unix_socket: Some(socket),
+        warning: Some(
+            "INSECURE development key (kms/dev-kek.key on this disk): fine for trying \
+             backups, never for customer data",
+        ),
     })
 }
 

@@ -89,7 +89,7 @@ async fn start_all(exe: &Path, stack: &Stack, running: &mut Vec<Running>) -> any
             name: p.name,
             child,
         });
-        wait_until_serving(p.name, p.addr, running).await?;
+        wait_until_serving(p, running).await?;
     }
     Ok(())
 }
@@ -116,14 +116,16 @@ fn forward_output(name: &'static str, child: &mut Child) {
 
 /// A process is serving once its port accepts connections: every Palisade server
 /// binds only after it has loaded and checked everything it needs.
-async fn wait_until_serving(
-    name: &str,
-    addr: std::net::SocketAddr,
-    running: &mut [Running],
-) -> anyhow::Result<()> {
+async fn wait_until_serving(p: &stack::ProcessSpec, running: &mut [Running]) -> anyhow::Result<()> {
+    let name = p.name;
+    let addr = where_(p);
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        let serving = match &p.unix_socket {
+            Some(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+            None => tokio::net::TcpStream::connect(p.addr).await.is_ok(),
+        };
+        if serving {
             return Ok(());
         }
         if let Some(r) = running.iter_mut().find(|r| r.name == name) {
@@ -195,10 +197,21 @@ async fn stop_all(running: &mut Vec<Running>) {
     }
 }
 
+/// Where a process serves, for messages.
+fn where_(p: &stack::ProcessSpec) -> String {
+    match &p.unix_socket {
+        Some(path) => format!("unix://{}", path.display()),
+        None => format!("https://{}", p.addr),
+    }
+}
+
 fn print_summary(stack: &Stack) {
     println!("Palisade is running from {}", stack.dir.display());
     for p in &stack.processes {
-        println!("  {:<8} https://{}  ({})", p.name, p.addr, p.what);
+        println!("  {:<8} {}  ({})", p.name, where_(p), p.what);
+        if let Some(w) = p.warning {
+            println!("           WARNING: {w}");
+        }
     }
     if stack.processes.is_empty() {
         println!("  (no server processes exist in this build yet)");
