@@ -9,6 +9,7 @@ mod c2;
 mod c3;
 mod c4;
 mod c5;
+mod c5_backup;
 mod c6;
 mod c7;
 mod c8;
@@ -20,6 +21,7 @@ pub fn all() -> Vec<Scenario> {
     c3::add(&mut v);
     c4::add(&mut v);
     c5::add(&mut v);
+    c5_backup::add(&mut v);
     c6::add(&mut v);
     c7::add(&mut v);
     c8::add(&mut v);

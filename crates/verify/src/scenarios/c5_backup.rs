@@ -1,0 +1,310 @@
+//! C5 for backups: an operator takes an encrypted etcd backup through the gateway;
+//! nobody without the customer's key-encryption key can restore it, a tampered
+//! object never restores (and leaves no plaintext file), and the data key is nowhere
+//! at rest in the clear. The customer's KMS plugin is the one `palisade up` runs for
+//! the agent; the verifier's own SoftHSM2 plugin plays "another key".
+
+use super::push;
+use crate::{BoxFut, Claim::C5, Ctx, Scenario, Scope};
+use anyhow::{anyhow, bail, Context};
+use base64::Engine as _;
+use palisade_kms::kek::KeyId;
+use palisade_kms::KmsClient;
+use std::path::{Path, PathBuf};
+
+pub fn add(v: &mut Vec<Scenario>) {
+    push(
+        v,
+        C5,
+        Scope::Local,
+        "c5-backup-taken-through-the-gateway",
+        "etcd.backup through the gateway: logged, listed, and its output is metadata only",
+        taken,
+    );
+    push(
+        v,
+        C5,
+        Scope::Local,
+        "c5-backup-needs-the-customer-key",
+        "A backup does not restore through another KMS key; it does through the customer's",
+        needs_customer_key,
+    );
+    push(
+        v,
+        C5,
+        Scope::Local,
+        "c5-backup-tampering-detected",
+        "A flipped byte or a truncated object fails verify and restore, leaving no output file",
+        tampered,
+    );
+    push(
+        v,
+        C5,
+        Scope::Local,
+        "c5-backup-no-plaintext-key-at-rest",
+        "The unwrapped data key is in no stored object, manifest, log tile or agent file",
+        no_plaintext_key,
+    );
+}
+
+/// The newest backup's manifest file, taking one through the gateway if none exists.
+async fn newest_manifest(cx: &Ctx) -> anyhow::Result<PathBuf> {
+    let l = cx.local()?;
+    let dir = l.dir.join("backups").join(&cx.cluster);
+    let newest = |dir: &Path| -> Option<PathBuf> {
+        let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".manifest.json"))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        found.sort();
+        found.pop().map(|(_, p)| p)
+    };
+    if let Some(p) = newest(&dir) {
+        return Ok(p);
+    }
+    let (status, op) = cx.op_run("etcd.backup", &[]).await?;
+    if status != 200 || op["status"] != "succeeded" {
+        bail!("etcd.backup did not succeed: {status} {op}");
+    }
+    newest(&dir).ok_or_else(|| anyhow!("no manifest in {}", dir.display()))
+}
+
+fn customer_socket(cx: &Ctx) -> anyhow::Result<String> {
+    Ok(format!(
+        "unix://{}",
+        cx.local()?.dir.join("kms/kms.sock").display()
+    ))
+}
+
+/// `palisade backup restore`, returning (success, output text).
+fn restore(
+    cx: &Ctx,
+    manifest: &Path,
+    store: &Path,
+    socket: &str,
+    out: &Path,
+) -> anyhow::Result<(bool, String)> {
+    let l = cx.local()?;
+    let o = std::process::Command::new(&l.exe)
+        .arg("backup")
+        .arg("restore")
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--store")
+        .arg(store)
+        .arg("--kms-socket")
+        .arg(socket)
+        .arg("--agent-key")
+        .arg(l.dir.join("agent/keys/agent.pub"))
+        .arg("--out")
+        .arg(out)
+        .output()?;
+    Ok((
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    ))
+}
+
+fn no_files_left(dir: &Path) -> anyhow::Result<()> {
+    let left: Vec<String> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if !left.is_empty() {
+        bail!("files left in {}: {left:?}", dir.display());
+    }
+    Ok(())
+}
+
+fn short(text: &str) -> String {
+    text.lines()
+        .last()
+        .unwrap_or("")
+        .chars()
+        .take(160)
+        .collect()
+}
+
+fn taken(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let (status, op) = cx.op_run("etcd.backup", &[]).await?;
+        if status != 200 || op["status"] != "succeeded" {
+            bail!("etcd.backup: {status} {op}");
+        }
+        let out = &op["output"];
+        let digest = out["manifest_sha256"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no manifest_sha256 in the output: {out}"))?
+            .to_string();
+        let text = out.to_string();
+        if text.contains(&cx.canary) {
+            bail!("the backup's output carries etcd content");
+        }
+        let result_index = op["result_index"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("the result was not logged: {op}"))?;
+        let event = cx.logged_event(result_index).await?;
+        if event["kind"] != "result" || event["outcome"] != "succeeded" {
+            bail!("the logged result is {event}");
+        }
+        let (status, list) = cx.op_run("etcd.backups", &[]).await?;
+        if status != 200 || !list["output"].to_string().contains(&digest) {
+            bail!("etcd.backups does not list manifest {digest}: {list}");
+        }
+        Ok(vec![
+            format!("backup manifest sha256:{digest}"),
+            format!(
+                "result logged at index {result_index} (output digest {})",
+                event["output_digest"]
+            ),
+            "etcd.backups lists it".into(),
+        ])
+    })
+}
+
+fn needs_customer_key(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let manifest = newest_manifest(cx).await?;
+        let store = l.dir.join("backups");
+        let out_dir = cx.scratch.join("restore-other-key");
+        std::fs::create_dir_all(&out_dir)?;
+        let (ok, text) = restore(
+            cx,
+            &manifest,
+            &store,
+            &l.kms.socket,
+            &out_dir.join("snap.db"),
+        )?;
+        if ok {
+            bail!("restored through another KMS key: {text}");
+        }
+        no_files_left(&out_dir)?;
+        let good_dir = cx.scratch.join("restore-customer-key");
+        std::fs::create_dir_all(&good_dir)?;
+        let out = good_dir.join("snap.db");
+        let (ok, good) = restore(cx, &manifest, &store, &customer_socket(cx)?, &out)?;
+        if !ok {
+            bail!("the customer's key did not restore it: {good}");
+        }
+        let size = std::fs::metadata(&out)?.len();
+        std::fs::remove_file(&out)?;
+        Ok(vec![
+            format!("through the verifier's SoftHSM2 key: refused ({}), no file left", short(&text)),
+            format!("through the customer's plugin: restored a {size}-byte etcd snapshot (trailer checked)"),
+        ])
+    })
+}
+
+fn tampered(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let manifest = newest_manifest(cx).await?;
+        let m = palisade_backup::manifest::Manifest::unverified(&std::fs::read(&manifest)?)
+            .ok_or_else(|| anyhow!("not a manifest"))?;
+        let mut evidence = Vec::new();
+        for (what, damage) in [("flipped byte", 0u8), ("truncated", 1u8)] {
+            // A copy of the store: the deployment's backups stay intact.
+            let store = cx.scratch.join(format!("store-{damage}"));
+            let object = store.join(&m.object);
+            std::fs::create_dir_all(object.parent().context("object dir")?)?;
+            let mut bytes = std::fs::read(l.dir.join("backups").join(&m.object))?;
+            if damage == 0 {
+                let i = bytes.len() / 2;
+                bytes[i] ^= 0x01;
+            } else {
+                bytes.truncate(bytes.len() - 17);
+            }
+            std::fs::write(&object, &bytes)?;
+            let v = std::process::Command::new(&l.exe)
+                .arg("backup")
+                .arg("verify")
+                .arg("--manifest")
+                .arg(&manifest)
+                .arg("--store")
+                .arg(&store)
+                .output()?;
+            if v.status.success() {
+                bail!("backup verify accepted a {what} object");
+            }
+            let out_dir = cx.scratch.join(format!("restore-{damage}"));
+            std::fs::create_dir_all(&out_dir)?;
+            let (ok, text) = restore(
+                cx,
+                &manifest,
+                &store,
+                &customer_socket(cx)?,
+                &out_dir.join("snap.db"),
+            )?;
+            if ok {
+                bail!("restored a {what} object: {text}");
+            }
+            no_files_left(&out_dir)?;
+            evidence.push(format!(
+                "{what}: verify and restore refuse ({}), no file left",
+                short(&text)
+            ));
+        }
+        Ok(evidence)
+    })
+}
+
+fn no_plaintext_key(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let manifest = newest_manifest(cx).await?;
+        let m = palisade_backup::manifest::Manifest::unverified(&std::fs::read(&manifest)?)
+            .ok_or_else(|| anyhow!("not a manifest"))?;
+        let wrapped = base64::engine::general_purpose::STANDARD.decode(&m.wrapped_key)?;
+        let mut kms = KmsClient::connect(&customer_socket(cx)?)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        let key_id = KeyId::new(m.key_id.clone()).map_err(|e| anyhow!("{e}"))?;
+        let key = kms
+            .decrypt(&wrapped, &key_id)
+            .await
+            .map_err(|e| anyhow!("the customer's plugin could not unwrap: {e}"))?;
+        if key.len() != 32 {
+            bail!("the data key is {} bytes", key.len());
+        }
+        let needles = [
+            key.to_vec(),
+            hex::encode(&key).into_bytes(),
+            base64::engine::general_purpose::STANDARD
+                .encode(&key)
+                .into_bytes(),
+        ];
+        let mut files = 0;
+        let mut stack = vec![
+            l.dir.join("backups"),
+            l.dir.join("log"),
+            l.dir.join("agent"),
+            l.dir.join("gateway"),
+        ];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir)?.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(bytes) = std::fs::read(&p) {
+                    files += 1;
+                    for n in &needles {
+                        if bytes.windows(n.len()).any(|w| w == n.as_slice()) {
+                            bail!("the data key is in {}", p.display());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(vec![
+            format!("data key unwrapped through the customer's plugin ({})", m.key_id),
+            format!("searched {files} files (store, log, agent, gateway) for it raw, hex and base64: absent"),
+        ])
+    })
+}
