@@ -109,4 +109,3 @@ fn pki_init_and_issue_then_second_init_refuses() {
         .expect("bad kind");
     assert!(!bad.status.success());
 }
-
