@@ -1,0 +1,309 @@
+//! The agent's cost of verifying one dispatch (issue 5; docs/performance.md records
+//! the figures):
+//!
+//! ```sh
+//! cargo bench -p palisade-benches --bench agent
+//! ```
+//!
+//! Everything is in-process and real: a cluster log built in memory with
+//! `palisade_tlog` (a prefilled tree, one new intent per dispatch, each checkpoint
+//! signed by the log key and cosigned by a witness key), gateway keys from
+//! `palisade_policy::keys::generate`, the shipped default policy
+//! (deploy/policy/default.yaml), and the agent's replay cache and view in a redb file
+//! (under `$TMPDIR`, fsync on every commit, as the agent runs).
+//!
+//! Each dispatch is what a gateway sends in steady state: an `etcd.status` intent one
+//! entry past the agent's view, its inclusion proof in a witnessed checkpoint, and a
+//! consistency proof from the size the agent saw before. The requests are built
+//! first; only [`Acceptor::accept`] is timed, one dispatch after another. Then the
+//! main costs are timed apart on the same requests.
+//!
+//! Knobs: `AGENT_BENCH_N` (dispatches, default 2,000), `AGENT_BENCH_LOG_SIZE` (entries
+//! already in the log, default 100,000).
+#![forbid(unsafe_code)]
+
+use palisade_agent::accept::{Acceptor, AcceptorConfig, PolicySource};
+use palisade_agent::client::{prepare, Request};
+use palisade_agent::dispatch::{Consistency, Dispatch, DispatchRequest, DISPATCH_PAYLOAD_TYPE};
+use palisade_agent::view::AgentState;
+use palisade_core::event::{Actor, Event, GrantRef, Justification};
+use palisade_core::time::Timestamp;
+use palisade_core::{ActionName, ClusterId, InstanceId, OperatorId, TenantId};
+use palisade_policy::keys::{PublicKey, SigningKey};
+use palisade_policy::Policy;
+use palisade_tlog::checkpoint::{Checkpoint, LogPolicy};
+use palisade_tlog::hash::{leaf_hash, Hash};
+use palisade_tlog::note::{KeyType, Note, SignerKey};
+use palisade_tlog::proof::TlogProof;
+use palisade_tlog::tree::{consistency_proof, verify_consistency, Frontier};
+use std::time::{Duration, Instant};
+
+const ORIGIN: &str = "palisade.local/log/demo";
+const DEFAULT_POLICY: &str = include_str!("../deploy/policy/default.yaml");
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The shipped policy, as the agent would hold it after verifying the TUF repository.
+struct ShippedPolicy;
+
+#[async_trait::async_trait]
+impl PolicySource for ShippedPolicy {
+    async fn load(&self) -> Result<Policy, String> {
+        Policy::parse_yaml(DEFAULT_POLICY).map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// A cluster log in memory: the tree's right edge plus every stored hash, so that
+/// proofs can be produced for any size reached so far.
+struct MemoryLog {
+    frontier: Frontier,
+    stored: Vec<Hash>,
+    log_key: SignerKey,
+    witness_key: SignerKey,
+}
+
+impl MemoryLog {
+    fn append(&mut self, entry: &[u8]) -> u64 {
+        let index = self.frontier.size();
+        let new = self.frontier.append(leaf_hash(entry)).expect("append");
+        self.stored.extend(new);
+        index
+    }
+
+    fn witnessed_note(&self) -> Note {
+        let cp = Checkpoint::new(ORIGIN, self.frontier.size(), self.frontier.root())
+            .expect("checkpoint");
+        let mut note = cp.sign(&self.log_key).expect("sign");
+        let ts = u64::try_from(Timestamp::now().unix_seconds()).expect("time");
+        note.cosign(&self.witness_key, ts).expect("cosign");
+        note
+    }
+}
+
+fn stats(name: &str, mut d: Vec<Duration>) {
+    d.sort();
+    let us = |x: Duration| x.as_secs_f64() * 1e6;
+    let pct = |p: f64| d[((d.len() as f64 * p) as usize).min(d.len() - 1)];
+    let mean = d.iter().map(|x| us(*x)).sum::<f64>() / d.len() as f64;
+    println!(
+        "| {name:<48} | {:>6} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} |",
+        d.len(),
+        mean,
+        us(pct(0.50)),
+        us(pct(0.99)),
+        us(*d.last().expect("some")),
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n = env_u64("AGENT_BENCH_N", 2_000);
+    let prefill = env_u64("AGENT_BENCH_LOG_SIZE", 100_000);
+    let tmp = tempfile::tempdir().expect("tempdir");
+
+    // Keys: the gateway's (as `palisade up` makes them), the log's and a witness's.
+    let gw = palisade_policy::keys::generate("gateway", &tmp.path().join("keys"), false)
+        .expect("gateway key");
+    let gateway_key = SigningKey::read(&gw.private).expect("read gateway key");
+    let gateway_pub = PublicKey::read(&gw.public).expect("read gateway pub");
+    let log_key = SignerKey::generate("palisade.local/log", KeyType::Ed25519).expect("log key");
+    let witness_key =
+        SignerKey::generate("palisade.local/witness", KeyType::Cosignature).expect("witness");
+    let log_policy = LogPolicy::new(ORIGIN, log_key.verifier())
+        .expect("log policy")
+        .with_witnesses(vec![witness_key.verifier()], 1)
+        .expect("witnesses");
+    let policy = Policy::parse_yaml(DEFAULT_POLICY).expect("default policy");
+
+    let config = AcceptorConfig {
+        tenant: TenantId::parse("demo").expect("tenant"),
+        cluster: ClusterId::parse("demo").expect("cluster"),
+        instance: InstanceId::parse("demo-0").expect("instance"),
+        gateway_keys: vec![gateway_pub.clone()],
+        log: log_policy.clone(),
+        max_ttl: Duration::from_secs(600),
+        clock_skew: Duration::from_secs(30),
+    };
+    let state_path = tmp.path().join("agent-state.redb");
+    let state = AgentState::new(palisade_state::open_embedded(&state_path).expect("redb"));
+    let acceptor = Acceptor::new(config, Box::new(ShippedPolicy), state)
+        .await
+        .expect("acceptor");
+
+    // The log, prefilled with other clusters' worth of entries.
+    let mut log = MemoryLog {
+        frontier: Frontier::new(),
+        stored: Vec::new(),
+        log_key,
+        witness_key,
+    };
+    let t = Instant::now();
+    for i in 0..prefill {
+        log.append(format!("earlier entry {i}").as_bytes());
+    }
+    let validated = policy.validate_args("etcd.status", &[]).expect("validates");
+    let request = Request {
+        tenant: TenantId::parse("demo").expect("tenant"),
+        cluster: ClusterId::parse("demo").expect("cluster"),
+        instance: InstanceId::parse("demo-0").expect("instance"),
+        actor: Actor {
+            id: OperatorId::parse("op-7f3a5c2e9b1d4a60").expect("op"),
+            groups: vec!["sre".into()],
+            grant: Some(GrantRef {
+                schedule: "primary".into(),
+                role: "operator".into(),
+                ends_at: Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 3600),
+            }),
+        },
+        action: ActionName::parse("etcd.status").expect("action"),
+        parameters: validated.params().clone(),
+        justification: Justification {
+            ticket: "INC-1234".into(),
+            reason: "benchmark of the agent's acceptance".into(),
+        },
+        policy: policy.reference(),
+    };
+
+    // The dispatches, each one intent past the previous checkpoint.
+    let mut requests = Vec::with_capacity(n as usize);
+    let mut seen = 0u64;
+    for _ in 0..n {
+        let p = prepare(&request, Duration::from_secs(600), Timestamp::now()).expect("prepare");
+        let entry = Event::Intent(Box::new(p.intent.clone()))
+            .to_log_entry()
+            .expect("entry");
+        let index = log.append(&entry);
+        let note = log.witnessed_note();
+        let size = log.frontier.size();
+        let proof = TlogProof::produce(index, note, None, log.stored.as_slice()).expect("proof");
+        let consistency = (seen > 0).then(|| Consistency {
+            from_size: seen,
+            hashes: consistency_proof(seen, size, log.stored.as_slice())
+                .expect("consistency")
+                .iter()
+                .map(Hash::to_base64)
+                .collect(),
+        });
+        requests.push(DispatchRequest {
+            dispatch: p.dispatch.sign(&gateway_key).expect("sign"),
+            event: DispatchRequest::encode_event(&entry),
+            proof: String::from_utf8(proof.to_bytes()).expect("utf8"),
+            consistency,
+        });
+        seen = size;
+    }
+    println!(
+        "agent acceptance: {n} etcd.status dispatches into a log of {prefill} entries (set up in {:.1} s); state {}",
+        t.elapsed().as_secs_f64(),
+        state_path.display()
+    );
+    println!();
+    println!("| measurement (µs per dispatch)                    |      n |      mean |       p50 |       p99 |       max |");
+    println!("|--------------------------------------------------|--------|-----------|-----------|-----------|-----------|");
+
+    // The whole rule, as the agent's server calls it.
+    let mut whole = Vec::with_capacity(requests.len());
+    for r in &requests {
+        let t0 = Instant::now();
+        let accepted = acceptor.accept(r, Timestamp::now()).await;
+        whole.push(t0.elapsed());
+        if let Err(e) = accepted {
+            panic!("an honest dispatch was refused: {e}");
+        }
+    }
+    stats("Acceptor::accept (all 10 steps)", whole);
+
+    // The main costs, apart, on the same requests.
+    let mut sig = Vec::new();
+    let mut decode = Vec::new();
+    let mut proof_t = Vec::new();
+    let mut stored_cp = Vec::new();
+    let mut cons_t = Vec::new();
+    let keys = [gateway_pub];
+    let mut prev: Option<(u64, Hash)> = None;
+    for r in &requests {
+        let t0 = Instant::now();
+        let ok = !r.dispatch.verified_by(&keys).is_empty();
+        sig.push(t0.elapsed());
+        assert!(ok);
+
+        let t0 = Instant::now();
+        let payload = r
+            .dispatch
+            .payload_bytes(DISPATCH_PAYLOAD_TYPE)
+            .expect("payload");
+        let d = Dispatch::from_bytes(&payload).expect("dispatch");
+        let params = serde_json::to_vec(&d.parameters).expect("params");
+        policy
+            .validate(d.action.as_str(), &params)
+            .expect("validates");
+        let entry = r.event_bytes().expect("event");
+        let _ = Event::from_log_entry(&entry).expect("event decodes");
+        decode.push(t0.elapsed());
+
+        let t0 = Instant::now();
+        let proof = TlogProof::parse(r.proof.as_bytes()).expect("parse");
+        let verified = proof.verify(&entry, &log_policy).expect("verify");
+        proof_t.push(t0.elapsed());
+
+        let note = verified.note().to_bytes();
+        let t0 = Instant::now();
+        let _ = log_policy.verify(&note).expect("stored checkpoint");
+        stored_cp.push(t0.elapsed());
+
+        let new = verified.checkpoint();
+        if let (Some((old_size, old_root)), Some(c)) = (&prev, &r.consistency) {
+            let t0 = Instant::now();
+            let hashes: Vec<Hash> = c
+                .hashes
+                .iter()
+                .map(|h| Hash::from_base64(h).expect("hash"))
+                .collect();
+            verify_consistency(*old_size, new.size(), old_root, new.root(), &hashes)
+                .expect("consistent");
+            cons_t.push(t0.elapsed());
+        }
+        prev = Some((new.size(), *new.root()));
+    }
+    stats("1 gateway signature (DSSE, Ed25519)", sig);
+    stats("5-7 decode dispatch + policy validation + event", decode);
+    stats("8 inclusion proof + log sig + witness cosig", proof_t);
+    stats("9 re-verify the stored checkpoint (done twice)", stored_cp);
+    stats("9 consistency proof from the previous size", cons_t);
+
+    // Steps 4 and 10 against a fresh redb file: the replay-cache read, then spending
+    // the nonce and advancing the view (two commits, each fsynced).
+    let fresh = AgentState::new(
+        palisade_state::open_embedded(&tmp.path().join("state-only.redb")).expect("redb"),
+    );
+    let mut state_t = Vec::new();
+    let mut prev_note: Option<Vec<u8>> = None;
+    for r in &requests {
+        let payload = r
+            .dispatch
+            .payload_bytes(DISPATCH_PAYLOAD_TYPE)
+            .expect("payload");
+        let d = Dispatch::from_bytes(&payload).expect("dispatch");
+        let note = TlogProof::parse(r.proof.as_bytes())
+            .expect("parse")
+            .checkpoint()
+            .to_bytes();
+        let t0 = Instant::now();
+        assert!(!fresh.nonce_seen(d.nonce.as_str()).await.expect("read"));
+        let old = fresh.checkpoint().await.expect("view");
+        assert!(fresh
+            .spend_nonce(d.nonce.as_str(), d.expires_at)
+            .await
+            .expect("spend"));
+        assert!(fresh.advance(old, note.clone()).await.expect("advance"));
+        state_t.push(t0.elapsed());
+        prev_note = Some(note);
+    }
+    drop(prev_note);
+    stats("4+10 state: nonce read, spend + advance (redb)", state_t);
+}

@@ -1,0 +1,941 @@
+//! The gateway pipeline end to end (issues 5 and 6; docs/performance.md records the
+//! figures):
+//!
+//! ```sh
+//! cargo build --release -p palisade                      # the stack runs the release binary
+//! cargo bench -p palisade-benches --bench gateway              # latency, then throughput
+//! cargo bench -p palisade-benches --bench gateway -- latency   # or: throughput
+//! ```
+//!
+//! Both start a real stack with `palisade up` (witness, log, agent supervising etcd,
+//! gateway) in a temporary directory, from the release binary next to this benchmark
+//! (or `$PALISADE_BIN`).
+//!
+//! - **latency**: `etcd.status` one after another, through (a) the agent: log append
+//!   (waiting for the witnessed checkpoint) and dispatch, in-process with
+//!   `palisade_agent::client::Dispatcher`, as the gateway does it; (b) the whole
+//!   gateway: HTTPS `POST /v1/clusters/demo/actions/etcd.status` with an operator
+//!   token (authenticate, on-call check, rate limit, validation, log, dispatch, log
+//!   the result); (c) `palisade op run etcd.status` as a process; against the
+//!   baselines (d) `etcdctl endpoint status` as a process and (e) an in-process
+//!   etcd-client status call, on the same etcd. p50/p99 each. Also the gateway's
+//!   resident memory idle and after this run.
+//! - **throughput**: `etcd.status` over many clusters (one agent process each, all
+//!   reading the one etcd `up` runs), many operators, a fixed number of requests in
+//!   flight for a fixed time; actions/s, latency under load, the gateway's memory
+//!   while loaded; then every cluster's log is read back through the customer
+//!   access-log API and each action's intent and result, and each logged refusal,
+//!   are found there.
+//!
+//! The shipped policy limits `etcd.status` to 60 per minute per operator, so the
+//! load is spread over many operators, each on call through its own `always`
+//! schedule (a rota file written before the stack starts) and holding a development
+//! token; the policy is not changed.
+//!
+//! Knobs (environment): `GATEWAY_BENCH_N` (latency samples per path, default 200),
+//! `GATEWAY_BENCH_OP_RUNS` (`palisade op run` processes, default 10),
+//! `GATEWAY_BENCH_CLUSTERS` (default 100), `GATEWAY_BENCH_SECONDS` (default 20),
+//! `GATEWAY_BENCH_IN_FLIGHT` (default 128), `GATEWAY_BENCH_OPERATORS` (default 400:
+//! 20 s at 1,000/s is 50 requests per operator, under the 60 per minute limit).
+#![forbid(unsafe_code)]
+
+use palisade_agent::client::{prepare, Dispatcher, Request};
+use palisade_core::event::{Actor, GrantRef, Justification};
+use palisade_core::time::Timestamp;
+use palisade_core::{ActionName, ClusterId, InstanceId, OperatorId, TenantId};
+use palisade_policy::keys::{PublicKey, SigningKey};
+use palisade_tlog::checkpoint::LogPolicy;
+use palisade_tlog::note::VerifierKey;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The release `palisade` binary: `$PALISADE_BIN`, or next to this benchmark's
+/// `deps/` directory.
+fn palisade_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PALISADE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("palisade"))
+        .expect("target dir");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release -p palisade` (same CARGO_TARGET_DIR) or set PALISADE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// `n` consecutive free loopback ports.
+fn free_port_block(n: u16) -> u16 {
+    for _ in 0..500 {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = probe.local_addr().expect("addr").port();
+        drop(probe);
+        if u32::from(base) + u32::from(n) > 60_000 {
+            continue;
+        }
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no block of {n} free loopback ports");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn row(what: &str, mut d: Vec<Duration>) {
+    if d.is_empty() {
+        println!(
+            "| {what:<58} | {:>5} | {:>8} | {:>8} | {:>8} |",
+            0, "-", "-", "-"
+        );
+        return;
+    }
+    d.sort();
+    let ms = |x: Duration| x.as_secs_f64() * 1e3;
+    println!(
+        "| {what:<58} | {:>5} | {:>8.2} | {:>8.2} | {:>8.2} |",
+        d.len(),
+        ms(percentile(&d, 0.50)),
+        ms(percentile(&d, 0.99)),
+        ms(*d.last().expect("some")),
+    );
+}
+
+/// `VmRSS` and `VmHWM` of a process, KiB.
+fn memory(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The child of `parent` whose command line contains `needle`.
+fn child_pid(parent: u32, needle: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised command name: state, ppid, ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// A process whose output is collected in the background; stopped on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Kept open: children run with `--exit-with-parent` stop when it closes.
+    _stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            lines,
+            _stdin: stdin,
+        }
+    }
+
+    fn wait_for(&mut self, what: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    // `ready` is a line of its own; other markers are parts of lines.
+                    if line.trim() == what || (what.len() > 5 && line.contains(what)) {
+                        return;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => panic!(
+                    "no {what:?} within {timeout:?}; output:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            while self.lines.try_recv().is_ok() {}
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// A running `palisade up`, extended to `clusters` clusters (one agent process each)
+/// and `operators` extra operators on call.
+struct Stack {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    base: u16,
+    up: Proc,
+    agents: Vec<Proc>,
+    clusters: Vec<String>,
+    operators: Vec<String>,
+}
+
+const AGENT_PORT_OFFSET: u16 = 10;
+
+impl Stack {
+    fn start(clusters: usize, operators: usize) -> Self {
+        let bin = palisade_bin();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("state");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let base = free_port_block(AGENT_PORT_OFFSET + clusters as u16 + 1);
+        let agent_port = |i: usize| {
+            if i == 0 {
+                base + 3
+            } else {
+                base + AGENT_PORT_OFFSET + i as u16
+            }
+        };
+        let names: Vec<String> = (0..clusters)
+            .map(|i| {
+                if i == 0 {
+                    "demo".to_string()
+                } else {
+                    format!("c{i:03}")
+                }
+            })
+            .collect();
+        // The inventory before `up` (which keeps it, and writes a witness.toml that
+        // covers every cluster's log).
+        let mut inv = String::from("[[tenant]]\nid = \"demo\"\ndisplay_name = \"Demo tenant\"\n");
+        for (i, c) in names.iter().enumerate() {
+            inv.push_str(&format!(
+                "\n[[cluster]]\nid = \"{c}\"\ntenant = \"demo\"\n\n[[cluster.instance]]\nid = \"{c}-0\"\nagent_url = \"https://127.0.0.1:{}\"\n",
+                agent_port(i)
+            ));
+        }
+        std::fs::write(dir.join("inventory.toml"), inv).expect("inventory");
+
+        // First start writes every file; stop, extend, start again.
+        let up_cmd = || {
+            let mut cmd = Command::new(&bin);
+            cmd.args([
+                "up",
+                "--dir",
+                &dir.display().to_string(),
+                "--base-port",
+                &base.to_string(),
+            ]);
+            cmd
+        };
+        let mut up = Proc::spawn(up_cmd());
+        up.wait_for("ready", Duration::from_secs(120));
+        up.terminate();
+
+        let ops: Vec<String> = (0..operators).map(|i| format!("bench-{i:04}")).collect();
+        let gdir = dir.join("gateway");
+        let mut rotas = vec!["\"rota.yaml\"".to_string()];
+        let mut extra = String::new();
+        for (f, chunk) in ops.chunks(200).enumerate() {
+            let mut text = String::from("apiVersion: palisade.dev/v1\nkind: Rota\nschedules:\n");
+            for op in chunk {
+                text.push_str(&format!(
+                    "  - name: {op}\n    timeZone: UTC\n    rotation: always\n    participants: [\"{op}\"]\n"
+                ));
+                extra.push_str(&format!(
+                    "\n[[grant]]\nschedule = \"{op}\"\nroles = [\"operator\"]\nclusters = [\"*\"]\n"
+                ));
+            }
+            let name = format!("rota-bench-{f}.yaml");
+            std::fs::write(gdir.join(&name), text).expect("rota");
+            rotas.push(format!("\"{name}\""));
+        }
+        let agent_pub = dir.join("agent/keys/agent.pub");
+        for c in names.iter().skip(1) {
+            extra.push_str(&format!(
+                "\n[[agent]]\ninstance = \"{c}-0\"\nkey = \"{}\"\n",
+                agent_pub.display()
+            ));
+        }
+        let config = gdir.join("gateway.toml");
+        let text = std::fs::read_to_string(&config).expect("gateway.toml");
+        let text = text.replace(
+            "rotas = [\"rota.yaml\"]",
+            &format!("rotas = [{}]", rotas.join(", ")),
+        );
+        std::fs::write(&config, format!("{text}{extra}")).expect("gateway.toml");
+
+        // One agent per extra cluster, configured like up's (without the etcd it
+        // supervises: they all read up's etcd).
+        let template = std::fs::read_to_string(dir.join("agent/agent.toml")).expect("agent.toml");
+        let template = match template.find("[[component]]") {
+            Some(at) => template[..at].to_string(),
+            None => template,
+        };
+        let mut agent_cfgs = Vec::new();
+        for (i, c) in names.iter().enumerate().skip(1) {
+            let adir = dir.join("agents").join(c);
+            std::fs::create_dir_all(&adir).expect("agent dir");
+            let text = template
+                .replace(
+                    &format!("listen = \"127.0.0.1:{}\"", base + 3),
+                    &format!("listen = \"127.0.0.1:{}\"", agent_port(i)),
+                )
+                .replace("cluster = \"demo\"", &format!("cluster = \"{c}\""))
+                .replace("instance = \"demo-0\"", &format!("instance = \"{c}-0\""))
+                .replace(
+                    "origin = \"palisade.local/log/demo\"",
+                    &format!("origin = \"palisade.local/log/{c}\""),
+                )
+                .replace(
+                    "signing_key = \"keys/agent.key\"",
+                    &format!(
+                        "signing_key = \"{}\"",
+                        dir.join("agent/keys/agent.key").display()
+                    ),
+                );
+            let cfg = adir.join("agent.toml");
+            std::fs::write(&cfg, text).expect("agent config");
+            agent_cfgs.push(cfg);
+        }
+
+        let mut up = Proc::spawn(up_cmd());
+        up.wait_for("ready", Duration::from_secs(120));
+        let mut agents = Vec::new();
+        for cfg in &agent_cfgs {
+            let mut cmd = Command::new(&bin);
+            cmd.args([
+                "agent",
+                "serve",
+                "--config",
+                &cfg.display().to_string(),
+                "--exit-with-parent",
+            ]);
+            agents.push(Proc::spawn(cmd));
+        }
+        for a in &mut agents {
+            a.wait_for("listening on", Duration::from_secs(60));
+        }
+        Self {
+            _tmp: tmp,
+            dir,
+            base,
+            up,
+            agents,
+            clusters: names,
+            operators: ops,
+        }
+    }
+
+    fn gateway_pid(&self) -> u32 {
+        child_pid(self.up.child.id(), "gateway serve").expect("the gateway process")
+    }
+
+    fn etcd_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.base + 4)
+    }
+
+    fn gateway_http(&self) -> reqwest::Client {
+        let roots = palisade_pki::load_roots(&self.dir.join("pki/ca.crt")).expect("roots");
+        let tls = rustls::ClientConfig::builder_with_provider(palisade_pki::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .pool_max_idle_per_host(1024)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client")
+    }
+
+    fn gateway_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.base)
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.join(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .trim()
+            .to_string()
+    }
+}
+
+async fn dev_token(http: &reqwest::Client, gw: &str, operator: &str) -> String {
+    let resp = http
+        .post(format!("{gw}/v1/dev/login"))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "operator": operator }).to_string())
+        .send()
+        .await
+        .expect("dev login");
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.bytes().await.expect("body")).expect("json");
+    v["token"].as_str().expect("token").to_string()
+}
+
+/// What one `POST .../actions/etcd.status` came to.
+struct RunOutcome {
+    took: Duration,
+    http: u16,
+    /// The operation (intent event) id, when the request got that far.
+    op_id: Option<String>,
+    op_status: Option<String>,
+    /// A refusal the gateway logged (its index in the cluster's log).
+    refusal_logged: bool,
+}
+
+async fn run_status(http: &reqwest::Client, gw: &str, token: &str, cluster: &str) -> RunOutcome {
+    let t0 = Instant::now();
+    let resp = http
+        .post(format!("{gw}/v1/clusters/{cluster}/actions/etcd.status"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(r#"{"arguments":{},"ticket":"BENCH-1","reason":"benchmark run"}"#)
+        .send()
+        .await;
+    let (http_status, body) = match resp {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+        }
+        Err(_) => (0, Vec::new()),
+    };
+    let took = t0.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let is_op = v.get("status").is_some_and(|s| s.is_string());
+    RunOutcome {
+        took,
+        http: http_status,
+        op_id: is_op.then(|| v["id"].as_str().unwrap_or_default().to_string()),
+        op_status: is_op.then(|| v["status"].as_str().unwrap_or_default().to_string()),
+        refusal_logged: !is_op && v.get("log_index").is_some_and(|i| i.is_u64()),
+    }
+}
+
+fn print_header() {
+    println!(
+        "| {:<58} | {:>5} | {:>8} | {:>8} | {:>8} |",
+        "etcd.status path (ms)", "n", "p50", "p99", "max"
+    );
+    println!(
+        "|{}|-------|----------|----------|----------|",
+        "-".repeat(60)
+    );
+}
+
+async fn latency() {
+    let n = env_u64("GATEWAY_BENCH_N", 200) as usize;
+    let op_runs = env_u64("GATEWAY_BENCH_OP_RUNS", 10) as usize;
+    // 60 etcd.status per minute per operator: 50 each, on fresh operators.
+    let stack = Stack::start(1, n.div_ceil(50) + 1);
+    let gw = stack.gateway_url();
+    let gw_pid = stack.gateway_pid();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle_rss, _) = memory(gw_pid);
+    let http = stack.gateway_http();
+    let mut tokens = Vec::new();
+    for op in &stack.operators {
+        tokens.push(dev_token(&http, &gw, op).await);
+    }
+
+    // (b) The whole gateway over HTTPS (after a few warm-up requests).
+    for _ in 0..3 {
+        let o = run_status(&http, &gw, &tokens[n / 50], "demo").await;
+        assert_eq!(
+            o.op_status.as_deref(),
+            Some("succeeded"),
+            "warm-up: HTTP {}",
+            o.http
+        );
+    }
+    let mut gateway = Vec::with_capacity(n);
+    for i in 0..n {
+        let o = run_status(&http, &gw, &tokens[i / 50], "demo").await;
+        assert_eq!(o.op_status.as_deref(), Some("succeeded"), "HTTP {}", o.http);
+        gateway.push(o.took);
+    }
+
+    // (c) `palisade op run` as a process (the up operator's own credentials).
+    let bin = palisade_bin();
+    let creds = stack.dir.join("op/credentials.json");
+    let mut op_run = Vec::with_capacity(op_runs);
+    for _ in 0..op_runs {
+        let t0 = Instant::now();
+        let ok = Command::new(&bin)
+            .args(["op", "--credentials", &creds.display().to_string()])
+            .args([
+                "run",
+                "etcd.status",
+                "--cluster",
+                "demo",
+                "--ticket",
+                "DEMO-1",
+            ])
+            .args(["--reason", "benchmark run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("palisade op run")
+            .success();
+        op_run.push(t0.elapsed());
+        assert!(ok, "palisade op run failed");
+    }
+
+    // (a) The agent alone: log append with the witness, then dispatch.
+    let dir = &stack.dir;
+    let dispatcher = Dispatcher::new(
+        &dir.join("pki/ca.crt"),
+        &dir.join("pki/gateway-gateway.crt"),
+        &dir.join("pki/gateway-gateway.key"),
+        SigningKey::read(&dir.join("gateway/keys/gateway.key")).expect("gateway key"),
+        &format!("https://127.0.0.1:{}", stack.base + 1),
+    )
+    .expect("dispatcher");
+    let root = std::fs::read(dir.join("trust/root.json")).expect("root");
+    let policy = palisade_policy::trusted_policy::verify_policy(
+        &palisade_policy::tuf::RepoDir::new(dir.join("trust/repo")),
+        &root,
+        &dir.join("bench-datastore"),
+    )
+    .await
+    .expect("the published policy verifies")
+    .policy;
+    let key = |rel: &str| VerifierKey::parse(&stack.read(rel)).expect("key");
+    let log_policy = LogPolicy::new(
+        "palisade.local/log/demo",
+        key("log/keys/palisade.local_log.pub"),
+    )
+    .expect("log policy")
+    .with_witnesses(vec![key("witness/keys/palisade.local_witness.pub")], 1)
+    .expect("witnesses");
+    let agent_keys = vec![PublicKey::read(&dir.join("agent/keys/agent.pub")).expect("agent pub")];
+    let agent_url = format!("https://127.0.0.1:{}", stack.base + 3);
+    let validated = policy.validate_args("etcd.status", &[]).expect("valid");
+    let request = Request {
+        tenant: TenantId::parse("demo").expect("tenant"),
+        cluster: ClusterId::parse("demo").expect("cluster"),
+        instance: InstanceId::parse("demo-0").expect("instance"),
+        actor: Actor {
+            id: OperatorId::parse("op-bench").expect("op"),
+            groups: vec![],
+            grant: Some(GrantRef {
+                schedule: "demo".into(),
+                role: "operator".into(),
+                ends_at: Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 3600),
+            }),
+        },
+        action: ActionName::parse("etcd.status").expect("action"),
+        parameters: validated.params().clone(),
+        justification: Justification {
+            ticket: "BENCH-1".into(),
+            reason: "benchmark run".into(),
+        },
+        policy: policy.reference(),
+    };
+    let mut agent = Vec::with_capacity(n);
+    let mut log_only = Vec::with_capacity(n);
+    for i in 0..n + 3 {
+        let p = prepare(&request, Duration::from_secs(60), Timestamp::now()).expect("prepare");
+        let t0 = Instant::now();
+        let (entry, appended) = dispatcher.log_intent(&p).await.expect("log");
+        let logged = t0.elapsed();
+        dispatcher
+            .dispatch_logged(&agent_url, &p, &entry, &appended, &log_policy, &agent_keys)
+            .await
+            .expect("dispatch");
+        if i >= 3 {
+            agent.push(t0.elapsed());
+            log_only.push(logged);
+        }
+    }
+
+    // (d) etcdctl as a process, (e) etcd-client in-process: the same etcd.
+    let endpoint = stack.etcd_endpoint();
+    let mut etcdctl = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let ok = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoint, "endpoint", "status"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("etcdctl (apt-get install etcd-client)")
+            .success();
+        etcdctl.push(t0.elapsed());
+        assert!(ok, "etcdctl endpoint status failed");
+    }
+    let mut client = etcd_client::Client::connect([endpoint.as_str()], None)
+        .await
+        .expect("etcd client");
+    let mut direct = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        client.status().await.expect("status");
+        direct.push(t0.elapsed());
+    }
+    let (after_rss, hwm) = memory(gw_pid);
+
+    println!("etcd.status, one after another, {n} samples per path (warm-up excluded)");
+    println!();
+    print_header();
+    row("(a) agent: log append + witness, then dispatch", agent);
+    row("    of which: log append until witnessed", log_only);
+    row("(b) gateway: HTTPS POST .../actions/etcd.status", gateway);
+    row("(c) `palisade op run etcd.status` (a process)", op_run);
+    row(
+        "(d) baseline: `etcdctl endpoint status` (a process)",
+        etcdctl,
+    );
+    row("(e) baseline: etcd-client status() in-process", direct);
+    println!();
+    println!(
+        "gateway memory: idle {:.1} MiB RSS; after this run {:.1} MiB RSS, peak (VmHWM) {:.1} MiB",
+        mib(idle_rss),
+        mib(after_rss),
+        mib(hwm)
+    );
+}
+
+async fn throughput() {
+    let clusters = env_u64("GATEWAY_BENCH_CLUSTERS", 100) as usize;
+    let secs = env_u64("GATEWAY_BENCH_SECONDS", 20);
+    let in_flight = env_u64("GATEWAY_BENCH_IN_FLIGHT", 128) as usize;
+    let operators = env_u64("GATEWAY_BENCH_OPERATORS", 400) as usize;
+    let t = Instant::now();
+    let stack = Stack::start(clusters, operators);
+    println!(
+        "stack with {clusters} clusters ({} agent processes) and {operators} operators up in {:.0} s",
+        stack.agents.len() + 1,
+        t.elapsed().as_secs_f64()
+    );
+    let gw = stack.gateway_url();
+    let gw_pid = stack.gateway_pid();
+    let up_pid = stack.up.child.id();
+    let mut agent_pids: Vec<u32> = stack.agents.iter().map(|a| a.child.id()).collect();
+    agent_pids.extend(child_pid(up_pid, "agent serve"));
+    let http = stack.gateway_http();
+    let mut tokens = Vec::new();
+    for op in &stack.operators {
+        tokens.push(dev_token(&http, &gw, op).await);
+    }
+    let tokens = Arc::new(tokens);
+    let (idle_rss, _) = memory(gw_pid);
+
+    // Warm-up: one action per cluster, so that every agent has seen its log.
+    let mut warm_ids = Vec::new();
+    for (i, c) in stack.clusters.iter().enumerate() {
+        let o = run_status(&http, &gw, &tokens[i % tokens.len()], c).await;
+        assert_eq!(
+            o.op_status.as_deref(),
+            Some("succeeded"),
+            "warm-up on {c}: HTTP {}",
+            o.http
+        );
+        warm_ids.push((c.clone(), o.op_id.expect("id")));
+    }
+    // The warm-up used one request of each of the first operators' budgets.
+    let warm = stack.clusters.len() as u64;
+    let (warm_rss, _) = memory(gw_pid);
+
+    // Memory while loaded, sampled.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (rss, _) = memory(gw_pid);
+                peak = peak.max(rss);
+                samples.push(rss);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            (peak, samples)
+        })
+    };
+
+    let next = Arc::new(AtomicU64::new(warm));
+    let clusters_list = Arc::new(stack.clusters.clone());
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut workers = Vec::new();
+    for _ in 0..in_flight {
+        let (http, gw, tokens, next, cl) = (
+            http.clone(),
+            gw.clone(),
+            tokens.clone(),
+            next.clone(),
+            clusters_list.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while Instant::now() < deadline {
+                let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let op = k % tokens.len();
+                let cluster = &cl[(k + k / tokens.len()) % cl.len()];
+                let o = run_status(&http, &gw, &tokens[op], cluster).await;
+                out.push((cluster.clone(), o));
+            }
+            out
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for w in workers {
+        outcomes.extend(w.await.expect("worker"));
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (peak_rss, samples) = sampler.await.expect("sampler");
+    let (after_rss, hwm) = memory(gw_pid);
+    let agents_rss: u64 = agent_pids.iter().map(|p| memory(*p).0).sum();
+
+    let succeeded: Vec<&(String, RunOutcome)> = outcomes
+        .iter()
+        .filter(|(_, o)| o.op_status.as_deref() == Some("succeeded"))
+        .collect();
+    let with_op = outcomes.iter().filter(|(_, o)| o.op_id.is_some()).count();
+    let refused_logged = outcomes.iter().filter(|(_, o)| o.refusal_logged).count();
+    let other: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, o)| o.op_status.as_deref() != Some("succeeded"))
+        .map(|(_, o)| format!("{}/{}", o.http, o.op_status.as_deref().unwrap_or("-")))
+        .collect();
+    let mut lat: Vec<Duration> = succeeded.iter().map(|(_, o)| o.took).collect();
+    lat.sort();
+    println!();
+    println!(
+        "throughput: {} etcd.status requests over {} clusters, {in_flight} in flight, {} operators, {:.1} s",
+        outcomes.len(),
+        stack.clusters.len(),
+        tokens.len(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  succeeded {} = {:.0} actions/s (target >= 1000); not succeeded {} {:?}",
+        succeeded.len(),
+        succeeded.len() as f64 / elapsed.as_secs_f64(),
+        other.len(),
+        {
+            let mut kinds: Vec<String> = other
+                .iter()
+                .take(2000)
+                .cloned()
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            kinds.sort();
+            kinds
+        }
+    );
+    if !lat.is_empty() {
+        println!(
+            "  latency under load: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            percentile(&lat, 0.5).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+            lat.last().expect("some").as_secs_f64() * 1e3
+        );
+    }
+    let mean_rss = samples.iter().sum::<u64>() as f64 / samples.len().max(1) as f64;
+    println!(
+        "  gateway memory: idle {:.1} MiB, after warm-up {:.1} MiB, under load mean {:.1} / peak {:.1} MiB RSS, after {:.1} MiB, VmHWM {:.1} MiB",
+        mib(idle_rss),
+        mib(warm_rss),
+        mean_rss / 1024.0,
+        mib(peak_rss),
+        mib(after_rss),
+        mib(hwm)
+    );
+    println!(
+        "  {} agent processes: {:.0} MiB RSS together ({:.1} MiB each)",
+        agent_pids.len(),
+        mib(agents_rss),
+        mib(agents_rss) / agent_pids.len().max(1) as f64
+    );
+
+    // Every action's intent and result, and every logged refusal, in the logs.
+    let t = Instant::now();
+    let tenant_token = stack.read("tenant-demo.token");
+    let mut intents = HashSet::new();
+    let mut results = HashSet::new();
+    let mut refusals = 0usize;
+    let mut entries = 0usize;
+    let cl = stack.clusters.clone();
+    let reads = futures::stream::iter(cl.into_iter().map(|c| {
+        let (http, gw, token) = (http.clone(), gw.clone(), tenant_token.clone());
+        async move {
+            let mut events = Vec::new();
+            let mut from = 0u64;
+            loop {
+                let resp = http
+                    .get(format!(
+                        "{gw}/v1/tenants/demo/clusters/{c}/events?from={from}&limit=100"
+                    ))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .expect("access log");
+                assert!(
+                    resp.status().is_success(),
+                    "access log of {c}: {}",
+                    resp.status()
+                );
+                let page: serde_json::Value =
+                    serde_json::from_slice(&resp.bytes().await.expect("page")).expect("json");
+                for e in page["events"].as_array().cloned().unwrap_or_default() {
+                    events.push(e["event"].clone());
+                }
+                match page["next"].as_u64() {
+                    Some(n) => from = n,
+                    None => break,
+                }
+            }
+            events
+        }
+    }));
+    use futures::StreamExt;
+    let all: Vec<Vec<serde_json::Value>> = reads.buffer_unordered(8).collect().await;
+    for events in all {
+        for e in events {
+            entries += 1;
+            match e["kind"].as_str() {
+                Some("intent") => {
+                    intents.insert(e["event_id"].as_str().unwrap_or_default().to_string());
+                }
+                Some("result") => {
+                    results.insert(e["intent"].as_str().unwrap_or_default().to_string());
+                }
+                Some("refusal") => refusals += 1,
+                _ => {}
+            }
+        }
+    }
+    let ids = succeeded
+        .iter()
+        .filter_map(|(_, o)| o.op_id.clone())
+        .chain(warm_ids.iter().map(|(_, id)| id.clone()));
+    let (mut no_intent, mut no_result, mut checked) = (0, 0, 0);
+    for id in ids {
+        checked += 1;
+        no_intent += usize::from(!intents.contains(&id));
+        no_result += usize::from(!results.contains(&id));
+    }
+    let expected = 2 * (with_op + warm_ids.len()) + refused_logged;
+    println!(
+        "  log check through the customer access-log API ({:.0} s): {entries} entries in {} logs, expected {expected} \
+         (2 x {} operations + {refused_logged} logged refusals); {checked} succeeded actions checked: \
+         {no_intent} without intent, {no_result} without result; {refusals} refusal events",
+        t.elapsed().as_secs_f64(),
+        stack.clusters.len(),
+        with_op + warm_ids.len(),
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    if want("latency") {
+        latency().await;
+    }
+    if want("throughput") {
+        throughput().await;
+    }
+}
