@@ -150,6 +150,20 @@ async fn signatures_targets_and_times_are_checked() {
     let r = stack.refused(&stack.logged_request(&p).await).await;
     assert_refused(&r, RefusalCode::WrongTarget, "demo-1");
 
+    // Another cluster with the same instance id, and another tenant.
+    let mut p = stack.prepare("etcd.status", &[]);
+    p.dispatch.cluster = palisade_core::ClusterId::parse("other").expect("cluster");
+    p.intent.cluster = p.dispatch.cluster.clone();
+    reseal(&mut p);
+    let r = stack.refused(&stack.logged_request(&p).await).await;
+    assert_refused(&r, RefusalCode::WrongTarget, "other");
+    let mut p = stack.prepare("etcd.status", &[]);
+    p.dispatch.tenant = palisade_core::TenantId::parse("other").expect("tenant");
+    p.intent.tenant = p.dispatch.tenant.clone();
+    reseal(&mut p);
+    let r = stack.refused(&stack.logged_request(&p).await).await;
+    assert_refused(&r, RefusalCode::WrongTarget, "other");
+
     // Expired (100 s ago), valid too long, not yet valid.
     for (issued, expires, code) in [
         (-200, -100, RefusalCode::Expired),
@@ -341,6 +355,31 @@ async fn the_logged_intent_must_be_exactly_this_dispatch() {
         .insert("node".into(), ParamValue::Str("worker-9".into()));
     let r = stack.refused(&stack.logged_request(&p).await).await;
     assert_refused(&r, RefusalCode::EventMismatch, "parameters");
+
+    // Every other field of the intent is compared with the dispatch on its own.
+    type Edit = fn(&mut palisade_core::event::IntentEvent);
+    let edits: [(&str, Edit); 5] = [
+        ("event id", |i| {
+            i.event_id =
+                palisade_core::EventId::parse("00000000000000000000000000000001").expect("id")
+        }),
+        ("cluster", |i| {
+            i.cluster = palisade_core::ClusterId::parse("other").expect("cluster")
+        }),
+        ("instance", |i| {
+            i.instance = Some(InstanceId::parse("demo-9").expect("instance"))
+        }),
+        ("action", |i| {
+            i.action = ActionName::parse("etcd.members").expect("action")
+        }),
+        ("policy", |i| i.policy.version += 1),
+    ];
+    for (what, edit) in edits {
+        let mut p = stack.prepare("etcd.status", &[]);
+        edit(&mut p.intent);
+        let r = stack.refused(&stack.logged_request(&p).await).await;
+        assert_refused(&r, RefusalCode::EventMismatch, what);
+    }
 
     // Another operator in the log than in the dispatch.
     let mut p = stack.prepare("etcd.status", &[]);
