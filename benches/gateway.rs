@@ -35,8 +35,10 @@
 //! Knobs (environment): `GATEWAY_BENCH_N` (latency samples per path, default 200),
 //! `GATEWAY_BENCH_OP_RUNS` (`palisade op run` processes, default 10),
 //! `GATEWAY_BENCH_CLUSTERS` (default 100), `GATEWAY_BENCH_SECONDS` (default 20),
-//! `GATEWAY_BENCH_IN_FLIGHT` (default 128), `GATEWAY_BENCH_OPERATORS` (default 400:
-//! 20 s at 1,000/s is 50 requests per operator, under the 60 per minute limit).
+//! `GATEWAY_BENCH_IN_FLIGHT` (default 128), `GATEWAY_BENCH_OPERATORS` (default 250;
+//! the gateway reads at most 256 schedules). At most 58 requests per operator are
+//! sent (the policy allows 60 a minute), so a run stops early at 14,500 requests:
+//! 15 s at up to ~970/s.
 #![forbid(unsafe_code)]
 
 use palisade_agent::client::{prepare, Dispatcher, Request};
@@ -162,6 +164,23 @@ fn child_pid(parent: u32, needle: &str) -> Option<u32> {
     None
 }
 
+/// (busy, total, iowait) jiffies of all CPUs, from `/proc/stat`.
+fn cpu_times() -> (u64, u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0);
+    let iowait = v.get(4).copied().unwrap_or(0);
+    (total - idle - iowait, total, iowait)
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -238,7 +257,7 @@ impl Proc {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -263,13 +282,34 @@ impl Drop for Proc {
 /// A running `palisade up`, extended to `clusters` clusters (one agent process each)
 /// and `operators` extra operators on call.
 struct Stack {
-    _tmp: tempfile::TempDir,
     dir: PathBuf,
     base: u16,
     up: Proc,
     agents: Vec<Proc>,
     clusters: Vec<String>,
     operators: Vec<String>,
+    /// Last, so that the directory goes after the processes stopped.
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Signal every agent first, so that they stop together.
+        for a in &self.agents {
+            let _ = Command::new("kill")
+                .args(["-TERM", &a.child.id().to_string()])
+                .status();
+        }
+        self.up.terminate();
+        // Agents still serving after that are not waited for one by one.
+        std::thread::sleep(Duration::from_secs(2));
+        for a in &mut self.agents {
+            if let Ok(None) = a.child.try_wait() {
+                let _ = a.child.kill();
+                let _ = a.child.wait();
+            }
+        }
+    }
 }
 
 const AGENT_PORT_OFFSET: u16 = 10;
@@ -474,6 +514,8 @@ struct RunOutcome {
     /// The operation (intent event) id, when the request got that far.
     op_id: Option<String>,
     op_status: Option<String>,
+    /// The operation's error or the problem's detail, when it did not succeed.
+    detail: Option<String>,
     /// A refusal the gateway logged (its index in the cluster's log).
     refusal_logged: bool,
 }
@@ -502,6 +544,11 @@ async fn run_status(http: &reqwest::Client, gw: &str, token: &str, cluster: &str
         http: http_status,
         op_id: is_op.then(|| v["id"].as_str().unwrap_or_default().to_string()),
         op_status: is_op.then(|| v["status"].as_str().unwrap_or_default().to_string()),
+        detail: v
+            .get("error")
+            .or_else(|| v.get("detail"))
+            .and_then(|d| d.as_str())
+            .map(|d| d.chars().take(400).collect()),
         refusal_logged: !is_op && v.get("log_index").is_some_and(|i| i.is_u64()),
     }
 }
@@ -643,6 +690,23 @@ async fn latency() {
         }
     }
 
+    // Of (a): the proofs the dispatcher fetches from the log for the agent (inclusion
+    // against the current checkpoint, consistency from the agent's view).
+    let size = dispatcher
+        .health(&agent_url)
+        .await
+        .expect("agent health")
+        .log_size_seen;
+    let mut proofs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        dispatcher
+            .proofs("demo", &log_policy, size - 1, size - 2)
+            .await
+            .expect("proofs");
+        proofs.push(t0.elapsed());
+    }
+
     // (d) etcdctl as a process, (e) etcd-client in-process: the same etcd.
     let endpoint = stack.etcd_endpoint();
     let mut etcdctl = Vec::with_capacity(n);
@@ -675,6 +739,7 @@ async fn latency() {
     print_header();
     row("(a) agent: log append + witness, then dispatch", agent);
     row("    of which: log append until witnessed", log_only);
+    row("    alone: Dispatcher::proofs (fetch, verify)", proofs);
     row("(b) gateway: HTTPS POST .../actions/etcd.status", gateway);
     row("(c) `palisade op run etcd.status` (a process)", op_run);
     row(
@@ -693,13 +758,13 @@ async fn latency() {
 
 async fn throughput() {
     let clusters = env_u64("GATEWAY_BENCH_CLUSTERS", 100) as usize;
-    let secs = env_u64("GATEWAY_BENCH_SECONDS", 20);
+    let secs = env_u64("GATEWAY_BENCH_SECONDS", 15);
     let in_flight = env_u64("GATEWAY_BENCH_IN_FLIGHT", 128) as usize;
-    let operators = env_u64("GATEWAY_BENCH_OPERATORS", 400) as usize;
+    let operators = env_u64("GATEWAY_BENCH_OPERATORS", 250) as usize;
     let t = Instant::now();
     let stack = Stack::start(clusters, operators);
     println!(
-        "stack with {clusters} clusters ({} agent processes) and {operators} operators up in {:.0} s",
+        "stack with {clusters} clusters ({} agent processes) and {operators} operators started in {:.0} s",
         stack.agents.len() + 1,
         t.elapsed().as_secs_f64()
     );
@@ -749,7 +814,9 @@ async fn throughput() {
         })
     };
 
+    let cpu_before = cpu_times();
     let next = Arc::new(AtomicU64::new(warm));
+    let budget = 58 * operators;
     let clusters_list = Arc::new(stack.clusters.clone());
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
@@ -766,6 +833,10 @@ async fn throughput() {
             let mut out = Vec::new();
             while Instant::now() < deadline {
                 let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                // Stay within 58 requests per operator (the policy allows 60 a minute).
+                if k >= budget {
+                    break;
+                }
                 let op = k % tokens.len();
                 let cluster = &cl[(k + k / tokens.len()) % cl.len()];
                 let o = run_status(&http, &gw, &tokens[op], cluster).await;
@@ -779,6 +850,7 @@ async fn throughput() {
         outcomes.extend(w.await.expect("worker"));
     }
     let elapsed = start.elapsed();
+    let cpu_after = cpu_times();
     stop.store(true, Ordering::Relaxed);
     let (peak_rss, samples) = sampler.await.expect("sampler");
     let (after_rss, hwm) = memory(gw_pid);
@@ -793,7 +865,18 @@ async fn throughput() {
     let other: Vec<String> = outcomes
         .iter()
         .filter(|(_, o)| o.op_status.as_deref() != Some("succeeded"))
-        .map(|(_, o)| format!("{}/{}", o.http, o.op_status.as_deref().unwrap_or("-")))
+        .map(|(c, o)| {
+            // One line per kind of failure, whichever cluster it hit.
+            format!(
+                "{}/{}: {}",
+                o.http,
+                o.op_status.as_deref().unwrap_or("-"),
+                o.detail
+                    .as_deref()
+                    .unwrap_or("")
+                    .replace(&format!("/logs/{c}/"), "/logs/<cluster>/")
+            )
+        })
         .collect();
     let mut lat: Vec<Duration> = succeeded.iter().map(|(_, o)| o.took).collect();
     lat.sort();
@@ -839,6 +922,16 @@ async fn throughput() {
         mib(peak_rss),
         mib(after_rss),
         mib(hwm)
+    );
+    let (busy, total) = (
+        cpu_after.0.saturating_sub(cpu_before.0),
+        cpu_after.1.saturating_sub(cpu_before.1),
+    );
+    println!(
+        "  machine during the load: CPU {:.0}% busy, {:.0}% waiting for I/O (of {} cores)",
+        100.0 * busy as f64 / total.max(1) as f64,
+        100.0 * cpu_after.2.saturating_sub(cpu_before.2) as f64 / total.max(1) as f64,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
         "  {} agent processes: {:.0} MiB RSS together ({:.1} MiB each)",
