@@ -85,16 +85,28 @@ impl Stack {
         self.dir.join("log/tiles/clusters/demo")
     }
 
+    /// `palisade audit verify` of the demo log through the log's read API.
     fn audit(&self, extra: &[&str]) -> Output {
         let d = self.dir.display().to_string();
-        let mut cmd = palisade();
-        cmd.args(["audit", "verify", "--url", &self.log_url("demo")])
-            .args([
+        self.audit_from(
+            &[
+                "--url",
+                &self.log_url("demo"),
                 "--token",
                 &format!("@{d}/tenant-demo.token"),
                 "--ca",
                 &format!("{d}/pki/ca.crt"),
-            ])
+            ],
+            extra,
+        )
+    }
+
+    /// `palisade audit verify` of the demo log from `source` (`--url …` or `--dir …`).
+    fn audit_from(&self, source: &[&str], extra: &[&str]) -> Output {
+        let d = self.dir.display().to_string();
+        let mut cmd = palisade();
+        cmd.args(["audit", "verify"])
+            .args(source)
             .args([
                 "--origin",
                 ORIGIN,
@@ -178,6 +190,80 @@ async fn customer_verifies_the_whole_witnessed_log_and_detects_a_rewritten_entry
     std::fs::write(&bundle, original).expect("restore");
 }
 
+/// Readers are never served a checkpoint without its witness cosignatures, even while
+/// the log stores each new checkpoint before the witness has seen it.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_checkpoint_served_while_appending_is_witnessed() {
+    use palisade_tlog::checkpoint::LogPolicy;
+    use palisade_tlog::note::VerifierKey;
+    let stack = Stack::start();
+    let read_key = |rel: &str| {
+        VerifierKey::parse(
+            std::fs::read_to_string(stack.dir.join(rel))
+                .expect("read key")
+                .trim(),
+        )
+        .expect("verifier key")
+    };
+    let policy = LogPolicy::new(ORIGIN, read_key("log/keys/palisade.local_log.pub"))
+        .expect("log policy")
+        .with_witnesses(vec![read_key("witness/keys/palisade.local_witness.pub")], 1)
+        .expect("witness quorum");
+    let reader = stack.client(Role::Gateway, "gateway", Role::Log);
+    let url = format!("{}/checkpoint", stack.log_url("demo"));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poll = {
+        let (done, url) = (done.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = reader.get(&url).send().await.expect("GET checkpoint");
+                assert_eq!(r.status(), 200);
+                seen.push(r.bytes().await.expect("checkpoint body"));
+            }
+            seen
+        })
+    };
+    // Eight writers, so that batches follow one another without pause.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let client = stack.client(Role::Gateway, "gateway", Role::Log);
+            let url = format!("{}/append", stack.log_url("demo"));
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let r = client
+                        .post(&url)
+                        .body(format!("{{\"writer\":{w},\"event\":{i}}}"))
+                        .send()
+                        .await
+                        .expect("append");
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = poll.await.expect("poller");
+    assert!(seen.len() > 10, "only {} checkpoints read", seen.len());
+    let mut sizes = std::collections::BTreeSet::new();
+    for note in &seen {
+        let verified = policy.verify(note).unwrap_or_else(|e| {
+            panic!(
+                "a checkpoint was served that a reader requiring the witness refuses ({e}):\n{}",
+                String::from_utf8_lossy(note)
+            )
+        });
+        sizes.insert(verified.checkpoint().size());
+    }
+    assert!(
+        sizes.len() > 2,
+        "the reads saw too few checkpoints to test anything: {sizes:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn only_gateway_and_agent_certificates_can_append() {
     let stack = Stack::start();
@@ -206,9 +292,13 @@ async fn a_log_rolled_back_by_an_insider_is_detected_by_the_customer() {
     append_events(&stack, 10).await;
     let ok = stack.audit(&["--state", state.to_str().expect("utf8")]);
     assert!(ok.status.success(), "{}", text(&ok));
-    // The insider restores the older (validly signed and witnessed) checkpoint.
+    // The insider restores the older (validly signed and witnessed) checkpoint in the
+    // storage that customers read (a bucket served as static files, or a mirror of it).
     std::fs::write(stack.tiles().join("checkpoint"), old_checkpoint).expect("roll back");
-    let caught = stack.audit(&["--state", state.to_str().expect("utf8")]);
+    let caught = stack.audit_from(
+        &["--dir", stack.tiles().to_str().expect("utf8")],
+        &["--state", state.to_str().expect("utf8")],
+    );
     assert!(
         !caught.status.success(),
         "rollback went unnoticed:\n{}",

@@ -331,17 +331,22 @@ async fn checkpoint(
 ) -> Result<Response, Refused> {
     svc.authorize_read(&peer, &headers, &log)?;
     // Creates the log on first use, so a new cluster's log reads as size 0.
-    svc.log(&log)
+    let writer = svc
+        .log(&log)
         .await
         .map_err(|e| Refused::Unavailable(e.to_string()))?;
-    serve_object(
-        &svc,
-        &log,
-        "checkpoint",
-        "text/plain; charset=utf-8",
-        "no-cache",
+    // The checkpoint the sequencer published, not the stored object: the sequencer
+    // stores each new checkpoint before the witnesses see it (so that a crash cannot
+    // make it sign a fork of what they cosigned), and a read in between would get a
+    // checkpoint without its cosignatures.
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        writer.published().note,
     )
-    .await
+        .into_response())
 }
 
 async fn tile(
