@@ -27,6 +27,12 @@ struct Fixture {
 impl Fixture {
     /// Reviewers alice, bob, carol (and dave, not yet a reviewer); threshold 2.
     fn new() -> Self {
+        Self::with_proposers(&[])
+    }
+
+    /// As [`Fixture::new`], plus proposer keys (in `proposers/`, apart from the
+    /// reviewers' keys) registered under `proposers`' names.
+    fn with_proposers(proposers: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let reviewers_dir = dir.join("reviewers");
@@ -43,6 +49,13 @@ impl Fixture {
             threshold: 2,
             reviewers,
             ci_keys: vec![],
+            proposers: proposers
+                .iter()
+                .map(|n| {
+                    let k = keys::generate(n, &dir.join("proposers"), false).expect("key");
+                    PublicKey::read(&k.public).expect("proposer pub")
+                })
+                .collect(),
         };
         tuf::init(&repo, &keys, &trust, &Lifetimes::default()).expect("init");
         let root = std::fs::read(repo.metadata().join("root.json")).expect("root.json");
@@ -59,6 +72,32 @@ impl Fixture {
         SigningKey::read(&self.dir.join("reviewers").join(format!("{name}.key"))).expect("key")
     }
 
+    fn proposer_key(&self, name: &str) -> SigningKey {
+        SigningKey::read(&self.dir.join("proposers").join(format!("{name}.key"))).expect("key")
+    }
+
+    fn propose_signed(&self, key: &SigningKey, version: u64) -> Result<String, TrustError> {
+        trusted_policy::propose_policy(
+            &self.repo,
+            key,
+            &policy_yaml(version),
+            &Lifetimes::default(),
+        )
+        .map(|p| p.id)
+    }
+
+    /// Rewrites proposal `id`'s `proposal.json` with `edit`.
+    fn edit_proposal(&self, id: &str, edit: impl FnOnce(&mut approval::Proposal)) {
+        let staged = approval::load(&self.repo, id).expect("proposal");
+        let mut proposal = staged.proposal;
+        edit(&mut proposal);
+        std::fs::write(
+            staged.dir.join("proposal.json"),
+            serde_json::to_vec_pretty(&proposal).expect("json"),
+        )
+        .expect("write proposal.json");
+    }
+
     fn online(&self) -> OnlineKeys {
         OnlineKeys::load(&self.keys).expect("online keys")
     }
@@ -66,7 +105,7 @@ impl Fixture {
     fn propose(&self, author: &str, version: u64) -> String {
         trusted_policy::propose_policy(
             &self.repo,
-            author,
+            &self.key(author),
             &policy_yaml(version),
             &Lifetimes::default(),
         )
@@ -142,6 +181,7 @@ impl Fixture {
                     signatures,
                 },
                 bytes: staged.payload,
+                author_signature: Some(staged.proposal.author_signature),
                 approvals,
             },
             &Lifetimes::default(),
@@ -440,7 +480,12 @@ fn swapped_delegation_is_refused() {
 fn proposal_must_raise_the_version_and_lint() {
     let f = Fixture::new();
     f.published(2);
-    match trusted_policy::propose_policy(&f.repo, "alice", &policy_yaml(2), &Lifetimes::default()) {
+    match trusted_policy::propose_policy(
+        &f.repo,
+        &f.key("alice"),
+        &policy_yaml(2),
+        &Lifetimes::default(),
+    ) {
         Err(TrustError::VersionNotNewer {
             proposed: 2,
             published: 2,
@@ -450,10 +495,275 @@ fn proposal_must_raise_the_version_and_lint() {
     assert!(matches!(
         trusted_policy::propose_policy(
             &f.repo,
-            "alice",
+            &f.key("alice"),
             b"apiVersion: nope\n",
             &Lifetimes::default()
         ),
         Err(TrustError::PolicyLint(_))
+    ));
+}
+
+// ---- The author is proven by a signature, not claimed ----
+
+#[test]
+fn a_key_that_is_neither_reviewer_nor_proposer_cannot_propose() {
+    let f = Fixture::new();
+    // dave has a key pair but is not in the repository's trust configuration.
+    match f.propose_signed(&f.key("dave"), 2) {
+        Err(TrustError::NotAnAuthor { name, allowed, .. }) => {
+            assert_eq!(name, "dave");
+            assert_eq!(allowed, "alice, bob, carol");
+        }
+        other => panic!("expected NotAnAuthor, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_author_recorded_is_the_signing_keys_trusted_name() {
+    let f = Fixture::new();
+    let id = f.propose("bob", 2);
+    let staged = approval::load(&f.repo, &id).expect("proposal");
+    assert_eq!(staged.proposal.statement.author, "bob");
+    assert_eq!(
+        staged.proposal.statement.author_key_id.as_deref(),
+        Some(f.key("bob").key_id().as_str())
+    );
+    // bob authored it, so bob cannot approve it; alice and carol can.
+    assert!(matches!(
+        approval::approve(&f.repo, &id, &f.key("bob")),
+        Err(TrustError::AuthorCannotApprove { .. })
+    ));
+    f.approve(&id, "alice");
+    f.approve(&id, "carol");
+    f.publish(&id).expect("publish");
+    let v = f.verify("gw").expect("verify");
+    assert_eq!(v.author, "bob");
+    assert_eq!(v.approvers, vec!["alice".to_string(), "carol".to_string()]);
+}
+
+/// alice proposes, then edits the proposal to name bob as its author so that her own
+/// approval would count. Her signature no longer covers the statement.
+#[test]
+fn an_author_who_renames_the_proposal_to_someone_else_is_refused() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    let bob_id = f.key("bob").key_id();
+    f.edit_proposal(&id, |p| {
+        p.statement.author = "bob".into();
+        p.statement.author_key_id = Some(bob_id.clone());
+    });
+    for who in ["alice", "carol"] {
+        match approval::approve(&f.repo, &id, &f.key(who)) {
+            Err(TrustError::AuthorUnproven { author, reason }) => {
+                assert_eq!(author, "bob");
+                assert!(reason.contains("another statement"), "{who}: {reason}");
+            }
+            other => panic!("{who}: expected AuthorUnproven, got {other:?}"),
+        }
+    }
+    // Re-signing the edited statement with her own key does not help: the key the
+    // statement names is bob's.
+    let alice = f.key("alice");
+    f.edit_proposal(&id, |p| {
+        let body = canonical(&p.statement, &[]);
+        p.author_signature = Envelope::sign(approval::PROPOSAL_PAYLOAD_TYPE, &body, &alice);
+    });
+    match approval::approve(&f.repo, &id, &f.key("carol")) {
+        Err(TrustError::AuthorUnproven { reason, .. }) => assert!(
+            reason.contains(&format!("does not verify under key {bob_id}")),
+            "{reason}"
+        ),
+        other => panic!("expected AuthorUnproven, got {other:?}"),
+    }
+    assert!(matches!(
+        f.publish(&id),
+        Err(TrustError::AuthorUnproven { .. })
+    ));
+}
+
+#[test]
+fn a_statement_naming_a_key_under_another_name_is_refused() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    // The statement keeps alice's key id but claims the name "mallory".
+    f.edit_proposal(&id, |p| p.statement.author = "mallory".into());
+    match approval::approve(&f.repo, &id, &f.key("bob")) {
+        Err(TrustError::AuthorUnproven { reason, .. }) => {
+            assert!(
+                reason.contains("belongs to alice, not to mallory"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected AuthorUnproven, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_published_policy_without_the_authors_signature_does_not_verify() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    // A repository host publishes with valid reviewer approvals but drops the
+    // author's signature...
+    f.edit_proposal(&id, |p| {
+        p.author_signature = Envelope::sign("application/x-nothing", b"{}", &f.key("alice"))
+    });
+    f.forge(&id, &["bob", "carol"], &["bob", "carol"]);
+    match f.verify("gw") {
+        Err(TrustError::AuthorUnproven { reason, .. }) => {
+            assert!(reason.contains("payloadType"), "{reason}")
+        }
+        other => panic!("expected AuthorUnproven, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_authors_own_signature_never_counts_as_an_approval() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    let staged = approval::load(&f.repo, &id).expect("proposal");
+    let st = staged.proposal.statement.clone();
+    let reviewers: Vec<PublicKey> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| f.key(n).public().clone())
+        .collect();
+    // bob's approval plus the author's proposal signature: one approval, not two.
+    let bob = Envelope::sign(
+        approval::APPROVAL_PAYLOAD_TYPE,
+        &canonical(&st, &[]),
+        &f.key("bob"),
+    );
+    match approval::count_approvals(
+        &st,
+        &[bob, staged.proposal.author_signature.clone()],
+        &reviewers,
+        2,
+    ) {
+        Err(TrustError::NotEnoughApprovals { counted: 1, .. }) => {}
+        other => panic!("expected one approval counted, got {other:?}"),
+    }
+}
+
+/// alice proposes with a proposer key registered under her name, apart from her
+/// reviewer key: her reviewer key is still the author's (same name) and never counts.
+#[test]
+fn an_author_with_a_separate_proposer_key_cannot_approve_with_her_reviewer_key() {
+    let f = Fixture::with_proposers(&["alice"]);
+    let id = f
+        .propose_signed(&f.proposer_key("alice"), 2)
+        .expect("propose");
+    assert!(matches!(
+        approval::approve(&f.repo, &id, &f.key("alice")),
+        Err(TrustError::AuthorCannotApprove { .. })
+    ));
+    // Forged straight into the repository, her reviewer approval is not counted.
+    f.forge(&id, &["alice", "bob"], &["alice", "bob"]);
+    match f.verify("gw") {
+        Err(TrustError::NotEnoughApprovals {
+            counted: 1,
+            ignored,
+            ..
+        }) => assert!(
+            ignored.iter().any(|r| r == "alice is the author"),
+            "{ignored:?}"
+        ),
+        other => panic!("expected NotEnoughApprovals, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_registered_proposer_who_is_not_a_reviewer_can_propose_but_not_approve() {
+    let f = Fixture::with_proposers(&["erin"]);
+    let id = f
+        .propose_signed(&f.proposer_key("erin"), 2)
+        .expect("propose");
+    assert!(matches!(
+        approval::approve(&f.repo, &id, &f.proposer_key("erin")),
+        Err(TrustError::NotAReviewer { .. })
+    ));
+    f.approve(&id, "alice");
+    f.approve(&id, "bob");
+    f.publish(&id).expect("publish");
+    assert_eq!(f.verify("gw").expect("verify").author, "erin");
+}
+
+/// The counting rule excludes the author by key id even when the name differs, and by
+/// name even when the key id differs.
+#[test]
+fn count_approvals_excludes_the_author_by_key_id_or_by_name() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    let st = approval::load(&f.repo, &id)
+        .expect("proposal")
+        .proposal
+        .statement;
+    let reviewers: Vec<PublicKey> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| f.key(n).public().clone())
+        .collect();
+    let sign = |st: &ApprovalStatement, who: &str| {
+        Envelope::sign(
+            approval::APPROVAL_PAYLOAD_TYPE,
+            &canonical(st, &[]),
+            &f.key(who),
+        )
+    };
+    // Key id of bob, name of someone else: bob is the author by key id.
+    let by_key = ApprovalStatement {
+        author: "someone".into(),
+        author_key_id: Some(f.key("bob").key_id()),
+        ..st.clone()
+    };
+    // Name bob, key id of no reviewer: bob is the author by name.
+    let by_name = ApprovalStatement {
+        author: "bob".into(),
+        author_key_id: Some("00".repeat(32)),
+        ..st.clone()
+    };
+    for expected in [by_key, by_name] {
+        let envelopes = vec![sign(&expected, "bob"), sign(&expected, "carol")];
+        match approval::count_approvals(&expected, &envelopes, &reviewers, 2) {
+            Err(TrustError::NotEnoughApprovals {
+                counted: 1,
+                ignored,
+                ..
+            }) => assert!(
+                ignored.iter().any(|r| r == "bob is the author"),
+                "{ignored:?}"
+            ),
+            other => panic!("{expected:?}: expected bob not counted, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn malformed_proposal_ids_are_refused_before_any_path_is_built() {
+    let f = Fixture::new();
+    let long = "a".repeat(81);
+    for bad in ["", "../x", ".x", "-x", "a/b", "a\\b", long.as_str()] {
+        match approval::approve(&f.repo, bad, &f.key("bob")) {
+            Err(TrustError::NoProposal(_)) => {}
+            other => panic!("{bad:?}: expected NoProposal, got {other:?}"),
+        }
+        assert!(
+            matches!(approval::load(&f.repo, bad), Err(TrustError::NoProposal(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn a_proposal_json_describing_another_proposal_is_refused() {
+    let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    f.edit_proposal(&id, |p| p.statement.proposal = "policy-2-other".into());
+    assert!(matches!(
+        approval::load(&f.repo, &id),
+        Err(TrustError::StaleProposal { .. })
+    ));
+    let id = f.propose("alice", 3);
+    f.edit_proposal(&id, |p| p.file = "../policy.yaml".into());
+    assert!(matches!(
+        approval::load(&f.repo, &id),
+        Err(TrustError::StaleProposal { .. })
     ));
 }

@@ -34,6 +34,7 @@ impl Fixture {
             threshold: 2,
             reviewers: vec![pk("alice"), pk("bob"), pk("carol")],
             ci_keys: vec![pk("ci")],
+            proposers: vec![],
         };
         let repo = RepoDir::new(dir.join("repo"));
         let keys = dir.join("keys");
@@ -77,7 +78,7 @@ impl Fixture {
     ) -> Result<(), TrustError> {
         let id = release::propose_release(
             &self.repo,
-            "alice",
+            &self.key("alice"),
             "etcd",
             version,
             "etcd",
@@ -186,7 +187,7 @@ fn artifact_changed_after_approval_is_refused() {
     let f = Fixture::new();
     let id = release::propose_release(
         &f.repo,
-        "alice",
+        &f.key("alice"),
         "etcd",
         "3.5.17",
         "etcd",
@@ -234,7 +235,7 @@ fn release_needs_non_author_approvals() {
     let f = Fixture::new();
     let id = release::propose_release(
         &f.repo,
-        "alice",
+        &f.key("alice"),
         "etcd",
         "3.5.17",
         "etcd",
@@ -330,5 +331,44 @@ fn pipeline_signed_release_with_bad_attestation_is_refused_at_verify() {
     assert!(matches!(
         f.verify("3.5.17", ETCD),
         Err(TrustError::AttestationUntrusted { .. })
+    ));
+}
+
+/// The release's author is the key that signed the proposal: a reviewer who proposes
+/// and then renames the author to someone else (so that her own approval would count)
+/// is refused at approve and at publish.
+#[test]
+fn release_author_renamed_after_proposing_is_refused() {
+    let f = Fixture::new();
+    let id = release::propose_release(
+        &f.repo,
+        &f.key("alice"),
+        "etcd",
+        "3.5.17",
+        "etcd",
+        ETCD,
+        f.attest(ETCD, TestOutcome::Passed, "ci"),
+        &[],
+    )
+    .expect("propose");
+    let path = f.repo.proposals().join(&id).join("proposal.json");
+    let mut proposal: approval::Proposal =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("proposal.json");
+    proposal.statement.author = "bob".into();
+    proposal.statement.author_key_id = Some(f.key("bob").key_id());
+    std::fs::write(&path, serde_json::to_vec(&proposal).expect("json")).expect("write");
+    match approval::approve(&f.repo, &id, &f.key("alice")) {
+        Err(TrustError::AuthorUnproven { author, .. }) => assert_eq!(author, "bob"),
+        other => panic!("expected AuthorUnproven, got {other:?}"),
+    }
+    assert!(matches!(
+        release::publish_release(
+            &f.repo,
+            &OnlineKeys::load(&f.keys).expect("k"),
+            &id,
+            &[],
+            &Lifetimes::default()
+        ),
+        Err(TrustError::AuthorUnproven { .. })
     ));
 }

@@ -93,8 +93,10 @@ fn repository_written_by_palisade_loads_with_python_tuf() {
     let v2 = tmp.path().join("policy.yaml");
     std::fs::write(&v2, text.replacen("  version: 1\n", "  version: 2\n", 1)).expect("write");
     let out = run(palisade()
-        .args(["policy", "propose", "--author", "alice", "--repo"])
+        .args(["policy", "propose", "--repo"])
         .arg(&repo)
+        .arg("--key")
+        .arg(keys.join("reviewers/alice.key"))
         .arg("--file")
         .arg(&v2));
     let id = proposal_id(&out);
@@ -125,8 +127,6 @@ fn repository_written_by_palisade_loads_with_python_tuf() {
         .args([
             "release",
             "propose",
-            "--author",
-            "alice",
             "--component",
             "etcd",
             "--version",
@@ -134,6 +134,8 @@ fn repository_written_by_palisade_loads_with_python_tuf() {
             "--repo",
         ])
         .arg(&repo)
+        .arg("--key")
+        .arg(keys.join("reviewers/alice.key"))
         .arg("--artifact")
         .arg(&artifact)
         .arg("--attestation")

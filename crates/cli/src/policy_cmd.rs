@@ -46,6 +46,10 @@ enum PolicyCommand {
         /// A CI key trusted for test attestations (repeatable).
         #[arg(long = "ci-key")]
         ci_keys: Vec<PathBuf>,
+        /// The public key of someone who may propose changes without being a reviewer
+        /// (repeatable). Reviewers may always propose.
+        #[arg(long = "proposer")]
+        proposers: Vec<PathBuf>,
         /// Where root, online and pipeline keys go (default: REPO/../keys), apart from reviewers.
         #[arg(long)]
         keys: Option<PathBuf>,
@@ -53,12 +57,15 @@ enum PolicyCommand {
         #[arg(long)]
         dev: bool,
     },
-    /// Stage a policy change and print its diff against the published policy.
+    /// Stage a policy change, signed by its author, and print its diff against the
+    /// published policy.
     Propose {
         #[arg(long)]
         repo: PathBuf,
+        /// The author's private key file (a reviewer's or a registered proposer's);
+        /// the author recorded is that key's name in the repository.
         #[arg(long)]
-        author: String,
+        key: PathBuf,
         #[arg(long)]
         file: PathBuf,
     },
@@ -199,6 +206,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
             threshold,
             reviewers,
             ci_keys,
+            proposers,
             keys,
             dev,
         } => {
@@ -222,6 +230,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 threshold,
                 reviewers,
                 ci_keys: ci,
+                proposers: read_pubs(&proposers)?,
             };
             let report = tuf::init(&RepoDir::new(&repo), &keys_dir, &trust, &life)?;
             println!("repository: {}", repo.display());
@@ -245,17 +254,20 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 println!("dev CI key: {}", keys_dir.join("ci/ci.key").display());
             }
         }
-        PolicyCommand::Propose { repo, author, file } => {
+        PolicyCommand::Propose { repo, key, file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let p = trusted_policy::propose_policy(&RepoDir::new(&repo), &author, &bytes, &life)?;
+            let key = SigningKey::read(&key)?;
+            let p = trusted_policy::propose_policy(&RepoDir::new(&repo), &key, &bytes, &life)?;
             print!("{}", p.diff);
             println!("proposal: {}", p.id);
             println!(
-                "version {} (published: {}), digest {}, author {author}",
+                "version {} (published: {}), digest {}, author {} (key {})",
                 p.version,
                 p.published_version.map_or("none".into(), |v| v.to_string()),
-                p.digest
+                p.digest,
+                p.author,
+                key.key_id()
             );
             println!("next: reviewers run `palisade policy approve --repo {} --proposal {} --key <their key>`", repo.display(), p.id);
         }

@@ -48,8 +48,9 @@ enum ReleaseCommand {
     Propose {
         #[command(flatten)]
         target: TargetArgs,
+        /// The author's private key file (a reviewer's or a registered proposer's).
         #[arg(long)]
-        author: String,
+        key: PathBuf,
         #[arg(long)]
         attestation: PathBuf,
         #[arg(long = "ci-key")]
@@ -147,7 +148,7 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
         }
         ReleaseCommand::Propose {
             target,
-            author,
+            key,
             attestation,
             ci_keys,
         } => {
@@ -160,7 +161,7 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{} is not a DSSE envelope", attestation.display()))?;
             let id = release::propose_release(
                 &RepoDir::new(&target.repo),
-                &author,
+                &SigningKey::read(&key)?,
                 &target.component,
                 &target.version,
                 &file_name(&target.artifact)?,

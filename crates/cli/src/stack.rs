@@ -406,12 +406,13 @@ fn prepare_trust(dir: &Path) -> anyhow::Result<Trust> {
         threshold: 2,
         reviewers,
         ci_keys: vec![ci],
+        proposers: vec![],
     };
     let report =
         tuf::init(&repo, &keys_dir, &config, &life).context("cannot create the TUF repository")?;
     let proposal = palisade_policy::trusted_policy::propose_policy(
         &repo,
-        "alice",
+        &SigningKey::read(&rdir.join("alice.key"))?,
         DEFAULT_POLICY.as_bytes(),
         &life,
     )?;
@@ -479,7 +480,7 @@ fn publish_etcd_release(
     let attestation = release::attest("etcd", &artifact, result, &ci)?;
     let id = release::propose_release(
         repo,
-        "alice",
+        &SigningKey::read(&keys_dir.join("reviewers/alice.key"))?,
         "etcd",
         &version,
         "etcd",

@@ -56,10 +56,13 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         stop_all(&mut running).await;
         return Err(e);
     }
+    // The handlers exist before `ready` is printed: a SIGTERM or SIGINT sent as soon
+    // as it is seen must stop the stack cleanly, not kill this process alone.
+    let signals = Signals::install();
     print_summary(&stack);
     println!("ready");
 
-    let outcome = wait_for_stop(&mut running).await;
+    let outcome = wait_for_stop(signals, &mut running).await;
     stop_all(&mut running).await;
     match outcome {
         Stop::Signal(name) => {
@@ -148,17 +151,32 @@ enum Stop {
     ChildExited(&'static str, std::process::ExitStatus),
 }
 
-async fn wait_for_stop(running: &mut [Running]) -> Stop {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term_recv = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
+/// SIGINT and SIGTERM handlers, registered when installed.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
         }
-    };
+    }
+}
+
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal.as_mut() {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+async fn wait_for_stop(mut signals: Signals, running: &mut [Running]) -> Stop {
     let child_exit = async {
         loop {
             for r in running.iter_mut() {
@@ -170,8 +188,8 @@ async fn wait_for_stop(running: &mut [Running]) -> Stop {
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => Stop::Signal("SIGINT"),
-        _ = term_recv => Stop::Signal("SIGTERM"),
+        _ = recv(&mut signals.int) => Stop::Signal("SIGINT"),
+        _ = recv(&mut signals.term) => Stop::Signal("SIGTERM"),
         (name, status) = child_exit => Stop::ChildExited(name, status),
     }
 }

@@ -6,6 +6,12 @@
 //! signing that statement in a DSSE envelope. The rule Palisade adds on top of TUF
 //! (which has no notion of an author) is [`count_approvals`]: only distinct, current
 //! reviewers count, each key once, and **never the author**.
+//!
+//! The author is proven, not claimed: the proposer signs the statement with their own
+//! key (a reviewer's or a registered proposer's, [`author_keys`]), under another DSSE
+//! payload type than approvals so that one can never stand for the other. The
+//! statement's `author` and `author_key_id` are that key's trusted name and id, and
+//! [`check_authorship`] is re-run wherever approvals are counted.
 
 use crate::dsse::Envelope;
 use crate::keys::{PublicKey, SigningKey};
@@ -17,6 +23,8 @@ use tough::schema::{Signature, Targets};
 
 pub const APPROVAL_PAYLOAD_TYPE: &str = "application/vnd.palisade.approval.v1+json";
 pub const APPROVAL_TYPE: &str = "https://palisade.dev/approval/v1";
+/// DSSE payload type of the author's signature over a statement.
+pub const PROPOSAL_PAYLOAD_TYPE: &str = "application/vnd.palisade.proposal.v1+json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,7 +49,9 @@ pub struct ApprovalStatement {
     /// For a policy: `Policy::digest()` (`sha256:…` over its canonical JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// The trusted name of the key that signed the proposal.
     pub author: String,
+    /// The id of that key (always present in statements made by `propose`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author_key_id: Option<String>,
 }
@@ -50,6 +60,8 @@ pub struct ApprovalStatement {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Proposal {
     pub statement: ApprovalStatement,
+    /// The author's DSSE signature over `statement` ([`PROPOSAL_PAYLOAD_TYPE`]).
+    pub author_signature: Envelope,
     pub created: String,
     /// File name of the payload inside the proposal directory.
     pub file: String,
@@ -93,13 +105,85 @@ fn check_id(id: &str) -> Result<(), TrustError> {
     }
 }
 
-/// Resolves `author` (a name) to a reviewer key id, if the author is a reviewer.
-pub fn author_key_id(trust: &TrustConfig, author: &str) -> Option<String> {
+/// The keys that may author a change: every reviewer's and every registered
+/// proposer's.
+pub fn author_keys(trust: &TrustConfig) -> Vec<PublicKey> {
     trust
         .reviewers
         .iter()
-        .find(|r| r.name == author)
-        .map(PublicKey::key_id)
+        .chain(&trust.proposers)
+        .cloned()
+        .collect()
+}
+
+/// The author a proposal signed with `key` records: the trusted name and id of that
+/// key. A key that is neither a reviewer's nor a registered proposer's cannot propose.
+pub fn author_of(trust: &TrustConfig, key: &SigningKey) -> Result<(String, String), TrustError> {
+    let key_id = key.key_id();
+    author_keys(trust)
+        .into_iter()
+        .find(|k| k.key_id() == key_id)
+        .map(|k| (k.name, key_id.clone()))
+        .ok_or_else(|| TrustError::NotAnAuthor {
+            key_id,
+            name: key.public().name.clone(),
+            allowed: author_keys(trust)
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Checks that `signature` is the author's own signature over exactly `expected`:
+/// by the key `expected.author_key_id` names, which must be among `authors` under the
+/// name `expected.author`.
+pub fn check_authorship(
+    expected: &ApprovalStatement,
+    signature: Option<&Envelope>,
+    authors: &[PublicKey],
+) -> Result<(), TrustError> {
+    let unproven = |reason: String| TrustError::AuthorUnproven {
+        author: expected.author.clone(),
+        reason,
+    };
+    let key_id = expected
+        .author_key_id
+        .as_deref()
+        .ok_or_else(|| unproven("the statement names no author key".into()))?;
+    let key = authors
+        .iter()
+        .find(|k| k.key_id() == key_id)
+        .ok_or_else(|| unproven(format!("key {key_id} is not a reviewer's or proposer's")))?;
+    if key.name != expected.author {
+        return Err(unproven(format!(
+            "key {key_id} belongs to {}, not to {}",
+            key.name, expected.author
+        )));
+    }
+    let signature =
+        signature.ok_or_else(|| unproven("the author's signature is missing".into()))?;
+    let signed = signature
+        .payload_bytes(PROPOSAL_PAYLOAD_TYPE)
+        .map_err(|e| unproven(e.to_string()))?;
+    if serde_json::from_slice::<ApprovalStatement>(&signed)
+        .ok()
+        .as_ref()
+        != Some(expected)
+    {
+        return Err(unproven(
+            "the author signed another statement than this one".into(),
+        ));
+    }
+    if !signature
+        .verified_by(std::slice::from_ref(key))
+        .contains(key_id)
+    {
+        return Err(unproven(format!(
+            "the signature does not verify under key {key_id}"
+        )));
+    }
+    Ok(())
 }
 
 /// A fresh proposal id: `<kind>-<version>-<8 hex>`.
@@ -125,10 +209,12 @@ pub fn new_proposal_id(kind: ChangeKind, version: &str, sha256: &str) -> String 
     format!("{kind_name}-{version}-{}", salt.get(..8).unwrap_or("0"))
 }
 
-/// Writes a new proposal directory for `statement` (whose `proposal` is the id).
+/// Writes a new proposal directory for `statement` (whose `proposal` is the id),
+/// signed by `author` (whose key the statement must name).
 pub fn stage(
     repo: &RepoDir,
     statement: ApprovalStatement,
+    author: &SigningKey,
     file: &str,
     payload: &[u8],
     staged_role: Option<Targets>,
@@ -144,8 +230,21 @@ pub fn stage(
     }
     let dir = repo.proposals().join(&id);
     std::fs::create_dir_all(dir.join("approvals")).map_err(|e| TrustError::io(&dir, e))?;
+    if statement.author_key_id.as_deref() != Some(author.key_id().as_str()) {
+        return Err(TrustError::Invalid(format!(
+            "the statement names author key {:?}, but it is signed with {}",
+            statement.author_key_id,
+            author.key_id()
+        )));
+    }
+    let author_signature = Envelope::sign(
+        PROPOSAL_PAYLOAD_TYPE,
+        &crate::tuf::canonical(&statement)?,
+        author,
+    );
     let proposal = Proposal {
         statement,
+        author_signature,
         created: now.to_string(),
         file: file.to_string(),
         staged_role,
@@ -236,6 +335,12 @@ pub fn approve(repo: &RepoDir, id: &str, key: &SigningKey) -> Result<Approved, T
     let state = RepoState::read(repo)?;
     let trust = state.trust(repo)?;
     let st = &staged.proposal.statement;
+    // A reviewer approves only a change whose author is proven.
+    check_authorship(
+        st,
+        Some(&staged.proposal.author_signature),
+        &author_keys(&trust),
+    )?;
     let key_id = key.key_id();
     let reviewer = trust
         .reviewers

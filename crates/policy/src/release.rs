@@ -192,11 +192,12 @@ fn ci_keys(trust: &tuf::TrustConfig, extra: &[PublicKey]) -> Vec<PublicKey> {
     keys
 }
 
-/// Stages a release by `author`; the attestation must already check out.
+/// Stages a release signed by `author` (a reviewer's or registered proposer's key);
+/// the attestation must already check out.
 #[allow(clippy::too_many_arguments)]
 pub fn propose_release(
     repo: &RepoDir,
-    author: &str,
+    author: &SigningKey,
     component: &str,
     version: &str,
     file: &str,
@@ -207,6 +208,7 @@ pub fn propose_release(
     let target = release_target(component, version, file)?;
     let state = RepoState::read(repo)?;
     let trust = state.trust(repo)?;
+    let (author_name, author_key_id) = approval::author_of(&trust, author)?;
     let sha256 = tuf::sha256_hex(artifact);
     check_attestation(&attestation, &sha256, &ci_keys(&trust, extra_ci_keys))?;
     let statement = ApprovalStatement {
@@ -217,10 +219,19 @@ pub fn propose_release(
         sha256,
         version: version.into(),
         digest: None,
-        author: author.into(),
-        author_key_id: approval::author_key_id(&trust, author),
+        author: author_name,
+        author_key_id: Some(author_key_id),
     };
-    Ok(approval::stage(repo, statement, file, artifact, None, Some(attestation))?.id)
+    Ok(approval::stage(
+        repo,
+        statement,
+        author,
+        file,
+        artifact,
+        None,
+        Some(attestation),
+    )?
+    .id)
 }
 
 /// Publishes release proposal `id` (threshold of distinct, current, non-author
@@ -242,6 +253,8 @@ pub fn publish_release(
         .clone()
         .ok_or(TrustError::AttestationMissing)?;
     check_attestation(&attestation, &st.sha256, &ci_keys(&trust, extra_ci_keys))?;
+    let author_signature = staged.proposal.author_signature.clone();
+    approval::check_authorship(&st, Some(&author_signature), &approval::author_keys(&trust))?;
     let envelopes: Vec<Envelope> = approval::stored_approvals(&staged)?
         .into_iter()
         .map(|a| a.envelope)
@@ -260,6 +273,7 @@ pub fn publish_release(
     if let Some(a) = &st.author_key_id {
         custom.insert("author_key_id".to_string(), json!(a));
     }
+    custom.insert("author_signature".to_string(), json!(author_signature));
     custom.insert("proposal".to_string(), json!(st.proposal));
     let mut role = state
         .delegated
@@ -359,8 +373,8 @@ pub struct VerifiedRelease {
 /// Verifies `artifact` as release `component` `version`, in this order: the TUF
 /// chain from `root` with the `components` role (pipeline signature), the artifact's
 /// SHA-256 against the signed target, the test attestation (trusted CI key from the
-/// repository's `ci_keys` or `extra_ci_keys`, subject digest, PASSED), and the
-/// approval threshold (distinct, current, non-author reviewers).
+/// repository's `ci_keys` or `extra_ci_keys`, subject digest, PASSED), the author's
+/// signature, and the approval threshold (distinct, current, non-author reviewers).
 pub async fn verify_release(
     repo: &RepoDir,
     root: &[u8],
@@ -422,6 +436,18 @@ pub async fn verify_release(
         author: author.clone(),
         author_key_id: custom_str("author_key_id"),
     };
+    let author_signature: Option<Envelope> = target
+        .custom
+        .get("author_signature")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| bad(&format!("author_signature: {e}")))?;
+    approval::check_authorship(
+        &expected,
+        author_signature.as_ref(),
+        &approval::author_keys(&trust),
+    )?;
     let approvers =
         approval::count_approvals(&expected, &approvals, &trust.reviewers, trust.threshold)?;
     Ok(VerifiedRelease {
@@ -454,6 +480,7 @@ mod tests {
             threshold: 1,
             reviewers: vec![pk("alice"), pk("bob")],
             ci_keys: vec![pk("ci")],
+            proposers: vec![],
         };
         tuf::init(&repo, &keys_dir, &trust, &Lifetimes::default()).expect("init");
         let artifact = b"a component build";
@@ -468,7 +495,7 @@ mod tests {
         let env = attest("etcd", artifact, result, &sk("ci")).expect("attest");
         let id = propose_release(
             &repo,
-            "alice",
+            &sk("alice"),
             "etcd",
             "3.5.17",
             "etcd-bin",

@@ -7,7 +7,7 @@
 
 use crate::approval::{self, ApprovalStatement, ChangeKind, StagedProposal, APPROVAL_TYPE};
 use crate::dsse::Envelope;
-use crate::keys::PublicKey;
+use crate::keys::{PublicKey, SigningKey};
 use crate::tuf::{
     self, Commit, Lifetimes, OnlineKeys, RepoDir, RepoState, TrustError, POLICY_ROLE, POLICY_TARGET,
 };
@@ -38,6 +38,9 @@ fn lint(bytes: &[u8]) -> Result<Policy, TrustError> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApprovalRecord {
     pub statement: ApprovalStatement,
+    /// The author's signature over `statement`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_signature: Option<Envelope>,
     pub approvals: Vec<Envelope>,
 }
 
@@ -75,21 +78,24 @@ pub struct Proposed {
     pub id: String,
     pub version: u64,
     pub digest: String,
+    /// The author's trusted name (of the key that signed the proposal).
+    pub author: String,
     pub published_version: Option<u64>,
     pub diff: String,
 }
 
-/// Stages a policy change by `author`. The policy must lint and its version must be
-/// greater than the published one.
+/// Stages a policy change signed by `author` (a reviewer's or registered proposer's
+/// key). The policy must lint and its version must be greater than the published one.
 pub fn propose_policy(
     repo: &RepoDir,
-    author: &str,
+    author: &SigningKey,
     bytes: &[u8],
     life: &Lifetimes,
 ) -> Result<Proposed, TrustError> {
     let policy = lint(bytes)?;
     let state = RepoState::read(repo)?;
     let trust = state.trust(repo)?;
+    let (author_name, author_key_id) = approval::author_of(&trust, author)?;
     let current = published(repo, &state)?;
     if let Some((published_version, _)) = &current {
         if policy.version() <= *published_version {
@@ -109,8 +115,8 @@ pub fn propose_policy(
         sha256,
         version: policy.version().to_string(),
         digest: Some(policy.digest().to_string()),
-        author: author.to_string(),
-        author_key_id: approval::author_key_id(&trust, author),
+        author: author_name,
+        author_key_id: Some(author_key_id),
     };
     let role_version = state
         .delegated
@@ -121,13 +127,22 @@ pub fn propose_policy(
         tuf::target_name(POLICY_TARGET)?,
         tuf::target_for(bytes, policy_custom(&statement)),
     );
-    let staged = approval::stage(repo, statement, "policy.yaml", bytes, Some(role), None)?;
+    let staged = approval::stage(
+        repo,
+        statement,
+        author,
+        "policy.yaml",
+        bytes,
+        Some(role),
+        None,
+    )?;
     let old = current
         .as_ref()
         .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default();
     Ok(Proposed {
         id: staged.id,
+        author: staged.proposal.statement.author.clone(),
         version: policy.version(),
         digest: policy.digest().to_string(),
         published_version: current.map(|(v, _)| v),
@@ -225,6 +240,8 @@ pub fn publish_policy(
             ),
         });
     }
+    let author_signature = staged.proposal.author_signature.clone();
+    approval::check_authorship(&st, Some(&author_signature), &approval::author_keys(&trust))?;
     let stored = approval::stored_approvals(&staged)?;
     let envelopes: Vec<Envelope> = stored.iter().map(|a| a.envelope.clone()).collect();
     let approvers = approval::count_approvals(&st, &envelopes, &trust.reviewers, trust.threshold)?;
@@ -271,6 +288,7 @@ pub fn publish_policy(
                 signatures,
             },
             bytes: staged.payload.clone(),
+            author_signature: Some(author_signature),
             approvals: counted_envelopes,
         },
         life,
@@ -293,6 +311,7 @@ pub struct PolicyRelease {
     pub statement: ApprovalStatement,
     pub role: Signed<tough::schema::Targets>,
     pub bytes: Vec<u8>,
+    pub author_signature: Option<Envelope>,
     pub approvals: Vec<Envelope>,
 }
 
@@ -317,6 +336,7 @@ pub fn publish_signed_policy(
     tuf::set_delegation(&mut targets, POLICY_ROLE, &refs, threshold, "policy/*")?;
     let record = ApprovalRecord {
         statement: release.statement.clone(),
+        author_signature: release.author_signature,
         approvals: release.approvals,
     };
     let record_bytes = tuf::to_file_bytes(&record)?;
@@ -363,8 +383,9 @@ struct SeenPolicy {
 
 /// Verifies the published policy, in this order: the TUF chain from the trusted
 /// `root` (signatures, thresholds, expiry, rollback against `datastore`), the
-/// `policy` delegation's threshold (by tough), the file's digest, Palisade's
-/// approval rule re-checked on the DSSE approvals against the delegation's keys,
+/// `policy` delegation's threshold (by tough), the file's digest, the author's
+/// signature, Palisade's approval rule re-checked on the DSSE approvals against the
+/// delegation's keys,
 /// the policy's own version/digest, and no rollback below the version this
 /// datastore has already accepted.
 pub async fn verify_policy(
@@ -420,6 +441,11 @@ pub async fn verify_policy(
             target: approvals_target(version),
             reason: e.to_string(),
         })?;
+    approval::check_authorship(
+        &expected,
+        record.author_signature.as_ref(),
+        &approval::author_keys(&trust),
+    )?;
     let approvers = approval::count_approvals(&expected, &record.approvals, &reviewers, threshold)?;
     let policy = lint(&bytes)?;
     if policy.version() != version {

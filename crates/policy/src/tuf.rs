@@ -65,6 +65,14 @@ pub enum TrustError {
     },
     #[error("the author's own key ({author}) cannot approve their change")]
     AuthorCannotApprove { author: String },
+    #[error("key {key_id} ({name}) cannot propose a change: it is neither a reviewer's nor a registered proposer's (they are: {allowed})")]
+    NotAnAuthor {
+        key_id: String,
+        name: String,
+        allowed: String,
+    },
+    #[error("the author {author:?} of this change is not proven: {reason}")]
+    AuthorUnproven { author: String, reason: String },
     #[error("key {key_id} ({name}) is not a current reviewer; current reviewers: {reviewers}")]
     NotAReviewer {
         key_id: String,
@@ -214,6 +222,10 @@ pub struct TrustConfig {
     pub reviewers: Vec<PublicKey>,
     #[serde(default)]
     pub ci_keys: Vec<PublicKey>,
+    /// Keys that may propose changes without being reviewers (reviewers may always
+    /// propose). A proposal is signed by its author's key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proposers: Vec<PublicKey>,
 }
 
 impl TrustConfig {

@@ -40,6 +40,7 @@ impl ReleaseRepo {
             threshold: 2,
             reviewers: vec![pk("alice"), pk("bob"), pk("carol")],
             ci_keys: vec![pk("ci")],
+            proposers: vec![],
         };
         let repo = RepoDir::new(dir.join("repo"));
         let keys = dir.join("keys");
@@ -70,7 +71,7 @@ impl ReleaseRepo {
             release::attest(component, artifact, result, &self.key("ci")).expect("attest");
         let id = release::propose_release(
             &self.repo,
-            "alice",
+            &self.key("alice"),
             component,
             version,
             component,

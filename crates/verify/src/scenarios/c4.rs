@@ -397,7 +397,7 @@ impl TrustCopy {
         );
         Ok(palisade_policy::trusted_policy::propose_policy(
             &self.repo,
-            "alice",
+            &self.reviewer("alice")?,
             text.as_bytes(),
             &Lifetimes::default(),
         )

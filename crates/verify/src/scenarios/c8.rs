@@ -291,7 +291,9 @@ impl Repo {
     ) -> Result<String, TrustError> {
         release::propose_release(
             &self.repo,
-            "alice",
+            &self
+                .key("reviewers/alice.key")
+                .map_err(|e| TrustError::Invalid(e.to_string()))?,
             "etcd",
             version,
             "etcd",
