@@ -264,6 +264,72 @@ async fn every_checkpoint_served_while_appending_is_witnessed() {
     );
 }
 
+/// The policy the gateway enforces is recorded in the governance log, which every
+/// tenant can read: author, approvers, version and digest, as verified from TUF.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_enforced_policy_is_recorded_in_the_governance_log_tenants_read() {
+    let stack = Stack::start();
+    let pki = stack.pki();
+    let tls = rustls::ClientConfig::builder_with_provider(palisade_pki::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(palisade_pki::load_roots(&pki.join("ca.crt")).expect("CA"))
+        .with_no_client_auth();
+    let tenant = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("client");
+    let token = std::fs::read_to_string(stack.dir.join("tenant-demo.token")).expect("token");
+    let base = stack.log_url("governance");
+    let get = |path: String| {
+        let req = tenant.get(format!("{base}/{path}")).bearer_auth(token.trim());
+        async move {
+            let r = req.send().await.expect("GET");
+            assert_eq!(r.status(), 200, "{path}");
+            r.bytes().await.expect("body")
+        }
+    };
+    // The gateway records the policy when it has verified it, just after start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let size = loop {
+        let note = Note::parse(&get("checkpoint".into()).await).expect("note");
+        let size = Checkpoint::parse(note.text()).expect("checkpoint").size();
+        if size > 0 {
+            break size;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no governance entry within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let bundle = get(format!("tile/entries/000.p/{size}")).await;
+    let entries = palisade_tlog::tile::parse_bundle(&bundle).expect("entry bundle");
+    let records: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| serde_json::from_slice(e).expect("JSON entry"))
+        .collect();
+    let policy: Vec<_> = records.iter().filter(|r| r["kind"] == "policy").collect();
+    assert_eq!(policy.len(), 1, "one record per policy: {records:?}");
+    let r = policy[0];
+    assert_eq!(r["schema"], "palisade.dev/governance/v1");
+    assert_eq!(r["version"], 1);
+    assert_eq!(r["author"], "alice");
+    assert_eq!(r["approvers"], serde_json::json!(["bob", "carol"]));
+    // The record names exactly the policy the TUF repository verifies to.
+    let datastore = tempfile::tempdir().expect("datastore");
+    let verified = palisade_policy::trusted_policy::verify_policy(
+        &palisade_policy::tuf::RepoDir::new(stack.dir.join("trust/repo")),
+        &std::fs::read(stack.dir.join("trust/root.json")).expect("root.json"),
+        datastore.path(),
+    )
+    .await
+    .expect("the published policy verifies");
+    assert_eq!(r["sha256"], verified.sha256);
+    assert_eq!(r["digest"], verified.digest);
+    assert_eq!(r["proposal"], verified.proposal);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn only_gateway_and_agent_certificates_can_append() {
     let stack = Stack::start();

@@ -52,21 +52,29 @@ pub struct TufPolicy {
     pub trust: TrustFiles,
 }
 
-#[async_trait::async_trait]
-impl PolicySource for TufPolicy {
-    async fn load(&self) -> Result<palisade_policy::Policy, String> {
+impl TufPolicy {
+    /// Verifies the published policy; the answer keeps who wrote and approved it.
+    pub async fn load_verified(
+        &self,
+    ) -> Result<palisade_policy::trusted_policy::VerifiedPolicy, String> {
         let root = std::fs::read(&self.trust.root)
             .map_err(|e| format!("trusted root {}: {e}", self.trust.root.display()))?;
         let repo = RepoDir::new(&self.trust.repo);
         palisade_policy::trusted_policy::verify_policy(&repo, &root, &self.trust.datastore)
             .await
-            .map(|v| v.policy)
             .map_err(|e| {
                 format!(
                     "the policy in {} does not verify: {e}",
                     self.trust.repo.display()
                 )
             })
+    }
+}
+
+#[async_trait::async_trait]
+impl PolicySource for TufPolicy {
+    async fn load(&self) -> Result<palisade_policy::Policy, String> {
+        self.load_verified().await.map(|v| v.policy)
     }
 }
 

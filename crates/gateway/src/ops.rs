@@ -9,6 +9,7 @@ use std::sync::Arc;
 const OPERATIONS: Namespace = Namespace::new("gateway_operations");
 const IDEMPOTENCY: Namespace = Namespace::new("gateway_idempotency");
 const RATE: Namespace = Namespace::new("gateway_rate");
+const GOVERNANCE: Namespace = Namespace::new("gateway_governance");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -80,6 +81,17 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StateError> {
 }
 
 impl Ops {
+    /// Claims the right to record `key` in the governance log: true for exactly one
+    /// caller among the gateways sharing this store (until [`Ops::unclaim`]).
+    pub async fn claim_governance_record(&self, key: &str) -> Result<bool, StateError> {
+        self.store.insert_new(GOVERNANCE, key, b"1".to_vec()).await
+    }
+
+    /// Gives a claim back (the append failed), so that it is tried again.
+    pub async fn unclaim_governance_record(&self, key: &str) -> Result<(), StateError> {
+        self.store.delete(GOVERNANCE, key).await.map(|_| ())
+    }
+
     pub fn new(store: Arc<dyn StateStore>) -> Self {
         Self { store }
     }

@@ -145,9 +145,57 @@ pub async fn run(
     })
 }
 
-/// Re-verifies the policy every minute (a newer approved one replaces it; a
-/// repository that stops verifying keeps the last good policy and says so) and
-/// fetches iCalendar feeds every five minutes.
+/// The governance log's entry for a policy the gateway verified and enforces:
+/// canonical JSON, the same bytes from every gateway.
+pub fn policy_record(v: &palisade_policy::trusted_policy::VerifiedPolicy) -> Vec<u8> {
+    let record = serde_json::json!({
+        "schema": "palisade.dev/governance/v1",
+        "kind": "policy",
+        "version": v.version,
+        "digest": v.digest,
+        "sha256": v.sha256,
+        "author": v.author,
+        "approvers": v.approvers,
+        "proposal": v.proposal,
+    });
+    // serde_json's maps are sorted and the values hold no floats: this is the
+    // canonical form.
+    serde_json::to_vec(&record).unwrap_or_default()
+}
+
+/// Appends the policy's record to the governance log once (one gateway among those
+/// sharing the state store does it); on failure the claim is given back so that the
+/// next refresh tries again. Returns whether the record is in the log.
+async fn record_policy(gw: &Gateway, v: &palisade_policy::trusted_policy::VerifiedPolicy) -> bool {
+    let key = format!("policy/{}/{}", v.version, v.sha256);
+    match gw.ops.claim_governance_record(&key).await {
+        Ok(true) => {}
+        Ok(false) => return true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record the policy in the governance log yet (state store)");
+            return false;
+        }
+    }
+    match gw
+        .dispatcher()
+        .append(palisade_tlog_service::config::GOVERNANCE, &policy_record(v))
+        .await
+    {
+        Ok(r) => {
+            tracing::info!(version = v.version, digest = %v.digest, index = r.index, "policy recorded in the governance log");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(version = v.version, error = %e, "cannot record the policy in the governance log; will retry");
+            let _ = gw.ops.unclaim_governance_record(&key).await;
+            false
+        }
+    }
+}
+
+/// Re-verifies the policy every minute (a newer approved one replaces it and is
+/// recorded in the governance log; a repository that stops verifying keeps the last
+/// good policy and says so) and fetches iCalendar feeds every five minutes.
 async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
     let source = TufPolicy {
         trust: gw.config().trust.clone(),
@@ -163,6 +211,8 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
         .build()
         .ok();
     let mut tick = 0u64;
+    // The policy (version, sha256) known to be in the governance log.
+    let mut recorded: Option<(u64, String)> = None;
     loop {
         if tick % 5 == 0 {
             for (schedule, url) in &feeds {
@@ -184,12 +234,16 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
                 }
             }
         }
-        match source.load().await {
-            Ok(p) => {
+        match source.load_verified().await {
+            Ok(v) => {
                 let current = gw.policy().await;
-                if p.digest() != current.digest() {
-                    tracing::info!(version = p.version(), digest = %p.digest(), "a newer approved policy was loaded");
-                    gw.set_policy(p).await;
+                if v.policy.digest() != current.digest() {
+                    tracing::info!(version = v.version, digest = %v.digest, "a newer approved policy was loaded");
+                    gw.set_policy(v.policy.clone()).await;
+                }
+                let id = (v.version, v.sha256.clone());
+                if recorded.as_ref() != Some(&id) && record_policy(&gw, &v).await {
+                    recorded = Some(id);
                 }
             }
             Err(e) => {

@@ -374,6 +374,8 @@ pub struct VerifiedPolicy {
     pub sha256: String,
     pub author: String,
     pub approvers: Vec<String>,
+    /// The proposal it was approved as.
+    pub proposal: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -472,6 +474,7 @@ pub async fn verify_policy(
         sha256,
         author,
         approvers: approvers.into_iter().map(|k| k.name).collect(),
+        proposal: expected.proposal,
     })
 }
 
