@@ -282,7 +282,9 @@ async fn the_enforced_policy_is_recorded_in_the_governance_log_tenants_read() {
     let token = std::fs::read_to_string(stack.dir.join("tenant-demo.token")).expect("token");
     let base = stack.log_url("governance");
     let get = |path: String| {
-        let req = tenant.get(format!("{base}/{path}")).bearer_auth(token.trim());
+        let req = tenant
+            .get(format!("{base}/{path}"))
+            .bearer_auth(token.trim());
         async move {
             let r = req.send().await.expect("GET");
             assert_eq!(r.status(), 200, "{path}");

@@ -92,7 +92,7 @@ fn default_max_entries() -> usize {
     256
 }
 fn default_max_delay_ms() -> u64 {
-    5
+    0
 }
 
 impl Default for BatchSettings {

@@ -47,7 +47,8 @@ const WIDTH: usize = TILE_WIDTH as usize;
 pub struct BatchConfig {
     /// At most this many entries per batch (1..=256).
     pub max_entries: usize,
-    /// How long the first entry of a batch waits for others.
+    /// How long the first entry of a batch waits for others beyond those already
+    /// queued (zero: group commit only, no waiting).
     pub max_delay: Duration,
 }
 
@@ -393,11 +394,22 @@ impl Sequencer {
         }
         while let Some(first) = rx.recv().await {
             let mut pending = vec![first];
-            let deadline = tokio::time::Instant::now() + batch.max_delay;
+            // Group commit: everything that queued up while the previous batch was
+            // being written joins this one, without waiting...
             while pending.len() < batch.max_entries {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(p)) => pending.push(p),
-                    _ => break,
+                match rx.try_recv() {
+                    Ok(p) => pending.push(p),
+                    Err(_) => break,
+                }
+            }
+            // ...and, if a linger is configured, whatever arrives within it.
+            if !batch.max_delay.is_zero() {
+                let deadline = tokio::time::Instant::now() + batch.max_delay;
+                while pending.len() < batch.max_entries {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(p)) => pending.push(p),
+                        _ => break,
+                    }
                 }
             }
             self.integrate(pending).await;
