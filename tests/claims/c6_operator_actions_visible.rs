@@ -269,6 +269,11 @@ async fn the_access_log_is_served_with_proofs_and_as_kubernetes_audit_events() {
         .unwrap()
         .starts_with("palisade:operator:op-"));
     assert_eq!(audit[1]["responseStatus"]["code"], 200);
+    // The result names the same request as its intent, as a ResponseComplete does.
+    for field in ["requestURI", "objectRef"] {
+        assert!(audit[0][field].is_string() || audit[0][field].is_object());
+        assert_eq!(audit[1][field], audit[0][field], "{field}");
+    }
     assert_eq!(audit[2]["responseStatus"]["code"], 422);
 }
 

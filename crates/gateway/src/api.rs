@@ -10,7 +10,7 @@
 //! | `GET /v1/tenants/{tenant}/clusters/{cluster}/events` | a tenant (bearer token): its access log |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | anyone |
 
-use crate::customer::{to_k8s_audit, Format, Query as EventsQuery};
+use crate::customer::{intent_targets, to_k8s_audit, Format, Query as EventsQuery};
 use crate::ops::{OpStatus, Operation};
 use crate::pipeline::{Credential, Gateway, RunBody};
 use crate::problem::Problem;
@@ -376,8 +376,9 @@ async fn events(
         Format::Native => Json(page).into_response(),
         Format::K8sAudit => {
             let mut out = String::new();
+            let intents = intent_targets(&page.events);
             for e in &page.events {
-                out.push_str(&to_k8s_audit(&page.cluster, e).to_string());
+                out.push_str(&to_k8s_audit(&page.cluster, e, &intents).to_string());
                 out.push('\n');
             }
             ([(header::CONTENT_TYPE, "application/jsonl")], out).into_response()

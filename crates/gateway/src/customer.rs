@@ -16,6 +16,7 @@ use palisade_tlog_service::audit::produce_proof;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 /// Most events one page returns.
 pub const MAX_PAGE: u64 = 100;
@@ -148,10 +149,46 @@ impl Gateway {
     }
 }
 
+/// The action (and instance) each intent of `events` asked for, by intent event id:
+/// what a result's audit line names as its `requestURI` and `objectRef`.
+pub fn intent_targets(events: &[ProvenEvent]) -> HashMap<String, (String, Option<String>)> {
+    events
+        .iter()
+        .filter_map(|e| {
+            let bytes = palisade_core::canonical::to_canonical_vec(&e.event).ok()?;
+            match Event::from_log_entry(&bytes).ok()? {
+                Event::Intent(i) => Some((
+                    i.event_id.to_string(),
+                    (
+                        i.action.to_string(),
+                        i.instance.as_ref().map(|x| x.to_string()),
+                    ),
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// `requestURI` and `objectRef` of the request for `action` (on `instance`).
+fn set_target(v: &mut Value, cluster: &str, action: &str, instance: Option<&str>) {
+    v["requestURI"] = json!(format!("/palisade/v1/clusters/{cluster}/actions/{action}"));
+    v["objectRef"] = json!({
+        "apiGroup": "palisade.dev", "apiVersion": "v1", "resource": "actions",
+        "name": action,
+        "subresource": instance,
+    });
+}
+
 /// A Palisade event as a Kubernetes `audit.k8s.io/v1` Event. An intent is the
 /// request's `RequestReceived` stage, its result the `ResponseComplete` stage with
-/// the same `auditID`; a refusal is a `ResponseComplete` with the refusal's status.
-pub fn to_k8s_audit(cluster: &str, e: &ProvenEvent) -> Value {
+/// the same `auditID` (and, when its intent is in `intents`, the same `requestURI`
+/// and `objectRef`); a refusal is a `ResponseComplete` with the refusal's status.
+pub fn to_k8s_audit(
+    cluster: &str,
+    e: &ProvenEvent,
+    intents: &HashMap<String, (String, Option<String>)>,
+) -> Value {
     let proof = base64::engine::general_purpose::STANDARD.encode(e.proof.as_bytes());
     let entry = serde_json::to_vec(&e.event).unwrap_or_default();
     let parsed = palisade_core::canonical::to_canonical_vec(&e.event)
@@ -201,15 +238,8 @@ pub fn to_k8s_audit(cluster: &str, e: &ProvenEvent) -> Value {
                 json!({"username": format!("palisade:operator:{}", i.actor.id), "groups": i.actor.groups}),
             );
             v["verb"] = json!("create");
-            v["requestURI"] = json!(format!(
-                "/palisade/v1/clusters/{cluster}/actions/{}",
-                i.action
-            ));
-            v["objectRef"] = json!({
-                "apiGroup": "palisade.dev", "apiVersion": "v1", "resource": "actions",
-                "name": i.action.as_str(),
-                "subresource": i.instance.as_ref().map(|x| x.to_string()),
-            });
+            let instance = i.instance.as_ref().map(|x| x.to_string());
+            set_target(&mut v, cluster, i.action.as_str(), instance.as_deref());
             v
         }
         Some(Event::Result(r)) => {
@@ -230,6 +260,9 @@ pub fn to_k8s_audit(cluster: &str, e: &ProvenEvent) -> Value {
                 json!({"username": "system:palisade:gateway"}),
             );
             v["verb"] = json!("create");
+            if let Some((action, instance)) = intents.get(r.intent.as_str()) {
+                set_target(&mut v, cluster, action, instance.as_deref());
+            }
             v["responseStatus"] = json!({"code": code, "status": status, "message": r.detail.clone().unwrap_or_default()});
             v
         }
