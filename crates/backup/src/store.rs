@@ -40,8 +40,11 @@ pub enum StoreError {
 }
 
 /// Where the store is, as a URL: `file:///dir`, a plain path, or
-/// `s3://bucket[/prefix]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `s3://bucket[/prefix]`. A configuration file holds it as that string; a relative
+/// plain path is resolved by whoever reads the file (the agent's loader resolves it
+/// against the file's directory).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum StoreUrl {
     Local(PathBuf),
     S3 { bucket: String, prefix: String },
@@ -78,6 +81,14 @@ impl std::str::FromStr for StoreUrl {
             return Err(bad("empty"));
         }
         Ok(StoreUrl::Local(PathBuf::from(s)))
+    }
+}
+
+impl TryFrom<String> for StoreUrl {
+    type Error = StoreError;
+
+    fn try_from(s: String) -> Result<Self, StoreError> {
+        s.parse()
     }
 }
 
