@@ -128,9 +128,8 @@ impl Backups {
         cluster: &str,
         instance: &str,
     ) -> Result<Self, BackupError> {
-        let url = settings.store_url()?;
         let store = BackupStore::open(
-            &url,
+            &settings.store,
             &S3Options {
                 region: settings.region.clone(),
                 endpoint: settings.endpoint.clone(),

@@ -69,8 +69,9 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupSettings {
-    /// `file:///dir`, a directory path, or `s3://bucket[/prefix]`.
-    pub store: String,
+    /// `file:///dir`, a directory path (a relative one is resolved against this
+    /// file's directory, like every path here), or `s3://bucket[/prefix]`.
+    pub store: palisade_backup::StoreUrl,
     /// s3: the region (default: from the environment, else `us-east-1`).
     #[serde(default)]
     pub region: Option<String>,
@@ -91,15 +92,6 @@ pub struct BackupSettings {
 
 fn default_part_size() -> u32 {
     8
-}
-
-impl BackupSettings {
-    /// The parsed store URL (a relative directory was resolved by the loader).
-    pub fn store_url(
-        &self,
-    ) -> Result<palisade_backup::StoreUrl, palisade_backup::store::StoreError> {
-        self.store.parse()
-    }
 }
 
 fn default_max_ttl() -> u64 {
@@ -320,8 +312,6 @@ impl ProcessConfig for AgentConfig {
             ));
         }
         if let Some(b) = &self.backup {
-            b.store_url()
-                .map_err(|e| FieldError::new("backup.store", e.to_string()))?;
             if !b.kms_socket.starts_with("unix://") {
                 return Err(FieldError::new(
                     "backup.kms_socket",
@@ -379,6 +369,9 @@ impl ProcessConfig for AgentConfig {
             v.push(("disks", d));
         }
         if let Some(b) = &mut self.backup {
+            if let palisade_backup::StoreUrl::Local(dir) = &mut b.store {
+                v.push(("backup.store", dir));
+            }
             if let Some(f) = &mut b.credentials_file {
                 v.push(("backup.credentials_file", f));
             }
@@ -395,5 +388,90 @@ impl ProcessConfig for AgentConfig {
             "kube.client_key",
             "backup.credentials_file",
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_backup::StoreUrl;
+    use palisade_core::config::{parse_with, ConfigError};
+    use palisade_tlog::note::SignerKey;
+    use std::path::Path;
+
+    /// A minimal valid agent.toml with the given `[backup]` store line.
+    fn load(store: &str) -> Result<AgentConfig, ConfigError> {
+        let log = SignerKey::generate("palisade.local/log", KeyType::Ed25519)
+            .expect("log key")
+            .verifier();
+        let text = format!(
+            "listen = \"127.0.0.1:7403\"\ntenant = \"demo\"\ncluster = \"demo\"\n\
+             instance = \"demo-0\"\nstate = \"state.redb\"\nsigning_key = \"keys/agent.key\"\n\
+             gateway_keys = [\"keys/gateway.pub\"]\n\n\
+             [tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n\n\
+             [log]\norigin = \"palisade.local/log/demo\"\nkey = \"{log}\"\n\n\
+             [trust]\nrepo = \"repo\"\nroot = \"root.json\"\ndatastore = \"tuf\"\n\n\
+             [etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n\n\
+             [backup]\n{store}\nkms_socket = \"unix:///run/palisade/kms.sock\"\n"
+        );
+        parse_with(
+            &text,
+            Path::new("/etc/palisade/agent.toml"),
+            Path::new("/etc/palisade"),
+            &|_| None,
+        )
+    }
+
+    fn store_of(c: AgentConfig) -> StoreUrl {
+        c.backup.expect("a [backup] table").store
+    }
+
+    #[test]
+    fn relative_backup_store_is_resolved_against_the_config_files_directory() {
+        let c = load("store = \"backups\"").expect("valid");
+        assert_eq!(c.state, Path::new("/etc/palisade/state.redb"));
+        assert_eq!(
+            store_of(c),
+            StoreUrl::Local("/etc/palisade/backups".into()),
+            "like every other relative path in the file"
+        );
+        let c = load("store = \"../data/backups\"").expect("valid");
+        assert_eq!(
+            store_of(c),
+            StoreUrl::Local("/etc/palisade/../data/backups".into())
+        );
+    }
+
+    #[test]
+    fn absolute_and_s3_backup_stores_are_kept_as_written() {
+        for (store, want) in [
+            (
+                "/var/lib/palisade/backups",
+                StoreUrl::Local("/var/lib/palisade/backups".into()),
+            ),
+            (
+                "file:///var/lib/palisade/backups",
+                StoreUrl::Local("/var/lib/palisade/backups".into()),
+            ),
+            (
+                "s3://bucket/prod",
+                StoreUrl::S3 {
+                    bucket: "bucket".into(),
+                    prefix: "prod".into(),
+                },
+            ),
+        ] {
+            let c = load(&format!("store = \"{store}\"")).expect("valid");
+            assert_eq!(store_of(c), want, "{store}");
+        }
+    }
+
+    #[test]
+    fn invalid_backup_store_is_refused_naming_the_field() {
+        for store in ["", "file://backups", "https://bucket.example/prod", "s3://"] {
+            let e = load(&format!("store = \"{store}\"")).expect_err(store);
+            assert_eq!(e.field.as_deref(), Some("backup.store"), "{store}: {e}");
+            assert!(e.problem.contains("invalid backup store"), "{store}: {e}");
+        }
     }
 }

@@ -11,10 +11,14 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
+use object_store::{
+    MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, PutPayloadMut, RetryConfig,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinError;
+use tokio::task::JoinSet;
 
 pub const OBJECT_SUFFIX: &str = ".pbk";
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
@@ -36,8 +40,11 @@ pub enum StoreError {
 }
 
 /// Where the store is, as a URL: `file:///dir`, a plain path, or
-/// `s3://bucket[/prefix]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `s3://bucket[/prefix]`. A configuration file holds it as that string; a relative
+/// plain path is resolved by whoever reads the file (the agent's loader resolves it
+/// against the file's directory).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum StoreUrl {
     Local(PathBuf),
     S3 { bucket: String, prefix: String },
@@ -74,6 +81,14 @@ impl std::str::FromStr for StoreUrl {
             return Err(bad("empty"));
         }
         Ok(StoreUrl::Local(PathBuf::from(s)))
+    }
+}
+
+impl TryFrom<String> for StoreUrl {
+    type Error = StoreError;
+
+    fn try_from(s: String) -> Result<Self, StoreError> {
+        s.parse()
     }
 }
 
@@ -209,7 +224,10 @@ impl BackupStore {
             .await
             .map_err(io("upload", name))?;
         Ok(Upload {
-            writer: WriteMultipart::new_with_chunk_size(up, part_size),
+            upload: Some(up),
+            parts: JoinSet::new(),
+            buffer: PutPayloadMut::new(),
+            part_size: part_size.max(1),
             name: name.to_string(),
         })
     }
@@ -303,36 +321,423 @@ impl BackupStore {
 }
 
 /// An object being uploaded; nothing is visible under its name until [`Upload::finish`].
+///
+/// Parts are uploaded in the background, at most [`MAX_PARTS_IN_FLIGHT`] at a time.
+/// Whatever ends the upload without completing it aborts it (object_store's
+/// `MultipartUpload::abort`), so that S3 keeps no orphan parts and the local store no
+/// staging file: a failed part, a failed completion, [`Upload::abort`], and dropping
+/// the upload unfinished (the backup's future cancelled, e.g. by the handler's
+/// timeout). The error returned is always the one that ended the upload; an abort
+/// that fails too is logged.
 pub struct Upload {
-    writer: WriteMultipart,
+    /// `None` once completed or aborted.
+    upload: Option<Box<dyn MultipartUpload>>,
+    parts: JoinSet<object_store::Result<()>>,
+    buffer: PutPayloadMut,
+    part_size: usize,
     name: String,
 }
 
 /// Parts in flight at once: bounds the memory an upload holds.
 const MAX_PARTS_IN_FLIGHT: usize = 2;
 
+fn joined(r: Option<Result<object_store::Result<()>, JoinError>>) -> object_store::Result<()> {
+    match r {
+        None => Ok(()),
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(object_store::Error::Generic {
+            store: "backup upload",
+            source: Box::new(e),
+        }),
+    }
+}
+
 impl Upload {
-    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
-        self.writer
-            .wait_for_capacity(MAX_PARTS_IN_FLIGHT)
-            .await
-            .map_err(io("upload", &self.name))?;
-        self.writer.put(bytes);
+    /// Adds bytes to the object; a part is sent whenever `part_size` bytes are
+    /// gathered. Waits while too many parts are in flight.
+    pub async fn write(&mut self, mut bytes: Bytes) -> Result<(), StoreError> {
+        while !bytes.is_empty() {
+            let room = self.part_size.saturating_sub(self.buffer.content_length());
+            if bytes.len() < room {
+                self.buffer.push(bytes);
+                break;
+            }
+            self.buffer.push(bytes.split_to(room));
+            self.send_part()?;
+        }
+        while self.parts.len() >= MAX_PARTS_IN_FLIGHT {
+            if let Err(e) = joined(self.parts.join_next().await) {
+                return Err(self.fail("upload", e).await);
+            }
+        }
         Ok(())
     }
 
-    pub async fn finish(self) -> Result<(), StoreError> {
-        let name = self.name;
-        self.writer
-            .finish()
-            .await
-            .map(|_| ())
-            .map_err(io("upload", &name))
+    fn send_part(&mut self) -> Result<(), StoreError> {
+        let part = std::mem::take(&mut self.buffer);
+        let upload = self.upload.as_mut().ok_or_else(|| StoreError::Io {
+            op: "upload",
+            path: self.name.clone(),
+            reason: "the upload has already ended".into(),
+        })?;
+        self.parts.spawn(upload.put_part(part.into()));
+        Ok(())
+    }
+
+    /// Sends the last part, waits for every part and completes the upload: only
+    /// now does the object appear.
+    pub async fn finish(mut self) -> Result<(), StoreError> {
+        if self.buffer.content_length() > 0 {
+            self.send_part()?;
+        }
+        while !self.parts.is_empty() {
+            if let Err(e) = joined(self.parts.join_next().await) {
+                return Err(self.fail("upload", e).await);
+            }
+        }
+        let Some(mut upload) = self.upload.take() else {
+            return Ok(());
+        };
+        match upload.complete().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.upload = Some(upload);
+                Err(self.fail("complete", e).await)
+            }
+        }
     }
 
     /// Gives up: the parts stored so far are discarded.
-    pub async fn abort(self) -> Result<(), StoreError> {
-        let name = self.name;
-        self.writer.abort().await.map_err(io("abort", &name))
+    pub async fn abort(mut self) -> Result<(), StoreError> {
+        self.parts.shutdown().await;
+        match self.upload.take() {
+            Some(mut upload) => upload.abort().await.map_err(io("abort", &self.name)),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the upload after `e`: stops the parts in flight, aborts, and returns `e`.
+    async fn fail(&mut self, op: &'static str, e: object_store::Error) -> StoreError {
+        self.parts.shutdown().await;
+        if let Some(mut upload) = self.upload.take() {
+            if let Err(a) = upload.abort().await {
+                tracing::warn!(
+                    object = %self.name,
+                    error = %a,
+                    "could not abort the failed upload; an S3 bucket keeps its parts until a lifecycle rule removes them"
+                );
+            }
+        }
+        io(op, &self.name)(e)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let Some(mut upload) = self.upload.take() else {
+            return;
+        };
+        // Dropping the JoinSet stops the parts in flight.
+        self.parts.abort_all();
+        let name = std::mem::take(&mut self.name);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = upload.abort().await {
+                        tracing::warn!(object = %name, error = %e, "could not abort an unfinished upload");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(object = %name, "an unfinished upload was dropped outside a runtime and not aborted");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, ObjectMeta, PutMultipartOptions,
+        PutOptions, PutResult, UploadPart,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// What the store should get wrong.
+    #[derive(Debug, Default, Clone, Copy)]
+    struct Faults {
+        /// This part (0-based) fails, as when the endpoint dies mid-upload.
+        part: Option<usize>,
+        complete: bool,
+        abort: bool,
+    }
+
+    #[derive(Debug, Default)]
+    struct Seen {
+        aborts: AtomicUsize,
+    }
+
+    /// An in-memory object store whose multipart uploads fail as told.
+    #[derive(Debug)]
+    struct Faulty {
+        inner: InMemory,
+        faults: Faults,
+        seen: Arc<Seen>,
+    }
+
+    impl std::fmt::Display for Faulty {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Faulty")
+        }
+    }
+
+    fn died(what: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "Faulty",
+            source: format!("the endpoint died ({what})").into(),
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Faulty {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            Ok(Box::new(FaultyUpload {
+                inner: self.inner.put_multipart_opts(location, opts).await?,
+                next: 0,
+                faults: self.faults,
+                seen: self.seen.clone(),
+            }))
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[derive(Debug)]
+    struct FaultyUpload {
+        inner: Box<dyn MultipartUpload>,
+        next: usize,
+        faults: Faults,
+        seen: Arc<Seen>,
+    }
+
+    #[async_trait]
+    impl MultipartUpload for FaultyUpload {
+        fn put_part(&mut self, data: PutPayload) -> UploadPart {
+            let n = self.next;
+            self.next += 1;
+            if self.faults.part == Some(n) {
+                return Box::pin(async move { Err(died(&format!("part {n}"))) });
+            }
+            self.inner.put_part(data)
+        }
+
+        async fn complete(&mut self) -> object_store::Result<PutResult> {
+            if self.faults.complete {
+                return Err(died("complete"));
+            }
+            self.inner.complete().await
+        }
+
+        async fn abort(&mut self) -> object_store::Result<()> {
+            self.seen.aborts.fetch_add(1, Ordering::SeqCst);
+            if self.faults.abort {
+                return Err(object_store::Error::Generic {
+                    store: "Faulty",
+                    source: "abort refused".into(),
+                });
+            }
+            self.inner.abort().await
+        }
+    }
+
+    fn faulty(faults: Faults) -> (BackupStore, Arc<Seen>) {
+        let seen = Arc::new(Seen::default());
+        let store = BackupStore {
+            inner: Arc::new(Faulty {
+                inner: InMemory::new(),
+                faults,
+                seen: seen.clone(),
+            }),
+            prefix: String::new(),
+            url: "memory://faulty".into(),
+        };
+        (store, seen)
+    }
+
+    const NAME: &str = "demo/20260101T000000Z-0a1b2c3d.pbk";
+    const PART: usize = 4096;
+
+    /// Uploads ten parts' worth in uneven writes, as a backup does.
+    async fn upload(store: &BackupStore) -> Result<(), StoreError> {
+        let mut up = store.upload(NAME, PART).await?;
+        for i in 0..25u8 {
+            up.write(Bytes::from(vec![i; 1700])).await?;
+        }
+        up.finish().await
+    }
+
+    fn ended_by(r: Result<(), StoreError>, op: &str, what: &str) {
+        match r {
+            Err(StoreError::Io {
+                op: got,
+                path,
+                reason,
+            }) => {
+                assert_eq!(got, op, "{reason}");
+                assert_eq!(path, NAME);
+                assert!(reason.contains(what), "reported {reason:?}");
+            }
+            other => panic!("expected the {op} failure, got {other:?}"),
+        }
+    }
+
+    async fn nothing_stored(store: &BackupStore) {
+        assert!(store.list("demo").await.unwrap().is_empty());
+        assert!(matches!(
+            store.size(NAME).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_completed_upload_is_visible_and_never_aborted() {
+        let (store, seen) = faulty(Faults::default());
+        upload(&store).await.unwrap();
+        assert_eq!(store.size(NAME).await.unwrap(), 25 * 1700);
+        assert_eq!(seen.aborts.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_part_failing_mid_upload_aborts_the_upload_and_reports_the_failure() {
+        let (store, seen) = faulty(Faults {
+            part: Some(3),
+            ..Faults::default()
+        });
+        ended_by(upload(&store).await, "upload", "the endpoint died (part 3)");
+        assert_eq!(seen.aborts.load(Ordering::SeqCst), 1, "no orphan parts");
+        nothing_stored(&store).await;
+    }
+
+    #[tokio::test]
+    async fn the_last_part_failing_aborts_the_upload() {
+        let (store, seen) = faulty(Faults {
+            // 42,500 bytes in 4,096-byte parts: part 10 is the short last one.
+            part: Some(10),
+            ..Faults::default()
+        });
+        ended_by(
+            upload(&store).await,
+            "upload",
+            "the endpoint died (part 10)",
+        );
+        assert_eq!(seen.aborts.load(Ordering::SeqCst), 1);
+        nothing_stored(&store).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_completion_aborts_the_upload() {
+        let (store, seen) = faulty(Faults {
+            complete: true,
+            ..Faults::default()
+        });
+        ended_by(
+            upload(&store).await,
+            "complete",
+            "the endpoint died (complete)",
+        );
+        assert_eq!(seen.aborts.load(Ordering::SeqCst), 1);
+        nothing_stored(&store).await;
+    }
+
+    #[tokio::test]
+    async fn when_the_abort_fails_too_the_original_failure_is_reported() {
+        let (store, seen) = faulty(Faults {
+            part: Some(1),
+            abort: true,
+            ..Faults::default()
+        });
+        ended_by(upload(&store).await, "upload", "the endpoint died (part 1)");
+        assert_eq!(seen.aborts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_upload_given_up_by_its_caller_is_aborted() {
+        let (store, seen) = faulty(Faults::default());
+        let mut up = store.upload(NAME, PART).await.unwrap();
+        up.write(Bytes::from(vec![1; 3 * PART])).await.unwrap();
+        up.abort().await.unwrap();
+        assert_eq!(seen.aborts.load(Ordering::SeqCst), 1);
+        nothing_stored(&store).await;
+    }
+
+    #[tokio::test]
+    async fn an_upload_dropped_unfinished_is_aborted() {
+        // As when the backup's future is cancelled (the handler's timeout).
+        let (store, seen) = faulty(Faults::default());
+        let mut up = store.upload(NAME, PART).await.unwrap();
+        up.write(Bytes::from(vec![1; 3 * PART])).await.unwrap();
+        drop(up);
+        // The abort runs on the runtime: let it.
+        for _ in 0..1000 {
+            if seen.aborts.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(seen.aborts.load(Ordering::SeqCst), 1);
+        nothing_stored(&store).await;
     }
 }
