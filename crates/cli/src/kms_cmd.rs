@@ -9,8 +9,12 @@ use palisade_kms::pkcs11::{Token, TokenConfig};
 use palisade_kms::server::{BackendConfig, ServeConfig};
 use palisade_kms::socket::ListenAddr;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The most sessions a PKCS#11 session pool may hold.
+const MAX_SESSIONS: usize = 64;
 
 #[derive(Args)]
 pub struct KmsArgs {
@@ -82,6 +86,9 @@ struct KeyArgs {
     /// pkcs11: a file holding the user PIN.
     #[arg(long)]
     pkcs11_pin_file: Option<PathBuf>,
+    /// pkcs11: how many sessions may run calls in the HSM at once (default 4).
+    #[arg(long)]
+    pkcs11_sessions: Option<NonZeroUsize>,
     /// pkcs11: a key label (repeatable; the first encrypts, all decrypt).
     #[arg(long = "key-label")]
     key_labels: Vec<String>,
@@ -111,10 +118,17 @@ impl KeyArgs {
         ) else {
             bail!("--backend pkcs11 needs --pkcs11-module, --pkcs11-token and --pkcs11-pin-file");
         };
+        let sessions = self
+            .pkcs11_sessions
+            .unwrap_or(TokenConfig::DEFAULT_SESSIONS);
+        if sessions.get() > MAX_SESSIONS {
+            bail!("--pkcs11-sessions must be between 1 and {MAX_SESSIONS}");
+        }
         Ok(TokenConfig {
             module,
             token_label,
             pin_file,
+            sessions,
         })
     }
 
@@ -123,6 +137,7 @@ impl KeyArgs {
     fn check_only_own_options(&self) -> anyhow::Result<()> {
         let pkcs11 = self.pkcs11_module.is_some()
             || self.pkcs11_token.is_some()
+            || self.pkcs11_sessions.is_some()
             || self.pkcs11_pin_file.is_some()
             || !self.key_labels.is_empty();
         let aws =
@@ -202,6 +217,9 @@ pub fn run(args: KmsArgs) -> anyhow::Result<ExitCode> {
         }
         KmsCommand::Keygen { keys } => {
             keys.check_only_own_options()?;
+            if keys.pkcs11_sessions.is_some() {
+                bail!("--pkcs11-sessions is a `serve` option");
+            }
             let key_id = match keys.backend {
                 BackendKind::Pkcs11 => {
                     let [label] = keys.key_labels.as_slice() else {
