@@ -4,6 +4,7 @@
 use crate::lifecycle::{runtime, shutdown_signal, ServeLifecycle};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use palisade_kms::config::{KmsConfig, MAX_SESSIONS};
 use palisade_kms::health::HealthPolicy;
 use palisade_kms::pkcs11::{Token, TokenConfig};
 use palisade_kms::server::{BackendConfig, ServeConfig};
@@ -13,9 +14,6 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The most sessions a PKCS#11 session pool may hold.
-const MAX_SESSIONS: usize = 64;
-
 #[derive(Args)]
 pub struct KmsArgs {
     #[command(subcommand)]
@@ -24,11 +22,16 @@ pub struct KmsArgs {
 
 #[derive(Subcommand)]
 enum KmsCommand {
-    /// Serve the KMS v2 gRPC API to kube-apiserver on a Unix socket.
+    /// Serve the KMS v2 gRPC API to kube-apiserver on a Unix socket, configured
+    /// either by a file (--config) or by flags, never both.
     Serve {
+        /// A configuration file (TOML; see docs/configuration.md) holding every
+        /// setting the flags below hold. Not combined with them.
+        #[arg(long, conflicts_with_all = SERVE_SETTINGS)]
+        config: Option<PathBuf>,
         /// unix:///absolute/path.sock, or unix:///@name for an abstract socket.
-        #[arg(long)]
-        listen: String,
+        #[arg(long, required_unless_present = "config")]
+        listen: Option<String>,
         #[command(flatten)]
         keys: KeyArgs,
         /// A user id allowed to call the plugin (repeatable). Default: this
@@ -73,10 +76,29 @@ enum BackendKind {
     File,
 }
 
+/// The `serve` flags that `--config` replaces (clap argument ids).
+const SERVE_SETTINGS: [&str; 14] = [
+    "listen",
+    "allow_uids",
+    "metrics_listen",
+    "backend",
+    "pkcs11_module",
+    "pkcs11_token",
+    "pkcs11_pin_file",
+    "pkcs11_sessions",
+    "key_labels",
+    "aws_region",
+    "aws_endpoint",
+    "key_ids",
+    "key_files",
+    "allow_insecure_dev_key",
+];
+
 #[derive(Args)]
 struct KeyArgs {
+    /// Where the key-encryption keys are (required unless --config is given).
     #[arg(long, value_enum)]
-    backend: BackendKind,
+    backend: Option<BackendKind>,
     /// pkcs11: the module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
     #[arg(long)]
     pkcs11_module: Option<PathBuf>,
@@ -110,6 +132,11 @@ struct KeyArgs {
 }
 
 impl KeyArgs {
+    fn backend(&self) -> anyhow::Result<BackendKind> {
+        self.backend
+            .context("--backend is required (for `serve`, or a --config file)")
+    }
+
     fn token(&self) -> anyhow::Result<TokenConfig> {
         let (Some(module), Some(token_label), Some(pin_file)) = (
             self.pkcs11_module.clone(),
@@ -143,7 +170,7 @@ impl KeyArgs {
         let aws =
             self.aws_region.is_some() || self.aws_endpoint.is_some() || !self.key_ids.is_empty();
         let file = !self.key_files.is_empty() || self.allow_insecure_dev_key;
-        let (name, others) = match self.backend {
+        let (name, others) = match self.backend()? {
             BackendKind::Pkcs11 => ("pkcs11", aws || file),
             BackendKind::Aws => ("aws", pkcs11 || file),
             BackendKind::File => ("file", pkcs11 || aws),
@@ -156,7 +183,7 @@ impl KeyArgs {
 
     fn backend_config(&self) -> anyhow::Result<BackendConfig> {
         self.check_only_own_options()?;
-        Ok(match self.backend {
+        Ok(match self.backend()? {
             BackendKind::Pkcs11 => {
                 if self.key_labels.is_empty() {
                     bail!("--backend pkcs11 needs at least one --key-label");
@@ -197,18 +224,27 @@ fn aws_config(args: &KeyArgs) -> anyhow::Result<BackendConfig> {
 pub fn run(args: KmsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         KmsCommand::Serve {
+            config,
             listen,
             keys,
             allow_uids,
             metrics_listen,
             lifecycle,
         } => {
-            let config = ServeConfig {
-                listen: listen.parse::<ListenAddr>()?,
-                backend: keys.backend_config()?,
-                allowed_uids: (!allow_uids.is_empty()).then_some(allow_uids),
-                metrics_listen,
-                health: HealthPolicy::default(),
+            let config = match (config, listen) {
+                (Some(path), _) => {
+                    let file: KmsConfig = palisade_core::config::load(&path)?;
+                    file.into_serve_config()
+                        .with_context(|| format!("{}", path.display()))?
+                }
+                (None, Some(listen)) => ServeConfig {
+                    listen: listen.parse::<ListenAddr>()?,
+                    backend: keys.backend_config()?,
+                    allowed_uids: (!allow_uids.is_empty()).then_some(allow_uids),
+                    metrics_listen,
+                    health: HealthPolicy::default(),
+                },
+                (None, None) => bail!("give --config FILE, or --listen and the backend flags"),
             };
             runtime()?.block_on(palisade_kms::server::run(
                 config,
@@ -220,7 +256,7 @@ pub fn run(args: KmsArgs) -> anyhow::Result<ExitCode> {
             if keys.pkcs11_sessions.is_some() {
                 bail!("--pkcs11-sessions is a `serve` option");
             }
-            let key_id = match keys.backend {
+            let key_id = match keys.backend()? {
                 BackendKind::Pkcs11 => {
                     let [label] = keys.key_labels.as_slice() else {
                         bail!("keygen --backend pkcs11 needs exactly one --key-label");
