@@ -1,4 +1,4 @@
-//! KMS plugin benchmarks (figures recorded in docs/kms.md):
+//! KMS plugin benchmarks (figures recorded in docs/kms.md, "Performance"):
 //!
 //! ```sh
 //! cargo bench -p palisade-benches --bench kms                 # every backend
