@@ -286,8 +286,7 @@ impl Token {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(unavailable("C_Initialize", &e)),
         }
-        let opened = self.login(state, &ctx);
-        match opened {
+        match self.login(state, &ctx) {
             Ok((slot, session)) => {
                 let open = Open {
                     ctx,
@@ -305,12 +304,9 @@ impl Token {
                     },
                 ))
             }
-            Err(e) => {
-                if let Err(fe) = ctx.finalize() {
-                    tracing::debug!(error = %fe, "C_Finalize failed");
-                }
-                Err(e)
-            }
+            // As before the pool: a failed open is not finalized (another token of this
+            // process may be using the module); its session, if any, is closed on drop.
+            Err(e) => Err(e),
         }
     }
 
