@@ -1,9 +1,10 @@
-//! KMS plugin benchmarks (figures recorded in docs/kms.md):
+//! KMS plugin benchmarks (figures recorded in docs/kms.md, "Performance"):
 //!
 //! ```sh
 //! cargo bench -p palisade-benches --bench kms                 # every backend
 //! cargo bench -p palisade-benches --bench kms -- file pkcs11  # some backends
 //! KMS_BENCH_OPS=5000 cargo bench -p palisade-benches --bench kms
+//! KMS_BENCH_PKCS11_SESSIONS=1 cargo bench -p palisade-benches --bench kms -- pkcs11
 //! ```
 //!
 //! For each backend (file key, PKCS#11 on SoftHSM2, AWS KMS on moto): Encrypt and
@@ -11,7 +12,9 @@
 //! caller) at concurrency 1, 16 and 64: operations per second, p50 and p99 latency.
 //! Beside them, the same AES-256-GCM done in-process, and the overhead ratio (median
 //! latency over the socket / in-process). SoftHSM2 and moto are started by the
-//! benchmark; a missing tool fails it with an install hint.
+//! benchmark; a missing tool fails it with an install hint. The PKCS#11 backend uses
+//! the plugin's default session pool unless `KMS_BENCH_PKCS11_SESSIONS` sets its size
+//! (1 = every HSM call on one session, as before the pool).
 #![forbid(unsafe_code)]
 
 #[path = "../crates/kms/tests/support/mod.rs"]
@@ -183,7 +186,14 @@ async fn main() {
     }
     if want("pkcs11") {
         let hsm = SoftHsm::new("bench");
-        let token = Token::new(hsm.token_config());
+        let mut config = hsm.token_config();
+        if let Some(n) =
+            std::num::NonZeroUsize::new(env_u64("KMS_BENCH_PKCS11_SESSIONS", 0) as usize)
+        {
+            config.sessions = n;
+        }
+        eprintln!("pkcs11: {} HSM sessions", config.sessions);
+        let token = Token::new(config);
         token.generate_key("kek").expect("keygen");
         let kek: Arc<dyn Kek> = Arc::new(Pkcs11Kek::open(token, "kek").await.expect("open"));
         bench_backend("pkcs11", KeyRing::new(vec![kek]).expect("ring"), ops).await;

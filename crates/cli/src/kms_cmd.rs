@@ -4,11 +4,13 @@
 use crate::lifecycle::{runtime, shutdown_signal, ServeLifecycle};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use palisade_kms::config::{KmsConfig, MAX_SESSIONS};
 use palisade_kms::health::HealthPolicy;
 use palisade_kms::pkcs11::{Token, TokenConfig};
 use palisade_kms::server::{BackendConfig, ServeConfig};
 use palisade_kms::socket::ListenAddr;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,11 +22,16 @@ pub struct KmsArgs {
 
 #[derive(Subcommand)]
 enum KmsCommand {
-    /// Serve the KMS v2 gRPC API to kube-apiserver on a Unix socket.
+    /// Serve the KMS v2 gRPC API to kube-apiserver on a Unix socket, configured
+    /// either by a file (--config) or by flags, never both.
     Serve {
+        /// A configuration file (TOML; see docs/configuration.md) holding every
+        /// setting the flags below hold. Not combined with them.
+        #[arg(long, conflicts_with_all = SERVE_SETTINGS)]
+        config: Option<PathBuf>,
         /// unix:///absolute/path.sock, or unix:///@name for an abstract socket.
-        #[arg(long)]
-        listen: String,
+        #[arg(long, required_unless_present = "config")]
+        listen: Option<String>,
         #[command(flatten)]
         keys: KeyArgs,
         /// A user id allowed to call the plugin (repeatable). Default: this
@@ -69,10 +76,29 @@ enum BackendKind {
     File,
 }
 
+/// The `serve` flags that `--config` replaces (clap argument ids).
+const SERVE_SETTINGS: [&str; 14] = [
+    "listen",
+    "allow_uids",
+    "metrics_listen",
+    "backend",
+    "pkcs11_module",
+    "pkcs11_token",
+    "pkcs11_pin_file",
+    "pkcs11_sessions",
+    "key_labels",
+    "aws_region",
+    "aws_endpoint",
+    "key_ids",
+    "key_files",
+    "allow_insecure_dev_key",
+];
+
 #[derive(Args)]
 struct KeyArgs {
+    /// Where the key-encryption keys are (required unless --config is given).
     #[arg(long, value_enum)]
-    backend: BackendKind,
+    backend: Option<BackendKind>,
     /// pkcs11: the module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
     #[arg(long)]
     pkcs11_module: Option<PathBuf>,
@@ -82,6 +108,9 @@ struct KeyArgs {
     /// pkcs11: a file holding the user PIN.
     #[arg(long)]
     pkcs11_pin_file: Option<PathBuf>,
+    /// pkcs11: how many sessions may run calls in the HSM at once (default 4).
+    #[arg(long)]
+    pkcs11_sessions: Option<NonZeroUsize>,
     /// pkcs11: a key label (repeatable; the first encrypts, all decrypt).
     #[arg(long = "key-label")]
     key_labels: Vec<String>,
@@ -103,6 +132,11 @@ struct KeyArgs {
 }
 
 impl KeyArgs {
+    fn backend(&self) -> anyhow::Result<BackendKind> {
+        self.backend
+            .context("--backend is required (for `serve`, or a --config file)")
+    }
+
     fn token(&self) -> anyhow::Result<TokenConfig> {
         let (Some(module), Some(token_label), Some(pin_file)) = (
             self.pkcs11_module.clone(),
@@ -111,10 +145,17 @@ impl KeyArgs {
         ) else {
             bail!("--backend pkcs11 needs --pkcs11-module, --pkcs11-token and --pkcs11-pin-file");
         };
+        let sessions = self
+            .pkcs11_sessions
+            .unwrap_or(TokenConfig::DEFAULT_SESSIONS);
+        if sessions.get() > MAX_SESSIONS {
+            bail!("--pkcs11-sessions must be between 1 and {MAX_SESSIONS}");
+        }
         Ok(TokenConfig {
             module,
             token_label,
             pin_file,
+            sessions,
         })
     }
 
@@ -123,12 +164,13 @@ impl KeyArgs {
     fn check_only_own_options(&self) -> anyhow::Result<()> {
         let pkcs11 = self.pkcs11_module.is_some()
             || self.pkcs11_token.is_some()
+            || self.pkcs11_sessions.is_some()
             || self.pkcs11_pin_file.is_some()
             || !self.key_labels.is_empty();
         let aws =
             self.aws_region.is_some() || self.aws_endpoint.is_some() || !self.key_ids.is_empty();
         let file = !self.key_files.is_empty() || self.allow_insecure_dev_key;
-        let (name, others) = match self.backend {
+        let (name, others) = match self.backend()? {
             BackendKind::Pkcs11 => ("pkcs11", aws || file),
             BackendKind::Aws => ("aws", pkcs11 || file),
             BackendKind::File => ("file", pkcs11 || aws),
@@ -141,7 +183,7 @@ impl KeyArgs {
 
     fn backend_config(&self) -> anyhow::Result<BackendConfig> {
         self.check_only_own_options()?;
-        Ok(match self.backend {
+        Ok(match self.backend()? {
             BackendKind::Pkcs11 => {
                 if self.key_labels.is_empty() {
                     bail!("--backend pkcs11 needs at least one --key-label");
@@ -182,18 +224,27 @@ fn aws_config(args: &KeyArgs) -> anyhow::Result<BackendConfig> {
 pub fn run(args: KmsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         KmsCommand::Serve {
+            config,
             listen,
             keys,
             allow_uids,
             metrics_listen,
             lifecycle,
         } => {
-            let config = ServeConfig {
-                listen: listen.parse::<ListenAddr>()?,
-                backend: keys.backend_config()?,
-                allowed_uids: (!allow_uids.is_empty()).then_some(allow_uids),
-                metrics_listen,
-                health: HealthPolicy::default(),
+            let config = match (config, listen) {
+                (Some(path), _) => {
+                    let file: KmsConfig = palisade_core::config::load(&path)?;
+                    file.into_serve_config()
+                        .with_context(|| format!("{}", path.display()))?
+                }
+                (None, Some(listen)) => ServeConfig {
+                    listen: listen.parse::<ListenAddr>()?,
+                    backend: keys.backend_config()?,
+                    allowed_uids: (!allow_uids.is_empty()).then_some(allow_uids),
+                    metrics_listen,
+                    health: HealthPolicy::default(),
+                },
+                (None, None) => bail!("give --config FILE, or --listen and the backend flags"),
             };
             runtime()?.block_on(palisade_kms::server::run(
                 config,
@@ -202,7 +253,10 @@ pub fn run(args: KmsArgs) -> anyhow::Result<ExitCode> {
         }
         KmsCommand::Keygen { keys } => {
             keys.check_only_own_options()?;
-            let key_id = match keys.backend {
+            if keys.pkcs11_sessions.is_some() {
+                bail!("--pkcs11-sessions is a `serve` option");
+            }
+            let key_id = match keys.backend()? {
                 BackendKind::Pkcs11 => {
                     let [label] = keys.key_labels.as_slice() else {
                         bail!("keygen --backend pkcs11 needs exactly one --key-label");

@@ -101,3 +101,17 @@ fn init_tracing() {
         .with_target(false)
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (argument ids named in `conflicts_with_all` and
+    /// `required_unless_present` exist, no duplicate flags), which release builds
+    /// otherwise skip.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -16,7 +16,8 @@
 //! request is parsed into a bounded, typed value before a backend sees it
 //! ([`limits`]). Several keys can be configured for rotation without downtime
 //! ([`keyring`]); health is a cached round trip against the backend ([`health`]);
-//! metrics go to a separate loopback listener ([`metrics`]). [`client`] is the
+//! metrics go to a separate loopback listener ([`metrics`]); [`config`] is the
+//! `serve --config` file. [`client`] is the
 //! library Palisade's backups use to wrap their data keys through the same plugin, and
 //! [`scan`] checks that nothing readable is left in etcd.
 //!
@@ -28,6 +29,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))] // Tests may unwrap; library code may not.
 
 pub mod client;
+pub mod config;
 pub mod envelope;
 pub mod file_key;
 pub mod health;

@@ -2,15 +2,23 @@
 //! non-extractable, used only through `C_Encrypt`/`C_Decrypt` with `CKM_AES_GCM`.
 //!
 //! - One [`Token`] per (module, token label, PIN file): it owns the PKCS#11 context
-//!   and one logged-in session. Any failure that is not about the ciphertext itself
-//!   (token removed, session closed, login lost) tears everything down; the next call
-//!   re-initializes the module, logs in again and finds the keys again, so the plugin
-//!   recovers by itself.
+//!   and a small pool of sessions (`sessions`, default 4), so that concurrent
+//!   Encrypt/Decrypt calls run in the HSM in parallel instead of queueing on one
+//!   session. The first session logs in; PKCS#11 login state belongs to the
+//!   application and token, not to a session, so the other sessions are opened
+//!   already logged in (PKCS#11 v2.40 §5.6, "Session management").
+//! - Any failure that is not about the ciphertext itself (token removed, session
+//!   closed, login lost) marks the whole pool broken: no session is handed out any
+//!   more, the sessions in use are closed as they come back, and when the last one is
+//!   back the module is finalized. The next call re-initializes the module, logs in
+//!   again and finds the keys again, so the plugin recovers by itself. (Finalizing
+//!   while another thread is inside a call would pull the module out from under it.)
 //! - A PIN the token rejected is remembered (as a hash) and never retried until the
 //!   PIN file changes: HSMs lock the user PIN after a few wrong attempts, and health
 //!   checks must not be what locks it.
 //! - A key is used only if it is a 256-bit AES secret key with `CKA_SENSITIVE` true
-//!   and `CKA_EXTRACTABLE` false; this is checked whenever the key is (re)found.
+//!   and `CKA_EXTRACTABLE` false; this is checked whenever the key is (re)found, in
+//!   every new session.
 //! - key_id = `pkcs11:<token label>/<key label>/<CKA_ID hex>`; `keygen` gives every
 //!   key a fresh random 16-byte CKA_ID, so a new key under an old label gets a new id.
 
@@ -27,22 +35,40 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use zeroize::Zeroizing;
 
-/// Where the KEKs live: a PKCS#11 module, a token label and the file holding the PIN.
+/// Where the KEKs live: a PKCS#11 module, a token label and the file holding the PIN,
+/// and how many sessions the plugin may keep open on the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenConfig {
     pub module: PathBuf,
     pub token_label: String,
     pub pin_file: PathBuf,
+    /// At most this many Encrypt/Decrypt calls run in the HSM at once.
+    pub sessions: NonZeroUsize,
 }
 
-/// A token with (at most) one open, logged-in session, shared by its keys.
+impl TokenConfig {
+    /// The default size of the session pool: enough for the 2–4 cores a control-plane
+    /// host has, small enough for HSMs that limit sessions per application.
+    pub const DEFAULT_SESSIONS: NonZeroUsize = match NonZeroUsize::new(4) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    };
+}
+
+/// A token with a pool of open, logged-in sessions, shared by its keys.
 pub struct Token {
     config: TokenConfig,
     state: Mutex<TokenState>,
+    /// Signalled whenever a session comes back to the pool.
+    returned: Condvar,
+    /// The most sessions open at once (see [`PoolStats`]).
+    peak: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -52,11 +78,22 @@ struct TokenState {
     rejected_pin: Option<[u8; 32]>,
 }
 
+/// The module initialized and logged in, with the sessions not in use right now.
 struct Open {
-    // Field order matters: the session closes before the context is dropped.
-    session: Session,
     ctx: Pkcs11,
-    /// Key handles by label, found (and checked) since the session opened.
+    slot: Slot,
+    idle: Vec<Pooled>,
+    /// Sessions handed out and not yet back.
+    in_use: usize,
+    /// A call failed for a reason other than its data: hand out nothing more, close
+    /// every session as it comes back, finalize when the last one is back.
+    broken: bool,
+}
+
+/// One session of the pool.
+struct Pooled {
+    session: Session,
+    /// Key handles by label, found (and checked) since this session opened.
     handles: HashMap<String, ObjectHandle>,
 }
 
@@ -66,11 +103,22 @@ struct KeyFacts {
     id: Vec<u8>,
 }
 
+/// How many sessions the pool holds, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Sessions open now (idle and in use).
+    pub open: usize,
+    /// The most sessions that were open at once since the token was created.
+    pub peak: usize,
+}
+
 impl Token {
     pub fn new(config: TokenConfig) -> Arc<Self> {
         Arc::new(Self {
             config,
             state: Mutex::new(TokenState::default()),
+            returned: Condvar::new(),
+            peak: AtomicUsize::new(0),
         })
     }
 
@@ -78,50 +126,155 @@ impl Token {
         &self.config
     }
 
+    /// The sessions open now and the most that were ever open at once.
+    pub fn pool_stats(&self) -> PoolStats {
+        let state = self.lock();
+        PoolStats {
+            open: state.open.as_ref().map_or(0, |o| o.idle.len() + o.in_use),
+            peak: self.peak(),
+        }
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
     fn lock(&self) -> MutexGuard<'_, TokenState> {
-        // A panic while holding the lock cannot leave a half-open session usable: the
-        // state is reset below whenever an operation fails.
+        // A panic while holding the lock cannot leave a broken session usable: a
+        // session is only returned to the pool after its call succeeded.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `op` with an open session, opening one first if needed. When `op` fails
-    /// for any reason other than the data, the session and context are torn down.
-    fn with_session<T>(
-        &self,
-        rw: bool,
-        op: impl FnOnce(&mut Open) -> Result<T, OpError>,
-    ) -> Result<T, KekError> {
+    /// Takes a session from the pool, opening the module (and logging in) or another
+    /// session when needed, or waiting for one to come back when all are in use.
+    /// `rw`: a read-write session of its own, closed after use (key generation).
+    fn checkout(&self, rw: bool) -> Result<Pooled, KekError> {
         let mut state = self.lock();
-        if state.open.is_none() || rw {
-            if let Some(open) = state.open.take() {
-                close(open);
+        loop {
+            if state.open.as_ref().is_some_and(|o| o.broken) {
+                // Wait for the calls still running on the broken module to finish.
+                state = self.returned.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
             }
-            let open = self.open(&mut state, rw)?;
-            state.open = Some(open);
-        }
-        let Some(open) = state.open.as_mut() else {
-            return Err(KekError::Unavailable("no session".into()));
-        };
-        match op(open) {
-            Ok(v) => {
-                if rw {
-                    if let Some(open) = state.open.take() {
-                        close(open);
+            if state.open.is_none() {
+                let (open, first) = self.open(&mut state)?;
+                let mut open = open;
+                open.idle.push(first);
+                state.open = Some(open);
+            }
+            let Some(open) = state.open.as_mut() else {
+                return Err(KekError::Unavailable("no session".into()));
+            };
+            if rw {
+                let session = open
+                    .ctx
+                    .open_rw_session(open.slot)
+                    .map_err(|e| unavailable("C_OpenSession", &e));
+                return match session {
+                    Ok(session) => {
+                        open.in_use += 1;
+                        self.note_open(open);
+                        Ok(Pooled {
+                            session,
+                            handles: HashMap::new(),
+                        })
+                    }
+                    Err(e) => {
+                        self.break_pool(&mut state);
+                        Err(e)
+                    }
+                };
+            }
+            if let Some(pooled) = open.idle.pop() {
+                open.in_use += 1;
+                return Ok(pooled);
+            }
+            if open.in_use < self.config.sessions.get() {
+                // The token is already logged in: a new session shares the login.
+                match open.ctx.open_ro_session(open.slot) {
+                    Ok(session) => {
+                        open.in_use += 1;
+                        self.note_open(open);
+                        return Ok(Pooled {
+                            session,
+                            handles: HashMap::new(),
+                        });
+                    }
+                    Err(e) => {
+                        let e = unavailable("C_OpenSession", &e);
+                        self.break_pool(&mut state);
+                        return Err(e);
                     }
                 }
-                Ok(v)
             }
-            Err(OpError::Data(e)) => Err(e),
-            Err(OpError::Fatal(e)) => {
-                if let Some(open) = state.open.take() {
-                    close(open);
-                }
-                Err(e)
-            }
+            state = self.returned.wait(state).unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    fn open(&self, state: &mut TokenState, rw: bool) -> Result<Open, KekError> {
+    fn note_open(&self, open: &Open) {
+        self.peak
+            .fetch_max(open.idle.len() + open.in_use, Ordering::Relaxed);
+    }
+
+    /// Gives a session back after a call. `healthy`: the call did not fail for a
+    /// reason other than its data, so the session may be used again.
+    fn checkin(&self, pooled: Pooled, healthy: bool, rw: bool) {
+        let mut state = self.lock();
+        if let Some(open) = state.open.as_mut() {
+            open.in_use = open.in_use.saturating_sub(1);
+            if healthy && !rw && !open.broken {
+                open.idle.push(pooled);
+            } else {
+                drop(pooled);
+                if !healthy {
+                    open.broken = true;
+                }
+            }
+        } else {
+            drop(pooled);
+        }
+        if state.open.as_ref().is_some_and(|o| o.broken) {
+            self.break_pool(&mut state);
+        }
+        drop(state);
+        self.returned.notify_all();
+    }
+
+    /// Marks the pool broken; once no session is in use any more, closes every
+    /// session and finalizes the module so that the next call starts from scratch.
+    fn break_pool(&self, state: &mut TokenState) {
+        let Some(open) = state.open.as_mut() else {
+            return;
+        };
+        open.broken = true;
+        open.idle.clear();
+        if open.in_use == 0 {
+            if let Some(open) = state.open.take() {
+                close(open);
+            }
+            self.returned.notify_all();
+        }
+    }
+
+    /// Runs `op` on a session of the pool. When `op` fails for any reason other than
+    /// the data, the pool is torn down (see the module docs).
+    fn with_session<T>(
+        &self,
+        rw: bool,
+        op: impl FnOnce(&mut Pooled) -> Result<T, OpError>,
+    ) -> Result<T, KekError> {
+        let mut pooled = self.checkout(rw)?;
+        let result = op(&mut pooled);
+        let healthy = !matches!(result, Err(OpError::Fatal(_)));
+        self.checkin(pooled, healthy, rw);
+        match result {
+            Ok(v) => Ok(v),
+            Err(OpError::Data(e) | OpError::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Initializes the module, finds the token, opens a first session and logs in.
+    fn open(&self, state: &mut TokenState) -> Result<(Open, Pooled), KekError> {
         let cfg = &self.config;
         let ctx = Pkcs11::new(&cfg.module).map_err(|e| {
             KekError::Unavailable(format!(
@@ -133,13 +286,36 @@ impl Token {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(unavailable("C_Initialize", &e)),
         }
-        let slot = find_slot(&ctx, &cfg.token_label)?;
-        let session = if rw {
-            ctx.open_rw_session(slot)
-        } else {
-            ctx.open_ro_session(slot)
+        match self.login(state, &ctx) {
+            Ok((slot, session)) => {
+                let open = Open {
+                    ctx,
+                    slot,
+                    idle: Vec::new(),
+                    in_use: 0,
+                    broken: false,
+                };
+                self.peak.fetch_max(1, Ordering::Relaxed);
+                Ok((
+                    open,
+                    Pooled {
+                        session,
+                        handles: HashMap::new(),
+                    },
+                ))
+            }
+            // As before the pool: a failed open is not finalized (another token of this
+            // process may be using the module); its session, if any, is closed on drop.
+            Err(e) => Err(e),
         }
-        .map_err(|e| unavailable("C_OpenSession", &e))?;
+    }
+
+    fn login(&self, state: &mut TokenState, ctx: &Pkcs11) -> Result<(Slot, Session), KekError> {
+        let cfg = &self.config;
+        let slot = find_slot(ctx, &cfg.token_label)?;
+        let session = ctx
+            .open_ro_session(slot)
+            .map_err(|e| unavailable("C_OpenSession", &e))?;
 
         let pin = read_pin(&cfg.pin_file)?;
         let pin_hash: [u8; 32] = Sha256::digest(pin.as_bytes()).into();
@@ -165,11 +341,7 @@ impl Token {
             }
             Err(e) => return Err(unavailable("C_Login", &e)),
         }
-        Ok(Open {
-            session,
-            ctx,
-            handles: HashMap::new(),
-        })
+        Ok((slot, session))
     }
 
     /// Generates a new KEK labelled `label` inside the token. Refuses if a key with
@@ -225,8 +397,8 @@ impl Token {
 }
 
 fn close(open: Open) {
-    let Open { session, ctx, .. } = open;
-    drop(session);
+    let Open { idle, ctx, .. } = open;
+    drop(idle);
     // Finalize so that the next open re-reads the token from scratch.
     if let Err(e) = ctx.finalize() {
         tracing::debug!(error = %e, "C_Finalize failed");
@@ -234,7 +406,7 @@ fn close(open: Open) {
 }
 
 /// What went wrong inside an operation: the data (keep the session) or anything else
-/// (tear the session down).
+/// (tear the pool down).
 enum OpError {
     Data(KekError),
     Fatal(KekError),
@@ -395,10 +567,10 @@ impl Pkcs11Kek {
 }
 
 impl KeyInner {
-    /// The handle of this key in the open session, (re)finding and re-checking it when
-    /// the session is new. A key whose CKA_ID changed is refused: its key_id would
+    /// The handle of this key in this session, (re)finding and re-checking it when the
+    /// session is new. A key whose CKA_ID changed is refused: its key_id would
     /// otherwise name a different key.
-    fn handle(&self, open: &mut Open) -> Result<ObjectHandle, OpError> {
+    fn handle(&self, open: &mut Pooled) -> Result<ObjectHandle, OpError> {
         if let Some(h) = open.handles.get(&self.label) {
             return Ok(*h);
         }

@@ -109,6 +109,7 @@ impl SoftHsm {
             module: SOFTHSM_MODULE.into(),
             token_label: self.label.clone(),
             pin_file: self.pin_file.clone(),
+            sessions: TokenConfig::DEFAULT_SESSIONS,
         }
     }
 }
