@@ -1,5 +1,5 @@
-//! The bounds on what the gateway holds (schedules, shifts per feed) and which of
-//! several schedules' next shifts is named.
+//! The bounds on what the gateway holds (schedules, shifts per feed), which of
+//! several schedules' next shifts is named, and the listing of a time range.
 
 use jiff::{SignedDuration, Timestamp};
 use palisade_oncall::ical::MAX_SHIFTS;
@@ -157,4 +157,43 @@ fn next_shift_is_the_earliest_across_schedules() {
         .next_shift("alice", ts("2026-01-01T00:00:00Z"))
         .expect("a next shift");
     assert_eq!(next.schedule, "a-late");
+}
+
+#[test]
+fn shifts_between_lists_exactly_the_overlapping_shifts_in_start_order() {
+    let mut s = Schedules::new();
+    s.add_shifts(
+        "feed",
+        vec![
+            shift("carol", "2026-05-01T02:00:00Z", "2026-05-01T03:00:00Z"),
+            shift("alice", "2026-05-01T00:00:00Z", "2026-05-01T01:00:00Z"),
+        ],
+    )
+    .expect("adds");
+    s.add_shifts(
+        "other",
+        vec![shift("bob", "2026-05-01T00:30:00Z", "2026-05-01T02:30:00Z")],
+    )
+    .expect("adds");
+    let listed = |from: &str, until: &str| -> Vec<(String, String)> {
+        s.shifts_between(ts(from), ts(until))
+            .into_iter()
+            .map(|x| (x.schedule, x.operator))
+            .collect()
+    };
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    // [from, until) against [start, end): touching at either end is not overlapping.
+    assert_eq!(
+        listed("2026-05-01T01:00:00Z", "2026-05-01T02:00:00Z"),
+        [pair("other", "bob")]
+    );
+    assert_eq!(
+        listed("2026-05-01T00:00:00Z", "2026-05-01T03:00:00Z"),
+        [
+            pair("feed", "alice"),
+            pair("other", "bob"),
+            pair("feed", "carol")
+        ]
+    );
+    assert!(listed("2026-05-01T03:00:00Z", "2026-05-02T00:00:00Z").is_empty());
 }
