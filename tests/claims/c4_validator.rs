@@ -585,6 +585,60 @@ fn validator_refuses_oversize_input() {
     assert_eq!(reason_of(&err), Reason::TooLarge, "{err}");
 }
 
+/// The CLI path bounds `name=value` pairs as the JSON path bounds the object: each
+/// pair counts its name, its value and two bytes of separators.
+#[test]
+fn cli_arguments_are_bounded_in_total_size() {
+    use palisade_policy::validate::{MAX_PARAMS_BYTES, MAX_PARAM_ENTRIES};
+    let p = policy();
+    let too_large = |args: &[(String, String)]| {
+        matches!(
+            p.validate_args("kube.cordon", args),
+            Err(ValidationError::TooLarge { max, .. }) if max == MAX_PARAMS_BYTES
+        )
+    };
+    // One byte over, as a value and as a name with an empty value.
+    let over = MAX_PARAMS_BYTES + 1 - "node".len() - 2;
+    assert!(too_large(&[("node".into(), "a".repeat(over))]));
+    assert!(!too_large(&[("node".into(), "a".repeat(over - 1))]));
+    assert!(too_large(&[(
+        "n".repeat(MAX_PARAMS_BYTES - 1),
+        String::new()
+    )]));
+    // Many short pairs: the separators count too, before their number does.
+    let tiny: Vec<(String, String)> = (0..MAX_PARAMS_BYTES / 3 + 1)
+        .map(|_| ("n".to_string(), String::new()))
+        .collect();
+    assert!(too_large(&tiny));
+    // And their number is bounded on its own, before any name is looked at.
+    let pairs = |n: usize| -> Vec<(String, String)> {
+        (0..n).map(|_| ("node".into(), "a".into())).collect()
+    };
+    let count = MAX_PARAM_ENTRIES;
+    assert_eq!(
+        p.validate_args("kube.cordon", &pairs(count + 1)),
+        Err(ValidationError::TooManyParameters { max: count })
+    );
+    assert!(matches!(
+        p.validate_args("kube.cordon", &pairs(count)),
+        Err(ValidationError::DuplicateParameter { .. })
+    ));
+}
+
+#[test]
+fn echoed_values_are_cut_at_64_characters_and_marked() {
+    let p = policy();
+    let value = format!("-{}", "a".repeat(100));
+    let err = p
+        .validate("kube.cordon", &one("node", &value))
+        .expect_err("leading dash");
+    let ValidationError::LeadingDash { value: shown, .. } = &err else {
+        panic!("not refused for its leading dash: {err}");
+    };
+    assert_eq!(shown, &format!("{}\u{2026}", &value[..64]));
+    assert!(!err.to_string().contains(&value), "{err}");
+}
+
 #[test]
 fn validator_refuses_integer_overflow_floats_and_negatives() {
     let p = policy();
@@ -1155,6 +1209,16 @@ fn validator_accepts_well_formed_requests() {
             .expect("cli bool")
             .bool_param("wait_healthy"),
         Some(false)
+    );
+    let args = [
+        ("component".to_string(), "etcd".to_string()),
+        ("wait_healthy".to_string(), "true".to_string()),
+    ];
+    assert_eq!(
+        p.validate_args("component.restart", &args)
+            .expect("cli bool")
+            .bool_param("wait_healthy"),
+        Some(true)
     );
 }
 

@@ -114,6 +114,60 @@ async fn token_from_the_future_is_refused() {
 }
 
 #[tokio::test]
+async fn subject_must_be_1_to_255_bytes() {
+    let key = TestKey::ec();
+    let (v, _dir) = file_verifier(&[key.jwk("k1")]).await;
+    for sub in [String::new(), "s".repeat(256)] {
+        let t = token(&key, Some("k1"), &with(claims(), "sub", json!(sub)));
+        let err = v.verify(&t, NOW).await.unwrap_err();
+        assert!(
+            matches!(err, AuthError::BadClaim { ref claim, .. } if claim == "sub"),
+            "{} bytes: {err}",
+            sub.len()
+        );
+        assert!(err.to_string().contains("sub"), "{err}");
+    }
+    let longest = token(
+        &key,
+        Some("k1"),
+        &with(claims(), "sub", json!("s".repeat(255))),
+    );
+    assert_eq!(
+        v.verify(&longest, NOW).await.unwrap().subject,
+        "s".repeat(255)
+    );
+}
+
+#[tokio::test]
+async fn fractional_expiry_is_read_and_absurd_expiry_refused() {
+    let key = TestKey::ec();
+    let (v, _dir) = file_verifier(&[key.jwk("k1")]).await;
+    // RFC 7519 §2 allows fractional seconds; they are rounded down.
+    let soon = token(
+        &key,
+        Some("k1"),
+        &with(claims(), "exp", json!(NOW as f64 + 3600.5)),
+    );
+    assert_eq!(v.verify(&soon, NOW).await.unwrap().expires_at, NOW + 3600);
+    let past = token(
+        &key,
+        Some("k1"),
+        &with(claims(), "exp", json!(NOW as f64 - 3600.5)),
+    );
+    let err = v.verify(&past, NOW).await.unwrap_err();
+    assert!(matches!(err, AuthError::Expired { .. }), "{err}");
+    // A date beyond any clock must not saturate into "never expires".
+    for exp in [1e300, -1e300, 1e15 + 0.5] {
+        let t = token(&key, Some("k1"), &with(claims(), "exp", json!(exp)));
+        let err = v.verify(&t, NOW).await.unwrap_err();
+        assert!(
+            matches!(err, AuthError::BadClaim { ref claim, .. } if claim == "exp"),
+            "{exp}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn wrong_audience_is_refused_as_string_and_as_array() {
     let key = TestKey::ec();
     let (v, _dir) = file_verifier(&[key.jwk("k1")]).await;
@@ -462,8 +516,10 @@ async fn periodic_refresh_keeps_the_last_good_set_when_the_issuer_fails() {
         .verify(&token(&k2, Some("k2"), &claims()), NOW)
         .await
         .is_ok());
-    let hits = server.hits();
     drop(v);
+    // A refresh already under way when the verifier went may still reach the server.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hits = server.hits();
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(server.hits(), hits, "the refresh stops with the verifier");
 }
