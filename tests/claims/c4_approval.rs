@@ -738,8 +738,19 @@ fn count_approvals_excludes_the_author_by_key_id_or_by_name() {
 #[test]
 fn malformed_proposal_ids_are_refused_before_any_path_is_built() {
     let f = Fixture::new();
+    let id = f.propose("alice", 2);
+    let real = f.repo.proposals().join(&id).join("proposal.json");
     let long = "a".repeat(81);
-    for bad in ["", "../x", ".x", "-x", "a/b", "a\\b", long.as_str()] {
+    let bad_ids = ["", "../x", ".x", "-x", "a/b", "a\\b", long.as_str()];
+    // Each id leads to a proposal.json that exists, so only the id check refuses it
+    // (without the check, `load` would read it and answer StaleProposal instead).
+    for bad in bad_ids {
+        let dir = f.repo.proposals().join(bad);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::copy(&real, dir.join("proposal.json")).expect("copy proposal.json");
+    }
+    let traversal = format!("../proposals/{id}");
+    for bad in bad_ids.into_iter().chain([traversal.as_str()]) {
         match approval::approve(&f.repo, bad, &f.key("bob")) {
             Err(TrustError::NoProposal(_)) => {}
             other => panic!("{bad:?}: expected NoProposal, got {other:?}"),
