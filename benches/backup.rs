@@ -40,7 +40,7 @@
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{child_pid, free_port_block, memory, mib, palisade_bin};
+use support::{child_pid, free_port_block, memory, mib, palisade_bin, Proc};
 
 use palisade_agent::client::{prepare, Dispatcher, Request};
 use palisade_agent::dispatch::ResultOutcome;
@@ -51,11 +51,11 @@ use palisade_policy::keys::{PublicKey, SigningKey};
 use palisade_policy::Policy;
 use palisade_tlog::checkpoint::LogPolicy;
 use palisade_tlog::note::VerifierKey;
-use std::io::{BufRead, BufReader};
+
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
@@ -73,103 +73,6 @@ fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A process whose output is collected in the background; stopped on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Kept open: children run with `--exit-with-parent` stop when it closes.
-    _stdin: Option<ChildStdin>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let (tx, lines) = mpsc::channel();
-        for out in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let stdin = child.stdin.take();
-        Self {
-            child,
-            lines,
-            _stdin: stdin,
-        }
-    }
-
-    fn wait_for(&mut self, what: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if line.trim() == what {
-                        return;
-                    }
-                    seen.push(line);
-                }
-                Err(_) => panic!(
-                    "no {what:?} within {timeout:?}; output:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Keeps the pipes drained so that the child never blocks writing its log.
-    fn drain(&self) {
-        while self.lines.try_recv().is_ok() {}
-    }
-
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            self.drain();
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.terminate();
-        }
-    }
 }
 
 /// A running `palisade up` whose etcd has room for a large database.
@@ -199,7 +102,7 @@ impl Stack {
             ]);
             cmd
         };
-        let mut up = Proc::spawn(up_cmd());
+        let mut up = Proc::spawn(up_cmd(), Duration::from_secs(15));
         up.wait_for("ready", Duration::from_secs(120));
         up.terminate();
 
@@ -215,7 +118,7 @@ impl Stack {
         );
         std::fs::write(&config, text).expect("agent.toml");
 
-        let mut up = Proc::spawn(up_cmd());
+        let mut up = Proc::spawn(up_cmd(), Duration::from_secs(15));
         up.wait_for("ready", Duration::from_secs(120));
         Self {
             _tmp: tmp,

@@ -43,7 +43,7 @@
 
 #[path = "support/mod.rs"]
 mod support;
-use support::{child_pid, free_port_block, memory, mib, palisade_bin};
+use support::{child_pid, free_port_block, memory, mib, palisade_bin, Proc};
 
 use palisade_agent::client::{prepare, Dispatcher, Request};
 use palisade_core::event::{Actor, GrantRef, Justification};
@@ -53,11 +53,10 @@ use palisade_policy::keys::{PublicKey, SigningKey};
 use palisade_tlog::checkpoint::LogPolicy;
 use palisade_tlog::note::VerifierKey;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -105,100 +104,6 @@ fn cpu_times() -> (u64, u64, u64) {
     let idle = v.get(3).copied().unwrap_or(0);
     let iowait = v.get(4).copied().unwrap_or(0);
     (total - idle - iowait, total, iowait)
-}
-
-/// A process whose output is collected in the background; stopped on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Kept open: children run with `--exit-with-parent` stop when it closes.
-    _stdin: Option<ChildStdin>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let (tx, lines) = mpsc::channel();
-        for out in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let stdin = child.stdin.take();
-        Self {
-            child,
-            lines,
-            _stdin: stdin,
-        }
-    }
-
-    fn wait_for(&mut self, what: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    // `ready` is a line of its own; other markers are parts of lines.
-                    if line.trim() == what || (what.len() > 5 && line.contains(what)) {
-                        return;
-                    }
-                    seen.push(line);
-                }
-                Err(_) => panic!(
-                    "no {what:?} within {timeout:?}; output:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            // Keep draining so the child never blocks on a full pipe.
-            while self.lines.try_recv().is_ok() {}
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.terminate();
-        }
-    }
 }
 
 /// A running `palisade up`, extended to `clusters` clusters (one agent process each)
@@ -282,7 +187,7 @@ impl Stack {
             ]);
             cmd
         };
-        let mut up = Proc::spawn(up_cmd());
+        let mut up = Proc::spawn(up_cmd(), Duration::from_secs(10));
         up.wait_for("ready", Duration::from_secs(120));
         up.terminate();
 
@@ -353,7 +258,7 @@ impl Stack {
             agent_cfgs.push(cfg);
         }
 
-        let mut up = Proc::spawn(up_cmd());
+        let mut up = Proc::spawn(up_cmd(), Duration::from_secs(10));
         up.wait_for("ready", Duration::from_secs(120));
         let mut agents = Vec::new();
         for cfg in &agent_cfgs {
@@ -365,7 +270,7 @@ impl Stack {
                 &cfg.display().to_string(),
                 "--exit-with-parent",
             ]);
-            agents.push(Proc::spawn(cmd));
+            agents.push(Proc::spawn(cmd, Duration::from_secs(10)));
         }
         for a in &mut agents {
             a.wait_for("listening on", Duration::from_secs(60));

@@ -1,8 +1,13 @@
 //! Helpers shared by the benchmarks that start the real stack (`gateway`, `backup`):
-//! the release binary, free ports, and what `/proc` says about a process.
+//! the release binary, free ports, child processes, and what `/proc` says about a
+//! process.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// The release `palisade` binary: `$PALISADE_BIN`, or next to this benchmark's
 /// `deps/` directory.
@@ -83,4 +88,106 @@ pub fn child_pid(parent: u32, needle: &str) -> Option<u32> {
 
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// A process whose output is collected in the background; stopped on drop.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    /// How long `terminate` waits after SIGTERM before killing.
+    grace: Duration,
+    /// Kept open: children run with `--exit-with-parent` stop when it closes.
+    _stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    /// Starts `cmd`; `terminate` waits `grace` after SIGTERM before killing it.
+    pub fn spawn(mut cmd: Command, grace: Duration) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            lines,
+            grace,
+            _stdin: stdin,
+        }
+    }
+
+    /// Keeps the pipes drained so that the child never blocks writing its log.
+    pub fn drain(&self) {
+        while self.lines.try_recv().is_ok() {}
+    }
+
+    pub fn wait_for(&mut self, what: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    // `ready` is a line of its own; other markers are parts of lines.
+                    if line.trim() == what || (what.len() > 5 && line.contains(what)) {
+                        return;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => panic!(
+                    "no {what:?} within {timeout:?}; output:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            self.drain();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
 }
