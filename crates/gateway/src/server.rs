@@ -158,9 +158,8 @@ pub fn policy_record(v: &palisade_policy::trusted_policy::VerifiedPolicy) -> Vec
         "approvers": v.approvers,
         "proposal": v.proposal,
     });
-    // serde_json's maps are sorted and the values hold no floats: this is the
-    // canonical form.
-    serde_json::to_vec(&record).unwrap_or_default()
+    // A JSON value of strings, integers and arrays always has a canonical form.
+    palisade_core::canonical::to_canonical_vec(&record).unwrap_or_default()
 }
 
 /// Appends the policy's record to the governance log once (one gateway among those
