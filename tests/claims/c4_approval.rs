@@ -9,6 +9,7 @@
 use palisade_policy::approval::{self, ApprovalStatement};
 use palisade_policy::dsse::Envelope;
 use palisade_policy::keys::{self, PublicKey, SigningKey};
+use palisade_policy::root::RootChange;
 use palisade_policy::trusted_policy::{self, PolicyRelease};
 use palisade_policy::tuf::{
     self, Lifetimes, OnlineKeys, RepoDir, RepoState, TrustConfig, TrustError,
@@ -98,6 +99,24 @@ impl Fixture {
         .expect("write proposal.json");
     }
 
+    fn root_key(&self) -> SigningKey {
+        SigningKey::read(&self.keys.join("root.key")).expect("root key")
+    }
+
+    fn update_root(
+        &self,
+        signers: &[SigningKey],
+        change: RootChange,
+    ) -> Result<palisade_policy::root::RootUpdated, TrustError> {
+        palisade_policy::root::update_root(
+            &self.repo,
+            signers,
+            &self.online(),
+            change,
+            &Lifetimes::default(),
+        )
+    }
+
     fn online(&self) -> OnlineKeys {
         OnlineKeys::load(&self.keys).expect("online keys")
     }
@@ -148,32 +167,47 @@ impl Fixture {
     /// Publishes a forged policy straight through the TUF writer, bypassing
     /// Palisade's rule: `signers` sign both the DSSE approval and the policy role.
     fn forge(&self, id: &str, signers: &[&str], dsse_signers: &[&str]) {
+        let state = RepoState::read(&self.repo).expect("state");
+        let trust = state.trust().expect("trust");
+        let keys = |names: &[&str]| names.iter().map(|n| self.key(n)).collect::<Vec<_>>();
+        self.forge_delegated(
+            id,
+            &trust.reviewers,
+            trust.threshold,
+            &keys(signers),
+            &keys(dsse_signers),
+        );
+    }
+
+    /// As [`Fixture::forge`], with the online key also delegating the `policy` role
+    /// to `delegate_to` with `threshold` (what a holder of the online key can sign).
+    fn forge_delegated(
+        &self,
+        id: &str,
+        delegate_to: &[PublicKey],
+        threshold: u64,
+        signers: &[SigningKey],
+        dsse_signers: &[SigningKey],
+    ) {
         let staged = approval::load(&self.repo, id).expect("proposal");
         let st: ApprovalStatement = staged.proposal.statement.clone();
         let role = staged.proposal.staged_role.clone().expect("policy role");
         let body = serde_json::to_vec(&st).expect("statement");
         let approvals: Vec<Envelope> = dsse_signers
             .iter()
-            .map(|n| {
-                Envelope::sign(
-                    approval::APPROVAL_PAYLOAD_TYPE,
-                    &canonical(&st, &body),
-                    &self.key(n),
-                )
-            })
+            .map(|k| Envelope::sign(approval::APPROVAL_PAYLOAD_TYPE, &canonical(&st, &body), k))
             .collect();
         let signatures = signers
             .iter()
-            .map(|n| tuf::tuf_signature(&role, &self.key(n)).expect("sig"))
+            .map(|k| tuf::tuf_signature(&role, k).expect("sig"))
             .collect();
         let state = RepoState::read(&self.repo).expect("state");
-        let trust = state.trust(&self.repo).expect("trust");
         trusted_policy::publish_signed_policy(
             &self.repo,
             &state,
             &self.online(),
-            &trust.reviewers,
-            trust.threshold,
+            delegate_to,
+            threshold,
             PolicyRelease {
                 statement: st,
                 role: Signed {
@@ -314,12 +348,12 @@ fn removed_reviewer_key_is_not_counted() {
     // carol leaves, dave joins; threshold stays 2.
     let pubkey =
         |n: &str| PublicKey::read(&f.dir.join("reviewers").join(format!("{n}.pub"))).expect("pub");
-    trusted_policy::rotate_reviewers(
-        &f.repo,
-        &f.online(),
-        vec![pubkey("alice"), pubkey("bob"), pubkey("dave")],
-        2,
-        &Lifetimes::default(),
+    f.update_root(
+        &[f.root_key()],
+        RootChange {
+            reviewers: Some((vec![pubkey("alice"), pubkey("bob"), pubkey("dave")], 2)),
+            ..RootChange::default()
+        },
     )
     .expect("rotate");
     // The published policy was approved by bob and carol: carol no longer counts, so
@@ -474,6 +508,225 @@ fn swapped_delegation_is_refused() {
         }
         other => panic!("expected Signature refusal, got {other:?}"),
     }
+}
+
+/// A key pair outside the repository's trust (an attacker's, or a new root key),
+/// generated on first use.
+fn outsider(f: &Fixture, name: &str) -> SigningKey {
+    let dir = f.dir.join("outsiders");
+    let path = dir.join(format!("{name}.key"));
+    if !path.exists() {
+        keys::generate(name, &dir, false).expect("key");
+    }
+    SigningKey::read(&path).expect("key")
+}
+
+#[test]
+fn the_online_key_cannot_delegate_the_policy_to_other_keys() {
+    let f = Fixture::new();
+    f.published(2);
+    // The holder of the online targets key delegates `policy` to two keys of theirs,
+    // signs alice's next proposal with them and publishes it with their approvals.
+    let (mallory, trent) = (outsider(&f, "mallory"), outsider(&f, "trent"));
+    let id = f.propose("alice", 3);
+    f.forge_delegated(
+        &id,
+        &[mallory.public().clone(), trent.public().clone()],
+        2,
+        &[outsider(&f, "mallory"), outsider(&f, "trent")],
+        &[mallory, trent],
+    );
+    match f.verify("gw") {
+        Err(TrustError::DelegationMismatch { role, detail }) => {
+            assert_eq!(role, "policy");
+            assert!(
+                detail.contains("keys not in the root's reviewers"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected DelegationMismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_online_key_cannot_lower_the_threshold() {
+    let f = Fixture::new();
+    f.published(2);
+    // Same reviewers, threshold 1: bob alone "approves".
+    let id = f.propose("alice", 3);
+    let reviewers: Vec<PublicKey> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| f.key(n).public().clone())
+        .collect();
+    f.forge_delegated(&id, &reviewers, 1, &[f.key("bob")], &[f.key("bob")]);
+    match f.verify("gw") {
+        Err(TrustError::DelegationMismatch { detail, .. }) => {
+            assert!(detail.contains("threshold 1, the root says 2"), "{detail}")
+        }
+        other => panic!("expected DelegationMismatch, got {other:?}"),
+    }
+}
+
+fn pubkey(f: &Fixture, name: &str) -> PublicKey {
+    PublicKey::read(&f.dir.join("reviewers").join(format!("{name}.pub"))).expect("pub")
+}
+
+fn add_dave() -> impl Fn(&Fixture) -> RootChange {
+    |f| RootChange {
+        reviewers: Some((
+            ["alice", "bob", "carol", "dave"]
+                .iter()
+                .map(|n| pubkey(f, n))
+                .collect(),
+            2,
+        )),
+        ..RootChange::default()
+    }
+}
+
+/// Root version N+1 with `edit` applied, signed by `signers` only, written as the
+/// repository's newest root (what a host without the root keys can produce).
+fn forge_root(f: &Fixture, signers: &[&SigningKey], edit: impl FnOnce(&mut tough::schema::Root)) {
+    let state = RepoState::read(&f.repo).expect("state");
+    let mut root = state.root.signed.clone();
+    root.version = std::num::NonZeroU64::new(root.version.get() + 1).expect("version");
+    edit(&mut root);
+    let signed = Signed {
+        signatures: signers
+            .iter()
+            .map(|k| tuf::tuf_signature(&root, k).expect("sig"))
+            .collect(),
+        signed: root,
+    };
+    let bytes = serde_json::to_vec_pretty(&signed).expect("json");
+    let md = f.repo.metadata();
+    std::fs::write(
+        md.join(format!("{}.root.json", signed.signed.version)),
+        &bytes,
+    )
+    .expect("write");
+    std::fs::write(md.join("root.json"), &bytes).expect("write");
+}
+
+fn add_reviewer_to_root(root: &mut tough::schema::Root, key: &PublicKey) {
+    let trust = root
+        ._extra
+        .get_mut(tuf::ROOT_TRUST_FIELD)
+        .expect("trust field");
+    trust["reviewers"]
+        .as_array_mut()
+        .expect("reviewers")
+        .push(serde_json::to_value(key).expect("key"));
+}
+
+#[test]
+fn reviewers_change_only_by_a_root_update_signed_by_the_old_root() {
+    let f = Fixture::new();
+    f.published(2);
+    let before = std::fs::read(f.repo.metadata().join("root.json")).expect("root");
+    // Neither the online key, nor a reviewer's, nor no key at all can sign it.
+    for signers in [vec![f.online().online], vec![f.key("alice")], vec![]] {
+        match f.update_root(&signers, add_dave()(&f)) {
+            Err(TrustError::RootThreshold {
+                version: 1,
+                required: 1,
+                given: 0,
+                strangers,
+            }) => assert_eq!(strangers.len(), signers.len()),
+            other => panic!("expected RootThreshold, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        std::fs::read(f.repo.metadata().join("root.json")).expect("root"),
+        before,
+        "a refused root update wrote nothing"
+    );
+    assert!(!f.repo.metadata().join("2.root.json").exists());
+
+    // A root written by the host with the online key is refused by the verifier.
+    let mallory = outsider(&f, "mallory");
+    let online = f.online().online;
+    forge_root(&f, &[&online], |root| {
+        add_reviewer_to_root(root, mallory.public())
+    });
+    match f.verify("fresh") {
+        Err(TrustError::Signature { detail }) => assert!(detail.contains("root"), "{detail}"),
+        other => panic!("expected a root signature refusal, got {other:?}"),
+    }
+    std::fs::write(f.repo.metadata().join("root.json"), &before).expect("restore");
+    std::fs::remove_file(f.repo.metadata().join("2.root.json")).expect("rm");
+
+    // The root key signs it: dave becomes a reviewer, the policy still verifies,
+    // and dave's approval now counts.
+    let done = f
+        .update_root(&[f.root_key()], add_dave()(&f))
+        .expect("root update");
+    assert_eq!(done.version, 2);
+    assert_eq!(f.verify("gw").expect("after update").version, 2);
+    let id = f.propose("alice", 3);
+    f.approve(&id, "dave");
+    f.approve(&id, "carol");
+    f.publish(&id).expect("publish");
+    let v = f.verify("gw").expect("dave counted");
+    assert_eq!(v.approvers, vec!["carol".to_string(), "dave".to_string()]);
+}
+
+#[test]
+fn root_keys_rotate_to_two_of_three_and_then_one_key_is_not_enough() {
+    let f = Fixture::new();
+    f.published(2);
+    f.verify("gw").expect("v2");
+    let new = |n: &str| outsider(&f, n);
+    // The old root key signs, and each new key signs the root it belongs to.
+    f.update_root(
+        &[f.root_key()],
+        RootChange {
+            root_keys: Some((vec![new("r1"), new("r2"), new("r3")], 2)),
+            ..RootChange::default()
+        },
+    )
+    .expect("root keys rotated");
+    f.verify("gw").expect("the verifier follows the new root");
+
+    // One new key is below the threshold; the old root key no longer counts.
+    for (signers, given, strangers) in [
+        (vec![new("r1")], 1, 0),
+        (vec![f.root_key()], 0, 1),
+        (vec![new("r1"), new("r1")], 1, 0),
+    ] {
+        match f.update_root(&signers, add_dave()(&f)) {
+            Err(TrustError::RootThreshold {
+                version: 2,
+                required: 2,
+                given: g,
+                strangers: s,
+            }) => assert_eq!((g, s.len()), (given, strangers)),
+            other => panic!("expected RootThreshold, got {other:?}"),
+        }
+    }
+    // A root signed by one of the three is refused by the verifier.
+    let dave = pubkey(&f, "dave");
+    forge_root(&f, &[&new("r1")], |root| add_reviewer_to_root(root, &dave));
+    match f.verify("gw") {
+        Err(TrustError::Signature { detail }) => assert!(detail.contains("root"), "{detail}"),
+        other => panic!("expected a root signature refusal, got {other:?}"),
+    }
+    std::fs::remove_file(f.repo.metadata().join("3.root.json")).expect("rm");
+    std::fs::copy(
+        f.repo.metadata().join("2.root.json"),
+        f.repo.metadata().join("root.json"),
+    )
+    .expect("restore");
+
+    // Two of the three sign: accepted, from the datastore that saw root 2 and from a
+    // fresh one that starts at root 1.
+    let done = f
+        .update_root(&[new("r1"), new("r3")], add_dave()(&f))
+        .expect("2 of 3");
+    assert_eq!((done.version, done.root_threshold), (3, 2));
+    assert_eq!(done.trust.reviewers.len(), 4);
+    f.verify("gw").expect("walks 2 -> 3");
+    f.verify("fresh").expect("walks 1 -> 2 -> 3");
 }
 
 #[test]

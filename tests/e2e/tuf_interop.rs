@@ -47,6 +47,12 @@ for name in sys.argv[4:]:
     path = u.download_target(info)
     custom = info.custom or {}
     print(name, info.length, custom.get("version"), custom.get("author"), os.path.getsize(path))
+# The root python-tuf verified (walking from the trusted one) carries the reviewers.
+from tuf.api.metadata import Metadata
+verified = Metadata.from_file(os.path.join(work, "meta", "root.json"))
+trust = verified.signed.unrecognized_fields["x-palisade-trust"]
+print("root version", verified.signed.version)
+print("reviewers:", ",".join(r["name"] for r in trust["reviewers"]), "threshold", trust["threshold"])
 "#;
 
 fn run(cmd: &mut Command) -> String {
@@ -154,8 +160,26 @@ fn repository_written_by_palisade_loads_with_python_tuf() {
         .arg("--keys")
         .arg(&keys));
 
-    // Palisade's own verifiers accept it...
-    let root = repo.join("metadata/root.json");
+    // Reviewer dave joins through a root update signed by the root key.
+    run(palisade()
+        .args(["policy", "keygen", "--name", "dave", "--out"])
+        .arg(keys.join("reviewers")));
+    let mut update = palisade();
+    update
+        .args(["policy", "update-root", "--threshold", "2", "--repo"])
+        .arg(&repo)
+        .arg("--keys")
+        .arg(&keys);
+    for who in ["alice", "bob", "carol", "dave"] {
+        update
+            .arg("--reviewer")
+            .arg(keys.join("reviewers").join(format!("{who}.pub")));
+    }
+    let out = run(&mut update);
+    assert!(out.contains("root version 2 written"), "{out}");
+
+    // Palisade's own verifiers accept it, starting from the first root...
+    let root = repo.join("metadata/1.root.json");
     let ds = tmp.path().join("ds");
     let shown = run(palisade()
         .args(["policy", "show", "--repo"])
@@ -190,11 +214,7 @@ fn repository_written_by_palisade_loads_with_python_tuf() {
         .arg(&repo)
         .arg(&root)
         .arg(tmp.path().join("python-client"))
-        .args([
-            "policy/policy.yaml",
-            "palisade/trust.json",
-            "components/etcd/3.5.17/etcd",
-        ])
+        .args(["policy/policy.yaml", "components/etcd/3.5.17/etcd"])
         .output()
         .expect("python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -208,4 +228,9 @@ fn repository_written_by_palisade_loads_with_python_tuf() {
         "{stdout}"
     );
     assert!(stdout.contains("components/etcd/3.5.17/etcd"), "{stdout}");
+    assert!(stdout.contains("root version 2"), "{stdout}");
+    assert!(
+        stdout.contains("reviewers: alice,bob,carol,dave threshold 2"),
+        "{stdout}"
+    );
 }

@@ -105,16 +105,43 @@ enum PolicyCommand {
         #[arg(long = "param")]
         params: Vec<String>,
     },
-    /// Replace the reviewers and threshold (re-signs the delegation with the online key).
-    RotateReviewers {
+    /// Change who approves, or the root keys themselves: writes root version N+1,
+    /// signed by a threshold of the current root keys (and by the new root keys when
+    /// they change), then re-signs the `policy` delegation to match. The online key
+    /// alone can never change reviewers. Options left out keep their current value.
+    #[command(visible_alias = "rotate-reviewers")]
+    UpdateRoot {
         #[arg(long)]
         repo: PathBuf,
+        /// Where the online keys are (default: REPO/../keys).
         #[arg(long)]
         keys: Option<PathBuf>,
-        #[arg(long = "reviewer", required = true)]
+        /// A private key of the current root (repeatable; at least the root's threshold
+        /// of them). Default: KEYS/root.key.
+        #[arg(long = "root-key")]
+        root_keys: Vec<PathBuf>,
+        /// The new reviewers' public key files (repeatable; replaces the list).
+        #[arg(long = "reviewer", requires = "threshold")]
         reviewers: Vec<PathBuf>,
+        /// The new approval threshold (M of the reviewers).
         #[arg(long)]
-        threshold: u64,
+        threshold: Option<u64>,
+        /// The CI keys trusted for test attestations (repeatable; replaces the list).
+        #[arg(long = "ci-key")]
+        ci_keys: Vec<PathBuf>,
+        /// The proposers' public keys (repeatable; replaces the list).
+        #[arg(long = "proposer")]
+        proposers: Vec<PathBuf>,
+        /// Remove every registered proposer.
+        #[arg(long, conflicts_with = "proposers")]
+        no_proposers: bool,
+        /// A private key of the NEW root (repeatable): replaces the root keys. Each new
+        /// key signs the new root too.
+        #[arg(long = "new-root-key", requires = "root_threshold")]
+        new_root_keys: Vec<PathBuf>,
+        /// The new root's threshold (with --new-root-key).
+        #[arg(long)]
+        root_threshold: Option<u64>,
     },
     /// Re-sign snapshot and timestamp so the repository does not expire (run weekly).
     Refresh {
@@ -348,26 +375,80 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        PolicyCommand::RotateReviewers {
+        PolicyCommand::UpdateRoot {
             repo,
             keys,
+            root_keys,
             reviewers,
             threshold,
+            ci_keys,
+            proposers,
+            no_proposers,
+            new_root_keys,
+            root_threshold,
         } => {
-            let online = OnlineKeys::load(&keys_dir(&repo, keys))?;
-            let trust = trusted_policy::rotate_reviewers(
+            let keys_dir = keys_dir(&repo, keys);
+            let online = OnlineKeys::load(&keys_dir)?;
+            let root_keys = if root_keys.is_empty() {
+                vec![keys_dir.join("root.key")]
+            } else {
+                root_keys
+            };
+            let signers = root_keys
+                .iter()
+                .map(|p| SigningKey::read(p).map_err(anyhow::Error::from))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let reviewers = match (reviewers.is_empty(), threshold) {
+                (true, None) => None,
+                (true, Some(t)) => {
+                    let state = tuf::RepoState::read(&RepoDir::new(&repo))?;
+                    Some((state.trust()?.reviewers, t))
+                }
+                (false, Some(t)) => Some((read_pubs(&reviewers)?, t)),
+                (false, None) => anyhow::bail!("--reviewer needs --threshold"),
+            };
+            let change = palisade_policy::root::RootChange {
+                reviewers,
+                ci_keys: (!ci_keys.is_empty())
+                    .then(|| read_pubs(&ci_keys))
+                    .transpose()?,
+                proposers: if no_proposers {
+                    Some(vec![])
+                } else {
+                    (!proposers.is_empty())
+                        .then(|| read_pubs(&proposers))
+                        .transpose()?
+                },
+                root_keys: match root_threshold {
+                    Some(t) => Some((
+                        new_root_keys
+                            .iter()
+                            .map(|p| SigningKey::read(p).map_err(anyhow::Error::from))
+                            .collect::<anyhow::Result<Vec<_>>>()?,
+                        t,
+                    )),
+                    None => None,
+                },
+            };
+            let done = palisade_policy::root::update_root(
                 &RepoDir::new(&repo),
+                &signers,
                 &online,
-                read_pubs(&reviewers)?,
-                threshold,
+                change,
                 &life,
             )?;
+            println!("root version {} written", done.version);
             println!(
                 "reviewers: {} (threshold {})",
-                trust.reviewer_names(),
-                trust.threshold
+                done.trust.reviewer_names(),
+                done.trust.threshold
             );
-            println!("a published policy that no longer has {} valid approvals stops verifying until re-approved", trust.threshold);
+            println!(
+                "root keys: {} (threshold {})",
+                done.root_key_ids.join(", "),
+                done.root_threshold
+            );
+            println!("a published policy that no longer has {} valid approvals stops verifying until re-approved", done.trust.threshold);
         }
         PolicyCommand::Refresh { repo, keys } => {
             let online = OnlineKeys::load(&keys_dir(&repo, keys))?;

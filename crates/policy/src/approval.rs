@@ -333,7 +333,7 @@ pub struct Approved {
 pub fn approve(repo: &RepoDir, id: &str, key: &SigningKey) -> Result<Approved, TrustError> {
     let staged = load(repo, id)?;
     let state = RepoState::read(repo)?;
-    let trust = state.trust(repo)?;
+    let trust = state.trust()?;
     let st = &staged.proposal.statement;
     // A reviewer approves only a change whose author is proven.
     check_authorship(

@@ -37,5 +37,6 @@ pub mod approval;
 pub mod dsse;
 pub mod keys;
 pub mod release;
+pub mod root;
 pub mod trusted_policy;
 pub mod tuf;

@@ -207,7 +207,7 @@ pub fn propose_release(
 ) -> Result<String, TrustError> {
     let target = release_target(component, version, file)?;
     let state = RepoState::read(repo)?;
-    let trust = state.trust(repo)?;
+    let trust = state.trust()?;
     let (author_name, author_key_id) = approval::author_of(&trust, author)?;
     let sha256 = tuf::sha256_hex(artifact);
     check_attestation(&attestation, &sha256, &ci_keys(&trust, extra_ci_keys))?;
@@ -245,7 +245,7 @@ pub fn publish_release(
 ) -> Result<Publication, TrustError> {
     let staged = approval::load(repo, id)?;
     let state = RepoState::read(repo)?;
-    let trust = state.trust(repo)?;
+    let trust = state.trust()?;
     let st = staged.proposal.statement.clone();
     let attestation = staged
         .proposal
@@ -387,7 +387,7 @@ pub async fn verify_release(
     check_segment("component", component)?;
     check_segment("version", version)?;
     let loaded = tuf::load(repo, root, datastore).await?;
-    let trust = tuf::verified_trust(&loaded).await?;
+    let trust = tuf::verified_trust(&loaded)?;
     let (name, target) = find_release(&loaded, component, version)?;
     let expected_sha = hex::encode(target.hashes.sha256.as_ref());
     let found = tuf::sha256_hex(artifact);

@@ -94,7 +94,7 @@ pub fn propose_policy(
 ) -> Result<Proposed, TrustError> {
     let policy = lint(bytes)?;
     let state = RepoState::read(repo)?;
-    let trust = state.trust(repo)?;
+    let trust = state.trust()?;
     let (author_name, author_key_id) = approval::author_of(&trust, author)?;
     let current = published(repo, &state)?;
     if let Some((published_version, _)) = &current {
@@ -209,7 +209,7 @@ pub fn publish_policy(
 ) -> Result<Publication, TrustError> {
     let staged = approval::load(repo, id)?;
     let state = RepoState::read(repo)?;
-    let trust = state.trust(repo)?;
+    let trust = state.trust()?;
     let st = staged.proposal.statement.clone();
     let role = staged
         .proposal
@@ -396,9 +396,9 @@ pub async fn verify_policy(
     datastore: &Path,
 ) -> Result<VerifiedPolicy, TrustError> {
     let loaded = tuf::load(repo, root, datastore).await?;
-    let trust = tuf::verified_trust(&loaded).await?;
+    let trust = tuf::verified_trust(&loaded)?;
     let (reviewers, threshold) =
-        tuf::delegation_keys(&loaded, POLICY_ROLE, &trust).ok_or(TrustError::NoPolicy)?;
+        tuf::reviewer_delegation(&loaded, POLICY_ROLE, &trust)?.ok_or(TrustError::NoPolicy)?;
     let target = tuf::delegated_target(&loaded, POLICY_ROLE, POLICY_TARGET)
         .ok_or(TrustError::NoPolicy)?
         .clone();
@@ -503,59 +503,6 @@ fn check_not_older(datastore: &Path, version: u64) -> Result<(), TrustError> {
         tuf::write_atomic(&path, &tuf::to_file_bytes(&SeenPolicy { version })?)?;
     }
     Ok(())
-}
-
-/// Replaces the reviewers and threshold: `palisade/trust.json` and, once a policy
-/// has been published, the `policy` delegation, re-signed with the online targets
-/// key. Takes effect at once: a published policy whose signatures no longer reach the
-/// new threshold stops verifying until it is re-approved (fail closed).
-pub fn rotate_reviewers(
-    repo: &RepoDir,
-    keys: &OnlineKeys,
-    reviewers: Vec<PublicKey>,
-    threshold: u64,
-    life: &Lifetimes,
-) -> Result<tuf::TrustConfig, TrustError> {
-    if threshold == 0 || threshold as usize > reviewers.len() {
-        return Err(TrustError::Invalid(format!(
-            "threshold {threshold} is impossible with {} reviewer(s)",
-            reviewers.len()
-        )));
-    }
-    let mut ids = std::collections::BTreeSet::new();
-    if let Some(dup) = reviewers.iter().find(|r| !ids.insert(r.key_id())) {
-        return Err(TrustError::Invalid(format!(
-            "reviewer key {} ({}) is listed twice",
-            dup.key_id(),
-            dup.name
-        )));
-    }
-    let state = RepoState::read(repo)?;
-    let mut trust = state.trust(repo)?;
-    trust.reviewers = reviewers;
-    trust.threshold = threshold;
-    let trust_bytes = tuf::to_file_bytes(&trust)?;
-    let mut targets = tuf::next_targets(&state, life);
-    targets.targets.insert(
-        tuf::target_name(tuf::TRUST_TARGET)?,
-        tuf::target_for(&trust_bytes, HashMap::new()),
-    );
-    if state.delegation(POLICY_ROLE).is_some() {
-        let refs: Vec<&PublicKey> = trust.reviewers.iter().collect();
-        tuf::set_delegation(&mut targets, POLICY_ROLE, &refs, threshold, "policy/*")?;
-    }
-    tuf::commit(
-        repo,
-        &state,
-        &keys.online,
-        Commit {
-            targets: Some(targets),
-            delegated: vec![],
-            files: vec![(tuf::TRUST_TARGET.to_string(), trust_bytes)],
-        },
-        life,
-    )?;
-    Ok(trust)
 }
 
 /// Re-signs snapshot and timestamp (online key) so that the repository does not

@@ -2,9 +2,11 @@
 //!
 //! Layout of a repository directory `R` (TUF 1.0, `consistent_snapshot: false`):
 //! ```text
-//! R/metadata/1.root.json, root.json      root (offline root key)
-//! R/metadata/targets.json                 top-level targets (online key): palisade/trust.json,
-//!                                         policy approval records, delegations
+//! R/metadata/N.root.json, root.json      root (offline root keys, threshold): the keys of
+//!                                         every role, and in field `x-palisade-trust` the
+//!                                         reviewers, threshold, CI keys and proposers
+//! R/metadata/targets.json                 top-level targets (online key): policy approval
+//!                                         records, delegations
 //! R/metadata/policy.json                  delegated role `policy` (paths policy/*):
 //!                                         threshold M over the reviewers' keys
 //! R/metadata/components.json              delegated role `components` (paths components/*/*/*):
@@ -34,8 +36,12 @@ use tough::schema::{
 use tough::{ExpirationEnforcement, FilesystemTransport, IntoVec, RepositoryLoader, TargetName};
 
 pub const SPEC_VERSION: &str = "1.0.0";
-/// Top-level target holding the reviewer names, threshold and trusted CI keys.
-pub const TRUST_TARGET: &str = "palisade/trust.json";
+/// The field of the root role's signed metadata that holds the [`TrustConfig`]
+/// (reviewers, threshold, CI keys, proposers). It is signed by the root keys, so only a
+/// root update signed by a threshold of the old root can change who approves; the
+/// online key that signs targets, snapshot and timestamp cannot. TUF clients keep
+/// unrecognised fields and verify signatures over them (TUF 1.0 §4.2).
+pub const ROOT_TRUST_FIELD: &str = "x-palisade-trust";
 pub const POLICY_ROLE: &str = "policy";
 pub const COMPONENTS_ROLE: &str = "components";
 pub const POLICY_TARGET: &str = "policy/policy.yaml";
@@ -81,6 +87,17 @@ pub enum TrustError {
     },
     #[error("reviewer {name} has already approved proposal {proposal}; a key counts once")]
     AlreadyApproved { name: String, proposal: String },
+    #[error("the `{role}` delegation in the targets metadata does not match the reviewers the root role signs: {detail}; only a root update signed by a threshold of the root keys may change them (`palisade policy update-root`)")]
+    DelegationMismatch { role: String, detail: String },
+    #[error("the root role carries no reviewer set (field `x-palisade-trust`): {0}")]
+    NoRootTrust(String),
+    #[error("a root update needs {required} signature(s) by keys of the current root (version {version}); {given} given{}", if strangers.is_empty() { String::new() } else { format!(" (not keys of the current root: {})", strangers.join(", ")) })]
+    RootThreshold {
+        version: u64,
+        required: u64,
+        given: usize,
+        strangers: Vec<String>,
+    },
     #[error("the custom data of target {target} is malformed: {reason}")]
     BadCustom { target: String, reason: String },
     #[error("the policy does not lint:\n{0}")]
@@ -383,6 +400,8 @@ fn metafile(version: NonZeroU64, bytes: &[u8]) -> Metafile {
 /// The publisher's view of the repository (its own files, trusted locally).
 #[derive(Debug, Clone)]
 pub struct RepoState {
+    /// The newest root (`metadata/root.json`).
+    pub root: Signed<Root>,
     pub targets: Signed<Targets>,
     /// The files' exact bytes: re-serialising would change them (map order), and
     /// snapshot.json pins their hashes.
@@ -416,6 +435,7 @@ impl RepoState {
             }
         }
         Ok(Self {
+            root: read_json(&md.join("root.json"))?,
             targets,
             targets_bytes,
             delegated_bytes,
@@ -425,9 +445,9 @@ impl RepoState {
         })
     }
 
-    /// The published trust configuration.
-    pub fn trust(&self, repo: &RepoDir) -> Result<TrustConfig, TrustError> {
-        read_json(&repo.target_path(TRUST_TARGET))
+    /// The trust configuration the newest root signs.
+    pub fn trust(&self) -> Result<TrustConfig, TrustError> {
+        root_trust(&self.root.signed)
     }
 
     pub fn delegation(&self, role: &str) -> Option<&DelegatedRole> {
@@ -596,6 +616,41 @@ pub(crate) fn new_delegated_targets(version: u64, life: &Lifetimes) -> Targets {
 // ---------------------------------------------------------------------------------
 // Creating a repository
 
+/// Refuses a trust configuration that cannot work or that mixes roles: a threshold
+/// outside 1..=reviewers, a key listed twice, a reviewer using one of `forbidden` (the
+/// root, online and pipeline keys).
+pub(crate) fn check_trust(trust: &TrustConfig, forbidden: &[String]) -> Result<(), TrustError> {
+    if trust.threshold == 0 || trust.threshold as usize > trust.reviewers.len() {
+        return Err(TrustError::Invalid(format!(
+            "threshold {} is impossible with {} reviewer(s); it must be between 1 and the number of reviewers",
+            trust.threshold,
+            trust.reviewers.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &trust.reviewers {
+        if !seen.insert(r.key_id()) {
+            return Err(TrustError::Invalid(format!(
+                "reviewer key {} ({}) is listed twice; each reviewer needs their own key",
+                r.key_id(),
+                r.name
+            )));
+        }
+        if forbidden.contains(&r.key_id()) {
+            return Err(TrustError::Invalid(format!(
+                "reviewer {} uses a root or online key; reviewer keys must be separate",
+                r.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn trust_value(trust: &TrustConfig) -> Result<serde_json::Value, TrustError> {
+    serde_json::to_value(trust)
+        .map_err(|e| TrustError::Invalid(format!("cannot encode the trust configuration: {e}")))
+}
+
 /// What `init` produced.
 #[derive(Debug)]
 pub struct InitReport {
@@ -617,23 +672,7 @@ pub fn init(
     trust: &TrustConfig,
     life: &Lifetimes,
 ) -> Result<InitReport, TrustError> {
-    if trust.threshold == 0 || trust.threshold as usize > trust.reviewers.len() {
-        return Err(TrustError::Invalid(format!(
-            "threshold {} is impossible with {} reviewer(s); it must be between 1 and the number of reviewers",
-            trust.threshold,
-            trust.reviewers.len()
-        )));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for r in &trust.reviewers {
-        if !seen.insert(r.key_id()) {
-            return Err(TrustError::Invalid(format!(
-                "reviewer key {} ({}) is listed twice; each reviewer needs their own key",
-                r.key_id(),
-                r.name
-            )));
-        }
-    }
+    check_trust(trust, &[])?;
     if repo.metadata().join("root.json").exists() {
         return Err(TrustError::Invalid(format!(
             "{} already holds a TUF repository",
@@ -645,16 +684,14 @@ pub fn init(
     }
     let root_key = SigningKey::read(&keys_dir.join("root.key"))?;
     let online = OnlineKeys::load(keys_dir)?;
-    for r in &trust.reviewers {
-        let id = r.key_id();
-        if id == root_key.key_id() || id == online.online.key_id() || id == online.pipeline.key_id()
-        {
-            return Err(TrustError::Invalid(format!(
-                "reviewer {} uses a root or online key; reviewer keys must be separate",
-                r.name
-            )));
-        }
-    }
+    check_trust(
+        trust,
+        &[
+            root_key.key_id(),
+            online.online.key_id(),
+            online.pipeline.key_id(),
+        ],
+    )?;
 
     let mut root = Root {
         spec_version: SPEC_VERSION.to_string(),
@@ -663,7 +700,7 @@ pub fn init(
         expires: expiry(life.root),
         keys: HashMap::new(),
         roles: HashMap::new(),
-        _extra: HashMap::new(),
+        _extra: HashMap::from([(ROOT_TRUST_FIELD.to_string(), trust_value(trust)?)]),
     };
     let rk = |k: &SigningKey| RoleKeys {
         keyids: vec![key_id_decoded(&k.key_id())],
@@ -684,15 +721,10 @@ pub fn init(
     write_atomic(&md.join("1.root.json"), &root_bytes)?;
     write_atomic(&md.join("root.json"), &root_bytes)?;
 
-    let trust_bytes = to_file_bytes(trust)?;
     let mut targets = Targets::new(
         SPEC_VERSION.to_string(),
         NonZeroU64::MIN,
         expiry(life.targets),
-    );
-    targets.targets.insert(
-        target_name(TRUST_TARGET)?,
-        target_for(&trust_bytes, HashMap::new()),
     );
     set_delegation(
         &mut targets,
@@ -707,6 +739,7 @@ pub fn init(
     // Snapshot and timestamp are written by commit() as "previous + 1" (so 2 here:
     // version 1 is never published, which TUF allows).
     let state = RepoState {
+        root,
         targets: signed_by(targets.clone(), &[])?,
         targets_bytes: Vec::new(),
         delegated_bytes: BTreeMap::new(),
@@ -727,7 +760,7 @@ pub fn init(
         Commit {
             targets: Some(targets),
             delegated: vec![(COMPONENTS_ROLE.to_string(), components)],
-            files: vec![(TRUST_TARGET.to_string(), trust_bytes)],
+            files: vec![],
         },
         life,
     )?;
@@ -838,13 +871,56 @@ pub fn delegation_keys(
     Some((keys, r.threshold.get()))
 }
 
-/// Reads `palisade/trust.json` through TUF.
-pub async fn verified_trust(repo: &tough::Repository) -> Result<TrustConfig, TrustError> {
-    let bytes = read_target(repo, TRUST_TARGET).await?;
-    serde_json::from_slice(&bytes).map_err(|e| TrustError::BadCustom {
-        target: TRUST_TARGET.into(),
-        reason: e.to_string(),
-    })
+/// The trust configuration in a root role's field [`ROOT_TRUST_FIELD`].
+pub fn root_trust(root: &Root) -> Result<TrustConfig, TrustError> {
+    let value = root.
+        _extra
+        .get(ROOT_TRUST_FIELD)
+        .ok_or_else(|| TrustError::NoRootTrust(format!("root version {} has no such field; a repository made before the reviewers were kept in root must be initialised again", root.version)))?;
+    serde_json::from_value(value.clone())
+        .map_err(|e| TrustError::NoRootTrust(format!("root version {}: {e}", root.version)))
+}
+
+/// The trust configuration of the root that tough verified (chain from the trusted
+/// root, thresholds of old and new root keys, expiry).
+pub fn verified_trust(repo: &tough::Repository) -> Result<TrustConfig, TrustError> {
+    root_trust(&repo.root().signed)
+}
+
+/// The reviewers and threshold of delegated role `role`, as the verified targets
+/// metadata states them — refused unless they are exactly the reviewers and threshold
+/// of the verified root. The targets role is signed by the online key; without this
+/// check its holder could delegate `role` to keys of their own.
+pub fn reviewer_delegation(
+    repo: &tough::Repository,
+    role: &str,
+    trust: &TrustConfig,
+) -> Result<Option<(Vec<PublicKey>, u64)>, TrustError> {
+    let Some((keys, threshold)) = delegation_keys(repo, role, trust) else {
+        return Ok(None);
+    };
+    let mismatch = |detail: String| TrustError::DelegationMismatch {
+        role: role.to_string(),
+        detail,
+    };
+    if threshold != trust.threshold {
+        return Err(mismatch(format!(
+            "threshold {threshold}, the root says {}",
+            trust.threshold
+        )));
+    }
+    let delegated: std::collections::BTreeSet<String> =
+        keys.iter().map(PublicKey::key_id).collect();
+    let reviewers: std::collections::BTreeSet<String> =
+        trust.reviewers.iter().map(PublicKey::key_id).collect();
+    if delegated != reviewers {
+        let extra: Vec<&String> = delegated.difference(&reviewers).collect();
+        let missing: Vec<&String> = reviewers.difference(&delegated).collect();
+        return Err(mismatch(format!(
+            "keys not in the root's reviewers: {extra:?}; reviewers missing from the delegation: {missing:?}"
+        )));
+    }
+    Ok(Some((keys, threshold)))
 }
 
 /// Serialises the signed part of a role the way TUF signs it (for reviewers).
