@@ -291,17 +291,18 @@ async fn the_enforced_policy_is_recorded_in_the_governance_log_tenants_read() {
             r.bytes().await.expect("body")
         }
     };
-    // The gateway records the policy when it has verified it, just after start.
+    // The gateway records the policy and the released etcd when it has verified
+    // them, just after start.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let size = loop {
         let note = Note::parse(&get("checkpoint".into()).await).expect("note");
         let size = Checkpoint::parse(note.text()).expect("checkpoint").size();
-        if size > 0 {
+        if size >= 2 {
             break size;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no governance entry within 30 s"
+            "no policy and release entries within 30 s (size {size})"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -330,6 +331,31 @@ async fn the_enforced_policy_is_recorded_in_the_governance_log_tenants_read() {
     assert_eq!(r["sha256"], verified.sha256);
     assert_eq!(r["digest"], verified.digest);
     assert_eq!(r["proposal"], verified.proposal);
+
+    // The released etcd: one record, naming what the repository verifies to.
+    let release: Vec<_> = records.iter().filter(|r| r["kind"] == "release").collect();
+    assert_eq!(release.len(), 1, "one record per release: {records:?}");
+    let r = release[0];
+    assert_eq!(r["schema"], "palisade.dev/governance/v1");
+    assert_eq!(r["component"], "etcd");
+    assert_eq!(r["test_result"], "PASSED");
+    let published = palisade_policy::release::published_releases(
+        &palisade_policy::tuf::RepoDir::new(stack.dir.join("trust/repo")),
+        &std::fs::read(stack.dir.join("trust/root.json")).expect("root.json"),
+        datastore.path(),
+    )
+    .await
+    .expect("the repository verifies");
+    let [Ok(etcd)] = &published[..] else {
+        panic!("expected one verified release: {published:?}")
+    };
+    assert_eq!(r["version"], etcd.version);
+    assert_eq!(r["target"], etcd.target);
+    assert_eq!(r["sha256"], etcd.sha256);
+    assert_eq!(r["author"], etcd.author);
+    assert_eq!(r["approvers"], serde_json::json!(etcd.approvers));
+    assert_eq!(r["proposal"], etcd.proposal);
+    assert_eq!(size, 2, "nothing else is recorded: {records:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -162,32 +162,100 @@ pub fn policy_record(v: &palisade_policy::trusted_policy::VerifiedPolicy) -> Vec
     palisade_core::canonical::to_canonical_vec(&record).unwrap_or_default()
 }
 
-/// Appends the policy's record to the governance log once (one gateway among those
-/// sharing the state store does it); on failure the claim is given back so that the
-/// next refresh tries again. Returns whether the record is in the log.
-async fn record_policy(gw: &Gateway, v: &palisade_policy::trusted_policy::VerifiedPolicy) -> bool {
-    let key = format!("policy/{}/{}", v.version, v.sha256);
-    match gw.ops.claim_governance_record(&key).await {
+/// The governance log's entry for a component release published with its approvals
+/// (pipeline signature, PASSED attestation, author, approvers all verified).
+pub fn release_record(r: &palisade_policy::release::VerifiedRelease) -> Vec<u8> {
+    let record = serde_json::json!({
+        "schema": "palisade.dev/governance/v1",
+        "kind": "release",
+        "component": r.component,
+        "version": r.version,
+        "target": r.target,
+        "sha256": r.sha256,
+        "author": r.author,
+        "approvers": r.approvers,
+        "proposal": r.proposal,
+        "test_result": "PASSED",
+    });
+    palisade_core::canonical::to_canonical_vec(&record).unwrap_or_default()
+}
+
+/// Appends `record` to the governance log once (one gateway among those sharing the
+/// state store does it, the one that claims `key`); on failure the claim is given back
+/// so that the next refresh tries again. Returns whether the record is in the log.
+async fn record_governance(gw: &Gateway, key: &str, record: &[u8]) -> bool {
+    match gw.ops.claim_governance_record(key).await {
         Ok(true) => {}
         Ok(false) => return true,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot record the policy in the governance log yet (state store)");
+            tracing::warn!(key, error = %e, "cannot record in the governance log yet (state store)");
             return false;
         }
     }
     match gw
         .dispatcher()
-        .append(palisade_tlog_service::config::GOVERNANCE, &policy_record(v))
+        .append(palisade_tlog_service::config::GOVERNANCE, record)
         .await
     {
         Ok(r) => {
-            tracing::info!(version = v.version, digest = %v.digest, index = r.index, "policy recorded in the governance log");
+            tracing::info!(key, index = r.index, "recorded in the governance log");
             true
         }
         Err(e) => {
-            tracing::warn!(version = v.version, error = %e, "cannot record the policy in the governance log; will retry");
-            let _ = gw.ops.unclaim_governance_record(&key).await;
+            tracing::warn!(key, error = %e, "cannot record in the governance log; will retry");
+            let _ = gw.ops.unclaim_governance_record(key).await;
             false
+        }
+    }
+}
+
+async fn record_policy(gw: &Gateway, v: &palisade_policy::trusted_policy::VerifiedPolicy) -> bool {
+    let key = format!("policy/{}/{}", v.version, v.sha256);
+    record_governance(gw, &key, &policy_record(v)).await
+}
+
+/// Records each published release not yet recorded (by this process: `recorded`
+/// holds `target@sha256`; across gateways the state store's claim decides). A
+/// release that does not verify is not recorded, and said.
+async fn record_releases(
+    gw: &Gateway,
+    trust: &palisade_agent::config::TrustFiles,
+    recorded: &mut std::collections::HashSet<String>,
+) {
+    let root = match std::fs::read(&trust.root) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(root = %trust.root.display(), error = %e, "trusted root unreadable; releases not recorded");
+            return;
+        }
+    };
+    let repo = palisade_policy::tuf::RepoDir::new(&trust.repo);
+    let releases = match palisade_policy::release::published_releases(
+        &repo,
+        &root,
+        &trust.datastore,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "the release repository does not verify; releases not recorded");
+            return;
+        }
+    };
+    for release in releases {
+        match release {
+            Ok(r) => {
+                let key = format!("release/{}@{}", r.target, r.sha256);
+                if !recorded.contains(&key)
+                    && record_governance(gw, &key, &release_record(&r)).await
+                {
+                    recorded.insert(key);
+                }
+            }
+            Err((target, e)) => {
+                tracing::warn!(target, error = %e, "a published release does not verify; not recorded")
+            }
         }
     }
 }
@@ -212,6 +280,7 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
     let mut tick = 0u64;
     // The policy (version, sha256) known to be in the governance log.
     let mut recorded: Option<(u64, String)> = None;
+    let mut releases_recorded = std::collections::HashSet::new();
     loop {
         if tick % 5 == 0 {
             for (schedule, url) in &feeds {
@@ -249,6 +318,7 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
                 tracing::warn!(error = %e, "the policy repository does not verify; keeping the last verified policy")
             }
         }
+        record_releases(&gw, &source.trust, &mut releases_recorded).await;
         tick += 1;
         tokio::time::sleep(Duration::from_secs(60)).await;
     }

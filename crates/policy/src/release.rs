@@ -363,10 +363,13 @@ pub async fn release_target_name(
 /// A release that passed every check: the agent may start it.
 #[derive(Debug, Clone)]
 pub struct VerifiedRelease {
+    pub component: String,
+    pub version: String,
     pub target: String,
     pub sha256: String,
     pub author: String,
     pub approvers: Vec<String>,
+    pub proposal: String,
     pub test_result: TestResult,
 }
 
@@ -397,6 +400,60 @@ pub async fn verify_release(
             found,
         });
     }
+    verify_signed_release(&trust, name, target, component, version, extra_ci_keys)
+}
+
+/// Every release the verified `components` role lists, each checked as
+/// [`verify_release`] checks it except for the artifact's bytes (which are not read):
+/// the signed digest stands for them. One TUF load for all. This is what the
+/// governance log records: each release that was published with its approvals.
+/// A release that does not verify is returned as an error beside its target name.
+pub async fn published_releases(
+    repo: &RepoDir,
+    root: &[u8],
+    datastore: &Path,
+) -> Result<Vec<Result<VerifiedRelease, (String, TrustError)>>, TrustError> {
+    let loaded = tuf::load(repo, root, datastore).await?;
+    let trust = tuf::verified_trust(&loaded)?;
+    let Some(role) = loaded
+        .delegated_role(COMPONENTS_ROLE)
+        .and_then(|r| r.targets.as_ref())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut names: Vec<_> = role.signed.targets.iter().collect();
+    names.sort_by(|a, b| a.0.raw().cmp(b.0.raw()));
+    Ok(names
+        .into_iter()
+        .map(|(name, target)| {
+            let parts: Vec<&str> = name.raw().split('/').collect();
+            let [_, component, version, _] = parts[..] else {
+                return Err((
+                    name.raw().to_string(),
+                    TrustError::BadCustom {
+                        target: name.raw().into(),
+                        reason: "not components/<component>/<version>/<file>".into(),
+                    },
+                ));
+            };
+            verify_signed_release(&trust, name, target, component, version, &[])
+                .map_err(|e| (name.raw().to_string(), e))
+        })
+        .collect())
+}
+
+/// The checks of a release that need only its signed metadata: attestation, author's
+/// signature, approvals. The target's signed SHA-256 is the artifact's (the caller
+/// has compared the bytes, or records only what was published).
+fn verify_signed_release(
+    trust: &tuf::TrustConfig,
+    name: &tough::TargetName,
+    target: &tough::schema::Target,
+    component: &str,
+    version: &str,
+    extra_ci_keys: &[PublicKey],
+) -> Result<VerifiedRelease, TrustError> {
+    let found = hex::encode(target.hashes.sha256.as_ref());
     let bad = |reason: &str| TrustError::BadCustom {
         target: name.raw().into(),
         reason: reason.into(),
@@ -408,7 +465,7 @@ pub async fn verify_release(
         .map(serde_json::from_value)
         .ok_or(TrustError::AttestationMissing)?
         .map_err(|e| TrustError::AttestationMalformed(e.to_string()))?;
-    let test_result = check_attestation(&attestation, &found, &ci_keys(&trust, extra_ci_keys))?;
+    let test_result = check_attestation(&attestation, &found, &ci_keys(trust, extra_ci_keys))?;
     let approvals: Vec<Envelope> = target
         .custom
         .get("approvals")
@@ -425,10 +482,11 @@ pub async fn verify_release(
             .map(str::to_string)
     };
     let author = custom_str("author").ok_or_else(|| bad("no `author`"))?;
+    let proposal = custom_str("proposal").ok_or_else(|| bad("no `proposal`"))?;
     let expected = ApprovalStatement {
         type_: APPROVAL_TYPE.into(),
         kind: ChangeKind::Release,
-        proposal: custom_str("proposal").ok_or_else(|| bad("no `proposal`"))?,
+        proposal: proposal.clone(),
         target: name.raw().into(),
         sha256: found.clone(),
         version: version.into(),
@@ -446,15 +504,18 @@ pub async fn verify_release(
     approval::check_authorship(
         &expected,
         author_signature.as_ref(),
-        &approval::author_keys(&trust),
+        &approval::author_keys(trust),
     )?;
     let approvers =
         approval::count_approvals(&expected, &approvals, &trust.reviewers, trust.threshold)?;
     Ok(VerifiedRelease {
+        component: component.into(),
+        version: version.into(),
         target: name.raw().into(),
         sha256: found,
         author,
         approvers: approvers.into_iter().map(|k| k.name).collect(),
+        proposal,
         test_result,
     })
 }
