@@ -191,6 +191,156 @@ pub fn add(v: &mut Vec<Scenario>) {
         "Restoring an older (validly signed) policy metadata is refused as a rollback",
         rollback,
     );
+    push(
+        v,
+        C4,
+        Scope::Local,
+        "c4-online-key-cannot-delegate-policy",
+        "The repository host's online key delegates the policy role to its own keys and publishes a policy they approved: refused",
+        online_key_delegation,
+    );
+    push(
+        v,
+        C4,
+        Scope::Local,
+        "c4-reviewers-change-only-by-root",
+        "Changing the reviewers without a threshold of root keys (online key, reviewer key, a forged root) is refused",
+        reviewers_need_root,
+    );
+}
+
+/// A key outside the deployment's trust (the attacker's).
+fn attacker_key(dir: &Path, name: &str) -> anyhow::Result<SigningKey> {
+    let k = palisade_policy::keys::generate(name, &dir.join("attacker"), true)?;
+    Ok(SigningKey::read(&k.private)?)
+}
+
+fn online_key_delegation(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        use palisade_policy::{approval, dsse::Envelope, trusted_policy, tuf};
+        let t = trust_copy(cx, "c4-online-delegation")?;
+        let id = t.propose(2)?;
+        let staged = approval::load(&t.repo, &id)?;
+        let st = staged.proposal.statement.clone();
+        let role = staged
+            .proposal
+            .staged_role
+            .clone()
+            .ok_or_else(|| anyhow!("the proposal has no staged policy role"))?;
+        let body = palisade_core::canonical::to_canonical_vec(&serde_json::to_value(&st)?)?;
+        let (m, n) = (
+            attacker_key(&t.dir, "mallory")?,
+            attacker_key(&t.dir, "trent")?,
+        );
+        let state = tuf::RepoState::read(&t.repo)?;
+        // Everything a holder of the online key can sign: the delegation to m and n,
+        // the policy role signed by them, their DSSE approvals.
+        trusted_policy::publish_signed_policy(
+            &t.repo,
+            &state,
+            &OnlineKeys::load(&t.keys)?,
+            &[m.public().clone(), n.public().clone()],
+            2,
+            trusted_policy::PolicyRelease {
+                statement: st,
+                role: tough::schema::Signed {
+                    signatures: vec![
+                        tuf::tuf_signature(&role, &m)?,
+                        tuf::tuf_signature(&role, &n)?,
+                    ],
+                    signed: role,
+                },
+                bytes: staged.payload,
+                author_signature: Some(staged.proposal.author_signature),
+                approvals: vec![
+                    Envelope::sign(approval::APPROVAL_PAYLOAD_TYPE, &body, &m),
+                    Envelope::sign(approval::APPROVAL_PAYLOAD_TYPE, &body, &n),
+                ],
+            },
+            &Lifetimes::default(),
+        )?;
+        match t.verify("ds").await {
+            Err(e @ TrustError::DelegationMismatch { .. }) => Ok(vec![
+                "policy v2 delegated to mallory+trent and signed by them with the online key"
+                    .into(),
+                format!("verify_policy refused: {}", super::short(&e.to_string())),
+            ]),
+            other => bail!(
+                "expected DelegationMismatch, got {:?}",
+                other.map(|v| format!("policy v{} verified", v.version))
+            ),
+        }
+    })
+}
+
+fn reviewers_need_root(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        use palisade_policy::root::{update_root, RootChange};
+        use palisade_policy::tuf;
+        let t = trust_copy(cx, "c4-reviewers-root")?;
+        let mallory = attacker_key(&t.dir, "mallory")?;
+        let online = OnlineKeys::load(&t.keys)?;
+        let mut evidence = Vec::new();
+        let trust = tuf::RepoState::read(&t.repo)?.trust()?;
+        let mut reviewers = trust.reviewers.clone();
+        reviewers.push(mallory.public().clone());
+        for (who, key) in [
+            ("online key", SigningKey::read(&t.keys.join("online.key"))?),
+            ("reviewer alice's key", t.reviewer("alice")?),
+        ] {
+            let change = RootChange {
+                reviewers: Some((reviewers.clone(), 1)),
+                ..RootChange::default()
+            };
+            match update_root(&t.repo, &[key], &online, change, &Lifetimes::default()) {
+                Err(e @ TrustError::RootThreshold { .. }) => evidence.push(format!(
+                    "update-root signed by the {who}: {}",
+                    super::short(&e.to_string())
+                )),
+                other => bail!(
+                    "update-root signed by the {who}: expected RootThreshold, got {:?}",
+                    other.map(|u| u.version)
+                ),
+            }
+        }
+        // A root N+1 written by hand, signed by the online key.
+        let state = tuf::RepoState::read(&t.repo)?;
+        let mut root = state.root.signed.clone();
+        root.version = std::num::NonZeroU64::new(root.version.get() + 1)
+            .ok_or_else(|| anyhow!("root version"))?;
+        let mut forged = trust.clone();
+        forged.reviewers = reviewers;
+        forged.threshold = 1;
+        root._extra.insert(
+            tuf::ROOT_TRUST_FIELD.to_string(),
+            serde_json::to_value(&forged)?,
+        );
+        let signed = tough::schema::Signed {
+            signatures: vec![tuf::tuf_signature(&root, &online.online)?],
+            signed: root,
+        };
+        let bytes = serde_json::to_vec_pretty(&signed)?;
+        let md = t.repo.metadata();
+        std::fs::write(
+            md.join(format!("{}.root.json", signed.signed.version)),
+            &bytes,
+        )?;
+        std::fs::write(md.join("root.json"), &bytes)?;
+        match t.verify("ds").await {
+            Err(e @ TrustError::Signature { .. }) => {
+                evidence.push(format!(
+                    "root v{} adding mallory, signed by the online key: {}",
+                    signed.signed.version,
+                    super::short(&e.to_string())
+                ));
+                Ok(evidence)
+            }
+            other => bail!(
+                "a root signed by the online key: expected a signature refusal, got {:?}",
+                other.map(|v| format!("policy v{} verified", v.version))
+            ),
+        }
+    })
 }
 
 fn gateway_attack(cx: &Ctx, a: Attack) -> BoxFut<'_> {
