@@ -36,15 +36,13 @@ fn env_u64(name: &str, default: u64) -> u64 {
 async fn new_log(dir: &std::path::Path) -> (LogWriter, TileStore) {
     let key = SignerKey::generate(ORIGIN, KeyType::Ed25519).expect("key");
     let store = TileStore::local(dir).expect("store");
-    let w = sequencer::start(
-        ORIGIN,
-        key,
-        store.clone(),
-        BatchConfig::default(),
-        WitnessSet::default(),
-    )
-    .await
-    .expect("start");
+    let batch = BatchConfig {
+        max_entries: env_u64("BENCH_BATCH", BatchConfig::default().max_entries as u64) as usize,
+        ..BatchConfig::default()
+    };
+    let w = sequencer::start(ORIGIN, key, store.clone(), batch, WitnessSet::default())
+        .await
+        .expect("start");
     (w, store)
 }
 
@@ -72,7 +70,7 @@ async fn throughput() {
     let n = env_u64("BENCH_ENTRIES", 200_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let (w, _) = new_log(dir.path()).await;
-    let took = fill(&w, n, 1024, 2048).await;
+    let took = fill(&w, n, 1024, env_u64("BENCH_IN_FLIGHT", 4096) as usize).await;
     println!(
         "throughput: {n} durable appends of 1 KiB in {:.2} s = {:.0} entries/s (target >= 20000; Tessera POSIX reports ~10000)",
         took.as_secs_f64(),

@@ -89,7 +89,7 @@ pub struct BatchSettings {
 }
 
 fn default_max_entries() -> usize {
-    256
+    crate::sequencer::BatchConfig::default().max_entries
 }
 fn default_max_delay_ms() -> u64 {
     0
@@ -184,10 +184,13 @@ impl ProcessConfig for LogConfig {
                 ),
             ));
         }
-        if !(1..=256).contains(&self.batch.max_entries) {
+        if !(1..=crate::sequencer::MAX_BATCH_ENTRIES).contains(&self.batch.max_entries) {
             return Err(FieldError::new(
                 "batch.max_entries",
-                "must be between 1 and 256",
+                format!(
+                    "must be between 1 and {}",
+                    crate::sequencer::MAX_BATCH_ENTRIES
+                ),
             ));
         }
         if self.batch.max_delay_ms > 10_000 {

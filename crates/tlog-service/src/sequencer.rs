@@ -42,10 +42,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 const WIDTH: usize = TILE_WIDTH as usize;
 
+/// The largest batch: 16 full tiles. A batch may span several tiles and entry
+/// bundles; its cost is dominated by the objects it writes (a few partial tiles, the
+/// bundles, the checkpoint), so larger batches amortise them over more entries.
+pub const MAX_BATCH_ENTRIES: usize = 16 * WIDTH;
+
 /// How appends are grouped.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
-    /// At most this many entries per batch (1..=256).
+    /// At most this many entries per batch (1..=[`MAX_BATCH_ENTRIES`]).
     pub max_entries: usize,
     /// How long the first entry of a batch waits for others beyond those already
     /// queued (zero: group commit only, no waiting).
@@ -55,7 +60,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_entries: 256,
+            max_entries: 1024,
             max_delay: Duration::from_millis(5),
         }
     }
@@ -221,7 +226,7 @@ pub async fn start(
         published,
     };
     let batch = BatchConfig {
-        max_entries: batch.max_entries.clamp(1, WIDTH),
+        max_entries: batch.max_entries.clamp(1, MAX_BATCH_ENTRIES),
         ..batch
     };
     tokio::spawn(seq.run(rx, batch));
@@ -444,17 +449,20 @@ impl Sequencer {
             size,
             note: Bytes::from(self.note.to_bytes()),
         });
-        for (i, p) in pending.into_iter().enumerate() {
-            let index = old_size + i as u64;
-            let answer = match &witnessed {
-                Err((got, need, detail)) => Err(AppendError::Unwitnessed {
-                    index,
-                    got: *got,
-                    need: *need,
-                    detail: detail.clone(),
-                }),
-                Ok(()) => self.receipt(index),
-            };
+        let answers: Vec<Result<Receipt, AppendError>> = match &witnessed {
+            Err((got, need, detail)) => (old_size..size)
+                .map(|index| {
+                    Err(AppendError::Unwitnessed {
+                        index,
+                        got: *got,
+                        need: *need,
+                        detail: detail.clone(),
+                    })
+                })
+                .collect(),
+            Ok(()) => self.receipts(old_size, size),
+        };
+        for (p, answer) in pending.into_iter().zip(answers) {
             let _ = p.reply.send(answer);
         }
     }
@@ -599,22 +607,31 @@ impl Sequencer {
         }
     }
 
-    fn receipt(&self, index: u64) -> Result<Receipt, AppendError> {
+    /// The receipts of the entries `from..to` of the batch just committed.
+    fn receipts(&self, from: u64, to: u64) -> Vec<Result<Receipt, AppendError>> {
         // The sequencer computed every hash it needs itself, so it reads them from
-        // its own memory instead of re-authenticating tiles for each receipt.
+        // its own memory instead of re-authenticating tiles for each receipt. The
+        // proofs of one batch share most of their hashes: each is computed once.
         let fetcher = StoreFetcher::new(&self.store, &self.recent);
         let reader = EdgeReader {
             edge: &self.edge,
             recent: &self.recent,
             fetcher: &fetcher,
+            computed: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
-        let proof = tokio::task::block_in_place(|| {
-            TlogProof::produce(index, self.note.clone(), None, &reader)
-        })
-        .map_err(|e| AppendError::Storage(format!("cannot build the inclusion proof: {e}")))?;
-        Ok(Receipt {
-            index,
-            proof: Bytes::from(proof.to_bytes()),
+        tokio::task::block_in_place(|| {
+            (from..to)
+                .map(|index| {
+                    let proof = TlogProof::produce(index, self.note.clone(), None, &reader)
+                        .map_err(|e| {
+                            AppendError::Storage(format!("cannot build the inclusion proof: {e}"))
+                        })?;
+                    Ok(Receipt {
+                        index,
+                        proof: Bytes::from(proof.to_bytes()),
+                    })
+                })
+                .collect()
         })
     }
 }
@@ -631,6 +648,8 @@ struct EdgeReader<'a> {
     edge: &'a Edge,
     recent: &'a MemoryTiles,
     fetcher: &'a StoreFetcher<'a>,
+    /// Hashes already computed, by stored-hash index (valid for this edge only).
+    computed: std::sync::Mutex<std::collections::HashMap<u64, Hash>>,
 }
 
 impl EdgeReader<'_> {
@@ -670,15 +689,24 @@ impl palisade_tlog::tree::HashReader for EdgeReader<'_> {
     type Error = String;
 
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, String> {
+        let mut computed = self
+            .computed
+            .lock()
+            .map_err(|_| "the proof cache was poisoned".to_string())?;
         indexes
             .iter()
             .map(|&i| {
+                if let Some(h) = computed.get(&i) {
+                    return Ok(*h);
+                }
                 let (level, n) = palisade_tlog::tree::split_stored_hash_index(i);
                 let tile_level = level / TILE_HEIGHT;
                 let within = u32::from(level % TILE_HEIGHT);
                 let first = n << within;
                 let start = usize::try_from(first % WIDTH as u64).map_err(|e| e.to_string())?;
-                self.run(tile_level, first / WIDTH as u64, start, 1usize << within)
+                let h = self.run(tile_level, first / WIDTH as u64, start, 1usize << within)?;
+                computed.insert(i, h);
+                Ok(h)
             })
             .collect()
     }

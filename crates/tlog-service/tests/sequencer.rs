@@ -559,19 +559,21 @@ async fn check_storage(log: &TestLog, ids: &[u64]) {
 // The suite, run on both back ends
 // ---------------------------------------------------------------------------------
 
-/// Grows one log through 1, 255, 256, 257, 1000 and 70,000 entries (tile boundaries
-/// of levels 0, 1 and 2), reopening it between steps with a different batch size
-/// and a different number of concurrent callers.
+/// Grows one log through 1, 255, 256, 257, 1000, 70,000 and 80,000 entries (tile
+/// boundaries of levels 0, 1 and 2), reopening it between steps with a different
+/// batch size and a different number of concurrent callers; the last step's batches
+/// span several tiles and entry bundles each.
 async fn growth_suite(backend: &Backend) {
     let log = backend.log("clusters/growth");
     // (target size, max entries per batch, concurrent callers)
-    let steps: [(u64, usize, u64); 6] = [
+    let steps: [(u64, usize, u64); 7] = [
         (1, 1, 1),
         (255, 16, 8),
         (256, 256, 1),
         (257, 1, 1),
         (1000, 64, 32),
         (70_000, 256, 256),
+        (80_000, sequencer::MAX_BATCH_ENTRIES, 3000),
     ];
     let mut log_ids: Vec<u64> = Vec::new();
     for (target, max_entries, callers) in steps {
