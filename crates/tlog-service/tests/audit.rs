@@ -1,12 +1,26 @@
 //! The customer's verifier against real logs written by the sequencer: every object a
 //! checkpoint covers is checked, damage and deletions are named, forks and rollbacks
 //! against the customer's saved state are caught, and offline proofs round-trip.
+//!
+//! The damage, deletion, fork and rollback suites run on a local directory and on an
+//! S3-compatible bucket (moto) with the same test bodies (the `s3_` tests). On S3 the
+//! sequencer writes to the bucket through `TileStore::s3`, damage is done through
+//! `object_store`, and the verifier reads the bucket the way a customer reads a static
+//! mirror: plain, unsigned HTTP GETs (`Source::url`) of a bucket whose policy lets
+//! anyone read its objects. The S3 tests start moto (PyPI `moto[server]`) on a
+//! loopback port; without it they fail, they never skip.
 #![allow(clippy::unwrap_used)]
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use palisade_tlog::checkpoint::{Checkpoint, LogPolicy};
 use palisade_tlog::hash::{empty_root, leaf_hash, Hash};
 use palisade_tlog::note::{KeyType, Note, SignerKey};
@@ -16,6 +30,7 @@ use palisade_tlog_service::audit::{
 };
 use palisade_tlog_service::sequencer::{self, BatchConfig, LogWriter, WitnessSet};
 use palisade_tlog_service::store::TileStore;
+use support::Moto;
 
 const ORIGIN: &str = "palisade.test/clusters/c1";
 
@@ -98,14 +113,6 @@ fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for rel in files_under(from) {
-        let dest = to.join(&rel);
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(from.join(&rel), dest).unwrap();
-    }
-}
-
 /// Every object the checkpoint of `size` commits to.
 fn covered_objects(size: u64) -> BTreeSet<String> {
     let mut out = BTreeSet::from(["checkpoint".to_owned()]);
@@ -126,11 +133,225 @@ fn flip(path: &Path, at: usize) -> Vec<u8> {
     original
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn verifies_a_log_at_every_tile_boundary() {
-    let tmp = tempfile::tempdir().unwrap();
+// ---------------------------------------------------------------------------------
+// Backends: a local directory, or a moto bucket read over plain HTTP.
+
+/// Where the suites' logs live. Each log has its own directory (local) or prefix
+/// (S3); the customer's state files always live in a local scratch directory.
+struct AuditBackend {
+    tmp: tempfile::TempDir,
+    s3: Option<Bucket>,
+}
+
+struct Bucket {
+    moto: Moto,
+    name: String,
+    store: TileStore,
+    objects: Arc<dyn ObjectStore>,
+}
+
+impl AuditBackend {
+    fn local() -> AuditBackend {
+        AuditBackend {
+            tmp: tempfile::tempdir().unwrap(),
+            s3: None,
+        }
+    }
+
+    /// A moto bucket that anyone may read, like a public static mirror.
+    async fn s3() -> AuditBackend {
+        let moto = Moto::start();
+        let name = "palisade-logs".to_owned();
+        moto.create_bucket(&name).await;
+        moto.allow_public_reads(&name).await;
+        AuditBackend {
+            tmp: tempfile::tempdir().unwrap(),
+            s3: Some(Bucket {
+                store: moto.tile_store(&name),
+                objects: moto.objects(&name),
+                name,
+                moto,
+            }),
+        }
+    }
+
+    /// A local directory for the customer's own files (state files).
+    fn scratch(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The log named `name`: directory `<tmp>/logs/<name>`, or prefix `<name>/` of the
+    /// bucket.
+    fn log(&self, name: &str) -> AuditLog {
+        match &self.s3 {
+            None => AuditLog::Dir(self.tmp.path().join("logs").join(name)),
+            Some(bucket) => AuditLog::Bucket {
+                store: bucket.store.at(name),
+                objects: bucket.objects.clone(),
+                prefix: name.to_owned(),
+                url: format!("{}/{}/{name}", bucket.moto.endpoint, bucket.name),
+            },
+        }
+    }
+}
+
+/// One log's storage, with the reads and the damage the suites need: through
+/// `std::fs` on a directory, through `object_store` on a bucket.
+enum AuditLog {
+    Dir(PathBuf),
+    Bucket {
+        /// Where the sequencer writes.
+        store: TileStore,
+        /// The same bucket, to list and change objects.
+        objects: Arc<dyn ObjectStore>,
+        prefix: String,
+        /// Where the customer reads: `http://127.0.0.1:<port>/<bucket>/<prefix>`.
+        url: String,
+    },
+}
+
+impl AuditLog {
+    /// The sequencer writing this log.
+    async fn open(&self, key: &SignerKey) -> LogWriter {
+        let store = match self {
+            AuditLog::Dir(dir) => TileStore::local(dir).unwrap(),
+            AuditLog::Bucket { store, .. } => store.clone(),
+        };
+        sequencer::start(
+            ORIGIN,
+            key.clone(),
+            store,
+            BatchConfig::default(),
+            WitnessSet::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The log as the customer's verifier reads it.
+    fn source(&self) -> Source {
+        match self {
+            AuditLog::Dir(dir) => Source::dir(dir).unwrap(),
+            AuditLog::Bucket { url, .. } => Source::url(url, None, None).unwrap(),
+        }
+    }
+
+    async fn verify(
+        &self,
+        policy: &LogPolicy,
+        previous: Option<&TrustedState>,
+    ) -> Result<AuditReport, AuditError> {
+        verify(&self.source(), policy, previous, |_, _| {}).await
+    }
+
+    fn path(prefix: &str, rel: &str) -> ObjectPath {
+        ObjectPath::from(format!("{prefix}/{rel}"))
+    }
+
+    /// Every object of the log, relative to its directory or prefix, sorted. On S3
+    /// only the objects under the log's prefix.
+    async fn list(&self) -> Vec<String> {
+        match self {
+            AuditLog::Dir(dir) => files_under(dir),
+            AuditLog::Bucket {
+                objects, prefix, ..
+            } => {
+                let mut listing = objects.list(Some(&ObjectPath::from(prefix.as_str())));
+                let mut out = Vec::new();
+                while let Some(meta) = listing.next().await {
+                    let key = meta.unwrap().location.to_string();
+                    let rel = key
+                        .strip_prefix(&format!("{prefix}/"))
+                        .unwrap_or_else(|| panic!("listed {key} outside {prefix}/"));
+                    out.push(rel.to_owned());
+                }
+                out.sort();
+                out
+            }
+        }
+    }
+
+    /// The bytes of object `rel`, which must exist.
+    async fn read(&self, rel: &str) -> Vec<u8> {
+        match self {
+            AuditLog::Dir(dir) => std::fs::read(dir.join(rel)).unwrap(),
+            AuditLog::Bucket {
+                objects, prefix, ..
+            } => {
+                let got = objects.get(&Self::path(prefix, rel)).await;
+                let got = got.unwrap_or_else(|e| panic!("read {rel}: {e}"));
+                got.bytes().await.unwrap().to_vec()
+            }
+        }
+    }
+
+    async fn write(&self, rel: &str, data: Vec<u8>) {
+        match self {
+            AuditLog::Dir(dir) => {
+                let path = dir.join(rel);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, data).unwrap();
+            }
+            AuditLog::Bucket {
+                objects, prefix, ..
+            } => {
+                objects
+                    .put(&Self::path(prefix, rel), PutPayload::from(data))
+                    .await
+                    .unwrap_or_else(|e| panic!("write {rel}: {e}"));
+            }
+        }
+    }
+
+    async fn delete(&self, rel: &str) {
+        match self {
+            AuditLog::Dir(dir) => std::fs::remove_file(dir.join(rel)).unwrap(),
+            AuditLog::Bucket {
+                objects, prefix, ..
+            } => objects
+                .delete(&Self::path(prefix, rel))
+                .await
+                .unwrap_or_else(|e| panic!("delete {rel}: {e}")),
+        }
+    }
+
+    /// Flips the lowest bit of byte `at` of `rel`; returns the original bytes.
+    async fn flip(&self, rel: &str, at: usize) -> Vec<u8> {
+        let original = self.read(rel).await;
+        let mut changed = original.clone();
+        changed[at] ^= 0x01;
+        self.write(rel, changed).await;
+        original
+    }
+
+    /// Copies every object of this log to `to` (a snapshot of the log as it is now).
+    async fn copy_to(&self, to: &AuditLog) {
+        for rel in self.list().await {
+            match (self, to) {
+                (
+                    AuditLog::Bucket {
+                        objects, prefix, ..
+                    },
+                    AuditLog::Bucket {
+                        prefix: to_prefix, ..
+                    },
+                ) => objects
+                    .copy(&Self::path(prefix, &rel), &Self::path(to_prefix, &rel))
+                    .await
+                    .unwrap_or_else(|e| panic!("copy {rel}: {e}")),
+                _ => to.write(&rel, self.read(&rel).await).await,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The suites, each run on both backends.
+
+async fn tile_boundaries_suite(b: &AuditBackend) {
     let key = log_key();
-    let log = open_log(tmp.path(), &key).await;
+    let stored = b.log("log");
+    let log = stored.open(&key).await;
     let policy = policy(&key);
 
     let mut from = 0;
@@ -138,12 +359,9 @@ async fn verifies_a_log_at_every_tile_boundary() {
         append(&log, from, size, entry).await;
         from = size;
         let mut calls = Vec::new();
-        let report = verify(
-            &Source::dir(tmp.path()).unwrap(),
-            &policy,
-            None,
-            |done, total| calls.push((done, total)),
-        )
+        let report = verify(&stored.source(), &policy, None, |done, total| {
+            calls.push((done, total))
+        })
         .await
         .unwrap_or_else(|e| panic!("size {size}: {e}"));
         assert_eq!(report.size, size);
@@ -162,24 +380,23 @@ async fn verifies_a_log_at_every_tile_boundary() {
         assert_eq!(calls.last().copied(), (size > 0).then_some((size, size)));
         assert!(calls.windows(2).all(|w| w[0].0 < w[1].0));
     }
-    let empty = tempfile::tempdir().unwrap();
-    let _empty_log = open_log(empty.path(), &key).await;
-    let report = verify_dir(empty.path(), &policy, None).await.unwrap();
+    let empty = b.log("empty");
+    let _empty_log = empty.open(&key).await;
+    let report = empty.verify(&policy, None).await.unwrap();
     assert_eq!((report.size, report.root), (0, empty_root()));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_flipped_byte_in_any_object_the_checkpoint_covers_is_named() {
-    let tmp = tempfile::tempdir().unwrap();
+async fn flipped_byte_suite(b: &AuditBackend) {
     let key = log_key();
-    let log = open_log(tmp.path(), &key).await;
+    let stored = b.log("log");
+    let log = stored.open(&key).await;
     append(&log, 0, 700, entry).await;
     drop(log);
     let policy = policy(&key);
-    verify_dir(tmp.path(), &policy, None).await.unwrap();
+    stored.verify(&policy, None).await.unwrap();
 
     let covered = covered_objects(700);
-    let on_disk = files_under(tmp.path());
+    let on_disk = stored.list().await;
     for object in &covered {
         assert!(on_disk.contains(object), "{object} was not written");
     }
@@ -191,16 +408,16 @@ async fn a_flipped_byte_in_any_object_the_checkpoint_covers_is_named() {
             assert!(rel.contains(".p/"), "unexpected object {rel}");
             continue;
         }
-        let path = tmp.path().join(rel);
-        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        let len = stored.read(rel).await.len();
         let positions: Vec<usize> = if rel == "checkpoint" {
             (0..len).collect()
         } else {
             vec![0, 1, len / 2, len - 1]
         };
         for at in positions {
-            let original = flip(&path, at);
-            let err = verify_dir(tmp.path(), &policy, None)
+            let original = stored.flip(rel, at).await;
+            let err = stored
+                .verify(&policy, None)
                 .await
                 .err()
                 .unwrap_or_else(|| panic!("flipping byte {at} of {rel} went unnoticed"));
@@ -208,19 +425,18 @@ async fn a_flipped_byte_in_any_object_the_checkpoint_covers_is_named() {
                 err.to_string().contains(rel.as_str()),
                 "flipping byte {at} of {rel}: the error does not name it: {err}"
             );
-            std::fs::write(&path, original).unwrap();
+            stored.write(rel, original).await;
             flips += 1;
         }
     }
     assert!(flips > covered.len() * 4);
-    verify_dir(tmp.path(), &policy, None).await.unwrap();
+    stored.verify(&policy, None).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_missing_tile_or_bundle_is_named() {
-    let tmp = tempfile::tempdir().unwrap();
+async fn missing_object_suite(b: &AuditBackend) {
     let key = log_key();
-    let log = open_log(tmp.path(), &key).await;
+    let stored = b.log("log");
+    let log = stored.open(&key).await;
     append(&log, 0, 700, entry).await;
     drop(log);
     let policy = policy(&key);
@@ -231,94 +447,80 @@ async fn a_missing_tile_or_bundle_is_named() {
         "tile/entries/000",
         "tile/entries/002.p/188",
     ] {
-        let path = tmp.path().join(rel);
-        let original = std::fs::read(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        let err = verify_dir(tmp.path(), &policy, None).await.unwrap_err();
+        let original = stored.read(rel).await;
+        stored.delete(rel).await;
+        let err = stored.verify(&policy, None).await.unwrap_err();
         assert!(
             matches!(&err, AuditError::Missing { object, .. } if object == rel),
             "{rel}: {err}"
         );
         assert!(err.to_string().contains("missing"), "{err}");
-        std::fs::write(&path, original).unwrap();
+        stored.write(rel, original).await;
     }
-    std::fs::remove_file(tmp.path().join("checkpoint")).unwrap();
-    let err = verify_dir(tmp.path(), &policy, None).await.unwrap_err();
+    stored.delete("checkpoint").await;
+    let err = stored.verify(&policy, None).await.unwrap_err();
     assert!(matches!(err, AuditError::NoCheckpoint { .. }), "{err}");
-    let err = Source::dir(&tmp.path().join("no-such-dir")).err().unwrap();
-    assert!(matches!(err, AuditError::NotADirectory { .. }), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_deleted_partial_tile_is_read_from_its_full_successor() {
+async fn deleted_partial_tile_suite(b: &AuditBackend) {
     // tlog-tiles lets a log delete a partial tile once the full one exists; a
     // verifier holding an older checkpoint must still work.
-    let tmp = tempfile::tempdir().unwrap();
     let key = log_key();
-    let log = open_log(tmp.path(), &key).await;
+    let stored = b.log("log");
+    let log = stored.open(&key).await;
     append(&log, 0, 200, entry).await;
-    let old_checkpoint = std::fs::read(tmp.path().join("checkpoint")).unwrap();
+    let old_checkpoint = stored.read("checkpoint").await;
     append(&log, 200, 300, entry).await;
     drop(log);
-    std::fs::write(tmp.path().join("checkpoint"), old_checkpoint).unwrap();
-    std::fs::remove_file(tmp.path().join("tile/0/000.p/200")).unwrap();
-    std::fs::remove_file(tmp.path().join("tile/entries/000.p/200")).unwrap();
-    let report = verify_dir(tmp.path(), &policy(&key), None).await.unwrap();
+    stored.write("checkpoint", old_checkpoint).await;
+    stored.delete("tile/0/000.p/200").await;
+    stored.delete("tile/entries/000.p/200").await;
+    let report = stored.verify(&policy(&key), None).await.unwrap();
     assert_eq!(report.size, 200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn state_file_proves_growth_and_catches_fork_and_rollback() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_fork, dir_snapshot) = (
-        tmp.path().join("a"),
-        tmp.path().join("fork"),
-        tmp.path().join("snapshot"),
-    );
-    let state_path = tmp.path().join("c1.state.json");
+async fn fork_and_rollback_suite(b: &AuditBackend) {
+    let (log_a, log_fork, log_snapshot) = (b.log("a"), b.log("fork"), b.log("snapshot"));
+    let state_path = b.scratch().join("c1.state.json");
     let key = log_key();
     let policy = policy(&key);
 
     // First run at size 300: trust on first use.
-    let log = open_log(&dir_a, &key).await;
+    let log = log_a.open(&key).await;
     append(&log, 0, 300, entry).await;
     assert_eq!(TrustedState::load(&state_path).unwrap(), None);
-    let first = verify_dir(&dir_a, &policy, None).await.unwrap();
+    let first = log_a.verify(&policy, None).await.unwrap();
     first.state.save(&state_path).unwrap();
     let at_300 = TrustedState::load(&state_path).unwrap().unwrap();
     assert_eq!(at_300, first.state);
-    copy_dir(&dir_a, &dir_snapshot);
+    log_a.copy_to(&log_snapshot).await;
 
     // The log grows; the next run proves it only appended.
     append(&log, 300, 700, entry).await;
     drop(log);
-    let second = verify_dir(&dir_a, &policy, Some(&at_300)).await.unwrap();
+    let second = log_a.verify(&policy, Some(&at_300)).await.unwrap();
     assert_eq!(second.consistent_with.as_ref(), Some(&at_300));
     assert_eq!(second.size, 700);
     second.state.save(&state_path).unwrap();
     let at_700 = TrustedState::load(&state_path).unwrap().unwrap();
     // Same size again is fine too.
-    verify_dir(&dir_a, &policy, Some(&at_700)).await.unwrap();
+    log_a.verify(&policy, Some(&at_700)).await.unwrap();
 
     // A second history signed by the same key: entries 0..150 agree, then differ.
-    let fork = open_log(&dir_fork, &key).await;
+    let fork = log_fork.open(&key).await;
     append(&fork, 0, 150, entry).await;
     append(&fork, 150, 400, forked_entry).await;
     drop(fork);
     // On its own the forked log is a perfectly valid log...
-    verify_dir(&dir_fork, &policy, None).await.unwrap();
+    log_fork.verify(&policy, None).await.unwrap();
     // ...but not one that extends what the customer verified before.
-    let err = verify_dir(&dir_fork, &policy, Some(&at_300))
-        .await
-        .unwrap_err();
+    let err = log_fork.verify(&policy, Some(&at_300)).await.unwrap_err();
     assert!(
         matches!(err, AuditError::Fork { trusted: 300, .. }),
         "{err}"
     );
     assert!(err.to_string().starts_with("fork: the log rewrote history"));
-    let err = verify_dir(&dir_fork, &policy, Some(&at_700))
-        .await
-        .unwrap_err();
+    let err = log_fork.verify(&policy, Some(&at_700)).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -336,7 +538,8 @@ async fn state_file_proves_growth_and_catches_fork_and_rollback() {
         size: 400,
         ..at_300.clone()
     };
-    let err = verify_dir(&dir_fork, &policy, Some(&same_size))
+    let err = log_fork
+        .verify(&policy, Some(&same_size))
         .await
         .unwrap_err();
     assert!(
@@ -345,7 +548,8 @@ async fn state_file_proves_growth_and_catches_fork_and_rollback() {
     );
 
     // The log served from an old snapshot: rolled back.
-    let err = verify_dir(&dir_snapshot, &policy, Some(&at_700))
+    let err = log_snapshot
+        .verify(&policy, Some(&at_700))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("rolled back"), "{err}");
@@ -355,8 +559,80 @@ async fn state_file_proves_growth_and_catches_fork_and_rollback() {
         origin: "palisade.test/clusters/other".into(),
         ..at_300
     };
-    let err = verify_dir(&dir_a, &policy, Some(&other)).await.unwrap_err();
+    let err = log_a.verify(&policy, Some(&other)).await.unwrap_err();
     assert!(matches!(err, AuditError::StateOrigin { .. }), "{err}");
+}
+
+// ---------------------------------------------------------------------------------
+// On a local directory.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verifies_a_log_at_every_tile_boundary() {
+    tile_boundaries_suite(&AuditBackend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flipped_byte_in_any_object_the_checkpoint_covers_is_named() {
+    flipped_byte_suite(&AuditBackend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_tile_or_bundle_is_named() {
+    let backend = AuditBackend::local();
+    missing_object_suite(&backend).await;
+    let err = Source::dir(&backend.scratch().join("no-such-dir"))
+        .err()
+        .unwrap();
+    assert!(matches!(err, AuditError::NotADirectory { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_partial_tile_is_read_from_its_full_successor() {
+    deleted_partial_tile_suite(&AuditBackend::local()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_file_proves_growth_and_catches_fork_and_rollback() {
+    fork_and_rollback_suite(&AuditBackend::local()).await;
+}
+
+// ---------------------------------------------------------------------------------
+// On S3 (moto), read over plain HTTP like a static mirror.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_verifies_a_log_at_every_tile_boundary() {
+    tile_boundaries_suite(&AuditBackend::s3().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_a_flipped_byte_in_any_object_the_checkpoint_covers_is_named() {
+    flipped_byte_suite(&AuditBackend::s3().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_a_missing_tile_or_bundle_is_named() {
+    let backend = AuditBackend::s3().await;
+    missing_object_suite(&backend).await;
+    // A prefix that holds no log: nothing to serve.
+    let err = backend
+        .log("no-such-log")
+        .verify(&policy(&log_key()), None)
+        .await;
+    assert!(
+        matches!(err, Err(AuditError::NoCheckpoint { .. })),
+        "{:?}",
+        err.map(|r| r.size)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_a_deleted_partial_tile_is_read_from_its_full_successor() {
+    deleted_partial_tile_suite(&AuditBackend::s3().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_state_file_proves_growth_and_catches_fork_and_rollback() {
+    fork_and_rollback_suite(&AuditBackend::s3().await).await;
 }
 
 #[test]

@@ -15,6 +15,8 @@
 //! The S3 tests start `moto` (PyPI `moto[server]`) on a loopback port; without it they
 //! fail, they never skip.
 
+mod support;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
@@ -28,97 +30,18 @@ use palisade_tlog::tree::Frontier;
 use palisade_tlog_service::sequencer::{
     self, AppendError, BatchConfig, LogWriter, OpenError, Receipt, WitnessSet,
 };
-use palisade_tlog_service::store::{S3Location, TileStore};
+use palisade_tlog_service::store::TileStore;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::Moto;
 
 const WIDTH: u64 = TILE_WIDTH as u64;
 
 // ---------------------------------------------------------------------------------
 // Backends
 // ---------------------------------------------------------------------------------
-
-/// A `moto` S3 server on a loopback port, killed when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = free_port();
-        let candidates: [(&str, Vec<String>); 2] = [
-            (
-                "python3",
-                vec![
-                    "-m".into(),
-                    "moto.server".into(),
-                    "-p".into(),
-                    port.to_string(),
-                ],
-            ),
-            ("moto_server", vec!["-p".into(), port.to_string()]),
-        ];
-        let mut tried = Vec::new();
-        for (program, args) in candidates {
-            let mut child = match Command::new(program)
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tried.push(format!("{program}: {e}"));
-                    continue;
-                }
-            };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Moto {
-                        child,
-                        endpoint: format!("http://127.0.0.1:{port}"),
-                    };
-                }
-                if let Ok(Some(status)) = child.try_wait() {
-                    tried.push(format!("{program} {}: exited ({status})", args.join(" ")));
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    tried.push(format!("{program}: port {port} not open within 30 s"));
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        panic!(
-            "install moto: python3 -m pip install 'moto[server]' (tried: {})",
-            tried.join("; ")
-        );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("an ephemeral loopback port")
-        .port()
-}
 
 /// One storage back end: the [`TileStore`] under test, and the same storage opened
 /// directly with `object_store` so that the test can list what is really there.
@@ -145,41 +68,12 @@ impl Backend {
     }
 
     async fn s3() -> Backend {
-        // reqwest and object_store use rustls without a built-in crypto provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let moto = Moto::start();
         let bucket = "palisade-tiles";
-        let created = reqwest::Client::new()
-            .put(format!("{}/{bucket}", moto.endpoint))
-            .send()
-            .await
-            .expect("create the bucket on moto");
-        assert!(
-            created.status().is_success(),
-            "creating the bucket: {}",
-            created.status()
-        );
-        let store = TileStore::s3(&S3Location {
-            bucket: bucket.into(),
-            region: "us-east-1".into(),
-            endpoint: Some(moto.endpoint.clone()),
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
-        })
-        .expect("open the S3 tile store");
-        let objects = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_region("us-east-1")
-            .with_endpoint(&moto.endpoint)
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .build()
-            .expect("list the bucket");
+        moto.create_bucket(bucket).await;
         Backend {
-            store,
-            objects: Arc::new(objects),
+            store: moto.tile_store(bucket),
+            objects: moto.objects(bucket),
             dir: None,
             _moto: Some(moto),
         }
