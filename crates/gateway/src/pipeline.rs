@@ -638,13 +638,11 @@ impl Gateway {
             }
         };
         operation.intent_index = Some(appended.index);
-        if let Err(e) = self.ops.save(&operation).await {
-            tracing::warn!(error = %e, "cannot record the operation's progress");
-        }
-        // 6. Dispatch with the proofs.
-        let outcome = self
-            .dispatcher
-            .dispatch_logged(
+        // 6. Dispatch with the proofs. The operation's progress (the intent's index) is
+        // saved meanwhile: the intent is already in the log, so nothing waits on it.
+        let (saved, outcome) = tokio::join!(
+            self.ops.save(&operation),
+            self.dispatcher.dispatch_logged(
                 &checked.agent_url,
                 &prepared,
                 &entry,
@@ -652,7 +650,10 @@ impl Gateway {
                 &policy,
                 &keys,
             )
-            .await;
+        );
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "cannot record the operation's progress");
+        }
         let (result_outcome, detail, output_digest) = match outcome {
             Ok(done) => {
                 let o = match done.result.outcome {
