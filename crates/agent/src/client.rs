@@ -107,7 +107,6 @@ pub fn prepare(req: &Request, ttl: Duration, now: Timestamp) -> Result<Prepared,
 pub struct Dispatcher {
     key: SigningKey,
     log_base: String,
-    log_tls: rustls::ClientConfig,
     log_http: reqwest::Client,
     agent_http: reqwest::Client,
     /// Agent URL → the newest checkpoint size it reported.
@@ -150,8 +149,7 @@ impl Dispatcher {
         Ok(Self {
             key: signing_key,
             log_base: log_base.trim_end_matches('/').to_string(),
-            log_http: http(log_tls.clone(), Duration::from_secs(30))?,
-            log_tls,
+            log_http: http(log_tls, Duration::from_secs(30))?,
             // Long actions (defragment, upgrade) answer when they finish.
             agent_http: http(agent_tls, Duration::from_secs(330))?,
             seen: Mutex::new(HashMap::new()),
@@ -249,9 +247,10 @@ impl Dispatcher {
 
     /// The read API of `log` (tiles and checkpoint), with the gateway certificate.
     pub fn source(&self, log: &str) -> Result<Source, CallError> {
-        Source::https_with(
+        // The appends' client: its connections to the log are already open.
+        Source::https_client(
             &format!("{}/logs/{log}", self.log_base),
-            self.log_tls.clone(),
+            self.log_http.clone(),
         )
         .map_err(|e| CallError::Log(e.to_string()))
     }

@@ -299,14 +299,6 @@ impl Source {
     /// The log served at `base` over HTTPS with a prepared TLS configuration, e.g.
     /// one presenting a Palisade component certificate (gateway, agent).
     pub fn https_with(base: &str, tls: rustls::ClientConfig) -> Result<Source, AuditError> {
-        let bad = |reason: String| AuditError::BadUrl {
-            url: base.to_owned(),
-            reason,
-        };
-        let parsed = reqwest::Url::parse(base).map_err(|e| bad(e.to_string()))?;
-        if parsed.scheme() != "https" {
-            return Err(bad("the scheme must be https".into()));
-        }
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
@@ -317,6 +309,21 @@ impl Source {
                 location: base.to_owned(),
                 reason: error_chain(&e),
             })?;
+        Self::https_client(base, client)
+    }
+
+    /// As [`Source::https_with`], with a client the caller already has (its
+    /// connections are reused: no new TLS handshake per source). The client must be
+    /// https-only and trust exactly the log's CA.
+    pub fn https_client(base: &str, client: reqwest::Client) -> Result<Source, AuditError> {
+        let bad = |reason: String| AuditError::BadUrl {
+            url: base.to_owned(),
+            reason,
+        };
+        let parsed = reqwest::Url::parse(base).map_err(|e| bad(e.to_string()))?;
+        if parsed.scheme() != "https" {
+            return Err(bad("the scheme must be https".into()));
+        }
         let base = base.trim_end_matches('/').to_owned();
         Ok(Source {
             location: base.clone(),
