@@ -729,6 +729,165 @@ fn root_keys_rotate_to_two_of_three_and_then_one_key_is_not_enough() {
     f.verify("fresh").expect("walks 1 -> 2 -> 3");
 }
 
+/// Writes `signed` as root N+1 (numbered file and root.json).
+fn write_root(f: &Fixture, signed: &Signed<tough::schema::Root>) {
+    let bytes = serde_json::to_vec_pretty(signed).expect("json");
+    let md = f.repo.metadata();
+    std::fs::write(
+        md.join(format!("{}.root.json", signed.signed.version)),
+        &bytes,
+    )
+    .expect("write");
+    std::fs::write(md.join("root.json"), &bytes).expect("write");
+}
+
+fn next_root(f: &Fixture) -> tough::schema::Root {
+    let mut root = RepoState::read(&f.repo).expect("state").root.signed;
+    root.version = std::num::NonZeroU64::new(root.version.get() + 1).expect("version");
+    root
+}
+
+#[test]
+fn the_verifier_checks_every_root_signature_itself() {
+    let f = Fixture::new();
+    f.published(2);
+    let dave = pubkey(&f, "dave");
+    let md = f.repo.metadata();
+    let undo = |v: u64| {
+        std::fs::remove_file(md.join(format!("{v}.root.json"))).expect("rm");
+        std::fs::copy(
+            md.join(format!("{}.root.json", v - 1)),
+            md.join("root.json"),
+        )
+        .expect("restore");
+    };
+    // A root signed by the root key, with the trust field edited after signing.
+    let mut root = next_root(&f);
+    let sig = tuf::tuf_signature(&root, &f.root_key()).expect("sig");
+    add_reviewer_to_root(&mut root, &dave);
+    write_root(
+        &f,
+        &Signed {
+            signed: root,
+            signatures: vec![sig],
+        },
+    );
+    match f.verify("fresh-1") {
+        Err(TrustError::Signature { detail }) => assert!(detail.contains("root"), "{detail}"),
+        other => panic!("an edited trust field was accepted: {other:?}"),
+    }
+    undo(2);
+
+    // New root keys r1..r3 (2 of 3) in a root signed by the old root key only: the
+    // new root must also be signed by a threshold of its own keys.
+    let new = |n: &str| outsider(&f, n);
+    let mut root = next_root(&f);
+    let ids: Vec<_> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|n| {
+            let k = new(n);
+            root.keys
+                .insert(keys::key_id_decoded(&k.key_id()), k.public().key.clone());
+            keys::key_id_decoded(&k.key_id())
+        })
+        .collect();
+    let role = root
+        .roles
+        .get_mut(&tough::schema::RoleType::Root)
+        .expect("root role");
+    role.keyids = ids;
+    role.threshold = std::num::NonZeroU64::new(2).expect("2");
+    let sig = tuf::tuf_signature(&root, &f.root_key()).expect("sig");
+    write_root(
+        &f,
+        &Signed {
+            signed: root,
+            signatures: vec![sig],
+        },
+    );
+    match f.verify("fresh-2") {
+        Err(TrustError::Signature { detail }) => assert!(detail.contains("root"), "{detail}"),
+        other => panic!("a root not signed by its own keys was accepted: {other:?}"),
+    }
+    undo(2);
+
+    // Properly rotated to 2 of 3; then a root signed twice by r1 counts r1 once.
+    f.update_root(
+        &[f.root_key()],
+        RootChange {
+            root_keys: Some((vec![new("r1"), new("r2"), new("r3")], 2)),
+            ..RootChange::default()
+        },
+    )
+    .expect("rotated");
+    let mut root = next_root(&f);
+    add_reviewer_to_root(&mut root, &dave);
+    let sig = tuf::tuf_signature(&root, &new("r1")).expect("sig");
+    write_root(
+        &f,
+        &Signed {
+            signed: root,
+            signatures: vec![sig.clone(), sig],
+        },
+    );
+    match f.verify("fresh-3") {
+        Err(TrustError::Signature { detail }) => assert!(detail.contains("root"), "{detail}"),
+        other => panic!("one key signing twice met a threshold of 2: {other:?}"),
+    }
+}
+
+#[test]
+fn a_withheld_root_update_does_not_bring_a_removed_reviewer_back() {
+    let f = Fixture::new();
+    f.published(2);
+    let root_1 = std::fs::read(f.repo.metadata().join("1.root.json")).expect("root 1");
+    // carol is removed (her key is compromised); dave joins. The gateway sees it.
+    f.update_root(
+        &[f.root_key()],
+        RootChange {
+            reviewers: Some((
+                vec![pubkey(&f, "alice"), pubkey(&f, "bob"), pubkey(&f, "dave")],
+                2,
+            )),
+            ..RootChange::default()
+        },
+    )
+    .expect("root update");
+    let id = f.propose("alice", 3);
+    f.approve(&id, "bob");
+    f.approve(&id, "dave");
+    f.publish(&id).expect("publish v3");
+    assert_eq!(f.verify("gw").expect("v3").version, 3);
+
+    // The host withholds root 2 and, with the online key, delegates the policy to
+    // root 1's reviewers again, so that carol's key counts.
+    let md = f.repo.metadata();
+    std::fs::remove_file(md.join("2.root.json")).expect("withhold root 2");
+    std::fs::write(md.join("root.json"), &root_1).expect("root.json = root 1");
+    let id = f.propose("alice", 4);
+    let old: Vec<PublicKey> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| pubkey(&f, n))
+        .collect();
+    f.forge_delegated(
+        &id,
+        &old,
+        2,
+        &[f.key("bob"), f.key("carol")],
+        &[f.key("bob"), f.key("carol")],
+    );
+    // The gateway's datastore holds root 2: it starts there, not at the pinned root 1.
+    match f.verify("gw") {
+        Err(TrustError::DelegationMismatch { detail, .. }) => {
+            assert!(
+                detail.contains("keys not in the root's reviewers"),
+                "{detail}"
+            )
+        }
+        other => panic!("a withheld root update was rolled back: {other:?}"),
+    }
+}
+
 #[test]
 fn proposal_must_raise_the_version_and_lint() {
     let f = Fixture::new();

@@ -140,7 +140,7 @@ enum PolicyCommand {
         #[arg(long = "new-root-key", requires = "root_threshold")]
         new_root_keys: Vec<PathBuf>,
         /// The new root's threshold (with --new-root-key).
-        #[arg(long)]
+        #[arg(long, requires = "new_root_keys")]
         root_threshold: Option<u64>,
     },
     /// Re-sign snapshot and timestamp so the repository does not expire (run weekly).
@@ -404,8 +404,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                     let state = tuf::RepoState::read(&RepoDir::new(&repo))?;
                     Some((state.trust()?.reviewers, t))
                 }
-                (false, Some(t)) => Some((read_pubs(&reviewers)?, t)),
-                (false, None) => anyhow::bail!("--reviewer needs --threshold"),
+                (false, t) => Some((read_pubs(&reviewers)?, t.unwrap_or_default())),
             };
             let change = palisade_policy::root::RootChange {
                 reviewers,
@@ -438,11 +437,23 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 &life,
             )?;
             println!("root version {} written", done.version);
+            let list = |keys: &[PublicKey]| {
+                if keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.iter()
+                        .map(|k| format!("{} ({})", k.name, k.key_id()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
             println!(
                 "reviewers: {} (threshold {})",
-                done.trust.reviewer_names(),
+                list(&done.trust.reviewers),
                 done.trust.threshold
             );
+            println!("CI keys: {}", list(&done.trust.ci_keys));
+            println!("proposers: {}", list(&done.trust.proposers));
             println!(
                 "root keys: {} (threshold {})",
                 done.root_key_ids.join(", "),

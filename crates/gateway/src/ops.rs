@@ -40,6 +40,9 @@ pub struct Operation {
     pub finished_at: Option<Timestamp>,
     /// The intent event's id and index in the cluster's log.
     pub event_id: String,
+    /// Saved while the dispatch runs: a `running` operation read meanwhile (or left by
+    /// a gateway that stopped) may lack it although its intent is logged; the event id
+    /// finds the intent in the cluster's log either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent_index: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -427,17 +427,19 @@ pub async fn published_releases(
         .into_iter()
         .map(|(name, target)| {
             let parts: Vec<&str> = name.raw().split('/').collect();
-            let [_, component, version, _] = parts[..] else {
-                return Err((
-                    name.raw().to_string(),
-                    TrustError::BadCustom {
-                        target: name.raw().into(),
-                        reason: "not components/<component>/<version>/<file>".into(),
-                    },
-                ));
+            let bad = || TrustError::BadCustom {
+                target: name.raw().into(),
+                reason: "not components/<component>/<version>/<file>".into(),
             };
-            verify_signed_release(&trust, name, target, component, version, &[])
-                .map_err(|e| (name.raw().to_string(), e))
+            let checked = match parts[..] {
+                ["components", component, version, _] => check_segment("component", component)
+                    .and_then(|()| check_segment("version", version))
+                    .and_then(|()| {
+                        verify_signed_release(&trust, name, target, component, version, &[])
+                    }),
+                _ => Err(bad()),
+            };
+            checked.map_err(|e| (name.raw().to_string(), e))
         })
         .collect())
 }

@@ -29,6 +29,36 @@ pub struct RootChange {
     pub root_keys: Option<(Vec<SigningKey>, u64)>,
 }
 
+/// The trust configuration of the repository's newest root, after checking that
+/// `metadata/root.json` is the same file as `metadata/<version>.root.json` and is
+/// signed by a threshold of its own root keys. The publisher's side reads this file
+/// without TUF's chain walk; a host that edits it (say, to add a CI key) without the
+/// root keys is refused here rather than having its edit signed by the next update.
+pub fn verified_current_root(repo: &RepoDir, state: &RepoState) -> Result<TrustConfig, TrustError> {
+    let md = repo.metadata();
+    let version = state.root.signed.version.get();
+    let numbered = md.join(format!("{version}.root.json"));
+    let a = std::fs::read(md.join("root.json"))
+        .map_err(|e| TrustError::io(&md.join("root.json"), e))?;
+    let b = std::fs::read(&numbered).map_err(|e| TrustError::io(&numbered, e))?;
+    if a != b {
+        return Err(TrustError::Signature {
+            detail: format!(
+                "metadata/root.json differs from {}: the repository's root was edited",
+                numbered.display()
+            ),
+        });
+    }
+    state
+        .root
+        .signed
+        .verify_role(&state.root)
+        .map_err(|e| TrustError::Signature {
+            detail: format!("metadata/root.json (version {version}) is not signed by a threshold of its root keys: {e}"),
+        })?;
+    state.trust()
+}
+
 /// What [`update_root`] wrote.
 #[derive(Debug)]
 pub struct RootUpdated {
@@ -41,7 +71,9 @@ pub struct RootUpdated {
 /// Writes root version N+1 with `change`, signed by `signers` (keys of root N, at
 /// least its threshold of them, plus the new root keys if they change), then re-signs
 /// the `policy` delegation to match the new reviewers. Nothing is written unless the
-/// signatures suffice.
+/// current root verifies and the signatures suffice. The two writes are not atomic:
+/// if the second fails, verifiers refuse the policy (`DelegationMismatch`) until
+/// `palisade policy refresh` (online key) re-signs the delegation.
 pub fn update_root(
     repo: &RepoDir,
     signers: &[SigningKey],
@@ -89,7 +121,7 @@ pub fn update_root(
         });
     }
 
-    let mut trust = state.trust()?;
+    let mut trust = verified_current_root(repo, &state)?;
     if let Some((reviewers, threshold)) = change.reviewers {
         trust.reviewers = reviewers;
         trust.threshold = threshold;
@@ -166,7 +198,8 @@ pub fn update_root(
     let bytes = tuf::to_file_bytes(&signed)?;
     let md = repo.metadata();
     let version = signed.signed.version.get();
-    // N+1.root.json first: a client that sees the new root.json can always walk to it.
+    // N+1.root.json (what verifiers walk to) first, then root.json (what the
+    // publishing commands start from).
     tuf::write_atomic(&md.join(format!("{version}.root.json")), &bytes)?;
     tuf::write_atomic(&md.join("root.json"), &bytes)?;
 

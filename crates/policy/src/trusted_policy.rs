@@ -509,7 +509,20 @@ fn check_not_older(datastore: &Path, version: u64) -> Result<(), TrustError> {
 /// expire; run it periodically (timestamp lifetime: 7 days by default).
 pub fn refresh(repo: &RepoDir, keys: &OnlineKeys, life: &Lifetimes) -> Result<(), TrustError> {
     let state = RepoState::read(repo)?;
-    let targets = tuf::next_targets(&state, life);
+    let mut targets = tuf::next_targets(&state, life);
+    // The `policy` delegation follows the root's reviewers (which verifiers enforce):
+    // this also completes a root update that was interrupted before its targets commit.
+    if state.delegation(POLICY_ROLE).is_some() {
+        let trust = crate::root::verified_current_root(repo, &state)?;
+        let refs: Vec<&PublicKey> = trust.reviewers.iter().collect();
+        tuf::set_delegation(
+            &mut targets,
+            POLICY_ROLE,
+            &refs,
+            trust.threshold,
+            "policy/*",
+        )?;
+    }
     tuf::commit(
         repo,
         &state,

@@ -87,11 +87,11 @@ pub enum TrustError {
     },
     #[error("reviewer {name} has already approved proposal {proposal}; a key counts once")]
     AlreadyApproved { name: String, proposal: String },
-    #[error("the `{role}` delegation in the targets metadata does not match the reviewers the root role signs: {detail}; only a root update signed by a threshold of the root keys may change them (`palisade policy update-root`)")]
+    #[error("the `{role}` delegation in the targets metadata does not match the reviewers the root role signs: {detail}; only a root update signed by a threshold of the root keys may change them (`palisade policy update-root`); if a root update was interrupted, `palisade policy refresh` re-signs the delegation to match the root")]
     DelegationMismatch { role: String, detail: String },
     #[error("the root role carries no reviewer set (field `x-palisade-trust`): {0}")]
     NoRootTrust(String),
-    #[error("a root update needs {required} signature(s) by keys of the current root (version {version}); {given} given{}", if strangers.is_empty() { String::new() } else { format!(" (not keys of the current root: {})", strangers.join(", ")) })]
+    #[error("a root update must be signed by at least {required} key(s) of the current root (version {version}) and by no other key; {given} of its keys given{}", if strangers.is_empty() { String::new() } else { format!(", and keys that are not: {}", strangers.join(", ")) })]
     RootThreshold {
         version: u64,
         required: u64,
@@ -627,20 +627,26 @@ pub(crate) fn check_trust(trust: &TrustConfig, forbidden: &[String]) -> Result<(
             trust.reviewers.len()
         )));
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for r in &trust.reviewers {
-        if !seen.insert(r.key_id()) {
-            return Err(TrustError::Invalid(format!(
-                "reviewer key {} ({}) is listed twice; each reviewer needs their own key",
-                r.key_id(),
-                r.name
-            )));
-        }
-        if forbidden.contains(&r.key_id()) {
-            return Err(TrustError::Invalid(format!(
-                "reviewer {} uses a root or online key; reviewer keys must be separate",
-                r.name
-            )));
+    for (what, keys) in [
+        ("reviewer", &trust.reviewers),
+        ("CI", &trust.ci_keys),
+        ("proposer", &trust.proposers),
+    ] {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in keys {
+            if !seen.insert(k.key_id()) {
+                return Err(TrustError::Invalid(format!(
+                    "{what} key {} ({}) is listed twice; each needs their own key",
+                    k.key_id(),
+                    k.name
+                )));
+            }
+            if forbidden.contains(&k.key_id()) {
+                return Err(TrustError::Invalid(format!(
+                    "{what} key {} uses a root, online or pipeline key; those keys must be separate",
+                    k.name
+                )));
+            }
         }
     }
     Ok(())
@@ -794,6 +800,7 @@ pub async fn load(
         })
     };
     std::fs::create_dir_all(datastore).map_err(|e| TrustError::io(datastore, e))?;
+    let root = newest_trusted_root(root, datastore)?;
     RepositoryLoader::new(&root, dir_url(repo.metadata())?, dir_url(repo.targets())?)
         .transport(FilesystemTransport)
         .datastore(datastore)
@@ -801,6 +808,36 @@ pub async fn load(
         .load()
         .await
         .map_err(|e| TrustError::from_tough(&location, e))
+}
+
+/// The root to start the chain from: the pinned `root`, or the newer root this
+/// datastore already verified (tough writes each root it accepts to
+/// `<datastore>/root.json`, but starts every load from the root it is given). Without
+/// this, a repository host that withholds `N.root.json` would walk every verifier back
+/// to the pinned root, and with it to reviewers and CI keys a root update removed.
+fn newest_trusted_root(pinned: &[u8], datastore: &Path) -> Result<Vec<u8>, TrustError> {
+    let version = |bytes: &[u8], what: &str| {
+        serde_json::from_slice::<Signed<Root>>(bytes)
+            .map(|r| r.signed.version.get())
+            .map_err(|e| TrustError::Tuf {
+                location: what.to_string(),
+                detail: format!("not a root role: {e}"),
+            })
+    };
+    let pinned_version = version(pinned, "the trusted root")?;
+    let path = datastore.join("root.json");
+    match std::fs::read(&path) {
+        Ok(seen) => {
+            let seen_version = version(&seen, &path.display().to_string())?;
+            Ok(if seen_version > pinned_version {
+                seen
+            } else {
+                pinned.to_vec()
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(pinned.to_vec()),
+        Err(e) => Err(TrustError::io(&path, e)),
+    }
 }
 
 /// Reads a target through tough (length and SHA-256 checked against the signed

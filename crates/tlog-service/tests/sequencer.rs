@@ -478,6 +478,9 @@ async fn growth_suite(backend: &Backend) {
         let receipts = append_concurrently(&writer, size..target, callers).await;
         drop(writer);
         let appended = started.elapsed();
+        if max_entries > usize::from(TILE_WIDTH) {
+            assert_batches_spanned_tiles(&receipts);
+        }
         record_indexes(&mut log_ids, &receipts);
         verify_receipts(&log, &receipts);
         check_storage(&log, &log_ids).await;
@@ -487,6 +490,33 @@ async fn growth_suite(backend: &Backend) {
             started.elapsed() - appended
         );
     }
+}
+
+/// At least one batch (the entries acknowledged under one checkpoint) held more than
+/// a tile's worth of entries, across at least two level-0 tiles.
+fn assert_batches_spanned_tiles(receipts: &[(u64, Receipt)]) {
+    let mut batches: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (_, r) in receipts {
+        let proof = TlogProof::parse(&r.proof).expect("receipt proof");
+        let size = Checkpoint::parse(proof.checkpoint().text())
+            .expect("checkpoint")
+            .size();
+        batches.entry(size).or_default().push(r.index);
+    }
+    let width = u64::from(TILE_WIDTH);
+    let spanning = batches
+        .values()
+        .filter(|indexes| {
+            let tiles: BTreeSet<u64> = indexes.iter().map(|i| i / width).collect();
+            indexes.len() > usize::from(TILE_WIDTH) && tiles.len() >= 2
+        })
+        .count();
+    assert!(
+        spanning > 0,
+        "no batch spanned two tiles: {} batches, largest {}",
+        batches.len(),
+        batches.values().map(Vec::len).max().unwrap_or(0)
+    );
 }
 
 /// A log that was stopped opens at the same size and continues with the next index.
