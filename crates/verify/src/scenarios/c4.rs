@@ -294,7 +294,7 @@ fn reviewers_need_root(cx: &Ctx) -> BoxFut<'_> {
             };
             match update_root(&t.repo, &[key], &online, change, &Lifetimes::default()) {
                 Err(e @ TrustError::RootThreshold { .. }) => evidence.push(format!(
-                    "update-root signed by the {who}: {}",
+                    "the update-root command, given the {who}: {}",
                     super::short(&e.to_string())
                 )),
                 other => bail!(
