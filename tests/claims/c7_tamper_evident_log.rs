@@ -37,20 +37,32 @@ impl Stack {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("stack");
         let port = free_port_block();
-        let mut cmd = palisade();
-        cmd.arg("up")
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--base-port")
-            .arg(port.to_string());
-        let mut run = Running::spawn(cmd);
-        run.wait_for("ready", Duration::from_secs(60));
+        let run = Self::up(&dir, port);
         Stack {
             _tmp: tmp,
             dir,
             port,
             run,
         }
+    }
+
+    fn up(dir: &std::path::Path, port: u16) -> Running {
+        let mut cmd = palisade();
+        cmd.arg("up")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--base-port")
+            .arg(port.to_string());
+        let mut run = Running::spawn(cmd);
+        run.wait_for("ready", Duration::from_secs(60));
+        run
+    }
+
+    /// Stops the whole stack (SIGINT) and starts it again on the same directory.
+    fn restart(&mut self) {
+        self.run.signal("INT");
+        self.run.wait_exit(Duration::from_secs(30));
+        self.run = Self::up(&self.dir, self.port);
     }
 
     fn log_url(&self, cluster: &str) -> String {
@@ -268,7 +280,7 @@ async fn every_checkpoint_served_while_appending_is_witnessed() {
 /// tenant can read: author, approvers, version and digest, as verified from TUF.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_enforced_policy_is_recorded_in_the_governance_log_tenants_read() {
-    let stack = Stack::start();
+    let mut stack = Stack::start();
     let pki = stack.pki();
     let tls = rustls::ClientConfig::builder_with_provider(palisade_pki::crypto_provider())
         .with_safe_default_protocol_versions()
@@ -356,6 +368,19 @@ async fn the_enforced_policy_is_recorded_in_the_governance_log_tenants_read() {
     assert_eq!(r["approvers"], serde_json::json!(etcd.approvers));
     assert_eq!(r["proposal"], etcd.proposal);
     assert_eq!(size, 2, "nothing else is recorded: {records:?}");
+
+    // A restarted gateway (nothing in memory) finds both already recorded in its
+    // state store and appends neither again.
+    stack.restart();
+    stack
+        .run
+        .wait_for("governance log up to date", Duration::from_secs(60));
+    let note = Note::parse(&get("checkpoint".into()).await).expect("note");
+    assert_eq!(
+        Checkpoint::parse(note.text()).expect("checkpoint").size(),
+        2,
+        "a restarted gateway recorded the policy or the release again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

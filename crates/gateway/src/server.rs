@@ -217,16 +217,17 @@ async fn record_policy(gw: &Gateway, v: &palisade_policy::trusted_policy::Verifi
 /// Records each published release not yet recorded (by this process: `recorded`
 /// holds `target@sha256`; across gateways the state store's claim decides). A
 /// release that does not verify is not recorded, and said.
+/// Returns whether every release that verifies is recorded.
 async fn record_releases(
     gw: &Gateway,
     trust: &palisade_agent::config::TrustFiles,
     recorded: &mut std::collections::HashSet<String>,
-) {
+) -> bool {
     let root = match std::fs::read(&trust.root) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(root = %trust.root.display(), error = %e, "trusted root unreadable; releases not recorded");
-            return;
+            return false;
         }
     };
     let repo = palisade_policy::tuf::RepoDir::new(&trust.repo);
@@ -240,17 +241,21 @@ async fn record_releases(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "the release repository does not verify; releases not recorded");
-            return;
+            return false;
         }
     };
+    let mut all = true;
     for release in releases {
         match release {
             Ok(r) => {
                 let key = format!("release/{}@{}", r.target, r.sha256);
-                if !recorded.contains(&key)
-                    && record_governance(gw, &key, &release_record(&r)).await
-                {
+                if recorded.contains(&key) {
+                    continue;
+                }
+                if record_governance(gw, &key, &release_record(&r)).await {
                     recorded.insert(key);
+                } else {
+                    all = false;
                 }
             }
             Err((target, e)) => {
@@ -258,6 +263,7 @@ async fn record_releases(
             }
         }
     }
+    all
 }
 
 /// Re-verifies the policy every minute (a newer approved one replaces it and is
@@ -281,6 +287,8 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
     // The policy (version, sha256) known to be in the governance log.
     let mut recorded: Option<(u64, String)> = None;
     let mut releases_recorded = std::collections::HashSet::new();
+    // Said once, when the policy and every release are first known to be recorded.
+    let mut announced = false;
     loop {
         if tick % 5 == 0 {
             for (schedule, url) in &feeds {
@@ -318,7 +326,17 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
                 tracing::warn!(error = %e, "the policy repository does not verify; keeping the last verified policy")
             }
         }
-        record_releases(&gw, &source.trust, &mut releases_recorded).await;
+        let releases_done = record_releases(&gw, &source.trust, &mut releases_recorded).await;
+        if !announced && releases_done {
+            if let Some((version, _)) = &recorded {
+                tracing::info!(
+                    policy = version,
+                    releases = releases_recorded.len(),
+                    "governance log up to date"
+                );
+                announced = true;
+            }
+        }
         tick += 1;
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
