@@ -164,10 +164,13 @@ async fn signatures_targets_and_times_are_checked() {
     let r = stack.refused(&stack.logged_request(&p).await).await;
     assert_refused(&r, RefusalCode::WrongTarget, "other");
 
-    // Expired (100 s ago), valid too long, not yet valid.
+    // Expired (100 s ago), valid too long, expiring before it is issued (10 s, within
+    // the clock skew, so that only the order of the two times refuses it), not yet
+    // valid.
     for (issued, expires, code) in [
         (-200, -100, RefusalCode::Expired),
         (0, 3_600, RefusalCode::TtlTooLong),
+        (0, -10, RefusalCode::TtlTooLong),
         (600, 650, RefusalCode::NotYetValid),
     ] {
         let mut p = stack.prepare("etcd.status", &[]);
