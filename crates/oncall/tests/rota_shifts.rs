@@ -350,9 +350,9 @@ fn next_shift_looks_two_years_ahead_and_no_further() {
 
 #[test]
 fn a_rota_started_decades_ago_still_hands_off_on_time() {
-    // 13,301 daily hand-offs before 2026-06-02, more than one query walks: the shift
-    // covering the instant asked about must be found directly, not by walking from
-    // the first.
+    // 13,301 daily hand-offs before 2026-06-02: the index of the shift covering an
+    // instant is estimated from its date and corrected around the hand-off time of
+    // day; the answer must be exact the second before the hand-off and at it.
     let s = schedules(&rota(
         "old",
         "UTC",
