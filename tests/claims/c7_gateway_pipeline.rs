@@ -605,3 +605,51 @@ async fn an_operator_off_call_is_told_the_next_shift() {
         "{problem}"
     );
 }
+
+/// A grant authorizes only on the clusters it names: the same on-call operator, on a
+/// gateway whose grant names another cluster, is refused on this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_authorizes_only_on_the_clusters_it_names() {
+    let stack = Stack::start();
+    let (_narrow, gw) = second_gateway(&stack, "narrow", |t| {
+        assert!(t.contains("clusters = [\"*\"]"), "{t}");
+        t.replace("clusters = [\"*\"]", "clusters = [\"other\", \"demo-2\"]")
+    });
+    let me = gw.dev_token(&stack.operator()).await;
+    let (status, who) = gw.call("GET", "/v1/whoami", Some(&me), None).await;
+    assert_eq!(status, 200, "{who}");
+    assert_eq!(who["grants"][0]["clusters"][0], "other", "{who}");
+    let (status, problem) = gw
+        .run(
+            &me,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not on call for cluster demo")),
+        "{problem}"
+    );
+    assert_logged_refusal(&stack, &problem, "authorize").await;
+    // The stack's own gateway, whose grant names every cluster, runs it.
+    let (status, done) = stack
+        .gateway()
+        .run(
+            &stack.gateway().dev_token(&stack.operator()).await,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+}
