@@ -164,10 +164,13 @@ async fn signatures_targets_and_times_are_checked() {
     let r = stack.refused(&stack.logged_request(&p).await).await;
     assert_refused(&r, RefusalCode::WrongTarget, "other");
 
-    // Expired (100 s ago), valid too long, not yet valid.
+    // Expired (100 s ago), valid too long, expiring before it is issued (10 s, within
+    // the clock skew, so that only the order of the two times refuses it), not yet
+    // valid.
     for (issued, expires, code) in [
         (-200, -100, RefusalCode::Expired),
         (0, 3_600, RefusalCode::TtlTooLong),
+        (0, -10, RefusalCode::TtlTooLong),
         (600, 650, RefusalCode::NotYetValid),
     ] {
         let mut p = stack.prepare("etcd.status", &[]);
@@ -593,4 +596,64 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
         .await;
     let r = stack.refused(&fresh).await;
     assert_eq!(r.code, RefusalCode::NotInLog, "{r}");
+}
+
+/// Step 5's re-verification: a policy approved and published while the agent runs is
+/// picked up by the first dispatch that names it (the agent re-verifies the repository
+/// on demand), and from then on the older policy is the one refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_approved_policy_is_accepted_while_the_agent_runs() {
+    use palisade_policy::keys::SigningKey;
+    use palisade_policy::tuf::{Lifetimes, OnlineKeys, RepoDir};
+
+    let mut stack = Stack::start();
+    let old = stack.policy.reference();
+    let ok = stack.execute("etcd.status", &[]).await.expect("honest");
+    assert_eq!(ok.result.outcome, ResultOutcome::Succeeded);
+
+    // The next version of the published policy: proposed by alice, approved by bob
+    // and carol, published with the online keys (as `palisade up` did the first).
+    let keys = stack.dir.join("trust/keys");
+    let repo = RepoDir::new(stack.dir.join("trust/repo"));
+    let life = Lifetimes::default();
+    let published = include_str!("../../deploy/policy/default.yaml");
+    let newer = format!("version: {}", old.version + 1);
+    let text = published.replacen(&format!("version: {}", old.version), &newer, 1);
+    assert!(text.contains(&newer), "the policy names its version");
+    let reviewer =
+        |n: &str| SigningKey::read(&keys.join(format!("reviewers/{n}.key"))).expect("reviewer key");
+    let proposal = palisade_policy::trusted_policy::propose_policy(
+        &repo,
+        &reviewer("alice"),
+        text.as_bytes(),
+        &life,
+    )
+    .expect("propose");
+    for who in ["bob", "carol"] {
+        palisade_policy::approval::approve(&repo, &proposal.id, &reviewer(who)).expect("approve");
+    }
+    let online = OnlineKeys::load(&keys).expect("online keys");
+    palisade_policy::trusted_policy::publish_policy(&repo, &online, &proposal.id, &life)
+        .expect("publish");
+
+    // The gateway verifies it and names it; the agent, still holding the old one,
+    // re-verifies and runs the dispatch.
+    stack.policy =
+        harness::verified_policy(&stack.dir, &stack.tmp.path().join("gateway-datastore"));
+    let new = stack.policy.reference();
+    assert_eq!(new.version, old.version + 1);
+    assert_ne!(new.digest, old.digest);
+    let ok = stack
+        .execute("etcd.status", &[])
+        .await
+        .expect("a dispatch naming the newer approved policy runs");
+    assert_eq!(ok.result.outcome, ResultOutcome::Succeeded);
+
+    // The agent now holds the newer policy: a dispatch naming the old one is refused.
+    let mut p = stack.prepare("etcd.status", &[]);
+    p.dispatch.policy = old.clone();
+    p.intent.policy = old;
+    reseal(&mut p);
+    let r = stack.refused(&stack.logged_request(&p).await).await;
+    assert_refused(&r, RefusalCode::PolicyMismatch, "this agent verified");
 }

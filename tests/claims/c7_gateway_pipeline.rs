@@ -500,3 +500,156 @@ async fn agent_down_fails_and_the_failure_is_logged() {
     assert_eq!(event["outcome"], "unreachable", "{event}");
     assert_eq!(event["intent"], op["event_id"], "{event}");
 }
+
+/// A grant must name a schedule some rota or feed defines: a misspelt schedule would
+/// silently grant nothing, so the gateway refuses to start with it. A schedule fed
+/// only by a URL (fetched after the start) counts as defined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_naming_no_schedule_stops_the_gateway_at_start() {
+    let stack = Stack::start();
+    let feed = format!(
+        "\n[[ical]]\nschedule = \"pager\"\nurl = \"https://127.0.0.1:{}/pager.ics\"\n",
+        dead_port()
+    );
+    let grant = |schedule: &str| {
+        format!(
+            "\n[[grant]]\nschedule = \"{schedule}\"\nroles = [\"operator\"]\nclusters = [\"*\"]\n"
+        )
+    };
+    let gdir = stack.dir.join("gateway");
+    let base = std::fs::read_to_string(gdir.join("gateway.toml")).expect("config");
+    for (name, extra) in [
+        ("nosuch", grant("nosuch")),
+        ("nosuch-with-feed", format!("{feed}{}", grant("nosuch"))),
+    ] {
+        let port = common::free_port_block();
+        let text = base
+            .replace(
+                &format!("listen = \"127.0.0.1:{}\"", stack.base),
+                &format!("listen = \"127.0.0.1:{port}\""),
+            )
+            .replace(
+                "state = \"state.redb\"",
+                &format!("state = \"{name}-state.redb\""),
+            );
+        let config = gdir.join(format!("{name}.toml"));
+        std::fs::write(&config, format!("{text}{extra}")).expect("write config");
+        let mut cmd = common::palisade();
+        cmd.args([
+            "gateway",
+            "serve",
+            "--config",
+            &config.display().to_string(),
+        ]);
+        let mut gw = common::Running::spawn(cmd);
+        gw.wait_for("which no rota or feed defines", Duration::from_secs(60));
+        let said = gw.seen.last().cloned().unwrap_or_default();
+        assert!(said.contains("nosuch"), "{name}: {said}");
+        let status = gw.wait_exit(Duration::from_secs(30));
+        assert!(!status.success(), "{name}: {status}");
+        assert!(
+            !gw.seen.iter().any(|l| l.contains("gateway listening")),
+            "{name}: {:?}",
+            gw.seen
+        );
+    }
+    // A grant naming the URL-fed schedule is accepted: the gateway starts listening
+    // (`second_gateway` waits for it).
+    let (_pager, _client) =
+        second_gateway(&stack, "pager", |t| format!("{t}{feed}{}", grant("pager")));
+}
+
+/// Someone not on call is told when their next shift starts (whoami, and the
+/// refusal), and it is the shift the rota gives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_off_call_is_told_the_next_shift() {
+    let start = Timestamp::now().unix_seconds() + 3600;
+    let stack = Stack::start_with(|dir, _| {
+        std::fs::create_dir_all(dir.join("gateway")).expect("dir");
+        let rfc = |t: i64| Timestamp::from_unix_seconds(t).to_string();
+        std::fs::write(
+            dir.join("gateway/rota.yaml"),
+            format!(
+                "apiVersion: palisade.dev/v1\nkind: Rota\nschedules:\n  - name: demo\n    timeZone: UTC\n    \
+                 rotation: always\n    participants: [\"regular\"]\n    overrides:\n      - operator: later\n        \
+                 start: {}\n        end: {}\n",
+                rfc(start),
+                rfc(start + 600)
+            ),
+        )
+        .expect("rota");
+    });
+    let gw = stack.gateway();
+    let token = gw.dev_token("later").await;
+    let starts = Timestamp::from_unix_seconds(start).to_string();
+    let (status, who) = gw.call("GET", "/v1/whoami", Some(&token), None).await;
+    assert_eq!(status, 200, "{who}");
+    assert_eq!(who["grants"], Value::Array(vec![]), "{who}");
+    assert_eq!(who["next_shift"]["schedule"], "demo", "{who}");
+    assert_eq!(who["next_shift"]["starts_at"], starts.as_str(), "{who}");
+    let (status, problem) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("your next shift (demo) starts {starts}")),
+        "{problem}"
+    );
+}
+
+/// A grant authorizes only on the clusters it names: the same on-call operator, on a
+/// gateway whose grant names another cluster, is refused on this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_authorizes_only_on_the_clusters_it_names() {
+    let stack = Stack::start();
+    let (_narrow, gw) = second_gateway(&stack, "narrow", |t| {
+        assert!(t.contains("clusters = [\"*\"]"), "{t}");
+        t.replace("clusters = [\"*\"]", "clusters = [\"other\", \"demo-2\"]")
+    });
+    let me = gw.dev_token(&stack.operator()).await;
+    let (status, who) = gw.call("GET", "/v1/whoami", Some(&me), None).await;
+    assert_eq!(status, 200, "{who}");
+    assert_eq!(who["grants"][0]["clusters"][0], "other", "{who}");
+    let (status, problem) = gw
+        .run(
+            &me,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not on call for cluster demo")),
+        "{problem}"
+    );
+    assert_logged_refusal(&stack, &problem, "authorize").await;
+    // The stack's own gateway, whose grant names every cluster, runs it.
+    let (status, done) = stack
+        .gateway()
+        .run(
+            &stack.gateway().dev_token(&stack.operator()).await,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+}

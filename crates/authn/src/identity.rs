@@ -134,4 +134,25 @@ mod tests {
         assert!(groups("groups", Some(&serde_json::json!([1]))).is_err());
         assert!(groups("groups", Some(&serde_json::json!({"a": 1}))).is_err());
     }
+
+    #[test]
+    fn groups_are_bounded_in_number_and_size_and_hold_no_control_characters() {
+        let n = |count: usize| {
+            let all: Vec<String> = (0..count).map(|i| format!("g{i}")).collect();
+            groups("groups", Some(&serde_json::json!(all)))
+        };
+        assert_eq!(n(MAX_GROUPS).expect("at the bound").len(), MAX_GROUPS);
+        assert!(n(MAX_GROUPS + 1).is_err());
+        let one = |g: String| groups("groups", Some(&Value::String(g)));
+        assert!(one("a".repeat(MAX_GROUP_LEN)).is_ok());
+        for bad in [
+            String::new(),
+            "a".repeat(MAX_GROUP_LEN + 1),
+            "sre\nadmins".to_owned(),
+            "sre\u{7f}".to_owned(),
+        ] {
+            let err = one(bad.clone()).expect_err(&bad);
+            assert!(matches!(err, AuthError::BadClaim { .. }), "{bad:?}: {err}");
+        }
+    }
 }

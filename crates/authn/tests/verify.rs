@@ -287,6 +287,29 @@ async fn header_algorithm_other_than_the_keys_is_refused() {
     );
 }
 
+/// A key id may name one key per algorithm (an issuer rotating from RSA to EC under one
+/// id): the token's header picks among them. A second key with the same id *and*
+/// algorithm is skipped: the first stays the one that verifies.
+#[tokio::test]
+async fn one_kid_may_name_one_key_per_algorithm() {
+    let rsa = TestKey::rsa();
+    let ec = TestKey::ec();
+    let second_rsa = TestKey::rsa();
+    let (v, _dir) = file_verifier(&[rsa.jwk("k1"), ec.jwk("k1"), second_rsa.jwk("k1")]).await;
+    for key in [&rsa, &ec] {
+        let id = v
+            .verify(&token(key, Some("k1"), &claims()), NOW)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", key.alg()));
+        assert_eq!(id.operator, "alice@example.com");
+    }
+    let err = v
+        .verify(&token(&second_rsa, Some("k1"), &claims()), NOW)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::BadSignature), "{err}");
+}
+
 #[tokio::test]
 async fn changed_payload_breaks_the_signature() {
     let key = TestKey::rsa();
@@ -410,6 +433,91 @@ async fn verifier_fails_closed_without_usable_keys() {
     }))
     .await
     .unwrap_err();
+    assert!(matches!(err, AuthError::JwksUnavailable { .. }), "{err}");
+}
+
+/// Each key of the set is checked when it is read: `key_ops` must include `verify`,
+/// a `kid` is 1 to 256 bytes, an RSA modulus 2048 to 8192 bits. A set whose only key
+/// fails one of these has no usable key, and the verifier does not start.
+#[tokio::test]
+async fn keys_are_checked_one_by_one_when_the_set_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    let load = |keys: Vec<Value>| {
+        std::fs::write(&path, jwks(&keys)).unwrap();
+        Verifier::new(settings(JwksSource::File(path.clone())))
+    };
+    let ec = TestKey::ec();
+    let with_ops = |ops: Value| {
+        let mut k = ec.jwk("ops");
+        k["key_ops"] = ops;
+        k
+    };
+    let rsa_of = |first: u8| {
+        let mut n = vec![first];
+        n.extend_from_slice(&[0x5b; 255]);
+        json!({"kty": "RSA", "kid": "rsa", "n": b64(&n), "e": "AQAB"})
+    };
+    let rsa_with_e = |e: &[u8]| {
+        let mut key = rsa_of(0xc5);
+        key["e"] = json!(b64(e));
+        key
+    };
+    for (what, key) in [
+        ("key_ops without verify", with_ops(json!(["encrypt"]))),
+        ("an empty kid", ec.jwk("")),
+        ("a kid of 257 bytes", ec.jwk(&"k".repeat(257))),
+        ("an RSA modulus of 2047 bits", rsa_of(0x7f)),
+        ("an empty RSA exponent", rsa_with_e(&[])),
+        ("an even RSA exponent", rsa_with_e(&[2])),
+        ("an RSA exponent of 5 bytes", rsa_with_e(&[1, 0, 0, 0, 1])),
+    ] {
+        let err = load(vec![key]).await.unwrap_err();
+        assert!(
+            matches!(err, AuthError::JwksUnavailable { .. }),
+            "{what}: {err}"
+        );
+    }
+    for (what, key) in [
+        ("key_ops with verify", with_ops(json!(["sign", "verify"]))),
+        ("a kid of 256 bytes", ec.jwk(&"k".repeat(256))),
+        ("an RSA modulus of 2048 bits", rsa_of(0x80)),
+        ("an RSA exponent of 4 bytes", rsa_with_e(&[1, 0, 0, 1])),
+    ] {
+        if let Err(e) = load(vec![key]).await {
+            panic!("{what}: {e}");
+        }
+    }
+    // The key with `verify` among its operations verifies.
+    let v = load(vec![with_ops(json!(["verify"]))]).await.unwrap();
+    v.verify(&token(&ec, Some("ops"), &claims()), NOW)
+        .await
+        .unwrap();
+
+    // A set is read only up to 1 MiB (here padded with trailing white space).
+    const MAX: usize = 1024 * 1024;
+    let text = jwks(&[ec.jwk("k")]);
+    let padded = |len: usize| format!("{text}{}", " ".repeat(len - text.len()));
+    std::fs::write(&path, padded(MAX)).unwrap();
+    Verifier::new(settings(JwksSource::File(path.clone())))
+        .await
+        .unwrap();
+    std::fs::write(&path, padded(MAX + 1)).unwrap();
+    let err = Verifier::new(settings(JwksSource::File(path.clone())))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::JwksUnavailable { .. }), "{err}");
+    // The same bound over HTTP, where the body arrives in several chunks.
+    let server = JwksServer::start(padded(MAX)).await;
+    let by_url = || {
+        settings(JwksSource::Url {
+            url: server.url.clone(),
+            ca: None,
+        })
+    };
+    Verifier::new(by_url()).await.unwrap();
+    server.set(200, padded(MAX + 1));
+    let err = Verifier::new(by_url()).await.unwrap_err();
     assert!(matches!(err, AuthError::JwksUnavailable { .. }), "{err}");
 }
 

@@ -314,3 +314,119 @@ fn one_shift_per_schedule_across_rotas_and_feeds() {
     bad[0].operator = "Alice".into();
     assert!(s.add_shifts("other", bad).is_err());
 }
+
+#[test]
+fn next_shift_looks_two_years_ahead_and_no_further() {
+    // 800 participants, one day each from 2026-01-01 09:00 UTC: p731's first shift
+    // starts 731 days after the first hand-off (inside the 732-day horizon), p799's
+    // 799 days after (beyond it).
+    let names: Vec<String> = (0..800).map(|i| format!("p{i}")).collect();
+    let s = schedules(&rota(
+        "long",
+        "UTC",
+        "daily",
+        &format!(
+            "    handoff: \"09:00\"\n    start: 2026-01-01\n    participants: [{}]\n",
+            names.join(", ")
+        ),
+    ));
+    let before = ts("2026-01-01T00:00:00Z");
+    let day = |d: i64| ts("2026-01-01T09:00:00Z") + SignedDuration::from_hours(24 * d);
+    for (who, start) in [
+        ("p0", 0),
+        ("p40", 40),
+        ("p200", 200),
+        ("p400", 400),
+        ("p731", 731),
+    ] {
+        assert_eq!(
+            s.next_shift(who, before).map(|x| x.start),
+            Some(day(start)),
+            "{who}"
+        );
+    }
+    assert_eq!(s.next_shift("p799", before), None);
+}
+
+#[test]
+fn a_rota_started_decades_ago_still_hands_off_on_time() {
+    // 13,301 daily hand-offs before 2026-06-02: the index of the shift covering an
+    // instant is estimated from its date and corrected around the hand-off time of
+    // day; the answer must be exact the second before the hand-off and at it.
+    let s = schedules(&rota(
+        "old",
+        "UTC",
+        "daily",
+        "    handoff: \"09:00\"\n    start: 1990-01-01\n    participants: [alice, bob, carol]\n",
+    ));
+    let handoff = "2026-06-02T09:00:00Z";
+    // Day 13,300 is bob's, day 13,301 carol's.
+    let bob = only(s.on_call("bob", second_before(handoff)));
+    assert_eq!(
+        (bob.start, bob.end),
+        (ts("2026-06-01T09:00:00Z"), ts(handoff))
+    );
+    assert!(s.on_call("carol", second_before(handoff)).is_empty());
+    for at in [ts(handoff), ts("2026-06-02T20:00:00Z")] {
+        let carol = only(s.on_call("carol", at));
+        assert_eq!(
+            (carol.start, carol.end),
+            (ts(handoff), ts("2026-06-03T09:00:00Z"))
+        );
+        assert!(s.on_call("bob", at).is_empty());
+        assert!(s.on_call("alice", at).is_empty());
+    }
+    assert_eq!(
+        s.next_shift("alice", ts(handoff)).map(|x| x.start),
+        Some(ts("2026-06-03T09:00:00Z"))
+    );
+}
+
+#[test]
+fn rota_shifts_between_lists_no_empty_piece_and_nothing_outside_the_range() {
+    // dave's override takes alice's whole day 2; erin's splits bob's day 3; gina's
+    // ends exactly where the range starts and frank's starts exactly where it ends.
+    let overrides = [
+        ("gina", "2026-03-01T18:00:00Z", "2026-03-02T00:00:00Z"),
+        ("dave", "2026-03-03T00:00:00Z", "2026-03-04T00:00:00Z"),
+        ("erin", "2026-03-04T06:00:00Z", "2026-03-04T12:00:00Z"),
+        ("frank", "2026-03-05T00:00:00Z", "2026-03-05T06:00:00Z"),
+    ]
+    .iter()
+    .map(|(who, start, end)| {
+        format!("      - operator: {who}\n        start: {start}\n        end: {end}\n")
+    })
+    .collect::<String>();
+    let s = schedules(&rota(
+        "r",
+        "UTC",
+        "daily",
+        &format!(
+            "    handoff: \"00:00\"\n    start: 2026-03-01\n    participants: [alice, bob]\n    overrides:\n{overrides}"
+        ),
+    ));
+    let listed: Vec<(String, Timestamp, Timestamp)> = s
+        .shifts_between(ts("2026-03-02T00:00:00Z"), ts("2026-03-05T00:00:00Z"))
+        .into_iter()
+        .map(|x| (x.operator, x.start, x.end))
+        .collect();
+    let shift = |who: &str, start: &str, end: &str| (who.to_string(), ts(start), ts(end));
+    assert_eq!(
+        listed,
+        vec![
+            shift("bob", "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z"),
+            shift("dave", "2026-03-03T00:00:00Z", "2026-03-04T00:00:00Z"),
+            shift("bob", "2026-03-04T00:00:00Z", "2026-03-04T06:00:00Z"),
+            shift("erin", "2026-03-04T06:00:00Z", "2026-03-04T12:00:00Z"),
+            shift("bob", "2026-03-04T12:00:00Z", "2026-03-05T00:00:00Z"),
+        ]
+    );
+    // alice's day 2, taken whole by dave, leaves her no shift and is not her next
+    // one: that is what frank leaves of her day 4.
+    assert!(s.on_call("alice", ts("2026-03-03T00:00:00Z")).is_empty());
+    assert_eq!(
+        s.next_shift("alice", ts("2026-03-02T12:00:00Z"))
+            .map(|x| x.start),
+        Some(ts("2026-03-05T06:00:00Z"))
+    );
+}
