@@ -10,8 +10,7 @@
 
 use crate::keys::{key_id_decoded, PublicKey, SigningKey};
 use crate::tuf::{
-    self, Commit, Lifetimes, OnlineKeys, RepoDir, RepoState, TrustConfig, TrustError, POLICY_ROLE,
-    ROOT_TRUST_FIELD,
+    self, Lifetimes, OnlineKeys, RepoDir, RepoState, TrustConfig, TrustError, ROOT_TRUST_FIELD,
 };
 use std::collections::BTreeSet;
 use std::num::NonZeroU64;
@@ -203,31 +202,9 @@ pub fn update_root(
     tuf::write_atomic(&md.join(format!("{version}.root.json")), &bytes)?;
     tuf::write_atomic(&md.join("root.json"), &bytes)?;
 
-    // The delegation follows the root's reviewers (a new targets version either way,
-    // so that clients re-read the delegations under the new root).
-    let state = RepoState::read(repo)?;
-    let mut targets = tuf::next_targets(&state, life);
-    if state.delegation(POLICY_ROLE).is_some() {
-        let refs: Vec<&PublicKey> = trust.reviewers.iter().collect();
-        tuf::set_delegation(
-            &mut targets,
-            POLICY_ROLE,
-            &refs,
-            trust.threshold,
-            "policy/*",
-        )?;
-    }
-    tuf::commit(
-        repo,
-        &state,
-        &online.online,
-        Commit {
-            targets: Some(targets),
-            delegated: vec![],
-            files: vec![],
-        },
-        life,
-    )?;
+    // The delegation follows the root's reviewers: what `refresh` does (a new
+    // targets version either way, so that clients re-read the delegations).
+    crate::trusted_policy::refresh(repo, online, life)?;
     Ok(RootUpdated {
         version,
         trust,

@@ -472,7 +472,17 @@ async fn growth_suite(backend: &Backend) {
     let mut log_ids: Vec<u64> = Vec::new();
     for (target, max_entries, callers) in steps {
         let started = Instant::now();
-        let writer = log.open(batch(max_entries)).await;
+        // Batches larger than a tile linger, so that the callers' entries gather into
+        // batches spanning tiles however the machine schedules them.
+        let config = if max_entries > usize::from(TILE_WIDTH) {
+            BatchConfig {
+                max_entries,
+                max_delay: Duration::from_millis(500),
+            }
+        } else {
+            batch(max_entries)
+        };
+        let writer = log.open(config).await;
         let size = log_ids.len() as u64;
         assert_eq!(writer.published().size, size, "reopened size");
         let receipts = append_concurrently(&writer, size..target, callers).await;
