@@ -3,7 +3,6 @@
 //! process.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -31,18 +30,8 @@ pub fn palisade_bin() -> PathBuf {
 
 /// `n` consecutive free loopback ports.
 pub fn free_port_block(n: u16) -> u16 {
-    for _ in 0..500 {
-        let probe = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = probe.local_addr().expect("addr").port();
-        drop(probe);
-        if u32::from(base) + u32::from(n) > 60_000 {
-            continue;
-        }
-        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no block of {n} free loopback ports");
+    palisade_core::ports::free_loopback_block(n)
+        .unwrap_or_else(|| panic!("no block of {n} free loopback ports"))
 }
 
 /// `VmRSS` and `VmHWM` of a process, KiB.

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -15,18 +14,7 @@ pub fn palisade() -> Command {
 
 /// A run of ten consecutive free loopback ports, for one `palisade up`.
 pub fn free_port_block() -> u16 {
-    for _ in 0..200 {
-        let probe = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let base = probe.local_addr().expect("addr").port();
-        drop(probe);
-        if base > 60_000 {
-            continue;
-        }
-        if (0..10).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no block of 10 free loopback ports found");
+    palisade_core::ports::free_loopback_block(10).expect("no block of 10 free loopback ports found")
 }
 
 /// A running child whose stdout lines are collected in the background.

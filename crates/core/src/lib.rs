@@ -17,6 +17,7 @@ pub mod digest;
 pub mod event;
 pub mod id;
 pub mod inventory;
+pub mod ports;
 pub mod time;
 
 pub use canonical::{to_canonical_vec, CanonicalError};

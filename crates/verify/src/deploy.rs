@@ -100,18 +100,8 @@ pub fn require_tool(tool: &str, install: &str) -> anyhow::Result<()> {
 
 /// Ten consecutive free loopback ports.
 fn free_port_block() -> anyhow::Result<u16> {
-    for _ in 0..200 {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let base = probe.local_addr()?.port();
-        drop(probe);
-        if base > 60_000 {
-            continue;
-        }
-        if (0..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return Ok(base);
-        }
-    }
-    bail!("no block of 10 free loopback ports found; pass --base-port")
+    palisade_core::ports::free_loopback_block(10)
+        .ok_or_else(|| anyhow!("no block of 10 free loopback ports found; pass --base-port"))
 }
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
