@@ -584,21 +584,9 @@ fn add_dave() -> impl Fn(&Fixture) -> RootChange {
     }
 }
 
-/// Root version N+1 with `edit` applied, signed by `signers` only, written as the
-/// repository's newest root (what a host without the root keys can produce).
-fn forge_root(f: &Fixture, signers: &[&SigningKey], edit: impl FnOnce(&mut tough::schema::Root)) {
-    let state = RepoState::read(&f.repo).expect("state");
-    let mut root = state.root.signed.clone();
-    root.version = std::num::NonZeroU64::new(root.version.get() + 1).expect("version");
-    edit(&mut root);
-    let signed = Signed {
-        signatures: signers
-            .iter()
-            .map(|k| tuf::tuf_signature(&root, k).expect("sig"))
-            .collect(),
-        signed: root,
-    };
-    let bytes = serde_json::to_vec_pretty(&signed).expect("json");
+/// Writes `signed` as root N+1 (numbered file and root.json).
+fn write_root(f: &Fixture, signed: &Signed<tough::schema::Root>) {
+    let bytes = serde_json::to_vec_pretty(signed).expect("json");
     let md = f.repo.metadata();
     std::fs::write(
         md.join(format!("{}.root.json", signed.signed.version)),
@@ -606,6 +594,30 @@ fn forge_root(f: &Fixture, signers: &[&SigningKey], edit: impl FnOnce(&mut tough
     )
     .expect("write");
     std::fs::write(md.join("root.json"), &bytes).expect("write");
+}
+
+/// The newest root with its version raised by one, unsigned.
+fn next_root(f: &Fixture) -> tough::schema::Root {
+    let mut root = RepoState::read(&f.repo).expect("state").root.signed;
+    root.version = std::num::NonZeroU64::new(root.version.get() + 1).expect("version");
+    root
+}
+
+/// Root version N+1 with `edit` applied, signed by `signers` only, written as the
+/// repository's newest root (what a host without the root keys can produce).
+fn forge_root(f: &Fixture, signers: &[&SigningKey], edit: impl FnOnce(&mut tough::schema::Root)) {
+    let mut root = next_root(f);
+    edit(&mut root);
+    write_root(
+        f,
+        &Signed {
+            signatures: signers
+                .iter()
+                .map(|k| tuf::tuf_signature(&root, k).expect("sig"))
+                .collect(),
+            signed: root,
+        },
+    );
 }
 
 fn add_reviewer_to_root(root: &mut tough::schema::Root, key: &PublicKey) {
@@ -727,24 +739,6 @@ fn root_keys_rotate_to_two_of_three_and_then_one_key_is_not_enough() {
     assert_eq!(done.trust.reviewers.len(), 4);
     f.verify("gw").expect("walks 2 -> 3");
     f.verify("fresh").expect("walks 1 -> 2 -> 3");
-}
-
-/// Writes `signed` as root N+1 (numbered file and root.json).
-fn write_root(f: &Fixture, signed: &Signed<tough::schema::Root>) {
-    let bytes = serde_json::to_vec_pretty(signed).expect("json");
-    let md = f.repo.metadata();
-    std::fs::write(
-        md.join(format!("{}.root.json", signed.signed.version)),
-        &bytes,
-    )
-    .expect("write");
-    std::fs::write(md.join("root.json"), &bytes).expect("write");
-}
-
-fn next_root(f: &Fixture) -> tough::schema::Root {
-    let mut root = RepoState::read(&f.repo).expect("state").root.signed;
-    root.version = std::num::NonZeroU64::new(root.version.get() + 1).expect("version");
-    root
 }
 
 #[test]
