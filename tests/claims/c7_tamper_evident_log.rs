@@ -203,9 +203,11 @@ async fn customer_verifies_the_whole_witnessed_log_and_detects_a_rewritten_entry
 }
 
 /// Readers are never served a checkpoint without its witness cosignatures, even while
-/// the log stores each new checkpoint before the witness has seen it.
+/// the log stores each new checkpoint before the witness has seen it: neither through
+/// the read API nor from the storage (a bucket served as static files), where the
+/// checkpoint also never goes back.
 #[tokio::test(flavor = "multi_thread")]
-async fn every_checkpoint_served_while_appending_is_witnessed() {
+async fn every_checkpoint_served_or_stored_while_appending_is_witnessed() {
     use palisade_tlog::checkpoint::LogPolicy;
     use palisade_tlog::note::VerifierKey;
     let stack = Stack::start();
@@ -232,6 +234,17 @@ async fn every_checkpoint_served_while_appending_is_witnessed() {
                 let r = reader.get(&url).send().await.expect("GET checkpoint");
                 assert_eq!(r.status(), 200);
                 seen.push(r.bytes().await.expect("checkpoint body"));
+            }
+            seen
+        })
+    };
+    let stored = {
+        let (done, path) = (done.clone(), stack.tiles().join("checkpoint"));
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(std::fs::read(&path).expect("the stored checkpoint"));
+                std::thread::sleep(Duration::from_millis(1));
             }
             seen
         })
@@ -274,6 +287,69 @@ async fn every_checkpoint_served_while_appending_is_witnessed() {
         sizes.len() > 2,
         "the reads saw too few checkpoints to test anything: {sizes:?}"
     );
+    let stored = stored.join().expect("storage reader");
+    let mut sizes = Vec::new();
+    for note in &stored {
+        let verified = policy.verify(note).unwrap_or_else(|e| {
+            panic!(
+                "the storage held a checkpoint that a reader requiring the witness refuses ({e}):\n{}",
+                String::from_utf8_lossy(note)
+            )
+        });
+        sizes.push(verified.checkpoint().size());
+    }
+    assert!(
+        sizes.windows(2).all(|w| w[0] <= w[1]),
+        "the stored checkpoint went back: {sizes:?}"
+    );
+    sizes.dedup();
+    assert!(
+        sizes.len() > 2,
+        "the storage reads saw too few checkpoints to test anything: {sizes:?}"
+    );
+}
+
+/// A log stopped after storing a batch's commit point but before its cosigned
+/// checkpoint (here: the stored `checkpoint` put back one batch) continues from the
+/// commit point, has it cosigned, and stores it; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_stopped_before_storing_the_cosigned_checkpoint_continues_from_its_commit_point() {
+    let mut stack = Stack::start();
+    append_events(&stack, 5).await;
+    let older = std::fs::read(stack.tiles().join("checkpoint")).expect("checkpoint");
+    append_events(&stack, 5).await;
+    stack.run.signal("INT");
+    stack.run.wait_exit(Duration::from_secs(30));
+    let commit = std::fs::read(stack.tiles().join("checkpoint.commit")).expect("commit point");
+    let size_of = |note: &[u8]| {
+        Checkpoint::parse(Note::parse(note).expect("note").text())
+            .expect("checkpoint")
+            .size()
+    };
+    let acknowledged = size_of(&commit);
+    assert!(size_of(&older) < acknowledged);
+    std::fs::write(stack.tiles().join("checkpoint"), &older).expect("put back");
+    stack.run = Stack::up(&stack.dir, stack.port);
+    // The log serves the newest checkpoint, cosigned, and stores it.
+    let stored = stack.tiles().join("checkpoint");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while size_of(&std::fs::read(&stored).expect("checkpoint")) < acknowledged {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cosigned checkpoint of size {acknowledged} was never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ok = stack.audit_from(&["--dir", stack.tiles().to_str().expect("utf8")], &[]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let ok = stack.audit(&[]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    // Appends continue after it.
+    let r = append_as(&stack, Role::Gateway, "gateway", "{\"after\":1}").await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value =
+        serde_json::from_slice(&r.bytes().await.expect("append answer")).expect("JSON");
+    assert_eq!(body["index"].as_u64(), Some(acknowledged), "{body}");
 }
 
 /// The policy the gateway enforces is recorded in the governance log, which every

@@ -7,11 +7,18 @@
 //!    the partial tile of every level and the partial entry bundle);
 //! 2. every tile and entry bundle the batch completed or changed is written;
 //! 3. a checkpoint over the new size is signed and written — this is the commit point:
-//!    a batch is part of the log once its checkpoint is stored;
+//!    a batch is part of the log once its checkpoint is stored. Without witnesses it
+//!    is the public `checkpoint` object; with witnesses it is [`COMMIT_CHECKPOINT`]
+//!    beside it, so that readers of the storage only ever see cosigned checkpoints;
 //! 4. if witnesses are configured, their cosignatures are collected and the cosigned
-//!    checkpoint replaces the log-only one;
+//!    checkpoint is written as `checkpoint` while step 5 runs (each such write waits
+//!    for the previous one, so the object never goes back to an older checkpoint);
 //! 5. every entry of the batch is acknowledged with its index and a self-contained
-//!    tlog-proof (inclusion proof + the checkpoint).
+//!    tlog-proof (inclusion proof + the checkpoint). An append that asked only for
+//!    the commit point ([`Wait::Stored`]) is acknowledged before step 4 instead.
+//!
+//! On opening, the log continues from the newer of the two stored checkpoints, and
+//! asks the witnesses again for one stored before they answered.
 //!
 //! If step 2 or 3 fails, the batch is refused and the in-memory state is reloaded
 //! from storage, so the next batch starts again from the last stored checkpoint (tiles
@@ -106,7 +113,21 @@ pub struct Published {
 
 struct Pending {
     entry: Bytes,
+    wait: Wait,
     reply: oneshot::Sender<Result<Receipt, AppendError>>,
+}
+
+/// When an append is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// Once its checkpoint carries the witness quorum (what a write-ahead intent
+    /// needs before anything is dispatched).
+    #[default]
+    Witnessed,
+    /// Once its checkpoint is stored, signed by the log: the commit point. The
+    /// witnesses are asked right after, as for every batch, but the answer does not
+    /// wait for them, and its proof carries the log's signature only.
+    Stored,
 }
 
 /// A handle to a running sequencer; cheap to clone.
@@ -128,11 +149,25 @@ impl LogWriter {
         self.submit(entry).await?.await
     }
 
-    /// Queues one entry now — entries submitted one after another keep that order in
-    /// the log — and returns the future of its acknowledgement.
+    /// Appends one entry and waits as `wait` says.
+    pub async fn append_with(&self, entry: Bytes, wait: Wait) -> Result<Receipt, AppendError> {
+        self.submit_with(entry, wait).await?.await
+    }
+
+    /// Queues one entry now (see [`LogWriter::submit_with`]), answered once witnessed.
     pub async fn submit(
         &self,
         entry: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<Receipt, AppendError>>, AppendError> {
+        self.submit_with(entry, Wait::Witnessed).await
+    }
+
+    /// Queues one entry now — entries submitted one after another keep that order in
+    /// the log — and returns the future of its acknowledgement.
+    pub async fn submit_with(
+        &self,
+        entry: Bytes,
+        wait: Wait,
     ) -> Result<impl std::future::Future<Output = Result<Receipt, AppendError>>, AppendError> {
         if entry.is_empty() {
             return Err(AppendError::Empty);
@@ -147,7 +182,7 @@ impl LogWriter {
             reason: reason.into(),
         };
         self.tx
-            .send(Pending { entry, reply })
+            .send(Pending { entry, wait, reply })
             .await
             .map_err(|_| unavailable("the sequencer stopped"))?;
         Ok(async move {
@@ -171,6 +206,22 @@ pub enum OpenError {
     Storage(String, String),
 }
 
+/// Where a log with witnesses stores its log-signed checkpoint, the commit point of
+/// each batch, before the witnesses are asked: the public `checkpoint` object then only
+/// ever holds a cosigned checkpoint. Not part of the tlog-tiles layout; readers ignore
+/// it.
+pub const COMMIT_CHECKPOINT: &str = "checkpoint.commit";
+
+/// Where the commit point goes: with witnesses, the public `checkpoint` is only ever a
+/// cosigned one, and the log-signed checkpoint goes beside it.
+fn commit_name(witnessed: bool) -> &'static str {
+    if witnessed {
+        COMMIT_CHECKPOINT
+    } else {
+        "checkpoint"
+    }
+}
+
 /// The witnesses a log asks for cosignatures, and how many it needs.
 #[derive(Clone, Default)]
 pub struct WitnessSet {
@@ -192,12 +243,16 @@ struct Sequencer {
     key: SignerKey,
     store: TileStore,
     edge: Edge,
-    /// The current checkpoint, as stored.
+    /// The current checkpoint, as stored (or, cosigned, being stored: `storing`).
     note: Note,
     /// Tiles written by the last batch, kept for proofs.
     recent: MemoryTiles,
     witnesses: WitnessSet,
     published: watch::Sender<Published>,
+    /// The cosigned checkpoint being stored while the batch is acknowledged; every
+    /// later checkpoint write (and a reload) waits for it first, so that storage never
+    /// goes back to an older checkpoint.
+    storing: Option<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>>,
 }
 
 /// Opens (or creates) the log at `store` and starts its sequencer.
@@ -208,7 +263,8 @@ pub async fn start(
     batch: BatchConfig,
     witnesses: WitnessSet,
 ) -> Result<LogWriter, OpenError> {
-    let (edge, note, recent) = recover(origin, &key, &store).await?;
+    let commit_name = commit_name(!witnesses.clients.is_empty());
+    let (edge, note, recent) = recover(origin, &key, &store, commit_name).await?;
     let size = edge.frontier.size();
     let (published, published_rx) = watch::channel(Published {
         size,
@@ -224,6 +280,7 @@ pub async fn start(
         recent,
         witnesses,
         published,
+        storing: None,
     };
     let batch = BatchConfig {
         max_entries: batch.max_entries.clamp(1, MAX_BATCH_ENTRIES),
@@ -243,6 +300,7 @@ async fn recover(
     origin: &str,
     key: &SignerKey,
     store: &TileStore,
+    commit_name: &str,
 ) -> Result<(Edge, Note, MemoryTiles), OpenError> {
     let corrupt = |reason: String| OpenError::Corrupt {
         origin: origin.to_string(),
@@ -250,7 +308,15 @@ async fn recover(
     };
     let storage =
         |e: crate::store::StoreError| OpenError::Storage(e.to_string(), origin.to_string());
-    let Some(bytes) = store.read("checkpoint").await.map_err(storage)? else {
+    let public = stored_note(origin, key, store, "checkpoint").await?;
+    let commit = stored_note(origin, key, store, COMMIT_CHECKPOINT).await?;
+    // The newer of the two; the cosigned one when they are of the same size.
+    let newest = match (public, commit) {
+        (Some(p), Some(c)) if c.1.size() > p.1.size() => Some(c),
+        (Some(p), _) => Some(p),
+        (None, c) => c,
+    };
+    let Some((note, checkpoint)) = newest else {
         // Tiles without a checkpoint are a log that lost its commit point (a partial
         // restore, a wrong prefix, a deleted object), never a new one: a new log's
         // checkpoint is written before any tile. Starting afresh would overwrite those
@@ -266,7 +332,7 @@ async fn recover(
             .and_then(|c| c.sign(key))
             .map_err(|e| corrupt(e.to_string()))?;
         store
-            .write("checkpoint", Bytes::from(note.to_bytes()))
+            .write(commit_name, Bytes::from(note.to_bytes()))
             .await
             .map_err(storage)?;
         let edge = Edge {
@@ -276,23 +342,6 @@ async fn recover(
         };
         return Ok((edge, note, MemoryTiles::new()));
     };
-    let note =
-        Note::parse(&bytes).map_err(|e| corrupt(format!("stored checkpoint is malformed: {e}")))?;
-    note.clone()
-        .open(std::slice::from_ref(&key.verifier()))
-        .map_err(|e| {
-            corrupt(format!(
-                "stored checkpoint is not signed by this log's key: {e}"
-            ))
-        })?;
-    let checkpoint =
-        Checkpoint::parse(note.text()).map_err(|e| corrupt(format!("stored checkpoint: {e}")))?;
-    if checkpoint.origin() != origin {
-        return Err(corrupt(format!(
-            "stored checkpoint is for origin {:?}",
-            checkpoint.origin()
-        )));
-    }
     let size = checkpoint.size();
 
     // The partial tile of every level, and the partial entry bundle.
@@ -377,6 +426,45 @@ async fn recover(
     ))
 }
 
+/// A stored checkpoint (`checkpoint` or [`COMMIT_CHECKPOINT`]), checked against the
+/// log's key and origin; `None` if there is none.
+async fn stored_note(
+    origin: &str,
+    key: &SignerKey,
+    store: &TileStore,
+    name: &str,
+) -> Result<Option<(Note, Checkpoint)>, OpenError> {
+    let corrupt = |reason: String| OpenError::Corrupt {
+        origin: origin.to_string(),
+        reason,
+    };
+    let Some(bytes) = store
+        .read(name)
+        .await
+        .map_err(|e| OpenError::Storage(e.to_string(), origin.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let note =
+        Note::parse(&bytes).map_err(|e| corrupt(format!("stored {name} is malformed: {e}")))?;
+    note.clone()
+        .open(std::slice::from_ref(&key.verifier()))
+        .map_err(|e| {
+            corrupt(format!(
+                "stored {name} is not signed by this log's key: {e}"
+            ))
+        })?;
+    let checkpoint =
+        Checkpoint::parse(note.text()).map_err(|e| corrupt(format!("stored {name}: {e}")))?;
+    if checkpoint.origin() != origin {
+        return Err(corrupt(format!(
+            "stored {name} is for origin {:?}",
+            checkpoint.origin()
+        )));
+    }
+    Ok(Some((note, checkpoint)))
+}
+
 fn hashes_bytes(row: &[Hash]) -> Bytes {
     Bytes::from(row.iter().flat_map(|h| h.0).collect::<Vec<u8>>())
 }
@@ -419,6 +507,20 @@ impl Sequencer {
             }
             self.integrate(pending).await;
         }
+        self.settle().await;
+    }
+
+    /// Waits for the cosigned checkpoint being stored, if any.
+    async fn settle(&mut self) {
+        let Some(write) = self.storing.take() else {
+            return;
+        };
+        let problem = match write.await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(origin = %self.origin, %problem, "the cosigned checkpoint was not stored; the previous one stays until the next");
     }
 
     async fn integrate(&mut self, pending: Vec<Pending>) {
@@ -430,7 +532,9 @@ impl Sequencer {
                 for p in pending {
                     let _ = p.reply.send(Err(AppendError::Storage(e.clone())));
                 }
-                match recover(&self.origin, &self.key, &self.store).await {
+                self.settle().await;
+                let name = commit_name(!self.witnesses.clients.is_empty());
+                match recover(&self.origin, &self.key, &self.store, name).await {
                     Ok((edge, note, recent)) => {
                         self.edge = edge;
                         self.note = note;
@@ -443,15 +547,31 @@ impl Sequencer {
                 return;
             }
         }
+        let mut pending: Vec<(u64, Pending)> = (old_size..).zip(pending).collect();
+        // Appends that asked only for the commit point are answered now; the
+        // witnesses are asked right after, as for every batch.
+        if !self.witnesses.clients.is_empty() && pending.iter().any(|(_, p)| p.wait == Wait::Stored)
+        {
+            let (now, later) = pending
+                .into_iter()
+                .partition::<Vec<_>, _>(|(_, p)| p.wait == Wait::Stored);
+            let indexes: Vec<u64> = now.iter().map(|(i, _)| *i).collect();
+            for ((_, p), answer) in now.into_iter().zip(self.receipts(&indexes)) {
+                let _ = p.reply.send(answer);
+            }
+            pending = later;
+        }
         let witnessed = self.collect_cosignatures().await;
         let size = self.edge.frontier.size();
         let _ = self.published.send(Published {
             size,
             note: Bytes::from(self.note.to_bytes()),
         });
+        let indexes: Vec<u64> = pending.iter().map(|(i, _)| *i).collect();
         let answers: Vec<Result<Receipt, AppendError>> = match &witnessed {
-            Err((got, need, detail)) => (old_size..size)
-                .map(|index| {
+            Err((got, need, detail)) => indexes
+                .iter()
+                .map(|&index| {
                     Err(AppendError::Unwitnessed {
                         index,
                         got: *got,
@@ -460,9 +580,9 @@ impl Sequencer {
                     })
                 })
                 .collect(),
-            Ok(()) => self.receipts(old_size, size),
+            Ok(()) => self.receipts(&indexes),
         };
-        for (p, answer) in pending.into_iter().zip(answers) {
+        for ((_, p), answer) in pending.into_iter().zip(answers) {
             let _ = p.reply.send(answer);
         }
     }
@@ -553,7 +673,10 @@ impl Sequencer {
             .and_then(|c| c.sign(&self.key))
             .map_err(|e| e.to_string())?;
         self.store
-            .write("checkpoint", Bytes::from(note.to_bytes()))
+            .write(
+                commit_name(!self.witnesses.clients.is_empty()),
+                Bytes::from(note.to_bytes()),
+            )
             .await
             .map_err(|e| e.to_string())?;
         self.note = note;
@@ -590,15 +713,17 @@ impl Sequencer {
         }
         let need = self.witnesses.quorum;
         if got > 0 {
-            if let Err(e) = self
-                .store
-                .write("checkpoint", Bytes::from(note.to_bytes()))
-                .await
-            {
-                problems.push(format!("storing the cosigned checkpoint: {e}"));
-            } else {
-                self.note = note;
-            }
+            // The log-signed checkpoint of this size is already stored (the commit
+            // point); the cosigned one is published while the batch is acknowledged.
+            // Should that write fail, the next one supersedes it, and a log restarted
+            // meanwhile asks the witnesses again.
+            self.settle().await;
+            let store = self.store.clone();
+            let bytes = Bytes::from(note.to_bytes());
+            self.storing = Some(tokio::spawn(async move {
+                store.write("checkpoint", bytes).await
+            }));
+            self.note = note;
         }
         if got >= need {
             Ok(())
@@ -607,8 +732,8 @@ impl Sequencer {
         }
     }
 
-    /// The receipts of the entries `from..to` of the batch just committed.
-    fn receipts(&self, from: u64, to: u64) -> Vec<Result<Receipt, AppendError>> {
+    /// The receipts of entries of the batch just committed, against the current note.
+    fn receipts(&self, indexes: &[u64]) -> Vec<Result<Receipt, AppendError>> {
         // The sequencer computed every hash it needs itself, so it reads them from
         // its own memory instead of re-authenticating tiles for each receipt. The
         // proofs of one batch share most of their hashes: each is computed once.
@@ -620,8 +745,9 @@ impl Sequencer {
             computed: std::cell::RefCell::new(std::collections::HashMap::new()),
         };
         tokio::task::block_in_place(|| {
-            (from..to)
-                .map(|index| {
+            indexes
+                .iter()
+                .map(|&index| {
                     let proof = TlogProof::produce(index, self.note.clone(), None, &reader)
                         .map_err(|e| {
                             AppendError::Storage(format!("cannot build the inclusion proof: {e}"))

@@ -6,7 +6,7 @@
 //!
 //! | route | who | what |
 //! |---|---|---|
-//! | `POST /logs/<log>/append` | gateway or agent certificate | append one entry (≤ 65,535 bytes); answers once it is under a stored, witnessed checkpoint, with its index and a tlog-proof |
+//! | `POST /logs/<log>/append[?wait=stored]` | gateway or agent certificate | append one entry (≤ 65,535 bytes); answers once it is under a stored, witnessed checkpoint (with `wait=stored`: under the stored commit point, before the witnesses answer), with its index and a tlog-proof |
 //! | `GET /logs/<log>/checkpoint`, `GET /logs/<log>/tile/…` | the cluster's tenant (bearer token) or a Palisade component certificate | tlog-tiles read API |
 //! | `GET /healthz` | anyone | liveness |
 //!
@@ -16,10 +16,10 @@
 
 use crate::config::{LogConfig, StorageConfig, GOVERNANCE};
 use crate::https::{serve, Peer};
-use crate::sequencer::{self, AppendError, BatchConfig, LogWriter, WitnessSet};
+use crate::sequencer::{self, AppendError, BatchConfig, LogWriter, Wait, WitnessSet};
 use crate::store::{S3Location, TileStore};
 use crate::witness_client::WitnessClient;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -293,10 +293,23 @@ impl LogService {
     }
 }
 
+/// `?wait=witnessed` (the default) or `?wait=stored`: when an append is answered.
+fn wait_of(query: Option<&str>) -> Result<Wait, Refused> {
+    match query.unwrap_or_default() {
+        "" | "wait=witnessed" => Ok(Wait::Witnessed),
+        "wait=stored" => Ok(Wait::Stored),
+        other => Err(Refused::Bad(format!(
+            "unknown query {:?}: an append takes wait=witnessed (the default) or wait=stored",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
 async fn append(
     State(svc): State<Arc<LogService>>,
     Extension(peer): Extension<Peer>,
     Path(log): Path<String>,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Json<AppendResponse>, Refused> {
     if !peer.is(&[Role::Gateway, Role::Agent]) {
@@ -304,6 +317,7 @@ async fn append(
             "appending needs a gateway or agent certificate",
         ));
     }
+    let wait = wait_of(query.as_deref())?;
     if !svc.exists(&log) {
         return Err(Refused::NotFound(format!("no log {log:?}")));
     }
@@ -311,7 +325,7 @@ async fn append(
         .log(&log)
         .await
         .map_err(|e| Refused::Unavailable(e.to_string()))?;
-    match writer.append(body).await {
+    match writer.append_with(body, wait).await {
         Ok(r) => Ok(Json(AppendResponse {
             index: r.index,
             proof: String::from_utf8_lossy(&r.proof).into_owned(),
@@ -335,10 +349,9 @@ async fn checkpoint(
         .log(&log)
         .await
         .map_err(|e| Refused::Unavailable(e.to_string()))?;
-    // The checkpoint the sequencer published, not the stored object: the sequencer
-    // stores each new checkpoint before the witnesses see it (so that a crash cannot
-    // make it sign a fork of what they cosigned), and a read in between would get a
-    // checkpoint without its cosignatures.
+    // The checkpoint the sequencer published, not the stored object: with witnesses,
+    // the cosigned checkpoint is stored while its batch is acknowledged, so the stored
+    // object can be one batch behind.
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),

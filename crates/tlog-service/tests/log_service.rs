@@ -53,6 +53,11 @@ fn sha256_hex(text: &str) -> String {
 
 impl Service {
     async fn start() -> Service {
+        Self::start_with("", "").await
+    }
+
+    /// With `top` among the top-level settings and `tail` after the tables.
+    async fn start_with(top: &str, tail: &str) -> Service {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = dir.path().join("pki");
@@ -117,6 +122,7 @@ listen = "127.0.0.1:7401"
 base_origin = "{BASE_ORIGIN}"
 key_file = "log.key"
 inventory = "inventory.toml"
+{top}
 
 [storage]
 kind = "local"
@@ -138,6 +144,7 @@ token_sha256 = "{acme}"
 [[reader]]
 tenant = "globex"
 token_sha256 = "{globex}"
+{tail}
 "#,
                 ca = ca.cert.display(),
                 cert = log_cert.cert.display(),
@@ -617,4 +624,77 @@ async fn checkpoint_is_no_cache_and_full_tiles_are_immutable() {
             tile.header("cache-control")
         );
     }
+}
+
+/// An append answers once its entry is under a witnessed checkpoint, or with
+/// `?wait=stored` once it is under the stored commit point. With the only witness
+/// unreachable, the first is refused (503, naming the index it has in the log) and the
+/// second answers with a proof signed by the log alone; both entries are in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_stored_answers_at_the_commit_point_without_the_witnesses() {
+    let witness = SignerKey::generate("witness.test/w1", KeyType::Cosignature).expect("key");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let svc = Service::start_with(
+        "witness_quorum = 1",
+        &format!(
+            "[[witness]]\nname = \"w1\"\nurl = \"https://127.0.0.1:{dead_port}\"\nkey = \"{}\"\n",
+            witness.verifier()
+        ),
+    )
+    .await;
+    let gateway = svc.gateway();
+    let refused = svc.append(&gateway, "c1", "needs the witness").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text()
+    );
+    assert!(refused.text().contains("index 0"), "{}", refused.text());
+
+    let resp = gateway
+        .post(svc.url("/logs/c1/append?wait=stored"))
+        .body("a result")
+        .send()
+        .await
+        .expect("append");
+    let stored = Answer::read(resp).await;
+    assert_eq!(assert_proof(&svc, "c1", &stored, b"a result"), 1);
+    // The proof carries the log's signature only: a reader requiring the witness
+    // refuses it.
+    let proof = TlogProof::parse(stored.appended().proof.as_bytes()).expect("proof");
+    let with_witness = svc
+        .policy("c1")
+        .with_witnesses(vec![witness.verifier()], 1)
+        .expect("policy");
+    assert!(proof.verify(b"a result", &with_witness).is_err());
+
+    // Any other query is refused before anything is appended.
+    for query in ["wait=later", "wait=stored&x=1", "x"] {
+        let resp = gateway
+            .post(svc.url(&format!("/logs/c1/append?{query}")))
+            .body("never")
+            .send()
+            .await
+            .expect("append");
+        let bad = Answer::read(resp).await;
+        assert_eq!(
+            bad.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            bad.text()
+        );
+    }
+    let bundle = svc
+        .get(
+            &svc.anonymous(),
+            "/logs/c1/tile/entries/000.p/2",
+            Some(ACME_TOKEN),
+        )
+        .await;
+    assert_eq!(bundle.status, StatusCode::OK, "{}", bundle.text());
+    let entries = parse_bundle(&bundle.body).expect("entry bundle");
+    assert_eq!(entries, [&b"needs the witness"[..], &b"a result"[..]]);
 }
