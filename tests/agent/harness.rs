@@ -612,6 +612,11 @@ pub struct StateEtcd {
 
 impl StateEtcd {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With more etcd flags (e.g. `--max-request-bytes`).
+    pub fn start_with(extra: &[&str]) -> Self {
         require_tool("etcd", "apt-get install etcd-server");
         let base = free_port_block();
         let data = tempfile::tempdir().expect("etcd data dir");
@@ -634,6 +639,7 @@ impl StateEtcd {
                 "--initial-cluster",
                 &format!("state={peer}"),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

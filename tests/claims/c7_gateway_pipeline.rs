@@ -13,7 +13,7 @@ mod harness;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
-use harness::{dead_port, second_gateway, Stack};
+use harness::{dead_port, second_gateway, Stack, StateEtcd};
 use palisade_core::time::Timestamp;
 use serde_json::Value;
 use std::time::Duration;
@@ -456,6 +456,62 @@ async fn log_down_means_nothing_is_dispatched() {
         "{op}"
     );
     assert!(op.get("intent_index").is_none_or(Value::is_null), "{op}");
+    // The agent saw nothing: its view of the log did not move.
+    assert_eq!(stack.seen().await, before);
+}
+
+/// The operation is recorded while its intent is logged; a gateway that cannot record
+/// it dispatches nothing, and the log says so. The gateway's state is an etcd that
+/// takes the small rate-limit counter but refuses anything as large as an operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_cannot_record_the_operation_dispatches_nothing() {
+    let stack = Stack::start();
+    let before = stack.seen().await;
+    let etcd = StateEtcd::start_with(&["--max-request-bytes", "320"]);
+    let (_gw2, gw) = second_gateway(&stack, "nostate", |t| {
+        let without = t
+            .lines()
+            .filter(|l| !l.starts_with("state = "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!(
+            "{without}\n\n[state]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"/p\"\n",
+            etcd.endpoint
+        )
+    });
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, op) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.defragment",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            "defragment after compaction run",
+        )
+        .await;
+    assert_eq!(status, 503, "{op}");
+    assert_eq!(op["status"], "refused", "{op}");
+    let error = op["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("not dispatched") && error.contains("state unavailable"),
+        "{op}"
+    );
+    // The intent is in the log, and so is why nothing followed it.
+    let intent = op["intent_index"].as_u64().expect("the intent was logged");
+    let result = op["result_index"].as_u64().expect("the refusal was logged");
+    assert!(result > intent, "{op}");
+    let event = logged_event(&stack, result).await;
+    assert_eq!(event["kind"], "result", "{event}");
+    assert_eq!(event["outcome"], "failed", "{event}");
+    assert_eq!(event["intent"], op["event_id"], "{event}");
+    assert!(
+        event["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("could not record the operation")),
+        "{event}"
+    );
     // The agent saw nothing: its view of the log did not move.
     assert_eq!(stack.seen().await, before);
 }

@@ -160,9 +160,29 @@ impl Dispatcher {
         &self.key
     }
 
-    /// Appends one log entry to `log` and returns its index and tlog-proof.
+    /// Appends one log entry to `log` and returns its index and tlog-proof, once the
+    /// entry is under a checkpoint with the witness quorum.
     pub async fn append(&self, log: &str, entry: &[u8]) -> Result<AppendResponse, CallError> {
-        let url = format!("{}/logs/{log}/append", self.log_base);
+        self.append_to(format!("{}/logs/{log}/append", self.log_base), entry)
+            .await
+    }
+
+    /// Appends an entry and returns once it is under the log's stored commit point,
+    /// without waiting for the witnesses (asked right after): for records that nothing
+    /// is dispatched on, such as results and refusals.
+    pub async fn append_stored(
+        &self,
+        log: &str,
+        entry: &[u8],
+    ) -> Result<AppendResponse, CallError> {
+        self.append_to(
+            format!("{}/logs/{log}/append?wait=stored", self.log_base),
+            entry,
+        )
+        .await
+    }
+
+    async fn append_to(&self, url: String, entry: &[u8]) -> Result<AppendResponse, CallError> {
         let resp = self
             .log_http
             .post(&url)

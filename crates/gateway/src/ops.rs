@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 const OPERATIONS: Namespace = Namespace::new("gateway_operations");
 const IDEMPOTENCY: Namespace = Namespace::new("gateway_idempotency");
-const RATE: Namespace = Namespace::new("gateway_rate");
+/// Relaxed: a request that takes from the counter and passes validation is recorded as
+/// an operation (a durable write) before anything is dispatched, which makes the count
+/// durable too. A crash can forget counts of requests refused at validation.
+const RATE: Namespace = Namespace::relaxed("gateway_rate");
 const GOVERNANCE: Namespace = Namespace::new("gateway_governance");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,7 +23,8 @@ pub enum OpStatus {
     /// The action ran and failed, or the agent refused or could not be reached (the
     /// log says which).
     Failed,
-    /// Nothing was dispatched (the log could not be written).
+    /// Nothing was dispatched (the log, or the gateway's own state, could not be
+    /// written).
     Refused,
 }
 

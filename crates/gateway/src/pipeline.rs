@@ -257,7 +257,7 @@ impl Gateway {
         let logged = match event.to_log_entry() {
             Ok(entry) => self
                 .dispatcher
-                .append(cluster.as_str(), &entry)
+                .append_stored(cluster.as_str(), &entry)
                 .await
                 .map(|r| r.index),
             Err(e) => Err(CallError::Setup(e.to_string())),
@@ -571,23 +571,17 @@ impl Gateway {
             output: None,
             error: None,
         };
-        self.ops
-            .save(&operation)
-            .await
-            .map_err(|e| Problem::new(503, "state unavailable", e.to_string()))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let gw = self.clone();
+        let started = operation.clone();
         tokio::spawn(async move {
             let done = gw.dispatch(operation, checked, prepared).await;
             let _ = tx.send(done);
         });
         match tokio::time::timeout(Duration::from_secs(self.config.wait_secs), rx).await {
             Ok(Ok(done)) => Ok(done),
-            _ => {
-                self.ops.get(&id).await.ok().flatten().ok_or_else(|| {
-                    Problem::new(500, "internal error", "operation lost".to_string())
-                })
-            }
+            // Still running: what the state has, or what was started.
+            _ => Ok(self.ops.get(&id).await.ok().flatten().unwrap_or(started)),
         }
     }
 
@@ -619,10 +613,30 @@ impl Gateway {
             .cloned()
             .into_iter()
             .collect();
-        // 5. Log first: nothing is dispatched unless this succeeds.
-        let (entry, appended) = match self.dispatcher.log_intent(&prepared).await {
-            Ok(logged) => logged,
-            Err(e) => {
+        // 5. Log first: nothing is dispatched unless this succeeds. The operation is
+        // recorded meanwhile (it is polled by its id), and nothing is dispatched
+        // unless that succeeds too.
+        let (created, logged) = tokio::join!(
+            self.ops.save(&operation),
+            self.dispatcher.log_intent(&prepared)
+        );
+        let (entry, appended) = match (logged, created) {
+            (Ok(logged), Ok(())) => logged,
+            (Ok((_, appended)), Err(e)) => {
+                operation.intent_index = Some(appended.index);
+                self.metrics
+                    .dispatched("state_unavailable", started.elapsed());
+                let detail = format!(
+                    "not dispatched: the gateway could not record the operation (state unavailable: {e})"
+                );
+                let result_index = self
+                    .log_result(&cluster, &prepared, Outcome::Failed, None, Some(&detail))
+                    .await;
+                return self
+                    .finish(operation, OpStatus::Refused, result_index, Some(detail))
+                    .await;
+            }
+            (Err(e), _) => {
                 self.metrics
                     .dispatched("log_unavailable", started.elapsed());
                 return self
@@ -685,30 +699,15 @@ impl Gateway {
             OpStatus::Failed
         };
         // 7. Record the result in the same log.
-        let result = Event::Result(ResultEvent {
-            event_id: EventId::random().unwrap_or_else(|_| prepared.intent.event_id.clone()),
-            time: Timestamp::now(),
-            cluster: cluster.clone(),
-            intent: prepared.intent.event_id.clone(),
-            outcome: result_outcome,
-            output_digest,
-            detail: detail.clone().map(|d| d.chars().take(512).collect()),
-        });
-        let mut result_index = None;
-        if let Ok(entry) = result.to_log_entry() {
-            for attempt in 0..3 {
-                match self.dispatcher.append(cluster.as_str(), &entry).await {
-                    Ok(r) => {
-                        result_index = Some(r.index);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(attempt, error = %e, "the result could not be logged yet");
-                        tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
-                    }
-                }
-            }
-        }
+        let result_index = self
+            .log_result(
+                &cluster,
+                &prepared,
+                result_outcome,
+                output_digest,
+                detail.as_deref(),
+            )
+            .await;
         self.metrics.dispatched(
             match result_outcome {
                 Outcome::Succeeded => "succeeded",
@@ -718,12 +717,44 @@ impl Gateway {
             },
             started.elapsed(),
         );
-        let mut error = detail;
-        if result_index.is_none() {
-            let note = "the result could not be appended to the log".to_string();
-            error = Some(error.map_or(note.clone(), |e| format!("{e}; {note}")));
+        self.finish(operation, status, result_index, detail).await
+    }
+
+    /// Appends the result of an intent to its cluster's log (three tries); its index.
+    async fn log_result(
+        &self,
+        cluster: &ClusterId,
+        prepared: &palisade_agent::client::Prepared,
+        outcome: Outcome,
+        output_digest: Option<Sha256Digest>,
+        detail: Option<&str>,
+    ) -> Option<u64> {
+        let result = Event::Result(ResultEvent {
+            event_id: EventId::random().unwrap_or_else(|_| prepared.intent.event_id.clone()),
+            time: Timestamp::now(),
+            cluster: cluster.clone(),
+            intent: prepared.intent.event_id.clone(),
+            outcome,
+            output_digest,
+            detail: detail.map(|d| d.chars().take(512).collect()),
+        });
+        let entry = result.to_log_entry().ok()?;
+        // Nothing is dispatched on a result: it is answered once stored, and witnessed
+        // with its batch right after.
+        for attempt in 0..3 {
+            match self
+                .dispatcher
+                .append_stored(cluster.as_str(), &entry)
+                .await
+            {
+                Ok(r) => return Some(r.index),
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "the result could not be logged yet");
+                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                }
+            }
         }
-        self.finish(operation, status, result_index, error).await
+        None
     }
 
     async fn finish(
@@ -737,6 +768,13 @@ impl Gateway {
         operation.result_index = result_index;
         if error.is_some() {
             operation.error = error;
+        }
+        if result_index.is_none() && operation.intent_index.is_some() {
+            let note = "the result could not be appended to the log";
+            operation.error = Some(match operation.error.take() {
+                Some(e) => format!("{e}; {note}"),
+                None => note.to_string(),
+            });
         }
         operation.finished_at = Some(Timestamp::now());
         if let Err(e) = self.ops.save(&operation).await {

@@ -19,7 +19,8 @@
 //! embeds to choose a store.
 //!
 //! Every write is durable when its future resolves (redb commits with fsync; etcd
-//! answers after a quorum has it in its log). Conditional writes
+//! answers after a quorum has it in its log), except in a [`Namespace::relaxed`]
+//! namespace on redb, whose writes become durable with the next durable one. Conditional writes
 //! ([`StateStore::insert_new`], [`StateStore::compare_and_swap`]) are atomic, which is
 //! what a replay cache or a lease needs.
 //!
@@ -42,7 +43,7 @@ pub use redb_store::RedbStore;
 
 /// A named group of keys (one redb table, or one etcd key prefix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Namespace(&'static str);
+pub struct Namespace(&'static str, bool);
 
 impl Namespace {
     /// Namespaces are fixed in code: lower-case letters, digits and `_`.
@@ -57,11 +58,26 @@ impl Namespace {
             );
             i += 1;
         }
-        Self(name)
+        Self(name, true)
+    }
+
+    /// A namespace whose writes on one machine (redb) are made durable by the next
+    /// durable write to the store rather than by their own fsync: a crash can undo the
+    /// last ones written since. For counters whose loss in a crash is harmless, and
+    /// whose use is usually followed by a durable write (the gateway's rate-limit
+    /// counter precedes the operation's record). etcd makes every write durable
+    /// regardless.
+    pub const fn relaxed(name: &'static str) -> Self {
+        Self(Self::new(name).0, false)
     }
 
     pub fn name(&self) -> &'static str {
         self.0
+    }
+
+    /// Whether each write is durable on its own ([`Namespace::relaxed`]).
+    pub fn durable(&self) -> bool {
+        self.1
     }
 }
 

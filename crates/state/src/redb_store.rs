@@ -65,7 +65,11 @@ impl RedbStore {
             + 'static,
     ) -> Result<T, StateError> {
         self.blocking(op, ns, move |db| {
-            let txn = db.begin_write().map_err(|e| e.to_string())?;
+            let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+            if !ns.durable() {
+                // Persisted by the next durable commit (redb keeps the order).
+                txn.set_durability(redb::Durability::None);
+            }
             let out = {
                 let mut t = txn.open_table(table(ns)).map_err(|e| e.to_string())?;
                 f(&mut t).map_err(|e| e.to_string())?
@@ -241,6 +245,33 @@ mod tests {
             .await
             .expect("cas delete"));
         assert_eq!(s.get(NS, "lease").await.expect("get"), None);
+    }
+
+    /// A relaxed write is read back at once, and the next durable write persists it.
+    #[tokio::test]
+    async fn relaxed_writes_are_persisted_by_the_next_durable_one() {
+        const COUNTERS: Namespace = Namespace::relaxed("counters");
+        assert!(!COUNTERS.durable() && NS.durable());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        {
+            let s = RedbStore::open(&path).expect("open");
+            for n in 1..=3u8 {
+                let current = s.get(COUNTERS, "op/a").await.expect("get");
+                assert_eq!(current.as_deref().map(|c| c[0]), (n > 1).then_some(n - 1));
+                assert!(s
+                    .compare_and_swap(COUNTERS, "op/a", current, Some(vec![n]))
+                    .await
+                    .expect("cas"));
+            }
+            s.put(NS, "operation", b"o".to_vec()).await.expect("put");
+        }
+        let s = RedbStore::open(&path).expect("reopen");
+        assert_eq!(s.get(COUNTERS, "op/a").await.expect("get"), Some(vec![3]));
+        assert_eq!(
+            s.get(NS, "operation").await.expect("get"),
+            Some(b"o".to_vec())
+        );
     }
 
     #[tokio::test]
