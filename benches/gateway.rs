@@ -33,7 +33,7 @@
 //! token; the policy is not changed.
 //!
 //! Knobs (environment): `GATEWAY_BENCH_N` (latency samples per path, default 200),
-//! `GATEWAY_BENCH_OP_RUNS` (`palisade op run` processes, default 10),
+//! `GATEWAY_BENCH_OP_RUNS` (`palisade op run` processes, default 50, at most 55),
 //! `GATEWAY_BENCH_CLUSTERS` (default 100), `GATEWAY_BENCH_SECONDS` (default 20),
 //! `GATEWAY_BENCH_IN_FLIGHT` (default 128), `GATEWAY_BENCH_OPERATORS` (default 250;
 //! the gateway reads at most 256 schedules). At most 58 requests per operator are
@@ -393,7 +393,8 @@ fn print_header() {
 
 async fn latency() {
     let n = env_u64("GATEWAY_BENCH_N", 200) as usize;
-    let op_runs = env_u64("GATEWAY_BENCH_OP_RUNS", 10) as usize;
+    // The up operator's own budget: 60 etcd.status a minute.
+    let op_runs = env_u64("GATEWAY_BENCH_OP_RUNS", 50).min(55) as usize;
     // 60 etcd.status per minute per operator: 50 each, on fresh operators.
     let stack = Stack::start(1, n.div_ceil(50) + 1);
     let gw = stack.gateway_url();

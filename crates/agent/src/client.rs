@@ -167,21 +167,6 @@ impl Dispatcher {
             .await
     }
 
-    /// Appends an entry and returns once it is under the log's stored commit point,
-    /// without waiting for the witnesses (asked right after): for records that nothing
-    /// is dispatched on, such as results and refusals.
-    pub async fn append_stored(
-        &self,
-        log: &str,
-        entry: &[u8],
-    ) -> Result<AppendResponse, CallError> {
-        self.append_to(
-            format!("{}/logs/{log}/append?wait=stored", self.log_base),
-            entry,
-        )
-        .await
-    }
-
     async fn append_to(&self, url: String, entry: &[u8]) -> Result<AppendResponse, CallError> {
         let resp = self
             .log_http
@@ -307,7 +292,7 @@ impl Dispatcher {
         policy: &LogPolicy,
         agent_keys: &[PublicKey],
     ) -> Result<Executed, CallError> {
-        let (entry, appended) = self.log_intent(prepared).await?;
+        let (entry, appended) = self.log_intent_for(prepared, agent_url).await?;
         self.dispatch_logged(agent_url, prepared, &entry, &appended, policy, agent_keys)
             .await
     }
@@ -324,6 +309,35 @@ impl Dispatcher {
         let appended = self
             .append(prepared.dispatch.cluster.as_str(), &entry)
             .await?;
+        Ok((entry, appended))
+    }
+
+    /// [`Dispatcher::log_intent`] for a dispatch to `agent_url`: the log's answer also
+    /// proves its checkpoint consistent with the newest one that agent reported, so
+    /// that [`Dispatcher::dispatch_logged`] needs nothing more from the log.
+    pub async fn log_intent_for(
+        &self,
+        prepared: &Prepared,
+        agent_url: &str,
+    ) -> Result<(Vec<u8>, AppendResponse), CallError> {
+        let known = self
+            .seen
+            .lock()
+            .ok()
+            .and_then(|m| m.get(agent_url).copied())
+            .filter(|k| *k > 0);
+        let Some(from) = known else {
+            return self.log_intent(prepared).await;
+        };
+        let entry = Event::Intent(Box::new(prepared.intent.clone()))
+            .to_log_entry()
+            .map_err(|e| CallError::Setup(e.to_string()))?;
+        let url = format!(
+            "{}/logs/{}/append?consistency_from={from}",
+            self.log_base,
+            prepared.dispatch.cluster.as_str()
+        );
+        let appended = self.append_to(url, &entry).await?;
         Ok((entry, appended))
     }
 
@@ -355,12 +369,28 @@ impl Dispatcher {
             .and_then(|m| m.get(agent_url).copied());
         let not_sent = |e: CallError| CallError::NotSent(e.to_string());
         if let Some(from) = known.filter(|k| *k > 0) {
-            let (proof, consistency) = self
-                .proofs(log, policy, appended.index, from)
-                .await
-                .map_err(not_sent)?;
-            req.proof = proof;
-            req.consistency = Some(consistency);
+            match appended
+                .consistency
+                .as_ref()
+                .filter(|c| c.from_size == from)
+            {
+                // The append's own checkpoint, proven consistent by the log: the agent
+                // checks both, so nothing is fetched.
+                Some(c) => {
+                    req.consistency = Some(Consistency {
+                        from_size: c.from_size,
+                        hashes: c.hashes.clone(),
+                    });
+                }
+                None => {
+                    let (proof, consistency) = self
+                        .proofs(log, policy, appended.index, from)
+                        .await
+                        .map_err(not_sent)?;
+                    req.proof = proof;
+                    req.consistency = Some(consistency);
+                }
+            }
         }
         let answer = match self.send(agent_url, &req).await {
             Err(CallError::Refused(r)) if r.code == RefusalCode::StaleView => {

@@ -257,7 +257,7 @@ impl Gateway {
         let logged = match event.to_log_entry() {
             Ok(entry) => self
                 .dispatcher
-                .append_stored(cluster.as_str(), &entry)
+                .append(cluster.as_str(), &entry)
                 .await
                 .map(|r| r.index),
             Err(e) => Err(CallError::Setup(e.to_string())),
@@ -618,7 +618,8 @@ impl Gateway {
         // unless that succeeds too.
         let (created, logged) = tokio::join!(
             self.ops.save(&operation),
-            self.dispatcher.log_intent(&prepared)
+            self.dispatcher
+                .log_intent_for(&prepared, &checked.agent_url)
         );
         let (entry, appended) = match (logged, created) {
             (Ok(logged), Ok(())) => logged,
@@ -739,12 +740,12 @@ impl Gateway {
             detail: detail.map(|d| d.chars().take(512).collect()),
         });
         let entry = result.to_log_entry().ok()?;
-        // Nothing is dispatched on a result: it is answered once stored, and witnessed
-        // with its batch right after.
+        // Answered once witnessed, like the intent: when the operator has the answer,
+        // the customer can already read the result with its proof.
         for attempt in 0..3 {
             match self
                 .dispatcher
-                .append_stored(cluster.as_str(), &entry)
+                .append(cluster.as_str(), &entry)
                 .await
             {
                 Ok(r) => return Some(r.index),

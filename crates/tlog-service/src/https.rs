@@ -57,6 +57,11 @@ pub async fn serve(
                 }
             },
         };
+        // Small writes go out at once: with Nagle's algorithm, an answer written after
+        // the TLS 1.3 session tickets waits for the client's delayed ACK (40 ms).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(peer = %addr, error = %e, "cannot set TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {

@@ -102,6 +102,9 @@ pub struct Receipt {
     pub index: u64,
     /// A C2SP tlog-proof: the inclusion proof and the (cosigned) checkpoint.
     pub proof: Bytes,
+    /// When asked ([`AppendOptions::consistency_from`]) and that size is not larger
+    /// than the proof's checkpoint: the RFC 6962 consistency proof from it.
+    pub consistency: Option<(u64, Vec<Hash>)>,
 }
 
 /// The latest published checkpoint of a log.
@@ -113,8 +116,18 @@ pub struct Published {
 
 struct Pending {
     entry: Bytes,
-    wait: Wait,
+    options: AppendOptions,
     reply: oneshot::Sender<Result<Receipt, AppendError>>,
+}
+
+/// What an append asks for besides the entry's place in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppendOptions {
+    pub wait: Wait,
+    /// A consistency proof from this size (the size a verifier saw last) to the
+    /// answer's checkpoint, built from the sequencer's memory with the inclusion
+    /// proof, so that the caller need not fetch tiles for it.
+    pub consistency_from: Option<u64>,
 }
 
 /// When an append is answered.
@@ -149,9 +162,13 @@ impl LogWriter {
         self.submit(entry).await?.await
     }
 
-    /// Appends one entry and waits as `wait` says.
-    pub async fn append_with(&self, entry: Bytes, wait: Wait) -> Result<Receipt, AppendError> {
-        self.submit_with(entry, wait).await?.await
+    /// Appends one entry, with `options`.
+    pub async fn append_with(
+        &self,
+        entry: Bytes,
+        options: AppendOptions,
+    ) -> Result<Receipt, AppendError> {
+        self.submit_with(entry, options).await?.await
     }
 
     /// Queues one entry now (see [`LogWriter::submit_with`]), answered once witnessed.
@@ -159,7 +176,7 @@ impl LogWriter {
         &self,
         entry: Bytes,
     ) -> Result<impl std::future::Future<Output = Result<Receipt, AppendError>>, AppendError> {
-        self.submit_with(entry, Wait::Witnessed).await
+        self.submit_with(entry, AppendOptions::default()).await
     }
 
     /// Queues one entry now — entries submitted one after another keep that order in
@@ -167,7 +184,7 @@ impl LogWriter {
     pub async fn submit_with(
         &self,
         entry: Bytes,
-        wait: Wait,
+        options: AppendOptions,
     ) -> Result<impl std::future::Future<Output = Result<Receipt, AppendError>>, AppendError> {
         if entry.is_empty() {
             return Err(AppendError::Empty);
@@ -182,7 +199,11 @@ impl LogWriter {
             reason: reason.into(),
         };
         self.tx
-            .send(Pending { entry, wait, reply })
+            .send(Pending {
+                entry,
+                options,
+                reply,
+            })
             .await
             .map_err(|_| unavailable("the sequencer stopped"))?;
         Ok(async move {
@@ -550,13 +571,16 @@ impl Sequencer {
         let mut pending: Vec<(u64, Pending)> = (old_size..).zip(pending).collect();
         // Appends that asked only for the commit point are answered now; the
         // witnesses are asked right after, as for every batch.
-        if !self.witnesses.clients.is_empty() && pending.iter().any(|(_, p)| p.wait == Wait::Stored)
-        {
+        let stored = |p: &Pending| p.options.wait == Wait::Stored;
+        if !self.witnesses.clients.is_empty() && pending.iter().any(|(_, p)| stored(p)) {
             let (now, later) = pending
                 .into_iter()
-                .partition::<Vec<_>, _>(|(_, p)| p.wait == Wait::Stored);
-            let indexes: Vec<u64> = now.iter().map(|(i, _)| *i).collect();
-            for ((_, p), answer) in now.into_iter().zip(self.receipts(&indexes)) {
+                .partition::<Vec<_>, _>(|(_, p)| stored(p));
+            let asked: Vec<(u64, Option<u64>)> = now
+                .iter()
+                .map(|(i, p)| (*i, p.options.consistency_from))
+                .collect();
+            for ((_, p), answer) in now.into_iter().zip(self.receipts(&asked)) {
                 let _ = p.reply.send(answer);
             }
             pending = later;
@@ -567,11 +591,14 @@ impl Sequencer {
             size,
             note: Bytes::from(self.note.to_bytes()),
         });
-        let indexes: Vec<u64> = pending.iter().map(|(i, _)| *i).collect();
+        let asked: Vec<(u64, Option<u64>)> = pending
+            .iter()
+            .map(|(i, p)| (*i, p.options.consistency_from))
+            .collect();
         let answers: Vec<Result<Receipt, AppendError>> = match &witnessed {
-            Err((got, need, detail)) => indexes
+            Err((got, need, detail)) => asked
                 .iter()
-                .map(|&index| {
+                .map(|&(index, _)| {
                     Err(AppendError::Unwitnessed {
                         index,
                         got: *got,
@@ -580,7 +607,7 @@ impl Sequencer {
                     })
                 })
                 .collect(),
-            Ok(()) => self.receipts(&indexes),
+            Ok(()) => self.receipts(&asked),
         };
         for ((_, p), answer) in pending.into_iter().zip(answers) {
             let _ = p.reply.send(answer);
@@ -732,8 +759,9 @@ impl Sequencer {
         }
     }
 
-    /// The receipts of entries of the batch just committed, against the current note.
-    fn receipts(&self, indexes: &[u64]) -> Vec<Result<Receipt, AppendError>> {
+    /// The receipts of entries of the batch just committed, against the current note,
+    /// each with the consistency proof from the size it asked for, if any.
+    fn receipts(&self, asked: &[(u64, Option<u64>)]) -> Vec<Result<Receipt, AppendError>> {
         // The sequencer computed every hash it needs itself, so it reads them from
         // its own memory instead of re-authenticating tiles for each receipt. The
         // proofs of one batch share most of their hashes: each is computed once.
@@ -744,17 +772,32 @@ impl Sequencer {
             fetcher: &fetcher,
             computed: std::cell::RefCell::new(std::collections::HashMap::new()),
         };
+        let size = self.edge.frontier.size();
         tokio::task::block_in_place(|| {
-            indexes
+            asked
                 .iter()
-                .map(|&index| {
+                .map(|&(index, from)| {
                     let proof = TlogProof::produce(index, self.note.clone(), None, &reader)
                         .map_err(|e| {
                             AppendError::Storage(format!("cannot build the inclusion proof: {e}"))
                         })?;
+                    let consistency = match from {
+                        Some(from) if from <= size => Some((
+                            from,
+                            palisade_tlog::tree::consistency_proof(from, size, &reader).map_err(
+                                |e| {
+                                    AppendError::Storage(format!(
+                                        "cannot build the consistency proof: {e}"
+                                    ))
+                                },
+                            )?,
+                        )),
+                        _ => None,
+                    };
                     Ok(Receipt {
                         index,
                         proof: Bytes::from(proof.to_bytes()),
+                        consistency,
                     })
                 })
                 .collect()

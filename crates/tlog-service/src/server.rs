@@ -6,7 +6,7 @@
 //!
 //! | route | who | what |
 //! |---|---|---|
-//! | `POST /logs/<log>/append[?wait=stored]` | gateway or agent certificate | append one entry (≤ 65,535 bytes); answers once it is under a stored, witnessed checkpoint (with `wait=stored`: under the stored commit point, before the witnesses answer), with its index and a tlog-proof |
+//! | `POST /logs/<log>/append[?wait=stored][&consistency_from=N]` | gateway or agent certificate | append one entry (≤ 65,535 bytes); answers once it is under a stored, witnessed checkpoint (with `wait=stored`: under the stored commit point, before the witnesses answer), with its index, a tlog-proof, and if asked a consistency proof from size N |
 //! | `GET /logs/<log>/checkpoint`, `GET /logs/<log>/tile/…` | the cluster's tenant (bearer token) or a Palisade component certificate | tlog-tiles read API |
 //! | `GET /healthz` | anyone | liveness |
 //!
@@ -16,7 +16,9 @@
 
 use crate::config::{LogConfig, StorageConfig, GOVERNANCE};
 use crate::https::{serve, Peer};
-use crate::sequencer::{self, AppendError, BatchConfig, LogWriter, Wait, WitnessSet};
+use crate::sequencer::{
+    self, AppendError, AppendOptions, BatchConfig, LogWriter, Wait, WitnessSet,
+};
 use crate::store::{S3Location, TileStore};
 use crate::witness_client::WitnessClient;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
@@ -103,6 +105,17 @@ pub struct AppendResponse {
     pub index: u64,
     /// A C2SP tlog-proof (text): the inclusion proof and the checkpoint.
     pub proof: String,
+    /// Asked for with `consistency_from` (and not larger than the checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<AppendConsistency>,
+}
+
+/// A consistency proof from `from_size` to the append's checkpoint.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct AppendConsistency {
+    pub from_size: u64,
+    /// Standard base64 hashes, RFC 6962 order.
+    pub hashes: Vec<String>,
 }
 
 /// The storage prefix of a log.
@@ -293,16 +306,43 @@ impl LogService {
     }
 }
 
-/// `?wait=witnessed` (the default) or `?wait=stored`: when an append is answered.
-fn wait_of(query: Option<&str>) -> Result<Wait, Refused> {
-    match query.unwrap_or_default() {
-        "" | "wait=witnessed" => Ok(Wait::Witnessed),
-        "wait=stored" => Ok(Wait::Stored),
-        other => Err(Refused::Bad(format!(
-            "unknown query {:?}: an append takes wait=witnessed (the default) or wait=stored",
-            other.chars().take(64).collect::<String>()
-        ))),
+/// The query of an append: `wait=witnessed` (the default) or `wait=stored`, and
+/// `consistency_from=<size>`, each at most once.
+fn options_of(query: Option<&str>) -> Result<AppendOptions, Refused> {
+    let mut options = AppendOptions::default();
+    let (mut wait, mut from) = (false, false);
+    let bad = |what: String| {
+        Refused::Bad(format!(
+            "{what}: an append takes wait=witnessed (the default) or wait=stored, and consistency_from=<size>"
+        ))
+    };
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let shown = || format!("{:?}", pair.chars().take(64).collect::<String>());
+        match pair.split_once('=') {
+            Some(("wait", value)) if !wait => {
+                wait = true;
+                options.wait = match value {
+                    "witnessed" => Wait::Witnessed,
+                    "stored" => Wait::Stored,
+                    _ => return Err(bad(format!("unknown {}", shown()))),
+                };
+            }
+            Some(("consistency_from", value)) if !from => {
+                from = true;
+                options.consistency_from = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad(format!("{} is not a size", shown())))?,
+                );
+            }
+            _ => return Err(bad(format!("unknown or repeated {}", shown()))),
+        }
     }
+    Ok(options)
 }
 
 async fn append(
@@ -317,7 +357,7 @@ async fn append(
             "appending needs a gateway or agent certificate",
         ));
     }
-    let wait = wait_of(query.as_deref())?;
+    let options = options_of(query.as_deref())?;
     if !svc.exists(&log) {
         return Err(Refused::NotFound(format!("no log {log:?}")));
     }
@@ -325,10 +365,14 @@ async fn append(
         .log(&log)
         .await
         .map_err(|e| Refused::Unavailable(e.to_string()))?;
-    match writer.append_with(body, wait).await {
+    match writer.append_with(body, options).await {
         Ok(r) => Ok(Json(AppendResponse {
             index: r.index,
             proof: String::from_utf8_lossy(&r.proof).into_owned(),
+            consistency: r.consistency.map(|(from_size, hashes)| AppendConsistency {
+                from_size,
+                hashes: hashes.iter().map(|h| h.to_base64()).collect(),
+            }),
         })),
         Err(e @ (AppendError::Empty | AppendError::TooLarge(_))) => {
             Err(Refused::Bad(e.to_string()))

@@ -698,3 +698,103 @@ async fn wait_stored_answers_at_the_commit_point_without_the_witnesses() {
     let entries = parse_bundle(&bundle.body).expect("entry bundle");
     assert_eq!(entries, [&b"needs the witness"[..], &b"a result"[..]]);
 }
+
+/// `?consistency_from=N` answers with the RFC 6962 consistency proof from size N to the
+/// append's checkpoint (what a verifier that saw size N needs), built by the sequencer;
+/// a size beyond the checkpoint gets none, and a malformed or repeated one is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn consistency_from_proves_the_answers_checkpoint_extends_an_earlier_one() {
+    use palisade_tlog::hash::Hash;
+    let svc = Service::start().await;
+    let gateway = svc.gateway();
+    let earlier = svc.fill("c1", 300).await;
+    assert_eq!(earlier.len(), 300);
+    // The checkpoint a verifier saw at size 300, and later ones.
+    let seen = svc.get(&gateway, "/logs/c1/checkpoint", None).await;
+    let seen = svc.policy("c1").verify(&seen.body).expect("checkpoint");
+    assert_eq!(seen.checkpoint().size(), 300);
+    svc.fill("c1", 20).await;
+
+    for (query, from) in [
+        ("consistency_from=300", 300),
+        ("wait=stored&consistency_from=300", 300),
+        ("consistency_from=1", 1),
+    ] {
+        let resp = gateway
+            .post(svc.url(&format!("/logs/c1/append?{query}")))
+            .body("with consistency")
+            .send()
+            .await
+            .expect("append");
+        let answer = Answer::read(resp).await;
+        assert_proof(&svc, "c1", &answer, b"with consistency");
+        let appended = answer.appended();
+        let proof = TlogProof::parse(appended.proof.as_bytes()).expect("proof");
+        let now = svc
+            .policy("c1")
+            .verify(&proof.checkpoint().to_bytes())
+            .expect("checkpoint");
+        let c = appended.consistency.expect("a consistency proof");
+        assert_eq!(c.from_size, from);
+        let hashes: Vec<Hash> = c
+            .hashes
+            .iter()
+            .map(|h| Hash::from_base64(h).expect("base64 hash"))
+            .collect();
+        if from == 300 {
+            palisade_tlog::tree::verify_consistency(
+                300,
+                now.checkpoint().size(),
+                seen.checkpoint().root(),
+                now.checkpoint().root(),
+                &hashes,
+            )
+            .expect("the proof verifies against the checkpoint seen at 300");
+            // And against no other history.
+            let mut forged = hashes.clone();
+            forged[0] = Hash::from_slice(&[7; 32]).expect("hash");
+            assert!(palisade_tlog::tree::verify_consistency(
+                300,
+                now.checkpoint().size(),
+                seen.checkpoint().root(),
+                now.checkpoint().root(),
+                &forged,
+            )
+            .is_err());
+        } else {
+            assert!(!hashes.is_empty());
+        }
+    }
+
+    // Beyond the checkpoint: no proof, and the append stands.
+    let resp = gateway
+        .post(svc.url("/logs/c1/append?consistency_from=100000"))
+        .body("too far")
+        .send()
+        .await
+        .expect("append");
+    let answer = Answer::read(resp).await;
+    assert_proof(&svc, "c1", &answer, b"too far");
+    assert!(answer.appended().consistency.is_none(), "{}", answer.text());
+
+    for query in [
+        "consistency_from=x",
+        "consistency_from=-1",
+        "consistency_from=1&consistency_from=2",
+        "wait=stored&wait=stored",
+    ] {
+        let resp = gateway
+            .post(svc.url(&format!("/logs/c1/append?{query}")))
+            .body("never")
+            .send()
+            .await
+            .expect("append");
+        let bad = Answer::read(resp).await;
+        assert_eq!(
+            bad.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            bad.text()
+        );
+    }
+}
