@@ -743,11 +743,7 @@ impl Gateway {
         // Answered once witnessed, like the intent: when the operator has the answer,
         // the customer can already read the result with its proof.
         for attempt in 0..3 {
-            match self
-                .dispatcher
-                .append(cluster.as_str(), &entry)
-                .await
-            {
+            match self.dispatcher.append(cluster.as_str(), &entry).await {
                 Ok(r) => return Some(r.index),
                 Err(e) => {
                     tracing::warn!(attempt, error = %e, "the result could not be logged yet");
