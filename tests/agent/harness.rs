@@ -611,6 +611,19 @@ pub struct StateEtcd {
 }
 
 impl StateEtcd {
+    /// A gateway configuration `text` with its state in this etcd, under `prefix`.
+    pub fn gateway_config(&self, text: &str, prefix: &str) -> String {
+        let without = text
+            .lines()
+            .filter(|l| !l.starts_with("state = "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!(
+            "{without}\n\n[state]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"{prefix}\"\n",
+            self.endpoint
+        )
+    }
+
     pub fn start() -> Self {
         Self::start_with(&[])
     }

@@ -468,17 +468,7 @@ async fn a_gateway_that_cannot_record_the_operation_dispatches_nothing() {
     let stack = Stack::start();
     let before = stack.seen().await;
     let etcd = StateEtcd::start_with(&["--max-request-bytes", "320"]);
-    let (_gw2, gw) = second_gateway(&stack, "nostate", |t| {
-        let without = t
-            .lines()
-            .filter(|l| !l.starts_with("state = "))
-            .collect::<Vec<_>>()
-            .join("\n");
-        format!(
-            "{without}\n\n[state]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"/p\"\n",
-            etcd.endpoint
-        )
-    });
+    let (_gw2, gw) = second_gateway(&stack, "nostate", |t| etcd.gateway_config(&t, "/p"));
     let token = gw.dev_token(&stack.operator()).await;
     let (status, op) = gw
         .run(

@@ -16,17 +16,7 @@ const REASON: &str = "disarm after compaction";
 async fn two_gateways_share_operations_idempotency_and_rate_limits_through_etcd() {
     let stack = Stack::start();
     let etcd = StateEtcd::start();
-    let shared = |t: String| {
-        let without = t
-            .lines()
-            .filter(|l| !l.starts_with("state = "))
-            .collect::<Vec<_>>()
-            .join("\n");
-        format!(
-            "{without}\n\n[state]\nkind = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"/palisade-test\"\n",
-            etcd.endpoint
-        )
-    };
+    let shared = |t: String| etcd.gateway_config(&t, "/palisade-test");
     let (_a, gw_a) = second_gateway(&stack, "replica-a", shared);
     let (_b, gw_b) = second_gateway(&stack, "replica-b", shared);
     let op = stack.operator();

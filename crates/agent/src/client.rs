@@ -43,6 +43,11 @@ pub enum CallError {
     /// The intent could not be logged, so nothing was dispatched (fail closed).
     #[error("the log refused or could not be reached, nothing was dispatched: {0}")]
     Log(String),
+    /// The entry is in the log at `index`, but the log could not get the witness
+    /// quorum for it (yet): nothing may be dispatched on it, and appending it again
+    /// would log it twice.
+    #[error("the entry is in the log at index {index}, but not witnessed: {reason}")]
+    Unwitnessed { index: u64, reason: String },
     #[error("{0}")]
     Setup(String),
 }
@@ -177,11 +182,22 @@ impl Dispatcher {
             .map_err(|e| CallError::Log(format!("{url}: {}", chain(&e))))?;
         let status = resp.status();
         if !status.is_success() {
+            let logged = resp
+                .headers()
+                .get(palisade_tlog_service::server::LOGGED_INDEX_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
             let body = resp.text().await.unwrap_or_default();
-            return Err(CallError::Log(format!(
+            let reason = format!(
                 "{url}: {status}: {}",
-                body.chars().take(300).collect::<String>()
-            )));
+                body.trim_end().chars().take(300).collect::<String>()
+            );
+            return Err(match logged {
+                Some(index) if status == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                    CallError::Unwitnessed { index, reason }
+                }
+                _ => CallError::Log(reason),
+            });
         }
         let body = resp
             .bytes()
@@ -303,12 +319,27 @@ impl Dispatcher {
         &self,
         prepared: &Prepared,
     ) -> Result<(Vec<u8>, AppendResponse), CallError> {
+        self.append_intent(prepared, None).await
+    }
+
+    /// Appends the intent, asking for a consistency proof from `from` if given.
+    async fn append_intent(
+        &self,
+        prepared: &Prepared,
+        from: Option<u64>,
+    ) -> Result<(Vec<u8>, AppendResponse), CallError> {
         let entry = Event::Intent(Box::new(prepared.intent.clone()))
             .to_log_entry()
             .map_err(|e| CallError::Setup(e.to_string()))?;
-        let appended = self
-            .append(prepared.dispatch.cluster.as_str(), &entry)
-            .await?;
+        let query = from
+            .map(|f| format!("?consistency_from={f}"))
+            .unwrap_or_default();
+        let url = format!(
+            "{}/logs/{}/append{query}",
+            self.log_base,
+            prepared.dispatch.cluster.as_str()
+        );
+        let appended = self.append_to(url, &entry).await?;
         Ok((entry, appended))
     }
 
@@ -320,25 +351,36 @@ impl Dispatcher {
         prepared: &Prepared,
         agent_url: &str,
     ) -> Result<(Vec<u8>, AppendResponse), CallError> {
-        let known = self
-            .seen
+        self.append_intent(prepared, self.known_size(agent_url))
+            .await
+    }
+
+    /// The size of the newest checkpoint `agent_url` reported, if it reported one.
+    fn known_size(&self, agent_url: &str) -> Option<u64> {
+        self.seen
             .lock()
             .ok()
             .and_then(|m| m.get(agent_url).copied())
-            .filter(|k| *k > 0);
-        let Some(from) = known else {
-            return self.log_intent(prepared).await;
-        };
-        let entry = Event::Intent(Box::new(prepared.intent.clone()))
-            .to_log_entry()
-            .map_err(|e| CallError::Setup(e.to_string()))?;
-        let url = format!(
-            "{}/logs/{}/append?consistency_from={from}",
-            self.log_base,
-            prepared.dispatch.cluster.as_str()
-        );
-        let appended = self.append_to(url, &entry).await?;
-        Ok((entry, appended))
+            .filter(|k| *k > 0)
+    }
+
+    /// Replaces the proof of `req` by one against the log's current checkpoint, with
+    /// a consistency proof from `from`, read from the log's tiles.
+    async fn fetch_proofs(
+        &self,
+        req: &mut DispatchRequest,
+        log: &str,
+        policy: &LogPolicy,
+        index: u64,
+        from: u64,
+    ) -> Result<(), CallError> {
+        let (proof, consistency) = self
+            .proofs(log, policy, index, from)
+            .await
+            .map_err(|e| CallError::NotSent(e.to_string()))?;
+        req.proof = proof;
+        req.consistency = Some(consistency);
+        Ok(())
     }
 
     /// Steps 5 and 6 for an intent already logged at `appended`.
@@ -362,13 +404,7 @@ impl Dispatcher {
             proof: appended.proof.clone(),
             consistency: None,
         };
-        let known = self
-            .seen
-            .lock()
-            .ok()
-            .and_then(|m| m.get(agent_url).copied());
-        let not_sent = |e: CallError| CallError::NotSent(e.to_string());
-        if let Some(from) = known.filter(|k| *k > 0) {
+        if let Some(from) = self.known_size(agent_url) {
             match appended
                 .consistency
                 .as_ref()
@@ -383,12 +419,8 @@ impl Dispatcher {
                     });
                 }
                 None => {
-                    let (proof, consistency) = self
-                        .proofs(log, policy, appended.index, from)
-                        .await
-                        .map_err(not_sent)?;
-                    req.proof = proof;
-                    req.consistency = Some(consistency);
+                    self.fetch_proofs(&mut req, log, policy, appended.index, from)
+                        .await?
                 }
             }
         }
@@ -397,12 +429,8 @@ impl Dispatcher {
                 let from = r.known_size.ok_or_else(|| {
                     CallError::BadAnswer("stale_view refusal without known_size".into())
                 })?;
-                let (proof, consistency) = self
-                    .proofs(log, policy, appended.index, from)
-                    .await
-                    .map_err(not_sent)?;
-                req.proof = proof;
-                req.consistency = Some(consistency);
+                self.fetch_proofs(&mut req, log, policy, appended.index, from)
+                    .await?;
                 self.send(agent_url, &req).await
             }
             other => other,

@@ -263,7 +263,11 @@ impl Gateway {
             Err(e) => Err(CallError::Setup(e.to_string())),
         };
         match logged {
-            Ok(index) => problem.log_index = Some(index),
+            // In the log either way; one without the witness quorum yet is witnessed
+            // with a later batch.
+            Ok(index) | Err(CallError::Unwitnessed { index, .. }) => {
+                problem.log_index = Some(index)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "a refusal could not be logged");
                 problem
@@ -580,8 +584,12 @@ impl Gateway {
         });
         match tokio::time::timeout(Duration::from_secs(self.config.wait_secs), rx).await {
             Ok(Ok(done)) => Ok(done),
-            // Still running: what the state has, or what was started.
-            _ => Ok(self.ops.get(&id).await.ok().flatten().unwrap_or(started)),
+            // Still running: what the state has (or, if its first save has not landed
+            // yet, what was started).
+            _ => match self.ops.get(&id).await {
+                Ok(op) => Ok(op.unwrap_or(started)),
+                Err(e) => Err(Problem::new(503, "state unavailable", e.to_string())),
+            },
         }
     }
 
@@ -624,17 +632,24 @@ impl Gateway {
         let (entry, appended) = match (logged, created) {
             (Ok(logged), Ok(())) => logged,
             (Ok((_, appended)), Err(e)) => {
-                operation.intent_index = Some(appended.index);
                 self.metrics
                     .dispatched("state_unavailable", started.elapsed());
                 let detail = format!(
                     "not dispatched: the gateway could not record the operation (state unavailable: {e})"
                 );
-                let result_index = self
-                    .log_result(&cluster, &prepared, Outcome::Failed, None, Some(&detail))
-                    .await;
                 return self
-                    .finish(operation, OpStatus::Refused, result_index, Some(detail))
+                    .not_dispatched(operation, appended.index, &prepared, detail)
+                    .await;
+            }
+            // In the log without its witnesses: not dispatched either.
+            (Err(CallError::Unwitnessed { index, reason }), _) => {
+                self.metrics
+                    .dispatched("log_unavailable", started.elapsed());
+                let detail = format!(
+                    "the log could not record the intent with its witnesses, so nothing was dispatched: the intent is at index {index}: {reason}"
+                );
+                return self
+                    .not_dispatched(operation, index, &prepared, detail)
                     .await;
             }
             (Err(e), _) => {
@@ -680,7 +695,7 @@ impl Gateway {
                 (o, done.result.error.clone(), done.result.output_digest)
             }
             // The intent is logged: whatever went wrong is recorded as its result.
-            Err(e @ (CallError::Log(_) | CallError::Setup(_))) => {
+            Err(e @ (CallError::Log(_) | CallError::Setup(_) | CallError::Unwitnessed { .. })) => {
                 (Outcome::Failed, Some(format!("not dispatched: {e}")), None)
             }
             Err(CallError::Refused(r)) => (Outcome::Refused, Some(r.to_string()), None),
@@ -721,6 +736,29 @@ impl Gateway {
         self.finish(operation, status, result_index, detail).await
     }
 
+    /// Ends an operation whose intent is in the log at `index` but on which nothing
+    /// was dispatched: the log says why after the intent.
+    async fn not_dispatched(
+        &self,
+        mut operation: Operation,
+        index: u64,
+        prepared: &palisade_agent::client::Prepared,
+        detail: String,
+    ) -> Operation {
+        operation.intent_index = Some(index);
+        let result_index = self
+            .log_result(
+                &prepared.dispatch.cluster,
+                prepared,
+                Outcome::Failed,
+                None,
+                Some(&detail),
+            )
+            .await;
+        self.finish(operation, OpStatus::Refused, result_index, Some(detail))
+            .await
+    }
+
     /// Appends the result of an intent to its cluster's log (three tries); its index.
     async fn log_result(
         &self,
@@ -745,6 +783,11 @@ impl Gateway {
         for attempt in 0..3 {
             match self.dispatcher.append(cluster.as_str(), &entry).await {
                 Ok(r) => return Some(r.index),
+                // In the log, witnessed with a later batch: not appended again.
+                Err(CallError::Unwitnessed { index, reason }) => {
+                    tracing::warn!(index, %reason, "the result is logged but not yet witnessed");
+                    return Some(index);
+                }
                 Err(e) => {
                     tracing::warn!(attempt, error = %e, "the result could not be logged yet");
                     tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;

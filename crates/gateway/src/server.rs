@@ -201,6 +201,12 @@ async fn record_governance(gw: &Gateway, key: &str, record: &[u8]) -> bool {
             tracing::info!(key, index = r.index, "recorded in the governance log");
             true
         }
+        // In the log, witnessed with a later batch: appending it again would record
+        // it twice.
+        Err(palisade_agent::client::CallError::Unwitnessed { index, reason }) => {
+            tracing::warn!(key, index, %reason, "recorded in the governance log, not yet witnessed");
+            true
+        }
         Err(e) => {
             tracing::warn!(key, error = %e, "cannot record in the governance log; will retry");
             let _ = gw.ops.unclaim_governance_record(key).await;

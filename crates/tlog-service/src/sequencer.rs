@@ -212,6 +212,16 @@ impl LogWriter {
         })
     }
 
+    /// Gives up this handle and waits until the sequencer has stopped: once every
+    /// handle is gone, it answers what was queued, stores its last cosigned checkpoint
+    /// and ends.
+    pub async fn close(self) {
+        let mut published = self.published.clone();
+        drop(self);
+        // The sequencer holds the sender: `changed` fails once it has ended.
+        while published.changed().await.is_ok() {}
+    }
+
     /// The latest stored checkpoint.
     pub fn published(&self) -> Published {
         self.published.borrow().clone()
@@ -331,7 +341,17 @@ async fn recover(
         |e: crate::store::StoreError| OpenError::Storage(e.to_string(), origin.to_string());
     let public = stored_note(origin, key, store, "checkpoint").await?;
     let commit = stored_note(origin, key, store, COMMIT_CHECKPOINT).await?;
-    // The newer of the two; the cosigned one when they are of the same size.
+    // The newer of the two; the cosigned one when they are of the same size, which
+    // must then be the same tree.
+    if let (Some((_, p)), Some((_, c))) = (&public, &commit) {
+        if p.size() == c.size() && p.root() != c.root() {
+            return Err(corrupt(format!(
+                "checkpoint and {COMMIT_CHECKPOINT} both have size {} but different roots: \
+                 two histories of this log were written here",
+                p.size()
+            )));
+        }
+    }
     let newest = match (public, commit) {
         (Some(p), Some(c)) if c.1.size() > p.1.size() => Some(c),
         (Some(p), _) => Some(p),
@@ -739,17 +759,20 @@ impl Sequencer {
             }
         }
         let need = self.witnesses.quorum;
-        if got > 0 {
-            // The log-signed checkpoint of this size is already stored (the commit
-            // point); the cosigned one is published while the batch is acknowledged.
-            // Should that write fail, the next one supersedes it, and a log restarted
-            // meanwhile asks the witnesses again.
+        // The log-signed checkpoint of this size is already stored (the commit point);
+        // with the quorum, the cosigned one is stored as `checkpoint` while the batch
+        // is acknowledged. Should that write fail, the next one supersedes it, and a
+        // log restarted meanwhile asks the witnesses again. Below the quorum, storage
+        // keeps the last checkpoint that met it.
+        if got >= need {
             self.settle().await;
             let store = self.store.clone();
             let bytes = Bytes::from(note.to_bytes());
             self.storing = Some(tokio::spawn(async move {
                 store.write("checkpoint", bytes).await
             }));
+        }
+        if got > 0 {
             self.note = note;
         }
         if got >= need {
@@ -781,19 +804,18 @@ impl Sequencer {
                         .map_err(|e| {
                             AppendError::Storage(format!("cannot build the inclusion proof: {e}"))
                         })?;
-                    let consistency = match from {
-                        Some(from) if from <= size => Some((
-                            from,
-                            palisade_tlog::tree::consistency_proof(from, size, &reader).map_err(
-                                |e| {
-                                    AppendError::Storage(format!(
-                                        "cannot build the consistency proof: {e}"
-                                    ))
-                                },
-                            )?,
-                        )),
-                        _ => None,
-                    };
+                    // The entry is logged whatever happens here: a consistency proof
+                    // that cannot be built (an older tile unreadable) is left out, and
+                    // the caller reads one from the tiles instead.
+                    let consistency = from.filter(|f| *f <= size).and_then(|from| {
+                        match palisade_tlog::tree::consistency_proof(from, size, &reader) {
+                            Ok(hashes) => Some((from, hashes)),
+                            Err(e) => {
+                                tracing::warn!(origin = %self.origin, from, error = %e, "consistency proof left out of a receipt");
+                                None
+                            }
+                        }
+                    });
                     Ok(Receipt {
                         index,
                         proof: Bytes::from(proof.to_bytes()),

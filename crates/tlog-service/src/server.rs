@@ -65,7 +65,8 @@ pub struct LogService {
     inventory: Inventory,
     readers: HashMap<[u8; 32], TenantId>,
     witness_http: Option<reqwest::Client>,
-    logs: Mutex<HashMap<String, LogWriter>>,
+    /// `None` once [`LogService::close`] ran: no sequencer starts after that.
+    logs: Mutex<Option<HashMap<String, LogWriter>>>,
 }
 
 /// Why a request for a log's data is refused.
@@ -76,7 +77,13 @@ enum Refused {
     Forbidden(&'static str),
     Bad(String),
     Unavailable(String),
+    /// The entry is in the log at this index, but the witness quorum was not met.
+    Unwitnessed(u64, String),
 }
+
+/// On a `503` for an append whose entry is in the log without the witness quorum: its
+/// index, so that the caller neither appends it again nor treats it as lost.
+pub const LOGGED_INDEX_HEADER: &str = "palisade-log-index";
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
@@ -89,6 +96,23 @@ impl IntoResponse for Refused {
             Refused::Forbidden(what) => (StatusCode::FORBIDDEN, what.to_string()),
             Refused::Bad(what) => (StatusCode::BAD_REQUEST, what),
             Refused::Unavailable(what) => (StatusCode::SERVICE_UNAVAILABLE, what),
+            Refused::Unwitnessed(index, what) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            "text/plain; charset=utf-8".to_string(),
+                        ),
+                        (
+                            header::HeaderName::from_static(LOGGED_INDEX_HEADER),
+                            index.to_string(),
+                        ),
+                    ],
+                    format!("{what}\n"),
+                )
+                    .into_response()
+            }
         };
         (
             status,
@@ -188,7 +212,7 @@ impl LogService {
             inventory,
             readers,
             witness_http,
-            logs: Mutex::new(HashMap::new()),
+            logs: Mutex::new(Some(HashMap::new())),
         }))
     }
 
@@ -201,9 +225,26 @@ impl LogService {
         log == GOVERNANCE || self.inventory.clusters.iter().any(|c| c.id.as_str() == log)
     }
 
+    /// Stops every sequencer, waiting at most `timeout` for what is queued to be
+    /// answered and the last cosigned checkpoints to be stored: before the sequencer
+    /// lease is given up, so that no write of this process lands after another's.
+    pub async fn close(&self, timeout: std::time::Duration) {
+        let writers = self.logs.lock().await.take().unwrap_or_default();
+        let writers: Vec<LogWriter> = writers.into_values().collect();
+        let all = futures::future::join_all(writers.into_iter().map(LogWriter::close));
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("some logs were still writing when the service stopped");
+        }
+    }
+
     /// The writer of a log, starting its sequencer on first use.
     pub async fn log(&self, log: &str) -> Result<LogWriter, LogServiceError> {
-        let mut logs = self.logs.lock().await;
+        let mut guard = self.logs.lock().await;
+        let Some(logs) = guard.as_mut() else {
+            return Err(LogServiceError::Storage(format!(
+                "log {log}: the service is stopping"
+            )));
+        };
         if let Some(w) = logs.get(log) {
             return Ok(w.clone());
         }
@@ -376,6 +417,9 @@ async fn append(
         })),
         Err(e @ (AppendError::Empty | AppendError::TooLarge(_))) => {
             Err(Refused::Bad(e.to_string()))
+        }
+        Err(e @ AppendError::Unwitnessed { index, .. }) => {
+            Err(Refused::Unwitnessed(index, e.to_string()))
         }
         Err(e) => Err(Refused::Unavailable(e.to_string())),
     }
@@ -587,6 +631,7 @@ pub async fn run(
             })?;
         lease_lost
     };
+    svc.close(std::time::Duration::from_secs(10)).await;
     if lease_lost {
         // Another process may be sequencing now: stop, and let a supervisor restart
         // this one as a standby.

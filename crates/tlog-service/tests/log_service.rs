@@ -226,6 +226,26 @@ token_sha256 = "{globex}"
         self.client_as(Role::Gateway, "gw")
     }
 
+    /// Appends to `c1` with each query are refused (400).
+    async fn assert_queries_refused(&self, queries: &[&str]) {
+        let gateway = self.gateway();
+        for query in queries {
+            let resp = gateway
+                .post(self.url(&format!("/logs/c1/append?{query}")))
+                .body("never")
+                .send()
+                .await
+                .expect("append");
+            let bad = Answer::read(resp).await;
+            assert_eq!(
+                bad.status,
+                StatusCode::BAD_REQUEST,
+                "{query}: {}",
+                bad.text()
+            );
+        }
+    }
+
     fn policy(&self, log: &str) -> LogPolicy {
         LogPolicy::new(&format!("{BASE_ORIGIN}/{log}"), self.key.verifier()).expect("policy")
     }
@@ -653,6 +673,8 @@ async fn wait_stored_answers_at_the_commit_point_without_the_witnesses() {
         refused.text()
     );
     assert!(refused.text().contains("index 0"), "{}", refused.text());
+    // Where it is, for the caller not to append it again.
+    assert_eq!(refused.header("palisade-log-index"), "0");
 
     let resp = gateway
         .post(svc.url("/logs/c1/append?wait=stored"))
@@ -672,21 +694,8 @@ async fn wait_stored_answers_at_the_commit_point_without_the_witnesses() {
     assert!(proof.verify(b"a result", &with_witness).is_err());
 
     // Any other query is refused before anything is appended.
-    for query in ["wait=later", "wait=stored&x=1", "x"] {
-        let resp = gateway
-            .post(svc.url(&format!("/logs/c1/append?{query}")))
-            .body("never")
-            .send()
-            .await
-            .expect("append");
-        let bad = Answer::read(resp).await;
-        assert_eq!(
-            bad.status,
-            StatusCode::BAD_REQUEST,
-            "{query}: {}",
-            bad.text()
-        );
-    }
+    svc.assert_queries_refused(&["wait=later", "wait=stored&x=1", "x"])
+        .await;
     let bundle = svc
         .get(
             &svc.anonymous(),
@@ -777,24 +786,11 @@ async fn consistency_from_proves_the_answers_checkpoint_extends_an_earlier_one()
     assert_proof(&svc, "c1", &answer, b"too far");
     assert!(answer.appended().consistency.is_none(), "{}", answer.text());
 
-    for query in [
+    svc.assert_queries_refused(&[
         "consistency_from=x",
         "consistency_from=-1",
         "consistency_from=1&consistency_from=2",
         "wait=stored&wait=stored",
-    ] {
-        let resp = gateway
-            .post(svc.url(&format!("/logs/c1/append?{query}")))
-            .body("never")
-            .send()
-            .await
-            .expect("append");
-        let bad = Answer::read(resp).await;
-        assert_eq!(
-            bad.status,
-            StatusCode::BAD_REQUEST,
-            "{query}: {}",
-            bad.text()
-        );
-    }
+    ])
+    .await;
 }

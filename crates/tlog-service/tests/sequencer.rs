@@ -845,3 +845,36 @@ async fn s3_corruption_at_rest_refuses_to_open_and_changes_nothing() {
         damaged_log_refuses_to_open(&backend, &format!("damage-{i}"), damage).await;
     }
 }
+
+/// `close` waits until the sequencer has stopped: it answers what another handle
+/// queued before, and ends only once every handle is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn close_answers_what_was_queued_and_waits_for_every_handle() {
+    let backend = Backend::local();
+    let log = backend.log("clusters/close");
+    let writer = log.open(BatchConfig::default()).await;
+    let other = writer.clone();
+    let queued = other.submit(entry(0)).await.expect("queued");
+    let closing = tokio::spawn(writer.close());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !closing.is_finished(),
+        "closed while another handle could append"
+    );
+    let more = other
+        .append(entry(1))
+        .await
+        .expect("append after close began");
+    assert_eq!(more.index, 1);
+    drop(other);
+    tokio::time::timeout(std::time::Duration::from_secs(10), closing)
+        .await
+        .expect("close returns once every handle is gone")
+        .expect("close task");
+    assert_eq!(
+        queued.await.expect("the queued append is answered").index,
+        0
+    );
+    let reopened = log.open(BatchConfig::default()).await;
+    assert_eq!(reopened.published().size, 2);
+}
