@@ -14,6 +14,7 @@ mod harness;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use harness::{dead_port, second_gateway, Stack, StateEtcd};
+use palisade_agent::client::CallError;
 use palisade_core::time::Timestamp;
 use serde_json::Value;
 use std::time::Duration;
@@ -698,4 +699,82 @@ async fn a_grant_authorizes_only_on_the_clusters_it_names() {
         )
         .await;
     assert_eq!(status, 200, "{done}");
+}
+
+/// The witness stops answering: the log keeps the intent but cannot get its quorum, so the
+/// gateway dispatches nothing, logs a result saying so (in the log as well, not yet
+/// witnessed), and appends neither twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_witness_quorum_nothing_is_dispatched_and_nothing_is_logged_twice() {
+    let stack = Stack::start();
+    let gw = stack.gateway();
+    let token = gw.dev_token(&stack.operator()).await;
+    let run = || {
+        gw.run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+    };
+    let (status, op) = run().await;
+    assert_eq!(status, 200, "{op}");
+    let before = stack.seen().await;
+
+    // Stop the witness `palisade up` started.
+    let config = stack.dir.join("witness/witness.toml").display().to_string();
+    let witness: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&config))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(witness.len(), 1, "the witness process: {witness:?}");
+    // Paused, not killed (`palisade up` would stop everything): the log gives up on
+    // it after its 5-second timeout. Resumed when the test ends, however it ends.
+    struct Paused(u32);
+    impl Drop for Paused {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+        }
+    }
+    let paused = std::process::Command::new("kill")
+        .args(["-STOP", &witness[0].to_string()])
+        .status()
+        .expect("kill");
+    assert!(paused.success());
+    let _resume = Paused(witness[0]);
+
+    let (status, op) = run().await;
+    assert_eq!(status, 503, "{op}");
+    assert_eq!(op["status"], "refused", "{op}");
+    assert!(
+        op["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("witnesses, so nothing was dispatched")),
+        "{op}"
+    );
+    let intent = op["intent_index"]
+        .as_u64()
+        .expect("the intent is in the log");
+    let result = op["result_index"]
+        .as_u64()
+        .expect("the result is in the log");
+    assert_eq!(result, intent + 1, "{op}");
+    // The agent saw nothing.
+    assert_eq!(stack.seen().await, before);
+    // The next entry goes right after the result: nothing was appended twice. The
+    // log answers it 503 too, naming where it is.
+    match stack.dispatcher.append("demo", b"{\"probe\":1}").await {
+        Err(CallError::Unwitnessed { index, .. }) => assert_eq!(index, result + 1),
+        other => panic!("without the witness: {other:?}"),
+    }
 }
