@@ -243,21 +243,23 @@ pub enum OpenError {
 /// it.
 pub const COMMIT_CHECKPOINT: &str = "checkpoint.commit";
 
-/// Where the commit point goes: with witnesses, the public `checkpoint` is only ever a
-/// cosigned one, and the log-signed checkpoint goes beside it.
-fn commit_name(witnessed: bool) -> &'static str {
-    if witnessed {
-        COMMIT_CHECKPOINT
-    } else {
-        "checkpoint"
-    }
-}
-
 /// The witnesses a log asks for cosignatures, and how many it needs.
 #[derive(Clone, Default)]
 pub struct WitnessSet {
     pub clients: Vec<WitnessClient>,
     pub quorum: usize,
+}
+
+impl WitnessSet {
+    /// Where the commit point goes: with witnesses, the public `checkpoint` is only
+    /// ever a cosigned one, and the log-signed checkpoint goes beside it.
+    fn commit_name(&self) -> &'static str {
+        if self.clients.is_empty() {
+            "checkpoint"
+        } else {
+            COMMIT_CHECKPOINT
+        }
+    }
 }
 
 /// The right edge of the tree: everything needed to append, in bounded memory.
@@ -294,8 +296,7 @@ pub async fn start(
     batch: BatchConfig,
     witnesses: WitnessSet,
 ) -> Result<LogWriter, OpenError> {
-    let commit_name = commit_name(!witnesses.clients.is_empty());
-    let (edge, note, recent) = recover(origin, &key, &store, commit_name).await?;
+    let (edge, note, recent) = recover(origin, &key, &store, witnesses.commit_name()).await?;
     let size = edge.frontier.size();
     let (published, published_rx) = watch::channel(Published {
         size,
@@ -574,7 +575,7 @@ impl Sequencer {
                     let _ = p.reply.send(Err(AppendError::Storage(e.clone())));
                 }
                 self.settle().await;
-                let name = commit_name(!self.witnesses.clients.is_empty());
+                let name = self.witnesses.commit_name();
                 match recover(&self.origin, &self.key, &self.store, name).await {
                     Ok((edge, note, recent)) => {
                         self.edge = edge;
@@ -720,10 +721,7 @@ impl Sequencer {
             .and_then(|c| c.sign(&self.key))
             .map_err(|e| e.to_string())?;
         self.store
-            .write(
-                commit_name(!self.witnesses.clients.is_empty()),
-                Bytes::from(note.to_bytes()),
-            )
+            .write(self.witnesses.commit_name(), Bytes::from(note.to_bytes()))
             .await
             .map_err(|e| e.to_string())?;
         self.note = note;

@@ -230,13 +230,9 @@ token_sha256 = "{globex}"
     async fn assert_queries_refused(&self, queries: &[&str]) {
         let gateway = self.gateway();
         for query in queries {
-            let resp = gateway
-                .post(self.url(&format!("/logs/c1/append?{query}")))
-                .body("never")
-                .send()
-                .await
-                .expect("append");
-            let bad = Answer::read(resp).await;
+            let bad = self
+                .append_at(&gateway, &format!("/logs/c1/append?{query}"), "never")
+                .await;
             assert_eq!(
                 bad.status,
                 StatusCode::BAD_REQUEST,
@@ -251,8 +247,14 @@ token_sha256 = "{globex}"
     }
 
     async fn append(&self, client: &Client, log: &str, entry: impl Into<Bytes>) -> Answer {
+        self.append_at(client, &format!("/logs/{log}/append"), entry)
+            .await
+    }
+
+    /// An append to `path` (with its query, if any).
+    async fn append_at(&self, client: &Client, path: &str, entry: impl Into<Bytes>) -> Answer {
         let resp = client
-            .post(self.url(&format!("/logs/{log}/append")))
+            .post(self.url(path))
             .body(entry.into())
             .send()
             .await
@@ -676,13 +678,9 @@ async fn wait_stored_answers_at_the_commit_point_without_the_witnesses() {
     // Where it is, for the caller not to append it again.
     assert_eq!(refused.header("palisade-log-index"), "0");
 
-    let resp = gateway
-        .post(svc.url("/logs/c1/append?wait=stored"))
-        .body("a result")
-        .send()
-        .await
-        .expect("append");
-    let stored = Answer::read(resp).await;
+    let stored = svc
+        .append_at(&gateway, "/logs/c1/append?wait=stored", "a result")
+        .await;
     assert_eq!(assert_proof(&svc, "c1", &stored, b"a result"), 1);
     // The proof carries the log's signature only: a reader requiring the witness
     // refuses it.
@@ -729,13 +727,13 @@ async fn consistency_from_proves_the_answers_checkpoint_extends_an_earlier_one()
         ("wait=stored&consistency_from=300", 300),
         ("consistency_from=1", 1),
     ] {
-        let resp = gateway
-            .post(svc.url(&format!("/logs/c1/append?{query}")))
-            .body("with consistency")
-            .send()
-            .await
-            .expect("append");
-        let answer = Answer::read(resp).await;
+        let answer = svc
+            .append_at(
+                &gateway,
+                &format!("/logs/c1/append?{query}"),
+                "with consistency",
+            )
+            .await;
         assert_proof(&svc, "c1", &answer, b"with consistency");
         let appended = answer.appended();
         let proof = TlogProof::parse(appended.proof.as_bytes()).expect("proof");
@@ -776,13 +774,13 @@ async fn consistency_from_proves_the_answers_checkpoint_extends_an_earlier_one()
     }
 
     // Beyond the checkpoint: no proof, and the append stands.
-    let resp = gateway
-        .post(svc.url("/logs/c1/append?consistency_from=100000"))
-        .body("too far")
-        .send()
-        .await
-        .expect("append");
-    let answer = Answer::read(resp).await;
+    let answer = svc
+        .append_at(
+            &gateway,
+            "/logs/c1/append?consistency_from=100000",
+            "too far",
+        )
+        .await;
     assert_proof(&svc, "c1", &answer, b"too far");
     assert!(answer.appended().consistency.is_none(), "{}", answer.text());
 
