@@ -778,3 +778,46 @@ async fn without_the_witness_quorum_nothing_is_dispatched_and_nothing_is_logged_
         other => panic!("without the witness: {other:?}"),
     }
 }
+
+/// Many actions on one instance at once: their intents land in the log in one order
+/// and their dispatches reach the agent in another, so the agent has often seen a
+/// newer checkpoint than the one a dispatch was proven against. The gateway proves
+/// it again against a newer one; every action runs once and is logged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_actions_on_one_instance_all_run_and_are_each_logged_once() {
+    const N: usize = 24;
+    let stack = Stack::start();
+    let gw = stack.gateway();
+    let token = gw.dev_token(&stack.operator()).await;
+    let before = stack.seen().await;
+    let runs = (0..N).map(|_| {
+        gw.run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+    });
+    let ops = futures::future::join_all(runs).await;
+    let mut logged = std::collections::BTreeSet::new();
+    for (status, op) in &ops {
+        assert_eq!(*status, 200, "{op}");
+        assert_eq!(op["status"], "succeeded", "{op}");
+        let intent = op["intent_index"].as_u64().expect("intent logged");
+        let result = op["result_index"].as_u64().expect("result logged");
+        assert!(result > intent, "{op}");
+        assert!(logged.insert(intent) && logged.insert(result), "{op}");
+    }
+    // 2N entries, no other: nothing was logged twice, nothing is missing.
+    let first = *logged.first().expect("entries");
+    let last = *logged.last().expect("entries");
+    assert_eq!(last - first + 1, 2 * N as u64, "{logged:?}");
+    assert!(stack.seen().await > before);
+    for index in [first, last] {
+        let kind = logged_event(&stack, index).await["kind"].clone();
+        assert!(kind == "intent" || kind == "result", "{kind}");
+    }
+}

@@ -4,8 +4,9 @@
 //! [`Dispatcher::execute`] is steps 4–6 of the gateway pipeline (DESIGN.md) for one
 //! instance. It remembers, per agent, the newest checkpoint size that agent has
 //! seen, so it can send the consistency proof the agent needs without a round trip;
-//! when it guessed wrong, the agent's `stale_view` refusal names the size and the
-//! dispatch is re-sent once with proofs against the log's current checkpoint.
+//! when it guessed wrong (or a concurrent dispatch moved the agent's view past this
+//! one's checkpoint), the agent's `stale_view` refusal names the size and the dispatch
+//! is re-sent with proofs against the log's current checkpoint, a few times at most.
 
 use crate::dispatch::{
     AgentResult, Consistency, Dispatch, DispatchRequest, Health, Refusal, RefusalCode,
@@ -24,6 +25,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// How many times one dispatch is sent while the agent answers `stale_view`.
+const STALE_VIEW_ATTEMPTS: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -424,16 +428,28 @@ impl Dispatcher {
                 }
             }
         }
-        let answer = match self.send(agent_url, &req).await {
-            Err(CallError::Refused(r)) if r.code == RefusalCode::StaleView => {
-                let from = r.known_size.ok_or_else(|| {
-                    CallError::BadAnswer("stale_view refusal without known_size".into())
-                })?;
-                self.fetch_proofs(&mut req, log, policy, appended.index, from)
-                    .await?;
-                self.send(agent_url, &req).await
+        // Dispatches to one agent run concurrently, so another one may have moved its
+        // view past this proof's checkpoint; each refusal names the view, and the
+        // proofs are fetched again against the log's current checkpoint, which is at
+        // least that. Nothing ran on a refusal (the nonce is spent only on success).
+        let mut attempt = 1;
+        let answer = loop {
+            match self.send(agent_url, &req).await {
+                Err(CallError::Refused(r))
+                    if r.code == RefusalCode::StaleView && attempt < STALE_VIEW_ATTEMPTS =>
+                {
+                    let from = r.known_size.ok_or_else(|| {
+                        CallError::BadAnswer("stale_view refusal without known_size".into())
+                    })?;
+                    if let Ok(mut m) = self.seen.lock() {
+                        m.insert(agent_url.to_string(), from);
+                    }
+                    self.fetch_proofs(&mut req, log, policy, appended.index, from)
+                        .await?;
+                    attempt += 1;
+                }
+                other => break other,
             }
-            other => other,
         }?;
         let result = AgentResult::verify(&answer, agent_keys).map_err(CallError::BadAnswer)?;
         let digest = prepared
@@ -446,7 +462,9 @@ impl Dispatcher {
             ));
         }
         if let Ok(mut m) = self.seen.lock() {
-            m.insert(agent_url.to_string(), result.log_size_seen);
+            // Results of concurrent dispatches arrive in any order: keep the newest.
+            let seen = m.entry(agent_url.to_string()).or_default();
+            *seen = (*seen).max(result.log_size_seen);
         }
         Ok(Executed {
             intent_index: appended.index,
