@@ -38,6 +38,7 @@ async fn new_log(dir: &std::path::Path) -> (LogWriter, TileStore) {
     let store = TileStore::local(dir).expect("store");
     let batch = BatchConfig {
         max_entries: env_u64("BENCH_BATCH", BatchConfig::default().max_entries as u64) as usize,
+        publish_interval: std::time::Duration::from_millis(env_u64("BENCH_PUBLISH_MS", 0)),
         ..BatchConfig::default()
     };
     let w = sequencer::start(ORIGIN, key, store.clone(), batch, WitnessSet::default())

@@ -97,6 +97,35 @@ impl Stack {
         self.dir.join("log/tiles/clusters/demo")
     }
 
+    /// The stored checkpoint of the demo log once it covers what the log serves now:
+    /// the log writes storage from its journal within its publish interval.
+    async fn stored_checkpoint(&self) -> Vec<u8> {
+        let served = self
+            .client(Role::Gateway, "gateway", Role::Log)
+            .get(format!("{}/checkpoint", self.log_url("demo")))
+            .send()
+            .await
+            .expect("GET checkpoint")
+            .bytes()
+            .await
+            .expect("checkpoint");
+        let want = size_of(&served);
+        let path = self.tiles().join("checkpoint");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(stored) = std::fs::read(&path) {
+                if size_of(&stored) >= want {
+                    return stored;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "storage did not catch up with size {want} within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `palisade audit verify` of the demo log through the log's read API.
     fn audit(&self, extra: &[&str]) -> Output {
         let d = self.dir.display().to_string();
@@ -134,6 +163,12 @@ impl Stack {
             .args(extra);
         cmd.output().expect("run palisade audit")
     }
+}
+
+fn size_of(note: &[u8]) -> u64 {
+    Checkpoint::parse(Note::parse(note).expect("note").text())
+        .expect("checkpoint")
+        .size()
 }
 
 fn text(o: &Output) -> String {
@@ -182,6 +217,7 @@ async fn customer_verifies_the_whole_witnessed_log_and_detects_a_rewritten_entry
     assert!(text(&ok).contains("40 entries"), "{}", text(&ok));
 
     // An insider edits one stored event on disk (the bytes the customer reads).
+    stack.stored_checkpoint().await;
     let bundle = stack.tiles().join("tile/entries/000.p/40");
     let original = std::fs::read(&bundle).expect("bundle");
     let forged = String::from_utf8(original.clone())
@@ -238,24 +274,43 @@ async fn every_checkpoint_served_or_stored_while_appending_is_witnessed() {
             seen
         })
     };
+    // Storage is written from the journal once per publish interval: the writers go
+    // on until the storage reader has seen it change three times.
+    let stored_sizes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stored = {
         let (done, path) = (done.clone(), stack.tiles().join("checkpoint"));
+        let stored_sizes = stored_sizes.clone();
         std::thread::spawn(move || {
             let mut seen = Vec::new();
+            let mut sizes = std::collections::BTreeSet::new();
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                seen.push(std::fs::read(&path).expect("the stored checkpoint"));
+                let note = std::fs::read(&path).expect("the stored checkpoint");
+                if let Ok(n) = Note::parse(&note) {
+                    if let Ok(c) = Checkpoint::parse(n.text()) {
+                        sizes.insert(c.size());
+                        stored_sizes.store(sizes.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                seen.push(note);
                 std::thread::sleep(Duration::from_millis(1));
             }
             seen
         })
     };
     // Eight writers, so that batches follow one another without pause.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let client = stack.client(Role::Gateway, "gateway", Role::Log);
             let url = format!("{}/append", stack.log_url("demo"));
+            let stored_sizes = stored_sizes.clone();
             tokio::spawn(async move {
-                for i in 0..25 {
+                for i in 0.. {
+                    if (i >= 25 && stored_sizes.load(std::sync::atomic::Ordering::Relaxed) > 3)
+                        || std::time::Instant::now() > deadline
+                    {
+                        break;
+                    }
                     let r = client
                         .post(&url)
                         .body(format!("{{\"writer\":{w},\"event\":{i}}}"))
@@ -316,16 +371,11 @@ async fn every_checkpoint_served_or_stored_while_appending_is_witnessed() {
 async fn a_log_stopped_before_storing_the_cosigned_checkpoint_continues_from_its_commit_point() {
     let mut stack = Stack::start();
     append_events(&stack, 5).await;
-    let older = std::fs::read(stack.tiles().join("checkpoint")).expect("checkpoint");
+    let older = stack.stored_checkpoint().await;
     append_events(&stack, 5).await;
     stack.run.signal("INT");
     stack.run.wait_exit(Duration::from_secs(30));
     let commit = std::fs::read(stack.tiles().join("checkpoint.commit")).expect("commit point");
-    let size_of = |note: &[u8]| {
-        Checkpoint::parse(Note::parse(note).expect("note").text())
-            .expect("checkpoint")
-            .size()
-    };
     let acknowledged = size_of(&commit);
     assert!(size_of(&older) < acknowledged);
     std::fs::write(stack.tiles().join("checkpoint"), &older).expect("put back");
@@ -482,7 +532,7 @@ async fn only_gateway_and_agent_certificates_can_append() {
 async fn a_log_rolled_back_by_an_insider_is_detected_by_the_customer() {
     let stack = Stack::start();
     append_events(&stack, 10).await;
-    let old_checkpoint = std::fs::read(stack.tiles().join("checkpoint")).expect("checkpoint");
+    let old_checkpoint = stack.stored_checkpoint().await;
     let state = stack.dir.join("customer-state.json");
     append_events(&stack, 10).await;
     let ok = stack.audit(&["--state", state.to_str().expect("utf8")]);

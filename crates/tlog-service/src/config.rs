@@ -86,6 +86,10 @@ pub struct BatchSettings {
     pub max_entries: usize,
     #[serde(default = "default_max_delay_ms")]
     pub max_delay_ms: u64,
+    /// With local storage: how often the tiles, bundles and checkpoint of the batches
+    /// in the journal are written out (0: by every batch, without a journal).
+    #[serde(default = "default_publish_interval_ms")]
+    pub publish_interval_ms: u64,
 }
 
 fn default_max_entries() -> usize {
@@ -94,12 +98,16 @@ fn default_max_entries() -> usize {
 fn default_max_delay_ms() -> u64 {
     0
 }
+fn default_publish_interval_ms() -> u64 {
+    1000
+}
 
 impl Default for BatchSettings {
     fn default() -> Self {
         Self {
             max_entries: default_max_entries(),
             max_delay_ms: default_max_delay_ms(),
+            publish_interval_ms: default_publish_interval_ms(),
         }
     }
 }
@@ -107,6 +115,10 @@ impl Default for BatchSettings {
 impl BatchSettings {
     pub fn max_delay(&self) -> Duration {
         Duration::from_millis(self.max_delay_ms)
+    }
+
+    pub fn publish_interval(&self) -> Duration {
+        Duration::from_millis(self.publish_interval_ms)
     }
 }
 
@@ -197,6 +209,12 @@ impl ProcessConfig for LogConfig {
             return Err(FieldError::new(
                 "batch.max_delay_ms",
                 "must be at most 10000",
+            ));
+        }
+        if self.batch.publish_interval_ms > 60_000 {
+            return Err(FieldError::new(
+                "batch.publish_interval_ms",
+                "must be at most 60000",
             ));
         }
         check_readers(&self.readers)?;

@@ -2,6 +2,7 @@
 //!
 //! - [`store`]: tiles, bundles and checkpoints in object storage (local or S3).
 //! - [`sequencer`]: the single writer of a log: batching, durability, recovery.
+//! - [`journal`]: how a log on a local directory makes each batch durable.
 //! - [`witness_client`]: the log's side of tlog-witness.
 #![forbid(unsafe_code)]
 
@@ -9,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod fetch;
 pub mod https;
+pub mod journal;
 pub mod keyfile;
 pub mod sequencer;
 pub mod server;

@@ -31,6 +31,7 @@
 //! entry bundle), whatever the size of the log.
 
 use crate::fetch::{MemoryTiles, StoreFetcher};
+use crate::journal::{Journal, Record, JOURNAL};
 use crate::store::TileStore;
 use crate::witness_client::WitnessClient;
 use bytes::Bytes;
@@ -40,10 +41,11 @@ use palisade_tlog::note::{Note, SignerKey};
 use palisade_tlog::proof::TlogProof;
 use palisade_tlog::tile::{
     encode_bundle, level_hashes, new_tiles, parse_bundle, run_root, TileHashReader, TileId,
-    MAX_ENTRY_LEN, TILE_HEIGHT, TILE_WIDTH,
+    TilePath, MAX_ENTRY_LEN, TILE_HEIGHT, TILE_WIDTH,
 };
 use palisade_tlog::tree::Frontier;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -62,6 +64,11 @@ pub struct BatchConfig {
     /// How long the first entry of a batch waits for others beyond those already
     /// queued (zero: group commit only, no waiting).
     pub max_delay: Duration,
+    /// With storage on a local directory and a non-zero interval, each batch is made
+    /// durable in the log's [journal](crate::journal), and its tiles, bundles and
+    /// checkpoint are written to storage at most this often (and when the log
+    /// closes). Zero: every batch writes them before it is acknowledged.
+    pub publish_interval: Duration,
 }
 
 impl Default for BatchConfig {
@@ -69,6 +76,7 @@ impl Default for BatchConfig {
         Self {
             max_entries: 1024,
             max_delay: Duration::from_millis(5),
+            publish_interval: Duration::ZERO,
         }
     }
 }
@@ -149,6 +157,7 @@ pub struct LogWriter {
     origin: Arc<str>,
     tx: mpsc::Sender<Pending>,
     published: watch::Receiver<Published>,
+    unpublished: Arc<RwLock<Unpublished>>,
 }
 
 impl LogWriter {
@@ -222,9 +231,106 @@ impl LogWriter {
         while published.changed().await.is_ok() {}
     }
 
-    /// The latest stored checkpoint.
+    /// The latest checkpoint: stored as the commit point, and witnessed if the log
+    /// has witnesses and they answered.
     pub fn published(&self) -> Published {
         self.published.borrow().clone()
+    }
+
+    /// A tile or entry bundle the log holds in its journal but has not yet written to
+    /// storage (see [`Unpublished::read`]).
+    pub fn unpublished(&self, path: &TilePath) -> Option<Bytes> {
+        self.unpublished.read().ok()?.read(path, false)
+    }
+
+    /// The same, only if it is not yet written to storage.
+    pub fn unwritten(&self, path: &TilePath) -> Option<Bytes> {
+        self.unpublished.read().ok()?.read(path, true)
+    }
+}
+
+/// The tiles and entry bundles of a log that are in its journal but not yet in
+/// storage (and the partial ones already written): the widest of each, by kind, level
+/// and index.
+#[derive(Debug, Default)]
+pub struct Unpublished {
+    /// (is a bundle, level, index) to (id, contents, not yet written).
+    objects: BTreeMap<(bool, u8, u64), (TileId, Bytes, bool)>,
+}
+
+impl Unpublished {
+    fn insert(&mut self, bundle: bool, id: TileId, data: Bytes) {
+        self.objects
+            .insert((bundle, id.level(), id.index()), (id, data, true));
+    }
+
+    /// The hash tiles, for proofs.
+    fn tiles(&self) -> MemoryTiles {
+        self.objects
+            .iter()
+            .filter(|((bundle, _, _), _)| !bundle)
+            .map(|(_, (id, data, _))| (*id, data.clone()))
+            .collect()
+    }
+
+    /// What is to be written, as (path, contents).
+    fn writes(&self) -> Vec<(String, Bytes)> {
+        self.objects
+            .iter()
+            .filter(|(_, (_, _, unwritten))| *unwritten)
+            .map(|((bundle, _, _), (id, data, _))| {
+                let path = if *bundle {
+                    id.entries_path()
+                } else {
+                    id.path()
+                };
+                (path, data.clone())
+            })
+            .collect()
+    }
+
+    /// Once written, full tiles and bundles are read from storage; the partial ones
+    /// stay, so that narrower widths can still be cut from them.
+    fn written(&mut self) {
+        self.objects.retain(|_, (id, _, _)| !id.is_full());
+        for (_, _, unwritten) in self.objects.values_mut() {
+            *unwritten = false;
+        }
+    }
+
+    /// The object at `path`: the one held, or, for a narrower partial width than the
+    /// one held, its first entries or hashes (a tile or bundle of a smaller tree is a
+    /// prefix of the same one of a larger tree).
+    /// Only what is not yet written, if `unwritten`.
+    pub fn read(&self, path: &TilePath, unwritten: bool) -> Option<Bytes> {
+        let (bundle, want) = match path {
+            TilePath::Hashes(id) => (false, *id),
+            TilePath::Entries(id) => (true, *id),
+        };
+        let level = if bundle { 0 } else { want.level() };
+        let (have, data, pending) = self.objects.get(&(bundle, level, want.index()))?;
+        if unwritten && !pending {
+            return None;
+        }
+        cut(bundle, want, *have, data)
+    }
+}
+
+/// `want` from `have`, the same tile at a width at least as large.
+pub fn cut(bundle: bool, want: TileId, have: TileId, data: &Bytes) -> Option<Bytes> {
+    if have.width() < want.width() {
+        return None;
+    }
+    if have.width() == want.width() {
+        return Some(data.clone());
+    }
+    let width = usize::from(want.width());
+    if bundle {
+        let entries = parse_bundle(data).ok()?;
+        encode_bundle(entries.get(..width)?).ok().map(Bytes::from)
+    } else {
+        data.get(..want.byte_len())
+            .map(|_| data.slice(..want.byte_len()))
     }
 }
 
@@ -271,6 +377,76 @@ struct Edge {
     entries: Vec<Bytes>,
 }
 
+impl Edge {
+    /// Step 1: appends `entries` to the right edge. Returns every tile and entry
+    /// bundle they completed or changed, as (is a bundle, id, contents).
+    fn extend(&mut self, entries: &[Bytes]) -> Result<Vec<(bool, TileId, Bytes)>, String> {
+        let old_size = self.frontier.size();
+        let mut full_tiles = MemoryTiles::new();
+        let mut out: Vec<(bool, TileId, Bytes)> = Vec::new();
+        for entry in entries {
+            let index = self.frontier.size();
+            let stored = self
+                .frontier
+                .append(leaf_hash(entry))
+                .map_err(|e| e.to_string())?;
+            for (level, hash) in stored.iter().step_by(usize::from(TILE_HEIGHT)).enumerate() {
+                let level = level as u8;
+                if self.tiles.len() <= usize::from(level) {
+                    self.tiles.push(Vec::new());
+                }
+                let Some(row) = self.tiles.get_mut(usize::from(level)) else {
+                    continue;
+                };
+                row.push(*hash);
+                if row.len() == WIDTH {
+                    let tile_index =
+                        (index >> (u32::from(level) * u32::from(TILE_HEIGHT))) / WIDTH as u64;
+                    let id =
+                        TileId::new(level, tile_index, TILE_WIDTH).map_err(|e| e.to_string())?;
+                    full_tiles.insert(id, hashes_bytes(row));
+                    row.clear();
+                }
+            }
+            self.entries.push(entry.clone());
+            if self.entries.len() == WIDTH {
+                let id =
+                    TileId::new(0, index / WIDTH as u64, TILE_WIDTH).map_err(|e| e.to_string())?;
+                let bundle = encode_bundle(&self.entries).map_err(|e| e.to_string())?;
+                out.push((true, id, Bytes::from(bundle)));
+                self.entries.clear();
+            }
+        }
+        let size = self.frontier.size();
+        for id in new_tiles(old_size, size) {
+            let data = if id.is_full() {
+                full_tiles.get(&id).cloned()
+            } else {
+                self.tiles
+                    .get(usize::from(id.level()))
+                    .map(|row| hashes_bytes(row))
+            }
+            .ok_or_else(|| format!("internal: tile {} was not computed", id.path()))?;
+            if data.len() != id.byte_len() {
+                return Err(format!(
+                    "internal: tile {} has {} bytes, want {}",
+                    id.path(),
+                    data.len(),
+                    id.byte_len()
+                ));
+            }
+            out.push((false, id, data));
+        }
+        if !self.entries.is_empty() {
+            let width = u16::try_from(self.entries.len()).map_err(|e| e.to_string())?;
+            let id = TileId::new(0, size / WIDTH as u64, width).map_err(|e| e.to_string())?;
+            let bundle = encode_bundle(&self.entries).map_err(|e| e.to_string())?;
+            out.push((true, id, Bytes::from(bundle)));
+        }
+        Ok(out)
+    }
+}
+
 struct Sequencer {
     origin: String,
     key: SignerKey,
@@ -286,6 +462,24 @@ struct Sequencer {
     /// later checkpoint write (and a reload) waits for it first, so that storage never
     /// goes back to an older checkpoint.
     storing: Option<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>>,
+    /// With a journal: what it holds that storage does not, and when storage was last
+    /// brought up to date.
+    journal: Option<Journaled>,
+}
+
+struct Journaled {
+    journal: Journal,
+    path: std::path::PathBuf,
+    unpublished: Arc<RwLock<Unpublished>>,
+    interval: Duration,
+    last_publish: tokio::time::Instant,
+}
+
+/// The state a log opens with.
+struct Opened {
+    edge: Edge,
+    note: Note,
+    recent: MemoryTiles,
 }
 
 /// Opens (or creates) the log at `store` and starts its sequencer.
@@ -296,7 +490,30 @@ pub async fn start(
     batch: BatchConfig,
     witnesses: WitnessSet,
 ) -> Result<LogWriter, OpenError> {
-    let (edge, note, recent) = recover(origin, &key, &store, witnesses.commit_name()).await?;
+    let unpublished = Arc::new(RwLock::new(Unpublished::default()));
+    let journal_path = store
+        .local_path(JOURNAL)
+        .filter(|_| !batch.publish_interval.is_zero());
+    let (opened, journal) = open(
+        origin,
+        &key,
+        &store,
+        witnesses.commit_name(),
+        journal_path.as_deref(),
+        &unpublished,
+    )
+    .await?;
+    let journal = match (journal, journal_path) {
+        (Some(journal), Some(path)) => Some(Journaled {
+            journal,
+            path,
+            unpublished: unpublished.clone(),
+            interval: batch.publish_interval,
+            last_publish: tokio::time::Instant::now(),
+        }),
+        _ => None,
+    };
+    let Opened { edge, note, recent } = opened;
     let size = edge.frontier.size();
     let (published, published_rx) = watch::channel(Published {
         size,
@@ -313,6 +530,7 @@ pub async fn start(
         witnesses,
         published,
         storing: None,
+        journal,
     };
     let batch = BatchConfig {
         max_entries: batch.max_entries.clamp(1, MAX_BATCH_ENTRIES),
@@ -323,7 +541,70 @@ pub async fn start(
         origin: origin.into(),
         tx,
         published: published_rx,
+        unpublished,
     })
+}
+
+/// Loads the log from storage and, with a journal, replays what the journal holds
+/// beyond it; `unpublished` is set to what storage lacks.
+async fn open(
+    origin: &str,
+    key: &SignerKey,
+    store: &TileStore,
+    commit_name: &str,
+    journal: Option<&std::path::Path>,
+    unpublished: &RwLock<Unpublished>,
+) -> Result<(Opened, Option<Journal>), OpenError> {
+    let corrupt = |reason: String| OpenError::Corrupt {
+        origin: origin.to_string(),
+        reason,
+    };
+    let (mut edge, mut note, mut recent) = recover(origin, key, store, commit_name).await?;
+    let mut held = Unpublished::default();
+    let journal = match journal {
+        None => None,
+        Some(path) => {
+            let (journal, records) = Journal::open(path).map_err(|e| corrupt(e.to_string()))?;
+            for record in records {
+                let size = edge.frontier.size();
+                let end = record.first + record.entries.len() as u64;
+                if end <= size {
+                    continue; // already in storage
+                }
+                if record.first != size {
+                    return Err(corrupt(format!(
+                        "the journal holds entries {}..{end}, which do not follow the \
+                         stored checkpoint of size {size}",
+                        record.first
+                    )));
+                }
+                let (n, checkpoint) = opened_note(origin, key, &record.note, "journal record")?;
+                if checkpoint.size() != end {
+                    return Err(corrupt(format!(
+                        "a journal record for entries {}..{end} has a checkpoint of size {}",
+                        record.first,
+                        checkpoint.size()
+                    )));
+                }
+                for (bundle, id, data) in edge.extend(&record.entries).map_err(corrupt)? {
+                    held.insert(bundle, id, data);
+                }
+                if edge.frontier.root() != *checkpoint.root() {
+                    return Err(corrupt(format!(
+                        "the journal's entries up to {end} do not recompute the root of its \
+                         checkpoint"
+                    )));
+                }
+                note = n;
+            }
+            Some(journal)
+        }
+    };
+    recent.extend(held.tiles());
+    if let Ok(mut u) = unpublished.write() {
+        *u = held;
+    }
+    Ok((Opened { edge, note, recent }, journal))
 }
 
 /// Loads the right edge from the last stored checkpoint and checks the stored tiles
@@ -476,10 +757,6 @@ async fn stored_note(
     store: &TileStore,
     name: &str,
 ) -> Result<Option<(Note, Checkpoint)>, OpenError> {
-    let corrupt = |reason: String| OpenError::Corrupt {
-        origin: origin.to_string(),
-        reason,
-    };
     let Some(bytes) = store
         .read(name)
         .await
@@ -487,24 +764,33 @@ async fn stored_note(
     else {
         return Ok(None);
     };
-    let note =
-        Note::parse(&bytes).map_err(|e| corrupt(format!("stored {name} is malformed: {e}")))?;
+    opened_note(origin, key, &bytes, &format!("stored {name}")).map(Some)
+}
+
+/// A checkpoint note (`what` says where it is from) checked against the log's key and
+/// origin.
+fn opened_note(
+    origin: &str,
+    key: &SignerKey,
+    bytes: &[u8],
+    what: &str,
+) -> Result<(Note, Checkpoint), OpenError> {
+    let corrupt = |reason: String| OpenError::Corrupt {
+        origin: origin.to_string(),
+        reason,
+    };
+    let note = Note::parse(bytes).map_err(|e| corrupt(format!("{what} is malformed: {e}")))?;
     note.clone()
         .open(std::slice::from_ref(&key.verifier()))
-        .map_err(|e| {
-            corrupt(format!(
-                "stored {name} is not signed by this log's key: {e}"
-            ))
-        })?;
-    let checkpoint =
-        Checkpoint::parse(note.text()).map_err(|e| corrupt(format!("stored {name}: {e}")))?;
+        .map_err(|e| corrupt(format!("{what} is not signed by this log's key: {e}")))?;
+    let checkpoint = Checkpoint::parse(note.text()).map_err(|e| corrupt(format!("{what}: {e}")))?;
     if checkpoint.origin() != origin {
         return Err(corrupt(format!(
-            "stored {name} is for origin {:?}",
+            "{what} is for origin {:?}",
             checkpoint.origin()
         )));
     }
-    Ok(Some((note, checkpoint)))
+    Ok((note, checkpoint))
 }
 
 fn hashes_bytes(row: &[Hash]) -> Bytes {
@@ -527,7 +813,27 @@ impl Sequencer {
                 note: Bytes::from(self.note.to_bytes()),
             });
         }
-        while let Some(first) = rx.recv().await {
+        // With a journal, storage gets what it replayed and the cosigned checkpoint.
+        self.publish(true).await;
+        loop {
+            // With a journal holding what storage lacks, storage is brought up to date
+            // when the interval is over, appends or not.
+            let due = self
+                .journal
+                .as_ref()
+                .filter(|j| !j.journal.is_empty())
+                .map(|j| j.last_publish + j.interval);
+            let first = match due {
+                None => rx.recv().await,
+                Some(at) => tokio::select! {
+                    p = rx.recv() => p,
+                    () = tokio::time::sleep_until(at) => {
+                        self.publish(false).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(first) = first else { break };
             let mut pending = vec![first];
             // Group commit: everything that queued up while the previous batch was
             // being written joins this one, without waiting...
@@ -548,8 +854,76 @@ impl Sequencer {
                 }
             }
             self.integrate(pending).await;
+            if self
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.last_publish.elapsed() >= j.interval)
+            {
+                self.publish(false).await;
+            }
         }
+        self.publish(false).await;
         self.settle().await;
+    }
+
+    /// With a journal: writes the tiles, bundles and checkpoint it holds to storage
+    /// (`always`: the checkpoint even if the journal is empty), then empties it. On
+    /// failure the journal keeps everything, and the next interval tries again.
+    async fn publish(&mut self, always: bool) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        j.last_publish = tokio::time::Instant::now();
+        if j.journal.is_empty() && !always {
+            return;
+        }
+        let writes = match j.unpublished.read() {
+            Ok(u) => u.writes(),
+            Err(_) => return,
+        };
+        let store = self.store.clone();
+        let results = futures::future::join_all(writes.into_iter().map(|(path, data)| {
+            let store = store.clone();
+            async move { store.write(&path, data).await }
+        }))
+        .await;
+        // The commit point, and the public checkpoint if it has the witness quorum:
+        // storage only ever shows witnessed checkpoints as `checkpoint`, and a log
+        // whose public checkpoint was put back continues from its commit point.
+        let witnessed = self.witnesses.clients.is_empty()
+            || self.note.signatures().len() > self.witnesses.quorum;
+        let mut names = vec![self.witnesses.commit_name()];
+        if witnessed && !names.contains(&"checkpoint") {
+            names.push("checkpoint");
+        }
+        let done = match results.into_iter().collect::<Result<Vec<()>, _>>() {
+            Ok(_) => {
+                let note = Bytes::from(self.note.to_bytes());
+                futures::future::join_all(names.into_iter().map(|name| {
+                    let (store, note) = (store.clone(), note.clone());
+                    async move { store.write(name, note).await }
+                }))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()
+                .map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        let problem = match done {
+            Ok(()) => match j.journal.clear().await {
+                Ok(()) => {
+                    if let Ok(mut u) = j.unpublished.write() {
+                        u.written();
+                        self.recent = u.tiles();
+                    }
+                    return;
+                }
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(origin = %self.origin, %problem, "storage not brought up to date; the journal keeps the entries until the next try");
     }
 
     /// Waits for the cosigned checkpoint being stored, if any.
@@ -576,11 +950,29 @@ impl Sequencer {
                 }
                 self.settle().await;
                 let name = self.witnesses.commit_name();
-                match recover(&self.origin, &self.key, &self.store, name).await {
-                    Ok((edge, note, recent)) => {
-                        self.edge = edge;
-                        self.note = note;
-                        self.recent = recent;
+                let journal = self.journal.as_ref().map(|j| j.path.clone());
+                let unpublished = self
+                    .journal
+                    .as_ref()
+                    .map(|j| j.unpublished.clone())
+                    .unwrap_or_default();
+                match open(
+                    &self.origin,
+                    &self.key,
+                    &self.store,
+                    name,
+                    journal.as_deref(),
+                    &unpublished,
+                )
+                .await
+                {
+                    Ok((opened, reopened)) => {
+                        self.edge = opened.edge;
+                        self.note = opened.note;
+                        self.recent = opened.recent;
+                        if let (Some(j), Some(reopened)) = (self.journal.as_mut(), reopened) {
+                            j.journal = reopened;
+                        }
                     }
                     Err(e) => {
                         tracing::error!(origin = %self.origin, error = %e, "reload failed; appends will keep failing")
@@ -635,78 +1027,45 @@ impl Sequencer {
         }
     }
 
-    /// Steps 1–3: tiles, bundles, checkpoint. On error nothing is acknowledged.
+    /// Steps 1–3: tiles, bundles, checkpoint (or, with a journal, one record). On
+    /// error nothing is acknowledged.
     async fn write_batch(&mut self, pending: &[Pending]) -> Result<(), String> {
         let old_size = self.edge.frontier.size();
-        let mut full_tiles = MemoryTiles::new();
-        let mut full_bundles: Vec<(TileId, Bytes)> = Vec::new();
-        for p in pending {
-            let index = self.edge.frontier.size();
-            let stored = self
-                .edge
-                .frontier
-                .append(leaf_hash(&p.entry))
-                .map_err(|e| e.to_string())?;
-            for (level, hash) in stored.iter().step_by(usize::from(TILE_HEIGHT)).enumerate() {
-                let level = level as u8;
-                if self.edge.tiles.len() <= usize::from(level) {
-                    self.edge.tiles.push(Vec::new());
-                }
-                let Some(row) = self.edge.tiles.get_mut(usize::from(level)) else {
-                    continue;
-                };
-                row.push(*hash);
-                if row.len() == WIDTH {
-                    let tile_index =
-                        (index >> (u32::from(level) * u32::from(TILE_HEIGHT))) / WIDTH as u64;
-                    let id =
-                        TileId::new(level, tile_index, TILE_WIDTH).map_err(|e| e.to_string())?;
-                    full_tiles.insert(id, hashes_bytes(row));
-                    row.clear();
-                }
-            }
-            self.edge.entries.push(p.entry.clone());
-            if self.edge.entries.len() == WIDTH {
-                let id =
-                    TileId::new(0, index / WIDTH as u64, TILE_WIDTH).map_err(|e| e.to_string())?;
-                let bundle = encode_bundle(&self.edge.entries).map_err(|e| e.to_string())?;
-                full_bundles.push((id, Bytes::from(bundle)));
-                self.edge.entries.clear();
-            }
-        }
+        let entries: Vec<Bytes> = pending.iter().map(|p| p.entry.clone()).collect();
+        let objects = self.edge.extend(&entries)?;
         let size = self.edge.frontier.size();
+        let note = Checkpoint::new(&self.origin, size, self.edge.frontier.root())
+            .and_then(|c| c.sign(&self.key))
+            .map_err(|e| e.to_string())?;
 
-        let mut writes: Vec<(String, Bytes)> = Vec::new();
+        if let Some(j) = self.journal.as_mut() {
+            let record = Record {
+                first: old_size,
+                entries,
+                note: Bytes::from(note.to_bytes()),
+            };
+            j.journal.append(&record).await.map_err(|e| e.to_string())?;
+            let mut u = j
+                .unpublished
+                .write()
+                .map_err(|_| "internal: unpublished tiles poisoned".to_string())?;
+            for (bundle, id, data) in objects {
+                u.insert(bundle, id, data);
+            }
+            self.recent = u.tiles();
+            self.note = note;
+            return Ok(());
+        }
+
         let mut recent = MemoryTiles::new();
-        for id in new_tiles(old_size, size) {
-            let data = if id.is_full() {
-                full_tiles.get(&id).cloned()
+        let mut writes = Vec::new();
+        for (bundle, id, data) in objects {
+            if bundle {
+                writes.push((id.entries_path(), data));
             } else {
-                self.edge
-                    .tiles
-                    .get(usize::from(id.level()))
-                    .map(|row| hashes_bytes(row))
+                writes.push((id.path(), data.clone()));
+                recent.insert(id, data);
             }
-            .ok_or_else(|| format!("internal: tile {} was not computed", id.path()))?;
-            if data.len() != id.byte_len() {
-                return Err(format!(
-                    "internal: tile {} has {} bytes, want {}",
-                    id.path(),
-                    data.len(),
-                    id.byte_len()
-                ));
-            }
-            writes.push((id.path(), data.clone()));
-            recent.insert(id, data);
-        }
-        for (id, bundle) in full_bundles {
-            writes.push((id.entries_path(), bundle));
-        }
-        if !self.edge.entries.is_empty() {
-            let width = u16::try_from(self.edge.entries.len()).map_err(|e| e.to_string())?;
-            let id = TileId::new(0, size / WIDTH as u64, width).map_err(|e| e.to_string())?;
-            let bundle = encode_bundle(&self.edge.entries).map_err(|e| e.to_string())?;
-            writes.push((id.entries_path(), Bytes::from(bundle)));
         }
         let results = futures::future::join_all(writes.into_iter().map(|(path, data)| {
             let store = self.store.clone();
@@ -716,10 +1075,6 @@ impl Sequencer {
         for r in results {
             r.map_err(|e| e.to_string())?;
         }
-
-        let note = Checkpoint::new(&self.origin, size, self.edge.frontier.root())
-            .and_then(|c| c.sign(&self.key))
-            .map_err(|e| e.to_string())?;
         self.store
             .write(self.witnesses.commit_name(), Bytes::from(note.to_bytes()))
             .await
@@ -762,7 +1117,7 @@ impl Sequencer {
         // is acknowledged. Should that write fail, the next one supersedes it, and a
         // log restarted meanwhile asks the witnesses again. Below the quorum, storage
         // keeps the last checkpoint that met it.
-        if got >= need {
+        if got >= need && self.journal.is_none() {
             self.settle().await;
             let store = self.store.clone();
             let bytes = Bytes::from(note.to_bytes());

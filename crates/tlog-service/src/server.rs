@@ -237,6 +237,11 @@ impl LogService {
         }
     }
 
+    /// The writer of a log whose sequencer is running.
+    async fn running(&self, log: &str) -> Option<LogWriter> {
+        self.logs.lock().await.as_ref()?.get(log).cloned()
+    }
+
     /// The writer of a log, starting its sequencer on first use.
     pub async fn log(&self, log: &str) -> Result<LogWriter, LogServiceError> {
         let mut guard = self.logs.lock().await;
@@ -273,6 +278,7 @@ impl LogService {
         let batch = BatchConfig {
             max_entries: self.config.batch.max_entries,
             max_delay: self.config.batch.max_delay(),
+            publish_interval: self.config.batch.publish_interval(),
         };
         let witnesses = WitnessSet {
             clients,
@@ -464,29 +470,50 @@ async fn tile(
     } else {
         "public, max-age=60"
     };
-    serve_object(&svc, &log, &rel, "application/octet-stream", cache).await
-}
-
-async fn serve_object(
-    svc: &LogService,
-    log: &str,
-    rel: &str,
-    content_type: &'static str,
-    cache: &'static str,
-) -> Result<Response, Refused> {
-    let store = svc.storage.at(&log_prefix(log));
-    match store.read(rel).await {
-        Ok(Some(bytes)) => Ok((
+    let found = |bytes: Bytes| {
+        (
             [
-                (header::CONTENT_TYPE, content_type),
+                (header::CONTENT_TYPE, "application/octet-stream"),
                 (header::CACHE_CONTROL, cache),
             ],
             bytes,
         )
-            .into_response()),
-        Ok(None) => Err(Refused::NotFound(format!("{rel} does not exist"))),
-        Err(e) => Err(Refused::Unavailable(e.to_string())),
+            .into_response()
+    };
+    // What the log's journal holds but storage does not have yet; then storage, which
+    // is what a bucket served as static files shows too.
+    let writer = svc.running(&log).await;
+    if let Some(bytes) = writer.as_ref().and_then(|w| w.unwritten(&parsed)) {
+        return Ok(found(bytes));
     }
+    let store = svc.storage.at(&log_prefix(&log));
+    let unavailable = |e: crate::store::StoreError| Refused::Unavailable(e.to_string());
+    if let Some(bytes) = store.read(&rel).await.map_err(unavailable)? {
+        return Ok(found(bytes));
+    }
+    // Storage holds partial tiles only at the sizes it published; a narrower one is
+    // the start of a wider one: the log's current one, or the full tile.
+    if let Some(bytes) = writer.as_ref().and_then(|w| w.unpublished(&parsed)) {
+        return Ok(found(bytes));
+    }
+    let want = parsed.tile();
+    if !want.is_full() {
+        let (bundle, full) = match parsed {
+            TilePath::Hashes(id) => (false, id.full()),
+            TilePath::Entries(id) => (true, id.full()),
+        };
+        let full_path = if bundle {
+            full.entries_path()
+        } else {
+            full.path()
+        };
+        if let Some(bytes) = store.read(&full_path).await.map_err(unavailable)? {
+            if let Some(cut) = crate::sequencer::cut(bundle, want, full, &bytes) {
+                return Ok(found(cut));
+            }
+        }
+    }
+    Err(Refused::NotFound(format!("{rel} does not exist")))
 }
 
 /// A private key readable by anyone but its owner is refused, as the CA and witness

@@ -31,6 +31,8 @@ pub struct TileStore {
     inner: Arc<dyn ObjectStore>,
     prefix: String,
     describe: String,
+    /// The directory, for local storage.
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// How to reach an S3-compatible bucket.
@@ -59,6 +61,7 @@ impl TileStore {
             inner: Arc::new(fs),
             prefix: String::new(),
             describe: dir.display().to_string(),
+            local_root: Some(dir.to_path_buf()),
         })
     }
 
@@ -84,6 +87,7 @@ impl TileStore {
             inner: Arc::new(s3),
             prefix: String::new(),
             describe: format!("s3://{}", loc.bucket),
+            local_root: None,
         })
     }
 
@@ -94,7 +98,14 @@ impl TileStore {
             inner: self.inner.clone(),
             describe: format!("{}/{}", self.describe.trim_end_matches('/'), prefix),
             prefix,
+            local_root: self.local_root.clone(),
         }
+    }
+
+    /// Where `rel` is on the local file system, if this storage is a local directory.
+    pub fn local_path(&self, rel: &str) -> Option<std::path::PathBuf> {
+        let root = self.local_root.as_ref()?;
+        Some(root.join(join(&self.prefix, rel)))
     }
 
     pub fn describe(&self) -> &str {

@@ -27,6 +27,7 @@ use palisade_tlog::note::{KeyType, SignerKey};
 use palisade_tlog::proof::TlogProof;
 use palisade_tlog::tile::{parse_bundle, tiles_for_size, TileId, TilePath, TILE_WIDTH};
 use palisade_tlog::tree::Frontier;
+use palisade_tlog_service::journal::{self, Record, JOURNAL};
 use palisade_tlog_service::sequencer::{
     self, AppendError, BatchConfig, LogWriter, OpenError, Receipt, WitnessSet,
 };
@@ -199,6 +200,7 @@ fn batch(max_entries: usize) -> BatchConfig {
     BatchConfig {
         max_entries,
         max_delay: Duration::from_millis(2),
+        ..BatchConfig::default()
     }
 }
 
@@ -363,7 +365,8 @@ async fn check_storage(log: &TestLog, ids: &[u64]) {
             .collect()
     };
 
-    let mut required = BTreeSet::from(["checkpoint".to_string()]);
+    // The journal is not part of the layout (and is checked by the journal tests).
+    let mut required = BTreeSet::from(["checkpoint".to_string(), JOURNAL.to_string()]);
     for tile in tiles_for_size(size) {
         let data = log
             .read(&tile.path())
@@ -478,6 +481,7 @@ async fn growth_suite(backend: &Backend) {
             BatchConfig {
                 max_entries,
                 max_delay: Duration::from_millis(500),
+                ..BatchConfig::default()
             }
         } else {
             batch(max_entries)
@@ -877,4 +881,195 @@ async fn close_answers_what_was_queued_and_waits_for_every_handle() {
     );
     let reopened = log.open(BatchConfig::default()).await;
     assert_eq!(reopened.published().size, 2);
+}
+
+// ---------------------------------------------------------------------------------
+// The journal (local storage with a publish interval)
+// ---------------------------------------------------------------------------------
+
+/// Batches of up to 16, kept in the journal and never published while the test runs
+/// (only when the log closes).
+fn journaled() -> BatchConfig {
+    BatchConfig {
+        max_entries: 16,
+        max_delay: Duration::from_millis(2),
+        publish_interval: Duration::from_secs(3600),
+    }
+}
+
+/// Runs `f` in a runtime of its own, then drops that runtime: every task of it stops
+/// where it is, as in a crash. Nothing is closed or published.
+fn crashing<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let out = rt.block_on(f);
+            rt.shutdown_background();
+            out
+        })
+        .join()
+        .expect("the crashing runtime's thread")
+    })
+}
+
+/// With a journal, a batch is acknowledged once its record is synced, before any of
+/// its tiles is in storage. A log that crashes then opens again at the size it
+/// acknowledged, serves the tiles from memory meanwhile (narrower widths cut from
+/// wider ones), and storage holds exactly the tlog-tiles layout once it publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_journal_acknowledged_entries_survive_a_crash_before_storage_has_them() {
+    let backend = Backend::local();
+    let log = backend.log("clusters/journal");
+    let (first, stored) = crashing(async {
+        let writer = log.open(journaled()).await;
+        let receipts = append_concurrently(&writer, 0..300, 8).await;
+        (receipts, log.snapshot().await)
+    });
+    // Storage has nothing of them: the new log's empty checkpoint and the journal.
+    assert_eq!(
+        stored.keys().cloned().collect::<Vec<_>>(),
+        vec!["checkpoint".to_string(), JOURNAL.to_string()]
+    );
+    let empty = log
+        .policy()
+        .verify(&stored["checkpoint"])
+        .expect("checkpoint");
+    assert_eq!(empty.checkpoint().size(), 0);
+    let mut ids = Vec::new();
+    record_indexes(&mut ids, &first);
+    verify_receipts(&log, &first);
+
+    let writer = log.open(journaled()).await;
+    assert_eq!(writer.published().size, 300, "reopened from the journal");
+    let next = writer
+        .append(entry(300))
+        .await
+        .expect("append after reopening");
+    assert_eq!(next.index, 300);
+    record_indexes(&mut ids, &[(300, next)]);
+    // Tiles from memory: the full tile 0, the partial tile 1 (45 hashes), and a
+    // narrower width of it, which is its start.
+    let full = writer
+        .unpublished(&TilePath::Hashes(
+            TileId::new(0, 0, TILE_WIDTH).expect("id"),
+        ))
+        .expect("the full tile, from memory");
+    assert_eq!(full.len(), 256 * 32);
+    let partial = writer
+        .unpublished(&TilePath::Hashes(TileId::new(0, 1, 45).expect("id")))
+        .expect("the partial tile, from memory");
+    let narrower = writer
+        .unpublished(&TilePath::Hashes(TileId::new(0, 1, 10).expect("id")))
+        .expect("a narrower width");
+    assert_eq!(narrower[..], partial[..10 * 32]);
+    let bundle = writer
+        .unpublished(&TilePath::Entries(TileId::new(0, 1, 3).expect("id")))
+        .expect("a narrower bundle");
+    let three: Vec<Bytes> = (256..259).map(|i| entry(ids[i])).collect();
+    assert_eq!(parse_bundle(&bundle).expect("bundle"), three);
+    assert!(writer
+        .unpublished(&TilePath::Hashes(TileId::new(0, 1, 46).expect("id")))
+        .is_none());
+
+    writer.close().await;
+    check_storage(&log, &ids).await;
+    assert_eq!(
+        log.read(JOURNAL).await.map(|j| j.len()),
+        Some(0),
+        "the journal is emptied once storage has everything"
+    );
+    let reopened = log.open(journaled()).await;
+    assert_eq!(reopened.published().size, 301);
+}
+
+/// A journal that does not agree with storage or with its own checkpoints is refused,
+/// and nothing is changed: a record that skips entries, one whose entries do not
+/// recompute its checkpoint, one signed by another key, and a damaged record with
+/// more after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_that_does_not_match_refuses_to_open() {
+    let backend = Backend::local();
+    let log = backend.log("clusters/journal-damage");
+    crashing(async {
+        let writer = log.open(journaled()).await;
+        append_concurrently(&writer, 0..20, 1).await;
+    });
+    let good = log.read(JOURNAL).await.expect("journal");
+    let (records, _) = journal::decode_all(&good).expect("decode");
+    assert!(records.len() >= 2, "one record per batch");
+    let encode = |records: &[Record]| -> Bytes {
+        Bytes::from(
+            records
+                .iter()
+                .flat_map(journal::encode)
+                .collect::<Vec<u8>>(),
+        )
+    };
+    let other_key = SignerKey::generate(&log.origin, KeyType::Ed25519).expect("key");
+    let last = records.last().expect("a record").clone();
+    let cases: Vec<(&str, Bytes, &str)> = vec![
+        (
+            "skips the first record",
+            encode(&records[1..]),
+            "do not follow the stored checkpoint of size 0",
+        ),
+        (
+            "changes an entry",
+            encode(&{
+                let mut r = records.clone();
+                r[0].entries[0] = Bytes::from_static(b"rewritten history");
+                r
+            }),
+            "do not recompute the root",
+        ),
+        (
+            "signs the last checkpoint with another key",
+            encode(&{
+                let mut r = records.clone();
+                let text = palisade_tlog::note::Note::parse(&last.note)
+                    .expect("note")
+                    .text()
+                    .to_string();
+                let forged = Checkpoint::parse(&text)
+                    .expect("checkpoint")
+                    .sign(&other_key)
+                    .expect("sign");
+                if let Some(l) = r.last_mut() {
+                    l.note = Bytes::from(forged.to_bytes());
+                }
+                r
+            }),
+            "not signed by this log's key",
+        ),
+        (
+            "is damaged in its first record",
+            {
+                let mut bytes = good.to_vec();
+                bytes[20] ^= 1;
+                Bytes::from(bytes)
+            },
+            "is damaged",
+        ),
+    ];
+    for (what, journal_bytes, want) in cases {
+        log.write(JOURNAL, journal_bytes.clone()).await;
+        let before = log.snapshot().await;
+        let e = match log.start(journaled()).await {
+            Err(e) => e.to_string(),
+            Ok(w) => panic!(
+                "a journal that {what} opened, at size {}",
+                w.published().size
+            ),
+        };
+        assert!(e.contains(want), "a journal that {what}: {e}");
+        assert_eq!(log.snapshot().await, before, "{what}: storage changed");
+    }
+    // The good journal still opens, at the size it acknowledged.
+    log.write(JOURNAL, good).await;
+    let writer = log.open(journaled()).await;
+    assert_eq!(writer.published().size, 20);
 }
