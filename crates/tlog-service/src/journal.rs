@@ -61,6 +61,7 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
+        let created = !path.exists();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -68,6 +69,14 @@ impl Journal {
             .truncate(false)
             .open(path)
             .map_err(|e| err(e.to_string()))?;
+        if created {
+            // The new name itself is made durable, not only what is written to it.
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| err(e.to_string()))?;
+            }
+        }
         let mut data = Vec::new();
         file.read_to_end(&mut data)
             .map_err(|e| err(e.to_string()))?;
@@ -100,8 +109,16 @@ impl Journal {
         let at = self.len;
         let n = bytes.len() as u64;
         self.blocking(move || {
-            file.write_all_at(&bytes, at)?;
-            file.sync_data()
+            let written = file
+                .write_all_at(&bytes, at)
+                .and_then(|()| file.sync_data());
+            if written.is_err() {
+                // Not acknowledged: cut it back off, so that it is neither replayed
+                // nor followed by records with a hole before them.
+                file.set_len(at)?;
+                file.sync_all()?;
+            }
+            written
         })
         .await?;
         self.len += n;
@@ -114,13 +131,17 @@ impl Journal {
             return Ok(());
         }
         let file = self.file.clone();
-        self.blocking(move || {
-            file.set_len(0)?;
-            file.sync_all()
-        })
-        .await?;
-        self.len = 0;
-        Ok(())
+        let cleared = self
+            .blocking(move || {
+                file.set_len(0)?;
+                file.sync_all()
+            })
+            .await;
+        // Whatever happened, the file's length is now what to append after.
+        self.len = std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .unwrap_or(self.len);
+        cleared
     }
 
     /// Bytes held.
@@ -147,8 +168,11 @@ impl Journal {
     }
 }
 
-fn checksum(body: &[u8]) -> [u8; 8] {
-    let digest = Sha256::digest(body);
+fn checksum(len: &[u8], body: &[u8]) -> [u8; 8] {
+    let digest = Sha256::new()
+        .chain_update(len)
+        .chain_update(body)
+        .finalize();
     let mut out = [0u8; 8];
     out.copy_from_slice(&digest[..8]);
     out
@@ -168,8 +192,9 @@ pub fn encode(record: &Record) -> Vec<u8> {
     body.extend_from_slice(&(record.note.len() as u32).to_be_bytes());
     body.extend_from_slice(&record.note);
     let mut out = Vec::with_capacity(12 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&checksum(&body));
+    let len = (body.len() as u32).to_be_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&checksum(&len, &body));
     out.extend_from_slice(&body);
     out
 }
@@ -186,18 +211,15 @@ pub fn decode_all(data: &[u8]) -> Result<(Vec<Record>, usize), String> {
                 at += used;
             }
             None => {
-                // A record that claims to end before the end of the file, with
-                // something other than zeros after it, was not torn by a crash.
-                let claimed = rest
-                    .get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(|b| 12 + u32::from_be_bytes(b) as usize);
-                let after = claimed.and_then(|end| rest.get(end..)).unwrap_or_default();
-                if after.iter().any(|b| *b != 0) {
+                // A crash tears only the last record: a whole record anywhere after
+                // this one means damage, not a crash.
+                if let Some(next) =
+                    (1..rest.len()).find(|&p| rest.get(p..).and_then(decode_one).is_some())
+                {
                     return Err(format!(
-                        "the record at byte {at} is damaged and {} bytes follow it: \
-                         refusing to drop entries that may have been acknowledged",
-                        after.len()
+                        "the record at byte {at} is damaged and a whole record follows it \
+                         at byte {}: refusing to drop entries that may have been acknowledged",
+                        at + next
                     ));
                 }
                 break;
@@ -211,7 +233,7 @@ fn decode_one(data: &[u8]) -> Option<(Record, usize)> {
     let len = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
     let sum = data.get(4..12)?;
     let body = data.get(12..12usize.checked_add(len)?)?;
-    if len == 0 || sum != checksum(body) {
+    if len == 0 || sum != checksum(data.get(..4)?, body) {
         return None;
     }
     let mut r = Reader(body);

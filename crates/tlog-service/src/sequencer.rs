@@ -369,6 +369,7 @@ impl WitnessSet {
 }
 
 /// The right edge of the tree: everything needed to append, in bounded memory.
+#[derive(Clone)]
 struct Edge {
     frontier: Frontier,
     /// Partial tile of each level (hashes at tree level 8·L).
@@ -491,9 +492,12 @@ pub async fn start(
     witnesses: WitnessSet,
 ) -> Result<LogWriter, OpenError> {
     let unpublished = Arc::new(RwLock::new(Unpublished::default()));
+    // A journal left by a run with a publish interval is replayed whatever this run's
+    // interval: its records may have been acknowledged. With an interval of zero,
+    // every batch is then published right after it is journaled.
     let journal_path = store
         .local_path(JOURNAL)
-        .filter(|_| !batch.publish_interval.is_zero());
+        .filter(|p| !batch.publish_interval.is_zero() || p.exists());
     let (opened, journal) = open(
         origin,
         &key,
@@ -560,7 +564,20 @@ async fn open(
         reason,
     };
     let (mut edge, mut note, mut recent) = recover(origin, key, store, commit_name).await?;
+    // The stored partial tiles and bundle, as written: narrower widths are cut from
+    // them (storage holds partial ones only at the sizes it published).
     let mut held = Unpublished::default();
+    for (id, data) in &recent {
+        held.insert(false, *id, data.clone());
+    }
+    if !edge.entries.is_empty() {
+        let size = edge.frontier.size();
+        let width = u16::try_from(edge.entries.len()).map_err(|e| corrupt(e.to_string()))?;
+        let id = TileId::new(0, size / WIDTH as u64, width).map_err(|e| corrupt(e.to_string()))?;
+        let bundle = encode_bundle(&edge.entries).map_err(|e| corrupt(e.to_string()))?;
+        held.insert(true, id, Bytes::from(bundle));
+    }
+    held.written();
     let journal = match journal {
         None => None,
         Some(path) => {
@@ -1032,9 +1049,12 @@ impl Sequencer {
     async fn write_batch(&mut self, pending: &[Pending]) -> Result<(), String> {
         let old_size = self.edge.frontier.size();
         let entries: Vec<Bytes> = pending.iter().map(|p| p.entry.clone()).collect();
-        let objects = self.edge.extend(&entries)?;
-        let size = self.edge.frontier.size();
-        let note = Checkpoint::new(&self.origin, size, self.edge.frontier.root())
+        // On a copy, kept only once the batch is stored: a refused batch leaves no
+        // trace in memory, even if reloading from storage then fails too.
+        let mut edge = self.edge.clone();
+        let objects = edge.extend(&entries)?;
+        let size = edge.frontier.size();
+        let note = Checkpoint::new(&self.origin, size, edge.frontier.root())
             .and_then(|c| c.sign(&self.key))
             .map_err(|e| e.to_string())?;
 
@@ -1045,15 +1065,13 @@ impl Sequencer {
                 note: Bytes::from(note.to_bytes()),
             };
             j.journal.append(&record).await.map_err(|e| e.to_string())?;
-            let mut u = j
-                .unpublished
-                .write()
-                .map_err(|_| "internal: unpublished tiles poisoned".to_string())?;
+            let mut u = j.unpublished.write().unwrap_or_else(|p| p.into_inner());
             for (bundle, id, data) in objects {
                 u.insert(bundle, id, data);
             }
             self.recent = u.tiles();
             self.note = note;
+            self.edge = edge;
             return Ok(());
         }
 
@@ -1081,6 +1099,7 @@ impl Sequencer {
             .map_err(|e| e.to_string())?;
         self.note = note;
         self.recent = recent;
+        self.edge = edge;
         Ok(())
     }
 

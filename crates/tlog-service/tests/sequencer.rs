@@ -918,8 +918,9 @@ fn crashing<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
 
 /// With a journal, a batch is acknowledged once its record is synced, before any of
 /// its tiles is in storage. A log that crashes then opens again at the size it
-/// acknowledged, serves the tiles from memory meanwhile (narrower widths cut from
-/// wider ones), and storage holds exactly the tlog-tiles layout once it publishes.
+/// acknowledged and writes out what it replayed, serves what storage does not have
+/// yet from memory (narrower widths cut from wider ones), and storage holds exactly
+/// the tlog-tiles layout once it publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_journal_acknowledged_entries_survive_a_crash_before_storage_has_them() {
     let backend = Backend::local();
@@ -951,14 +952,15 @@ async fn with_a_journal_acknowledged_entries_survive_a_crash_before_storage_has_
         .expect("append after reopening");
     assert_eq!(next.index, 300);
     record_indexes(&mut ids, &[(300, next)]);
-    // Tiles from memory: the full tile 0, the partial tile 1 (45 hashes), and a
-    // narrower width of it, which is its start.
-    let full = writer
-        .unpublished(&TilePath::Hashes(
-            TileId::new(0, 0, TILE_WIDTH).expect("id"),
-        ))
-        .expect("the full tile, from memory");
-    assert_eq!(full.len(), 256 * 32);
+    // On opening, storage got what the journal held: the checkpoint of size 300 and
+    // the full tile 0.
+    let stored = log.read("checkpoint").await.expect("checkpoint");
+    let stored = log.policy().verify(&stored).expect("stored checkpoint");
+    assert_eq!(stored.checkpoint().size(), 300);
+    let full = TileId::new(0, 0, TILE_WIDTH).expect("id").path();
+    assert_eq!(log.read(&full).await.map(|t| t.len()), Some(256 * 32));
+    // Tiles from memory: the partial tile 1 (45 hashes) of the entry appended since,
+    // and a narrower width of it, which is its start.
     let partial = writer
         .unpublished(&TilePath::Hashes(TileId::new(0, 1, 45).expect("id")))
         .expect("the partial tile, from memory");
@@ -1072,4 +1074,25 @@ async fn a_journal_that_does_not_match_refuses_to_open() {
     log.write(JOURNAL, good).await;
     let writer = log.open(journaled()).await;
     assert_eq!(writer.published().size, 20);
+}
+
+/// A journal left by a run with a publish interval is replayed by a run without one:
+/// its records were acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_is_replayed_even_when_the_log_now_runs_without_one() {
+    let backend = Backend::local();
+    let log = backend.log("clusters/journal-off");
+    let acknowledged = crashing(async {
+        let writer = log.open(journaled()).await;
+        append_concurrently(&writer, 0..40, 4).await
+    });
+    let mut ids = Vec::new();
+    record_indexes(&mut ids, &acknowledged);
+    let writer = log.open(BatchConfig::default()).await;
+    assert_eq!(writer.published().size, 40);
+    let next = writer.append(entry(40)).await.expect("append");
+    assert_eq!(next.index, 40);
+    record_indexes(&mut ids, &[(40, next)]);
+    writer.close().await;
+    check_storage(&log, &ids).await;
 }
