@@ -917,11 +917,26 @@ fn tiles(l: &crate::ctx::Local) -> std::path::PathBuf {
     l.dir.join("log/tiles/clusters/demo")
 }
 
+/// The demo log's storage, once it holds everything the log acknowledged: the log
+/// writes it from its journal within its publish interval, then empties the journal.
+async fn settled_tiles(l: &crate::ctx::Local) -> anyhow::Result<std::path::PathBuf> {
+    let dir = tiles(l);
+    let journal = dir.join("journal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0) > 0 {
+        if std::time::Instant::now() > deadline {
+            bail!("the log did not write its journal to storage within 10 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(dir)
+}
+
 fn tampered(cx: &Ctx) -> BoxFut<'_> {
     Box::pin(async move {
         let l = cx.local()?;
         let copy = scratch(cx, "c7-tampered")?.join("log");
-        copy_dir(&tiles(l), &copy)?;
+        copy_dir(&settled_tiles(l).await?, &copy)?;
         let (ok, text) = audit_cmd(l, &copy, None)?;
         if !ok {
             bail!("the untouched copy does not verify: {}", short(&text));
@@ -965,10 +980,10 @@ fn audit_rollback(cx: &Ctx) -> BoxFut<'_> {
         let l = cx.local()?;
         let d = scratch(cx, "c7-rollback")?;
         let old = d.join("old");
-        copy_dir(&tiles(l), &old)?;
+        copy_dir(&settled_tiles(l).await?, &old)?;
         l.execute("etcd.health", &[]).await?;
         let new = d.join("new");
-        copy_dir(&tiles(l), &new)?;
+        copy_dir(&settled_tiles(l).await?, &new)?;
         let state = d.join("customer-state.json");
         let (ok, text) = audit_cmd(l, &new, Some(&state))?;
         if !ok {
