@@ -908,7 +908,9 @@ fn crashing<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
                 .build()
                 .expect("runtime");
             let out = rt.block_on(f);
-            rt.shutdown_background();
+            // Tasks are dropped at their next await; blocking calls already running
+            // (a file being written) finish first, so the test sees a settled directory.
+            rt.shutdown_timeout(std::time::Duration::from_secs(10));
             out
         })
         .join()
