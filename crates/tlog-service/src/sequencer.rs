@@ -898,12 +898,6 @@ impl Sequencer {
             Ok(u) => u.writes(),
             Err(_) => return,
         };
-        let store = self.store.clone();
-        let results = futures::future::join_all(writes.into_iter().map(|(path, data)| {
-            let store = store.clone();
-            async move { store.write(&path, data).await }
-        }))
-        .await;
         // The commit point, and the public checkpoint if it has the witness quorum:
         // storage only ever shows witnessed checkpoints as `checkpoint`, and a log
         // whose public checkpoint was put back continues from its commit point.
@@ -913,18 +907,13 @@ impl Sequencer {
         if witnessed && !names.contains(&"checkpoint") {
             names.push("checkpoint");
         }
-        let done = match results.into_iter().collect::<Result<Vec<()>, _>>() {
-            Ok(_) => {
-                let note = Bytes::from(self.note.to_bytes());
-                futures::future::join_all(names.into_iter().map(|name| {
-                    let (store, note) = (store.clone(), note.clone());
-                    async move { store.write(name, note).await }
-                }))
-                .await
-                .into_iter()
-                .collect::<Result<Vec<()>, _>>()
-                .map(|_| ())
-            }
+        let note = Bytes::from(self.note.to_bytes());
+        let notes = names
+            .into_iter()
+            .map(|name| (name.to_string(), note.clone()))
+            .collect();
+        let done = match self.store.write_all(writes).await {
+            Ok(()) => self.store.write_all(notes).await,
             Err(e) => Err(e),
         };
         let problem = match done {
@@ -1085,14 +1074,10 @@ impl Sequencer {
                 recent.insert(id, data);
             }
         }
-        let results = futures::future::join_all(writes.into_iter().map(|(path, data)| {
-            let store = self.store.clone();
-            async move { store.write(&path, data).await }
-        }))
-        .await;
-        for r in results {
-            r.map_err(|e| e.to_string())?;
-        }
+        self.store
+            .write_all(writes)
+            .await
+            .map_err(|e| e.to_string())?;
         self.store
             .write(self.witnesses.commit_name(), Bytes::from(note.to_bytes()))
             .await

@@ -156,6 +156,21 @@ impl TileStore {
     }
 }
 
+impl TileStore {
+    /// Writes several objects at once (each as [`TileStore::write`]); the first error,
+    /// if any, once all are done.
+    pub async fn write_all(&self, writes: Vec<(String, Bytes)>) -> Result<(), StoreError> {
+        futures::future::join_all(
+            writes
+                .into_iter()
+                .map(|(path, data)| async move { self.write(&path, data).await }),
+        )
+        .await
+        .into_iter()
+        .collect()
+    }
+}
+
 fn join(a: &str, b: &str) -> String {
     match (a.is_empty(), b.is_empty()) {
         (true, _) => b.to_string(),
