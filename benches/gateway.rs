@@ -191,6 +191,18 @@ impl Stack {
         up.wait_for("ready", Duration::from_secs(120));
         up.terminate();
 
+        // An experiment knob: the logs' publish interval (default: the log's own).
+        if let Ok(ms) = std::env::var("GATEWAY_BENCH_LOG_PUBLISH_MS") {
+            let path = dir.join("log/log.toml");
+            let text = std::fs::read_to_string(&path).expect("log.toml");
+            let text = text.replacen(
+                "[storage]",
+                &format!("[batch]\npublish_interval_ms = {ms}\n\n[storage]"),
+                1,
+            );
+            std::fs::write(&path, text).expect("log.toml");
+        }
+
         let ops: Vec<String> = (0..operators).map(|i| format!("bench-{i:04}")).collect();
         let gdir = dir.join("gateway");
         let mut rotas = vec!["\"rota.yaml\"".to_string()];

@@ -26,8 +26,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// How many times one dispatch is sent while the agent answers `stale_view`.
-const STALE_VIEW_ATTEMPTS: u32 = 8;
+/// At most how many times one dispatch is sent while the agent answers `stale_view`
+/// with a view that moved on since the previous answer.
+const STALE_VIEW_ATTEMPTS: u32 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -431,16 +432,23 @@ impl Dispatcher {
         // Dispatches to one agent run concurrently, so another one may have moved its
         // view past this proof's checkpoint; each refusal names the view, and the
         // proofs are fetched again against the log's current checkpoint, which is at
-        // least that. Nothing ran on a refusal (the nonce is spent only on success).
+        // least that. This goes on while the view keeps moving (other dispatches are
+        // getting through); a view that did not move means the log is behind what the
+        // agent accepted, and the refusal is final. Nothing ran on a refusal (the
+        // nonce is spent only on success).
         let mut attempt = 1;
+        let mut last_view = None;
         let answer = loop {
             match self.send(agent_url, &req).await {
-                Err(CallError::Refused(r))
-                    if r.code == RefusalCode::StaleView && attempt < STALE_VIEW_ATTEMPTS =>
-                {
+                Err(CallError::Refused(mut r)) if r.code == RefusalCode::StaleView => {
                     let from = r.known_size.ok_or_else(|| {
                         CallError::BadAnswer("stale_view refusal without known_size".into())
                     })?;
+                    if attempt >= STALE_VIEW_ATTEMPTS || last_view.is_some_and(|v| from <= v) {
+                        r.detail = format!("{} (after {attempt} attempts)", r.detail);
+                        break Err(CallError::Refused(r));
+                    }
+                    last_view = Some(from);
                     if let Ok(mut m) = self.seen.lock() {
                         m.insert(agent_url.to_string(), from);
                     }

@@ -9,6 +9,7 @@ use crate::config::EtcdSettings;
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, ConnectOptions};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const STATUS_SCHEMA: &str = "palisade.dev/output/etcd-status/v1";
@@ -100,6 +101,9 @@ pub struct Etcd {
     /// The same without a per-call timeout: a snapshot streams for as long as the
     /// database takes to send.
     stream_options: ConnectOptions,
+    /// One connection kept for the calls (they share it, as HTTP/2 streams), dropped
+    /// when a call on it fails so that the next one connects again.
+    cached: Arc<Mutex<Option<Client>>>,
 }
 
 /// A snapshot being streamed from this instance's member.
@@ -151,6 +155,7 @@ impl Etcd {
             endpoints: settings.endpoints.clone(),
             options,
             stream_options,
+            cached: Arc::default(),
         })
     }
 
@@ -160,19 +165,38 @@ impl Etcd {
     }
 
     async fn client(&self) -> Result<Client, EtcdError> {
+        if let Some(c) = self.cached().clone() {
+            return Ok(c);
+        }
         // Only this instance's member: a cluster-wide client could be balanced to
         // another member, and the status would describe the wrong one.
-        Client::connect([self.endpoint()], Some(self.options.clone()))
+        let c = Client::connect([self.endpoint()], Some(self.options.clone()))
             .await
             .map_err(|e| EtcdError::Connect {
                 endpoints: self.endpoint().to_string(),
                 reason: e.to_string(),
-            })
+            })?;
+        *self.cached() = Some(c.clone());
+        Ok(c)
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<Client>> {
+        self.cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A failed call: the kept connection is dropped (the member may have restarted).
+    fn call(&self, op: &'static str) -> impl FnOnce(etcd_client::Error) -> EtcdError + '_ {
+        move |e| {
+            *self.cached() = None;
+            call(op)(e)
+        }
     }
 
     pub async fn status(&self) -> Result<StatusOutput, EtcdError> {
         let mut c = self.client().await?;
-        let s = c.status().await.map_err(call("status"))?;
+        let s = c.status().await.map_err(self.call("status"))?;
         let member = s.header().map_or(0, |h| h.member_id());
         Ok(StatusOutput {
             endpoint: self.endpoint().to_string(),
@@ -197,7 +221,7 @@ impl Etcd {
 
     pub async fn members(&self) -> Result<MembersOutput, EtcdError> {
         let mut c = self.client().await?;
-        let r = c.member_list().await.map_err(call("member list"))?;
+        let r = c.member_list().await.map_err(self.call("member list"))?;
         let cluster_id = r.header().map_or(0, |h| h.cluster_id());
         Ok(MembersOutput {
             cluster_id: id_hex(cluster_id),
@@ -216,11 +240,11 @@ impl Etcd {
         })
     }
 
-    async fn list_alarms(c: &mut Client) -> Result<Vec<(u64, AlarmType)>, EtcdError> {
+    async fn list_alarms(&self, c: &mut Client) -> Result<Vec<(u64, AlarmType)>, EtcdError> {
         let r = c
             .alarm(AlarmAction::Get, AlarmType::None, None)
             .await
-            .map_err(call("alarm list"))?;
+            .map_err(self.call("alarm list"))?;
         Ok(r.alarms()
             .iter()
             .map(|a| (a.member_id(), a.alarm()))
@@ -238,7 +262,7 @@ impl Etcd {
 
     pub async fn alarms(&self) -> Result<AlarmsOutput, EtcdError> {
         let mut c = self.client().await?;
-        let list = Self::list_alarms(&mut c).await?;
+        let list = self.list_alarms(&mut c).await?;
         Ok(AlarmsOutput {
             alarms: Self::typed(&list),
             disarmed: None,
@@ -248,15 +272,15 @@ impl Etcd {
     /// Deactivates every active alarm, one by one, as `etcdctl alarm disarm` does.
     pub async fn alarm_disarm(&self) -> Result<AlarmsOutput, EtcdError> {
         let mut c = self.client().await?;
-        let before = Self::list_alarms(&mut c).await?;
+        let before = self.list_alarms(&mut c).await?;
         for (member, alarm) in &before {
             let mut options = AlarmOptions::new();
             options.with_member(*member);
             c.alarm(AlarmAction::Deactivate, *alarm, Some(options))
                 .await
-                .map_err(call("alarm disarm"))?;
+                .map_err(self.call("alarm disarm"))?;
         }
-        let after = Self::list_alarms(&mut c).await?;
+        let after = self.list_alarms(&mut c).await?;
         Ok(AlarmsOutput {
             alarms: Self::typed(&after),
             disarmed: Some(Self::typed(&before)),
@@ -268,7 +292,9 @@ impl Etcd {
         let start = Instant::now();
         let result = async {
             let mut c = self.client().await?;
-            c.get("health", None).await.map_err(call("health read"))?;
+            c.get("health", None)
+                .await
+                .map_err(self.call("health read"))?;
             Ok::<_, EtcdError>(())
         }
         .await;
@@ -285,11 +311,11 @@ impl Etcd {
 
     pub async fn defragment(&self) -> Result<DefragmentOutput, EtcdError> {
         let mut c = self.client().await?;
-        let before = c.status().await.map_err(call("status"))?;
+        let before = c.status().await.map_err(self.call("status"))?;
         let start = Instant::now();
-        c.defragment().await.map_err(call("defragment"))?;
+        c.defragment().await.map_err(self.call("defragment"))?;
         let took_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let after = c.status().await.map_err(call("status"))?;
+        let after = c.status().await.map_err(self.call("status"))?;
         Ok(DefragmentOutput {
             endpoint: self.endpoint().to_string(),
             member_id: id_hex(after.header().map_or(0, |h| h.member_id())),
@@ -303,7 +329,7 @@ impl Etcd {
     /// from the first message's header (etcd fills it), or from a status call.
     pub async fn snapshot(&self) -> Result<SnapshotSource, EtcdError> {
         let mut c = self.client().await?;
-        let status = c.status().await.map_err(call("status"))?;
+        let status = c.status().await.map_err(self.call("status"))?;
         let mut s = Client::connect([self.endpoint()], Some(self.stream_options.clone()))
             .await
             .map_err(|e| EtcdError::Connect {
@@ -312,8 +338,8 @@ impl Etcd {
             })?
             .snapshot()
             .await
-            .map_err(call("snapshot"))?;
-        let first = s.message().await.map_err(call("snapshot"))?;
+            .map_err(self.call("snapshot"))?;
+        let first = s.message().await.map_err(self.call("snapshot"))?;
         let (mut member_id, mut revision) = status
             .header()
             .map_or((0, 0), |h| (h.member_id(), h.revision()));

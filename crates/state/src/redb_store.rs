@@ -6,11 +6,90 @@ use redb::{Database, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;
 
-/// redb-backed store. Operations run on tokio's blocking pool because a commit waits
-/// for fsync.
+/// redb-backed store. Reads run on tokio's blocking pool; writes go to one writer
+/// thread, which commits the writes waiting together in one transaction (group
+/// commit): concurrent writers share one fsync instead of queueing for one each.
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
+    writer: Arc<Writer>,
+}
+
+/// Most writes committed together.
+const MAX_GROUP: usize = 256;
+
+/// Told to a write once its transaction's commit is decided: `Ok` when committed.
+type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// One write waiting for the writer thread.
+struct Job {
+    durable: bool,
+    /// Runs the write in the shared transaction (or learns why there is none):
+    /// whether it failed, and what to tell its caller once the commit is decided.
+    run: Box<dyn FnOnce(Result<&redb::WriteTransaction, String>) -> (bool, Done) + Send>,
+}
+
+/// The writer thread and its queue. Dropped with the last store: the queue closes
+/// and the thread is joined, so the file is closed when the store is gone.
+struct Writer {
+    queue: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer thread: takes the first waiting write and every one queued behind it
+/// (up to [`MAX_GROUP`]), runs them in order in one transaction, commits once and
+/// answers each. The commit is durable if any of them is. A write that fails
+/// abandons the whole transaction: none of the group is written, and each is told.
+fn write_loop(db: Arc<Database>, queue: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => {
+                let reason = e.to_string();
+                for job in jobs {
+                    let (_, done) = (job.run)(Err(reason.clone()));
+                    done(Err(reason.clone()));
+                }
+                continue;
+            }
+        };
+        if !jobs.iter().any(|j| j.durable) {
+            // Persisted by the next durable commit (redb keeps the order).
+            txn.set_durability(redb::Durability::None);
+        }
+        let mut failed = false;
+        let mut done = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let (bad, d) = (job.run)(Ok(&txn));
+            failed |= bad;
+            done.push(d);
+        }
+        let outcome = if failed {
+            let _ = txn.abort();
+            Err("another write committed with this one failed; neither was written".to_string())
+        } else {
+            txn.commit().map_err(|e| e.to_string())
+        };
+        for d in done {
+            d(outcome.clone());
+        }
+    }
 }
 
 fn table(ns: Namespace) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -33,11 +112,28 @@ impl RedbStore {
                 reason: format!("cannot create {}: {e}", parent.display()),
             })?;
         }
-        let db = Database::create(path).map_err(|e| StateError::Open {
+        let db = Arc::new(Database::create(path).map_err(|e| StateError::Open {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
-        Ok(Self { db: Arc::new(db) })
+        })?);
+        let (queue, jobs) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn({
+                let db = db.clone();
+                move || write_loop(db, jobs)
+            })
+            .map_err(|e| StateError::Open {
+                path: path.to_path_buf(),
+                reason: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok(Self {
+            db,
+            writer: Arc::new(Writer {
+                queue: Some(queue),
+                thread: Some(thread),
+            }),
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -53,7 +149,8 @@ impl RedbStore {
             .map_err(backend(op, ns))
     }
 
-    /// Runs `f` on the table in one write transaction and commits.
+    /// Runs `f` on the table in a write transaction (shared with the writes waiting
+    /// with it) and answers once that transaction is committed.
     async fn write<T: Send + 'static>(
         &self,
         op: &'static str,
@@ -64,20 +161,29 @@ impl RedbStore {
             + Send
             + 'static,
     ) -> Result<T, StateError> {
-        self.blocking(op, ns, move |db| {
-            let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-            if !ns.durable() {
-                // Persisted by the next durable commit (redb keeps the order).
-                txn.set_durability(redb::Durability::None);
-            }
-            let out = {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, String>>();
+        let run = move |txn: Result<&redb::WriteTransaction, String>| {
+            let out = txn.and_then(|txn| {
                 let mut t = txn.open_table(table(ns)).map_err(|e| e.to_string())?;
-                f(&mut t).map_err(|e| e.to_string())?
-            };
-            txn.commit().map_err(|e| e.to_string())?;
-            Ok(out)
-        })
-        .await
+                f(&mut t).map_err(|e| e.to_string())
+            });
+            let failed = out.is_err();
+            let done: Done = Box::new(move |commit| {
+                let _ = tx.send(out.and_then(|v| commit.map(|()| v)));
+            });
+            (failed, done)
+        };
+        let stopped = || backend(op, ns)("the state writer has stopped".into());
+        self.writer
+            .queue
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(Job {
+                durable: ns.durable(),
+                run: Box::new(run),
+            })
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?.map_err(backend(op, ns))
     }
 }
 
@@ -302,5 +408,53 @@ mod tests {
             err.to_string().contains("/proc/palisade/state.redb"),
             "{err}"
         );
+    }
+
+    /// Writes from many tasks at once are committed in shared transactions: each
+    /// compare-and-swap still sees the one before it (no increment is lost), every
+    /// insert is answered by its own outcome, and all of it survives closing and
+    /// reopening at once (the writer thread has let go of the file).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_share_commits_and_lose_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        let s = RedbStore::open(&path).expect("open");
+        let mut tasks = Vec::new();
+        for i in 0..32u32 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                // Every task inserts its key twice: only the first is new.
+                let key = format!("k/{i:02}");
+                let first = s.insert_new(NS, &key, vec![1]).await.expect("insert");
+                let again = s.insert_new(NS, &key, vec![2]).await.expect("insert");
+                // And increments one shared counter, retrying lost swaps.
+                loop {
+                    let cur = s.get(NS, "counter").await.expect("get");
+                    let n = cur
+                        .as_deref()
+                        .map_or(0, |b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
+                    let next = (n + 1).to_be_bytes().to_vec();
+                    if s.compare_and_swap(NS, "counter", cur, Some(next))
+                        .await
+                        .expect("cas")
+                    {
+                        break;
+                    }
+                }
+                (first, again)
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("task"), (true, false));
+        }
+        drop(s);
+        let s = RedbStore::open(&path).expect("reopen right after the last store is dropped");
+        assert_eq!(
+            s.get(NS, "counter").await.expect("get"),
+            Some(32u32.to_be_bytes().to_vec())
+        );
+        let keys = s.list(NS, "k/", 100).await.expect("list");
+        assert_eq!(keys.len(), 32);
+        assert!(keys.iter().all(|(_, v)| v == &vec![1]));
     }
 }

@@ -99,7 +99,7 @@ fn default_max_delay_ms() -> u64 {
     0
 }
 fn default_publish_interval_ms() -> u64 {
-    1000
+    5000
 }
 
 impl Default for BatchSettings {

@@ -922,10 +922,10 @@ fn tiles(l: &crate::ctx::Local) -> std::path::PathBuf {
 async fn settled_tiles(l: &crate::ctx::Local) -> anyhow::Result<std::path::PathBuf> {
     let dir = tiles(l);
     let journal = dir.join("journal");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0) > 0 {
         if std::time::Instant::now() > deadline {
-            bail!("the log did not write its journal to storage within 10 s");
+            bail!("the log did not write its journal to storage within 30 s");
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
