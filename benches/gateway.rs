@@ -106,6 +106,34 @@ fn cpu_times() -> (u64, u64, u64) {
     (total - idle - iowait, total, iowait)
 }
 
+/// CPU time a process has used so far (user + system, all its threads), in clock
+/// ticks (`/proc/<pid>/stat` fields 14 and 15); 0 if it is gone.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name start at field 3 (state).
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| {
+        rest.get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
+}
+
+/// Clock ticks per second for [`cpu_ticks`] (`getconf CLK_TCK`; 100 on Linux).
+pub fn ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 /// A running `palisade up`, extended to `clusters` clusters (one agent process each)
 /// and `operators` extra operators on call.
 struct Stack {
@@ -660,6 +688,27 @@ async fn throughput() {
         })
     };
 
+    // CPU per component: which processes the load costs what.
+    let mut components: Vec<(&str, Vec<u32>)> = vec![
+        ("gateway", vec![gw_pid]),
+        ("log", child_pid(up_pid, "log serve").into_iter().collect()),
+        (
+            "witness",
+            child_pid(up_pid, "witness serve").into_iter().collect(),
+        ),
+        ("agents", agent_pids.clone()),
+        (
+            "etcd",
+            child_pid(up_pid, "agent serve")
+                .and_then(|a| child_pid(a, "etcd"))
+                .into_iter()
+                .collect(),
+        ),
+        ("load generator (this process)", vec![std::process::id()]),
+    ];
+    components.retain(|(_, pids)| !pids.is_empty());
+    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+    let ticks_before: Vec<u64> = components.iter().map(|(_, p)| ticks(p)).collect();
     let cpu_before = cpu_times();
     let next = Arc::new(AtomicU64::new(warm));
     let budget = 58 * operators;
@@ -697,6 +746,11 @@ async fn throughput() {
     }
     let elapsed = start.elapsed();
     let cpu_after = cpu_times();
+    let ticks_used: Vec<u64> = components
+        .iter()
+        .zip(&ticks_before)
+        .map(|((_, p), before)| ticks(p).saturating_sub(*before))
+        .collect();
     stop.store(true, Ordering::Relaxed);
     let (peak_rss, samples) = sampler.await.expect("sampler");
     let (after_rss, hwm) = memory(gw_pid);
@@ -778,6 +832,20 @@ async fn throughput() {
         100.0 * busy as f64 / total.max(1) as f64,
         100.0 * cpu_after.2.saturating_sub(cpu_before.2) as f64 / total.max(1) as f64,
         std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    // Every request sent during the load costs CPU, succeeded or not.
+    let per_action = |t: u64| 1e3 * t as f64 / ticks_per_second() / outcomes.len().max(1) as f64;
+    let total_ms: f64 = ticks_used.iter().map(|t| per_action(*t)).sum();
+    println!(
+        "  CPU per action: {} = {total_ms:.2} ms; at that cost {} cores run at most {:.0} actions/s",
+        components
+            .iter()
+            .zip(&ticks_used)
+            .map(|((name, _), t)| format!("{name} {:.2} ms", per_action(*t)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::thread::available_parallelism().map_or(0, |n| n.get()) as f64 * 1e3 / total_ms.max(1e-9)
     );
     println!(
         "  {} agent processes: {:.0} MiB RSS together ({:.1} MiB each)",

@@ -80,8 +80,10 @@ pub struct Acceptor {
     policy: RwLock<Arc<palisade_policy::Policy>>,
     source: Box<dyn PolicySource>,
     state: AgentState,
-    /// Serialises steps 9 and 10 (verification before it is lock-free).
-    commit: Mutex<()>,
+    /// Serialises steps 9 and 10 (verification before it is lock-free), and holds
+    /// the stored view as last verified (its note bytes and checkpoint), so that an
+    /// unchanged view is not verified again for every dispatch.
+    commit: Mutex<Option<(Vec<u8>, Checkpoint)>>,
 }
 
 fn refuse(code: RefusalCode, detail: impl Into<String>) -> Refusal {
@@ -109,7 +111,7 @@ impl Acceptor {
             policy: RwLock::new(Arc::new(policy)),
             source,
             state,
-            commit: Mutex::new(()),
+            commit: Mutex::new(None),
         })
     }
 
@@ -276,14 +278,40 @@ impl Acceptor {
         let new_note = verified.note().to_bytes();
 
         // 9 and 10, under the lock.
-        let _guard = self.commit.lock().await;
+        let mut verified_view = self.commit.lock().await;
         let old_note = self.state.checkpoint().await.map_err(unavailable)?;
-        if let Some(old_bytes) = &old_note {
-            let old = c
-                .log
-                .verify(old_bytes)
-                .map_err(|e| unavailable(format!("stored checkpoint does not verify: {e}")))?;
-            check_consistent(old.checkpoint(), &new, req)?;
+        let old = match &old_note {
+            None => None,
+            Some(bytes) => match verified_view.as_ref() {
+                Some((seen, old)) if seen == bytes => Some(old.clone()),
+                _ => {
+                    let old = c.log.verify(bytes).map_err(|e| {
+                        unavailable(format!("stored checkpoint does not verify: {e}"))
+                    })?;
+                    *verified_view = Some((bytes.clone(), old.checkpoint().clone()));
+                    Some(old.checkpoint().clone())
+                }
+            },
+        };
+        if let Some(old) = &old {
+            check_consistent(old, &new, req)?;
+        }
+        // The view moves first, without a commit of its own: the nonce's commit makes
+        // both durable, in that order, so a dispatch that ran always has its view
+        // stored. A view moved for a dispatch then refused as replayed is still a
+        // checkpoint proven consistent with the one before.
+        if old.as_ref().is_none_or(|o| o.size() < new.size()) {
+            if !self
+                .state
+                .advance(old_note, new_note.clone())
+                .await
+                .map_err(unavailable)?
+            {
+                return Err(unavailable(
+                    "the view changed underneath (two agents on one state file?)",
+                ));
+            }
+            *verified_view = Some((new_note, new.clone()));
         }
         if !self
             .state
@@ -294,21 +322,6 @@ impl Acceptor {
             return Err(refuse(
                 RefusalCode::Replayed,
                 format!("nonce {} was already executed", dispatch.nonce),
-            ));
-        }
-        let keep_old = old_note
-            .as_ref()
-            .and_then(|b| c.log.verify(b).ok())
-            .is_some_and(|o| o.checkpoint().size() >= new.size());
-        if !keep_old
-            && !self
-                .state
-                .advance(old_note, new_note)
-                .await
-                .map_err(unavailable)?
-        {
-            return Err(unavailable(
-                "the view changed underneath (two agents on one state file?)",
             ));
         }
         Ok(Accepted {

@@ -7,7 +7,9 @@ use palisade_state::{Namespace, StateError, StateStore};
 use std::sync::Arc;
 
 const NONCES: Namespace = Namespace::new("agent_nonces");
-const VIEW: Namespace = Namespace::new("agent_view");
+/// Relaxed: the view is advanced right before a nonce is spent, whose durable commit
+/// persists both (see [`AgentState::advance`]).
+const VIEW: Namespace = Namespace::relaxed("agent_view");
 const CHECKPOINT_KEY: &str = "checkpoint";
 
 /// The agent's durable state.
@@ -64,7 +66,9 @@ impl AgentState {
     }
 
     /// Replaces the view, only if it is still `expected` (callers hold the
-    /// acceptance lock; this guards against a second agent on the same file).
+    /// acceptance lock; this guards against a second agent on the same file). On
+    /// redb the write is made durable by the next durable one (the nonce spent right
+    /// after it): a crash before that loses only a view no dispatch ran under.
     pub async fn advance(
         &self,
         expected: Option<Vec<u8>>,
@@ -76,5 +80,37 @@ impl AgentState {
         self.store
             .compare_and_swap(VIEW, CHECKPOINT_KEY, expected, Some(new))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_state::RedbStore;
+
+    /// The view is written without a commit of its own, right before the nonce: what
+    /// a crash right after the nonce's commit leaves (the file as it is, copied and
+    /// opened afresh) holds both.
+    #[tokio::test]
+    async fn a_view_moved_before_a_spent_nonce_is_stored_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.redb");
+        let state = AgentState::new(Arc::new(RedbStore::open(&path).expect("open")));
+        let expires = Timestamp::from_unix_seconds(4_000_000_000);
+        assert!(state.spend_nonce("n0", expires).await.expect("nonce"));
+        assert!(state
+            .advance(None, b"view 1".to_vec())
+            .await
+            .expect("advance"));
+        assert!(state.spend_nonce("n1", expires).await.expect("nonce"));
+        let crashed = dir.path().join("crashed.redb");
+        std::fs::copy(&path, &crashed).expect("copy the file");
+        std::mem::forget(state);
+        let state = AgentState::new(Arc::new(RedbStore::open(&crashed).expect("open the copy")));
+        assert_eq!(
+            state.checkpoint().await.expect("view"),
+            Some(b"view 1".to_vec())
+        );
+        assert!(state.nonce_seen("n1").await.expect("nonce"));
     }
 }

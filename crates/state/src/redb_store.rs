@@ -21,12 +21,14 @@ const MAX_GROUP: usize = 256;
 /// Told to a write once its transaction's commit is decided: `Ok` when committed.
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 
+/// A write run in the shared transaction (or told why there is none): whether it
+/// failed, and what to tell its caller once the commit is decided.
+type Run = Box<dyn FnOnce(Result<&redb::WriteTransaction, String>) -> (bool, Done) + Send>;
+
 /// One write waiting for the writer thread.
 struct Job {
     durable: bool,
-    /// Runs the write in the shared transaction (or learns why there is none):
-    /// whether it failed, and what to tell its caller once the commit is decided.
-    run: Box<dyn FnOnce(Result<&redb::WriteTransaction, String>) -> (bool, Done) + Send>,
+    run: Run,
 }
 
 /// The writer thread and its queue. Dropped with the last store: the queue closes
