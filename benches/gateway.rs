@@ -38,7 +38,8 @@
 //! `GATEWAY_BENCH_IN_FLIGHT` (default 128), `GATEWAY_BENCH_OPERATORS` (default 250;
 //! the gateway reads at most 256 schedules). At most 58 requests per operator are
 //! sent (the policy allows 60 a minute), so a run stops early at 14,500 requests:
-//! 15 s at up to ~970/s.
+//! 15 s at up to ~970/s. `GATEWAY_BENCH_LOG_PUBLISH_MS` sets the logs'
+//! `batch.publish_interval_ms` (default: the log's own).
 #![forbid(unsafe_code)]
 
 #[path = "support/mod.rs"]

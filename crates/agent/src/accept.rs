@@ -1,7 +1,7 @@
 //! The acceptance of a dispatch: the whole rule, in order, in one function
 //! ([`Acceptor::accept`]). A dispatch runs only if every check holds; the first that
 //! fails refuses it with a reason, and nothing is recorded except at the very end,
-//! where the nonce is spent and the agent's view of the log advances together.
+//! where the agent's view of the log advances and the nonce is spent.
 //!
 //! Before this function runs, TLS has already required a CA-signed client
 //! certificate of the gateway role (anyone else fails the handshake).
@@ -26,7 +26,8 @@
 //! 9. **View**: that checkpoint is consistent with the newest checkpoint this agent
 //!    accepted before (same root at the same size; a valid consistency proof from the
 //!    older size), so a forked, rewritten or rolled-back log is refused.
-//! 10. **Commit**: spend the nonce and advance the view, under one lock.
+//! 10. **Commit**: advance the view (with no commit of its own on redb), then spend
+//!     the nonce, whose commit makes both durable; under one lock.
 
 use crate::dispatch::{Dispatch, DispatchRequest, Refusal, RefusalCode, DISPATCH_PAYLOAD_TYPE};
 use crate::view::AgentState;

@@ -145,8 +145,18 @@ impl RotaSchedule {
         out
     }
 
+    /// Whether `operator` is a participant or has an override: nobody else is ever
+    /// on call in this schedule.
+    fn names(&self, operator: &str) -> bool {
+        self.participants.iter().any(|p| p == operator)
+            || self.overrides.iter().any(|o| o.operator == operator)
+    }
+
     /// The shift of `operator` covering `at`, if any.
     pub(crate) fn on_call(&self, operator: &str, at: Timestamp) -> Option<Shift> {
+        if !self.names(operator) {
+            return None;
+        }
         let until = at
             .checked_add(SignedDuration::from_nanos(1))
             .unwrap_or(Timestamp::MAX);
@@ -157,9 +167,7 @@ impl RotaSchedule {
 
     /// The first shift of `operator` starting after `after`.
     pub(crate) fn next_shift(&self, operator: &str, after: Timestamp) -> Option<Shift> {
-        let named = self.participants.iter().any(|p| p == operator)
-            || self.overrides.iter().any(|o| o.operator == operator);
-        if !named {
+        if !self.names(operator) {
             return None;
         }
         // Search windows that double in length, up to a horizon past the later of

@@ -124,16 +124,13 @@ pub fn key_id_decoded(hex_id: &str) -> Decoded<Hex> {
 pub struct SigningKey {
     pair: Ed25519KeyPair,
     public: PublicKey,
+    /// The public key's TUF key id, computed once (every signature names it).
+    key_id: String,
 }
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "SigningKey({}, {})",
-            self.public.name,
-            self.public.key_id()
-        )
+        write!(f, "SigningKey({}, {})", self.public.name, self.key_id)
     }
 }
 
@@ -161,7 +158,12 @@ impl SigningKey {
             .unwrap_or("key")
             .to_string();
         let public = PublicKey::from_raw(&name, pair.public_key().as_ref());
-        Ok(Self { pair, public })
+        let key_id = public.key_id();
+        Ok(Self {
+            pair,
+            public,
+            key_id,
+        })
     }
 
     pub fn public(&self) -> &PublicKey {
@@ -169,7 +171,7 @@ impl SigningKey {
     }
 
     pub fn key_id(&self) -> String {
-        self.public.key_id()
+        self.key_id.clone()
     }
 
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {

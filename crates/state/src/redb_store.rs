@@ -48,9 +48,10 @@ impl Drop for Writer {
 }
 
 /// The writer thread: takes the first waiting write and every one queued behind it
-/// (up to [`MAX_GROUP`]), runs them in order in one transaction, commits once and
-/// answers each. The commit is durable if any of them is. A write that fails
-/// abandons the whole transaction: none of the group is written, and each is told.
+/// (up to [`MAX_GROUP`]) and commits them together ([`commit_group`]). A panic while
+/// doing so (in redb or in a write) abandons only that group: its callers are told the
+/// writer failed (their answers are dropped unsent), and the thread goes on with the
+/// next writes, as a panicking blocking task used to fail only its own write.
 fn write_loop(db: Arc<Database>, queue: std::sync::mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
@@ -60,37 +61,47 @@ fn write_loop(db: Arc<Database>, queue: std::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut txn = match db.begin_write() {
-            Ok(txn) => txn,
-            Err(e) => {
-                let reason = e.to_string();
-                for job in jobs {
-                    let (_, done) = (job.run)(Err(reason.clone()));
-                    done(Err(reason.clone()));
-                }
-                continue;
+        let group = std::panic::AssertUnwindSafe(|| commit_group(&db, jobs));
+        if std::panic::catch_unwind(group).is_err() {
+            tracing::error!("a state write panicked; the writes committed with it were abandoned");
+        }
+    }
+}
+
+/// Runs `jobs` in order in one transaction, commits once and answers each. The commit
+/// is durable if any of them is. A write that fails abandons the whole transaction:
+/// none of the group is written, and each is told.
+fn commit_group(db: &Database, jobs: Vec<Job>) {
+    let mut txn = match db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => {
+            let reason = e.to_string();
+            for job in jobs {
+                let (_, done) = (job.run)(Err(reason.clone()));
+                done(Err(reason.clone()));
             }
-        };
-        if !jobs.iter().any(|j| j.durable) {
-            // Persisted by the next durable commit (redb keeps the order).
-            txn.set_durability(redb::Durability::None);
+            return;
         }
-        let mut failed = false;
-        let mut done = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let (bad, d) = (job.run)(Ok(&txn));
-            failed |= bad;
-            done.push(d);
-        }
-        let outcome = if failed {
-            let _ = txn.abort();
-            Err("another write committed with this one failed; neither was written".to_string())
-        } else {
-            txn.commit().map_err(|e| e.to_string())
-        };
-        for d in done {
-            d(outcome.clone());
-        }
+    };
+    if !jobs.iter().any(|j| j.durable) {
+        // Persisted by the next durable commit (redb keeps the order).
+        txn.set_durability(redb::Durability::None);
+    }
+    let mut failed = false;
+    let mut done = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (bad, d) = (job.run)(Ok(&txn));
+        failed |= bad;
+        done.push(d);
+    }
+    let outcome = if failed {
+        let _ = txn.abort();
+        Err("another write committed with this one failed; neither was written".to_string())
+    } else {
+        txn.commit().map_err(|e| e.to_string())
+    };
+    for d in done {
+        d(outcome.clone());
     }
 }
 
@@ -175,7 +186,7 @@ impl RedbStore {
             });
             (failed, done)
         };
-        let stopped = || backend(op, ns)("the state writer has stopped".into());
+        let stopped = || backend(op, ns)("the state writer failed or has stopped".into());
         self.writer
             .queue
             .as_ref()
@@ -458,5 +469,24 @@ mod tests {
         let keys = s.list(NS, "k/", 100).await.expect("list");
         assert_eq!(keys.len(), 32);
         assert!(keys.iter().all(|(_, v)| v == &vec![1]));
+    }
+
+    /// A write that panics on the writer thread fails its caller with an error, and
+    /// the writes after it are committed as before.
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = RedbStore::open(&dir.path().join("state.redb")).expect("open");
+        s.put(NS, "before", b"1".to_vec()).await.expect("put");
+        let err = s
+            .write("boom", NS, |_| -> Result<(), redb::StorageError> {
+                panic!("a write that panics")
+            })
+            .await
+            .expect_err("the panicking write fails");
+        assert!(err.to_string().contains("writer failed"), "{err}");
+        s.put(NS, "after", b"2".to_vec()).await.expect("put after");
+        assert_eq!(s.get(NS, "before").await.expect("get"), Some(b"1".to_vec()));
+        assert_eq!(s.get(NS, "after").await.expect("get"), Some(b"2".to_vec()));
     }
 }
