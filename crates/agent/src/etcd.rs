@@ -186,7 +186,9 @@ impl Etcd {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A failed call: the kept connection is dropped (the member may have restarted).
+    /// A failed call on the kept connection: it is dropped (the member may have
+    /// restarted). A snapshot streams on a connection of its own, whose failures leave
+    /// the kept one alone.
     fn call(&self, op: &'static str) -> impl FnOnce(etcd_client::Error) -> EtcdError + '_ {
         move |e| {
             *self.cached() = None;
@@ -338,8 +340,8 @@ impl Etcd {
             })?
             .snapshot()
             .await
-            .map_err(self.call("snapshot"))?;
-        let first = s.message().await.map_err(self.call("snapshot"))?;
+            .map_err(call("snapshot"))?;
+        let first = s.message().await.map_err(call("snapshot"))?;
         let (mut member_id, mut revision) = status
             .header()
             .map_or((0, 0), |h| (h.member_id(), h.revision()));
