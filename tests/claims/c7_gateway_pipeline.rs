@@ -725,15 +725,9 @@ async fn without_the_witness_quorum_nothing_is_dispatched_and_nothing_is_logged_
     let before = stack.seen().await;
 
     // Stop the witness `palisade up` started.
-    let config = stack.dir.join("witness/witness.toml").display().to_string();
-    let witness: Vec<u32> = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&config))
-                .unwrap_or(false)
-        })
+    let witness: Vec<u32> = common::processes_mentioning(&stack.dir.join("witness/witness.toml"))
+        .iter()
+        .filter_map(|p| p.split_once(':')?.0.parse().ok())
         .collect();
     assert_eq!(witness.len(), 1, "the witness process: {witness:?}");
     // Paused, not killed (`palisade up` would stop everything): the log gives up on
