@@ -353,6 +353,12 @@ impl LogService {
     }
 }
 
+/// [`options_of`] for callers outside the server (the fuzz targets): the options of
+/// an append's query string, or why they are refused.
+pub fn append_options(query: Option<&str>) -> Result<AppendOptions, String> {
+    options_of(query).map_err(|r| format!("{r:?}"))
+}
+
 /// The query of an append: `wait=witnessed` (the default) or `wait=stored`, and
 /// `consistency_from=<size>`, each at most once.
 fn options_of(query: Option<&str>) -> Result<AppendOptions, Refused> {
