@@ -518,6 +518,19 @@ pub async fn start(
         _ => None,
     };
     let Opened { edge, note, recent } = opened;
+    let mut witnesses = witnesses;
+    if !witnesses.clients.is_empty() {
+        // What each witness last cosigned, from the checkpoints storage holds, so
+        // that the first request after a restart is not answered with a conflict.
+        let stored = store.read("checkpoint").await.ok().flatten();
+        let stored = stored.and_then(|b| Note::parse(&b).ok());
+        for client in &mut witnesses.clients {
+            client.learn_from(&note);
+            if let Some(stored) = &stored {
+                client.learn_from(stored);
+            }
+        }
+    }
     let size = edge.frontier.size();
     let (published, published_rx) = watch::channel(Published {
         size,

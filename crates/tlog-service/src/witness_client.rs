@@ -1,6 +1,7 @@
 //! The log's side of C2SP tlog-witness: `POST <witness>/add-checkpoint`.
 //!
-//! The log remembers the size each witness last cosigned. A witness that answers 409
+//! The log remembers the size each witness last cosigned, and at start learns it from
+//! the cosigned checkpoint in storage. A witness that answers 409
 //! tells its stored size (`text/x.tlog.size`); the log then retries once with a
 //! consistency proof from that size. Any other answer is a failure for this batch.
 
@@ -37,6 +38,29 @@ impl WitnessClient {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The size this witness last cosigned, as far as this log knows.
+    pub fn known_size(&self) -> Option<u64> {
+        self.known_size
+    }
+
+    /// Learns the size this witness cosigned from a checkpoint the log stored with
+    /// its cosignature (the public `checkpoint` object), so that a restarted log
+    /// sends the witness its true last size rather than 0, which the witness would
+    /// answer with a conflict. A cosignature that does not verify teaches nothing.
+    pub fn learn_from(&mut self, note: &Note) {
+        let Ok(checkpoint) = Checkpoint::parse(note.text()) else {
+            return;
+        };
+        let cosigned = note.signatures().iter().any(|sig| {
+            sig.name() == self.key.name()
+                && sig.key_id() == self.key.key_id()
+                && checkpoint.verify_cosignature(sig, &self.key).is_ok()
+        });
+        if cosigned && self.known_size.is_none_or(|k| k < checkpoint.size()) {
+            self.known_size = Some(checkpoint.size());
+        }
     }
 
     /// An HTTP client for witnesses: mutual TLS with this log's certificate, and

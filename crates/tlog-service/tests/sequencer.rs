@@ -1098,3 +1098,132 @@ async fn a_journal_is_replayed_even_when_the_log_now_runs_without_one() {
     writer.close().await;
     check_storage(&log, &ids).await;
 }
+
+// ---------------------------------------------------------------------------------
+// Witnesses across a restart
+// ---------------------------------------------------------------------------------
+
+/// A tlog-witness that keeps its state in memory and records every request's old and
+/// new size and the status it answered.
+struct RecordingWitness {
+    key: SignerKey,
+    log_key: palisade_tlog::note::VerifierKey,
+    state: std::sync::Mutex<Option<palisade_tlog::witness::WitnessState>>,
+    answers: std::sync::Mutex<Vec<(u64, u64, u16)>>,
+}
+
+async fn recording_witness_add(
+    axum::extract::State(w): axum::extract::State<Arc<RecordingWitness>>,
+    body: Bytes,
+) -> (axum::http::StatusCode, String) {
+    use palisade_tlog::witness::{add_checkpoint, AddCheckpointRequest};
+    let Ok(req) = AddCheckpointRequest::parse(&body) else {
+        return (axum::http::StatusCode::BAD_REQUEST, String::new());
+    };
+    let mut state = w.state.lock().expect("state");
+    let answer = add_checkpoint(
+        &req,
+        Some(std::slice::from_ref(&w.log_key)),
+        state.clone(),
+        &w.key,
+        1_700_000_000,
+    );
+    let (status, text) = match answer {
+        Ok(cosigned) => {
+            *state = Some(cosigned.state.clone());
+            (200, cosigned.response_body())
+        }
+        Err(refusal) => (
+            refusal.status(),
+            refusal.body().map(|(_, b)| b).unwrap_or_default(),
+        ),
+    };
+    w.answers
+        .lock()
+        .expect("answers")
+        .push((req.old_size(), req.checkpoint().size(), status));
+    (
+        axum::http::StatusCode::from_u16(status).expect("status"),
+        text,
+    )
+}
+
+/// A restarted log sends each witness the size it last cosigned (learned from the
+/// cosigned checkpoint in storage), not 0: the witness never sees what looks like a
+/// rollback and answers every request with a cosignature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_log_sends_the_witness_its_true_last_size() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let backend = Backend::local();
+    let log = backend.log("clusters/witnessed");
+    let witness_key =
+        SignerKey::generate("witness.test/recording", KeyType::Cosignature).expect("witness key");
+    let witness = Arc::new(RecordingWitness {
+        key: witness_key.clone(),
+        log_key: log.key.verifier(),
+        state: std::sync::Mutex::new(None),
+        answers: std::sync::Mutex::new(Vec::new()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new()
+        .route(
+            "/add-checkpoint",
+            axum::routing::post(recording_witness_add),
+        )
+        .with_state(witness.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let witnesses = || WitnessSet {
+        clients: vec![palisade_tlog_service::witness_client::WitnessClient::new(
+            "recording",
+            &url,
+            witness_key.verifier(),
+            reqwest::Client::new(),
+        )],
+        quorum: 1,
+    };
+    let start = |set: WitnessSet| {
+        sequencer::start(
+            &log.origin,
+            log.key.clone(),
+            log.store.clone(),
+            BatchConfig::default(),
+            set,
+        )
+    };
+
+    let writer = start(witnesses()).await.expect("open");
+    for i in 0..5 {
+        writer.append(entry(i)).await.expect("append");
+    }
+    writer.close().await;
+    let before_restart = witness.answers.lock().expect("answers").len();
+
+    let writer = start(witnesses()).await.expect("reopen");
+    for i in 5..8 {
+        writer
+            .append(entry(i))
+            .await
+            .expect("append after the restart");
+    }
+    writer.close().await;
+
+    let answers = witness.answers.lock().expect("answers").clone();
+    assert!(
+        answers.len() > before_restart,
+        "the restarted log asked the witness"
+    );
+    assert!(
+        answers.iter().all(|&(_, _, status)| status == 200),
+        "the witness refused a request: (old, new, status) = {answers:?}"
+    );
+    let after = answers
+        .get(before_restart)
+        .expect("a request after the restart");
+    assert_eq!(
+        after.0, 5,
+        "the first request after the restart starts from size 5: {answers:?}"
+    );
+}
