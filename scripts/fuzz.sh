@@ -27,9 +27,12 @@ target_dir=${PALISADE_FUZZ_TARGET_DIR:-/var/tmp/palisade-fuzz-target}
 fuzz=(cargo fuzz)
 build_opts=(--target-dir "$target_dir" --sanitizer address)
 
-echo "== writing seeds"
-CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/palisade-target} \
-    cargo run --quiet -p palisade-fuzz --bin fuzz-seeds -- fuzz/corpus
+# FUZZ_SKIP_SEEDS=1 keeps the corpora as they are (seeds written by an earlier run).
+if [ -z "${FUZZ_SKIP_SEEDS:-}" ]; then
+    echo "== writing seeds"
+    CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/palisade-target} \
+        cargo run --quiet -p palisade-fuzz --bin fuzz-seeds -- fuzz/corpus
+fi
 
 echo "== building the targets (instrumented, release)"
 "${fuzz[@]}" build "${build_opts[@]}"

@@ -1124,13 +1124,13 @@ async fn recording_witness_add(
     let answer = add_checkpoint(
         &req,
         Some(std::slice::from_ref(&w.log_key)),
-        state.clone(),
+        *state,
         &w.key,
         1_700_000_000,
     );
     let (status, text) = match answer {
         Ok(cosigned) => {
-            *state = Some(cosigned.state.clone());
+            *state = Some(cosigned.state);
             (200, cosigned.response_body())
         }
         Err(refusal) => (
