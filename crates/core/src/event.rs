@@ -24,6 +24,10 @@ pub const EVENT_SCHEMA: &str = "palisade.dev/event/v1";
 /// hold (its length prefix is a big-endian u16).
 pub const MAX_EVENT_BYTES: usize = 65_535;
 
+/// Largest output a result event carries itself (canonical JSON); a larger one is
+/// logged by its digest only. Leaves room in [`MAX_EVENT_BYTES`] for the other fields.
+pub const MAX_LOGGED_OUTPUT_BYTES: usize = 60 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     #[error(transparent)]
@@ -121,6 +125,11 @@ pub struct ResultEvent {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_digest: Option<Sha256Digest>,
+    /// The output itself, as the agent reduced it to the action's output schema (no
+    /// customer content by design), when its canonical JSON is at most
+    /// [`MAX_LOGGED_OUTPUT_BYTES`]; its SHA-256 is `output_digest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
     /// A short reason for failure or refusal; never action output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

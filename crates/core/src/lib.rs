@@ -17,6 +17,7 @@ pub mod digest;
 pub mod event;
 pub mod id;
 pub mod inventory;
+pub mod output;
 pub mod ports;
 pub mod time;
 

@@ -253,6 +253,16 @@ pub fn to_k8s_audit(
             if let Some(d) = &r.output_digest {
                 annotations.insert("palisade.dev/output-digest".into(), json!(d.to_string()));
             }
+            // The output itself (canonical JSON, no customer content by design); the
+            // customer checks it against the digest the agent signed.
+            if let Some(o) = &r.output {
+                if let Ok(bytes) = palisade_core::canonical::value_to_canonical_vec(o) {
+                    annotations.insert(
+                        "palisade.dev/output".into(),
+                        json!(String::from_utf8_lossy(&bytes)),
+                    );
+                }
+            }
             let mut v = base(
                 uuid_of(r.intent.as_str()),
                 "ResponseComplete",

@@ -721,6 +721,7 @@ impl Gateway {
                 &prepared,
                 result_outcome,
                 output_digest,
+                operation.output.as_ref(),
                 detail.as_deref(),
             )
             .await;
@@ -752,6 +753,7 @@ impl Gateway {
                 prepared,
                 Outcome::Failed,
                 None,
+                None,
                 Some(&detail),
             )
             .await;
@@ -766,18 +768,31 @@ impl Gateway {
         prepared: &palisade_agent::client::Prepared,
         outcome: Outcome,
         output_digest: Option<Sha256Digest>,
+        output: Option<&serde_json::Value>,
         detail: Option<&str>,
     ) -> Option<u64> {
-        let result = Event::Result(ResultEvent {
+        let mut result = ResultEvent {
             event_id: EventId::random().unwrap_or_else(|_| prepared.intent.event_id.clone()),
             time: Timestamp::now(),
             cluster: cluster.clone(),
             intent: prepared.intent.event_id.clone(),
             outcome,
             output_digest,
+            // The customer reads the output itself (it carries no customer content:
+            // the agent reduced it to the output schema) and checks it against the
+            // digest the agent signed.
+            output: output_digest.and(palisade_core::output::loggable(output)),
             detail: detail.map(|d| d.chars().take(512).collect()),
-        });
-        let entry = result.to_log_entry().ok()?;
+        };
+        let entry = match Event::Result(result.clone()).to_log_entry() {
+            Ok(entry) => entry,
+            // Too large with its output: the digest alone is logged.
+            Err(_) if result.output.is_some() => {
+                result.output = None;
+                Event::Result(result).to_log_entry().ok()?
+            }
+            Err(_) => return None,
+        };
         // Answered once witnessed, like the intent: when the operator has the answer,
         // the customer can already read the result with its proof.
         for attempt in 0..3 {
