@@ -43,7 +43,7 @@ async fn kube_actions_impersonate_the_operator_and_name_the_log_entry() {
     let gw = stack.gateway();
     let token = gw.dev_token(&stack.operator()).await;
     let (_, who) = gw.call("GET", "/v1/whoami", Some(&token), None).await;
-    let pseudonym = who["pseudonym"].as_str().unwrap().to_string();
+    let pseudonym = who["pseudonyms"]["demo"].as_str().unwrap().to_string();
     assert_ne!(pseudonym, stack.operator());
 
     let (status, cordon) = gw

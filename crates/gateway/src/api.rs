@@ -121,7 +121,8 @@ async fn dev_login(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
 #[derive(Serialize)]
 struct WhoAmI {
     operator: String,
-    pseudonym: String,
+    /// What each tenant's log calls this operator (pseudonyms are per tenant).
+    pseudonyms: std::collections::BTreeMap<String, String>,
     via: &'static str,
     groups: Vec<String>,
     grants: Vec<crate::pipeline::ActiveGrant>,
@@ -154,7 +155,17 @@ async fn whoami(
             starts_at,
         });
     Json(WhoAmI {
-        pseudonym: gw.pseudonym(&op.name).to_string(),
+        pseudonyms: gw
+            .inventory
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    c.tenant.to_string(),
+                    gw.pseudonym(&c.tenant, &op.name).to_string(),
+                )
+            })
+            .collect(),
         operator: op.name,
         via: op.via,
         groups: op.groups,
