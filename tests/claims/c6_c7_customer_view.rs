@@ -1,7 +1,8 @@
 //! Claims C6 and C7 as the customer reads them: the access log shows every operator
 //! request, its outcome and its output, and nothing else — no operator name, e-mail,
 //! group or schedule name, no pseudonym that links one operator across tenants, and no
-//! text an attacker chose that could forge a line.
+//! text an attacker chose that could forge a line. And nobody without credentials can
+//! tell which clusters exist.
 //!
 //! Each test attacks the gateway `palisade up` runs (or a second gateway on the same
 //! stack serving two tenants) through its HTTPS API, and reads what the customer reads.
@@ -241,6 +242,69 @@ async fn control_and_bidi_characters_never_reach_the_customer() {
         line["requestURI"], "/palisade/v1/clusters/demo/actions/unknown-action",
         "{line}"
     );
+}
+
+/// Without credentials, a cluster that exists and one that does not get the same
+/// answer on every route; the attempt on the real one is still in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_cannot_be_enumerated_without_credentials() {
+    let stack = Stack::start();
+    let gw = stack.gateway();
+    let body = serde_json::json!({"instance": "demo-0", "ticket": TICKET, "reason": REASON});
+    for token in [None, Some("not-a-jwt")] {
+        let mut answers = Vec::new();
+        for cluster in ["demo", "nosuch", "Not_A_Valid_Id"] {
+            let run = gw
+                .call(
+                    "POST",
+                    &format!("/v1/clusters/{cluster}/actions/etcd.status"),
+                    token,
+                    Some(body.clone()),
+                )
+                .await;
+            let list = gw
+                .call(
+                    "GET",
+                    &format!("/v1/clusters/{cluster}/actions"),
+                    token,
+                    None,
+                )
+                .await;
+            let events = gw
+                .call(
+                    "GET",
+                    &format!("/v1/tenants/demo/clusters/{cluster}/events"),
+                    token,
+                    None,
+                )
+                .await;
+            assert_eq!(run.0, 401, "{cluster}: {}", run.1);
+            assert_eq!(events.0, 401, "{cluster}: {}", events.1);
+            answers.push((run, list, events));
+        }
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "the answers differ by cluster ({token:?}): {answers:?}"
+        );
+    }
+    // The attempts on the cluster that exists are in its log (written in the
+    // background, so that the answer does not wait for it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (events, _) = customer_view(&gw, "demo", "demo", &stack.tenant_token()).await;
+        let logged = events
+            .iter()
+            .filter(|e| e["kind"] == "refusal" && e["stage"] == "authenticate")
+            .count();
+        if logged == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{logged} unauthenticated attempts logged, not 2: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The tenant reads the output of an `etcd.status` itself, in both formats, and the

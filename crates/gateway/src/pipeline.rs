@@ -317,30 +317,19 @@ impl Gateway {
         idempotency_key: Option<&str>,
     ) -> Result<Operation, Problem> {
         let now = Timestamp::now();
-        // Which log refusals go to. An unknown cluster has no log (and no customer).
-        let (cluster, cluster_id) = self.cluster(cluster)?;
-
-        // 1. Authenticate.
+        // 1. Authenticate, before the cluster is even looked up: whoever cannot
+        // authenticate gets the same answer, at the same speed, whatever the cluster,
+        // so that cluster ids cannot be enumerated without credentials.
         let op = match self.authenticate(cred, now).await {
             Ok(op) => op,
-            Err(mut p) => {
-                // Anyone can fail to authenticate: log the attempts of one address at
-                // a bounded rate, so that nobody can grow a tenant's log at will.
-                if self.unauthenticated.allow(source, now) {
-                    let refused = (
-                        p,
-                        RefusalStage::Authenticate,
-                        RefusalReason::NotAuthenticated,
-                    );
-                    return Err(self.log_refusal(cluster, None, action, refused).await);
-                }
+            Err(p) => {
                 self.metrics.refused(RefusalStage::Authenticate);
-                p.detail.push_str(&format!(
-                    " (not logged: more than {UNAUTHENTICATED_LOGGED_PER_MINUTE} unauthenticated attempts from this address this minute)"
-                ));
+                self.log_unauthenticated(source, cluster, action, p.status, now);
                 return Err(p);
             }
         };
+        // Which log refusals go to. An unknown cluster has no log (and no customer).
+        let (cluster, cluster_id) = self.cluster(cluster)?;
         match self
             .authorize_validate(&op, cluster, &cluster_id, action, &body, now)
             .await
@@ -351,6 +340,47 @@ impl Gateway {
             }
             Err(refused) => Err(self.log_refusal(cluster, Some(&op), action, refused).await),
         }
+    }
+
+    /// Logs an unauthenticated attempt on `cluster` if it exists, in the background
+    /// (the answer must not depend on it), and at a bounded rate per address: anyone
+    /// can fail to authenticate, and nobody may grow a tenant's log at will.
+    fn log_unauthenticated(
+        self: &Arc<Self>,
+        source: std::net::IpAddr,
+        cluster: &str,
+        action: &str,
+        status: u16,
+        now: Timestamp,
+    ) {
+        let Ok((cluster, _)) = self.cluster(cluster) else {
+            return;
+        };
+        if !self.unauthenticated.allow(source, now) {
+            tracing::info!(
+                cluster = %cluster.id,
+                "unauthenticated attempt not logged: more than {UNAUTHENTICATED_LOGGED_PER_MINUTE} from this address this minute"
+            );
+            return;
+        }
+        let gw = self.clone();
+        let cluster = cluster.clone();
+        let action = action.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = gw
+                .append_refusal(
+                    &cluster,
+                    None,
+                    &action,
+                    RefusalStage::Authenticate,
+                    RefusalReason::NotAuthenticated,
+                    status,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "an unauthenticated attempt could not be logged");
+            }
+        });
     }
 
     /// Steps 2–4.

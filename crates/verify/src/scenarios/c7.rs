@@ -140,6 +140,14 @@ pub fn add(v: &mut Vec<Scenario>) {
     push(
         v,
         C7,
+        Scope::Any,
+        "c7-no-cluster-enumeration",
+        "Without credentials a cluster that exists and one that does not get the same answer on every route",
+        no_enumeration,
+    );
+    push(
+        v,
+        C7,
         Scope::Local,
         "c7-rate-limit",
         "The per-operator rate limit holds (etcd.alarm-disarm 5/h) and the 429 is logged",
@@ -344,8 +352,10 @@ fn token_case<'a>(cx: &'a Ctx, case: &'static str) -> BoxFut<'a> {
             ],
         };
         let mut ev = Vec::new();
+        let mut from = cx.log_size().await?;
         for (what, token) in tokens {
             let body = serde_json::json!({"instance": cx.instance, "ticket": crate::ctx::TICKET, "reason": crate::ctx::REASON});
+            from = from.max(cx.log_size().await?);
             let got = cx
                 .gw
                 .call(
@@ -355,7 +365,9 @@ fn token_case<'a>(cx: &'a Ctx, case: &'static str) -> BoxFut<'a> {
                     Some(&body),
                 )
                 .await?;
-            ev.extend(cx.expect_refusal(&what, got, 401, "authenticate").await?);
+            let (evidence, index) = cx.expect_unauthenticated(&what, got, from).await?;
+            ev.extend(evidence);
+            from = index + 1;
         }
         Ok(ev)
     })
@@ -1208,5 +1220,57 @@ fn control_characters(cx: &Ctx) -> BoxFut<'_> {
             format!("audit line: requestURI {}, code 404", line["requestURI"]),
             "no control, escape or bidi character in the entry or its audit line".into(),
         ])
+    })
+}
+
+fn no_enumeration(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let body = serde_json::json!({"instance": cx.instance, "ticket": crate::ctx::TICKET, "reason": crate::ctx::REASON});
+        let mut ev = Vec::new();
+        for token in [None, Some("not-a-jwt")] {
+            let mut answers = Vec::new();
+            for cluster in [cx.cluster.as_str(), "no-such-cluster-0"] {
+                let run = cx
+                    .gw
+                    .call(
+                        "POST",
+                        &format!("/v1/clusters/{cluster}/actions/etcd.status"),
+                        token,
+                        Some(&body),
+                    )
+                    .await?;
+                let list = cx
+                    .gw
+                    .call(
+                        "GET",
+                        &format!("/v1/clusters/{cluster}/actions"),
+                        token,
+                        None,
+                    )
+                    .await?;
+                let events = cx
+                    .gw
+                    .call(
+                        "GET",
+                        &format!("/v1/tenants/{}/clusters/{cluster}/events", cx.tenant),
+                        token,
+                        None,
+                    )
+                    .await?;
+                if run.0 != 401 || list.0 != 401 || events.0 != 401 {
+                    bail!("cluster {cluster}: {} / {} / {}", run.0, list.0, events.0);
+                }
+                answers.push((run, list, events));
+            }
+            if answers.windows(2).any(|w| w[0] != w[1]) {
+                bail!("the answers differ by cluster ({token:?}): {answers:?}");
+            }
+            ev.push(format!(
+                "{}: HTTP 401 with the same body for {} and no-such-cluster-0 on actions, list and events",
+                if token.is_some() { "garbage token" } else { "no credentials" },
+                cx.cluster
+            ));
+        }
+        Ok(ev)
     })
 }
