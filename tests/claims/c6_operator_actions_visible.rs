@@ -43,7 +43,7 @@ async fn kube_actions_impersonate_the_operator_and_name_the_log_entry() {
     let gw = stack.gateway();
     let token = gw.dev_token(&stack.operator()).await;
     let (_, who) = gw.call("GET", "/v1/whoami", Some(&token), None).await;
-    let pseudonym = who["pseudonym"].as_str().unwrap().to_string();
+    let pseudonym = who["pseudonyms"]["demo"].as_str().unwrap().to_string();
     assert_ne!(pseudonym, stack.operator());
 
     let (status, cordon) = gw
@@ -342,9 +342,9 @@ async fn a_tenant_never_reads_another_tenants_access_log() {
     let (_, foreign) = read("other", "demo", other_token).await;
     assert_eq!(s, 404);
     assert_eq!(missing["title"], foreign["title"]);
-    // An unknown token, and none.
+    // An unknown token, and none: the same 401.
     let (s, _) = read("demo", "demo", "guess").await;
-    assert_eq!(s, 403);
+    assert_eq!(s, 401);
     let (s, _) = gw
         .call("GET", "/v1/tenants/demo/clusters/demo/events", None, None)
         .await;

@@ -412,6 +412,7 @@ async fn the_logged_intent_must_be_exactly_this_dispatch() {
         intent: other.intent.event_id.clone(),
         outcome: palisade_core::event::Outcome::Succeeded,
         output_digest: None,
+        output: None,
         detail: None,
     });
     let (entry, appended) = stack.log_event(&result_event).await;

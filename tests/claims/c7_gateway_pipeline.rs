@@ -128,7 +128,7 @@ async fn bad_tokens_are_refused_and_each_refusal_is_logged() {
             )
             .await;
         assert_eq!(status, 401, "{what}: {problem}");
-        assert_logged_refusal(&stack, &problem, "authenticate").await;
+        assert!(problem.get("log_index").is_none(), "{what}: {problem}");
     }
     // No credentials at all.
     let (status, problem) = gw
@@ -140,12 +140,43 @@ async fn bad_tokens_are_refused_and_each_refusal_is_logged() {
         )
         .await;
     assert_eq!(status, 401, "{problem}");
-    assert_logged_refusal(&stack, &problem, "authenticate").await;
+    // Each attempt is in the log (written in the background: the answer is the same
+    // whether the cluster exists or not, and does not wait for it).
+    let authenticate_refusals = || async {
+        let (status, page) = gw
+            .call(
+                "GET",
+                "/v1/tenants/demo/clusters/demo/events?limit=100",
+                Some(&stack.tenant_token()),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        page["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| {
+                        e["event"]["kind"] == "refusal" && e["event"]["stage"] == "authenticate"
+                    })
+                    .count()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while authenticate_refusals().await < 9 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 9 unauthenticated attempts are not all in the log"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Unauthenticated attempts cannot grow the tenant's log at will: past a bounded
-    // number per address and minute they are refused without being logged.
-    let mut unlogged = None;
-    for _ in 0..40 {
+    // number per address and minute they are refused without being logged. 79
+    // attempts within at most two minutes leave at most 60 entries.
+    for _ in 0..70 {
         let (status, problem) = gw
             .run(
                 "junk",
@@ -158,17 +189,13 @@ async fn bad_tokens_are_refused_and_each_refusal_is_logged() {
             )
             .await;
         assert_eq!(status, 401, "{problem}");
-        if problem.get("log_index").is_none() {
-            unlogged = Some(problem);
-            break;
-        }
     }
-    let unlogged = unlogged.expect("every unauthenticated attempt was logged");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logged = authenticate_refusals().await;
     assert!(
-        unlogged["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("not logged")),
-        "{unlogged}"
+        (30..=2 * palisade_gateway::pipeline::UNAUTHENTICATED_LOGGED_PER_MINUTE as usize)
+            .contains(&logged),
+        "{logged} of 79 unauthenticated attempts logged"
     );
 
     // The genuine token works, so the refusals above were about the tokens.

@@ -429,10 +429,14 @@ fn print_whoami(v: &Value) {
         v["operator"].as_str().unwrap_or(""),
         v["via"].as_str().unwrap_or("")
     );
-    println!(
-        "pseudonym: {} (what customers see)",
-        v["pseudonym"].as_str().unwrap_or("")
-    );
+    if let Some(map) = v["pseudonyms"].as_object() {
+        for (tenant, pseudonym) in map {
+            println!(
+                "pseudonym: {} (what tenant {tenant} sees)",
+                pseudonym.as_str().unwrap_or("")
+            );
+        }
+    }
     let grants = v["grants"].as_array().cloned().unwrap_or_default();
     if grants.is_empty() {
         println!("grants:    none: you are not on call now");

@@ -13,6 +13,7 @@
 use crate::canonical::{from_canonical_slice, to_canonical_vec, CanonicalError};
 use crate::digest::Sha256Digest;
 use crate::id::{ActionName, ClusterId, EventId, InstanceId, OperatorId, TenantId};
+use crate::refusal::{LoggedAction, RefusalReason};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,6 +24,10 @@ pub const EVENT_SCHEMA: &str = "palisade.dev/event/v1";
 /// Upper bound of one encoded event: the largest entry a tlog-tiles entry bundle can
 /// hold (its length prefix is a big-endian u16).
 pub const MAX_EVENT_BYTES: usize = 65_535;
+
+/// Largest output a result event carries itself (canonical JSON); a larger one is
+/// logged by its digest only. Leaves room in [`MAX_EVENT_BYTES`] for the other fields.
+pub const MAX_LOGGED_OUTPUT_BYTES: usize = 60 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -43,12 +48,13 @@ pub enum ParamValue {
     Str(String),
 }
 
-/// Who acted. In customer-facing views `id` is a stable pseudonym unless the provider
-/// configured names.
+/// Who acted. `id` is a stable pseudonym, per tenant, unless the provider configured
+/// names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Actor {
     pub id: OperatorId,
+    /// The caller's groups as per-tenant keyed digests (`grp-…`), never their names.
     pub groups: Vec<String>,
     /// The on-call grant that authorized the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +65,7 @@ pub struct Actor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantRef {
+    /// The schedule as a per-tenant keyed digest (`sched-…`), never its name.
     pub schedule: String,
     pub role: String,
     pub ends_at: Timestamp,
@@ -121,6 +128,11 @@ pub struct ResultEvent {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_digest: Option<Sha256Digest>,
+    /// The output itself, as the agent reduced it to the action's output schema (no
+    /// customer content by design), when its canonical JSON is at most
+    /// [`MAX_LOGGED_OUTPUT_BYTES`]; its SHA-256 is `output_digest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
     /// A short reason for failure or refusal; never action output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -146,10 +158,16 @@ pub struct RefusalEvent {
     /// Absent when the caller could not be authenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<OperatorId>,
-    /// The action as requested, bounded in length (it may not be a valid name).
-    pub action: String,
+    /// The action requested: a valid action name, or `unknown-action`.
+    pub action: LoggedAction,
+    /// SHA-256 of the action as sent, when it was not a valid name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_digest: Option<Sha256Digest>,
     pub stage: RefusalStage,
-    pub reason: String,
+    /// A fixed code: never the caller's name, groups or schedule, never their text.
+    pub reason: RefusalReason,
+    /// The HTTP status the caller was answered.
+    pub status: u16,
 }
 
 /// One log entry.

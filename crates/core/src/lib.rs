@@ -5,6 +5,8 @@
 //! - [`canonical`]: the one canonical JSON encoding used for everything that is hashed
 //!   or signed.
 //! - [`event`]: the access events that are written to a cluster's log.
+//! - [`refusal`]: what a refusal may tell the customer (fixed codes).
+//! - [`sanitize`]: escaping text that reaches a log entry or an audit line.
 //! - [`digest`]: SHA-256 digests as they appear in events and manifests.
 //! - [`config`]: loading and validating per-process TOML configuration files.
 //!
@@ -17,7 +19,10 @@ pub mod digest;
 pub mod event;
 pub mod id;
 pub mod inventory;
+pub mod output;
 pub mod ports;
+pub mod refusal;
+pub mod sanitize;
 pub mod time;
 
 pub use canonical::{to_canonical_vec, CanonicalError};

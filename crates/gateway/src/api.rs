@@ -121,7 +121,8 @@ async fn dev_login(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
 #[derive(Serialize)]
 struct WhoAmI {
     operator: String,
-    pseudonym: String,
+    /// What each tenant's log calls this operator (pseudonyms are per tenant).
+    pseudonyms: std::collections::BTreeMap<String, String>,
     via: &'static str,
     groups: Vec<String>,
     grants: Vec<crate::pipeline::ActiveGrant>,
@@ -154,7 +155,17 @@ async fn whoami(
             starts_at,
         });
     Json(WhoAmI {
-        pseudonym: gw.pseudonym(&op.name).to_string(),
+        pseudonyms: gw
+            .inventory
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    c.tenant.to_string(),
+                    gw.pseudonym(&c.tenant, &op.name).to_string(),
+                )
+            })
+            .collect(),
         operator: op.name,
         via: op.via,
         groups: op.groups,
@@ -357,16 +368,15 @@ async fn events(
         Ok(Query(q)) => q,
         Err(e) => return Problem::new(400, "bad request", e.body_text()).into_response(),
     };
-    let Some(token) = bearer(&headers) else {
+    // Authenticated before anything is looked up: a missing and an unknown token get
+    // the same answer whatever the tenant or cluster named.
+    let Some(reader) = bearer(&headers).and_then(|t| gw.tenant_for_token(&t)) else {
         return Problem::new(
             401,
             "not authenticated",
-            "send the tenant's token as `Authorization: Bearer`",
+            "send a tenant reader's token as `Authorization: Bearer`",
         )
         .into_response();
-    };
-    let Some(reader) = gw.tenant_for_token(&token) else {
-        return Problem::new(403, "forbidden", "unknown token").into_response();
     };
     let page = match gw.customer_events(&reader, &tenant, &cluster, &q).await {
         Ok(p) => p,

@@ -10,7 +10,8 @@
 use crate::pipeline::Gateway;
 use crate::problem::Problem;
 use base64::Engine as _;
-use palisade_core::event::{Event, Outcome, RefusalStage};
+use palisade_core::event::{Event, Outcome};
+use palisade_core::sanitize;
 use palisade_core::{ClusterId, TenantId};
 use palisade_tlog_service::audit::produce_proof;
 use serde::{Deserialize, Serialize};
@@ -215,11 +216,19 @@ pub fn to_k8s_audit(
     let mut out = match parsed {
         Some(Event::Intent(i)) => {
             annotations.insert("palisade.dev/kind".into(), json!("intent"));
-            annotations.insert("palisade.dev/ticket".into(), json!(i.justification.ticket));
-            annotations.insert("palisade.dev/reason".into(), json!(i.justification.reason));
+            annotations.insert(
+                "palisade.dev/ticket".into(),
+                json!(shown(&i.justification.ticket)),
+            );
+            annotations.insert(
+                "palisade.dev/reason".into(),
+                json!(shown(&i.justification.reason)),
+            );
             annotations.insert(
                 "palisade.dev/parameters".into(),
-                json!(serde_json::to_string(&i.parameters).unwrap_or_default()),
+                json!(shown(
+                    &serde_json::to_string(&i.parameters).unwrap_or_default()
+                )),
             );
             annotations.insert(
                 "palisade.dev/policy".into(),
@@ -228,14 +237,17 @@ pub fn to_k8s_audit(
             if let Some(g) = &i.actor.grant {
                 annotations.insert(
                     "palisade.dev/grant".into(),
-                    json!(format!("{}/{} until {}", g.schedule, g.role, g.ends_at)),
+                    json!(shown(&format!(
+                        "{}/{} until {}",
+                        g.schedule, g.role, g.ends_at
+                    ))),
                 );
             }
             let mut v = base(
                 uuid_of(i.event_id.as_str()),
                 "RequestReceived",
                 i.time.to_string(),
-                json!({"username": format!("palisade:operator:{}", i.actor.id), "groups": i.actor.groups}),
+                json!({"username": format!("palisade:operator:{}", i.actor.id), "groups": i.actor.groups.iter().map(|g| shown(g)).collect::<Vec<_>>()}),
             );
             v["verb"] = json!("create");
             let instance = i.instance.as_ref().map(|x| x.to_string());
@@ -253,6 +265,16 @@ pub fn to_k8s_audit(
             if let Some(d) = &r.output_digest {
                 annotations.insert("palisade.dev/output-digest".into(), json!(d.to_string()));
             }
+            // The output itself (canonical JSON, no customer content by design); the
+            // customer checks it against the digest the agent signed.
+            if let Some(o) = &r.output {
+                if let Ok(bytes) = palisade_core::canonical::value_to_canonical_vec(o) {
+                    annotations.insert(
+                        "palisade.dev/output".into(),
+                        json!(shown(&String::from_utf8_lossy(&bytes))),
+                    );
+                }
+            }
             let mut v = base(
                 uuid_of(r.intent.as_str()),
                 "ResponseComplete",
@@ -263,17 +285,16 @@ pub fn to_k8s_audit(
             if let Some((action, instance)) = intents.get(r.intent.as_str()) {
                 set_target(&mut v, cluster, action, instance.as_deref());
             }
-            v["responseStatus"] = json!({"code": code, "status": status, "message": r.detail.clone().unwrap_or_default()});
+            v["responseStatus"] = json!({"code": code, "status": status, "message": shown(r.detail.as_deref().unwrap_or_default())});
             v
         }
         Some(Event::Refusal(r)) => {
             annotations.insert("palisade.dev/kind".into(), json!("refusal"));
-            let code = match r.stage {
-                RefusalStage::Authenticate => 401,
-                RefusalStage::Authorize => 403,
-                RefusalStage::Validate => 422,
-                RefusalStage::RateLimit => 429,
-            };
+            if let Some(d) = &r.action_digest {
+                annotations.insert("palisade.dev/action-digest".into(), json!(d.to_string()));
+            }
+            // The status the caller was answered, as the refusal recorded it.
+            let code = r.status;
             let user = match &r.actor {
                 Some(a) => json!({"username": format!("palisade:operator:{a}")}),
                 None => json!({"username": "system:anonymous"}),
@@ -285,11 +306,13 @@ pub fn to_k8s_audit(
                 user,
             );
             v["verb"] = json!("create");
+            // The action is a validated name or `unknown-action`: never what was sent.
             v["requestURI"] = json!(format!(
                 "/palisade/v1/clusters/{cluster}/actions/{}",
                 r.action
             ));
-            v["responseStatus"] = json!({"code": code, "status": "Failure", "message": r.reason});
+            v["responseStatus"] =
+                json!({"code": code, "status": "Failure", "message": r.reason.as_str()});
             v
         }
         None => base(
@@ -301,6 +324,16 @@ pub fn to_k8s_audit(
     };
     out["annotations"] = Value::Object(annotations);
     out
+}
+
+/// Text as an audit line may show it: unchanged when it holds no control, bidi or
+/// invisible character (validated or already escaped when logged), escaped if it does.
+fn shown(text: &str) -> String {
+    if sanitize::is_clean(text) {
+        text.to_string()
+    } else {
+        sanitize::escape(text, usize::MAX)
+    }
 }
 
 /// A 128-bit hex id written as a UUID (8-4-4-4-12), the shape of `auditID`.

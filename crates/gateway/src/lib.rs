@@ -13,4 +13,5 @@ pub mod oncall;
 pub mod ops;
 pub mod pipeline;
 pub mod problem;
+pub mod redact;
 pub mod server;

@@ -25,13 +25,15 @@ use palisade_core::event::{
     Actor, Event, GrantRef, Outcome, RefusalEvent, RefusalStage, ResultEvent,
 };
 use palisade_core::inventory::{Cluster, Inventory};
+use palisade_core::refusal::{LoggedAction, RefusalReason};
 use palisade_core::time::Timestamp;
-use palisade_core::{ActionName, ClusterId, EventId, InstanceId, OperatorId, Sha256Digest};
+use palisade_core::{
+    ActionName, ClusterId, EventId, InstanceId, OperatorId, Sha256Digest, TenantId,
+};
 use palisade_pki::CertName;
 use palisade_policy::keys::PublicKey;
 use palisade_policy::Policy;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,8 +126,20 @@ pub struct Gateway {
     unauthenticated: AttemptCounter,
 }
 
-fn refusal_problem(status: u16, stage: RefusalStage, detail: String) -> (Problem, RefusalStage) {
-    (Problem::new(status, stage_title(stage), detail), stage)
+/// A refusal: the detailed answer for the caller, and what the log may say of it.
+type Refused = (Problem, RefusalStage, RefusalReason);
+
+fn refusal_problem(
+    status: u16,
+    stage: RefusalStage,
+    reason: RefusalReason,
+    detail: String,
+) -> Refused {
+    (
+        Problem::new(status, stage_title(stage), detail),
+        stage,
+        reason,
+    )
 }
 
 fn stage_title(stage: RefusalStage) -> &'static str {
@@ -182,21 +196,20 @@ impl Gateway {
         &self.dispatcher
     }
 
-    /// The name the logs show for an operator: a stable pseudonym (HMAC of the name
-    /// under the gateway's pseudonym key) unless names are configured.
-    pub fn pseudonym(&self, operator: &str) -> OperatorId {
+    /// The name `tenant`'s log shows for an operator: a stable pseudonym of that
+    /// tenant ([`crate::redact`]) unless names are configured.
+    pub fn pseudonym(&self, tenant: &TenantId, operator: &str) -> OperatorId {
         if self.show_names {
             if let Ok(id) = OperatorId::parse(operator) {
                 return id;
             }
         }
-        let mut mac = Sha256::new();
-        mac.update(b"palisade pseudonym v1\0");
-        mac.update(&self.pseudonym_key);
-        mac.update(operator.as_bytes());
-        let digest = mac.finalize();
-        OperatorId::parse(&format!("op-{}", &hex::encode(digest)[..16]))
-            .expect("op- and 16 hex digits is a valid operator id")
+        crate::redact::operator(&self.pseudonym_key, tenant, operator)
+    }
+
+    /// A group or schedule name as `tenant`'s log shows it: a keyed digest.
+    fn redacted(&self, tenant: &TenantId, kind: crate::redact::Kind, name: &str) -> String {
+        crate::redact::keyed(&self.pseudonym_key, tenant, kind, name)
     }
 
     /// Step 1.
@@ -235,39 +248,17 @@ impl Gateway {
     /// that works, and the answer says if it could not be logged.
     async fn log_refusal(
         &self,
-        cluster: &ClusterId,
+        cluster: &Cluster,
         actor: Option<&Operator>,
         action: &str,
-        stage: RefusalStage,
-        mut problem: Problem,
+        (mut problem, stage, reason): Refused,
     ) -> Problem {
         self.metrics.refused(stage);
-        let event = Event::Refusal(RefusalEvent {
-            event_id: match EventId::random() {
-                Ok(id) => id,
-                Err(_) => return problem,
-            },
-            time: Timestamp::now(),
-            cluster: cluster.clone(),
-            actor: actor.map(|a| self.pseudonym(&a.name)),
-            action: action.chars().take(64).collect(),
-            stage,
-            reason: problem.detail.chars().take(512).collect(),
-        });
-        let logged = match event.to_log_entry() {
-            Ok(entry) => self
-                .dispatcher
-                .append(cluster.as_str(), &entry)
-                .await
-                .map(|r| r.index),
-            Err(e) => Err(CallError::Setup(e.to_string())),
-        };
-        match logged {
-            // In the log either way; one without the witness quorum yet is witnessed
-            // with a later batch.
-            Ok(index) | Err(CallError::Unwitnessed { index, .. }) => {
-                problem.log_index = Some(index)
-            }
+        match self
+            .append_refusal(cluster, actor, action, stage, reason, problem.status)
+            .await
+        {
+            Ok(index) => problem.log_index = Some(index),
             Err(e) => {
                 tracing::warn!(error = %e, "a refusal could not be logged");
                 problem
@@ -276,6 +267,42 @@ impl Gateway {
             }
         }
         problem
+    }
+
+    /// The refusal event itself: a fixed reason code, the status answered, the
+    /// action only as a valid name (else `unknown-action` and a digest), the actor
+    /// only as the tenant's pseudonym ([`palisade_core::refusal`]).
+    async fn append_refusal(
+        &self,
+        cluster: &Cluster,
+        actor: Option<&Operator>,
+        action: &str,
+        stage: RefusalStage,
+        reason: RefusalReason,
+        status: u16,
+    ) -> Result<u64, CallError> {
+        let (action, action_digest) = LoggedAction::of(action);
+        let event = Event::Refusal(RefusalEvent {
+            event_id: EventId::random().map_err(|e| CallError::Setup(e.to_string()))?,
+            time: Timestamp::now(),
+            cluster: cluster.id.clone(),
+            actor: actor.map(|a| self.pseudonym(&cluster.tenant, &a.name)),
+            action,
+            action_digest,
+            stage,
+            reason,
+            status,
+        });
+        let entry = event
+            .to_log_entry()
+            .map_err(|e| CallError::Setup(e.to_string()))?;
+        match self.dispatcher.append(cluster.id.as_str(), &entry).await {
+            Ok(r) => Ok(r.index),
+            // In the log either way; one without the witness quorum yet is witnessed
+            // with a later batch.
+            Err(CallError::Unwitnessed { index, .. }) => Ok(index),
+            Err(e) => Err(e),
+        }
     }
 
     /// The pipeline (module documentation). Returns the operation, finished or still
@@ -290,27 +317,19 @@ impl Gateway {
         idempotency_key: Option<&str>,
     ) -> Result<Operation, Problem> {
         let now = Timestamp::now();
-        // Which log refusals go to. An unknown cluster has no log (and no customer).
-        let (cluster, cluster_id) = self.cluster(cluster)?;
-
-        // 1. Authenticate.
+        // 1. Authenticate, before the cluster is even looked up: whoever cannot
+        // authenticate gets the same answer, at the same speed, whatever the cluster,
+        // so that cluster ids cannot be enumerated without credentials.
         let op = match self.authenticate(cred, now).await {
             Ok(op) => op,
-            Err(mut p) => {
-                // Anyone can fail to authenticate: log the attempts of one address at
-                // a bounded rate, so that nobody can grow a tenant's log at will.
-                if self.unauthenticated.allow(source, now) {
-                    return Err(self
-                        .log_refusal(&cluster_id, None, action, RefusalStage::Authenticate, p)
-                        .await);
-                }
+            Err(p) => {
                 self.metrics.refused(RefusalStage::Authenticate);
-                p.detail.push_str(&format!(
-                    " (not logged: more than {UNAUTHENTICATED_LOGGED_PER_MINUTE} unauthenticated attempts from this address this minute)"
-                ));
+                self.log_unauthenticated(source, cluster, action, p.status, now);
                 return Err(p);
             }
         };
+        // Which log refusals go to. An unknown cluster has no log (and no customer).
+        let (cluster, cluster_id) = self.cluster(cluster)?;
         match self
             .authorize_validate(&op, cluster, &cluster_id, action, &body, now)
             .await
@@ -319,10 +338,49 @@ impl Gateway {
                 self.execute(op, cluster, checked, body, idempotency_key, now)
                     .await
             }
-            Err((p, stage)) => Err(self
-                .log_refusal(&cluster_id, Some(&op), action, stage, p)
-                .await),
+            Err(refused) => Err(self.log_refusal(cluster, Some(&op), action, refused).await),
         }
+    }
+
+    /// Logs an unauthenticated attempt on `cluster` if it exists, in the background
+    /// (the answer must not depend on it), and at a bounded rate per address: anyone
+    /// can fail to authenticate, and nobody may grow a tenant's log at will.
+    fn log_unauthenticated(
+        self: &Arc<Self>,
+        source: std::net::IpAddr,
+        cluster: &str,
+        action: &str,
+        status: u16,
+        now: Timestamp,
+    ) {
+        let Ok((cluster, _)) = self.cluster(cluster) else {
+            return;
+        };
+        if !self.unauthenticated.allow(source, now) {
+            tracing::info!(
+                cluster = %cluster.id,
+                "unauthenticated attempt not logged: more than {UNAUTHENTICATED_LOGGED_PER_MINUTE} from this address this minute"
+            );
+            return;
+        }
+        let gw = self.clone();
+        let cluster = cluster.clone();
+        let action = action.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = gw
+                .append_refusal(
+                    &cluster,
+                    None,
+                    &action,
+                    RefusalStage::Authenticate,
+                    RefusalReason::NotAuthenticated,
+                    status,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "an unauthenticated attempt could not be logged");
+            }
+        });
     }
 
     /// Steps 2–4.
@@ -334,7 +392,7 @@ impl Gateway {
         action: &str,
         body: &RunBody,
         now: Timestamp,
-    ) -> Result<Checked, (Problem, RefusalStage)> {
+    ) -> Result<Checked, Refused> {
         // 2. Authorize: a current shift granting a role on this cluster...
         let grants = self.grants(op, Some(cluster_id), now);
         if grants.is_empty() {
@@ -346,6 +404,7 @@ impl Gateway {
             return Err(refusal_problem(
                 403,
                 RefusalStage::Authorize,
+                RefusalReason::NotOnCall,
                 format!("{} is not on call for cluster {cluster_id}{next}", op.name),
             ));
         }
@@ -354,6 +413,7 @@ impl Gateway {
             return Err(refusal_problem(
                 404,
                 RefusalStage::Validate,
+                RefusalReason::UnknownAction,
                 format!(
                     "no action {:?} in the approved policy (version {})",
                     action.chars().take(64).collect::<String>(),
@@ -370,6 +430,7 @@ impl Gateway {
             return Err(refusal_problem(
                 403,
                 RefusalStage::Authorize,
+                RefusalReason::RoleInsufficient,
                 format!(
                     "{} needs role {:?} on cluster {cluster_id}; your current shift grants {}",
                     action,
@@ -397,6 +458,7 @@ impl Gateway {
                 refusal_problem(
                     503,
                     RefusalStage::RateLimit,
+                    RefusalReason::RateLimitUnavailable,
                     format!("rate-limit state unavailable: {e}"),
                 )
             })?;
@@ -404,6 +466,7 @@ impl Gateway {
             return Err(refusal_problem(
                 429,
                 RefusalStage::RateLimit,
+                RefusalReason::RateLimited,
                 format!(
                     "{action} is limited to {} per {}s per operator",
                     spec.rate_limit.max,
@@ -417,6 +480,7 @@ impl Gateway {
                 return Err(refusal_problem(
                     422,
                     RefusalStage::Validate,
+                    RefusalReason::InvalidParameters,
                     "send parameters or arguments, not both".into(),
                 ))
             }
@@ -430,10 +494,24 @@ impl Gateway {
                 policy.validate(action, raw.as_bytes())
             }
         }
-        .map_err(|e| refusal_problem(422, RefusalStage::Validate, e.to_string()))?;
+        .map_err(|e| {
+            refusal_problem(
+                422,
+                RefusalStage::Validate,
+                RefusalReason::InvalidParameters,
+                e.to_string(),
+            )
+        })?;
         let justification = policy
             .check_justification(action, &body.ticket, &body.reason)
-            .map_err(|e| refusal_problem(422, RefusalStage::Validate, e.to_string()))?;
+            .map_err(|e| {
+                refusal_problem(
+                    422,
+                    RefusalStage::Validate,
+                    RefusalReason::InvalidJustification,
+                    e.to_string(),
+                )
+            })?;
         let instance = match (&body.instance, validated.target()) {
             (Some(i), _) => cluster
                 .instances
@@ -443,6 +521,7 @@ impl Gateway {
                     refusal_problem(
                         404,
                         RefusalStage::Validate,
+                        RefusalReason::UnknownInstance,
                         format!(
                             "cluster {cluster_id} has no instance {:?}",
                             i.chars().take(64).collect::<String>()
@@ -457,6 +536,7 @@ impl Gateway {
                 return Err(refusal_problem(
                     422,
                     RefusalStage::Validate,
+                    RefusalReason::InstanceRequired,
                     format!(
                         "{action} acts on one instance: name it (instances: {})",
                         cluster
@@ -473,6 +553,7 @@ impl Gateway {
                     refusal_problem(
                         404,
                         RefusalStage::Validate,
+                        RefusalReason::NoInstance,
                         format!("cluster {cluster_id} has no instances"),
                     )
                 })?
@@ -484,16 +565,30 @@ impl Gateway {
                 cluster: cluster_id.clone(),
                 instance: instance.id.clone(),
                 actor: Actor {
-                    id: self.pseudonym(&op.name),
-                    groups: op.groups.clone(),
+                    id: self.pseudonym(&cluster.tenant, &op.name),
+                    groups: op
+                        .groups
+                        .iter()
+                        .map(|g| self.redacted(&cluster.tenant, crate::redact::Kind::Group, g))
+                        .collect(),
                     grant: Some(GrantRef {
-                        schedule: grant.schedule.clone(),
+                        schedule: self.redacted(
+                            &cluster.tenant,
+                            crate::redact::Kind::Schedule,
+                            &grant.schedule,
+                        ),
                         role: spec.role.clone(),
                         ends_at: grant.ends_at,
                     }),
                 },
-                action: ActionName::parse(action)
-                    .map_err(|e| refusal_problem(422, RefusalStage::Validate, e.to_string()))?,
+                action: ActionName::parse(action).map_err(|e| {
+                    refusal_problem(
+                        422,
+                        RefusalStage::Validate,
+                        RefusalReason::UnknownAction,
+                        e.to_string(),
+                    )
+                })?,
                 parameters: validated.params().clone(),
                 justification,
                 policy: validated.policy().clone(),
@@ -721,6 +816,7 @@ impl Gateway {
                 &prepared,
                 result_outcome,
                 output_digest,
+                operation.output.as_ref(),
                 detail.as_deref(),
             )
             .await;
@@ -752,6 +848,7 @@ impl Gateway {
                 prepared,
                 Outcome::Failed,
                 None,
+                None,
                 Some(&detail),
             )
             .await;
@@ -766,18 +863,32 @@ impl Gateway {
         prepared: &palisade_agent::client::Prepared,
         outcome: Outcome,
         output_digest: Option<Sha256Digest>,
+        output: Option<&serde_json::Value>,
         detail: Option<&str>,
     ) -> Option<u64> {
-        let result = Event::Result(ResultEvent {
+        let mut result = ResultEvent {
             event_id: EventId::random().unwrap_or_else(|_| prepared.intent.event_id.clone()),
             time: Timestamp::now(),
             cluster: cluster.clone(),
             intent: prepared.intent.event_id.clone(),
             outcome,
             output_digest,
-            detail: detail.map(|d| d.chars().take(512).collect()),
-        });
-        let entry = result.to_log_entry().ok()?;
+            // The customer reads the output itself (it carries no customer content:
+            // the agent reduced it to the output schema) and checks it against the
+            // digest the agent signed.
+            output: output_digest.and(palisade_core::output::loggable(output)),
+            // The agent's or the log's words: escaped, so that no line can be forged.
+            detail: detail.map(|d| palisade_core::sanitize::escape(d, 512)),
+        };
+        let entry = match Event::Result(result.clone()).to_log_entry() {
+            Ok(entry) => entry,
+            // Too large with its output: the digest alone is logged.
+            Err(_) if result.output.is_some() => {
+                result.output = None;
+                Event::Result(result).to_log_entry().ok()?
+            }
+            Err(_) => return None,
+        };
         // Answered once witnessed, like the intent: when the operator has the answer,
         // the customer can already read the result with its proof.
         for attempt in 0..3 {

@@ -14,6 +14,9 @@
 //!    every level, full and partial — must hold exactly the hashes the entries
 //!    produce. So a changed byte in any tile, bundle or in the checkpoint is reported
 //!    with the name of the object;
+//!    An entry that is a Palisade result event carrying its output must carry the
+//!    output whose digest it logs (the agent signed the digest; the customer reads
+//!    the output), else the log is reported as altered at that index;
 //! 3. the entries must recompute the checkpoint's root;
 //! 4. against the [`TrustedState`] of a previous run: the log may not have shrunk
 //!    ("rolled back"), and its first `old size` entries must still have the old root
@@ -155,6 +158,23 @@ pub enum AuditError {
     Proof(TlogProofError),
     #[error("reading tiles for a proof needs tokio's multi-threaded runtime")]
     NeedsMultiThreadRuntime,
+    #[error("entry {index} is a result whose logged output does not match its digest: {reason}")]
+    OutputMismatch {
+        index: u64,
+        reason: palisade_core::output::OutputError,
+    },
+}
+
+/// Checks what an entry says about itself: a result event's output against the
+/// output digest it logs. Entries that are not Palisade events (the governance log's
+/// records) have nothing to check here.
+pub fn check_entry(index: u64, entry: &[u8]) -> Result<(), AuditError> {
+    match palisade_core::event::Event::from_log_entry(entry) {
+        Ok(palisade_core::event::Event::Result(r)) => r
+            .check_output()
+            .map_err(|reason| AuditError::OutputMismatch { index, reason }),
+        _ => Ok(()),
+    }
 }
 
 /// A tile whose bytes differ from the hashes its entries produce.
@@ -829,6 +849,7 @@ impl Rebuild {
         self.bundles_checked += 1;
         for entry in entries.iter().take(want) {
             let n = self.frontier.size();
+            check_entry(n, entry)?;
             let stored = self
                 .frontier
                 .append(leaf_hash(entry))
@@ -1102,6 +1123,9 @@ pub fn check_proof(
     policy: &LogPolicy,
 ) -> Result<CheckedProof, AuditError> {
     let proof = TlogProof::parse(file).map_err(AuditError::Proof)?;
+    if let ProofSubject::Entry(entry) = subject {
+        check_entry(proof.index(), entry)?;
+    }
     let checkpoint = match subject {
         ProofSubject::Entry(entry) => proof.verify(entry, policy),
         ProofSubject::LeafHash(leaf) => proof.verify_leaf_hash(&leaf, policy),

@@ -293,6 +293,82 @@ impl Ctx {
         Ok(vec![format!("{what}: HTTP {s}"), logged])
     }
 
+    /// The size of the cluster's log as the customer reads it now.
+    pub async fn log_size(&self) -> anyhow::Result<u64> {
+        let (status, page) = self
+            .gw
+            .call(
+                "GET",
+                &format!(
+                    "/v1/tenants/{}/clusters/{}/events?limit=1",
+                    self.tenant, self.cluster
+                ),
+                Some(&self.tenant_token),
+                None,
+            )
+            .await?;
+        if status != 200 {
+            bail!("the customer's access log answered {status}: {page}");
+        }
+        page["log_size"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no log size: {page}"))
+    }
+
+    /// Expects the 401 every unauthenticated caller gets (no log index: the answer
+    /// is the same whether the cluster exists or not), and an `authenticate` refusal
+    /// in the customer's log at or after `from` (written in the background). Returns
+    /// the evidence and the refusal's index.
+    pub async fn expect_unauthenticated(
+        &self,
+        what: &str,
+        got: (u16, Value),
+        from: u64,
+    ) -> anyhow::Result<(Vec<String>, u64)> {
+        let (s, problem) = got;
+        if s != 401 || problem.get("log_index").is_some() {
+            bail!("{what}: expected HTTP 401 without a log index, got {s}: {problem}");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, page) = self
+                .gw
+                .call(
+                    "GET",
+                    &format!(
+                        "/v1/tenants/{}/clusters/{}/events?from={from}&limit=100",
+                        self.tenant, self.cluster
+                    ),
+                    Some(&self.tenant_token),
+                    None,
+                )
+                .await?;
+            if status != 200 {
+                bail!("the customer's access log answered {status}: {page}");
+            }
+            let found = page["events"].as_array().and_then(|events| {
+                events.iter().find(|e| {
+                    e["event"]["kind"] == "refusal"
+                        && e["event"]["stage"] == "authenticate"
+                        && e["event"].get("actor").is_none()
+                })
+            });
+            if let Some(index) = found.and_then(|e| e["index"].as_u64()) {
+                return Ok((
+                    vec![
+                        format!("{what}: HTTP 401, no log index in the answer"),
+                        format!("refusal logged at index {index} (stage authenticate)"),
+                    ],
+                    index,
+                ));
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("{what}: no authenticate refusal in the log from index {from} within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// An HTTPS client presenting `cert`/`key` to the agent (or none).
     pub fn agent_client(&self, cert: Option<(&Path, &Path)>) -> anyhow::Result<reqwest::Client> {
         let tls = match cert {

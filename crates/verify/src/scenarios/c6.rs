@@ -63,7 +63,7 @@ pub fn add(v: &mut Vec<Scenario>) {
         C6,
         Scope::Any,
         "c6-unknown-or-no-token",
-        "The access log refuses an unknown token (403) and no token (401)",
+        "The access log refuses an unknown token and no token with the same 401",
         bad_reader,
     );
     push(
@@ -73,6 +73,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         "c6-log-api-refuses-cross-tenant",
         "The log service's read API refuses a guessed token and a missing token",
         log_api,
+    );
+    push(
+        v,
+        C6,
+        Scope::Any,
+        "c6-refusal-names-no-operator",
+        "An off-call operator with an e-mail for a name is refused; the customer reads a reason code and a pseudonym, never the name",
+        refusal_names_no_one,
     );
     push(v, C6, Scope::Local, "c6-kube-cordon-impersonates", "kube.cordon reaches the apiserver impersonating palisade:operator:<pseudonym> and naming its log entry", |cx| kube_action(cx, "kube.cordon", "worker-1"));
     push(
@@ -109,7 +117,7 @@ async fn pseudonym(cx: &Ctx) -> anyhow::Result<String> {
     if s != 200 {
         bail!("whoami: {s} {who}");
     }
-    let p = who["pseudonym"]
+    let p = who["pseudonyms"][cx.tenant.as_str()]
         .as_str()
         .ok_or_else(|| anyhow!("no pseudonym: {who}"))?
         .to_string();
@@ -201,6 +209,62 @@ fn refusal(cx: &Ctx) -> BoxFut<'_> {
             "HTTP 422, refusal at {index} with actor {p}, stage {}",
             e["stage"]
         )])
+    })
+}
+
+/// The name an off-call operator logs in with in `c6-refusal-names-no-operator`.
+const OFF_CALL_NAME: &str = "jane.doe@example.com";
+
+fn refusal_names_no_one(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let token = cx.gw.dev_token(OFF_CALL_NAME).await?;
+        let (s, problem) = cx
+            .gw
+            .run(
+                &token,
+                &cx.cluster,
+                "etcd.status",
+                Some(&cx.instance),
+                &[],
+                crate::ctx::TICKET,
+                crate::ctx::REASON,
+            )
+            .await?;
+        if s != 403 {
+            bail!("an off-call operator was not refused: {s} {problem}");
+        }
+        let index = problem["log_index"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("not logged: {problem}"))?;
+        let e = cx.logged_event(index).await?;
+        if e["kind"] != "refusal" || e["reason"] != "not-on-call" || e["status"] != 403 {
+            bail!("entry {index} is not a not-on-call refusal answered 403: {e}");
+        }
+        let actor = e["actor"].as_str().unwrap_or("");
+        if !actor.starts_with("op-") {
+            bail!("entry {index} does not name the caller by a pseudonym: {e}");
+        }
+        let (s, lines) = page(cx, &format!("?format=k8s-audit&from={index}&limit=1")).await?;
+        if s != 200 {
+            bail!("k8s-audit export: {s}");
+        }
+        let seen = format!("{e}{lines}").to_lowercase();
+        for part in ["jane", "example.com"] {
+            if seen.contains(part) {
+                bail!(
+                    "the customer reads {part:?} at entry {index}: {}",
+                    short(&seen)
+                );
+            }
+        }
+        Ok(vec![
+            format!(
+                "HTTP 403 to the operator: {}",
+                short(problem["detail"].as_str().unwrap_or(""))
+            ),
+            format!("entry {index}: reason not-on-call, status 403, actor {actor}"),
+            format!("neither the entry nor its audit line holds {OFF_CALL_NAME:?}"),
+        ])
     })
 }
 
@@ -329,14 +393,14 @@ fn other_tenant(cx: &Ctx) -> BoxFut<'_> {
 fn bad_reader(cx: &Ctx) -> BoxFut<'_> {
     Box::pin(async move {
         let path = format!("/v1/tenants/{}/clusters/{}/events", cx.tenant, cx.cluster);
-        let (s1, _) = cx
+        let (s1, b1) = cx
             .gw
             .call("GET", &path, Some("guess-0123456789"), None)
             .await?;
-        let (s2, _) = cx.gw.call("GET", &path, None, None).await?;
+        let (s2, b2) = cx.gw.call("GET", &path, None, None).await?;
         let (s3, _) = cx.gw.call("GET", &path, Some(&cx.op_token), None).await?;
-        if s1 != 403 || s2 != 401 || s3 == 200 {
-            bail!("guessed token {s1}, none {s2}, operator token {s3}");
+        if s1 != 401 || s2 != 401 || b1 != b2 || s3 == 200 {
+            bail!("guessed token {s1} {b1}, none {s2} {b2}, operator token {s3}");
         }
         Ok(vec![
             format!("guessed token: {s1}"),

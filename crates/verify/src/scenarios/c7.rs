@@ -132,6 +132,22 @@ pub fn add(v: &mut Vec<Scenario>) {
     push(
         v,
         C7,
+        Scope::Any,
+        "c7-control-characters-not-logged",
+        "An action name with a newline, an escape sequence and a bidi override reaches neither the log nor the audit line; the line's code is the one answered",
+        control_characters,
+    );
+    push(
+        v,
+        C7,
+        Scope::Any,
+        "c7-no-cluster-enumeration",
+        "Without credentials a cluster that exists and one that does not get the same answer on every route",
+        no_enumeration,
+    );
+    push(
+        v,
+        C7,
         Scope::Local,
         "c7-rate-limit",
         "The per-operator rate limit holds (etcd.alarm-disarm 5/h) and the 429 is logged",
@@ -336,8 +352,10 @@ fn token_case<'a>(cx: &'a Ctx, case: &'static str) -> BoxFut<'a> {
             ],
         };
         let mut ev = Vec::new();
+        let mut from = cx.log_size().await?;
         for (what, token) in tokens {
             let body = serde_json::json!({"instance": cx.instance, "ticket": crate::ctx::TICKET, "reason": crate::ctx::REASON});
+            from = from.max(cx.log_size().await?);
             let got = cx
                 .gw
                 .call(
@@ -347,7 +365,9 @@ fn token_case<'a>(cx: &'a Ctx, case: &'static str) -> BoxFut<'a> {
                     Some(&body),
                 )
                 .await?;
-            ev.extend(cx.expect_refusal(&what, got, 401, "authenticate").await?);
+            let (evidence, index) = cx.expect_unauthenticated(&what, got, from).await?;
+            ev.extend(evidence);
+            from = index + 1;
         }
         Ok(ev)
     })
@@ -1100,5 +1120,157 @@ fn append_role(cx: &Ctx) -> BoxFut<'_> {
                 short(&e.to_string())
             )]),
         }
+    })
+}
+
+/// Whether `c` changes how a line reads without being seen.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+}
+
+fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| {
+            out.push(k.clone());
+            strings(x, out)
+        }),
+        _ => {}
+    }
+}
+
+fn control_characters(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        // etcd.status, a newline, a forged JSON outcome, ESC [2K, U+202E.
+        let encoded =
+            "etcd.status%0A%7B%22outcome%22%3A%22succeeded%22%7D%1B%5B2K%E2%80%AEdedeeccus";
+        let body = serde_json::json!({"instance": cx.instance, "ticket": crate::ctx::TICKET, "reason": crate::ctx::REASON});
+        let (s, problem) = cx
+            .gw
+            .call(
+                "POST",
+                &format!("/v1/clusters/{}/actions/{encoded}", cx.cluster),
+                Some(&cx.op_token),
+                Some(&body),
+            )
+            .await?;
+        if s != 404 {
+            bail!("the forged action name was answered {s}: {problem}");
+        }
+        let index = problem["log_index"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("not logged: {problem}"))?;
+        let (st, page) = cx
+            .gw
+            .call(
+                "GET",
+                &format!(
+                    "/v1/tenants/{}/clusters/{}/events?from={index}&limit=1",
+                    cx.tenant, cx.cluster
+                ),
+                Some(&cx.tenant_token),
+                None,
+            )
+            .await?;
+        let (sa, lines) = cx
+            .gw
+            .call(
+                "GET",
+                &format!(
+                    "/v1/tenants/{}/clusters/{}/events?format=k8s-audit&from={index}&limit=1",
+                    cx.tenant, cx.cluster
+                ),
+                Some(&cx.tenant_token),
+                None,
+            )
+            .await?;
+        if st != 200 || sa != 200 {
+            bail!("the access log answered {st} / {sa}");
+        }
+        let event = page["events"][0]["event"].clone();
+        // One line of JSON lines is itself a JSON document: the client decoded it.
+        let line: serde_json::Value = match lines {
+            serde_json::Value::String(text) => {
+                serde_json::from_str(text.trim()).unwrap_or_default()
+            }
+            one => one,
+        };
+        let mut all = Vec::new();
+        strings(&event, &mut all);
+        strings(&line, &mut all);
+        if let Some(bad) = all.iter().find(|s| s.chars().any(is_unsafe)) {
+            bail!("entry {index} carries control or bidi characters: {bad:?}");
+        }
+        if event["kind"] != "refusal" || event["action"] != "unknown-action" {
+            bail!("entry {index} is not a refusal of unknown-action: {event}");
+        }
+        if line["responseStatus"]["code"] != 404 {
+            bail!(
+                "the audit line says {} but 404 was answered",
+                line["responseStatus"]["code"]
+            );
+        }
+        Ok(vec![
+            format!(
+                "HTTP 404, refusal at {index}: action unknown-action, digest {}",
+                event["action_digest"]
+            ),
+            format!("audit line: requestURI {}, code 404", line["requestURI"]),
+            "no control, escape or bidi character in the entry or its audit line".into(),
+        ])
+    })
+}
+
+fn no_enumeration(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let body = serde_json::json!({"instance": cx.instance, "ticket": crate::ctx::TICKET, "reason": crate::ctx::REASON});
+        let mut ev = Vec::new();
+        for token in [None, Some("not-a-jwt")] {
+            let mut answers = Vec::new();
+            for cluster in [cx.cluster.as_str(), "no-such-cluster-0"] {
+                let run = cx
+                    .gw
+                    .call(
+                        "POST",
+                        &format!("/v1/clusters/{cluster}/actions/etcd.status"),
+                        token,
+                        Some(&body),
+                    )
+                    .await?;
+                let list = cx
+                    .gw
+                    .call(
+                        "GET",
+                        &format!("/v1/clusters/{cluster}/actions"),
+                        token,
+                        None,
+                    )
+                    .await?;
+                let events = cx
+                    .gw
+                    .call(
+                        "GET",
+                        &format!("/v1/tenants/{}/clusters/{cluster}/events", cx.tenant),
+                        token,
+                        None,
+                    )
+                    .await?;
+                if run.0 != 401 || list.0 != 401 || events.0 != 401 {
+                    bail!("cluster {cluster}: {} / {} / {}", run.0, list.0, events.0);
+                }
+                answers.push((run, list, events));
+            }
+            if answers.windows(2).any(|w| w[0] != w[1]) {
+                bail!("the answers differ by cluster ({token:?}): {answers:?}");
+            }
+            ev.push(format!(
+                "{}: HTTP 401 with the same body for {} and no-such-cluster-0 on actions, list and events",
+                if token.is_some() { "garbage token" } else { "no credentials" },
+                cx.cluster
+            ));
+        }
+        Ok(ev)
     })
 }
