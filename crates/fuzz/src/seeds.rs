@@ -127,8 +127,9 @@ fn events() -> Result<[Vec<u8>; 3], String> {
     let refusal = canonical(json!({
         "schema": EVENT_SCHEMA, "kind": "refusal",
         "event_id": "2123456789abcdef0123456789abcdef", "time": "2026-12-07T01:02:05Z",
-        "cluster": "demo", "action": "shell.run", "stage": "validate",
-        "reason": "unknown action",
+        "cluster": "demo", "action": "unknown-action",
+        "action_digest": format!("sha256:{}", "cd".repeat(32)), "stage": "validate",
+        "reason": "unknown-action", "status": 400,
     }))?;
     Ok([intent, result, refusal])
 }
