@@ -49,6 +49,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         v,
         C5,
         Scope::Local,
+        "c5-backup-prune-keeps-the-floor",
+        "etcd.backup-prune keep_last=3 right after backups deletes nothing younger than the agent's floor",
+        prune_floor,
+    );
+    push(
+        v,
+        C5,
+        Scope::Local,
         "c5-backup-no-plaintext-key-at-rest",
         "The unwrapped data key is in no stored object, manifest, log tile or agent file",
         no_plaintext_key,
@@ -367,6 +375,63 @@ fn substituted(cx: &Ctx) -> BoxFut<'_> {
         std::fs::remove_file(out_dir.join("snap.db"))?;
         ev.push("the newer backup with its logged digest restores".into());
         Ok(ev)
+    })
+}
+
+fn prune_floor(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let dir = l.dir.join("backups").join(&cx.cluster);
+        let manifests = || -> anyhow::Result<Vec<String>> {
+            let mut v: Vec<String> = std::fs::read_dir(&dir)?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".manifest.json"))
+                .collect();
+            v.sort();
+            Ok(v)
+        };
+        // More backups than keep_last, all seconds old.
+        while manifests()?.len() < 5 {
+            agent_backup(cx).await?;
+        }
+        let before = manifests()?;
+        let done = l
+            .execute("etcd.backup-prune", &[("keep_last", "3")])
+            .await?;
+        if done.result.outcome != palisade_agent::dispatch::ResultOutcome::Succeeded {
+            bail!(
+                "etcd.backup-prune: {:?} {:?}",
+                done.result.outcome,
+                done.result.error
+            );
+        }
+        let out = done
+            .result
+            .output
+            .ok_or_else(|| anyhow!("etcd.backup-prune returned no output"))?;
+        cx.record_output(out.to_string());
+        let deleted = out["deleted"].as_array().map_or(usize::MAX, Vec::len);
+        let after = manifests()?;
+        if deleted != 0 || after != before {
+            bail!(
+                "prune deleted seconds-old backups: {} before, {} after; output {}",
+                before.len(),
+                after.len(),
+                short(&out.to_string())
+            );
+        }
+        Ok(vec![
+            format!(
+                "{} backups, all seconds old; etcd.backup-prune keep_last=3 (intent {})",
+                before.len(),
+                done.intent_index
+            ),
+            format!(
+                "deleted none (floor: {} days, at least {} kept); every manifest still stored",
+                out["min_age_days"], out["min_count"]
+            ),
+        ])
     })
 }
 
