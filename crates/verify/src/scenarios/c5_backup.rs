@@ -383,6 +383,10 @@ fn prune_floor(cx: &Ctx) -> BoxFut<'_> {
         let l = cx.local()?;
         let dir = l.dir.join("backups").join(&cx.cluster);
         let manifests = || -> anyhow::Result<Vec<String>> {
+            // No backup taken yet: the cluster's directory does not exist.
+            if !dir.exists() {
+                return Ok(Vec::new());
+            }
             let mut v: Vec<String> = std::fs::read_dir(&dir)?
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
