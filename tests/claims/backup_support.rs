@@ -87,20 +87,35 @@ pub fn restore_cmd(
     kms_socket: &str,
     out: &Path,
 ) -> Output {
-    palisade_cmd(&[
-        "backup",
-        "restore",
-        "--manifest",
-        &manifest.display().to_string(),
-        "--store",
-        &store.display().to_string(),
-        "--kms-socket",
-        kms_socket,
-        "--out",
-        &out.display().to_string(),
-        "--agent-key",
-        &agent_pub(stack).display().to_string(),
-    ])
+    restore_cmd_with(stack, manifest, store, kms_socket, out, &[])
+}
+
+/// [`restore_cmd`] with more arguments (e.g. `--expect-digest`).
+pub fn restore_cmd_with(
+    stack: &Stack,
+    manifest: &Path,
+    store: &Path,
+    kms_socket: &str,
+    out: &Path,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "backup".to_string(),
+        "restore".into(),
+        "--manifest".into(),
+        manifest.display().to_string(),
+        "--store".into(),
+        store.display().to_string(),
+        "--kms-socket".into(),
+        kms_socket.into(),
+        "--out".into(),
+        out.display().to_string(),
+        "--agent-key".into(),
+        agent_pub(stack).display().to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    palisade_cmd(&args)
 }
 
 fn free_port() -> u16 {

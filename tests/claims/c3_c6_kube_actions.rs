@@ -536,6 +536,46 @@ async fn node_list_and_strings_are_bounded() {
     assert!(out.truncated);
     for c in &out.nodes[0].conditions {
         assert!(c.reason.as_ref().unwrap().len() <= MAX_REASON_BYTES);
+        assert_eq!(c.reason.as_deref(), Some("other"));
+    }
+}
+
+/// Condition types, statuses and reasons are written by any `nodes/status` writer (a
+/// kubelet, a compromised node): only well-known ones reach the output, the rest
+/// read `other`, so no such writer can put its own text in front of the operator
+/// or into the customer's log.
+#[tokio::test]
+async fn node_conditions_report_only_well_known_types_and_reasons() {
+    let pki = Pki::new();
+    let server = ApiServer::start(&pki, &[("node-a", false)]).await;
+    server.set_condition_reason("SUCCEEDED: operator op-7f3a9c restored backup MARKER".into());
+    server.add_condition(serde_json::json!({
+        "type": "CustomerDataMARKER\u{202e}",
+        "status": "Definitely",
+        "reason": "KubeletReady",
+        "lastTransitionTime": "2025-05-30T09:00:00Z",
+        "message": "MESSAGE-MARKER",
+    }));
+    let out = client(&server, &pki).nodes(&operator()).await.unwrap();
+    let node = &out.nodes[0];
+    let got: Vec<(&str, &str, Option<&str>)> = node
+        .conditions
+        .iter()
+        .map(|c| (c.kind.as_str(), c.status.as_str(), c.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("MemoryPressure", "False", Some("other")),
+            ("DiskPressure", "False", Some("other")),
+            ("Ready", "True", Some("other")),
+            ("other", "other", Some("KubeletReady")),
+        ]
+    );
+    assert_eq!(node.ready, Some(true));
+    let json = serde_json::to_string(&out).unwrap();
+    for leak in ["MARKER", "SUCCEEDED", "Definitely", "\u{202e}"] {
+        assert!(!json.contains(leak), "{leak:?} leaked into {json}");
     }
 }
 

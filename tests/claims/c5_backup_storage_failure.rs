@@ -232,7 +232,12 @@ async fn backup_to_s3_restores_and_an_endpoint_dying_mid_upload_fails_cleanly() 
         "{good}"
     );
     let work = tempfile::tempdir().expect("tempdir");
-    let manifest = work.path().join("m.json");
+    // Named as in the store (`<id>.manifest.json`): restore checks the signed
+    // manifest is the backup its name asks for.
+    let manifest = work.path().join(format!(
+        "{}.manifest.json",
+        good["backup_id"].as_str().expect("backup_id")
+    ));
     let store = palisade_backup::BackupStore::open(
         &format!("s3://{BUCKET}/prod").parse().expect("url"),
         &palisade_backup::S3Options {

@@ -57,8 +57,12 @@ impl Scratch {
     /// Restores and expects a refusal naming `why`, with nothing left in the output
     /// directory.
     fn refused(&self, stack: &Stack, manifest: &Path, kms: &str, why: &str) {
+        self.refused_with(stack, manifest, kms, why, &[]);
+    }
+
+    fn refused_with(&self, stack: &Stack, manifest: &Path, kms: &str, why: &str, extra: &[&str]) {
         let out = self.out_dir.join("snapshot.db");
-        let r = restore_cmd(stack, manifest, &self.store, kms, &out);
+        let r = restore_cmd_with(stack, manifest, &self.store, kms, &out, extra);
         let stderr = String::from_utf8_lossy(&r.stderr);
         assert!(!r.status.success(), "{why}: the restore succeeded");
         let left: Vec<_> = std::fs::read_dir(&self.out_dir)
@@ -164,6 +168,49 @@ async fn tampered_backups_and_foreign_keys_never_restore() {
         let s = Scratch::copy_of(&stack);
         std::fs::copy(s.object(&a), s.object(&b)).expect("copy");
         s.refused(&stack, &s.manifest(&b), &kms, "manifest of another backup");
+    }
+
+    // An older backup substituted for a newer one: backup a's manifest and object
+    // copied under backup b's names. Every signature holds; the signed manifest is
+    // simply not the backup asked for.
+    {
+        let s = Scratch::copy_of(&stack);
+        std::fs::copy(s.manifest(&a), s.manifest(&b)).expect("copy manifest");
+        std::fs::copy(s.object(&a), s.object(&b)).expect("copy object");
+        s.refused(
+            &stack,
+            &s.manifest(&b),
+            &kms,
+            "older backup under the newer name",
+        );
+    }
+
+    // The older backup under its own name, when the customer asked (from the log)
+    // for the newer one's manifest digest; the right digest restores.
+    {
+        let s = Scratch::copy_of(&stack);
+        let logged_b = format!("sha256:{}", b["manifest_sha256"].as_str().expect("digest"));
+        s.refused_with(
+            &stack,
+            &s.manifest(&a),
+            &kms,
+            "a manifest other than the logged one",
+            &["--expect-digest", &logged_b],
+        );
+        let logged_a = format!("sha256:{}", a["manifest_sha256"].as_str().expect("digest"));
+        let ok = s.out_dir.join("snapshot.db");
+        let r = restore_cmd_with(
+            &stack,
+            &s.manifest(&a),
+            &s.store,
+            &kms,
+            &ok,
+            &["--expect-digest", &logged_a],
+        );
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let said = String::from_utf8_lossy(&r.stdout);
+        assert!(said.contains("as logged"), "{said}");
+        std::fs::remove_file(&ok).expect("remove");
     }
 
     // A manifest edited to match a forged object keeps no valid signature.

@@ -532,6 +532,57 @@ async fn upgrade_to_an_unapproved_version_is_refused_and_the_old_one_keeps_runni
     sup.shutdown().await;
 }
 
+/// An older approved release is not a licence to downgrade: going below the running
+/// version needs a release approved (M-of-N, like any release) as a rollback from
+/// exactly that version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrade_is_refused_unless_approved_as_a_rollback_from_the_running_version() {
+    const OLDER: &str = "3.4.20";
+    let agent = Agent::new();
+    let bytes = support::etcd_binary();
+    agent.releases.publish("etcd", OLDER, &bytes);
+    agent
+        .releases
+        .publish_rollback("etcd", "3.4.19", &bytes, "3.4.22");
+    let sup = agent.start(VERSION).await.expect("start");
+    wait_running(&sup).await;
+    let (pid, _) = agent.etcd_process();
+
+    // An approved older release, and one approved as a rollback from another version.
+    for version in [OLDER, "3.4.19"] {
+        match sup.upgrade("etcd", version).await {
+            Err(SupervisorError::Downgrade {
+                running, requested, ..
+            }) => assert_eq!((running.as_str(), requested.as_str()), (VERSION, version)),
+            other => panic!("expected Downgrade for {version}, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        agent.etcd_process().0,
+        pid,
+        "the running etcd was not touched"
+    );
+    let s = etcd_status(&sup).await;
+    assert_eq!(
+        (s.state, s.version.as_str(), s.restarts),
+        (ComponentState::Running, VERSION, 0)
+    );
+    assert!(!agent.work_dir().join("versions.json").exists());
+
+    // The same older version approved as a rollback from the running one: allowed.
+    agent
+        .releases
+        .publish_rollback("etcd", OLDER, &bytes, VERSION);
+    let out = sup.upgrade("etcd", OLDER).await.expect("approved rollback");
+    assert_eq!(
+        (out.from_version.as_str(), out.to_version.as_str()),
+        (VERSION, OLDER)
+    );
+    let s = wait_running(&sup).await;
+    assert_eq!(s.version, OLDER);
+    sup.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_leaves_no_child_process() {
     let agent = Agent::new();

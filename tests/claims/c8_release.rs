@@ -372,3 +372,108 @@ fn release_author_renamed_after_proposing_is_refused() {
         Err(TrustError::AuthorUnproven { .. })
     ));
 }
+
+/// The rollback mark is approved like the release itself: a pipeline that adds
+/// `rollback_from` to an approved release (its own key re-signing the role) makes the
+/// release fail to verify; a release proposed with the mark and approved carries it.
+#[test]
+fn rollback_mark_needs_the_reviewers_approval() {
+    let f = Fixture::new();
+    let id = release::propose_rollback_release(
+        &f.repo,
+        &f.key("alice"),
+        "etcd",
+        "3.5.16",
+        "etcd",
+        ETCD,
+        f.attest(ETCD, TestOutcome::Passed, "ci"),
+        &[],
+        "3.5.17",
+    )
+    .expect("propose");
+    for who in ["bob", "carol"] {
+        approval::approve(&f.repo, &id, &f.key(who)).expect("approve");
+    }
+    release::publish_release(
+        &f.repo,
+        &OnlineKeys::load(&f.keys).expect("keys"),
+        &id,
+        &[],
+        &Lifetimes::default(),
+    )
+    .expect("publish");
+    let v = f.verify("3.5.16", ETCD).expect("verify");
+    assert_eq!(v.rollback_from.as_deref(), Some("3.5.17"));
+
+    // A "rollback" to a higher or equal version is not one.
+    for (to, from) in [("3.5.18", "3.5.17"), ("3.5.17", "3.5.17")] {
+        assert!(matches!(
+            release::propose_rollback_release(
+                &f.repo,
+                &f.key("alice"),
+                "etcd",
+                to,
+                "etcd",
+                ETCD,
+                f.attest(ETCD, TestOutcome::Passed, "ci"),
+                &[],
+                from,
+            ),
+            Err(TrustError::Invalid(_))
+        ));
+    }
+
+    // The pipeline alone re-marks the release from another version: refused.
+    let g = Fixture::new();
+    g.release("3.5.16", ETCD, g.attest(ETCD, TestOutcome::Passed, "ci"))
+        .expect("release");
+    assert_eq!(
+        g.verify("3.5.16", ETCD).expect("verify").rollback_from,
+        None
+    );
+    republish_with_custom(&g, "rollback_from", serde_json::json!("3.5.17"));
+    assert!(
+        matches!(
+            g.verify("3.5.16", ETCD),
+            Err(TrustError::AuthorUnproven { .. } | TrustError::NotEnoughApprovals { .. })
+        ),
+        "a rollback mark nobody approved was accepted"
+    );
+}
+
+/// Re-signs the `components` role with the real pipeline key after setting one custom
+/// field on every target.
+fn republish_with_custom(f: &Fixture, key: &str, value: serde_json::Value) {
+    let state = tuf::RepoState::read(&f.repo).expect("state");
+    let mut role = state
+        .delegated
+        .get(tuf::COMPONENTS_ROLE)
+        .expect("components role")
+        .signed
+        .clone();
+    for t in role.targets.values_mut() {
+        t.custom.insert(key.into(), value.clone());
+    }
+    role.version = role.version.checked_add(1).expect("version");
+    let pipeline = SigningKey::read(&f.keys.join("pipeline.key")).expect("pipeline key");
+    let sig = tuf::tuf_signature(&role, &pipeline).expect("sig");
+    let online = OnlineKeys::load(&f.keys).expect("keys");
+    tuf::commit(
+        &f.repo,
+        &state,
+        &online.online,
+        tuf::Commit {
+            targets: None,
+            delegated: vec![(
+                tuf::COMPONENTS_ROLE.to_string(),
+                tough::schema::Signed {
+                    signed: role,
+                    signatures: vec![sig],
+                },
+            )],
+            files: vec![],
+        },
+        &Lifetimes::default(),
+    )
+    .expect("commit");
+}

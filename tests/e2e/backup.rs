@@ -139,8 +139,9 @@ async fn backup_through_the_gateway_restores_into_a_working_etcd() {
     let value = etcd_from_snapshot(&snap, work.path(), "/registry/configmaps/default/app");
     assert_eq!(value.as_deref(), Some("customer-config-7c1e"));
 
-    // Pruning (the default policy allows keep_last >= 3): three more backups, keep
-    // the newest three; the output says what went.
+    // Pruning (the default policy allows keep_last >= 3): three more backups, then
+    // keep_last 3. All four are seconds old, younger than the agent's floor (7 days,
+    // at least 3 kept), so nothing goes, and the output says so.
     for _ in 0..3 {
         output(
             &stack
@@ -157,14 +158,12 @@ async fn backup_through_the_gateway_restores_into_a_working_etcd() {
     );
     assert_eq!(
         pruned["deleted"].as_array().map(Vec::len),
-        Some(1),
+        Some(0),
         "{pruned}"
     );
-    assert_eq!(
-        pruned["deleted"][0]["backup_id"], out["backup_id"],
-        "{pruned}"
-    );
-    assert_eq!(pruned["kept"], 3, "{pruned}");
+    assert_eq!(pruned["kept"], 4, "{pruned}");
+    assert_eq!(pruned["min_age_days"], 7, "{pruned}");
+    assert_eq!(pruned["min_count"], 3, "{pruned}");
     let listed = output(
         &stack
             .execute("etcd.backups", &[])
@@ -173,11 +172,8 @@ async fn backup_through_the_gateway_restores_into_a_working_etcd() {
     );
     assert_eq!(
         listed["backups"].as_array().map(Vec::len),
-        Some(3),
+        Some(4),
         "{listed}"
     );
-    assert!(
-        !manifest.exists(),
-        "the oldest backup's manifest was pruned"
-    );
+    assert!(manifest.exists(), "a seconds-old backup was pruned");
 }

@@ -91,8 +91,13 @@ pub struct BackupsOutput {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneOutput {
+    /// Every deleted backup (its id first), newest first: the customer reads in the
+    /// log what went.
     pub deleted: Vec<ListedBackup>,
     pub kept: usize,
+    /// The agent's retention floor this prune kept to.
+    pub min_age_days: u64,
+    pub min_count: usize,
 }
 
 fn listed(l: &catalog::Listed) -> ListedBackup {
@@ -114,6 +119,7 @@ pub struct Backups {
     part_size: usize,
     signer: SigningKey,
     trusted: Vec<PublicKey>,
+    floor: catalog::PruneFloor,
     tenant: String,
     cluster: String,
     instance: String,
@@ -143,6 +149,7 @@ impl Backups {
             part_size: settings.part_size_mib as usize * 1024 * 1024,
             signer,
             trusted,
+            floor: settings.prune_floor(),
             tenant: tenant.to_string(),
             cluster: cluster.to_string(),
             instance: instance.to_string(),
@@ -243,6 +250,7 @@ impl Backups {
             &self.trusted,
             keep_last,
             older_than,
+            self.floor,
             Timestamp::now(),
         )
         .await?;
@@ -250,8 +258,10 @@ impl Backups {
             tracing::info!(backup_id = %d.manifest.backup_id, "etcd backup pruned");
         }
         Ok(PruneOutput {
-            kept: cat.valid.len() - deleted.len(),
+            kept: cat.valid.len().saturating_sub(deleted.len()),
             deleted: deleted.iter().take(MAX_LISTED).map(listed).collect(),
+            min_age_days: self.floor.min_age.as_secs() / 86_400,
+            min_count: self.floor.min_count,
         })
     }
 }

@@ -88,10 +88,34 @@ pub struct BackupSettings {
     /// during a backup stays within about three parts.
     #[serde(default = "default_part_size")]
     pub part_size_mib: u32,
+    /// `etcd.backup-prune` never deletes a backup younger than this many days
+    /// (1 to 366), whatever the request says.
+    #[serde(default = "default_prune_min_age_days")]
+    pub prune_min_age_days: u32,
+    /// `etcd.backup-prune` never leaves fewer good backups than this (1 to 1000).
+    #[serde(default = "default_prune_min_count")]
+    pub prune_min_count: u32,
 }
 
 fn default_part_size() -> u32 {
     8
+}
+fn default_prune_min_age_days() -> u32 {
+    7
+}
+fn default_prune_min_count() -> u32 {
+    3
+}
+
+impl BackupSettings {
+    /// The retention floor pruning keeps (claim C5: recent history cannot be deleted
+    /// by an operator action).
+    pub fn prune_floor(&self) -> palisade_backup::catalog::PruneFloor {
+        palisade_backup::catalog::PruneFloor {
+            min_age: std::time::Duration::from_secs(u64::from(self.prune_min_age_days) * 86_400),
+            min_count: self.prune_min_count as usize,
+        }
+    }
 }
 
 fn default_max_ttl() -> u64 {
@@ -322,6 +346,18 @@ impl ProcessConfig for AgentConfig {
                 return Err(FieldError::new(
                     "backup.part_size_mib",
                     "must be between 5 and 64",
+                ));
+            }
+            if !(1..=366).contains(&b.prune_min_age_days) {
+                return Err(FieldError::new(
+                    "backup.prune_min_age_days",
+                    "must be between 1 and 366 (pruning never deletes backups younger than this)",
+                ));
+            }
+            if !(1..=1000).contains(&b.prune_min_count) {
+                return Err(FieldError::new(
+                    "backup.prune_min_count",
+                    "must be between 1 and 1000 (pruning never leaves fewer backups than this)",
                 ));
             }
         }

@@ -114,6 +114,34 @@ pub struct SnapshotSource {
     pub stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>,
 }
 
+/// An etcd alarm an action may disarm (`etcd.alarm-disarm`'s `alarm` parameter).
+/// Only NOSPACE: there is deliberately no way to name CORRUPT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisarmableAlarm {
+    Nospace,
+}
+
+impl DisarmableAlarm {
+    /// The validated parameter's value; absent means NOSPACE, the only one.
+    pub fn parse(value: Option<&str>) -> Result<Self, UnknownAlarm> {
+        match value {
+            None | Some("NOSPACE") => Ok(Self::Nospace),
+            Some(other) => Err(UnknownAlarm(other.chars().take(32).collect())),
+        }
+    }
+
+    fn alarm_type(self) -> AlarmType {
+        match self {
+            Self::Nospace => AlarmType::Nospace,
+        }
+    }
+}
+
+/// An `alarm` value no action may disarm.
+#[derive(Debug, thiserror::Error)]
+#[error("alarm {0:?} cannot be disarmed by an action: only NOSPACE can (a CORRUPT member is replaced, never re-opened)")]
+pub struct UnknownAlarm(String);
+
 fn id_hex(id: u64) -> String {
     format!("{id:x}")
 }
@@ -271,11 +299,17 @@ impl Etcd {
         })
     }
 
-    /// Deactivates every active alarm, one by one, as `etcdctl alarm disarm` does.
-    pub async fn alarm_disarm(&self) -> Result<AlarmsOutput, EtcdError> {
+    /// Deactivates the active alarms of kind `which` only, member by member, and
+    /// reports every alarm still active: a CORRUPT alarm is never touched (a member
+    /// etcd found diverged must be replaced, not re-opened to writes).
+    pub async fn alarm_disarm(&self, which: DisarmableAlarm) -> Result<AlarmsOutput, EtcdError> {
         let mut c = self.client().await?;
         let before = self.list_alarms(&mut c).await?;
-        for (member, alarm) in &before {
+        let chosen: Vec<(u64, AlarmType)> = before
+            .into_iter()
+            .filter(|(_, t)| *t == which.alarm_type())
+            .collect();
+        for (member, alarm) in &chosen {
             let mut options = AlarmOptions::new();
             options.with_member(*member);
             c.alarm(AlarmAction::Deactivate, *alarm, Some(options))
@@ -285,7 +319,7 @@ impl Etcd {
         let after = self.list_alarms(&mut c).await?;
         Ok(AlarmsOutput {
             alarms: Self::typed(&after),
-            disarmed: Some(Self::typed(&before)),
+            disarmed: Some(Self::typed(&chosen)),
         })
     }
 

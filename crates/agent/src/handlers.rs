@@ -6,7 +6,7 @@
 use crate::accept::Accepted;
 use crate::backup::Backups;
 use crate::config::NamedCert;
-use crate::etcd::Etcd;
+use crate::etcd::{DisarmableAlarm, Etcd};
 use crate::host;
 use crate::kube::{Impersonation, KubeClient};
 use crate::supervisor::Supervisor;
@@ -81,7 +81,12 @@ impl Services {
             "etcd.members" => reduce(schema, max, &self.etcd.members().await.map_err(err)?),
             "etcd.alarms" => reduce(schema, max, &self.etcd.alarms().await.map_err(err)?),
             "etcd.alarm-disarm" => {
-                reduce(schema, max, &self.etcd.alarm_disarm().await.map_err(err)?)
+                let which = DisarmableAlarm::parse(v.str_param("alarm")).map_err(err)?;
+                reduce(
+                    schema,
+                    max,
+                    &self.etcd.alarm_disarm(which).await.map_err(err)?,
+                )
             }
             "etcd.health" => reduce(schema, max, &self.etcd.health().await.map_err(err)?),
             "etcd.defragment" => reduce(schema, max, &self.etcd.defragment().await.map_err(err)?),

@@ -42,7 +42,8 @@
 //! # Outputs
 //!
 //! [`NodesOutput`] and [`NodeOutput`] carry names, scheduling state, kubelet version and
-//! condition types/statuses/reasons/times — never labels, annotations, addresses,
+//! condition types/statuses/reasons/times — the well-known ones only, anything else
+//! as `other` ([`crate::node_conditions`]) — never labels, annotations, addresses,
 //! images, taints or condition messages (free text a workload can influence). The
 //! response is decoded into private types holding only those fields, so the rest is not
 //! even kept in memory; strings and counts are bounded.
@@ -281,12 +282,13 @@ pub struct NodeSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeCondition {
-    /// `Ready`, `MemoryPressure`, `DiskPressure`, `PIDPressure`, … (≤ 64 bytes).
+    /// `Ready`, `MemoryPressure`, `DiskPressure`, `PIDPressure`, `NetworkUnavailable`,
+    /// or `other`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// `True`, `False` or `Unknown` (≤ 64 bytes).
+    /// `True`, `False`, `Unknown`, or `other`.
     pub status: String,
-    /// A machine-readable CamelCase reason (≤ 128 bytes), if any.
+    /// A well-known kubelet or node-controller reason, or `other`, if any.
     pub reason: Option<String>,
     /// RFC 3339 time as sent by the apiserver (≤ 64 bytes), if any.
     pub last_transition_time: Option<String>,
@@ -963,6 +965,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// annotations, addresses, images, taints, condition messages, …).
 mod wire {
     use super::*;
+    use crate::node_conditions;
 
     pub(super) trait Kind {
         fn kind(&self) -> Option<&str>;
@@ -1074,10 +1077,12 @@ mod wire {
                     .conditions
                     .into_iter()
                     .take(MAX_CONDITIONS)
+                    // Any `nodes/status` writer sets these strings: only
+                    // well-known ones pass, the rest read `other`.
                     .map(|c| NodeCondition {
-                        kind: bounded(&c.kind, MAX_SHORT_BYTES),
-                        status: bounded(&c.status, MAX_SHORT_BYTES),
-                        reason: c.reason.map(|r| bounded(&r, MAX_REASON_BYTES)),
+                        kind: node_conditions::condition_type(&c.kind),
+                        status: node_conditions::status(&c.status),
+                        reason: c.reason.map(|r| node_conditions::reason(&r)),
                         last_transition_time: c
                             .last_transition_time
                             .map(|t| bounded(&t, MAX_SHORT_BYTES)),

@@ -98,6 +98,13 @@ pub enum SupervisorError {
         waited: Duration,
         state: ComponentState,
     },
+    #[error("{component} is not changed from {running} to {requested}: {reason}")]
+    Downgrade {
+        component: String,
+        running: String,
+        requested: String,
+        reason: Box<palisade_policy::rollback::DowngradeError>,
+    },
     #[error("invalid supervisor configuration: {0}")]
     Config(String),
     #[error("the supervisor is shut down; {component} is no longer supervised")]
@@ -213,6 +220,9 @@ struct Artifact {
     version: String,
     sha256: String,
     path: PathBuf,
+    /// The version this release may replace although it is lower (its approved
+    /// rollback mark).
+    rollback_from: Option<String>,
 }
 
 /// Where trust and installed files live.
@@ -279,6 +289,7 @@ impl Trust {
             version: version.to_string(),
             sha256: verified.sha256,
             path,
+            rollback_from: verified.rollback_from,
         })
     }
 }
@@ -646,6 +657,19 @@ impl Supervisor {
             let s = handle.snapshot.borrow();
             (s.version.clone(), s.sha256.clone())
         };
+        // Approved is not enough for a lower version: that downgrade itself must
+        // have been approved as a rollback from the running one.
+        palisade_policy::rollback::check_upgrade(
+            &from_version,
+            &artifact.version,
+            artifact.rollback_from.as_deref(),
+        )
+        .map_err(|reason| SupervisorError::Downgrade {
+            component: component.to_string(),
+            running: from_version.clone(),
+            requested: artifact.version.clone(),
+            reason: Box::new(reason),
+        })?;
         let (to_version, to_sha256) = (artifact.version.clone(), artifact.sha256.clone());
         let (reply, done) = oneshot::channel();
         handle

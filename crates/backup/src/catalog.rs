@@ -4,7 +4,9 @@
 //!
 //! Pruning deletes only good backups (manifest first, so that a half-finished prune
 //! never leaves a manifest pointing at nothing), keeping the newest `keep_last` and,
-//! when `older_than` is given, everything newer than that.
+//! when `older_than` is given, everything newer than that — and always the agent's
+//! [`PruneFloor`]: nothing younger than its minimum age, never fewer than its
+//! minimum count.
 
 use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use crate::store::{BackupStore, StoreError, MANIFEST_SUFFIX, OBJECT_SUFFIX};
@@ -107,27 +109,49 @@ pub async fn list(
     Ok(cat)
 }
 
+/// The retention every prune keeps whatever its parameters: configured on the agent
+/// (not in the request), so that no operator action can delete recent history. A
+/// backup younger than `min_age` is never deleted, and at least `min_count` good
+/// backups are always left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneFloor {
+    pub min_age: Duration,
+    pub min_count: usize,
+}
+
+impl Default for PruneFloor {
+    /// Seven days and three backups.
+    fn default() -> Self {
+        Self {
+            min_age: Duration::from_secs(7 * 86_400),
+            min_count: 3,
+        }
+    }
+}
+
 /// Deletes good backups beyond the newest `keep_last`, except those newer than
-/// `older_than` (when given). Returns what was deleted, newest first.
+/// `older_than` (when given), and never beyond `floor`: the newest
+/// `floor.min_count` and everything younger than `floor.min_age` stay, whatever
+/// `keep_last` and `older_than` say. Returns what was deleted, newest first.
 pub async fn prune(
     store: &BackupStore,
     cluster: &str,
     trusted: &[PublicKey],
     keep_last: usize,
     older_than: Option<Duration>,
+    floor: PruneFloor,
     now: Timestamp,
 ) -> Result<(Vec<Listed>, Catalog), StoreError> {
     let cat = list(store, cluster, trusted).await?;
-    let cutoff = older_than.map(|d| {
-        now.unix_millis()
-            .saturating_sub(i128::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
-    });
+    let keep = keep_last.max(floor.min_count);
+    let min_age = older_than.unwrap_or_default().max(floor.min_age);
+    let cutoff = now.unix_millis().saturating_sub(i128::from(
+        u64::try_from(min_age.as_millis()).unwrap_or(u64::MAX),
+    ));
     let mut deleted = Vec::new();
-    for b in cat.valid.iter().skip(keep_last) {
-        if let Some(c) = cutoff {
-            if b.manifest.created_at.unix_millis() > c {
-                continue;
-            }
+    for b in cat.valid.iter().skip(keep) {
+        if b.manifest.created_at.unix_millis() > cutoff {
+            continue;
         }
         store.delete(&b.manifest_name).await?;
         store.delete(&b.manifest.object).await?;

@@ -4,7 +4,10 @@
 //! file in the target's directory and renames it into place only after every check
 //! passed (manifest signature, header against manifest, every segment's tag, the last
 //! segment's flag, the object's SHA-256 and size, the snapshot's own SHA-256
-//! trailer). On any failure the temporary file is removed.
+//! trailer). On any failure the temporary file is removed. Before reading the
+//! object, both check that the signed manifest is the backup asked for
+//! ([`Expected`]: its id, cluster and, when the customer has it from the log, its
+//! digest), so an older backup put under a newer one's name is refused.
 //!
 //! [`verify`] needs no key: it checks the manifest (and its signature when a key is
 //! given), the object's size and SHA-256, and that the header agrees with the
@@ -39,6 +42,76 @@ pub enum RestoreError {
     Snapshot(#[from] SnapshotError),
     #[error("{path}: {reason}")]
     Output { path: PathBuf, reason: String },
+    #[error("this is not the backup asked for: {0}; an older or another backup may have been put in its place; restore the backup by the manifest the log recorded")]
+    NotAskedFor(String),
+}
+
+/// Which backup the customer asked for, checked against the *signed* manifest
+/// before anything is read from the object: the store's names are not trusted (an
+/// insider can copy an older backup's manifest and object under a newer name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// The backup id asked for (e.g. from the manifest's file name).
+    pub backup_id: Option<String>,
+    /// The cluster it belongs to.
+    pub cluster: Option<String>,
+    /// The manifest's SHA-256 as the cluster's log recorded it (the `etcd.backup`
+    /// output's `manifest_sha256`).
+    pub manifest_sha256: Option<palisade_core::Sha256Digest>,
+}
+
+impl Expected {
+    /// The backup id a stored manifest's file name says (`<id>.manifest.json`).
+    pub fn id_from_manifest_name(path: &Path) -> Option<String> {
+        path.file_name()?
+            .to_str()?
+            .strip_suffix(crate::store::MANIFEST_SUFFIX)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+    }
+
+    /// Refuses a manifest that is not the one asked for.
+    pub fn check(
+        &self,
+        m: &Manifest,
+        digest: &palisade_core::Sha256Digest,
+    ) -> Result<(), RestoreError> {
+        let refuse = |what: String| Err(RestoreError::NotAskedFor(what));
+        if let Some(want) = &self.manifest_sha256 {
+            if want != digest {
+                return refuse(format!(
+                    "the manifest's SHA-256 is {digest}, the log recorded {want}"
+                ));
+            }
+        }
+        if let Some(want) = &self.backup_id {
+            if *want != m.backup_id {
+                return refuse(format!(
+                    "asked for backup {want:?}, the signed manifest is backup {:?}",
+                    m.backup_id.chars().take(80).collect::<String>()
+                ));
+            }
+        }
+        if let Some(want) = &self.cluster {
+            if *want != m.cluster {
+                return refuse(format!(
+                    "asked for cluster {want:?}, the signed manifest is of cluster {:?}",
+                    m.cluster.chars().take(80).collect::<String>()
+                ));
+            }
+        }
+        // The object is read by the name the signed manifest gives, and it must be
+        // that backup's own object name, not another's.
+        let own = crate::take::object_name(&m.cluster, &m.backup_id);
+        if m.object != own {
+            return refuse(format!(
+                "the signed manifest names the object {:?}, backup {:?} is stored as {own:?}",
+                m.object.chars().take(200).collect::<String>(),
+                m.backup_id.chars().take(80).collect::<String>()
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn mismatch(what: impl Into<String>) -> RestoreError {
@@ -133,10 +206,11 @@ fn check_totals(m: &Manifest, sha: &str, size: u64) -> Result<(), RestoreError> 
     Ok(())
 }
 
-/// Checks a backup without decrypting it.
+/// Checks a backup without decrypting it, and that it is the one `expected` names.
 pub async fn verify(
     manifest_bytes: &[u8],
     trusted: &[PublicKey],
+    expected: &Expected,
     store: &BackupStore,
 ) -> Result<Verified, RestoreError> {
     let (manifest, signer, digest) = if trusted.is_empty() {
@@ -151,6 +225,7 @@ pub async fn verify(
         } = Manifest::verify(manifest_bytes, trusted)?;
         (manifest, Some(signer), digest)
     };
+    expected.check(&manifest, &digest)?;
     let size = store.size(&manifest.object).await?;
     if size != manifest.object_bytes {
         return Err(mismatch(format!(
@@ -186,10 +261,11 @@ pub async fn verify(
 }
 
 /// Restores a backup to `out` (which must not exist), reporting decrypted bytes to
-/// `progress`.
+/// `progress`. The signed manifest must be the one `expected` names.
 pub async fn restore(
     manifest_bytes: &[u8],
     trusted: &[PublicKey],
+    expected: &Expected,
     store: &BackupStore,
     kms: &mut KmsClient,
     out: &Path,
@@ -202,7 +278,9 @@ pub async fn restore(
     if trusted.is_empty() {
         return Err(ManifestError::Signature.into());
     }
-    let manifest = Manifest::verify(manifest_bytes, trusted)?.manifest;
+    let verified = Manifest::verify(manifest_bytes, trusted)?;
+    expected.check(&verified.manifest, &verified.digest)?;
+    let manifest = verified.manifest;
     if out.exists() {
         return Err(out_err("already exists; restore never overwrites".into()));
     }

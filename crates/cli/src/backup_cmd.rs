@@ -34,6 +34,41 @@ struct StoreArgs {
     s3_credentials_file: Option<PathBuf>,
 }
 
+/// Which backup is asked for; the signed manifest must be that one.
+#[derive(Args)]
+struct ExpectArgs {
+    /// The backup id asked for (default: from the manifest's file name,
+    /// `<id>.manifest.json`). The signed manifest must be that backup.
+    #[arg(long)]
+    backup_id: Option<String>,
+    /// The cluster the backup must belong to.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The manifest's SHA-256 as the cluster's log recorded it (`manifest_sha256`
+    /// in the `etcd.backup` output, `sha256:<hex>`): anything else is refused.
+    #[arg(long)]
+    expect_digest: Option<palisade_core::Sha256Digest>,
+}
+
+impl ExpectArgs {
+    fn expected(&self, manifest: &std::path::Path) -> anyhow::Result<restore::Expected> {
+        let backup_id = match &self.backup_id {
+            Some(id) => id.clone(),
+            None => restore::Expected::id_from_manifest_name(manifest).with_context(|| {
+                format!(
+                    "cannot tell which backup {} is meant to be (its name is not <id>.manifest.json): give --backup-id",
+                    manifest.display()
+                )
+            })?,
+        };
+        Ok(restore::Expected {
+            backup_id: Some(backup_id),
+            cluster: self.cluster.clone(),
+            manifest_sha256: self.expect_digest,
+        })
+    }
+}
+
 impl StoreArgs {
     fn open(&self) -> anyhow::Result<BackupStore> {
         let url: StoreUrl = self.store.parse()?;
@@ -58,6 +93,8 @@ enum BackupCommand {
         manifest: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        expect: ExpectArgs,
         /// Your KMS v2 plugin's socket (unix:///path.sock), holding the KEK.
         #[arg(long)]
         kms_socket: String,
@@ -75,6 +112,8 @@ enum BackupCommand {
         manifest: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        expect: ExpectArgs,
         /// Also require the manifest's signature by one of these agent keys.
         #[arg(long = "agent-key")]
         agent_keys: Vec<PathBuf>,
@@ -97,10 +136,12 @@ pub fn run(args: BackupArgs) -> anyhow::Result<ExitCode> {
         BackupCommand::Restore {
             manifest,
             store,
+            expect,
             kms_socket,
             out,
             agent_keys,
         } => {
+            let expected = expect.expected(&manifest)?;
             let bytes = read_manifest(&manifest)?;
             let keys = read_keys(&agent_keys)?;
             let store = store.open()?;
@@ -112,12 +153,20 @@ pub fn run(args: BackupArgs) -> anyhow::Result<ExitCode> {
                 let mut bar: Option<indicatif::ProgressBar> = None;
                 let total =
                     palisade_backup::Manifest::unverified(&bytes).map_or(0, |m| m.snapshot_bytes);
-                let r = restore::restore(&bytes, &keys, &store, &mut kms, &out, &mut |done| {
-                    if show {
-                        bar.get_or_insert_with(|| progress_bar(total))
-                            .set_position(done);
-                    }
-                })
+                let r = restore::restore(
+                    &bytes,
+                    &keys,
+                    &expected,
+                    &store,
+                    &mut kms,
+                    &out,
+                    &mut |done| {
+                        if show {
+                            bar.get_or_insert_with(|| progress_bar(total))
+                                .set_position(done);
+                        }
+                    },
+                )
                 .await;
                 if let Some(b) = bar {
                     b.finish_and_clear();
@@ -131,6 +180,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<ExitCode> {
             })?;
             let m = &restored.manifest;
             println!("restored  {}", m.backup_id);
+            println!("asked     {}", asked(&expected));
             println!(
                 "cluster   {} (instance {}, member {})",
                 m.cluster, m.instance, m.member_id
@@ -152,13 +202,15 @@ pub fn run(args: BackupArgs) -> anyhow::Result<ExitCode> {
         BackupCommand::Verify {
             manifest,
             store,
+            expect,
             agent_keys,
         } => {
+            let expected = expect.expected(&manifest)?;
             let bytes = read_manifest(&manifest)?;
             let keys = read_keys(&agent_keys)?;
             let store = store.open()?;
             let v = runtime()?
-                .block_on(restore::verify(&bytes, &keys, &store))
+                .block_on(restore::verify(&bytes, &keys, &expected, &store))
                 .context("the backup does not verify")?;
             let m = &v.manifest;
             println!(
@@ -175,6 +227,7 @@ pub fn run(args: BackupArgs) -> anyhow::Result<ExitCode> {
                 m.object_bytes, m.object_sha256
             );
             println!("manifest  sha256:{}", v.manifest_sha256);
+            println!("asked     {}", asked(&expected));
             match &v.signer {
                 Some(k) => println!("signed    by agent key {k}"),
                 None => println!("signed    NOT CHECKED (give --agent-key to check the signature)"),
@@ -186,6 +239,18 @@ pub fn run(args: BackupArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What was checked of "this is the backup asked for".
+fn asked(e: &restore::Expected) -> String {
+    let digest = match &e.manifest_sha256 {
+        Some(d) => format!("manifest digest {d} as logged"),
+        None => "manifest digest NOT CHECKED (give --expect-digest from the log)".into(),
+    };
+    format!(
+        "backup {}, {digest}",
+        e.backup_id.as_deref().unwrap_or("(any)")
+    )
 }
 
 fn progress_bar(total: u64) -> indicatif::ProgressBar {

@@ -55,6 +55,11 @@ enum ReleaseCommand {
         attestation: PathBuf,
         #[arg(long = "ci-key")]
         ci_keys: Vec<PathBuf>,
+        /// Mark this release as an approved rollback from this (higher) version: once
+        /// approved and published, agents running that version may be downgraded to
+        /// this one. Without it, no agent replaces a higher version by this one.
+        #[arg(long)]
+        rollback_from: Option<String>,
     },
     /// Add one reviewer's approval (never the author's).
     Approve {
@@ -151,6 +156,7 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
             key,
             attestation,
             ci_keys,
+            rollback_from,
         } => {
             let bytes = std::fs::read(&target.artifact)
                 .with_context(|| format!("cannot read {}", target.artifact.display()))?;
@@ -159,17 +165,40 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot read {}", attestation.display()))?,
             )
             .with_context(|| format!("{} is not a DSSE envelope", attestation.display()))?;
-            let id = release::propose_release(
-                &RepoDir::new(&target.repo),
-                &SigningKey::read(&key)?,
-                &target.component,
-                &target.version,
-                &file_name(&target.artifact)?,
-                &bytes,
-                env,
-                &read_pubs(&ci_keys)?,
-            )?;
+            let repo = RepoDir::new(&target.repo);
+            let author = SigningKey::read(&key)?;
+            let file = file_name(&target.artifact)?;
+            let ci = read_pubs(&ci_keys)?;
+            let id = match &rollback_from {
+                None => release::propose_release(
+                    &repo,
+                    &author,
+                    &target.component,
+                    &target.version,
+                    &file,
+                    &bytes,
+                    env,
+                    &ci,
+                )?,
+                Some(from) => release::propose_rollback_release(
+                    &repo,
+                    &author,
+                    &target.component,
+                    &target.version,
+                    &file,
+                    &bytes,
+                    env,
+                    &ci,
+                    from,
+                )?,
+            };
             println!("proposal: {id}");
+            if let Some(from) = &rollback_from {
+                println!(
+                    "marked: a rollback from {from} to {} (reviewers approve the mark with the release)",
+                    target.version
+                );
+            }
             println!("next: reviewers run `palisade release approve --repo {} --proposal {id} --key <their key>`", target.repo.display());
         }
         ReleaseCommand::Approve {

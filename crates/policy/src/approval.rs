@@ -54,6 +54,10 @@ pub struct ApprovalStatement {
     /// The id of that key (always present in statements made by `propose`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author_key_id: Option<String>,
+    /// Release only: the release is approved as a rollback from this version, the
+    /// one downgrade it allows ([`crate::rollback`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_from: Option<String>,
 }
 
 /// A staged change.

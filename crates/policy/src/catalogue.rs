@@ -20,6 +20,11 @@ pub const COMPONENTS: &[&str] = &[
     "kube-scheduler",
 ];
 
+/// The etcd alarms an action may disarm (`etcd.alarm-disarm`'s `alarm`, which
+/// defaults to the only one). CORRUPT is absent on purpose: recovering from it is
+/// replacing the member, never disarming.
+pub const DISARMABLE_ALARMS: &[&str] = &["NOSPACE"];
+
 /// A Kubernetes node name: an RFC 1123 DNS subdomain (lower-case letters, digits, `-`
 /// and `.`; labels start and end alphanumeric), as `kubectl` and the API server
 /// accept it. No leading `-`, no `/`, no spaces, no globs.
@@ -191,12 +196,18 @@ pub const HANDLERS: &[Handler] = &[
     },
     Handler {
         id: "etcd.alarm-disarm",
-        summary: "Disarm etcd alarms (after space was reclaimed).",
+        summary: "Disarm the NOSPACE alarm (after space was reclaimed); CORRUPT is never disarmed.",
         target: Cluster,
         risk: Mutate,
         mutates: true,
         output_schema: "palisade.dev/output/etcd-alarms/v1",
-        params: &[],
+        // CORRUPT is not a value: a member etcd found diverged must be replaced, and
+        // re-opening it to writes would let it serve diverged data.
+        params: &[HandlerParam {
+            name: "alarm",
+            required: false,
+            ty: HandlerParamType::Enum(DISARMABLE_ALARMS),
+        }],
     },
     Handler {
         id: "etcd.alarms",

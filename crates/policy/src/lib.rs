@@ -37,6 +37,7 @@ pub mod approval;
 pub mod dsse;
 pub mod keys;
 pub mod release;
+pub mod rollback;
 pub mod root;
 pub mod trusted_policy;
 pub mod tuf;

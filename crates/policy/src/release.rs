@@ -4,11 +4,13 @@
 //!
 //! Targets live in the delegated role `components` (paths `components/*/*/*`, signed by
 //! the pipeline key) as `components/<component>/<version>/<file>`, with custom data
-//! `{attestation, approvals, approvers, author, author_key_id, proposal}`.
+//! `{attestation, approvals, approvers, author, author_key_id, proposal}` and, for a
+//! release approved as a rollback, `rollback_from` ([`crate::rollback`]).
 
 use crate::approval::{self, ApprovalStatement, ChangeKind, APPROVAL_TYPE};
 use crate::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use crate::keys::{PublicKey, SigningKey};
+use crate::rollback::ReleaseVersion;
 use crate::trusted_policy::Publication;
 use crate::tuf::{
     self, Commit, Lifetimes, OnlineKeys, RepoDir, RepoState, TrustError, COMPONENTS_ROLE,
@@ -205,6 +207,69 @@ pub fn propose_release(
     attestation: Envelope,
     extra_ci_keys: &[PublicKey],
 ) -> Result<String, TrustError> {
+    propose(
+        repo,
+        author,
+        component,
+        version,
+        file,
+        artifact,
+        attestation,
+        extra_ci_keys,
+        None,
+    )
+}
+
+/// Stages a release like [`propose_release`], marked as a rollback from
+/// `rollback_from` (a higher version): once approved and published, the agent may
+/// replace `rollback_from` by this lower `version` ([`crate::rollback`]). The mark is
+/// part of what the author signs and the reviewers approve.
+#[allow(clippy::too_many_arguments)]
+pub fn propose_rollback_release(
+    repo: &RepoDir,
+    author: &SigningKey,
+    component: &str,
+    version: &str,
+    file: &str,
+    artifact: &[u8],
+    attestation: Envelope,
+    extra_ci_keys: &[PublicKey],
+    rollback_from: &str,
+) -> Result<String, TrustError> {
+    check_segment("rollback-from version", rollback_from)?;
+    let to = ReleaseVersion::parse(version).map_err(|e| TrustError::Invalid(e.to_string()))?;
+    let from =
+        ReleaseVersion::parse(rollback_from).map_err(|e| TrustError::Invalid(e.to_string()))?;
+    if to >= from {
+        return Err(TrustError::Invalid(format!(
+            "a rollback goes to a lower version: {version} is not lower than {rollback_from}"
+        )));
+    }
+    propose(
+        repo,
+        author,
+        component,
+        version,
+        file,
+        artifact,
+        attestation,
+        extra_ci_keys,
+        Some(rollback_from),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn propose(
+    repo: &RepoDir,
+    author: &SigningKey,
+    component: &str,
+    version: &str,
+    file: &str,
+    artifact: &[u8],
+    attestation: Envelope,
+    extra_ci_keys: &[PublicKey],
+    rollback_from: Option<&str>,
+) -> Result<String, TrustError> {
     let target = release_target(component, version, file)?;
     let state = RepoState::read(repo)?;
     let trust = state.trust()?;
@@ -221,6 +286,7 @@ pub fn propose_release(
         digest: None,
         author: author_name,
         author_key_id: Some(author_key_id),
+        rollback_from: rollback_from.map(str::to_string),
     };
     Ok(approval::stage(
         repo,
@@ -275,6 +341,9 @@ pub fn publish_release(
     }
     custom.insert("author_signature".to_string(), json!(author_signature));
     custom.insert("proposal".to_string(), json!(st.proposal));
+    if let Some(from) = &st.rollback_from {
+        custom.insert("rollback_from".to_string(), json!(from));
+    }
     let mut role = state
         .delegated
         .get(COMPONENTS_ROLE)
@@ -371,6 +440,9 @@ pub struct VerifiedRelease {
     pub approvers: Vec<String>,
     pub proposal: String,
     pub test_result: TestResult,
+    /// The one version this release may replace although it is lower (approved as a
+    /// rollback from it), if it was published as a rollback.
+    pub rollback_from: Option<String>,
 }
 
 /// Verifies `artifact` as release `component` `version`, in this order: the TUF
@@ -495,6 +567,13 @@ fn verify_signed_release(
         digest: None,
         author: author.clone(),
         author_key_id: custom_str("author_key_id"),
+        // Covered by the author's signature and the approvals below: a mark the
+        // reviewers did not approve makes the release fail to verify.
+        rollback_from: match target.custom.get("rollback_from") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(bad("`rollback_from` is not a string")),
+        },
     };
     let author_signature: Option<Envelope> = target
         .custom
@@ -511,6 +590,7 @@ fn verify_signed_release(
     let approvers =
         approval::count_approvals(&expected, &approvals, &trust.reviewers, trust.threshold)?;
     Ok(VerifiedRelease {
+        rollback_from: expected.rollback_from.clone(),
         component: component.into(),
         version: version.into(),
         target: name.raw().into(),

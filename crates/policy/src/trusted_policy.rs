@@ -117,6 +117,7 @@ pub fn propose_policy(
         digest: Some(policy.digest().to_string()),
         author: author_name,
         author_key_id: Some(author_key_id),
+        rollback_from: None,
     };
     let role_version = state
         .delegated
@@ -436,6 +437,7 @@ pub async fn verify_policy(
         digest: custom_str("digest"),
         author: author.clone(),
         author_key_id: custom_str("author_key_id"),
+        rollback_from: None,
     };
     let record_bytes = tuf::read_target(&loaded, &approvals_target(version)).await?;
     let record: ApprovalRecord =

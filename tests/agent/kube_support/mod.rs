@@ -92,6 +92,8 @@ struct Shared {
     canned: Option<Canned>,
     /// Condition reason sent for every condition (to test bounds).
     long_reason: Option<String>,
+    /// One more condition sent on every node (what any `nodes/status` writer can add).
+    extra_condition: Option<Value>,
 }
 
 /// The CA, the server's certificate, an agent client certificate and a second,
@@ -215,6 +217,11 @@ impl ApiServer {
     pub fn set_condition_reason(&self, reason: String) {
         self.shared.lock().unwrap().long_reason = Some(reason);
     }
+
+    /// Adds `condition` to every node's `status.conditions`.
+    pub fn add_condition(&self, condition: Value) {
+        self.shared.lock().unwrap().extra_condition = Some(condition);
+    }
 }
 
 async fn handle(
@@ -256,6 +263,18 @@ async fn handle(
         return response.body(Body::from(c.body.clone())).unwrap();
     }
     let reason = s.long_reason.clone();
+    let extra = s.extra_condition.clone();
+    let node_json = |name: &str, unschedulable: bool, reason: Option<&str>| {
+        let mut node = node_json(name, unschedulable, reason);
+        if let (Some(extra), Some(list)) = (
+            &extra,
+            node.pointer_mut("/status/conditions")
+                .and_then(Value::as_array_mut),
+        ) {
+            list.push(extra.clone());
+        }
+        node
+    };
     let segments: Vec<&str> = recorded.path.split('/').skip(1).collect();
     match (recorded.method.as_str(), segments.as_slice()) {
         ("GET", ["api", "v1", "nodes"]) => {

@@ -88,6 +88,45 @@ impl ReleaseRepo {
             .expect("publish release");
     }
 
+    /// Like [`ReleaseRepo::publish`], marked as an approved rollback from
+    /// `rollback_from` (the mark is approved with the release).
+    pub fn publish_rollback(
+        &self,
+        component: &str,
+        version: &str,
+        artifact: &[u8],
+        rollback_from: &str,
+    ) {
+        let result = TestResult {
+            result: TestOutcome::Passed,
+            configuration: vec![],
+            url: "https://ci.example/run/2".into(),
+            passed_tests: vec!["e2e".into()],
+            warned_tests: vec![],
+            failed_tests: vec![],
+        };
+        let attestation =
+            release::attest(component, artifact, result, &self.key("ci")).expect("attest");
+        let id = release::propose_rollback_release(
+            &self.repo,
+            &self.key("alice"),
+            component,
+            version,
+            component,
+            artifact,
+            attestation,
+            &[],
+            rollback_from,
+        )
+        .expect("propose rollback release");
+        for who in ["bob", "carol"] {
+            approval::approve(&self.repo, &id, &self.key(who)).expect("approve");
+        }
+        let online = OnlineKeys::load(&self.keys).expect("online keys");
+        release::publish_release(&self.repo, &online, &id, &[], &Lifetimes::default())
+            .expect("publish rollback release");
+    }
+
     /// Drops `artifact` where a release would be, without any signature, attestation
     /// or approval.
     pub fn drop_unsigned(&self, component: &str, version: &str, artifact: &[u8]) {

@@ -57,6 +57,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         v,
         C2,
         Scope::Local,
+        "c2-alarm-disarm-never-clears-corrupt",
+        "With a CORRUPT alarm raised, etcd.alarm-disarm alarm=CORRUPT is refused by the validator and a plain disarm leaves CORRUPT raised",
+        corrupt_stays,
+    );
+    push(
+        v,
+        C2,
+        Scope::Local,
         "c2-access-log-no-canary",
         "The customer's whole access log holds no canary (outputs are digests, not content)",
         access_log,
@@ -238,6 +246,87 @@ fn mutating(cx: &Ctx) -> BoxFut<'_> {
             ));
         }
         Ok(ev)
+    })
+}
+
+/// The CORRUPT alarm raised on `endpoint`'s member (what etcd does when it finds a
+/// member diverged), or, with `raise == false`, cleared again by the verifier itself
+/// (no action can) so that the rest of the run has a writable etcd.
+async fn corrupt_alarm(endpoint: &str, raise: bool) -> anyhow::Result<()> {
+    use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
+    let mut c = etcd_client::Client::connect([endpoint], None).await?;
+    let member = c
+        .status()
+        .await?
+        .header()
+        .map(|h| h.member_id())
+        .ok_or_else(|| anyhow::anyhow!("etcd status has no header"))?;
+    let mut o = AlarmOptions::new();
+    o.with_member(member);
+    let action = if raise {
+        AlarmAction::Activate
+    } else {
+        AlarmAction::Deactivate
+    };
+    c.alarm(action, AlarmType::Corrupt, Some(o)).await?;
+    Ok(())
+}
+
+async fn corrupt_raised(endpoint: &str) -> anyhow::Result<bool> {
+    use etcd_client::{AlarmAction, AlarmType};
+    let mut c = etcd_client::Client::connect([endpoint], None).await?;
+    let r = c.alarm(AlarmAction::Get, AlarmType::None, None).await?;
+    Ok(r.alarms().iter().any(|a| a.alarm() == AlarmType::Corrupt))
+}
+
+fn corrupt_stays(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        corrupt_alarm(&l.etcd_endpoint, true).await?;
+        let attack = async {
+            if !corrupt_raised(&l.etcd_endpoint).await? {
+                bail!("the verifier could not raise a CORRUPT alarm");
+            }
+            // Named explicitly: not a value the handler or the policy accepts.
+            let got = cx
+                .op_run("etcd.alarm-disarm", &[("alarm", "CORRUPT")])
+                .await?;
+            let mut ev = cx
+                .expect_refusal("etcd.alarm-disarm alarm=CORRUPT", got, 422, "validate")
+                .await?;
+            // A plain disarm (NOSPACE) runs and leaves CORRUPT raised.
+            let done = l.execute("etcd.alarm-disarm", &[]).await?;
+            if done.result.outcome != ResultOutcome::Succeeded {
+                bail!(
+                    "etcd.alarm-disarm: {:?} {:?}",
+                    done.result.outcome,
+                    done.result.error
+                );
+            }
+            let text = serde_json::to_string(&done.result)?;
+            cx.record_output(text.clone());
+            if !corrupt_raised(&l.etcd_endpoint).await? {
+                bail!(
+                    "etcd.alarm-disarm cleared the CORRUPT alarm: {}",
+                    short(&text)
+                );
+            }
+            if !text.contains("CORRUPT") {
+                bail!(
+                    "the output does not show CORRUPT still raised: {}",
+                    short(&text)
+                );
+            }
+            ev.push(format!(
+                "etcd.alarm-disarm (intent {}): succeeded, CORRUPT still raised and shown",
+                done.intent_index
+            ));
+            Ok(ev)
+        }
+        .await;
+        // Whatever happened, the rest of the run needs a writable etcd.
+        corrupt_alarm(&l.etcd_endpoint, false).await?;
+        attack
     })
 }
 

@@ -41,6 +41,22 @@ pub fn add(v: &mut Vec<Scenario>) {
         v,
         C5,
         Scope::Local,
+        "c5-backup-older-substituted-refused",
+        "An older backup's manifest and object under a newer backup's name, or a manifest other than the logged one, do not restore",
+        substituted,
+    );
+    push(
+        v,
+        C5,
+        Scope::Local,
+        "c5-backup-prune-keeps-the-floor",
+        "etcd.backup-prune keep_last=3 right after backups deletes nothing younger than the agent's floor",
+        prune_floor,
+    );
+    push(
+        v,
+        C5,
+        Scope::Local,
         "c5-backup-no-plaintext-key-at-rest",
         "The unwrapped data key is in no stored object, manifest, log tile or agent file",
         no_plaintext_key,
@@ -86,6 +102,18 @@ fn restore(
     socket: &str,
     out: &Path,
 ) -> anyhow::Result<(bool, String)> {
+    restore_with(cx, manifest, store, socket, out, &[])
+}
+
+/// [`restore`] with more arguments (e.g. `--expect-digest`).
+fn restore_with(
+    cx: &Ctx,
+    manifest: &Path,
+    store: &Path,
+    socket: &str,
+    out: &Path,
+    extra: &[&str],
+) -> anyhow::Result<(bool, String)> {
     let l = cx.local()?;
     let o = std::process::Command::new(&l.exe)
         .arg("backup")
@@ -100,6 +128,7 @@ fn restore(
         .arg(l.dir.join("agent/keys/agent.pub"))
         .arg("--out")
         .arg(out)
+        .args(extra)
         .output()?;
     Ok((
         o.status.success(),
@@ -252,6 +281,161 @@ fn tampered(cx: &Ctx) -> BoxFut<'_> {
             ));
         }
         Ok(evidence)
+    })
+}
+
+/// An `etcd.backup` run straight at the agent (logged like any dispatch; the
+/// gateway's 4/h limit is left to the other scenarios), returning its output.
+async fn agent_backup(cx: &Ctx) -> anyhow::Result<serde_json::Value> {
+    let done = cx.local()?.execute("etcd.backup", &[]).await?;
+    if done.result.outcome != palisade_agent::dispatch::ResultOutcome::Succeeded {
+        bail!(
+            "etcd.backup: {:?} {:?}",
+            done.result.outcome,
+            done.result.error
+        );
+    }
+    done.result
+        .output
+        .ok_or_else(|| anyhow!("etcd.backup returned no output"))
+}
+
+fn out_str<'a>(out: &'a serde_json::Value, field: &str) -> anyhow::Result<&'a str> {
+    out[field]
+        .as_str()
+        .ok_or_else(|| anyhow!("no {field} in the etcd.backup output: {out}"))
+}
+
+fn substituted(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let older = agent_backup(cx).await?;
+        let newer = agent_backup(cx).await?;
+        let real = l.dir.join("backups");
+        // The insider's copy of the store: the older backup under the newer's names.
+        let store = super::scratch(cx, "store-substituted")?;
+        super::copy_dir(&real, &store)?;
+        for field in ["manifest", "object"] {
+            std::fs::copy(
+                real.join(out_str(&older, field)?),
+                store.join(out_str(&newer, field)?),
+            )?;
+        }
+        let socket = customer_socket(cx)?;
+        let out_dir = super::scratch(cx, "restore-substituted")?;
+        let newer_manifest = store.join(out_str(&newer, "manifest")?);
+        let (ok, text) = restore(
+            cx,
+            &newer_manifest,
+            &store,
+            &socket,
+            &out_dir.join("snap.db"),
+        )?;
+        if ok {
+            bail!("the older backup restored as the newer one: {text}");
+        }
+        no_files_left(&out_dir)?;
+        let mut ev = vec![format!(
+            "older backup {} under the name of {}: refused ({}), no file left",
+            out_str(&older, "backup_id")?,
+            out_str(&newer, "backup_id")?,
+            short(&text)
+        )];
+        // The older backup under its own name, but the customer asks for the digest
+        // the log recorded for the newer one.
+        let logged_newer = format!("sha256:{}", out_str(&newer, "manifest_sha256")?);
+        let (ok, text) = restore_with(
+            cx,
+            &real.join(out_str(&older, "manifest")?),
+            &real,
+            &socket,
+            &out_dir.join("snap.db"),
+            &["--expect-digest", &logged_newer],
+        )?;
+        if ok {
+            bail!("a manifest other than the logged one restored: {text}");
+        }
+        no_files_left(&out_dir)?;
+        ev.push(format!(
+            "older manifest with --expect-digest of the newer (as logged): refused ({})",
+            short(&text)
+        ));
+        // Control: the newer one, as logged, restores.
+        let (ok, text) = restore_with(
+            cx,
+            &real.join(out_str(&newer, "manifest")?),
+            &real,
+            &socket,
+            &out_dir.join("snap.db"),
+            &["--expect-digest", &logged_newer],
+        )?;
+        if !ok {
+            bail!("the logged backup did not restore: {text}");
+        }
+        std::fs::remove_file(out_dir.join("snap.db"))?;
+        ev.push("the newer backup with its logged digest restores".into());
+        Ok(ev)
+    })
+}
+
+fn prune_floor(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let dir = l.dir.join("backups").join(&cx.cluster);
+        let manifests = || -> anyhow::Result<Vec<String>> {
+            // No backup taken yet: the cluster's directory does not exist.
+            if !dir.exists() {
+                return Ok(Vec::new());
+            }
+            let mut v: Vec<String> = std::fs::read_dir(&dir)?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".manifest.json"))
+                .collect();
+            v.sort();
+            Ok(v)
+        };
+        // More backups than keep_last, all seconds old.
+        while manifests()?.len() < 5 {
+            agent_backup(cx).await?;
+        }
+        let before = manifests()?;
+        let done = l
+            .execute("etcd.backup-prune", &[("keep_last", "3")])
+            .await?;
+        if done.result.outcome != palisade_agent::dispatch::ResultOutcome::Succeeded {
+            bail!(
+                "etcd.backup-prune: {:?} {:?}",
+                done.result.outcome,
+                done.result.error
+            );
+        }
+        let out = done
+            .result
+            .output
+            .ok_or_else(|| anyhow!("etcd.backup-prune returned no output"))?;
+        cx.record_output(out.to_string());
+        let deleted = out["deleted"].as_array().map_or(usize::MAX, Vec::len);
+        let after = manifests()?;
+        if deleted != 0 || after != before {
+            bail!(
+                "prune deleted seconds-old backups: {} before, {} after; output {}",
+                before.len(),
+                after.len(),
+                short(&out.to_string())
+            );
+        }
+        Ok(vec![
+            format!(
+                "{} backups, all seconds old; etcd.backup-prune keep_last=3 (intent {})",
+                before.len(),
+                done.intent_index
+            ),
+            format!(
+                "deleted none (floor: {} days, at least {} kept); every manifest still stored",
+                out["min_age_days"], out["min_count"]
+            ),
+        ])
     })
 }
 
