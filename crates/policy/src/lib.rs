@@ -38,5 +38,6 @@ pub mod dsse;
 pub mod keys;
 pub mod release;
 pub mod root;
+mod root_chain;
 pub mod trusted_policy;
 pub mod tuf;

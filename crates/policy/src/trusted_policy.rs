@@ -523,6 +523,19 @@ pub fn refresh(repo: &RepoDir, keys: &OnlineKeys, life: &Lifetimes) -> Result<()
             "policy/*",
         )?;
     }
+    // So does the `components` delegation, to the pipeline key(s) the root pins.
+    if state.delegation(tuf::COMPONENTS_ROLE).is_some() {
+        crate::root::verified_current_root(repo, &state)?;
+        let pin = tuf::root_components(&state.root.signed)?;
+        let refs: Vec<&PublicKey> = pin.keys.iter().collect();
+        tuf::set_delegation(
+            &mut targets,
+            tuf::COMPONENTS_ROLE,
+            &refs,
+            pin.threshold,
+            "components/*/*/*",
+        )?;
+    }
     tuf::commit(
         repo,
         &state,
