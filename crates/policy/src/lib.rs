@@ -37,6 +37,7 @@ pub mod approval;
 pub mod dsse;
 pub mod keys;
 pub mod release;
+pub mod review;
 pub mod root;
 mod root_chain;
 pub mod trusted_policy;

@@ -150,7 +150,7 @@ pub fn propose_policy(
     })
 }
 
-fn policy_custom(st: &ApprovalStatement) -> HashMap<String, Value> {
+pub(crate) fn policy_custom(st: &ApprovalStatement) -> HashMap<String, Value> {
     let mut m = HashMap::new();
     m.insert(
         "version".into(),
@@ -165,7 +165,8 @@ fn policy_custom(st: &ApprovalStatement) -> HashMap<String, Value> {
     m
 }
 
-/// The diff a reviewer sees before approving.
+/// A diff against the published policy as the repository's files show it, unverified
+/// (the author's view at propose time); reviewers see [`crate::review::Review::diff`].
 pub fn proposal_diff(repo: &RepoDir, staged: &StagedProposal) -> Result<String, TrustError> {
     let state = RepoState::read(repo)?;
     let old = published(repo, &state)?

@@ -135,6 +135,11 @@ pub enum TrustError {
     AttestationSubject { attested: String, artifact: String },
     #[error("the test attestation is malformed: {0}")]
     AttestationMalformed(String),
+    #[error("do not approve: {what} does not verify from your trusted root ({source}); the repository host may be showing you files that were never signed or published")]
+    ReviewRefused {
+        what: &'static str,
+        source: Box<TrustError>,
+    },
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error(transparent)]
