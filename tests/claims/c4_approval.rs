@@ -9,6 +9,7 @@
 use palisade_policy::approval::{self, ApprovalStatement};
 use palisade_policy::dsse::Envelope;
 use palisade_policy::keys::{self, PublicKey, SigningKey};
+use palisade_policy::review;
 use palisade_policy::root::RootChange;
 use palisade_policy::trusted_policy::{self, PolicyRelease};
 use palisade_policy::tuf::{
@@ -97,6 +98,17 @@ impl Fixture {
             serde_json::to_vec_pretty(&proposal).expect("json"),
         )
         .expect("write proposal.json");
+    }
+
+    /// Rewrites proposal `id`'s `proposal.json` with `edit`, without loading it
+    /// first (its file may no longer match).
+    fn edit_proposal_unchecked(&self, id: &str, edit: impl FnOnce(&mut approval::Proposal)) {
+        let path = self.repo.proposals().join(id).join("proposal.json");
+        let mut proposal: approval::Proposal =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("proposal.json");
+        edit(&mut proposal);
+        std::fs::write(&path, serde_json::to_vec_pretty(&proposal).expect("json"))
+            .expect("write proposal.json");
     }
 
     fn root_key(&self) -> SigningKey {
@@ -1183,4 +1195,157 @@ fn a_proposal_json_describing_another_proposal_is_refused() {
         approval::load(&f.repo, &id),
         Err(TrustError::StaleProposal { .. })
     ));
+}
+
+// ---------------------------------------------------------------------------------
+// What a reviewer approves is checked from the root the reviewer holds, not from the
+// files the repository host serves (`palisade policy approve` = `review::review` then
+// `review::approve`).
+
+impl Fixture {
+    /// A reviewer's check of proposal `id` from the pinned root, with their own datastore.
+    fn review(&self, id: &str) -> Result<review::Review, TrustError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(review::review(
+                &self.repo,
+                &self.root,
+                &self.datastore("reviewer"),
+                id,
+            ))
+    }
+}
+
+/// The inner reason of a `ReviewRefused` about `want_what`; checks the message.
+fn refused_because(r: Result<review::Review, TrustError>, want_what: &str) -> TrustError {
+    let err = match r {
+        Err(e) => e,
+        Ok(r) => panic!("expected ReviewRefused({want_what}), the review passed: {r:?}"),
+    };
+    let shown = err.to_string();
+    match err {
+        TrustError::ReviewRefused { what, source } => {
+            assert_eq!(what, want_what, "{shown}");
+            assert!(shown.starts_with("do not approve: "), "{shown}");
+            *source
+        }
+        other => panic!("expected ReviewRefused({want_what}), got {other:?}"),
+    }
+}
+
+#[test]
+fn reviewer_sees_the_diff_against_the_verified_published_policy_and_approves_it() {
+    let f = Fixture::new();
+    f.published(2);
+    let id = f.propose("alice", 3);
+    let r = f.review(&id).expect("review");
+    assert_eq!(r.published.as_ref().map(|(v, _)| *v), Some(2));
+    let diff = r.diff();
+    assert!(diff.contains("-   version: 2"), "{diff}");
+    assert!(diff.contains("+   version: 3"), "{diff}");
+    review::approve(&r, &f.key("bob")).expect("bob");
+    review::approve(&f.review(&id).expect("review"), &f.key("carol")).expect("carol");
+    f.publish(&id).expect("publish");
+    assert_eq!(f.verify("gateway").expect("verify").version, 3);
+}
+
+/// The host swaps the published policy file the diff would be made against (so that
+/// a harmful change looks like a no-op): the reviewer's check refuses.
+#[test]
+fn approve_refuses_when_the_host_swaps_the_published_policy_it_diffs_against() {
+    let f = Fixture::new();
+    f.published(2);
+    let id = f.propose("alice", 3);
+    // What the host serves as "published": the same length, one byte changed.
+    let mut fake = policy_yaml(2);
+    let at = fake.iter().position(|b| *b == b'#').expect("a comment");
+    fake[at + 1] = b'~';
+    std::fs::write(f.repo.target_path(tuf::POLICY_TARGET), fake).expect("swap");
+    match refused_because(f.review(&id), "the published policy") {
+        TrustError::TargetDigest { .. } | TrustError::Signature { .. } => {}
+        other => panic!("expected a digest refusal, got {other:?}"),
+    }
+}
+
+/// The host swaps the proposal's bytes and the digest beside them: the author never
+/// signed that digest, so the reviewer's check refuses.
+#[test]
+fn approve_refuses_proposal_bytes_the_author_did_not_sign() {
+    let f = Fixture::new();
+    f.published(2);
+    let id = f.propose("alice", 3);
+    let evil = String::from_utf8(policy_yaml(3))
+        .expect("utf8")
+        .replace("# ", "#  ");
+    let staged = approval::load(&f.repo, &id).expect("proposal");
+    std::fs::write(staged.dir.join("policy.yaml"), &evil).expect("swap bytes");
+    f.edit_proposal_unchecked(&id, |p| {
+        p.statement.sha256 = tuf::sha256_hex(evil.as_bytes())
+    });
+    match refused_because(f.review(&id), "the proposal") {
+        TrustError::AuthorUnproven { author, .. } => assert_eq!(author, "alice"),
+        other => panic!("expected AuthorUnproven, got {other:?}"),
+    }
+}
+
+/// The host leaves bytes and statement alone but swaps the staged `policy` role the
+/// reviewer also signs (for TUF) for one listing other bytes: refused.
+#[test]
+fn approve_refuses_a_staged_role_that_lists_other_bytes() {
+    let f = Fixture::new();
+    f.published(2);
+    let id = f.propose("alice", 3);
+    let other = f.propose("alice", 4);
+    let other_role = approval::load(&f.repo, &other)
+        .expect("other")
+        .proposal
+        .staged_role;
+    f.edit_proposal(&id, |p| p.staged_role = other_role);
+    match refused_because(f.review(&id), "the proposal") {
+        TrustError::StaleProposal { reason, .. } => {
+            assert!(reason.contains("does not list exactly"), "{reason}")
+        }
+        other => panic!("expected StaleProposal, got {other:?}"),
+    }
+}
+
+/// The host shows a root of its own making: edited in place (a proposer added), or as
+/// a new version signed with the online key. Authorship and reviewers come from the
+/// pinned root, so mallory's proposal is refused either way.
+#[test]
+fn approve_refuses_authorship_from_a_root_the_host_swapped() {
+    let f = Fixture::new();
+    f.published(2);
+    let mallory = outsider(&f, "mallory");
+    let add_mallory = |root: &mut tough::schema::Root| {
+        root._extra
+            .get_mut(tuf::ROOT_TRUST_FIELD)
+            .expect("trust field")["proposers"] =
+            serde_json::json!([serde_json::to_value(mallory.public()).expect("key")]);
+    };
+
+    // In place: metadata/root.json edited, its signatures left as they were.
+    let path = f.repo.metadata().join("root.json");
+    let mut served: Signed<tough::schema::Root> =
+        serde_json::from_slice(&std::fs::read(&path).expect("root")).expect("root json");
+    add_mallory(&mut served.signed);
+    std::fs::write(&path, serde_json::to_vec_pretty(&served).expect("json")).expect("write");
+    let id = f
+        .propose_signed(&mallory, 3)
+        .expect("the host's root lets mallory propose");
+    match refused_because(f.review(&id), "the proposal") {
+        TrustError::AuthorUnproven { author, .. } => assert_eq!(author, "mallory"),
+        other => panic!("expected AuthorUnproven, got {other:?}"),
+    }
+
+    // A new root version, signed with the online key only.
+    std::fs::write(&path, &f.root).expect("restore root.json");
+    forge_root(&f, &[&f.online().online], add_mallory);
+    let id = f.propose_signed(&mallory, 3).expect("propose");
+    match refused_because(f.review(&id), "the repository") {
+        TrustError::Signature { .. } => {}
+        other => panic!("expected a signature refusal, got {other:?}"),
+    }
 }

@@ -8,6 +8,7 @@ use palisade_policy::approval;
 use palisade_policy::dsse::Envelope;
 use palisade_policy::keys::{self, PublicKey, SigningKey};
 use palisade_policy::release::{self, TestOutcome, TestResult, VerifiedRelease};
+use palisade_policy::root;
 use palisade_policy::tuf::{self, Lifetimes, OnlineKeys, RepoDir, TrustConfig, TrustError};
 use std::path::PathBuf;
 
@@ -371,6 +372,216 @@ fn release_author_renamed_after_proposing_is_refused() {
         ),
         Err(TrustError::AuthorUnproven { .. })
     ));
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// Root version N+1 signed with the repository's own root key (a genuine rotation).
+fn rotate_root(f: &Fixture) {
+    let root_key = SigningKey::read(&f.keys.join("root.key")).expect("root key");
+    root::update_root(
+        &f.repo,
+        &[root_key],
+        &OnlineKeys::load(&f.keys).expect("keys"),
+        root::RootChange::default(),
+        &Lifetimes::default(),
+    )
+    .expect("root update");
+}
+
+/// Someone who can write the instance's files and host the repository plants a
+/// root of their own (version 2, signed only by their keys) as the datastore's
+/// cached root, beside a repository entirely theirs: the agent starts from its pinned
+/// root, finds that the cached root does not chain from it, and refuses.
+#[test]
+fn self_signed_root_planted_in_the_datastore_is_refused() {
+    const EVIL: &[u8] = b"etcd with a backdoor";
+    let f = Fixture::new();
+    f.release("3.5.17", ETCD, f.attest(ETCD, TestOutcome::Passed, "ci"))
+        .expect("release");
+    f.verify("3.5.17", ETCD).expect("genuine release verifies");
+
+    // The attacker's own repository: their root key, reviewers, CI and pipeline.
+    let evil = Fixture::new();
+    rotate_root(&evil);
+    evil.release("3.5.17", EVIL, evil.attest(EVIL, TestOutcome::Passed, "ci"))
+        .expect("attacker's release");
+    std::fs::remove_dir_all(&f.repo.root).expect("rm repo");
+    copy_dir(&evil.repo.root, &f.repo.root);
+    let datastore = f.dir.join("agent-datastore");
+    std::fs::remove_dir_all(&datastore).expect("rm datastore");
+    std::fs::create_dir_all(&datastore).expect("mkdir");
+    std::fs::copy(
+        evil.repo.metadata().join("root.json"),
+        datastore.join("root.json"),
+    )
+    .expect("plant root");
+
+    match f.verify("3.5.17", EVIL) {
+        Err(TrustError::Signature { detail }) => {
+            assert!(
+                detail.contains("does not chain from the pinned root"),
+                "{detail}"
+            )
+        }
+        other => panic!("expected a refusal of the planted root, got {other:?}"),
+    }
+}
+
+/// Genuine rotations still load: the datastore's cached root (version 3) chains from
+/// the pinned root (version 1) through version 2, which the verifier kept, even once
+/// the repository stops serving the numbered roots.
+#[test]
+fn genuinely_rotated_root_still_loads_from_the_datastore() {
+    let f = Fixture::new();
+    f.release("3.5.17", ETCD, f.attest(ETCD, TestOutcome::Passed, "ci"))
+        .expect("release");
+    f.verify("3.5.17", ETCD).expect("verifies at root 1");
+    rotate_root(&f);
+    f.verify("3.5.17", ETCD).expect("verifies at root 2");
+    rotate_root(&f);
+    f.verify("3.5.17", ETCD).expect("verifies at root 3");
+    for v in [2, 3] {
+        std::fs::remove_file(f.repo.metadata().join(format!("{v}.root.json"))).expect("rm");
+    }
+    let v = f
+        .verify("3.5.17", ETCD)
+        .expect("cached root 3 chains from root 1");
+    assert_eq!(v.approvers, vec!["bob".to_string(), "carol".to_string()]);
+}
+
+/// The pipeline withdraws a release: it re-signs the `components` role without it.
+fn withdraw(f: &Fixture, target: &str) {
+    let state = tuf::RepoState::read(&f.repo).expect("state");
+    let mut role = state
+        .delegated
+        .get(tuf::COMPONENTS_ROLE)
+        .expect("components role")
+        .signed
+        .clone();
+    role.targets.retain(|name, _| name.raw() != target);
+    role.version = role.version.checked_add(1).expect("version");
+    let pipeline = SigningKey::read(&f.keys.join("pipeline.key")).expect("pipeline key");
+    let sig = tuf::tuf_signature(&role, &pipeline).expect("sig");
+    tuf::commit(
+        &f.repo,
+        &state,
+        &OnlineKeys::load(&f.keys).expect("keys").online,
+        tuf::Commit {
+            targets: None,
+            delegated: vec![(
+                tuf::COMPONENTS_ROLE.to_string(),
+                tough::schema::Signed {
+                    signed: role,
+                    signatures: vec![sig],
+                },
+            )],
+            files: vec![],
+        },
+        &Lifetimes::default(),
+    )
+    .expect("commit");
+}
+
+/// The holder of the online key (which signs the top-level targets role) delegates
+/// `components` to a key of their own and re-lists a release the pipeline withdrew,
+/// with its genuine attestation and approvals. The root pins the pipeline key, so
+/// the agent's verification refuses the delegation, and the release stays withdrawn.
+#[test]
+fn online_key_cannot_redelegate_components_to_relist_a_withdrawn_release() {
+    let f = Fixture::new();
+    f.release("3.5.17", ETCD, f.attest(ETCD, TestOutcome::Passed, "ci"))
+        .expect("release");
+    f.verify("3.5.17", ETCD)
+        .expect("published release verifies");
+    let target = "components/etcd/3.5.17/etcd";
+    let listed = tuf::RepoState::read(&f.repo)
+        .expect("state")
+        .delegated
+        .get(tuf::COMPONENTS_ROLE)
+        .expect("components")
+        .signed
+        .clone();
+
+    withdraw(&f, target);
+    assert!(matches!(
+        f.verify("3.5.17", ETCD),
+        Err(TrustError::NoRelease { .. })
+    ));
+
+    // The insider: online key, plus a key of their own for the new delegation.
+    let rogue = f.key("rogue-ci");
+    let state = tuf::RepoState::read(&f.repo).expect("state");
+    let mut targets = state.targets.signed.clone();
+    targets.version = targets.version.checked_add(1).expect("version");
+    let d = targets.delegations.as_mut().expect("delegations");
+    let rogue_id = keys::key_id_decoded(&rogue.key_id());
+    d.keys.insert(rogue_id.clone(), rogue.public().key.clone());
+    for r in d
+        .roles
+        .iter_mut()
+        .filter(|r| r.name == tuf::COMPONENTS_ROLE)
+    {
+        r.keyids = vec![rogue_id.clone()];
+        r.targets = None;
+    }
+    let mut role = listed;
+    role.version = state.delegated[tuf::COMPONENTS_ROLE]
+        .signed
+        .version
+        .checked_add(1)
+        .expect("version");
+    let sig = tuf::tuf_signature(&role, &rogue).expect("sig");
+    tuf::commit(
+        &f.repo,
+        &state,
+        &OnlineKeys::load(&f.keys).expect("keys").online,
+        tuf::Commit {
+            targets: Some(targets),
+            delegated: vec![(
+                tuf::COMPONENTS_ROLE.to_string(),
+                tough::schema::Signed {
+                    signed: role,
+                    signatures: vec![sig],
+                },
+            )],
+            files: vec![],
+        },
+        &Lifetimes::default(),
+    )
+    .expect("the insider's commit");
+
+    match f.verify("3.5.17", ETCD) {
+        Err(TrustError::DelegationMismatch { role, detail }) => {
+            assert_eq!(role, tuf::COMPONENTS_ROLE);
+            assert!(detail.contains("the root pins"), "{detail}");
+        }
+        other => panic!("expected DelegationMismatch, got {other:?}"),
+    }
+    let all = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+        .block_on(release::published_releases(
+            &f.repo,
+            &f.root,
+            &f.dir.join("agent-datastore"),
+        ));
+    assert!(
+        matches!(all, Err(TrustError::DelegationMismatch { .. })),
+        "{all:?}"
+    );
 }
 
 /// The rollback mark is approved like the release itself: a pipeline that adds

@@ -111,7 +111,11 @@ fn repository_written_by_palisade_loads_with_python_tuf() {
             .args(["policy", "approve", "--proposal", &id, "--repo"])
             .arg(&repo)
             .arg("--key")
-            .arg(keys.join("reviewers").join(format!("{who}.key"))));
+            .arg(keys.join("reviewers").join(format!("{who}.key")))
+            .arg("--root")
+            .arg(repo.join("metadata/1.root.json"))
+            .arg("--datastore")
+            .arg(tmp.path().join(format!("reviewer-{who}"))));
     }
     run(palisade()
         .args(["policy", "publish", "--proposal", &id, "--repo"])
@@ -152,7 +156,11 @@ fn repository_written_by_palisade_loads_with_python_tuf() {
             .args(["release", "approve", "--proposal", &rid, "--repo"])
             .arg(&repo)
             .arg("--key")
-            .arg(keys.join("reviewers").join(format!("{who}.key"))));
+            .arg(keys.join("reviewers").join(format!("{who}.key")))
+            .arg("--root")
+            .arg(repo.join("metadata/1.root.json"))
+            .arg("--datastore")
+            .arg(tmp.path().join(format!("reviewer-{who}"))));
     }
     run(palisade()
         .args(["release", "publish", "--proposal", &rid, "--repo"])

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use palisade_policy::keys::{self, PublicKey, SigningKey};
 use palisade_policy::trusted_policy::{self, Publication, VerifiedPolicy};
 use palisade_policy::tuf::{self, Lifetimes, OnlineKeys, RepoDir, TrustConfig};
-use palisade_policy::{approval, Policy};
+use palisade_policy::{review, Policy};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -70,6 +70,8 @@ enum PolicyCommand {
         file: PathBuf,
     },
     /// Show a proposal's diff and add one reviewer's approval (never the author's).
+    /// The proposal and the published policy it is diffed against are verified from
+    /// the root you trust (`--root`), not from the repository's files as served.
     Approve {
         #[arg(long)]
         repo: PathBuf,
@@ -78,6 +80,8 @@ enum PolicyCommand {
         /// The reviewer's private key file.
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        trusted: TrustedRootArgs,
     },
     /// Publish a proposal that has M distinct, current, non-author approvals.
     Publish {
@@ -296,13 +300,14 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 p.author,
                 key.key_id()
             );
-            println!("next: reviewers run `palisade policy approve --repo {} --proposal {} --key <their key>`", repo.display(), p.id);
+            println!("next: reviewers run `palisade policy approve --repo {} --proposal {} --key <their key> --root <the root.json they trust>`", repo.display(), p.id);
         }
         PolicyCommand::Approve {
             repo,
             proposal,
             key,
-        } => approve(&RepoDir::new(&repo), &proposal, &key, true)?,
+            trusted,
+        } => approve(&RepoDir::new(&repo), &proposal, &key, &trusted, true)?,
         PolicyCommand::Publish {
             repo,
             proposal,
@@ -470,19 +475,53 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Shared by `policy approve` and `release approve`.
-pub fn approve(repo: &RepoDir, proposal: &str, key: &Path, show_diff: bool) -> anyhow::Result<()> {
-    let staged = approval::load(repo, proposal)?;
-    if show_diff && staged.proposal.staged_role.is_some() {
-        print!("{}", trusted_policy::proposal_diff(repo, &staged)?);
+/// The root a reviewer trusts, and their own TUF datastore.
+#[derive(Args, Debug)]
+pub struct TrustedRootArgs {
+    /// The trusted root.json you hold (not the repository's copy): what is shown and
+    /// approved is verified from it.
+    #[arg(long)]
+    pub root: PathBuf,
+    /// Persistent TUF datastore (rollback protection); default under ~/.local/state/palisade.
+    #[arg(long)]
+    pub datastore: Option<PathBuf>,
+}
+
+/// Shared by `policy approve` and `release approve`: the proposal is checked from the
+/// reviewer's trusted root (`palisade_policy::review`), then exactly what was checked
+/// and shown is signed.
+pub fn approve(
+    repo: &RepoDir,
+    proposal: &str,
+    key: &Path,
+    trusted: &TrustedRootArgs,
+    show_diff: bool,
+) -> anyhow::Result<()> {
+    let root = std::fs::read(&trusted.root)
+        .with_context(|| format!("cannot read the trusted root {}", trusted.root.display()))?;
+    let datastore = trusted
+        .datastore
+        .clone()
+        .unwrap_or_else(|| default_datastore(&repo.root));
+    let key = SigningKey::read(key)?;
+    let reviewed = runtime()?.block_on(review::review(repo, &root, &datastore, proposal))?;
+    if show_diff && reviewed.staged.proposal.staged_role.is_some() {
+        match &reviewed.published {
+            Some((v, _)) => println!(
+                "diff against the published policy version {v} (verified from the trusted root):"
+            ),
+            None => println!(
+                "no policy is published yet (verified from the trusted root); the whole proposal:"
+            ),
+        }
+        print!("{}", reviewed.diff());
     }
-    let st = &staged.proposal.statement;
+    let st = &reviewed.staged.proposal.statement;
     println!(
-        "approving {} version {} (sha256:{}) by {}",
+        "approving {} version {} (sha256:{}, signed by its author {})",
         st.target, st.version, st.sha256, st.author
     );
-    let key = SigningKey::read(key)?;
-    let a = approval::approve(repo, proposal, &key)?;
+    let a = review::approve(&reviewed, &key)?;
     println!("approved by {} (key {})", a.reviewer, a.key_id);
     Ok(())
 }

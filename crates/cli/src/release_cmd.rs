@@ -3,6 +3,7 @@
 
 use crate::policy_cmd::{
     approve, default_datastore, keys_dir, read_pubs, report_publication, verify_runtime,
+    TrustedRootArgs,
 };
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -61,7 +62,8 @@ enum ReleaseCommand {
         #[arg(long)]
         rollback_from: Option<String>,
     },
-    /// Add one reviewer's approval (never the author's).
+    /// Add one reviewer's approval (never the author's). The proposal is verified
+    /// from the root you trust (`--root`), not from the repository's files as served.
     Approve {
         #[arg(long)]
         repo: PathBuf,
@@ -69,6 +71,8 @@ enum ReleaseCommand {
         proposal: String,
         #[arg(long)]
         key: PathBuf,
+        #[command(flatten)]
+        trusted: TrustedRootArgs,
     },
     /// Publish an approved release into the `components` role (pipeline key).
     Publish {
@@ -199,13 +203,14 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
                     target.version
                 );
             }
-            println!("next: reviewers run `palisade release approve --repo {} --proposal {id} --key <their key>`", target.repo.display());
+            println!("next: reviewers run `palisade release approve --repo {} --proposal {id} --key <their key> --root <the root.json they trust>`", target.repo.display());
         }
         ReleaseCommand::Approve {
             repo,
             proposal,
             key,
-        } => approve(&RepoDir::new(&repo), &proposal, &key, false)?,
+            trusted,
+        } => approve(&RepoDir::new(&repo), &proposal, &key, &trusted, false)?,
         ReleaseCommand::Publish {
             repo,
             proposal,

@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))] // Tests may unwrap; library code may not.
 
+pub mod ambiguity;
 pub mod client;
 pub mod config;
 pub mod envelope;

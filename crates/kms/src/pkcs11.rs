@@ -607,6 +607,33 @@ fn is_data_error(e: &CkError) -> bool {
     )
 }
 
+/// Encrypts a fresh random probe with `handle` and decrypts it again: `Ok` when the
+/// token and the key work now. Any failure or a different answer is `Err`.
+fn known_answer(session: &Session, handle: ObjectHandle, key_id: &KeyId) -> Result<(), ()> {
+    let mut probe = Zeroizing::new([0u8; 32]);
+    let mut iv = [0u8; IV_LEN];
+    getrandom::getrandom(probe.as_mut_slice()).map_err(drop)?;
+    getrandom::getrandom(&mut iv).map_err(drop)?;
+    let aad = key_id.as_str().as_bytes();
+    let mut iv_encrypt = iv;
+    let params = GcmParams::new(&mut iv_encrypt, aad, 128.into()).map_err(drop)?;
+    let ct = session
+        .encrypt(&Mechanism::AesGcm(params), handle, probe.as_slice())
+        .map_err(drop)?;
+    let mut iv_decrypt = iv;
+    let params = GcmParams::new(&mut iv_decrypt, aad, 128.into()).map_err(drop)?;
+    let back = Zeroizing::new(
+        session
+            .decrypt(&Mechanism::AesGcm(params), handle, &ct)
+            .map_err(drop)?,
+    );
+    if back.as_slice() == probe.as_slice() {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
 #[async_trait]
 impl Kek for Pkcs11Kek {
     fn key_id(&self) -> &KeyId {
@@ -665,15 +692,21 @@ impl Kek for Pkcs11Kek {
                 let params =
                     GcmParams::new(&mut iv, this.key_id.as_str().as_bytes(), 128.into())
                         .map_err(|_| OpError::Data(KekError::Invalid("GCM parameters".into())))?;
-                open.session
+                match open
+                    .session
                     .decrypt(&Mechanism::AesGcm(params), handle, &ct)
-                    .map_err(|e| {
-                        if is_data_error(&e) {
-                            OpError::Data(KekError::Undecryptable)
-                        } else {
-                            OpError::Fatal(unavailable("C_Decrypt", &e))
-                        }
-                    })
+                {
+                    Ok(plaintext) => Ok(plaintext),
+                    Err(e) if is_data_error(&e) => Err(OpError::Data(KekError::Undecryptable)),
+                    // Tokens report a GCM tag that does not verify with the codes of a
+                    // broken token (SoftHSM2: CKR_GENERAL_ERROR). A known-answer probe
+                    // with the same key on the same session tells the two apart: if it
+                    // round-trips, the token works and the ciphertext was bad.
+                    Err(e) => match known_answer(&open.session, handle, &this.key_id) {
+                        Ok(()) => Err(OpError::Data(KekError::Undecryptable)),
+                        Err(()) => Err(OpError::Fatal(unavailable("C_Decrypt", &e))),
+                    },
+                }
             })
         })
         .await

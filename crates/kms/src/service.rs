@@ -1,6 +1,7 @@
 //! The KMS v2 gRPC service. Each call reads top to bottom: parse and bound the request
 //! ([`crate::limits`]), pick the key (primary for Encrypt, by key_id for Decrypt, no
-//! fallback), call the backend with a deadline, check the answer against what
+//! fallback), call the backend with a deadline (a Decrypt failure that could be bad
+//! data or a broken backend is told apart by [`crate::ambiguity`]), check the answer against what
 //! kube-apiserver accepts, record metrics. Logs carry the request uid, the key_id
 //! and sizes; never plaintext, ciphertext or key material.
 
@@ -164,7 +165,8 @@ impl KeyManagementService for KmsService {
             return self.finish("decrypt", "none", started, Err(status));
         };
         let backend = kek.backend().as_str();
-        let result = match with_deadline(kek.decrypt(&input.key_id, &input.ciphertext)).await {
+        let decrypted = crate::ambiguity::decrypt(kek.as_ref(), &input.key_id, &input.ciphertext);
+        let result = match with_deadline(decrypted).await {
             Ok(plaintext) => {
                 tracing::debug!(uid = input.uid.as_str(), key_id = %input.key_id, "decrypted");
                 Ok(pb::DecryptResponse { plaintext })

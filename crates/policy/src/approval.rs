@@ -334,6 +334,10 @@ pub struct Approved {
 
 /// Adds `key`'s approval to proposal `id`. Refuses the author's key, a key that is
 /// not a current reviewer, and a second approval by the same key.
+///
+/// The reviewers and authors are read from the repository's own `root.json`, as the
+/// host serves it: reviewers approve through [`crate::review`] instead, which checks
+/// the proposal against their pinned root.
 pub fn approve(repo: &RepoDir, id: &str, key: &SigningKey) -> Result<Approved, TrustError> {
     let staged = load(repo, id)?;
     let state = RepoState::read(repo)?;
@@ -345,6 +349,19 @@ pub fn approve(repo: &RepoDir, id: &str, key: &SigningKey) -> Result<Approved, T
         Some(&staged.proposal.author_signature),
         &author_keys(&trust),
     )?;
+    sign_approval(&staged, &trust, key)
+}
+
+/// Signs `staged` as reviewer `key` of `trust`, whose authorship the caller has
+/// checked against `trust`. Refuses the author's key, a key that is not a reviewer of
+/// `trust`, and a second approval by the same key.
+pub fn sign_approval(
+    staged: &StagedProposal,
+    trust: &TrustConfig,
+    key: &SigningKey,
+) -> Result<Approved, TrustError> {
+    let id = staged.id.as_str();
+    let st = &staged.proposal.statement;
     let key_id = key.key_id();
     let reviewer = trust
         .reviewers

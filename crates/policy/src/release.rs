@@ -381,7 +381,7 @@ pub fn publish_release(
 }
 
 /// The target release `component` `version` is published as in the verified
-/// `components` role (the first one under `components/<component>/<version>/`, the
+/// `components` role (delegated to the pipeline key the root pins) (the first one under `components/<component>/<version>/`, the
 /// same one `verify_release` checks).
 fn find_release<'a>(
     loaded: &'a tough::Repository,
@@ -393,10 +393,7 @@ fn find_release<'a>(
         component: component.into(),
         version: version.into(),
     };
-    let role = loaded
-        .delegated_role(COMPONENTS_ROLE)
-        .and_then(|r| r.targets.as_ref())
-        .ok_or_else(no_release)?;
+    let role = tuf::pinned_components(loaded)?.ok_or_else(no_release)?;
     role.signed
         .targets
         .iter()
@@ -487,10 +484,7 @@ pub async fn published_releases(
 ) -> Result<Vec<Result<VerifiedRelease, (String, TrustError)>>, TrustError> {
     let loaded = tuf::load(repo, root, datastore).await?;
     let trust = tuf::verified_trust(&loaded)?;
-    let Some(role) = loaded
-        .delegated_role(COMPONENTS_ROLE)
-        .and_then(|r| r.targets.as_ref())
-    else {
+    let Some(role) = tuf::pinned_components(&loaded)? else {
         return Ok(Vec::new());
     };
     let mut names: Vec<_> = role.signed.targets.iter().collect();

@@ -151,7 +151,7 @@ pub fn propose_policy(
     })
 }
 
-fn policy_custom(st: &ApprovalStatement) -> HashMap<String, Value> {
+pub(crate) fn policy_custom(st: &ApprovalStatement) -> HashMap<String, Value> {
     let mut m = HashMap::new();
     m.insert(
         "version".into(),
@@ -166,7 +166,8 @@ fn policy_custom(st: &ApprovalStatement) -> HashMap<String, Value> {
     m
 }
 
-/// The diff a reviewer sees before approving.
+/// A diff against the published policy as the repository's files show it, unverified
+/// (the author's view at propose time); reviewers see [`crate::review::Review::diff`].
 pub fn proposal_diff(repo: &RepoDir, staged: &StagedProposal) -> Result<String, TrustError> {
     let state = RepoState::read(repo)?;
     let old = published(repo, &state)?
@@ -523,6 +524,19 @@ pub fn refresh(repo: &RepoDir, keys: &OnlineKeys, life: &Lifetimes) -> Result<()
             &refs,
             trust.threshold,
             "policy/*",
+        )?;
+    }
+    // So does the `components` delegation, to the pipeline key(s) the root pins.
+    if state.delegation(tuf::COMPONENTS_ROLE).is_some() {
+        crate::root::verified_current_root(repo, &state)?;
+        let pin = tuf::root_components(&state.root.signed)?;
+        let refs: Vec<&PublicKey> = pin.keys.iter().collect();
+        tuf::set_delegation(
+            &mut targets,
+            tuf::COMPONENTS_ROLE,
+            &refs,
+            pin.threshold,
+            "components/*/*/*",
         )?;
     }
     tuf::commit(

@@ -42,6 +42,11 @@ pub const SPEC_VERSION: &str = "1.0.0";
 /// online key that signs targets, snapshot and timestamp cannot. TUF clients keep
 /// unrecognised fields and verify signatures over them (TUF 1.0 §4.2).
 pub const ROOT_TRUST_FIELD: &str = "x-palisade-trust";
+/// The field of the root role's signed metadata that pins the `components`
+/// delegation ([`ComponentsPin`]): the pipeline key(s) and threshold. Like
+/// [`ROOT_TRUST_FIELD`], only a root update can change it, so the online key that signs
+/// the top-level targets cannot delegate `components` to a key of its own.
+pub const ROOT_COMPONENTS_FIELD: &str = "x-palisade-components";
 pub const POLICY_ROLE: &str = "policy";
 pub const COMPONENTS_ROLE: &str = "components";
 pub const POLICY_TARGET: &str = "policy/policy.yaml";
@@ -130,6 +135,11 @@ pub enum TrustError {
     AttestationSubject { attested: String, artifact: String },
     #[error("the test attestation is malformed: {0}")]
     AttestationMalformed(String),
+    #[error("do not approve: {what} does not verify from your trusted root ({source}); the repository host may be showing you files that were never signed or published")]
+    ReviewRefused {
+        what: &'static str,
+        source: Box<TrustError>,
+    },
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error(transparent)]
@@ -253,6 +263,14 @@ impl TrustConfig {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// Who signs the `components` role, as the root pins it (field
+/// [`ROOT_COMPONENTS_FIELD`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ComponentsPin {
+    pub threshold: u64,
+    pub keys: Vec<PublicKey>,
 }
 
 /// A repository directory.
@@ -706,7 +724,17 @@ pub fn init(
         expires: expiry(life.root),
         keys: HashMap::new(),
         roles: HashMap::new(),
-        _extra: HashMap::from([(ROOT_TRUST_FIELD.to_string(), trust_value(trust)?)]),
+        _extra: HashMap::from([
+            (ROOT_TRUST_FIELD.to_string(), trust_value(trust)?),
+            (
+                ROOT_COMPONENTS_FIELD.to_string(),
+                serde_json::to_value(ComponentsPin {
+                    threshold: 1,
+                    keys: vec![online.pipeline.public().clone()],
+                })
+                .map_err(|e| TrustError::Invalid(format!("cannot encode the pipeline key: {e}")))?,
+            ),
+        ]),
     };
     let rk = |k: &SigningKey| RoleKeys {
         keyids: vec![key_id_decoded(&k.key_id())],
@@ -783,7 +811,8 @@ pub fn init(
 // Loading (the verifying side)
 
 /// Loads and verifies the repository at `repo` with tough: root chain from the
-/// trusted `root` bytes, thresholds, expiry, and rollback against `datastore`.
+/// trusted `root` bytes (through the datastore's cached root only when it chains from
+/// `root`, [`crate::root_chain`]), thresholds, expiry, and rollback against `datastore`.
 pub async fn load(
     repo: &RepoDir,
     root: &[u8],
@@ -800,44 +829,17 @@ pub async fn load(
         })
     };
     std::fs::create_dir_all(datastore).map_err(|e| TrustError::io(datastore, e))?;
-    let root = newest_trusted_root(root, datastore)?;
-    RepositoryLoader::new(&root, dir_url(repo.metadata())?, dir_url(repo.targets())?)
+    // Every root, the datastore's cached one included, chains from the pinned root.
+    let start = crate::root_chain::trusted_start(repo, root, datastore)?;
+    let loaded = RepositoryLoader::new(&start, dir_url(repo.metadata())?, dir_url(repo.targets())?)
         .transport(FilesystemTransport)
         .datastore(datastore)
         .expiration_enforcement(ExpirationEnforcement::Safe)
         .load()
         .await
-        .map_err(|e| TrustError::from_tough(&location, e))
-}
-
-/// The root to start the chain from: the pinned `root`, or the newer root this
-/// datastore already verified (tough writes each root it accepts to
-/// `<datastore>/root.json`, but starts every load from the root it is given). Without
-/// this, a repository host that withholds `N.root.json` would walk every verifier back
-/// to the pinned root, and with it to reviewers and CI keys a root update removed.
-fn newest_trusted_root(pinned: &[u8], datastore: &Path) -> Result<Vec<u8>, TrustError> {
-    let version = |bytes: &[u8], what: &str| {
-        serde_json::from_slice::<Signed<Root>>(bytes)
-            .map(|r| r.signed.version.get())
-            .map_err(|e| TrustError::Tuf {
-                location: what.to_string(),
-                detail: format!("not a root role: {e}"),
-            })
-    };
-    let pinned_version = version(pinned, "the trusted root")?;
-    let path = datastore.join("root.json");
-    match std::fs::read(&path) {
-        Ok(seen) => {
-            let seen_version = version(&seen, &path.display().to_string())?;
-            Ok(if seen_version > pinned_version {
-                seen
-            } else {
-                pinned.to_vec()
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(pinned.to_vec()),
-        Err(e) => Err(TrustError::io(&path, e)),
-    }
+        .map_err(|e| TrustError::from_tough(&location, e))?;
+    crate::root_chain::remember(repo, datastore, &start, loaded.root().signed.version.get())?;
+    Ok(loaded)
 }
 
 /// Reads a target through tough (length and SHA-256 checked against the signed
@@ -871,12 +873,36 @@ pub fn delegated_target<'a>(
     name: &str,
 ) -> Option<&'a Target> {
     let tn = TargetName::new(name).ok()?;
-    repo.delegated_role(role)?
+    top_level_role(repo, role)
+        .ok()??
         .targets
         .as_ref()?
         .signed
         .targets
         .get(&tn)
+}
+
+/// The delegated role `role` as the top-level targets role delegates it. tough's
+/// `delegated_role` searches nested delegations too, depth first: a role of that name
+/// delegated *inside* another top-level role (signed by whoever that role names)
+/// would be found before the pinned one. Palisade's roles are top-level only, and a
+/// name delegated twice is refused.
+pub fn top_level_role<'a>(
+    repo: &'a tough::Repository,
+    role: &str,
+) -> Result<Option<&'a DelegatedRole>, TrustError> {
+    let Some(d) = repo.targets().signed.delegations.as_ref() else {
+        return Ok(None);
+    };
+    let mut found = d.roles.iter().filter(|r| r.name == role);
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(TrustError::DelegationMismatch {
+            role: role.to_string(),
+            detail: "the targets metadata delegates it more than once".into(),
+        });
+    }
+    Ok(first)
 }
 
 /// The delegation for `role`, as the verified top-level targets metadata states it,
@@ -958,6 +984,59 @@ pub fn reviewer_delegation(
         )));
     }
     Ok(Some((keys, threshold)))
+}
+
+/// The pipeline key(s) and threshold the root pins for the `components` role.
+pub fn root_components(root: &Root) -> Result<ComponentsPin, TrustError> {
+    let value = root._extra.get(ROOT_COMPONENTS_FIELD).ok_or_else(|| {
+        TrustError::NoRootTrust(format!(
+            "root version {} pins no pipeline key for the `components` role (field `{ROOT_COMPONENTS_FIELD}`); a repository made before the pipeline key was kept in root must be initialised again",
+            root.version
+        ))
+    })?;
+    serde_json::from_value(value.clone())
+        .map_err(|e| TrustError::NoRootTrust(format!("root version {}: {e}", root.version)))
+}
+
+/// The verified `components` role, refused unless the top-level targets metadata
+/// delegates it to exactly the key(s) and threshold the verified root pins. The
+/// targets role is signed by the online key; without this check its holder could
+/// delegate `components` to a key of their own and list any release, a withdrawn one
+/// included. `None`: nothing is delegated as `components` (no release exists).
+pub fn pinned_components(repo: &tough::Repository) -> Result<Option<&Signed<Targets>>, TrustError> {
+    let Some(role) = top_level_role(repo, COMPONENTS_ROLE)? else {
+        return Ok(None);
+    };
+    let pin = root_components(&repo.root().signed)?;
+    let mismatch = |detail: String| TrustError::DelegationMismatch {
+        role: COMPONENTS_ROLE.to_string(),
+        detail,
+    };
+    if role.threshold.get() != pin.threshold {
+        return Err(mismatch(format!(
+            "threshold {}, the root pins {}",
+            role.threshold, pin.threshold
+        )));
+    }
+    let unnamed = TrustConfig {
+        threshold: 0,
+        reviewers: vec![],
+        ci_keys: vec![],
+        proposers: vec![],
+    };
+    let delegated: std::collections::BTreeSet<String> =
+        delegation_keys(repo, COMPONENTS_ROLE, &unnamed)
+            .map(|(keys, _)| keys.iter().map(PublicKey::key_id).collect())
+            .unwrap_or_default();
+    let pinned: std::collections::BTreeSet<String> =
+        pin.keys.iter().map(PublicKey::key_id).collect();
+    if delegated != pinned || role.keyids.len() != pinned.len() {
+        return Err(mismatch(format!(
+            "keys {:?}, the root pins the pipeline key(s) {:?}",
+            delegated, pinned
+        )));
+    }
+    Ok(role.targets.as_ref())
 }
 
 /// Serialises the signed part of a role the way TUF signs it (for reviewers).

@@ -56,6 +56,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         v,
         C5,
         Scope::Any,
+        "c5-tampered-ciphertext-is-invalid-argument-not-an-outage",
+        "A ciphertext with a bad GCM tag is INVALID_ARGUMENT, and Status stays ok",
+        tampered_is_bad_data,
+    );
+    push(
+        v,
+        C5,
+        Scope::Any,
         "c5-plugin-refuses-oversize",
         "Oversize Encrypt plaintext and Decrypt ciphertext are refused",
         oversize,
@@ -214,6 +222,51 @@ fn tampered(cx: &Ctx) -> BoxFut<'_> {
             )]),
             Ok(_) => bail!("a modified ciphertext decrypted"),
         }
+    })
+}
+
+/// kube-apiserver and monitoring read UNAVAILABLE as "the plugin is down": a bad
+/// ciphertext (SoftHSM2 answers a bad GCM tag with CKR_GENERAL_ERROR) must be told
+/// apart from a broken HSM and answered INVALID_ARGUMENT, with health left ok.
+fn tampered_is_bad_data(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let mut c = client(cx).await?;
+        let (ct, key_id) = c.encrypt(&[11u8; 32]).await.map_err(|e| anyhow!("{e}"))?;
+        let mut bad = ct.clone();
+        if let Some(last) = bad.last_mut() {
+            *last ^= 1;
+        }
+        let answer = c
+            .raw()
+            .decrypt(pb::DecryptRequest {
+                ciphertext: bad,
+                uid: "verify".into(),
+                key_id: key_id.to_string(),
+                annotations: HashMap::new(),
+            })
+            .await;
+        let code = match answer {
+            Ok(_) => bail!("a ciphertext with a flipped tag bit decrypted"),
+            Err(e) if e.code() == tonic::Code::InvalidArgument => e.code(),
+            Err(e) => bail!(
+                "a bad ciphertext was answered {:?} ({}), not InvalidArgument: it reads as a plugin outage",
+                e.code(),
+                super::short(e.message())
+            ),
+        };
+        let status = c.status().await.map_err(|e| anyhow!("{e}"))?;
+        if status.healthz != "ok" {
+            bail!("Status after a bad ciphertext: {}", status.healthz);
+        }
+        let back = c.decrypt(&ct, &key_id).await.map_err(|e| anyhow!("{e}"))?;
+        if back.as_slice() != [11u8; 32] {
+            bail!("the good ciphertext no longer decrypts to its seed");
+        }
+        Ok(vec![
+            format!("flipped tag bit: Decrypt answered {code:?}"),
+            format!("Status afterwards: healthz {}", status.healthz),
+            "the untouched ciphertext still decrypts".into(),
+        ])
     })
 }
 
