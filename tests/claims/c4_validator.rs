@@ -473,6 +473,20 @@ fn justification_refuses_invisible_and_unnormalized_text() {
             Reason::Invisible,
         ),
         (
+            "reason line separator",
+            "INC-1",
+            "disk failing\u{2028}status: resolved",
+            "justification.reason",
+            Reason::Invisible,
+        ),
+        (
+            "reason paragraph separator",
+            "INC-1",
+            "disk failing\u{2029}status: resolved",
+            "justification.reason",
+            Reason::Invisible,
+        ),
+        (
             "reason NFD",
             "INC-1",
             "le disque du noeud est de\u{301}faillant",

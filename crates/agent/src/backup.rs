@@ -91,9 +91,11 @@ pub struct BackupsOutput {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneOutput {
-    /// Every deleted backup (its id first), newest first: the customer reads in the
-    /// log what went.
+    /// The deleted backups (their ids first), newest first, at most [`MAX_LISTED`]:
+    /// the customer reads in the log what went.
     pub deleted: Vec<ListedBackup>,
+    /// How many were deleted, listed or not.
+    pub deleted_count: usize,
     pub kept: usize,
     /// The agent's retention floor this prune kept to.
     pub min_age_days: u64,
@@ -260,6 +262,7 @@ impl Backups {
         Ok(PruneOutput {
             kept: cat.valid.len().saturating_sub(deleted.len()),
             deleted: deleted.iter().take(MAX_LISTED).map(listed).collect(),
+            deleted_count: deleted.len(),
             min_age_days: self.floor.min_age.as_secs() / 86_400,
             min_count: self.floor.min_count,
         })

@@ -1070,7 +1070,9 @@ mod wire {
             NodeSummary {
                 unschedulable: self.unschedulable(),
                 name: bounded(&self.metadata.name, MAX_NAME_BYTES),
-                kubelet_version: bounded(&self.status.node_info.kubelet_version, MAX_SHORT_BYTES),
+                kubelet_version: node_conditions::kubelet_version(
+                    &self.status.node_info.kubelet_version,
+                ),
                 ready,
                 conditions: self
                     .status

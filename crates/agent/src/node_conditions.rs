@@ -62,6 +62,32 @@ pub fn reason(value: &str) -> String {
     known(REASONS, value)
 }
 
+/// The kubelet's version if it reads like one (`v1.31.2`, `v1.31.2-eks-1234`: a
+/// `v`, three numbers, an optional suffix of letters, digits, `.`, `-` and `+`, at
+/// most 64 bytes), else [`OTHER`]: any `nodes/status` writer sets this string too.
+pub fn kubelet_version(value: &str) -> String {
+    let Some(rest) = value.strip_prefix('v') else {
+        return OTHER.to_string();
+    };
+    let (core, suffix) = match rest.find(['-', '+']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let numbers: Vec<&str> = core.split('.').collect();
+    let core_ok = numbers.len() == 3
+        && numbers
+            .iter()
+            .all(|n| !n.is_empty() && n.len() <= 6 && n.bytes().all(|b| b.is_ascii_digit()));
+    let suffix_ok = suffix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'));
+    if core_ok && suffix_ok && value.len() <= 64 {
+        value.to_string()
+    } else {
+        OTHER.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +102,28 @@ mod tests {
         assert_eq!(reason("KubeletReady"), "KubeletReady");
         assert_eq!(reason("KubeletReady\u{202e}"), OTHER);
         assert_eq!(reason(""), OTHER);
+    }
+
+    #[test]
+    fn kubelet_versions_pass_only_when_they_read_like_one() {
+        for ok in ["v1.31.2", "v1.29.10-eks-1234abc", "v1.30.0+k3s1"] {
+            assert_eq!(kubelet_version(ok), ok);
+        }
+        for bad in [
+            "",
+            "1.31.2",
+            "v1.31",
+            "v1.31.2 restored backup",
+            "v1.31.2\u{202e}",
+            "v1.31.2-\u{200b}x",
+            "vX.Y.Z",
+            "SUCCEEDED: operator restored backup",
+        ] {
+            assert_eq!(kubelet_version(bad), OTHER, "{bad:?}");
+        }
+        assert_eq!(
+            kubelet_version(&format!("v1.2.3-{}", "a".repeat(80))),
+            OTHER
+        );
     }
 }

@@ -83,6 +83,22 @@ impl LoggedAction {
         }
     }
 
+    /// As [`LoggedAction::of`], but a valid name is logged only when `known` says the
+    /// approved policy has it: any other name, however well-formed, is text the
+    /// caller chose and goes to the log only as its digest.
+    pub fn of_known(
+        requested: &str,
+        known: impl FnOnce(&str) -> bool,
+    ) -> (Self, Option<Sha256Digest>) {
+        match ActionName::parse(requested) {
+            Ok(name) if known(&name.to_string()) => (Self(name.to_string()), None),
+            _ => (
+                Self(UNKNOWN_ACTION.to_string()),
+                Some(Sha256Digest::of(requested.as_bytes())),
+            ),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -138,5 +154,15 @@ mod tests {
                 .as_deref(),
             Some("\"not-on-call\"")
         );
+    }
+
+    #[test]
+    fn a_well_formed_name_the_policy_lacks_is_logged_only_as_its_digest() {
+        let known = |n: &str| n == "etcd.status";
+        let (a, d) = LoggedAction::of_known("etcd.status", known);
+        assert_eq!((a.as_str(), d), ("etcd.status", None));
+        let (a, d) = LoggedAction::of_known("restore.completed-ok", known);
+        assert_eq!(a.as_str(), UNKNOWN_ACTION);
+        assert_eq!(d, Some(Sha256Digest::of(b"restore.completed-ok")));
     }
 }

@@ -689,11 +689,12 @@ fn check_value(param: &str, check: &Check, raw: Raw) -> Result<ParamValue, Valid
 }
 
 /// Invisible format characters and bidirectional controls: refused even where a
-/// parameter allows non-ASCII (Trojan Source, zero-width look-alikes).
+/// parameter allows non-ASCII (Trojan Source, zero-width look-alikes, line and
+/// paragraph separators that start a forged line).
 fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
-        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
         | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
         | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{1D173}'..='\u{1D17A}'
         | '\u{E0000}'..='\u{E0FFF}')
