@@ -1,5 +1,5 @@
-//! C7, who may do what: component certificates confined to their own log, operator
-//! certificates, refusal flooding and the rate limiter's window edges.
+//! C7, who may do what: component certificates confined to their own log, and the
+//! rate limiter's window edges.
 
 use super::push;
 use crate::{BoxFut, Claim::C7, Ctx, Scenario, Scope};
@@ -7,6 +7,7 @@ use anyhow::bail;
 use palisade_pki::{CertName, IssuedPaths, Role};
 use palisade_tlog::checkpoint::Checkpoint;
 use palisade_tlog::note::Note;
+use std::time::Duration;
 
 pub fn add(v: &mut Vec<Scenario>) {
     push(
@@ -16,6 +17,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         "c7-log-append-agent-confined",
         "An agent certificate cannot append to another cluster's log nor to the governance log",
         agent_append_confined,
+    );
+    push(
+        v,
+        C7,
+        Scope::Local,
+        "c7-rate-limit-window-edge",
+        "A burst of etcd.status across a minute boundary gets at most 60 (60/min), not twice that",
+        window_edge,
     );
 }
 
@@ -92,5 +101,68 @@ fn agent_append_confined(cx: &Ctx) -> BoxFut<'_> {
             ));
         }
         Ok(evidence)
+    })
+}
+
+/// Waits until the wall clock is `secs` seconds into a minute.
+async fn until_second_of_minute(secs: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let into = now.as_millis() % 60_000;
+    let want = u128::from(secs) * 1000;
+    let wait = (want + 60_000 - into) % 60_000;
+    tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+}
+
+fn window_edge(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        const MAX: usize = 60;
+        // From 4 s before a minute boundary to 4 s after it: an interval far shorter
+        // than the limit's minute, so at most 60 may be admitted in it whatever was
+        // admitted before. Epoch-aligned windows would admit 60 on each side.
+        until_second_of_minute(56).await;
+        let end = std::time::Instant::now() + Duration::from_secs(8);
+        let worker = || async {
+            let (mut ok, mut limited) = (0usize, 0usize);
+            while std::time::Instant::now() < end {
+                let (status, body) = cx.op_run("etcd.status", &[]).await?;
+                match status {
+                    200 | 202 => ok += 1,
+                    429 => limited += 1,
+                    _ => bail!("etcd.status: {status} {}", super::short(&body.to_string())),
+                }
+            }
+            Ok::<_, anyhow::Error>((ok, limited))
+        };
+        // Eight requests in flight at a time: fast enough to reach the limit on both
+        // sides of the boundary.
+        let results = tokio::join!(
+            worker(),
+            worker(),
+            worker(),
+            worker(),
+            worker(),
+            worker(),
+            worker(),
+            worker()
+        );
+        let (mut admitted, mut limited) = (0usize, 0usize);
+        for r in [
+            results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7,
+        ] {
+            let (a, l) = r?;
+            admitted += a;
+            limited += l;
+        }
+        if admitted > MAX {
+            bail!("{admitted} etcd.status admitted within 8 s across a minute boundary; the limit is {MAX}/min");
+        }
+        if limited == 0 {
+            bail!("the burst never reached the limit ({admitted} admitted): too slow to test the window edge");
+        }
+        Ok(vec![format!(
+            "8 s across a minute boundary: {admitted} admitted, {limited} × 429 (limit {MAX}/min)"
+        )])
     })
 }
