@@ -815,3 +815,85 @@ async fn concurrent_actions_on_one_instance_all_run_and_are_each_logged_once() {
         assert!(kind == "intent" || kind == "result", "{kind}");
     }
 }
+
+/// A flood of refusals neither buries the log nor goes unseen: past the budget
+/// (`[refusal_log]`, here 5 per 3 s) each refusal is still answered, but counted, and
+/// one summary entry with the count and the operator's pseudonym reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refusals_is_logged_up_to_a_budget_and_then_as_one_count() {
+    let stack = Stack::start();
+    let (_gw2, gw) = second_gateway(&stack, "flood", |t| {
+        format!("{t}\n[refusal_log]\nmax = 5\nper_secs = 3\n")
+    });
+    let token = gw.dev_token("not-on-call").await;
+    let mut logged = Vec::new();
+    let mut counted = 0;
+    for _ in 0..20 {
+        let (status, problem) = gw
+            .run(
+                &token,
+                "demo",
+                "etcd.status",
+                Some("demo-0"),
+                &[],
+                TICKET,
+                REASON,
+            )
+            .await;
+        assert_eq!(status, 403, "{problem}");
+        match problem["log_index"].as_u64() {
+            Some(i) => logged.push(i),
+            None => {
+                let detail = problem["detail"].as_str().unwrap_or_default();
+                assert!(detail.contains("not logged individually"), "{problem}");
+                counted += 1;
+            }
+        }
+    }
+    assert_eq!((logged.len(), counted), (5, 15), "logged {logged:?}");
+    for i in &logged {
+        assert_logged_refusal(&stack, &serde_json::json!({ "log_index": i }), "authorize").await;
+    }
+    let actor = logged_event(&stack, logged[0]).await["actor"].clone();
+    // The count reaches the log once the period has passed.
+    let from = logged.iter().max().copied().unwrap_or(0) + 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let summary = loop {
+        let (status, page) = stack
+            .gateway()
+            .call(
+                "GET",
+                &format!("/v1/tenants/demo/clusters/demo/events?from={from}&limit=100"),
+                Some(&stack.tenant_token()),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let found = page["events"].as_array().and_then(|events| {
+            events
+                .iter()
+                .map(|e| e["event"].clone())
+                .find(|e| e["action"] == "refusals-not-logged")
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no summary of the unlogged refusals within 30 s: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(summary["kind"], "refusal", "{summary}");
+    assert_eq!(summary["stage"], "rate_limit", "{summary}");
+    assert_eq!(summary["actor"], actor, "{summary}");
+    let reason = summary["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("refusals-not-logged: 15 refusals from "),
+        "{summary}"
+    );
+    assert!(
+        !reason.contains("not-on-call"),
+        "a name in the log: {summary}"
+    );
+}

@@ -62,6 +62,10 @@ pub struct GatewayConfig {
     /// Tenants' bearer tokens for the customer access-log API.
     #[serde(default, rename = "reader")]
     pub readers: Vec<Reader>,
+    /// How many refusals of one operator on one cluster are logged one by one
+    /// ([`crate::refusals`]).
+    #[serde(default)]
+    pub refusal_log: crate::refusals::RefusalLogLimit,
 }
 
 fn default_ttl() -> u64 {
@@ -246,6 +250,9 @@ impl ProcessConfig for GatewayConfig {
             }
         }
         palisade_tlog_service::config::check_readers(&self.readers)?;
+        self.refusal_log
+            .check()
+            .map_err(|e| FieldError::new("refusal_log", e))?;
         Ok(())
     }
 

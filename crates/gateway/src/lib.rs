@@ -14,4 +14,5 @@ pub mod oncall;
 pub mod ops;
 pub mod pipeline;
 pub mod problem;
+pub mod refusals;
 pub mod server;

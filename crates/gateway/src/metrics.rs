@@ -32,6 +32,7 @@ struct OutcomeLabel {
 pub struct Metrics {
     registry: Arc<Registry>,
     refusals: Family<StageLabel, Counter>,
+    refusals_not_logged: Counter,
     dispatches: Family<OutcomeLabel, Counter>,
     latency: Histogram,
 }
@@ -40,6 +41,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("palisade_gateway");
         let refusals = Family::<StageLabel, Counter>::default();
+        let refusals_not_logged = Counter::default();
         let dispatches = Family::<OutcomeLabel, Counter>::default();
         let latency = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
@@ -48,6 +50,11 @@ impl Default for Metrics {
             "refusals",
             "Requests refused before anything was dispatched, by pipeline stage",
             refusals.clone(),
+        );
+        registry.register(
+            "refusals_not_logged",
+            "Refusals beyond an operator's per-cluster budget, counted in summary log entries instead of logged one by one",
+            refusals_not_logged.clone(),
         );
         registry.register(
             "dispatches",
@@ -62,6 +69,7 @@ impl Default for Metrics {
         Self {
             registry: Arc::new(registry),
             refusals,
+            refusals_not_logged,
             dispatches,
             latency,
         }
@@ -77,6 +85,10 @@ impl Metrics {
             RefusalStage::RateLimit => Stage::RateLimit,
         };
         self.refusals.get_or_create(&StageLabel { stage }).inc();
+    }
+
+    pub fn refusal_not_logged(&self) {
+        self.refusals_not_logged.inc();
     }
 
     pub fn dispatched(&self, outcome: &str, took: Duration) {

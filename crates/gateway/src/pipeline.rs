@@ -122,6 +122,7 @@ pub struct Gateway {
     config: GatewayConfig,
     pub(crate) metrics: crate::metrics::Metrics,
     unauthenticated: AttemptCounter,
+    pub(crate) refusals: crate::refusals::RefusalThrottle,
 }
 
 fn refusal_problem(status: u16, stage: RefusalStage, detail: String) -> (Problem, RefusalStage) {
@@ -152,6 +153,7 @@ impl Gateway {
     ) -> Self {
         Self {
             show_names: config.show_operator_names,
+            refusals: crate::refusals::RefusalThrottle::new(config.refusal_log),
             inventory,
             policy: RwLock::new(Arc::new(policy)),
             auth,
@@ -233,7 +235,7 @@ impl Gateway {
 
     /// Appends a refusal to the cluster's log; the refusal stands whether or not
     /// that works, and the answer says if it could not be logged.
-    async fn log_refusal(
+    pub(crate) async fn log_refusal(
         &self,
         cluster: &ClusterId,
         actor: Option<&Operator>,
@@ -320,7 +322,7 @@ impl Gateway {
                     .await
             }
             Err((p, stage)) => Err(self
-                .log_refusal(&cluster_id, Some(&op), action, stage, p)
+                .log_or_count_refusal(&cluster_id, &op, action, stage, p, now)
                 .await),
         }
     }

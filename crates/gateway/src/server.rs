@@ -135,10 +135,20 @@ pub async fn run(
         reason: e.to_string(),
     })?;
     let refresher = tokio::spawn(refresh(gw.clone(), feeds));
+    let summaries = tokio::spawn(crate::refusals::summarise(gw.clone()));
     ready(addr);
-    let served =
-        palisade_tlog_service::https::serve(listener, tls, crate::api::router(gw), shutdown).await;
+    let served = palisade_tlog_service::https::serve(
+        listener,
+        tls,
+        crate::api::router(gw.clone()),
+        shutdown,
+    )
+    .await;
     refresher.abort();
+    summaries.abort();
+    // Counts not yet due still reach the log: a stop must not hide a flood.
+    gw.log_refusal_summaries(palisade_core::time::Timestamp::now(), true)
+        .await;
     served.map_err(|e| GatewayError::Listen {
         addr: addr.to_string(),
         reason: e.to_string(),

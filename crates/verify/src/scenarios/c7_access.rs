@@ -1,5 +1,5 @@
-//! C7, who may do what: component certificates confined to their own log, and the
-//! rate limiter's window edges.
+//! C7, who may do what: component certificates confined to their own log, operator
+//! certificates, refusal flooding and the rate limiter's window edges.
 
 use super::push;
 use crate::{BoxFut, Claim::C7, Ctx, Scenario, Scope};
@@ -17,6 +17,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         "c7-log-append-agent-confined",
         "An agent certificate cannot append to another cluster's log nor to the governance log",
         agent_append_confined,
+    );
+    push(
+        v,
+        C7,
+        Scope::Local,
+        "c7-refusal-flood",
+        "120 requests of an off-call operator: each refused, 10 logged one by one, the rest counted in one summary entry",
+        refusal_flood,
     );
     push(
         v,
@@ -101,6 +109,113 @@ fn agent_append_confined(cx: &Ctx) -> BoxFut<'_> {
             ));
         }
         Ok(evidence)
+    })
+}
+
+/// The refusals of one authenticated operator on one cluster the gateway logs one by
+/// one per period (its default `[refusal_log]`).
+const REFUSALS_LOGGED: usize = 10;
+const REFUSAL_PERIOD_SECS: u64 = 60;
+
+fn refusal_flood(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        // An operator the deployment's identity provider knows, on no schedule.
+        let token = cx.gw.dev_token("verify-flooder").await?;
+        let target = Some(cx.instance.as_str());
+        let mut logged = Vec::new();
+        let mut counted = 0usize;
+        for _ in 0..120 {
+            let (status, problem) = cx
+                .gw
+                .run(
+                    &token,
+                    &cx.cluster,
+                    "etcd.status",
+                    target,
+                    &[],
+                    crate::ctx::TICKET,
+                    "flooding the log",
+                )
+                .await?;
+            if status != 403 {
+                bail!(
+                    "an off-call request got {status}: {}",
+                    super::short(&problem.to_string())
+                );
+            }
+            match problem["log_index"].as_u64() {
+                Some(i) => logged.push(i),
+                None if problem["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("not logged individually")) =>
+                {
+                    counted += 1
+                }
+                None => bail!("a refusal neither logged nor counted: {problem}"),
+            }
+        }
+        if logged.len() > REFUSALS_LOGGED || logged.is_empty() {
+            bail!(
+                "{} of 120 refusals were logged one by one; the budget is {REFUSALS_LOGGED}",
+                logged.len()
+            );
+        }
+        let first = cx.logged_event(logged[0]).await?;
+        let from = logged.iter().max().copied().unwrap_or(0) + 1;
+        // The count reaches the log once the period has passed (plus the summariser's
+        // tick).
+        let deadline = std::time::Instant::now() + Duration::from_secs(REFUSAL_PERIOD_SECS + 45);
+        let summary = loop {
+            let (status, page) = cx
+                .gw
+                .call(
+                    "GET",
+                    &format!(
+                        "/v1/tenants/{}/clusters/{}/events?from={from}&limit=100",
+                        cx.tenant, cx.cluster
+                    ),
+                    Some(&cx.tenant_token),
+                    None,
+                )
+                .await?;
+            if status != 200 {
+                bail!("the customer's access log answered {status}: {page}");
+            }
+            let found = page["events"].as_array().and_then(|events| {
+                events
+                    .iter()
+                    .map(|e| (e["index"].clone(), e["event"].clone()))
+                    .find(|(_, e)| {
+                        e["action"] == "refusals-not-logged" && e["actor"] == first["actor"]
+                    })
+            });
+            if let Some(found) = found {
+                break found;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("no summary entry of the {counted} unlogged refusals in the customer's log");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        let reason = summary.1["reason"].as_str().unwrap_or_default();
+        if !reason.starts_with(&format!("refusals-not-logged: {counted} refusals")) {
+            bail!(
+                "the summary does not count the {counted} unlogged refusals: {}",
+                summary.1
+            );
+        }
+        Ok(vec![
+            format!(
+                "120 requests: 120 × 403, {} logged one by one, {counted} counted",
+                logged.len()
+            ),
+            format!(
+                "summary entry at index {} for {}: {}",
+                summary.0,
+                first["actor"],
+                super::short(reason)
+            ),
+        ])
     })
 }
 

@@ -26,7 +26,7 @@ pub fn all() -> Vec<Scenario> {
     c6::add(&mut v);
     c7::add(&mut v);
     c8::add(&mut v);
-    // After c8: its burst uses up the operator's rate budget.
+    // After c8: its flood and burst use up the operator's refusal and rate budgets.
     c7_access::add(&mut v);
     c2::add_final(&mut v);
     v
