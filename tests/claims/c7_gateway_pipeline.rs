@@ -897,3 +897,61 @@ async fn a_flood_of_refusals_is_logged_up_to_a_budget_and_then_as_one_count() {
         "a name in the log: {summary}"
     );
 }
+
+/// An on-call feed that cannot be fetched grants nothing: the refusal says the feed
+/// is stale (naming no feed), and the metrics say which one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_on_call_feed_grants_nothing_and_says_so() {
+    let stack = Stack::start();
+    let feed = format!(
+        "\n[[ical]]\nschedule = \"pager\"\nurl = \"https://127.0.0.1:{}/pager.ics\"\n\
+         \n[[grant]]\nschedule = \"pager\"\nroles = [\"operator\"]\nclusters = [\"*\"]\n",
+        dead_port()
+    );
+    let (_gw2, gw) = second_gateway(&stack, "pager", |t| format!("{t}{feed}"));
+    let token = gw.dev_token("paged-engineer").await;
+    let (status, problem) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("oncall-feed-stale"), "{problem}");
+    assert!(
+        !detail.contains("pager"),
+        "a feed named to the customer: {problem}"
+    );
+    assert_logged_refusal(&stack, &problem, "authorize").await;
+    let (status, metrics) = gw.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(
+        text.contains("palisade_gateway_oncall_feed_stale{schedule=\"pager\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("palisade_gateway_oncall_feed_age_seconds{schedule=\"pager\"} -1"),
+        "{text}"
+    );
+    // The rota's operator, on call through a schedule that is no feed, still acts.
+    let op = gw.dev_token(&stack.operator()).await;
+    let (status, done) = gw
+        .run(
+            &op,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+}

@@ -77,6 +77,11 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    gw.metrics.feeds(
+        &gw.oncall
+            .feed_ages()
+            .at(palisade_core::time::Timestamp::now()),
+    );
     (
         [(
             header::CONTENT_TYPE,

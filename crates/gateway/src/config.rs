@@ -53,6 +53,10 @@ pub struct GatewayConfig {
     /// iCalendar feeds (file or URL), each one schedule.
     #[serde(default, rename = "ical")]
     pub icals: Vec<IcalFeed>,
+    /// How old, in seconds, the last successful fetch of an iCalendar feed from a URL
+    /// may be for its shifts to grant anything (default 900: three missed refreshes).
+    #[serde(default = "default_feed_max_age")]
+    pub oncall_feed_max_age_secs: u64,
     /// Which schedules grant which roles on which clusters.
     #[serde(default, rename = "grant")]
     pub grants: Vec<Grant>,
@@ -73,6 +77,9 @@ fn default_ttl() -> u64 {
 }
 fn default_wait() -> u64 {
     20
+}
+fn default_feed_max_age() -> u64 {
+    900
 }
 
 /// `state = "file.redb"` or a `[state]` table.
@@ -248,6 +255,12 @@ impl ProcessConfig for GatewayConfig {
                     "needs exactly one of file and url",
                 ));
             }
+        }
+        if !(1..=86_400).contains(&self.oncall_feed_max_age_secs) {
+            return Err(FieldError::new(
+                "oncall_feed_max_age_secs",
+                "must be between 1 and 86400",
+            ));
         }
         palisade_tlog_service::config::check_readers(&self.readers)?;
         self.refusal_log

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod customer;
+pub mod feed_age;
 pub mod limits;
 pub mod metrics;
 pub mod oncall;

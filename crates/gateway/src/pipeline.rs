@@ -339,6 +339,10 @@ impl Gateway {
     ) -> Result<Checked, (Problem, RefusalStage)> {
         // 2. Authorize: a current shift granting a role on this cluster...
         let grants = self.grants(op, Some(cluster_id), now);
+        if grants.is_empty() && self.oncall.stale_feed_grants_on(cluster_id, now) {
+            let reason = crate::oncall::FEED_STALE.to_string();
+            return Err(refusal_problem(403, RefusalStage::Authorize, reason));
+        }
         if grants.is_empty() {
             let next = self
                 .oncall

@@ -284,7 +284,8 @@ async fn record_releases(
 
 /// Re-verifies the policy every minute (a newer approved one replaces it and is
 /// recorded in the governance log; a repository that stops verifying keeps the last
-/// good policy and says so) and fetches iCalendar feeds every five minutes.
+/// good policy and says so) and fetches iCalendar feeds every five minutes (a feed
+/// whose last good fetch is older than `oncall_feed_max_age_secs` grants nothing).
 async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
     let source = TufPolicy {
         trust: gw.config().trust.clone(),
@@ -311,7 +312,11 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
                 let Some(http) = &http else { break };
                 match http.get(url).send().await {
                     Ok(r) if r.status().is_success() => match r.text().await {
-                        Ok(text) => match gw.oncall.set_feed(schedule, &text) {
+                        Ok(text) => match gw.oncall.set_feed(
+                            schedule,
+                            &text,
+                            palisade_core::time::Timestamp::now(),
+                        ) {
                             Ok(n) => tracing::info!(schedule, shifts = n, "on-call feed refreshed"),
                             Err(e) => {
                                 tracing::warn!(schedule, error = %e, "on-call feed refused; keeping the last one")
