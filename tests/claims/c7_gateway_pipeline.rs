@@ -955,3 +955,138 @@ async fn an_unreachable_on_call_feed_grants_nothing_and_says_so() {
         .await;
     assert_eq!(status, 200, "{done}");
 }
+
+/// An HTTPS client of `url` holding the operator certificate `operator-<name>`.
+fn operator_client(stack: &Stack, name: &str) -> reqwest::Client {
+    let pki = stack.dir.join("pki");
+    let tls = palisade_pki::client_config(
+        &pki.join("ca.crt"),
+        &pki.join(format!("operator-{name}.crt")),
+        &pki.join(format!("operator-{name}.key")),
+        &[palisade_pki::Role::Gateway],
+    )
+    .expect("tls");
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("client")
+}
+
+async fn run_with_certificate(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    let body = serde_json::json!({ "instance": "demo-0", "ticket": TICKET, "reason": REASON });
+    let resp = client
+        .post(format!("{url}/v1/clusters/demo/actions/etcd.status"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Whoever holds the deployment's CA key can mint an `operator` certificate for
+/// anyone on call: such certificates authenticate only where `operator_certificates`
+/// is on, and only from a CA of `operator_ca`. Every event records how its caller
+/// authenticated: the token's issuer, or the certificate's SHA-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_certificates_authenticate_only_when_enabled_and_from_the_operator_ca() {
+    let stack = Stack::start();
+    let operator = stack.operator();
+    let pki = stack.dir.join("pki");
+    let issued = palisade_pki::issue(
+        &pki,
+        palisade_pki::Role::Operator,
+        &palisade_pki::CertName::new(&operator).expect("name"),
+        &[],
+        30,
+        false,
+    )
+    .expect("issue");
+    let der = palisade_pki::load_certs(&issued.cert, "certificate").expect("cert");
+    let fingerprint = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(der[0].as_ref()));
+    let client = operator_client(&stack, &operator);
+
+    // `palisade up` turns them on for its demo, with its own CA as operator_ca.
+    let url = format!("https://127.0.0.1:{}", stack.base);
+    let (status, done) = run_with_certificate(&client, &url).await;
+    assert_eq!(status, 200, "{done}");
+    let intent = logged_event(&stack, done["intent_index"].as_u64().expect("intent")).await;
+    assert_eq!(
+        intent["actor"]["authn"]["method"], "certificate",
+        "{intent}"
+    );
+    assert_eq!(
+        intent["actor"]["authn"]["sha256"],
+        fingerprint.as_str(),
+        "{intent}"
+    );
+    let gw = stack.gateway();
+    let token = gw.dev_token(&operator).await;
+    let (status, done) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let intent = logged_event(&stack, done["intent_index"].as_u64().expect("intent")).await;
+    assert_eq!(intent["actor"]["authn"]["method"], "oidc", "{intent}");
+    assert_eq!(
+        intent["actor"]["authn"]["issuer"],
+        dev_iss(&stack).as_str(),
+        "{intent}"
+    );
+
+    // Off (the default): the same certificate of an on-call operator is refused.
+    let (_off, off) = second_gateway(&stack, "certs-off", |t| {
+        t.replace(
+            "operator_certificates = true",
+            "operator_certificates = false",
+        )
+    });
+    let (status, problem) = run_with_certificate(&client, &off.url).await;
+    assert_eq!(status, 401, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("operator_certificates")),
+        "{problem}"
+    );
+    assert_logged_refusal(&stack, &problem, "authenticate").await;
+
+    // On, but operator_ca names another CA: the deployment's CA does not issue
+    // operator certificates.
+    let other = stack.tmp.path().join("operator-ca");
+    palisade_pki::init_ca(&other, false).expect("operator CA");
+    let other_ca = other.join("ca.crt");
+    let (_elsewhere, elsewhere) = second_gateway(&stack, "certs-other-ca", |t| {
+        t.lines()
+            .map(|l| {
+                if l.starts_with("operator_ca = ") {
+                    format!("operator_ca = \"{}\"", other_ca.display())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let (status, problem) = run_with_certificate(&client, &elsewhere.url).await;
+    assert_eq!(status, 401, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("operator_ca")),
+        "{problem}"
+    );
+}

@@ -184,7 +184,10 @@ fn prepare_gateway(
         )?;
         let text = format!(
             "listen = \"{addr}\"\nsigning_key = \"keys/gateway.key\"\npseudonym_key = \"keys/pseudonym.key\"\n\
-             inventory = \"{inventory}\"\nstate = \"state.redb\"\nrotas = [\"rota.yaml\"]\n\n\
+             inventory = \"{inventory}\"\nstate = \"state.redb\"\nrotas = [\"rota.yaml\"]\n\
+             # Operator certificates from the demo CA (`palisade pki issue --kind operator`):\n\
+             # whoever holds that CA key can log in as anyone, so only for the demo.\n\
+             operator_certificates = true\noperator_ca = \"{ca}\"\n\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [log]\nurl = \"https://{log}\"\nbase_origin = \"{BASE_ORIGIN}\"\nkey = \"{log_key}\"\n\
              witnesses = [\"{wkey}\"]\nwitness_quorum = 1\n\n\

@@ -53,6 +53,19 @@ pub struct Actor {
     /// The on-call grant that authorized the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<GrantRef>,
+    /// How the operator authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authn: Option<Authn>,
+}
+
+/// How a caller proved who they are: which issuer's token, or which certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Authn {
+    /// A token (OIDC, or the development issuer's) from the issuer `issuer`.
+    Oidc { issuer: String },
+    /// A client certificate; `sha256` is its DER encoding's SHA-256, lower-case hex.
+    Certificate { sha256: String },
 }
 
 /// The on-call grant used: which schedule, which role, and when it ends.
@@ -146,6 +159,9 @@ pub struct RefusalEvent {
     /// Absent when the caller could not be authenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<OperatorId>,
+    /// How the caller authenticated; absent when they could not be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authn: Option<Authn>,
     /// The action as requested, bounded in length (it may not be a valid name).
     pub action: String,
     pub stage: RefusalStage,
@@ -242,6 +258,7 @@ mod tests {
             cluster: ClusterId::parse("demo").expect("cluster"),
             instance: Some(InstanceId::parse("demo-0").expect("instance")),
             actor: Actor {
+                authn: None,
                 id: OperatorId::parse("op-7f3a").expect("op"),
                 groups: vec!["sre".into()],
                 grant: Some(GrantRef {

@@ -64,7 +64,7 @@ fn credential(peer: &Peer, headers: &HeaderMap) -> Credential {
         return Credential::Bearer(t);
     }
     match &peer.identity {
-        Some((Role::Operator, name)) => Credential::Certificate(name.clone()),
+        Some((Role::Operator, name)) => Credential::Certificate(name.clone(), peer.chain.clone()),
         _ => Credential::None,
     }
 }

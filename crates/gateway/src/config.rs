@@ -47,6 +47,15 @@ pub struct GatewayConfig {
     /// tests. Never enable it on a real deployment.
     #[serde(default)]
     pub dev_issuer: Option<DevIssuerSettings>,
+    /// Whether operators may authenticate with a client certificate (role
+    /// `operator`) instead of a token. Off by default: whoever holds a CA key could
+    /// mint one for anyone on call.
+    #[serde(default)]
+    pub operator_certificates: bool,
+    /// The CA certificates (PEM bundle) an operator certificate must chain to; no CA
+    /// by default. Required when `operator_certificates` is on.
+    #[serde(default)]
+    pub operator_ca: Option<PathBuf>,
     /// YAML rota files.
     #[serde(default)]
     pub rotas: Vec<PathBuf>,
@@ -196,6 +205,15 @@ pub struct AgentKey {
 /// A tenant's access-log token (as the log service configures it).
 pub use palisade_tlog_service::config::Reader;
 
+impl GatewayConfig {
+    /// The bundle operator certificates must chain to, if they are accepted at all.
+    pub fn operator_ca_if_enabled(&self) -> Option<&std::path::Path> {
+        self.operator_ca
+            .as_deref()
+            .filter(|_| self.operator_certificates)
+    }
+}
+
 impl ProcessConfig for GatewayConfig {
     const PROCESS: &'static str = "gateway";
 
@@ -234,6 +252,13 @@ impl ProcessConfig for GatewayConfig {
             return Err(FieldError::new(
                 "oidc",
                 "an OIDC issuer is needed (operators also may use mTLS certificates, but tokens are the default)",
+            ));
+        }
+        if self.operator_certificates && self.operator_ca.is_none() {
+            return Err(FieldError::new(
+                "operator_ca",
+                "operator_certificates is on, but no CA is named for operator certificates: \
+                 set operator_ca to the CA bundle that issues them",
             ));
         }
         if let Some(o) = &self.oidc {
@@ -295,6 +320,9 @@ impl ProcessConfig for GatewayConfig {
         }
         if let Some(d) = &mut self.dev_issuer {
             v.push(("dev_issuer.key", &mut d.key));
+        }
+        if let Some(p) = &mut self.operator_ca {
+            v.push(("operator_ca", p));
         }
         if let Some(o) = &mut self.oidc {
             v.extend(o.paths_mut());

@@ -12,6 +12,7 @@ pub mod feed_age;
 pub mod limits;
 pub mod metrics;
 pub mod oncall;
+pub mod operator_certs;
 pub mod ops;
 pub mod pipeline;
 pub mod problem;

@@ -41,7 +41,12 @@ use tokio::sync::RwLock;
 #[derive(Debug, Clone)]
 pub enum Credential {
     Bearer(String),
-    Certificate(CertName),
+    /// An `operator` certificate: its name, and the chain the peer sent (its own
+    /// first), checked against `operator_ca`.
+    Certificate(
+        CertName,
+        Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    ),
     None,
 }
 
@@ -52,6 +57,8 @@ pub struct Operator {
     pub groups: Vec<String>,
     /// `oidc`, `dev` or `certificate`.
     pub via: &'static str,
+    /// The issuer or certificate, recorded in every event of this caller.
+    pub authn: palisade_core::event::Authn,
 }
 
 /// A grant an operator holds right now.
@@ -252,6 +259,7 @@ impl Gateway {
             time: Timestamp::now(),
             cluster: cluster.clone(),
             actor: actor.map(|a| self.pseudonym(&a.name)),
+            authn: actor.map(|a| a.authn.clone()),
             action: action.chars().take(64).collect(),
             stage,
             reason: problem.detail.chars().take(512).collect(),
@@ -490,6 +498,7 @@ impl Gateway {
                 cluster: cluster_id.clone(),
                 instance: instance.id.clone(),
                 actor: Actor {
+                    authn: Some(op.authn.clone()),
                     id: self.pseudonym(&op.name),
                     groups: op.groups.clone(),
                     grant: Some(GrantRef {

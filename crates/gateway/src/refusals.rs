@@ -270,6 +270,7 @@ impl crate::pipeline::Gateway {
                     time: now,
                     cluster: unlogged.cluster.clone(),
                     actor: Some(unlogged.actor.clone()),
+                    authn: None,
                     action: SUMMARY_ACTION.into(),
                     stage: RefusalStage::RateLimit,
                     reason: unlogged.reason(self.refusals.limit()),

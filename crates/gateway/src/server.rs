@@ -10,7 +10,6 @@ use palisade_agent::accept::PolicySource;
 use palisade_agent::client::Dispatcher;
 use palisade_agent::server::TufPolicy;
 use palisade_core::inventory::Inventory;
-use palisade_pki::ClientAuth;
 use palisade_policy::keys::{PublicKey, SigningKey};
 use std::collections::HashMap;
 use std::future::Future;
@@ -57,6 +56,7 @@ pub async fn start(cfg: GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
             .map(|d| (d.key.as_path(), d.token_ttl_secs)),
         &dev_issuer_url(&cfg.listen),
         &state_dir,
+        cfg.operator_ca_if_enabled(),
     )
     .await
     .map_err(GatewayError::Setup)?;
@@ -109,11 +109,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), GatewayError> {
-    let tls = palisade_pki::server_config(
+    let tls = crate::operator_certs::server_tls(
         &cfg.tls.ca,
         &cfg.tls.cert,
         &cfg.tls.key,
-        ClientAuth::Optional,
+        cfg.operator_ca_if_enabled(),
     )
     .map_err(|e| GatewayError::Setup(format!("TLS: {e}")))?;
     let listen = cfg.listen.clone();

@@ -22,6 +22,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         v,
         C7,
         Scope::Local,
+        "c7-operator-cert-needs-setting",
+        "An operator certificate minted with the deployment's CA for the on-call operator is refused by a gateway where operator_certificates is off; where on, the event records its fingerprint",
+        operator_cert_setting,
+    );
+    push(
+        v,
+        C7,
+        Scope::Local,
         "c7-refusal-flood",
         "120 requests of an off-call operator: each refused, 10 logged one by one, the rest counted in one summary entry",
         refusal_flood,
@@ -279,5 +287,145 @@ fn window_edge(cx: &Ctx) -> BoxFut<'_> {
         Ok(vec![format!(
             "8 s across a minute boundary: {admitted} admitted, {limited} × 429 (limit {MAX}/min)"
         )])
+    })
+}
+
+/// Sends etcd.status to `url` with the operator certificate `issued`.
+async fn run_with_certificate(
+    cx: &Ctx,
+    ca: &std::path::Path,
+    issued: &IssuedPaths,
+    url: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let tls = palisade_pki::client_config(ca, &issued.cert, &issued.key, &[Role::Gateway])?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let body = serde_json::json!({
+        "instance": cx.instance,
+        "ticket": crate::ctx::TICKET,
+        "reason": "an operator certificate minted with the CA key",
+    });
+    let resp = client
+        .post(format!(
+            "{url}/v1/clusters/{}/actions/etcd.status",
+            cx.cluster
+        ))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    ))
+}
+
+fn operator_cert_setting(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let pki = l.dir.join("pki");
+        let ca = pki.join("ca.crt");
+        // Whoever holds the CA key mints a certificate for the operator on call.
+        let name = CertName::new(&cx.operator)?;
+        let mut issued = IssuedPaths::in_dir(&pki, Role::Operator, &name);
+        if !issued.cert.exists() {
+            issued = palisade_pki::issue(&pki, Role::Operator, &name, &[], 30, false)?;
+        }
+        let der = palisade_pki::load_certs(&issued.cert, "operator certificate")?;
+        let fingerprint = der
+            .first()
+            .map(|c| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(c.as_ref())))
+            .unwrap_or_default();
+
+        // A gateway of this deployment with operator_certificates off (the default),
+        // everything else as configured: built in this process from the deployment's
+        // configuration, with its own state, and serving until the scenario ends.
+        let gdir = l.dir.join("gateway");
+        let text = std::fs::read_to_string(gdir.join("gateway.toml"))?;
+        let state = super::scratch(cx, "gateway-certs-off")?.join("state.redb");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let edited: Vec<String> = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("listen = ") {
+                    format!("listen = \"127.0.0.1:{port}\"")
+                } else if line.starts_with("state = ") {
+                    format!("state = {:?}", state.display().to_string())
+                } else if line.starts_with("operator_certificates = ") {
+                    "operator_certificates = false".into()
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect();
+        let config = gdir.join("verify-certs-off.toml");
+        std::fs::write(&config, edited.join("\n"))?;
+        let loaded =
+            palisade_core::config::load::<palisade_gateway::config::GatewayConfig>(&config);
+        let _ = std::fs::remove_file(&config);
+        let cfg = loaded?;
+        if cfg.operator_certificates {
+            bail!("the edited configuration still accepts operator certificates");
+        }
+        let tls = palisade_gateway::operator_certs::server_tls(
+            &cfg.tls.ca,
+            &cfg.tls.cert,
+            &cfg.tls.key,
+            cfg.operator_ca_if_enabled(),
+        )
+        .map_err(|e| anyhow::anyhow!("gateway TLS: {e}"))?;
+        let gw = palisade_gateway::server::start(cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("a gateway with operator_certificates off: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(palisade_tlog_service::https::serve(
+            listener,
+            tls,
+            palisade_gateway::api::router(gw),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let off =
+            run_with_certificate(cx, &ca, &issued, &format!("https://127.0.0.1:{port}")).await;
+        let _ = stop.send(());
+        let _ = server.await;
+        let (status, problem) = off?;
+        if status != 401 {
+            bail!("operator_certificates off: a CA-minted certificate got {status}: {problem}");
+        }
+        let mut evidence = vec![format!(
+            "operator_certificates off: certificate of on-call {} refused, HTTP 401: {}",
+            cx.operator,
+            super::short(problem["detail"].as_str().unwrap_or_default())
+        )];
+        evidence.push(cx.logged_refusal(&problem, "authenticate").await?);
+
+        // The deployment itself (palisade up's demo turns them on, with its own CA):
+        // accepted, and the logged intent names the certificate by its SHA-256.
+        let (status, done) = run_with_certificate(cx, &ca, &issued, &cx.gw.url).await?;
+        if status != 200 {
+            bail!("palisade up's gateway refused the demo operator certificate: {status} {done}");
+        }
+        let index = done["intent_index"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("no intent index: {done}"))?;
+        let intent = cx.logged_event(index).await?;
+        if intent["actor"]["authn"]["method"] != "certificate"
+            || intent["actor"]["authn"]["sha256"] != fingerprint.as_str()
+        {
+            bail!("the intent does not record the certificate {fingerprint}: {intent}");
+        }
+        evidence.push(format!(
+            "operator_certificates on (palisade up): intent {index} records certificate sha256 {fingerprint}"
+        ));
+        Ok(evidence)
     })
 }
