@@ -252,7 +252,11 @@ fn window_edge(cx: &Ctx) -> BoxFut<'_> {
                 let (status, body) = cx.op_run("etcd.status", &[]).await?;
                 match status {
                     200 | 202 => ok += 1,
-                    429 => limited += 1,
+                    429 => {
+                        limited += 1;
+                        // Keep asking, without hammering the gateway.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                     _ => bail!("etcd.status: {status} {}", super::short(&body.to_string())),
                 }
             }
@@ -346,7 +350,9 @@ fn operator_cert_setting(cx: &Ctx) -> BoxFut<'_> {
         // configuration, with its own state, and serving until the scenario ends.
         let gdir = l.dir.join("gateway");
         let text = std::fs::read_to_string(gdir.join("gateway.toml"))?;
-        let state = super::scratch(cx, "gateway-certs-off")?.join("state.redb");
+        let scratch = super::scratch(cx, "gateway-certs-off")?;
+        let state = scratch.join("state.redb");
+        let datastore = scratch.join("tuf-datastore");
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -357,6 +363,9 @@ fn operator_cert_setting(cx: &Ctx) -> BoxFut<'_> {
                     format!("listen = \"127.0.0.1:{port}\"")
                 } else if line.starts_with("state = ") {
                     format!("state = {:?}", state.display().to_string())
+                } else if line.starts_with("datastore = ") {
+                    // Its own TUF datastore: the deployment's gateway keeps writing its own.
+                    format!("datastore = {:?}", datastore.display().to_string())
                 } else if line.starts_with("operator_certificates = ") {
                     "operator_certificates = false".into()
                 } else {
