@@ -196,7 +196,10 @@ fn prepare_gateway(
              [dev_issuer]\nkey = \"keys/dev-issuer.key\"\n\n\
              [[grant]]\nschedule = \"demo\"\nroles = [\"operator\", \"senior-operator\"]\nclusters = [\"*\"]\n\n\
              [[agent]]\ninstance = \"demo-0\"\nkey = \"{agent_pub}\"\n\n\
-             [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha256}\"\n",
+             [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha256}\"\n\n\
+             # A larger budget than the default 10: verify-claims' attacks refuse many requests\n\
+             # of one operator in a minute, and each must be in the log.\n\
+             [refusal_log]\nmax = 100\nper_secs = 60\n",
             inventory = inventory.display(),
             ca = pki.join("ca.crt").display(),
             cert = pki.join("gateway-gateway.crt").display(),

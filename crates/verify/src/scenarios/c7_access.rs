@@ -31,7 +31,7 @@ pub fn add(v: &mut Vec<Scenario>) {
         C7,
         Scope::Local,
         "c7-refusal-flood",
-        "120 requests of an off-call operator: each refused, 10 logged one by one, the rest counted in one summary entry",
+        "A flood of an off-call operator's requests: each refused, the budget logged one by one, the rest counted in one summary entry",
         refusal_flood,
     );
     push(
@@ -120,19 +120,33 @@ fn agent_append_confined(cx: &Ctx) -> BoxFut<'_> {
     })
 }
 
-/// The refusals of one authenticated operator on one cluster the gateway logs one by
-/// one per period (its default `[refusal_log]`).
-const REFUSALS_LOGGED: usize = 10;
-const REFUSAL_PERIOD_SECS: u64 = 60;
+/// The deployment's budget of refusals logged one by one per operator and cluster:
+/// its gateway's `[refusal_log]` (max, per_secs), or the defaults.
+fn refusal_budget(l: &crate::ctx::Local) -> anyhow::Result<(usize, u64)> {
+    let text = std::fs::read_to_string(l.dir.join("gateway/gateway.toml"))?;
+    let config: toml::Table = toml::from_str(&text)?;
+    let table = config.get("refusal_log").and_then(|t| t.as_table());
+    let max = table
+        .and_then(|t| t.get("max"))
+        .and_then(|v| v.as_integer())
+        .unwrap_or(10);
+    let per = table
+        .and_then(|t| t.get("per_secs"))
+        .and_then(|v| v.as_integer())
+        .unwrap_or(60);
+    Ok((usize::try_from(max)?, u64::try_from(per)?))
+}
 
 fn refusal_flood(cx: &Ctx) -> BoxFut<'_> {
     Box::pin(async move {
         // An operator the deployment's identity provider knows, on no schedule.
+        let (budget, period) = refusal_budget(cx.local()?)?;
+        let requests = budget + 110;
         let token = cx.gw.dev_token("verify-flooder").await?;
         let target = Some(cx.instance.as_str());
         let mut logged = Vec::new();
         let mut counted = 0usize;
-        for _ in 0..120 {
+        for _ in 0..requests {
             let (status, problem) = cx
                 .gw
                 .run(
@@ -162,9 +176,9 @@ fn refusal_flood(cx: &Ctx) -> BoxFut<'_> {
                 None => bail!("a refusal neither logged nor counted: {problem}"),
             }
         }
-        if logged.len() > REFUSALS_LOGGED || logged.is_empty() {
+        if logged.len() > budget || logged.is_empty() {
             bail!(
-                "{} of 120 refusals were logged one by one; the budget is {REFUSALS_LOGGED}",
+                "{} of {requests} refusals were logged one by one; the budget is {budget}",
                 logged.len()
             );
         }
@@ -172,7 +186,7 @@ fn refusal_flood(cx: &Ctx) -> BoxFut<'_> {
         let from = logged.iter().max().copied().unwrap_or(0) + 1;
         // The count reaches the log once the period has passed (plus the summariser's
         // tick).
-        let deadline = std::time::Instant::now() + Duration::from_secs(REFUSAL_PERIOD_SECS + 45);
+        let deadline = std::time::Instant::now() + Duration::from_secs(period + 45);
         let summary = loop {
             let (status, page) = cx
                 .gw
@@ -214,7 +228,7 @@ fn refusal_flood(cx: &Ctx) -> BoxFut<'_> {
         }
         Ok(vec![
             format!(
-                "120 requests: 120 × 403, {} logged one by one, {counted} counted",
+                "{requests} requests: {requests} × 403, {} logged one by one (budget {budget} per {period}s), {counted} counted",
                 logged.len()
             ),
             format!(
