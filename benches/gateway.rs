@@ -526,6 +526,7 @@ async fn latency() {
         cluster: ClusterId::parse("demo").expect("cluster"),
         instance: InstanceId::parse("demo-0").expect("instance"),
         actor: Actor {
+            authn: None,
             id: OperatorId::parse("op-bench").expect("op"),
             groups: vec![],
             grant: Some(GrantRef {

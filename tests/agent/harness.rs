@@ -326,6 +326,7 @@ fn start_up(dir: &Path, base: u16) -> Running {
 
 pub fn actor() -> Actor {
     Actor {
+        authn: None,
         id: OperatorId::parse("op-7f3a").expect("op"),
         groups: vec!["sre".into()],
         grant: Some(GrantRef {

@@ -842,3 +842,280 @@ async fn concurrent_actions_on_one_instance_all_run_and_are_each_logged_once() {
         assert!(kind == "intent" || kind == "result", "{kind}");
     }
 }
+
+/// A flood of refusals neither buries the log nor goes unseen: past the budget
+/// (`[refusal_log]`, here 5 per 3 s) each refusal is still answered, but counted, and
+/// one summary entry with the count and the operator's pseudonym reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refusals_is_logged_up_to_a_budget_and_then_as_one_count() {
+    let stack = Stack::start();
+    let (_gw2, gw) = second_gateway(&stack, "flood", |t| {
+        let up = "[refusal_log]\nmax = 100\nper_secs = 60";
+        assert!(t.contains(up), "palisade up's budget changed: {t}");
+        t.replace(up, "[refusal_log]\nmax = 5\nper_secs = 3")
+    });
+    let token = gw.dev_token("not-on-call").await;
+    let mut logged = Vec::new();
+    let mut counted = 0;
+    for _ in 0..20 {
+        let (status, problem) = gw
+            .run(
+                &token,
+                "demo",
+                "etcd.status",
+                Some("demo-0"),
+                &[],
+                TICKET,
+                REASON,
+            )
+            .await;
+        assert_eq!(status, 403, "{problem}");
+        match problem["log_index"].as_u64() {
+            Some(i) => logged.push(i),
+            None => {
+                let detail = problem["detail"].as_str().unwrap_or_default();
+                assert!(detail.contains("not logged individually"), "{problem}");
+                counted += 1;
+            }
+        }
+    }
+    assert_eq!((logged.len(), counted), (5, 15), "logged {logged:?}");
+    for i in &logged {
+        assert_logged_refusal(&stack, &serde_json::json!({ "log_index": i }), "authorize").await;
+    }
+    let actor = logged_event(&stack, logged[0]).await["actor"].clone();
+    // The count reaches the log once the period has passed.
+    let from = logged.iter().max().copied().unwrap_or(0) + 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let summary = loop {
+        let (status, page) = stack
+            .gateway()
+            .call(
+                "GET",
+                &format!("/v1/tenants/demo/clusters/demo/events?from={from}&limit=100"),
+                Some(&stack.tenant_token()),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let found = page["events"].as_array().and_then(|events| {
+            events
+                .iter()
+                .map(|e| e["event"].clone())
+                .find(|e| e["action"] == "refusals-not-logged")
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no summary of the unlogged refusals within 30 s: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(summary["kind"], "refusal", "{summary}");
+    assert_eq!(summary["stage"], "rate_limit", "{summary}");
+    assert_eq!(summary["actor"], actor, "{summary}");
+    let reason = summary["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("refusals-not-logged: 15 refusals from "),
+        "{summary}"
+    );
+    assert!(
+        !reason.contains("not-on-call"),
+        "a name in the log: {summary}"
+    );
+}
+
+/// An on-call feed that cannot be fetched grants nothing: the refusal says the feed
+/// is stale (naming no feed), and the metrics say which one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_on_call_feed_grants_nothing_and_says_so() {
+    let stack = Stack::start();
+    let feed = format!(
+        "\n[[ical]]\nschedule = \"pager\"\nurl = \"https://127.0.0.1:{}/pager.ics\"\n\
+         \n[[grant]]\nschedule = \"pager\"\nroles = [\"operator\"]\nclusters = [\"*\"]\n",
+        dead_port()
+    );
+    let (_gw2, gw) = second_gateway(&stack, "pager", |t| format!("{t}{feed}"));
+    let token = gw.dev_token("paged-engineer").await;
+    let (status, problem) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("oncall-feed-stale"), "{problem}");
+    assert!(
+        !detail.contains("pager"),
+        "a feed named to the customer: {problem}"
+    );
+    assert_logged_refusal(&stack, &problem, "authorize").await;
+    let (status, metrics) = gw.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(
+        text.contains("palisade_gateway_oncall_feed_stale{schedule=\"pager\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("palisade_gateway_oncall_feed_age_seconds{schedule=\"pager\"} -1"),
+        "{text}"
+    );
+    // The rota's operator, on call through a schedule that is no feed, still acts.
+    let op = gw.dev_token(&stack.operator()).await;
+    let (status, done) = gw
+        .run(
+            &op,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+}
+
+/// An HTTPS client of `url` holding the operator certificate `operator-<name>`.
+fn operator_client(stack: &Stack, name: &str) -> reqwest::Client {
+    let pki = stack.dir.join("pki");
+    let tls = palisade_pki::client_config(
+        &pki.join("ca.crt"),
+        &pki.join(format!("operator-{name}.crt")),
+        &pki.join(format!("operator-{name}.key")),
+        &[palisade_pki::Role::Gateway],
+    )
+    .expect("tls");
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("client")
+}
+
+async fn run_with_certificate(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    let body = serde_json::json!({ "instance": "demo-0", "ticket": TICKET, "reason": REASON });
+    let resp = client
+        .post(format!("{url}/v1/clusters/demo/actions/etcd.status"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Whoever holds the deployment's CA key can mint an `operator` certificate for
+/// anyone on call: such certificates authenticate only where `operator_certificates`
+/// is on, and only from a CA of `operator_ca`. Every event records how its caller
+/// authenticated: the token's issuer, or the certificate's SHA-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_certificates_authenticate_only_when_enabled_and_from_the_operator_ca() {
+    let stack = Stack::start();
+    let operator = stack.operator();
+    let pki = stack.dir.join("pki");
+    let issued = palisade_pki::issue(
+        &pki,
+        palisade_pki::Role::Operator,
+        &palisade_pki::CertName::new(&operator).expect("name"),
+        &[],
+        30,
+        false,
+    )
+    .expect("issue");
+    let der = palisade_pki::load_certs(&issued.cert, "certificate").expect("cert");
+    let fingerprint = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(der[0].as_ref()));
+    let client = operator_client(&stack, &operator);
+
+    // `palisade up` turns them on for its demo, with its own CA as operator_ca.
+    let url = format!("https://127.0.0.1:{}", stack.base);
+    let (status, done) = run_with_certificate(&client, &url).await;
+    assert_eq!(status, 200, "{done}");
+    let intent = logged_event(&stack, done["intent_index"].as_u64().expect("intent")).await;
+    assert_eq!(
+        intent["actor"]["authn"]["method"], "certificate",
+        "{intent}"
+    );
+    assert_eq!(
+        intent["actor"]["authn"]["sha256"],
+        fingerprint.as_str(),
+        "{intent}"
+    );
+    let gw = stack.gateway();
+    let token = gw.dev_token(&operator).await;
+    let (status, done) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            TICKET,
+            REASON,
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let intent = logged_event(&stack, done["intent_index"].as_u64().expect("intent")).await;
+    assert_eq!(intent["actor"]["authn"]["method"], "oidc", "{intent}");
+    assert_eq!(
+        intent["actor"]["authn"]["issuer"],
+        dev_iss(&stack).as_str(),
+        "{intent}"
+    );
+
+    // Off (the default): the same certificate of an on-call operator is refused.
+    let (_off, off) = second_gateway(&stack, "certs-off", |t| {
+        t.replace(
+            "operator_certificates = true",
+            "operator_certificates = false",
+        )
+    });
+    let (status, problem) = run_with_certificate(&client, &off.url).await;
+    assert_eq!(status, 401, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("operator_certificates")),
+        "{problem}"
+    );
+    assert_logged_refusal(&stack, &problem, "authenticate").await;
+
+    // On, but operator_ca names another CA: the deployment's CA does not issue
+    // operator certificates.
+    let other = stack.tmp.path().join("operator-ca");
+    palisade_pki::init_ca(&other, false).expect("operator CA");
+    let other_ca = other.join("ca.crt");
+    let (_elsewhere, elsewhere) = second_gateway(&stack, "certs-other-ca", |t| {
+        t.lines()
+            .map(|l| {
+                if l.starts_with("operator_ca = ") {
+                    format!("operator_ca = \"{}\"", other_ca.display())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let (status, problem) = run_with_certificate(&client, &elsewhere.url).await;
+    assert_eq!(status, 401, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("operator_ca")),
+        "{problem}"
+    );
+}

@@ -537,6 +537,73 @@ async fn only_gateway_and_agent_certificates_can_append() {
     assert_eq!(accepted.status(), 200);
 }
 
+/// The size of `log`'s checkpoint as the log serves it now.
+async fn served_size(stack: &Stack, log: &str) -> u64 {
+    let note = stack
+        .client(Role::Gateway, "gateway", Role::Log)
+        .get(format!("{}/checkpoint", stack.log_url(log)))
+        .send()
+        .await
+        .expect("GET checkpoint")
+        .bytes()
+        .await
+        .expect("checkpoint");
+    size_of(&note)
+}
+
+async fn append_to(stack: &Stack, name: &str, log: &str, entry: &str) -> reqwest::Response {
+    stack
+        .client(Role::Agent, name, Role::Log)
+        .post(format!("{}/append", stack.log_url(log)))
+        .body(entry.to_string())
+        .send()
+        .await
+        .expect("append request")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_certificate_appends_only_to_its_own_clusters_log() {
+    let stack = Stack::start();
+    // The gateway records the policy and the release just after start: wait for both,
+    // so that the governance log's size below changes only through this test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while served_size(&stack, "governance").await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not record the policy and the release within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let governance = served_size(&stack, "governance").await;
+    let demo = served_size(&stack, "demo").await;
+
+    // demo-0 is the demo cluster's instance: its certificate cannot forge a
+    // governance record (a release, a policy)...
+    let forged = append_to(&stack, "demo-0", "governance", "{\"release\":\"forged\"}").await;
+    assert_eq!(
+        forged.status(),
+        403,
+        "an agent appended to the governance log"
+    );
+    // ...and a certificate the deployment's CA issued to an instance no cluster of
+    // this log lists (another cluster's agent) cannot write into the demo log.
+    let issued = palisade()
+        .args(["pki", "issue", "--dir"])
+        .arg(stack.pki())
+        .args(["--kind", "agent", "--name", "globex-0"])
+        .output()
+        .expect("issue");
+    assert!(issued.status.success(), "{}", text(&issued));
+    let foreign = append_to(&stack, "globex-0", "demo", "{\"result\":\"forged\"}").await;
+    assert_eq!(
+        foreign.status(),
+        403,
+        "another cluster's agent appended to the demo log"
+    );
+    assert_eq!(served_size(&stack, "governance").await, governance);
+    assert_eq!(served_size(&stack, "demo").await, demo);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_log_rolled_back_by_an_insider_is_detected_by_the_customer() {
     let stack = Stack::start();

@@ -184,7 +184,10 @@ fn prepare_gateway(
         )?;
         let text = format!(
             "listen = \"{addr}\"\nsigning_key = \"keys/gateway.key\"\npseudonym_key = \"keys/pseudonym.key\"\n\
-             inventory = \"{inventory}\"\nstate = \"state.redb\"\nrotas = [\"rota.yaml\"]\n\n\
+             inventory = \"{inventory}\"\nstate = \"state.redb\"\nrotas = [\"rota.yaml\"]\n\
+             # Operator certificates from the demo CA (`palisade pki issue --kind operator`):\n\
+             # whoever holds that CA key can log in as anyone, so only for the demo.\n\
+             operator_certificates = true\noperator_ca = \"{ca}\"\n\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [log]\nurl = \"https://{log}\"\nbase_origin = \"{BASE_ORIGIN}\"\nkey = \"{log_key}\"\n\
              witnesses = [\"{wkey}\"]\nwitness_quorum = 1\n\n\
@@ -193,7 +196,10 @@ fn prepare_gateway(
              [dev_issuer]\nkey = \"keys/dev-issuer.key\"\n\n\
              [[grant]]\nschedule = \"demo\"\nroles = [\"operator\", \"senior-operator\"]\nclusters = [\"*\"]\n\n\
              [[agent]]\ninstance = \"demo-0\"\nkey = \"{agent_pub}\"\n\n\
-             [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha256}\"\n",
+             [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha256}\"\n\n\
+             # A larger budget than the default 10: verify-claims' attacks refuse many requests\n\
+             # of one operator in a minute, and each must be in the log.\n\
+             [refusal_log]\nmax = 100\nper_secs = 60\n",
             inventory = inventory.display(),
             ca = pki.join("ca.crt").display(),
             cert = pki.join("gateway-gateway.crt").display(),

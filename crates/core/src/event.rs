@@ -59,6 +59,19 @@ pub struct Actor {
     /// The on-call grant that authorized the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<GrantRef>,
+    /// How the operator authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authn: Option<Authn>,
+}
+
+/// How a caller proved who they are: which issuer's token, or which certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Authn {
+    /// A token (OIDC, or the development issuer's) from the issuer `issuer`.
+    Oidc { issuer: String },
+    /// A client certificate; `sha256` is its DER encoding's SHA-256, lower-case hex.
+    Certificate { sha256: String },
 }
 
 /// The on-call grant used: which schedule, which role, and when it ends.
@@ -158,6 +171,9 @@ pub struct RefusalEvent {
     /// Absent when the caller could not be authenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<OperatorId>,
+    /// How the caller authenticated; absent when they could not be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authn: Option<Authn>,
     /// The action requested: a valid action name, or `unknown-action`.
     pub action: LoggedAction,
     /// SHA-256 of the action as sent, when it was not a valid name.
@@ -166,8 +182,25 @@ pub struct RefusalEvent {
     pub stage: RefusalStage,
     /// A fixed code: never the caller's name, groups or schedule, never their text.
     pub reason: RefusalReason,
-    /// The HTTP status the caller was answered.
+    /// The HTTP status the caller was answered (in a summary: the last one counted).
     pub status: u16,
+    /// In a summary ([`RefusalReason::RefusalsNotLogged`]): how many refusals of this
+    /// operator on this cluster were counted instead of logged one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_logged: Option<NotLogged>,
+}
+
+/// Refusals counted instead of logged one by one, and the budget that was exceeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotLogged {
+    pub count: u64,
+    /// The first and the last refusal counted.
+    pub from: Timestamp,
+    pub to: Timestamp,
+    /// The budget: at most `max` refusals logged one by one per `per_secs`.
+    pub max: u32,
+    pub per_secs: u64,
 }
 
 /// One log entry.
@@ -260,6 +293,7 @@ mod tests {
             cluster: ClusterId::parse("demo").expect("cluster"),
             instance: Some(InstanceId::parse("demo-0").expect("instance")),
             actor: Actor {
+                authn: None,
                 id: OperatorId::parse("op-7f3a").expect("op"),
                 groups: vec!["sre".into()],
                 grant: Some(GrantRef {

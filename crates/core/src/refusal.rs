@@ -34,6 +34,12 @@ pub enum RefusalReason {
     RateLimited,
     /// The rate-limit state could not be read (refused, fail closed).
     RateLimitUnavailable,
+    /// An on-call feed that grants on the cluster has not been fetched recently
+    /// enough; its grants count for nothing until it is (fail closed).
+    OncallFeedStale,
+    /// A summary: more refusals than the log takes one by one came from this
+    /// operator on this cluster; the event's `not_logged` counts them.
+    RefusalsNotLogged,
 }
 
 impl RefusalReason {
@@ -50,6 +56,8 @@ impl RefusalReason {
             Self::NoInstance => "no-instance",
             Self::RateLimited => "rate-limited",
             Self::RateLimitUnavailable => "rate-limit-unavailable",
+            Self::OncallFeedStale => "oncall-feed-stale",
+            Self::RefusalsNotLogged => "refusals-not-logged",
         }
     }
 }
@@ -62,6 +70,9 @@ impl std::fmt::Display for RefusalReason {
 
 /// The placeholder logged for an action name that is not a valid name.
 pub const UNKNOWN_ACTION: &str = "unknown-action";
+/// The action of a summary of refusals not logged one by one (no action can be
+/// named so: it has no dot).
+pub const SUMMARY_ACTION: &str = "refusals-not-logged";
 
 /// The action a refused request named, as the log holds it: a valid action name, or
 /// [`UNKNOWN_ACTION`] (which no action can be named: it has no dot). What was sent
@@ -99,6 +110,11 @@ impl LoggedAction {
         }
     }
 
+    /// The action of a summary of refusals not logged one by one.
+    pub fn summary() -> Self {
+        Self(SUMMARY_ACTION.to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -107,11 +123,11 @@ impl LoggedAction {
 impl TryFrom<String> for LoggedAction {
     type Error = String;
     fn try_from(value: String) -> Result<Self, String> {
-        if value == UNKNOWN_ACTION || ActionName::parse(&value).is_ok() {
+        if value == UNKNOWN_ACTION || value == SUMMARY_ACTION || ActionName::parse(&value).is_ok() {
             Ok(Self(value))
         } else {
             Err(format!(
-                "a refusal's action must be an action name or {UNKNOWN_ACTION:?}"
+                "a refusal's action must be an action name, {UNKNOWN_ACTION:?} or {SUMMARY_ACTION:?}"
             ))
         }
     }

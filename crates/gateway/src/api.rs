@@ -64,7 +64,7 @@ fn credential(peer: &Peer, headers: &HeaderMap) -> Credential {
         return Credential::Bearer(t);
     }
     match &peer.identity {
-        Some((Role::Operator, name)) => Credential::Certificate(name.clone()),
+        Some((Role::Operator, name)) => Credential::Certificate(name.clone(), peer.chain.clone()),
         _ => Credential::None,
     }
 }
@@ -77,6 +77,11 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    gw.metrics.feeds(
+        &gw.oncall
+            .feed_ages()
+            .at(palisade_core::time::Timestamp::now()),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -1,10 +1,13 @@
 //! Step 1: who is calling. An OIDC token verified against the issuer's JWKS
 //! (`palisade-authn`), the development issuer's token when `palisade up` enabled it,
-//! or an operator certificate (mTLS, role `operator`).
+//! or an operator certificate (mTLS, role `operator`) when `operator_certificates` is
+//! on and it chains to `operator_ca` ([`crate::operator_certs`]).
 
+use crate::operator_certs::{OperatorCas, OperatorCertError};
 use crate::pipeline::{Credential, Operator};
 use crate::problem::Problem;
 use palisade_authn::{AuthError, DevIssuer, JwksSource, OidcSettings, Verifier};
+use palisade_core::event::Authn;
 use palisade_core::time::Timestamp;
 use std::path::Path;
 
@@ -19,8 +22,10 @@ struct Dev {
 }
 
 pub struct Authenticators {
-    oidc: Option<Verifier>,
+    oidc: Option<(Verifier, String)>,
     dev: Option<Dev>,
+    /// `None`: operator certificates are not accepted (`operator_certificates` off).
+    operator_cas: Option<OperatorCas>,
 }
 
 fn unauthenticated(detail: impl Into<String>) -> Problem {
@@ -30,16 +35,24 @@ fn unauthenticated(detail: impl Into<String>) -> Problem {
 impl Authenticators {
     /// `dev_issuer_url` is the gateway's own URL plus `/dev` (the `iss` of its
     /// development tokens).
+    /// `operator_ca`: the bundle operator certificates must chain to, when
+    /// certificate authentication for operators is on.
     pub async fn new(
         oidc: Option<OidcSettings>,
         dev: Option<(&Path, u64)>,
         dev_issuer_url: &str,
         state_dir: &Path,
+        operator_ca: Option<&Path>,
     ) -> Result<Self, String> {
         let oidc = match oidc {
-            Some(s) => Some(Verifier::new(s).await.map_err(|e| format!("OIDC: {e}"))?),
+            Some(s) => {
+                let issuer = s.issuer.clone();
+                let v = Verifier::new(s).await.map_err(|e| format!("OIDC: {e}"))?;
+                Some((v, issuer))
+            }
             None => None,
         };
+        let operator_cas = operator_ca.map(OperatorCas::load).transpose()?;
         let dev = match dev {
             Some((key, ttl_secs)) => {
                 let issuer =
@@ -67,7 +80,11 @@ impl Authenticators {
             }
             None => None,
         };
-        Ok(Self { oidc, dev })
+        Ok(Self {
+            oidc,
+            dev,
+            operator_cas,
+        })
     }
 
     pub fn dev_enabled(&self) -> bool {
@@ -107,21 +124,32 @@ impl Authenticators {
             Credential::None => Err(unauthenticated(
                 "no credentials: send `Authorization: Bearer <token>` (palisade op login) or an operator certificate",
             )),
-            Credential::Certificate(name) => Ok(Operator {
-                name: name.as_str().to_string(),
-                groups: Vec::new(),
-                via: "certificate",
-            }),
+            Credential::Certificate(name, chain) => {
+                let authn = match &self.operator_cas {
+                    None => Err(OperatorCertError::Disabled),
+                    Some(cas) => cas.check(chain),
+                }
+                .map_err(|e| unauthenticated(e.to_string()))?;
+                Ok(Operator {
+                    name: name.as_str().to_string(),
+                    groups: Vec::new(),
+                    via: "certificate",
+                    authn,
+                })
+            }
             Credential::Bearer(token) => {
                 let now = now.unix_seconds();
                 let mut first_error: Option<AuthError> = None;
-                if let Some(v) = &self.oidc {
+                if let Some((v, issuer)) = &self.oidc {
                     match v.verify(token, now).await {
                         Ok(id) => {
                             return Ok(Operator {
                                 name: id.operator,
                                 groups: id.groups,
                                 via: "oidc",
+                                authn: Authn::Oidc {
+                                    issuer: issuer.clone(),
+                                },
                             })
                         }
                         Err(e) => first_error = Some(e),
@@ -134,6 +162,9 @@ impl Authenticators {
                                 name: id.operator,
                                 groups: id.groups,
                                 via: "dev",
+                                authn: Authn::Oidc {
+                                    issuer: dev.issuer_url.clone(),
+                                },
                             })
                         }
                         Err(e) => {

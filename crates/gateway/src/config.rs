@@ -47,12 +47,25 @@ pub struct GatewayConfig {
     /// tests. Never enable it on a real deployment.
     #[serde(default)]
     pub dev_issuer: Option<DevIssuerSettings>,
+    /// Whether operators may authenticate with a client certificate (role
+    /// `operator`) instead of a token. Off by default: whoever holds a CA key could
+    /// mint one for anyone on call.
+    #[serde(default)]
+    pub operator_certificates: bool,
+    /// The CA certificates (PEM bundle) an operator certificate must chain to; no CA
+    /// by default. Required when `operator_certificates` is on.
+    #[serde(default)]
+    pub operator_ca: Option<PathBuf>,
     /// YAML rota files.
     #[serde(default)]
     pub rotas: Vec<PathBuf>,
     /// iCalendar feeds (file or URL), each one schedule.
     #[serde(default, rename = "ical")]
     pub icals: Vec<IcalFeed>,
+    /// How old, in seconds, the last successful fetch of an iCalendar feed from a URL
+    /// may be for its shifts to grant anything (default 900: three missed refreshes).
+    #[serde(default = "default_feed_max_age")]
+    pub oncall_feed_max_age_secs: u64,
     /// Which schedules grant which roles on which clusters.
     #[serde(default, rename = "grant")]
     pub grants: Vec<Grant>,
@@ -62,6 +75,10 @@ pub struct GatewayConfig {
     /// Tenants' bearer tokens for the customer access-log API.
     #[serde(default, rename = "reader")]
     pub readers: Vec<Reader>,
+    /// How many refusals of one operator on one cluster are logged one by one
+    /// ([`crate::refusals`]).
+    #[serde(default)]
+    pub refusal_log: crate::refusals::RefusalLogLimit,
 }
 
 fn default_ttl() -> u64 {
@@ -69,6 +86,9 @@ fn default_ttl() -> u64 {
 }
 fn default_wait() -> u64 {
     20
+}
+fn default_feed_max_age() -> u64 {
+    900
 }
 
 /// `state = "file.redb"` or a `[state]` table.
@@ -185,6 +205,15 @@ pub struct AgentKey {
 /// A tenant's access-log token (as the log service configures it).
 pub use palisade_tlog_service::config::Reader;
 
+impl GatewayConfig {
+    /// The bundle operator certificates must chain to, if they are accepted at all.
+    pub fn operator_ca_if_enabled(&self) -> Option<&std::path::Path> {
+        self.operator_ca
+            .as_deref()
+            .filter(|_| self.operator_certificates)
+    }
+}
+
 impl ProcessConfig for GatewayConfig {
     const PROCESS: &'static str = "gateway";
 
@@ -225,6 +254,13 @@ impl ProcessConfig for GatewayConfig {
                 "an OIDC issuer is needed (operators also may use mTLS certificates, but tokens are the default)",
             ));
         }
+        if self.operator_certificates && self.operator_ca.is_none() {
+            return Err(FieldError::new(
+                "operator_ca",
+                "operator_certificates is on, but no CA is named for operator certificates: \
+                 set operator_ca to the CA bundle that issues them",
+            ));
+        }
         if let Some(o) = &self.oidc {
             o.validate()
                 .map_err(|e| FieldError::new("oidc", e.to_string()))?;
@@ -245,7 +281,16 @@ impl ProcessConfig for GatewayConfig {
                 ));
             }
         }
+        if !(1..=86_400).contains(&self.oncall_feed_max_age_secs) {
+            return Err(FieldError::new(
+                "oncall_feed_max_age_secs",
+                "must be between 1 and 86400",
+            ));
+        }
         palisade_tlog_service::config::check_readers(&self.readers)?;
+        self.refusal_log
+            .check()
+            .map_err(|e| FieldError::new("refusal_log", e))?;
         Ok(())
     }
 
@@ -275,6 +320,9 @@ impl ProcessConfig for GatewayConfig {
         }
         if let Some(d) = &mut self.dev_issuer {
             v.push(("dev_issuer.key", &mut d.key));
+        }
+        if let Some(p) = &mut self.operator_ca {
+            v.push(("operator_ca", p));
         }
         if let Some(o) = &mut self.oidc {
             v.extend(o.paths_mut());

@@ -1,10 +1,11 @@
 //! Prometheus metrics (`GET /metrics`): refusals by stage, dispatches by outcome and
-//! their latency. No label carries an operator, a parameter or a cluster's data.
+//! their latency, on-call feeds' ages. No label carries an operator, a parameter or a cluster's data.
 
 use palisade_core::event::RefusalStage;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -24,6 +25,11 @@ struct StageLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabel {
+    schedule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -32,6 +38,9 @@ struct OutcomeLabel {
 pub struct Metrics {
     registry: Arc<Registry>,
     refusals: Family<StageLabel, Counter>,
+    refusals_not_logged: Counter,
+    feed_age: Family<ScheduleLabel, Gauge>,
+    feed_stale: Family<ScheduleLabel, Gauge>,
     dispatches: Family<OutcomeLabel, Counter>,
     latency: Histogram,
 }
@@ -40,6 +49,9 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("palisade_gateway");
         let refusals = Family::<StageLabel, Counter>::default();
+        let refusals_not_logged = Counter::default();
+        let feed_age = Family::<ScheduleLabel, Gauge>::default();
+        let feed_stale = Family::<ScheduleLabel, Gauge>::default();
         let dispatches = Family::<OutcomeLabel, Counter>::default();
         let latency = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
@@ -48,6 +60,21 @@ impl Default for Metrics {
             "refusals",
             "Requests refused before anything was dispatched, by pipeline stage",
             refusals.clone(),
+        );
+        registry.register(
+            "refusals_not_logged",
+            "Refusals beyond an operator's per-cluster budget, counted in summary log entries instead of logged one by one",
+            refusals_not_logged.clone(),
+        );
+        registry.register(
+            "oncall_feed_age_seconds",
+            "Seconds since an on-call feed was last fetched and parsed (-1: never)",
+            feed_age.clone(),
+        );
+        registry.register(
+            "oncall_feed_stale",
+            "1 while an on-call feed's last good fetch is older than oncall_feed_max_age_secs (its shifts grant nothing)",
+            feed_stale.clone(),
         );
         registry.register(
             "dispatches",
@@ -62,6 +89,9 @@ impl Default for Metrics {
         Self {
             registry: Arc::new(registry),
             refusals,
+            refusals_not_logged,
+            feed_age,
+            feed_stale,
             dispatches,
             latency,
         }
@@ -77,6 +107,25 @@ impl Metrics {
             RefusalStage::RateLimit => Stage::RateLimit,
         };
         self.refusals.get_or_create(&StageLabel { stage }).inc();
+    }
+
+    /// The on-call feeds' ages, as of the scrape.
+    pub fn feeds(&self, feeds: &[crate::feed_age::FeedAge]) {
+        for f in feeds {
+            let label = ScheduleLabel {
+                schedule: f.schedule.clone(),
+            };
+            self.feed_age
+                .get_or_create(&label)
+                .set(f.age_secs.unwrap_or(-1));
+            self.feed_stale
+                .get_or_create(&label)
+                .set(i64::from(f.stale));
+        }
+    }
+
+    pub fn refusal_not_logged(&self) {
+        self.refusals_not_logged.inc();
     }
 
     pub fn dispatched(&self, outcome: &str, took: Duration) {

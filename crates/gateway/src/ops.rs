@@ -1,4 +1,4 @@
-//! Operations, idempotency keys and rate-limit counters, behind the state trait (redb
+//! Operations, idempotency keys and rate limits ([`crate::limits`]), behind the state trait (redb
 //! on one machine, etcd for several gateway replicas).
 
 use palisade_core::time::Timestamp;
@@ -8,10 +8,6 @@ use std::sync::Arc;
 
 const OPERATIONS: Namespace = Namespace::new("gateway_operations");
 const IDEMPOTENCY: Namespace = Namespace::new("gateway_idempotency");
-/// Relaxed: a request that takes from the counter and passes validation is recorded as
-/// an operation (a durable write) before anything is dispatched, which makes the count
-/// durable too. A crash can forget counts of requests refused at validation.
-const RATE: Namespace = Namespace::relaxed("gateway_rate");
 const GOVERNANCE: Namespace = Namespace::new("gateway_governance");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,8 +159,8 @@ impl Ops {
         }
     }
 
-    /// Counts one request of `who` for `action` in the current window of `per_secs`;
-    /// `false` once `max` were counted in it.
+    /// Admits one request of `who` for `action` unless `max` were admitted in the
+    /// `per_secs` before `now` ([`crate::limits::SlidingLog`]).
     pub async fn take(
         &self,
         who: &str,
@@ -173,28 +169,8 @@ impl Ops {
         per_secs: u64,
         now: Timestamp,
     ) -> Result<bool, StateError> {
-        let per = per_secs.max(1);
-        let window = u64::try_from(now.unix_seconds()).unwrap_or(0) / per;
-        let key = format!("{who}/{action}/{window}");
-        for _ in 0..64 {
-            let current = self.store.get(RATE, &key).await?;
-            let count: u32 = current
-                .as_deref()
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            if count >= max {
-                return Ok(false);
-            }
-            let next = (count + 1).to_string().into_bytes();
-            if self
-                .store
-                .compare_and_swap(RATE, &key, current, Some(next))
-                .await?
-            {
-                return Ok(true);
-            }
-        }
-        Err(backend("rate limit", "counter too contended".into()))
+        crate::limits::SlidingLog::new(self.store.clone())
+            .take(who, action, max, per_secs, now)
+            .await
     }
 }

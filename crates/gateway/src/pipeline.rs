@@ -43,7 +43,12 @@ use tokio::sync::RwLock;
 #[derive(Debug, Clone)]
 pub enum Credential {
     Bearer(String),
-    Certificate(CertName),
+    /// An `operator` certificate: its name, and the chain the peer sent (its own
+    /// first), checked against `operator_ca`.
+    Certificate(
+        CertName,
+        Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    ),
     None,
 }
 
@@ -54,6 +59,8 @@ pub struct Operator {
     pub groups: Vec<String>,
     /// `oidc`, `dev` or `certificate`.
     pub via: &'static str,
+    /// The issuer or certificate, recorded in every event of this caller.
+    pub authn: palisade_core::event::Authn,
 }
 
 /// A grant an operator holds right now.
@@ -124,10 +131,11 @@ pub struct Gateway {
     config: GatewayConfig,
     pub(crate) metrics: crate::metrics::Metrics,
     unauthenticated: AttemptCounter,
+    pub(crate) refusals: crate::refusals::RefusalThrottle,
 }
 
 /// A refusal: the detailed answer for the caller, and what the log may say of it.
-type Refused = (Problem, RefusalStage, RefusalReason);
+pub(crate) type Refused = (Problem, RefusalStage, RefusalReason);
 
 fn refusal_problem(
     status: u16,
@@ -166,6 +174,7 @@ impl Gateway {
     ) -> Self {
         Self {
             show_names: config.show_operator_names,
+            refusals: crate::refusals::RefusalThrottle::new(config.refusal_log),
             inventory,
             policy: RwLock::new(Arc::new(policy)),
             auth,
@@ -246,7 +255,7 @@ impl Gateway {
 
     /// Appends a refusal to the cluster's log; the refusal stands whether or not
     /// that works, and the answer says if it could not be logged.
-    async fn log_refusal(
+    pub(crate) async fn log_refusal(
         &self,
         cluster: &Cluster,
         actor: Option<&Operator>,
@@ -281,17 +290,22 @@ impl Gateway {
         reason: RefusalReason,
         status: u16,
     ) -> Result<u64, CallError> {
-        let (action, action_digest) = LoggedAction::of(action);
+        // A well-formed name the policy lacks is still text the caller chose.
+        let policy = self.policy().await;
+        let (action, action_digest) =
+            LoggedAction::of_known(action, |n| policy.action_named(n).is_some());
         let event = Event::Refusal(RefusalEvent {
             event_id: EventId::random().map_err(|e| CallError::Setup(e.to_string()))?,
             time: Timestamp::now(),
             cluster: cluster.id.clone(),
             actor: actor.map(|a| self.pseudonym(&cluster.tenant, &a.name)),
+            authn: actor.map(|a| a.authn.clone()),
             action,
             action_digest,
             stage,
             reason,
             status,
+            not_logged: None,
         });
         let entry = event
             .to_log_entry()
@@ -338,7 +352,9 @@ impl Gateway {
                 self.execute(op, cluster, checked, body, idempotency_key, now)
                     .await
             }
-            Err(refused) => Err(self.log_refusal(cluster, Some(&op), action, refused).await),
+            Err(refused) => Err(self
+                .log_or_count_refusal(cluster, &op, action, refused, now)
+                .await),
         }
     }
 
@@ -353,16 +369,17 @@ impl Gateway {
         status: u16,
         now: Timestamp,
     ) {
-        let Ok((cluster, _)) = self.cluster(cluster) else {
-            return;
-        };
+        // Counted whether or not the cluster exists, so that which attempts reach a
+        // log tells nothing about which clusters exist.
         if !self.unauthenticated.allow(source, now) {
             tracing::info!(
-                cluster = %cluster.id,
                 "unauthenticated attempt not logged: more than {UNAUTHENTICATED_LOGGED_PER_MINUTE} from this address this minute"
             );
             return;
         }
+        let Ok((cluster, _)) = self.cluster(cluster) else {
+            return;
+        };
         let gw = self.clone();
         let cluster = cluster.clone();
         let action = action.to_string();
@@ -395,6 +412,14 @@ impl Gateway {
     ) -> Result<Checked, Refused> {
         // 2. Authorize: a current shift granting a role on this cluster...
         let grants = self.grants(op, Some(cluster_id), now);
+        if grants.is_empty() && self.oncall.stale_feed_grants_on(cluster_id, now) {
+            return Err(refusal_problem(
+                403,
+                RefusalStage::Authorize,
+                RefusalReason::OncallFeedStale,
+                crate::oncall::FEED_STALE.to_string(),
+            ));
+        }
         if grants.is_empty() {
             let next = self
                 .oncall
@@ -565,6 +590,7 @@ impl Gateway {
                 cluster: cluster_id.clone(),
                 instance: instance.id.clone(),
                 actor: Actor {
+                    authn: Some(op.authn.clone()),
                     id: self.pseudonym(&cluster.tenant, &op.name),
                     groups: op
                         .groups

@@ -10,7 +10,6 @@ use palisade_agent::accept::PolicySource;
 use palisade_agent::client::Dispatcher;
 use palisade_agent::server::TufPolicy;
 use palisade_core::inventory::Inventory;
-use palisade_pki::ClientAuth;
 use palisade_policy::keys::{PublicKey, SigningKey};
 use std::collections::HashMap;
 use std::future::Future;
@@ -57,6 +56,7 @@ pub async fn start(cfg: GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
             .map(|d| (d.key.as_path(), d.token_ttl_secs)),
         &dev_issuer_url(&cfg.listen),
         &state_dir,
+        cfg.operator_ca_if_enabled(),
     )
     .await
     .map_err(GatewayError::Setup)?;
@@ -109,11 +109,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), GatewayError> {
-    let tls = palisade_pki::server_config(
+    let tls = crate::operator_certs::server_tls(
         &cfg.tls.ca,
         &cfg.tls.cert,
         &cfg.tls.key,
-        ClientAuth::Optional,
+        cfg.operator_ca_if_enabled(),
     )
     .map_err(|e| GatewayError::Setup(format!("TLS: {e}")))?;
     let listen = cfg.listen.clone();
@@ -135,10 +135,20 @@ pub async fn run(
         reason: e.to_string(),
     })?;
     let refresher = tokio::spawn(refresh(gw.clone(), feeds));
+    let summaries = tokio::spawn(crate::refusals::summarise(gw.clone()));
     ready(addr);
-    let served =
-        palisade_tlog_service::https::serve(listener, tls, crate::api::router(gw), shutdown).await;
+    let served = palisade_tlog_service::https::serve(
+        listener,
+        tls,
+        crate::api::router(gw.clone()),
+        shutdown,
+    )
+    .await;
     refresher.abort();
+    summaries.abort();
+    // Counts not yet due still reach the log: a stop must not hide a flood.
+    gw.log_refusal_summaries(palisade_core::time::Timestamp::now(), true)
+        .await;
     served.map_err(|e| GatewayError::Listen {
         addr: addr.to_string(),
         reason: e.to_string(),
@@ -274,7 +284,8 @@ async fn record_releases(
 
 /// Re-verifies the policy every minute (a newer approved one replaces it and is
 /// recorded in the governance log; a repository that stops verifying keeps the last
-/// good policy and says so) and fetches iCalendar feeds every five minutes.
+/// good policy and says so) and fetches iCalendar feeds every five minutes (a feed
+/// whose last good fetch is older than `oncall_feed_max_age_secs` grants nothing).
 async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
     let source = TufPolicy {
         trust: gw.config().trust.clone(),
@@ -301,7 +312,11 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
                 let Some(http) = &http else { break };
                 match http.get(url).send().await {
                     Ok(r) if r.status().is_success() => match r.text().await {
-                        Ok(text) => match gw.oncall.set_feed(schedule, &text) {
+                        Ok(text) => match gw.oncall.set_feed(
+                            schedule,
+                            &text,
+                            palisade_core::time::Timestamp::now(),
+                        ) {
                             Ok(n) => tracing::info!(schedule, shifts = n, "on-call feed refreshed"),
                             Err(e) => {
                                 tracing::warn!(schedule, error = %e, "on-call feed refused; keeping the last one")

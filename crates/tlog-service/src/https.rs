@@ -23,6 +23,9 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Role and name from the certificate; `None` if no certificate was sent.
     pub identity: Option<(Role, CertName)>,
+    /// The certificates the peer sent, its own first (empty if none): for a service
+    /// that checks more than the role (the gateway, for operator certificates).
+    pub chain: Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 impl Peer {
@@ -83,13 +86,20 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
+            let certs = tls.get_ref().1.peer_certificates();
+            let identity = certs
                 .and_then(|certs| certs.first())
                 .and_then(|leaf| palisade_pki::peer_role(leaf.as_ref()).ok());
-            let peer = Peer { addr, identity };
+            let chain = Arc::new(
+                certs
+                    .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                    .unwrap_or_default(),
+            );
+            let peer = Peer {
+                addr,
+                identity,
+                chain,
+            };
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer.clone());

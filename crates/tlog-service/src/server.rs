@@ -6,7 +6,7 @@
 //!
 //! | route | who | what |
 //! |---|---|---|
-//! | `POST /logs/<log>/append[?wait=stored][&consistency_from=N]` | gateway or agent certificate | append one entry (≤ 65,535 bytes); answers once it is under a stored, witnessed checkpoint (with `wait=stored`: under the stored commit point, before the witnesses answer), with its index, a tlog-proof, and if asked a consistency proof from size N |
+//! | `POST /logs/<log>/append[?wait=stored][&consistency_from=N]` | the gateway's certificate; an agent's, only for the log of the cluster listing its instance (never governance) | append one entry (≤ 65,535 bytes); answers once it is under a stored, witnessed checkpoint (with `wait=stored`: under the stored commit point, before the witnesses answer), with its index, a tlog-proof, and if asked a consistency proof from size N |
 //! | `GET /logs/<log>/checkpoint`, `GET /logs/<log>/tile/…` | the cluster's tenant (bearer token) or a Palisade component certificate | tlog-tiles read API |
 //! | `GET /healthz` | anyone | liveness |
 //!
@@ -340,6 +340,36 @@ impl LogService {
         }
     }
 
+    /// Write access: the gateway appends to every log; an agent only to the log of
+    /// the cluster that lists its instance (its certificate's name), and never to the
+    /// governance log, so that one instance's key cannot write into another tenant's
+    /// history or forge a policy or release record.
+    fn authorize_append(&self, peer: &Peer, log: &str) -> Result<(), Refused> {
+        match &peer.identity {
+            Some((Role::Gateway, _)) if self.exists(log) => Ok(()),
+            Some((Role::Gateway, _)) => Err(Refused::NotFound(format!("no log {log:?}"))),
+            Some((Role::Agent, _)) if log == GOVERNANCE => Err(Refused::Forbidden(
+                "only the gateway appends to the governance log",
+            )),
+            Some((Role::Agent, name)) => {
+                let own = self.inventory.clusters.iter().any(|c| {
+                    c.id.as_str() == log
+                        && c.instances.iter().any(|i| i.id.as_str() == name.as_str())
+                });
+                if own {
+                    Ok(())
+                } else {
+                    Err(Refused::Forbidden(
+                        "an agent certificate appends only to the log of the cluster that lists its instance",
+                    ))
+                }
+            }
+            _ => Err(Refused::Forbidden(
+                "appending needs a gateway or agent certificate",
+            )),
+        }
+    }
+
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -405,15 +435,8 @@ async fn append(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Json<AppendResponse>, Refused> {
-    if !peer.is(&[Role::Gateway, Role::Agent]) {
-        return Err(Refused::Forbidden(
-            "appending needs a gateway or agent certificate",
-        ));
-    }
+    svc.authorize_append(&peer, &log)?;
     let options = options_of(query.as_deref())?;
-    if !svc.exists(&log) {
-        return Err(Refused::NotFound(format!("no log {log:?}")));
-    }
     let writer = svc
         .log(&log)
         .await

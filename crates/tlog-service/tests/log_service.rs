@@ -105,6 +105,9 @@ id = "globex"
 [[cluster]]
 id = "c1"
 tenant = "acme"
+[[cluster.instance]]
+id = "agent-0"
+agent_url = "https://127.0.0.1:1"
 
 [[cluster]]
 id = "c2"
@@ -407,6 +410,49 @@ async fn operator_and_anonymous_callers_cannot_append() {
         .checkpoint()
         .size();
     assert_eq!(size, 0, "a refused append must not be logged");
+}
+
+/// The size of `log`'s current checkpoint.
+async fn log_size(svc: &Service, log: &str) -> u64 {
+    let checkpoint = svc
+        .get(&svc.gateway(), &format!("/logs/{log}/checkpoint"), None)
+        .await;
+    svc.policy(log)
+        .verify(&checkpoint.body)
+        .expect("checkpoint verifies")
+        .checkpoint()
+        .size()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_appends_only_to_its_own_clusters_log_and_never_to_governance() {
+    let svc = Service::start().await;
+    // agent-0 is an instance of c1 (acme): c2 belongs to globex.
+    let agent = svc.client_as(Role::Agent, "agent-0");
+    let other = svc.append(&agent, "c2", "into another tenant's log").await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN, "{}", other.text());
+    let governance = svc.append(&agent, "governance", "a forged release").await;
+    assert_eq!(
+        governance.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        governance.text()
+    );
+    assert_eq!(
+        log_size(&svc, "c2").await,
+        0,
+        "the refused append was logged"
+    );
+    assert_eq!(
+        log_size(&svc, "governance").await,
+        0,
+        "the refused append was logged"
+    );
+    // Its own cluster's log takes it; the gateway's certificate writes governance.
+    let own = svc.append(&agent, "c1", "its own result").await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text());
+    let record = svc.append(&svc.gateway(), "governance", "a release").await;
+    assert_eq!(record.status, StatusCode::OK, "{}", record.text());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -554,6 +554,7 @@ async fn call_router(
     let peer = Peer {
         addr: "127.0.0.1:1".parse().unwrap(),
         identity: identity.map(|(role, name)| (role, CertName::new(name).unwrap())),
+        chain: Default::default(),
     };
     let mut request = axum::http::Request::post("/add-checkpoint")
         .body(axum::body::Body::from(body))

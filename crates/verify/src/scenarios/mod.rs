@@ -12,6 +12,7 @@ mod c5;
 mod c5_backup;
 mod c6;
 mod c7;
+mod c7_access;
 mod c8;
 
 pub fn all() -> Vec<Scenario> {
@@ -25,6 +26,8 @@ pub fn all() -> Vec<Scenario> {
     c6::add(&mut v);
     c7::add(&mut v);
     c8::add(&mut v);
+    // After c8: its flood and burst use up the operator's refusal and rate budgets.
+    c7_access::add(&mut v);
     c2::add_final(&mut v);
     v
 }
