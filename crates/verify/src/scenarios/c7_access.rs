@@ -220,7 +220,9 @@ fn refusal_flood(cx: &Ctx) -> BoxFut<'_> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         };
         let reason = summary.1["reason"].as_str().unwrap_or_default();
-        if !reason.starts_with(&format!("refusals-not-logged: {counted} refusals")) {
+        if reason != "refusals-not-logged"
+            || summary.1["not_logged"]["count"].as_u64() != Some(counted as u64)
+        {
             bail!(
                 "the summary does not count the {counted} unlogged refusals: {}",
                 summary.1
@@ -416,6 +418,7 @@ fn operator_cert_setting(cx: &Ctx) -> BoxFut<'_> {
                 let _ = stopped.await;
             },
         ));
+        let from = cx.log_size().await?;
         let off =
             run_with_certificate(cx, &ca, &issued, &format!("https://127.0.0.1:{port}")).await;
         let _ = stop.send(());
@@ -424,12 +427,15 @@ fn operator_cert_setting(cx: &Ctx) -> BoxFut<'_> {
         if status != 401 {
             bail!("operator_certificates off: a CA-minted certificate got {status}: {problem}");
         }
+        let detail = super::short(problem["detail"].as_str().unwrap_or_default());
+        let (logged, _) = cx
+            .expect_unauthenticated("a CA-minted operator certificate", (status, problem), from)
+            .await?;
         let mut evidence = vec![format!(
-            "operator_certificates off: certificate of on-call {} refused, HTTP 401: {}",
+            "operator_certificates off: certificate of on-call {} refused, HTTP 401: {detail}",
             cx.operator,
-            super::short(problem["detail"].as_str().unwrap_or_default())
         )];
-        evidence.push(cx.logged_refusal(&problem, "authenticate").await?);
+        evidence.extend(logged);
 
         // The deployment itself (palisade up's demo turns them on, with its own CA):
         // accepted, and the logged intent names the certificate by its SHA-256.
