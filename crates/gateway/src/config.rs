@@ -22,10 +22,6 @@ pub struct GatewayConfig {
     /// The secret that turns operator names into stable pseudonyms (any file of at
     /// least 32 random bytes). Secret: `PALISADE_GATEWAY_PSEUDONYM_KEY`.
     pub pseudonym_key: PathBuf,
-    /// Log operator names instead of pseudonyms (a provider's choice; customers then
-    /// see names).
-    #[serde(default)]
-    pub show_operator_names: bool,
     pub inventory: PathBuf,
     /// Where operations, idempotency keys and rate-limit counters live: a redb file
     /// path (one gateway), or a `[state]` table (`kind = "etcd"` for several gateway

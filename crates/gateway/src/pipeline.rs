@@ -127,7 +127,6 @@ pub struct Gateway {
     dispatcher: Dispatcher,
     agent_keys: HashMap<InstanceId, PublicKey>,
     pseudonym_key: Vec<u8>,
-    show_names: bool,
     config: GatewayConfig,
     pub(crate) metrics: crate::metrics::Metrics,
     unauthenticated: AttemptCounter,
@@ -173,7 +172,6 @@ impl Gateway {
         pseudonym_key: Vec<u8>,
     ) -> Self {
         Self {
-            show_names: config.show_operator_names,
             refusals: crate::refusals::RefusalThrottle::new(config.refusal_log),
             inventory,
             policy: RwLock::new(Arc::new(policy)),
@@ -206,13 +204,9 @@ impl Gateway {
     }
 
     /// The name `tenant`'s log shows for an operator: a stable pseudonym of that
-    /// tenant ([`crate::redact`]) unless names are configured.
+    /// tenant ([`crate::redact`]), never the name, so that no customer reads an
+    /// operator's name and no two customers can link one operator.
     pub fn pseudonym(&self, tenant: &TenantId, operator: &str) -> OperatorId {
-        if self.show_names {
-            if let Ok(id) = OperatorId::parse(operator) {
-                return id;
-            }
-        }
         crate::redact::operator(&self.pseudonym_key, tenant, operator)
     }
 
