@@ -10,7 +10,9 @@
 //! release carries `rollback_from == running`.
 //!
 //! Versions compare as semantic versions (`v`-prefix ignored, build metadata
-//! ignored, a pre-release lower than its release).
+//! ignored, a pre-release lower than its release). Two spellings of one version
+//! (`3.5.17+a` and `3.5.17+b`, `v3.5.17` and `3.5.17`) are different builds: moving
+//! between them needs the same mark as a downgrade.
 
 use std::cmp::Ordering;
 
@@ -32,6 +34,8 @@ pub enum DowngradeError {
         requested: String,
         marked_from: Option<String>,
     },
+    #[error("{requested} is another build of the running {running} (same version, other spelling): switching builds needs a release of {requested} approved as a rollback from {running} (`palisade release propose --rollback-from {running}`)")]
+    OtherBuildOfTheSameVersion { running: String, requested: String },
 }
 
 fn marked_note(m: &Option<String>) -> String {
@@ -129,8 +133,14 @@ pub fn check_upgrade(
 ) -> Result<(), DowngradeError> {
     let from = ReleaseVersion::parse(running)?;
     let to = ReleaseVersion::parse(requested)?;
-    if to >= from || rollback_from == Some(running) {
+    if to > from || requested == running || rollback_from == Some(running) {
         return Ok(());
+    }
+    if to == from {
+        return Err(DowngradeError::OtherBuildOfTheSameVersion {
+            running: running.chars().take(64).collect(),
+            requested: requested.chars().take(64).collect(),
+        });
     }
     Err(DowngradeError::NotApprovedRollback {
         running: running.chars().take(64).collect(),
@@ -192,6 +202,15 @@ mod tests {
             Err(DowngradeError::NotApprovedRollback { .. })
         ));
         assert!(check_upgrade("3.5.17", "3.5.16", Some("3.5.17")).is_ok());
+        // Another build of the same version is a switch the reviewers must approve.
+        for other in ["3.5.17+b", "v3.5.17"] {
+            assert!(matches!(
+                check_upgrade("3.5.17+a", other, None),
+                Err(DowngradeError::OtherBuildOfTheSameVersion { .. })
+            ));
+            assert!(check_upgrade("3.5.17+a", other, Some("3.5.17+a")).is_ok());
+        }
+        assert!(check_upgrade("3.5.17+a", "3.5.17+a", None).is_ok());
         assert!(matches!(
             check_upgrade("3.5.17", "3.5.16", Some("3.5.20")),
             Err(DowngradeError::NotApprovedRollback { .. })
