@@ -269,41 +269,7 @@ fn release_needs_non_author_approvals() {
 /// Re-signs the `components` role with the real pipeline key, swapping in another
 /// attestation: a pipeline that publishes what CI did not pass.
 fn republish_with_attestation(f: &Fixture, env: &Envelope) {
-    let state = tuf::RepoState::read(&f.repo).expect("state");
-    let mut role = state
-        .delegated
-        .get(tuf::COMPONENTS_ROLE)
-        .expect("components role")
-        .signed
-        .clone();
-    for t in role.targets.values_mut() {
-        t.custom.insert(
-            "attestation".into(),
-            serde_json::to_value(env).expect("json"),
-        );
-    }
-    role.version = role.version.checked_add(1).expect("version");
-    let pipeline = SigningKey::read(&f.keys.join("pipeline.key")).expect("pipeline key");
-    let sig = tuf::tuf_signature(&role, &pipeline).expect("sig");
-    let online = OnlineKeys::load(&f.keys).expect("keys");
-    tuf::commit(
-        &f.repo,
-        &state,
-        &online.online,
-        tuf::Commit {
-            targets: None,
-            delegated: vec![(
-                tuf::COMPONENTS_ROLE.to_string(),
-                tough::schema::Signed {
-                    signed: role,
-                    signatures: vec![sig],
-                },
-            )],
-            files: vec![],
-        },
-        &Lifetimes::default(),
-    )
-    .expect("commit");
+    republish_with_custom(f, "attestation", serde_json::to_value(env).expect("json"));
 }
 
 #[test]
@@ -463,35 +429,9 @@ fn genuinely_rotated_root_still_loads_from_the_datastore() {
 
 /// The pipeline withdraws a release: it re-signs the `components` role without it.
 fn withdraw(f: &Fixture, target: &str) {
-    let state = tuf::RepoState::read(&f.repo).expect("state");
-    let mut role = state
-        .delegated
-        .get(tuf::COMPONENTS_ROLE)
-        .expect("components role")
-        .signed
-        .clone();
-    role.targets.retain(|name, _| name.raw() != target);
-    role.version = role.version.checked_add(1).expect("version");
-    let pipeline = SigningKey::read(&f.keys.join("pipeline.key")).expect("pipeline key");
-    let sig = tuf::tuf_signature(&role, &pipeline).expect("sig");
-    tuf::commit(
-        &f.repo,
-        &state,
-        &OnlineKeys::load(&f.keys).expect("keys").online,
-        tuf::Commit {
-            targets: None,
-            delegated: vec![(
-                tuf::COMPONENTS_ROLE.to_string(),
-                tough::schema::Signed {
-                    signed: role,
-                    signatures: vec![sig],
-                },
-            )],
-            files: vec![],
-        },
-        &Lifetimes::default(),
-    )
-    .expect("commit");
+    resign_components(f, |role| {
+        role.targets.retain(|name, _| name.raw() != target)
+    });
 }
 
 /// The holder of the online key (which signs the top-level targets role) delegates
@@ -590,7 +530,7 @@ fn online_key_cannot_redelegate_components_to_relist_a_withdrawn_release() {
 #[test]
 fn rollback_mark_needs_the_reviewers_approval() {
     let f = Fixture::new();
-    let id = release::propose_rollback_release(
+    let id = release::propose_release_marked(
         &f.repo,
         &f.key("alice"),
         "etcd",
@@ -599,7 +539,7 @@ fn rollback_mark_needs_the_reviewers_approval() {
         ETCD,
         f.attest(ETCD, TestOutcome::Passed, "ci"),
         &[],
-        "3.5.17",
+        Some("3.5.17"),
     )
     .expect("propose");
     for who in ["bob", "carol"] {
@@ -619,7 +559,7 @@ fn rollback_mark_needs_the_reviewers_approval() {
     // A "rollback" to a higher or equal version is not one.
     for (to, from) in [("3.5.18", "3.5.17"), ("3.5.17", "3.5.17")] {
         assert!(matches!(
-            release::propose_rollback_release(
+            release::propose_release_marked(
                 &f.repo,
                 &f.key("alice"),
                 "etcd",
@@ -628,7 +568,7 @@ fn rollback_mark_needs_the_reviewers_approval() {
                 ETCD,
                 f.attest(ETCD, TestOutcome::Passed, "ci"),
                 &[],
-                from,
+                Some(from),
             ),
             Err(TrustError::Invalid(_))
         ));
@@ -655,6 +595,16 @@ fn rollback_mark_needs_the_reviewers_approval() {
 /// Re-signs the `components` role with the real pipeline key after setting one custom
 /// field on every target.
 fn republish_with_custom(f: &Fixture, key: &str, value: serde_json::Value) {
+    resign_components(f, |role| {
+        for t in role.targets.values_mut() {
+            t.custom.insert(key.into(), value.clone());
+        }
+    });
+}
+
+/// Re-signs the `components` role with the real pipeline key after `edit`, and
+/// commits it with the online keys: what a pipeline that goes rogue can do.
+fn resign_components(f: &Fixture, edit: impl FnOnce(&mut tough::schema::Targets)) {
     let state = tuf::RepoState::read(&f.repo).expect("state");
     let mut role = state
         .delegated
@@ -662,17 +612,14 @@ fn republish_with_custom(f: &Fixture, key: &str, value: serde_json::Value) {
         .expect("components role")
         .signed
         .clone();
-    for t in role.targets.values_mut() {
-        t.custom.insert(key.into(), value.clone());
-    }
+    edit(&mut role);
     role.version = role.version.checked_add(1).expect("version");
     let pipeline = SigningKey::read(&f.keys.join("pipeline.key")).expect("pipeline key");
     let sig = tuf::tuf_signature(&role, &pipeline).expect("sig");
-    let online = OnlineKeys::load(&f.keys).expect("keys");
     tuf::commit(
         &f.repo,
         &state,
-        &online.online,
+        &OnlineKeys::load(&f.keys).expect("keys").online,
         tuf::Commit {
             targets: None,
             delegated: vec![(

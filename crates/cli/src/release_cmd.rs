@@ -169,33 +169,17 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot read {}", attestation.display()))?,
             )
             .with_context(|| format!("{} is not a DSSE envelope", attestation.display()))?;
-            let repo = RepoDir::new(&target.repo);
-            let author = SigningKey::read(&key)?;
-            let file = file_name(&target.artifact)?;
-            let ci = read_pubs(&ci_keys)?;
-            let id = match &rollback_from {
-                None => release::propose_release(
-                    &repo,
-                    &author,
-                    &target.component,
-                    &target.version,
-                    &file,
-                    &bytes,
-                    env,
-                    &ci,
-                )?,
-                Some(from) => release::propose_rollback_release(
-                    &repo,
-                    &author,
-                    &target.component,
-                    &target.version,
-                    &file,
-                    &bytes,
-                    env,
-                    &ci,
-                    from,
-                )?,
-            };
+            let id = release::propose_release_marked(
+                &RepoDir::new(&target.repo),
+                &SigningKey::read(&key)?,
+                &target.component,
+                &target.version,
+                &file_name(&target.artifact)?,
+                &bytes,
+                env,
+                &read_pubs(&ci_keys)?,
+                rollback_from.as_deref(),
+            )?;
             println!("proposal: {id}");
             if let Some(from) = &rollback_from {
                 println!(

@@ -207,7 +207,7 @@ pub fn propose_release(
     attestation: Envelope,
     extra_ci_keys: &[PublicKey],
 ) -> Result<String, TrustError> {
-    propose(
+    propose_release_marked(
         repo,
         author,
         component,
@@ -220,46 +220,12 @@ pub fn propose_release(
     )
 }
 
-/// Stages a release like [`propose_release`], marked as a rollback from
-/// `rollback_from` (a higher version): once approved and published, the agent may
-/// replace `rollback_from` by this lower `version` ([`crate::rollback`]). The mark is
-/// part of what the author signs and the reviewers approve.
+/// Stages a release like [`propose_release`], marked, when `rollback_from` names a
+/// (higher) version, as a rollback from it: once approved and published, the agent
+/// may replace `rollback_from` by this lower `version` ([`crate::rollback`]). The
+/// mark is part of what the author signs and the reviewers approve.
 #[allow(clippy::too_many_arguments)]
-pub fn propose_rollback_release(
-    repo: &RepoDir,
-    author: &SigningKey,
-    component: &str,
-    version: &str,
-    file: &str,
-    artifact: &[u8],
-    attestation: Envelope,
-    extra_ci_keys: &[PublicKey],
-    rollback_from: &str,
-) -> Result<String, TrustError> {
-    check_segment("rollback-from version", rollback_from)?;
-    let to = ReleaseVersion::parse(version).map_err(|e| TrustError::Invalid(e.to_string()))?;
-    let from =
-        ReleaseVersion::parse(rollback_from).map_err(|e| TrustError::Invalid(e.to_string()))?;
-    if to >= from {
-        return Err(TrustError::Invalid(format!(
-            "a rollback goes to a lower version: {version} is not lower than {rollback_from}"
-        )));
-    }
-    propose(
-        repo,
-        author,
-        component,
-        version,
-        file,
-        artifact,
-        attestation,
-        extra_ci_keys,
-        Some(rollback_from),
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn propose(
+pub fn propose_release_marked(
     repo: &RepoDir,
     author: &SigningKey,
     component: &str,
@@ -270,6 +236,17 @@ fn propose(
     extra_ci_keys: &[PublicKey],
     rollback_from: Option<&str>,
 ) -> Result<String, TrustError> {
+    if let Some(rollback_from) = rollback_from {
+        check_segment("rollback-from version", rollback_from)?;
+        let to = ReleaseVersion::parse(version).map_err(|e| TrustError::Invalid(e.to_string()))?;
+        let from =
+            ReleaseVersion::parse(rollback_from).map_err(|e| TrustError::Invalid(e.to_string()))?;
+        if to >= from {
+            return Err(TrustError::Invalid(format!(
+                "a rollback goes to a lower version: {version} is not lower than {rollback_from}"
+            )));
+        }
+    }
     let target = release_target(component, version, file)?;
     let state = RepoState::read(repo)?;
     let trust = state.trust()?;

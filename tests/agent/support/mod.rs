@@ -59,33 +59,7 @@ impl ReleaseRepo {
     /// Publishes `artifact` as `components/<component>/<version>/<component>`: CI
     /// attests PASSED, alice proposes, bob and carol approve, the pipeline publishes.
     pub fn publish(&self, component: &str, version: &str, artifact: &[u8]) {
-        let result = TestResult {
-            result: TestOutcome::Passed,
-            configuration: vec![],
-            url: "https://ci.example/run/1".into(),
-            passed_tests: vec!["e2e".into()],
-            warned_tests: vec![],
-            failed_tests: vec![],
-        };
-        let attestation =
-            release::attest(component, artifact, result, &self.key("ci")).expect("attest");
-        let id = release::propose_release(
-            &self.repo,
-            &self.key("alice"),
-            component,
-            version,
-            component,
-            artifact,
-            attestation,
-            &[],
-        )
-        .expect("propose release");
-        for who in ["bob", "carol"] {
-            approval::approve(&self.repo, &id, &self.key(who)).expect("approve");
-        }
-        let online = OnlineKeys::load(&self.keys).expect("online keys");
-        release::publish_release(&self.repo, &online, &id, &[], &Lifetimes::default())
-            .expect("publish release");
+        self.publish_marked(component, version, artifact, None);
     }
 
     /// Like [`ReleaseRepo::publish`], marked as an approved rollback from
@@ -97,17 +71,27 @@ impl ReleaseRepo {
         artifact: &[u8],
         rollback_from: &str,
     ) {
+        self.publish_marked(component, version, artifact, Some(rollback_from));
+    }
+
+    fn publish_marked(
+        &self,
+        component: &str,
+        version: &str,
+        artifact: &[u8],
+        rollback_from: Option<&str>,
+    ) {
         let result = TestResult {
             result: TestOutcome::Passed,
             configuration: vec![],
-            url: "https://ci.example/run/2".into(),
+            url: "https://ci.example/run/1".into(),
             passed_tests: vec!["e2e".into()],
             warned_tests: vec![],
             failed_tests: vec![],
         };
         let attestation =
             release::attest(component, artifact, result, &self.key("ci")).expect("attest");
-        let id = release::propose_rollback_release(
+        let id = release::propose_release_marked(
             &self.repo,
             &self.key("alice"),
             component,
@@ -118,13 +102,13 @@ impl ReleaseRepo {
             &[],
             rollback_from,
         )
-        .expect("propose rollback release");
+        .expect("propose release");
         for who in ["bob", "carol"] {
             approval::approve(&self.repo, &id, &self.key(who)).expect("approve");
         }
         let online = OnlineKeys::load(&self.keys).expect("online keys");
         release::publish_release(&self.repo, &online, &id, &[], &Lifetimes::default())
-            .expect("publish rollback release");
+            .expect("publish release");
     }
 
     /// Drops `artifact` where a release would be, without any signature, attestation
