@@ -168,30 +168,8 @@ async fn bad_tokens_are_refused_and_each_refusal_is_logged() {
     assert_eq!(status, 401, "{problem}");
     // Each attempt is in the log (written in the background: the answer is the same
     // whether the cluster exists or not, and does not wait for it).
-    let authenticate_refusals = || async {
-        let (status, page) = gw
-            .call(
-                "GET",
-                "/v1/tenants/demo/clusters/demo/events?limit=100",
-                Some(&stack.tenant_token()),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
-        page["events"]
-            .as_array()
-            .map(|events| {
-                events
-                    .iter()
-                    .filter(|e| {
-                        e["event"]["kind"] == "refusal" && e["event"]["stage"] == "authenticate"
-                    })
-                    .count()
-            })
-            .unwrap_or_default()
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while authenticate_refusals().await < 9 {
+    while authenticate_refusals(&stack).await < 9 {
         assert!(
             std::time::Instant::now() < deadline,
             "the 9 unauthenticated attempts are not all in the log"
@@ -217,7 +195,7 @@ async fn bad_tokens_are_refused_and_each_refusal_is_logged() {
         assert_eq!(status, 401, "{problem}");
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let logged = authenticate_refusals().await;
+    let logged = authenticate_refusals(&stack).await;
     assert!(
         (30..=2 * palisade_gateway::pipeline::UNAUTHENTICATED_LOGGED_PER_MINUTE as usize)
             .contains(&logged),

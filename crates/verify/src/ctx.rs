@@ -240,13 +240,15 @@ impl Ctx {
     }
 
     /// The event at `index` of the cluster's log, read as the customer reads it.
-    pub async fn logged_event(&self, index: u64) -> anyhow::Result<Value> {
+    /// A page of the cluster's access log from `from`, as the customer reads it
+    /// (the page's `events` and `log_size`); any answer but 200 is an error.
+    pub async fn events_page(&self, from: u64, limit: u64) -> anyhow::Result<Value> {
         let (status, page) = self
             .gw
             .call(
                 "GET",
                 &format!(
-                    "/v1/tenants/{}/clusters/{}/events?from={index}&limit=1",
+                    "/v1/tenants/{}/clusters/{}/events?from={from}&limit={limit}",
                     self.tenant, self.cluster
                 ),
                 Some(&self.tenant_token),
@@ -256,6 +258,11 @@ impl Ctx {
         if status != 200 {
             bail!("the customer's access log answered {status}: {page}");
         }
+        Ok(page)
+    }
+
+    pub async fn logged_event(&self, index: u64) -> anyhow::Result<Value> {
+        let page = self.events_page(index, 1).await?;
         let e = &page["events"][0];
         if e["index"].as_u64() != Some(index) {
             bail!("the customer's access log has no entry {index}: {page}");
@@ -295,21 +302,7 @@ impl Ctx {
 
     /// The size of the cluster's log as the customer reads it now.
     pub async fn log_size(&self) -> anyhow::Result<u64> {
-        let (status, page) = self
-            .gw
-            .call(
-                "GET",
-                &format!(
-                    "/v1/tenants/{}/clusters/{}/events?limit=1",
-                    self.tenant, self.cluster
-                ),
-                Some(&self.tenant_token),
-                None,
-            )
-            .await?;
-        if status != 200 {
-            bail!("the customer's access log answered {status}: {page}");
-        }
+        let page = self.events_page(0, 1).await?;
         page["log_size"]
             .as_u64()
             .ok_or_else(|| anyhow!("no log size: {page}"))
@@ -331,21 +324,7 @@ impl Ctx {
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let (status, page) = self
-                .gw
-                .call(
-                    "GET",
-                    &format!(
-                        "/v1/tenants/{}/clusters/{}/events?from={from}&limit=100",
-                        self.tenant, self.cluster
-                    ),
-                    Some(&self.tenant_token),
-                    None,
-                )
-                .await?;
-            if status != 200 {
-                bail!("the customer's access log answered {status}: {page}");
-            }
+            let page = self.events_page(from, 100).await?;
             let found = page["events"].as_array().and_then(|events| {
                 events.iter().find(|e| {
                     e["event"]["kind"] == "refusal"

@@ -188,21 +188,7 @@ fn refusal_flood(cx: &Ctx) -> BoxFut<'_> {
         // tick).
         let deadline = std::time::Instant::now() + Duration::from_secs(period + 45);
         let summary = loop {
-            let (status, page) = cx
-                .gw
-                .call(
-                    "GET",
-                    &format!(
-                        "/v1/tenants/{}/clusters/{}/events?from={from}&limit=100",
-                        cx.tenant, cx.cluster
-                    ),
-                    Some(&cx.tenant_token),
-                    None,
-                )
-                .await?;
-            if status != 200 {
-                bail!("the customer's access log answered {status}: {page}");
-            }
+            let page = cx.events_page(from, 100).await?;
             let found = page["events"].as_array().and_then(|events| {
                 events
                     .iter()
