@@ -1,7 +1,8 @@
 //! Claims C1 and C2 at the agent: it is the only door into a control-plane instance,
-//! and that door has exactly two routes — execute a dispatch, report health. No
-//! shell, exec, file, log-streaming, port-forward or "run this binary" route exists,
-//! and no action returns customer content.
+//! and that door has exactly three routes — execute a dispatch, read the signed
+//! result of a dispatch it accepted, report health. No shell, exec, file,
+//! log-streaming, port-forward or "run this binary" route exists, and no action
+//! returns customer content.
 //!
 //! The route list is checked twice: in the source (every router and listener of the
 //! agent crate) and over the network (a gateway certificate probing paths an attacker
@@ -36,7 +37,7 @@ fn agent_sources() -> Vec<(PathBuf, String)> {
 }
 
 #[test]
-fn the_agent_source_declares_exactly_two_routes_and_one_listener() {
+fn the_agent_source_declares_exactly_three_routes_and_one_listener() {
     let mut routes = Vec::new();
     let mut listeners = Vec::new();
     for (path, text) in agent_sources() {
@@ -75,18 +76,23 @@ fn the_agent_source_declares_exactly_two_routes_and_one_listener() {
         routes,
         [
             "server.rs: .route(DISPATCH_PATH, post(dispatch))",
+            "server.rs: .route(RESULTS_PATH, get(result_of))",
             "server.rs: .route(HEALTH_PATH, get(health))",
         ],
-        "the agent's routes changed: only dispatch and health may exist"
+        "the agent's routes changed: only dispatch, the signed results of accepted dispatches, and health may exist"
     );
     assert_eq!(listeners.len(), 1, "{listeners:?}");
     assert!(listeners[0].starts_with("server.rs:"), "{listeners:?}");
     assert_eq!(palisade_agent::dispatch::DISPATCH_PATH, "/v1/dispatch");
     assert_eq!(palisade_agent::dispatch::HEALTH_PATH, "/healthz");
+    assert_eq!(
+        palisade_agent::dispatch::RESULTS_PATH,
+        "/v1/results/{event_id}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_but_dispatch_and_health_answers_over_the_network() {
+async fn nothing_but_dispatch_results_and_health_answers_over_the_network() {
     let stack = Stack::start();
     let pki = stack.dir.join("pki");
     let tls = palisade_pki::client_config(
@@ -156,7 +162,7 @@ async fn nothing_but_dispatch_and_health_answers_over_the_network() {
     }
     assert!(
         answered.is_empty(),
-        "routes beyond dispatch and health: {answered:?}"
+        "routes beyond dispatch, results and health: {answered:?}"
     );
     // The two routes there are: health answers GET only; dispatch POST only (and
     // refuses an empty body without running anything).
@@ -185,6 +191,42 @@ async fn nothing_but_dispatch_and_health_answers_over_the_network() {
         .expect("request")
         .status();
     assert_eq!(s.as_u16(), 400, "a malformed dispatch is refused");
+    // The results route reads only: GET of a signed result by event id; anything
+    // that is not an event id is refused, and an id no dispatch was accepted for is
+    // unknown.
+    let results = format!(
+        "{}/v1/results/0123456789abcdef0123456789abcdef",
+        stack.agent_url
+    );
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let s = client
+            .request(m, &results)
+            .body("{}")
+            .send()
+            .await
+            .expect("request")
+            .status();
+        assert_eq!(s.as_u16(), 405, "{method} /v1/results/<id>");
+    }
+    let resp = client.get(&results).send().await.expect("request");
+    assert_eq!(resp.status().as_u16(), 404);
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("unknown-dispatch"), "{body}");
+    for bad in [
+        "abc",
+        "etc%2Fpasswd",
+        "x;id",
+        "0123456789ABCDEF0123456789ABCDEF",
+    ] {
+        let s = client
+            .get(format!("{}/v1/results/{bad}", stack.agent_url))
+            .send()
+            .await
+            .expect("request")
+            .status();
+        assert_eq!(s.as_u16(), 400, "GET /v1/results/{bad}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -414,6 +414,7 @@ async fn the_logged_intent_must_be_exactly_this_dispatch() {
         output_digest: None,
         output: None,
         detail: None,
+        reconciled: false,
     });
     let (entry, appended) = stack.log_event(&result_event).await;
     let fresh = stack

@@ -488,8 +488,58 @@ async fn log_down_means_nothing_is_dispatched() {
         "{op}"
     );
     assert!(op.get("intent_index").is_none_or(Value::is_null), "{op}");
+    assert_eq!(op["outcome"], "not_dispatched", "{op}");
+    // The provider's outage does not use up the operator's rate limit: etcd.backup is
+    // limited to 4 an hour, and six attempts during the outage are each answered
+    // with the outage, never with 429.
+    for attempt in 0..6 {
+        let (status, op) = gw
+            .run(
+                &token,
+                "demo",
+                "etcd.backup",
+                None,
+                &[],
+                TICKET,
+                "backup before the maintenance window",
+            )
+            .await;
+        assert_eq!(status, 503, "attempt {attempt}: {op}");
+        assert_eq!(op["outcome"], "not_dispatched", "attempt {attempt}: {op}");
+    }
     // The agent saw nothing: its view of the log did not move.
     assert_eq!(stack.seen().await, before);
+}
+
+/// Authentication comes before the request is even read: a caller without valid
+/// credentials learns nothing from a malformed body (401, not 400), and neither
+/// from a malformed Idempotency-Key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_caller_gets_401_whatever_the_body() {
+    let stack = Stack::start();
+    let gw = stack.gateway();
+    for (token, body) in [
+        (Some("garbage"), "{not json"),
+        (None, "{not json"),
+        (Some("garbage"), r#"{"ticket": 7}"#),
+    ] {
+        let (status, problem) = gw
+            .call_raw("POST", "/v1/clusters/demo/actions/etcd.status", token, body)
+            .await;
+        assert_eq!(status, 401, "{token:?} {body}: {problem}");
+    }
+    // Authenticated, the same body is a 400 that names the problem.
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, problem) = gw
+        .call_raw(
+            "POST",
+            "/v1/clusters/demo/actions/etcd.status",
+            Some(&token),
+            "{not json",
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(problem.to_string().contains("request body"), "{problem}");
 }
 
 /// The operation is recorded while its intent is logged; a gateway that cannot record
@@ -515,25 +565,17 @@ async fn a_gateway_that_cannot_record_the_operation_dispatches_nothing() {
         .await;
     assert_eq!(status, 503, "{op}");
     assert_eq!(op["status"], "refused", "{op}");
+    assert_eq!(op["outcome"], "not_dispatched", "{op}");
     let error = op["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("not dispatched") && error.contains("state unavailable"),
+        error.contains("nothing was logged or dispatched") && error.contains("state unavailable"),
         "{op}"
     );
-    // The intent is in the log, and so is why nothing followed it.
-    let intent = op["intent_index"].as_u64().expect("the intent was logged");
-    let result = op["result_index"].as_u64().expect("the refusal was logged");
-    assert!(result > intent, "{op}");
-    let event = logged_event(&stack, result).await;
-    assert_eq!(event["kind"], "result", "{event}");
-    assert_eq!(event["outcome"], "failed", "{event}");
-    assert_eq!(event["intent"], op["event_id"], "{event}");
-    assert!(
-        event["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("could not record the operation")),
-        "{event}"
-    );
+    // The operation is recorded before its intent is appended: without it, not even
+    // the intent is logged (an intent the gateway could forget would never get its
+    // result).
+    assert!(op["intent_index"].is_null(), "{op}");
+    assert!(op["result_index"].is_null(), "{op}");
     // The agent saw nothing: its view of the log did not move.
     assert_eq!(stack.seen().await, before);
 }
@@ -568,14 +610,17 @@ async fn agent_down_fails_and_the_failure_is_logged() {
             REASON,
         )
         .await;
-    assert_eq!(status, 200, "{op}");
-    assert_eq!(op["status"], "failed", "{op}");
+    // No connection could be made: nothing reached the agent, and operator and
+    // customer read the same outcome.
+    assert_eq!(status, 503, "{op}");
+    assert_eq!(op["status"], "refused", "{op}");
+    assert_eq!(op["outcome"], "not_dispatched", "{op}");
     let intent = op["intent_index"].as_u64().expect("the intent was logged");
     let result = op["result_index"].as_u64().expect("the failure was logged");
     assert!(result > intent);
     let event = logged_event(&stack, result).await;
     assert_eq!(event["kind"], "result", "{event}");
-    assert_eq!(event["outcome"], "unreachable", "{event}");
+    assert_eq!(event["outcome"], "not_dispatched", "{event}");
     assert_eq!(event["intent"], op["event_id"], "{event}");
 }
 

@@ -159,6 +159,12 @@ impl Backups {
         })
     }
 
+    /// Removes what a backup cut short by a kill of the agent left in the store (a
+    /// local store's staging file): called at start, before any backup runs.
+    pub async fn remove_incomplete(&self) -> Result<Vec<String>, BackupError> {
+        Ok(self.store.remove_incomplete(&self.cluster).await?)
+    }
+
     pub async fn backup(&self, etcd: &Etcd, a: &Accepted) -> Result<BackupOutput, BackupError> {
         let _one = self.running.try_lock().map_err(|_| BackupError::Busy)?;
         let start = std::time::Instant::now();

@@ -10,7 +10,7 @@
 
 use crate::dispatch::{
     AgentResult, Consistency, Dispatch, DispatchRequest, Health, Refusal, RefusalCode,
-    DISPATCH_PATH, DISPATCH_SCHEMA, HEALTH_PATH,
+    DISPATCH_PATH, DISPATCH_SCHEMA, HEALTH_PATH, RESULTS_PATH,
 };
 use palisade_core::event::{Actor, Event, IntentEvent, Justification, ParamValue, PolicyRef};
 use palisade_core::time::Timestamp;
@@ -35,10 +35,14 @@ pub enum CallError {
     /// The agent refused the dispatch (nothing ran).
     #[error("the agent refused the dispatch: {0}")]
     Refused(Refusal),
-    /// The agent could not be reached or did not answer; whether it ran is unknown
-    /// only if the request was sent.
+    /// No connection to the agent could be made: the request never reached it.
     #[error("the agent at {url} could not be reached: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The request was sent, and no answer came back (the connection broke, or the
+    /// wait timed out): whether the action ran is unknown until the agent is asked
+    /// again ([`Dispatcher::result_of`]).
+    #[error("the agent at {url} did not answer: {reason}")]
+    NoAnswer { url: String, reason: String },
     #[error("the agent's answer is not a valid signed result: {0}")]
     BadAnswer(String),
     /// The intent is in the log, but the dispatch was never sent (its proofs could
@@ -225,12 +229,9 @@ impl Dispatcher {
             .body(serde_json::to_vec(req).map_err(|e| CallError::Setup(e.to_string()))?)
             .send()
             .await
-            .map_err(|e| CallError::Unreachable {
-                url: url.clone(),
-                reason: chain(&e),
-            })?;
+            .map_err(|e| unanswered(&url, &e))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| CallError::Unreachable {
+        let body = resp.bytes().await.map_err(|e| CallError::NoAnswer {
             url: url.clone(),
             reason: chain(&e),
         })?;
@@ -242,6 +243,55 @@ impl Dispatcher {
             Err(_) => Err(CallError::BadAnswer(format!(
                 "HTTP {status} without a refusal body"
             ))),
+        }
+    }
+
+    /// Asks `agent_url` how the dispatch of `prepared` ended: its signed result
+    /// (checked against `agent_keys` and the dispatch), still running, or never
+    /// accepted.
+    pub async fn result_of(
+        &self,
+        agent_url: &str,
+        prepared_event: &EventId,
+        dispatch_digest: &palisade_core::Sha256Digest,
+        agent_keys: &[PublicKey],
+    ) -> Result<Lookup, CallError> {
+        let url = format!(
+            "{}{}",
+            agent_url.trim_end_matches('/'),
+            RESULTS_PATH.replace("{event_id}", prepared_event.as_str())
+        );
+        let resp = self
+            .agent_http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| unanswered(&url, &e))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| CallError::NoAnswer {
+            url: url.clone(),
+            reason: chain(&e),
+        })?;
+        match status.as_u16() {
+            200 => {
+                let envelope: Envelope = serde_json::from_slice(&body)
+                    .map_err(|e| CallError::BadAnswer(e.to_string()))?;
+                let result =
+                    AgentResult::verify(&envelope, agent_keys).map_err(CallError::BadAnswer)?;
+                if &result.dispatch_digest != dispatch_digest || &result.event_id != prepared_event
+                {
+                    return Err(CallError::BadAnswer(
+                        "the signed result is for another dispatch".into(),
+                    ));
+                }
+                Ok(Lookup::Done(Box::new((result, envelope))))
+            }
+            202 => Ok(Lookup::Running),
+            404 => Ok(Lookup::NeverAccepted),
+            _ => Err(match serde_json::from_slice::<Refusal>(&body) {
+                Ok(r) => CallError::Refused(r),
+                Err(_) => CallError::BadAnswer(format!("HTTP {status} from {url}")),
+            }),
         }
     }
 
@@ -361,7 +411,7 @@ impl Dispatcher {
     }
 
     /// The size of the newest checkpoint `agent_url` reported, if it reported one.
-    fn known_size(&self, agent_url: &str) -> Option<u64> {
+    pub fn known_size(&self, agent_url: &str) -> Option<u64> {
         self.seen
             .lock()
             .ok()
@@ -479,6 +529,32 @@ impl Dispatcher {
             result,
             envelope: answer,
         })
+    }
+}
+
+/// What an agent knows of one dispatch ([`Dispatcher::result_of`]).
+#[derive(Debug)]
+pub enum Lookup {
+    /// It ended: the verified result and its signed envelope.
+    Done(Box<(AgentResult, Envelope)>),
+    /// Accepted and still running.
+    Running,
+    /// This agent never accepted it.
+    NeverAccepted,
+}
+
+/// A failed request: never sent if no connection was made, otherwise unanswered.
+fn unanswered(url: &str, e: &reqwest::Error) -> CallError {
+    if e.is_connect() {
+        CallError::Unreachable {
+            url: url.to_string(),
+            reason: chain(e),
+        }
+    } else {
+        CallError::NoAnswer {
+            url: url.to_string(),
+            reason: chain(e),
+        }
     }
 }
 

@@ -33,6 +33,19 @@ pub const RESULT_PAYLOAD_TYPE: &str = "application/vnd.palisade.agent-result+jso
 pub const DISPATCH_PATH: &str = "/v1/dispatch";
 /// Liveness and the agent's view (policy, newest checkpoint size).
 pub const HEALTH_PATH: &str = "/healthz";
+/// The signed result of a dispatch the agent accepted, by its intent's event id
+/// (`/v1/results/<event id>`): how a gateway that lost the answer learns it.
+pub const RESULTS_PATH: &str = "/v1/results/{event_id}";
+/// How long the agent keeps the result of an ended dispatch for [`RESULTS_PATH`].
+pub const RESULTS_KEPT_SECS: u64 = 7 * 24 * 3600;
+
+/// The answer of [`RESULTS_PATH`] while the action is still running (HTTP 202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub status: String,
+    pub event_id: EventId,
+    pub started_at: Timestamp,
+}
 /// Largest request body the agent reads.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 

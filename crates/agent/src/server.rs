@@ -3,25 +3,32 @@
 //! | route | who | what |
 //! |---|---|---|
 //! | `POST /v1/dispatch` | gateway certificate (TLS handshake) | accept ([`crate::accept`]), execute ([`crate::handlers`]), answer with the signed result |
+//! | `GET /v1/results/<event id>` | gateway certificate | the signed result of a dispatch it accepted (202 while it runs, 404 if never accepted) |
 //! | `GET /healthz` | gateway certificate | liveness, policy version and digest, newest checkpoint size |
 //!
 //! There is no other route, and none may be added: no shell, exec, file, log
 //! streaming, port-forward or "run this binary" (tests/claims/c1_c2_agent_surface.rs
 //! fails if this router grows).
+//!
+//! An accepted dispatch runs to its end whatever happens to the connection that
+//! brought it: its outcome is recorded as running before it starts and replaced by
+//! the signed result when it ends, so a gateway that lost the answer asks again by
+//! event id. A dispatch the agent itself stopped in (it was killed or restarted) is
+//! given a signed `failed` result at the next start, saying it was interrupted.
 
 use crate::accept::{Acceptor, AcceptorConfig, PolicySource};
 use crate::config::{AgentConfig, TrustFiles};
 use crate::dispatch::{
-    AgentResult, DispatchRequest, Health, Refusal, RefusalCode, ResultOutcome, DISPATCH_PATH,
-    HEALTH_PATH, MAX_REQUEST_BYTES, RESULT_SCHEMA,
+    AgentResult, DispatchRequest, Health, Refusal, RefusalCode, ResultOutcome, Running,
+    DISPATCH_PATH, HEALTH_PATH, MAX_REQUEST_BYTES, RESULTS_KEPT_SECS, RESULTS_PATH, RESULT_SCHEMA,
 };
 use crate::etcd::Etcd;
 use crate::handlers::Services;
 use crate::kube::KubeClient;
 use crate::supervisor::Supervisor;
-use crate::view::AgentState;
+use crate::view::{AgentState, StoredOutcome};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -151,6 +158,17 @@ impl Agent {
             }
             None => None,
         };
+        if let Some(b) = &backups {
+            // A backup the previous run was killed in left its staging file.
+            match b.remove_incomplete().await {
+                Ok(removed) => {
+                    for name in removed {
+                        tracing::warn!(object = %name, "removed an incomplete backup object left by an interrupted backup");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot look for incomplete backup objects"),
+            }
+        }
         let services = Services {
             backups,
             etcd: Etcd::new(&cfg.etcd).map_err(|e| AgentError::Setup(e.to_string()))?,
@@ -160,17 +178,43 @@ impl Agent {
             disks: cfg.disks.clone(),
             max_output_bytes: cfg.max_output_bytes,
         };
-        Ok(Arc::new(Agent {
+        let agent = Agent {
             acceptor,
             services,
             key,
-        }))
+        };
+        agent.close_interrupted().await?;
+        Ok(Arc::new(agent))
+    }
+
+    /// Signs a `failed` result for every dispatch a previous run of the agent
+    /// accepted and did not finish: the gateway that asks learns that it was
+    /// interrupted (and may have partly run), never that it is still running.
+    async fn close_interrupted(&self) -> Result<(), AgentError> {
+        let state = self.acceptor.state();
+        let running = state
+            .outcomes_running()
+            .await
+            .map_err(|e| AgentError::Setup(format!("outcomes: {e}")))?;
+        for (event_id, mut interrupted) in running {
+            interrupted.finished_at = Timestamp::now();
+            let envelope = interrupted
+                .sign(&self.key)
+                .map_err(|e| AgentError::Setup(format!("signing an interrupted result: {e}")))?;
+            state
+                .outcome_done(&event_id, interrupted.finished_at, &envelope)
+                .await
+                .map_err(|e| AgentError::Setup(format!("outcomes: {e}")))?;
+            tracing::warn!(event = %event_id, "a dispatch was interrupted by the agent's stop; its result says so");
+        }
+        Ok(())
     }
 
     /// The agent's only routes.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route(DISPATCH_PATH, post(dispatch))
+            .route(RESULTS_PATH, get(result_of))
             .route(HEALTH_PATH, get(health))
             .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
             .with_state(self.clone())
@@ -187,9 +231,11 @@ impl Agent {
         }
     }
 
-    /// Accepts, executes and signs: the whole path of one dispatch.
+    /// Accepts, executes and signs: the whole path of one dispatch. Once accepted,
+    /// the action runs in a task of its own, so that it ends (and its result is
+    /// stored) even if the caller goes away.
     pub async fn handle(
-        &self,
+        self: &Arc<Self>,
         req: &DispatchRequest,
     ) -> Result<palisade_policy::dsse::Envelope, Refusal> {
         let accepted = self.acceptor.accept(req, Timestamp::now()).await?;
@@ -201,6 +247,51 @@ impl Agent {
             "dispatch accepted"
         );
         let started_at = Timestamp::now();
+        let event_id = accepted.event.event_id.to_string();
+        let interrupted = AgentResult {
+            schema: RESULT_SCHEMA.into(),
+            dispatch_digest: accepted.dispatch_digest,
+            event_id: accepted.event.event_id.clone(),
+            cluster: accepted.dispatch.cluster.clone(),
+            instance: accepted.dispatch.instance.clone(),
+            action: accepted.dispatch.action.clone(),
+            outcome: ResultOutcome::Failed,
+            output_schema: accepted.action.output_schema().to_string(),
+            output: None,
+            output_digest: None,
+            error: Some(INTERRUPTED.into()),
+            started_at,
+            finished_at: started_at,
+            log_size_seen: accepted.log_size,
+        };
+        // Nothing runs unless a gateway can later learn how it ended.
+        self.acceptor
+            .state()
+            .outcome_running(&event_id, started_at, &interrupted)
+            .await
+            .map_err(|e| {
+                Refusal::new(
+                    RefusalCode::Unavailable,
+                    format!("nothing ran: the agent cannot record the dispatch's outcome: {e}"),
+                )
+            })?;
+        let agent = self.clone();
+        let run = tokio::spawn(async move { agent.run_accepted(accepted, interrupted).await });
+        match run.await {
+            Ok(r) => r,
+            Err(e) => Err(Refusal::new(
+                RefusalCode::Unavailable,
+                format!("the action stopped abnormally ({e}); its outcome is recorded as interrupted at the next start"),
+            )),
+        }
+    }
+
+    /// Runs an accepted dispatch, signs its result and stores it.
+    async fn run_accepted(
+        &self,
+        accepted: crate::accept::Accepted,
+        template: AgentResult,
+    ) -> Result<palisade_policy::dsse::Envelope, Refusal> {
         let outcome = self.services.execute(&accepted).await;
         let finished_at = Timestamp::now();
         let (outcome, output, output_digest, error) = match outcome {
@@ -221,30 +312,47 @@ impl Agent {
             }
         };
         let result = AgentResult {
-            schema: RESULT_SCHEMA.into(),
-            dispatch_digest: accepted.dispatch_digest,
-            event_id: accepted.event.event_id.clone(),
-            cluster: accepted.dispatch.cluster.clone(),
-            instance: accepted.dispatch.instance.clone(),
-            action: accepted.dispatch.action.clone(),
             outcome,
-            output_schema: accepted.action.output_schema().to_string(),
             output,
             output_digest,
             error,
-            started_at,
             finished_at,
-            log_size_seen: accepted.log_size,
+            ..template
         };
-        result.sign(&self.key).map_err(|e| {
+        let envelope = result.sign(&self.key).map_err(|e| {
             tracing::error!(error = %e, "the action ran but its result could not be signed");
             Refusal::new(
                 RefusalCode::Unavailable,
                 format!("the action ran, but its result could not be signed: {e}"),
             )
-        })
+        })?;
+        let event_id = result.event_id.to_string();
+        if let Err(e) = self
+            .acceptor
+            .state()
+            .outcome_done(&event_id, finished_at, &envelope)
+            .await
+        {
+            // The answer still goes back; only a later question by event id would
+            // find the action recorded as running (and, after a restart, interrupted).
+            tracing::error!(event = %event_id, error = %e, "cannot store the dispatch's result");
+        }
+        Ok(envelope)
+    }
+
+    /// What is known of the dispatch of `event_id`.
+    pub async fn outcome(&self, event_id: &str) -> Result<Option<StoredOutcome>, String> {
+        self.acceptor
+            .state()
+            .outcome(event_id)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
+
+/// The error of a result signed for a dispatch the agent stopped in.
+pub const INTERRUPTED: &str =
+    "interrupted: the agent stopped while the action ran; it may have partly run";
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -274,6 +382,38 @@ async fn dispatch(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
             tracing::warn!(refusal = %r, "dispatch refused");
             r.into_response()
         }
+    }
+}
+
+async fn result_of(State(agent): State<Arc<Agent>>, Path(event_id): Path<String>) -> Response {
+    // An event id is 32 hex digits; anything else was never accepted.
+    let Ok(id) = palisade_core::EventId::parse(&event_id) else {
+        return Refusal::new(RefusalCode::Malformed, "not an event id").into_response();
+    };
+    match agent.outcome(&event_id).await {
+        Ok(Some(StoredOutcome::Done { envelope, .. })) => Json(envelope).into_response(),
+        Ok(Some(StoredOutcome::Running { started_at, .. })) => (
+            StatusCode::ACCEPTED,
+            Json(Running {
+                status: "running".into(),
+                event_id: id,
+                started_at,
+            }),
+        )
+            .into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            serde_json::json!({
+                "type": "urn:palisade:agent:unknown-dispatch",
+                "title": "unknown dispatch",
+                "status": 404,
+                "detail": "this agent never accepted a dispatch for this event",
+            })
+            .to_string(),
+        )
+            .into_response(),
+        Err(e) => Refusal::new(RefusalCode::Unavailable, e).into_response(),
     }
 }
 
@@ -326,6 +466,12 @@ pub async fn run(
             loop {
                 if let Err(e) = state.prune_nonces(Timestamp::now(), grace).await {
                     tracing::warn!(error = %e, "pruning the replay cache failed");
+                }
+                if let Err(e) = state
+                    .prune_outcomes(Timestamp::now(), RESULTS_KEPT_SECS)
+                    .await
+                {
+                    tracing::warn!(error = %e, "pruning the kept results failed");
                 }
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }

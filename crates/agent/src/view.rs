@@ -1,9 +1,13 @@
 //! What the agent remembers across restarts: the nonces it executed (the replay
-//! cache) and the newest checkpoint of its cluster's log it accepted (its own view of
-//! the log, so that a forked or rolled-back log is refused).
+//! cache), the newest checkpoint of its cluster's log it accepted (its own view of
+//! the log, so that a forked or rolled-back log is refused), and the outcome of every
+//! dispatch it accepted (so that a gateway that lost the answer can ask again).
 
+use crate::dispatch::AgentResult;
 use palisade_core::time::Timestamp;
+use palisade_policy::dsse::Envelope;
 use palisade_state::{Namespace, StateError, StateStore};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 const NONCES: Namespace = Namespace::new("agent_nonces");
@@ -11,6 +15,32 @@ const NONCES: Namespace = Namespace::new("agent_nonces");
 /// persists both (see [`AgentState::advance`]).
 const VIEW: Namespace = Namespace::relaxed("agent_view");
 const CHECKPOINT_KEY: &str = "checkpoint";
+const OUTCOMES: Namespace = Namespace::new("agent_outcomes");
+
+/// What the agent knows of one accepted dispatch, by its intent's event id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StoredOutcome {
+    /// Accepted and running. `interrupted` is the result signed in its place if the
+    /// agent stops before the action ends: failed, saying it may have partly run.
+    Running {
+        started_at: Timestamp,
+        interrupted: Box<AgentResult>,
+    },
+    /// Ended: the signed result, as it was (or would have been) answered.
+    Done {
+        finished_at: Timestamp,
+        envelope: Envelope,
+    },
+}
+
+fn corrupt(key: &str, e: serde_json::Error) -> StateError {
+    StateError::Backend {
+        op: "decode",
+        ns: "agent_outcomes",
+        reason: format!("outcome {key}: {e}"),
+    }
+}
 
 /// The agent's durable state.
 #[derive(Clone)]
@@ -54,6 +84,81 @@ impl AgentState {
                 .and_then(|s| s.parse::<i64>().ok())
                 .unwrap_or(i64::MAX);
             if expires < cutoff && self.store.delete(NONCES, &key).await? {
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Records that the dispatch of `event_id` was accepted and is about to run.
+    pub async fn outcome_running(
+        &self,
+        event_id: &str,
+        started_at: Timestamp,
+        interrupted: &AgentResult,
+    ) -> Result<(), StateError> {
+        let record = StoredOutcome::Running {
+            started_at,
+            interrupted: Box::new(interrupted.clone()),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(|e| corrupt(event_id, e))?;
+        self.store.put(OUTCOMES, event_id, bytes).await
+    }
+
+    /// Records the signed result of `event_id`.
+    pub async fn outcome_done(
+        &self,
+        event_id: &str,
+        finished_at: Timestamp,
+        envelope: &Envelope,
+    ) -> Result<(), StateError> {
+        let record = StoredOutcome::Done {
+            finished_at,
+            envelope: envelope.clone(),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(|e| corrupt(event_id, e))?;
+        self.store.put(OUTCOMES, event_id, bytes).await
+    }
+
+    /// What is known of `event_id`'s dispatch, if this agent accepted it.
+    pub async fn outcome(&self, event_id: &str) -> Result<Option<StoredOutcome>, StateError> {
+        match self.store.get(OUTCOMES, event_id).await? {
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| corrupt(event_id, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// The dispatches recorded as running: at start, those the previous run of the
+    /// agent did not finish.
+    pub async fn outcomes_running(&self) -> Result<Vec<(String, AgentResult)>, StateError> {
+        let mut running = Vec::new();
+        for (key, value) in self.store.list(OUTCOMES, "", 1_000_000).await? {
+            if let StoredOutcome::Running { interrupted, .. } =
+                serde_json::from_slice(&value).map_err(|e| corrupt(&key, e))?
+            {
+                running.push((key, *interrupted));
+            }
+        }
+        Ok(running)
+    }
+
+    /// Forgets results that ended more than `keep_secs` before `now`; returns how
+    /// many were dropped. Running ones are kept.
+    pub async fn prune_outcomes(
+        &self,
+        now: Timestamp,
+        keep_secs: u64,
+    ) -> Result<usize, StateError> {
+        let cutoff = now.unix_seconds() - i64::try_from(keep_secs).unwrap_or(i64::MAX);
+        let mut dropped = 0;
+        for (key, value) in self.store.list(OUTCOMES, "", 1_000_000).await? {
+            let old = match serde_json::from_slice::<StoredOutcome>(&value) {
+                Ok(StoredOutcome::Done { finished_at, .. }) => finished_at.unix_seconds() < cutoff,
+                _ => false,
+            };
+            if old && self.store.delete(OUTCOMES, &key).await? {
                 dropped += 1;
             }
         }

@@ -119,11 +119,21 @@ pub struct BackupStore {
     inner: Arc<dyn ObjectStore>,
     prefix: String,
     url: String,
+    /// The directory of a local store (where staging files of uploads live).
+    local_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for BackupStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.url)
+    }
+}
+
+fn fs_err(op: &'static str, path: &str, e: std::io::Error) -> StoreError {
+    StoreError::Io {
+        op,
+        path: path.to_string(),
+        reason: e.to_string(),
     }
 }
 
@@ -157,6 +167,7 @@ impl BackupStore {
                     inner: Arc::new(fs),
                     prefix: String::new(),
                     url: describe,
+                    local_dir: Some(dir.clone()),
                 })
             }
             StoreUrl::S3 { bucket, prefix } => {
@@ -199,6 +210,7 @@ impl BackupStore {
                     inner: Arc::new(s3),
                     prefix: prefix.clone(),
                     url: describe,
+                    local_dir: None,
                 })
             }
         }
@@ -310,6 +322,46 @@ impl BackupStore {
                     .or(Some((full, m.size)))
             })
             .collect())
+    }
+
+    /// Removes what uploads cut short by a process kill left in a local store: its
+    /// staging files (`<name>#<n>`, never listed as objects), below `dir`. Returns
+    /// their names. Call it when no upload runs (at start). An S3 store keeps the
+    /// parts of such an upload invisible and unbilled only until the bucket's
+    /// `AbortIncompleteMultipartUpload` lifecycle rule removes them
+    /// (docs/operations.md).
+    pub async fn remove_incomplete(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let Some(root) = self.local_dir.clone() else {
+            return Ok(Vec::new());
+        };
+        let base = root.join(dir);
+        let dir_name = dir.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut removed = Vec::new();
+            let entries = match std::fs::read_dir(&base) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+                Err(e) => return Err(fs_err("list", &dir_name, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| fs_err("list", &dir_name, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let staging = name
+                    .rsplit_once('#')
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if staging && entry.file_type().is_ok_and(|t| t.is_file()) {
+                    std::fs::remove_file(entry.path()).map_err(|e| fs_err("delete", &name, e))?;
+                    removed.push(format!("{dir_name}/{name}"));
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            op: "list",
+            path: dir.to_string(),
+            reason: e.to_string(),
+        })?
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
@@ -613,6 +665,7 @@ mod tests {
             }),
             prefix: String::new(),
             url: "memory://faulty".into(),
+            local_dir: None,
         };
         (store, seen)
     }

@@ -79,6 +79,10 @@ enum OpCommand {
         /// Makes a retried request run at most once.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// How long to follow the operation, in seconds, before printing what is
+        /// known so far (it goes on; `palisade op show <id>` follows it).
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -276,7 +280,7 @@ pub fn run(args: OpArgs) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            OpCommand::Run { action, cluster, instance, params, ticket, reason, idempotency_key, output } => {
+            OpCommand::Run { action, cluster, instance, params, ticket, reason, idempotency_key, wait_secs, output } => {
                 let api = Api::new(read_credentials(&path)?)?;
                 let mut arguments = BTreeMap::new();
                 for p in &params {
@@ -299,14 +303,36 @@ pub fn run(args: OpArgs) -> anyhow::Result<ExitCode> {
                     req = req.header("Idempotency-Key", k);
                 }
                 let spinner = spinner(&format!("{action} on {cluster}: logging, dispatching, waiting for the agent"), output);
+                let deadline = std::time::Instant::now() + Duration::from_secs(wait_secs);
                 let mut result = api.call(req).await;
-                // Still running after the gateway's wait: poll the operation.
-                while let Ok((s, v)) = &result {
-                    if s.as_u16() != 202 {
-                        break;
+                // Still running after the gateway's wait: poll the operation, until the
+                // deadline. A poll that fails (the gateway restarting) is tried again.
+                let mut last = None;
+                loop {
+                    let id = match &result {
+                        Ok((s, v)) if s.as_u16() == 202 => {
+                            last = Some(v.clone());
+                            v["id"].as_str().unwrap_or_default().to_string()
+                        }
+                        Err(_) if last.is_some() => last
+                            .as_ref()
+                            .and_then(|v: &Value| v["id"].as_str())
+                            .unwrap_or_default()
+                            .to_string(),
+                        _ => break,
+                    };
+                    if std::time::Instant::now() >= deadline {
+                        if let Some(s) = &spinner {
+                            s.finish_and_clear();
+                        }
+                        let v = last.unwrap_or(Value::Null);
+                        print_operation(&v, output)?;
+                        eprintln!(
+                            "still running after {wait_secs} s: follow it with `palisade op show {id}`"
+                        );
+                        return Ok(ExitCode::from(3));
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let id = v["id"].as_str().unwrap_or_default().to_string();
                     result = api.call(api.http.get(api.url(&format!("/v1/operations/{id}")))).await;
                 }
                 if let Some(s) = spinner {
@@ -506,7 +532,10 @@ fn print_operation(v: &Value, output: Output) -> anyhow::Result<ExitCode> {
             v["cluster"].as_str().unwrap_or(""),
             v["instance"].as_str().unwrap_or("")
         );
-        println!("status     {status}");
+        match v["outcome"].as_str() {
+            Some(o) => println!("status     {status} ({o})"),
+            None => println!("status     {status}"),
+        }
         if let Some(i) = v["intent_index"].as_u64() {
             println!(
                 "logged     intent at index {i}{}",

@@ -119,15 +119,37 @@ pub struct IntentEvent {
     pub dispatch_digest: Sha256Digest,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How an intent ended: one vocabulary for the operator (the operation's `outcome`)
+/// and the customer (the result event's `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// The agent ran the action and it succeeded; the agent signed the result.
     Succeeded,
+    /// The agent ran the action and it failed, or stopped in it (the detail says
+    /// which); the agent signed the result.
     Failed,
-    /// The agent refused the dispatch (its acceptance checks failed).
-    Refused,
-    /// The agent could not be reached; nothing is known to have run.
-    Unreachable,
+    /// The agent refused the dispatch: nothing ran.
+    RefusedByAgent,
+    /// The gateway sent nothing to the agent (the intent could not be witnessed,
+    /// the proofs could not be fetched, no connection could be made): nothing ran.
+    NotDispatched,
+    /// The dispatch was sent and the agent never told how it ended, though asked
+    /// until the gateway's deadline: it may or may not have run.
+    OutcomeUnknown,
+}
+
+impl Outcome {
+    /// The name used in logs, metrics and the operator's answer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::RefusedByAgent => "refused_by_agent",
+            Outcome::NotDispatched => "not_dispatched",
+            Outcome::OutcomeUnknown => "outcome_unknown",
+        }
+    }
 }
 
 /// The outcome of an intent, appended after the agent answered (or did not).
@@ -149,6 +171,10 @@ pub struct ResultEvent {
     /// A short reason for failure or refusal; never action output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The gateway lost the agent's first answer (a broken connection, a gateway
+    /// restart) and learnt the outcome by asking the agent again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconciled: bool,
 }
 
 /// Which gateway step turned a request down.

@@ -63,6 +63,7 @@ mod tests {
             output_digest: Some(Sha256Digest::of(&bytes)),
             output: Some(output),
             detail: None,
+            reconciled: false,
         }
     }
 

@@ -12,7 +12,7 @@
 
 use crate::customer::{intent_targets, to_k8s_audit, Format, Query as EventsQuery};
 use crate::ops::{OpStatus, Operation};
-use crate::pipeline::{Credential, Gateway, RunBody};
+use crate::pipeline::{Credential, Gateway};
 use crate::problem::Problem;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -239,44 +239,24 @@ async fn run(
     Path((cluster, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let body: RunBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return Problem::new(400, "bad request", format!("request body: {e}")).into_response()
-        }
-    };
+    // Checked only once the caller is authenticated (in the pipeline): whoever has no
+    // credentials learns nothing, not even what a well-formed request looks like.
     let idem = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) => Some(k.to_string()),
-        Some(Err(_)) => {
-            return Problem::new(
-                400,
-                "bad request",
-                "Idempotency-Key must be printable ASCII",
-            )
-            .into_response()
+        None => Ok(None),
+        Some(Ok(k))
+            if !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(k.to_string()))
         }
+        Some(_) => Err(Problem::new(
+            400,
+            "bad request",
+            "Idempotency-Key must be 1-128 printable ASCII characters",
+        )),
     };
-    if let Some(k) = &idem {
-        if k.is_empty() || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_graphic()) {
-            return Problem::new(
-                400,
-                "bad request",
-                "Idempotency-Key must be 1-128 printable ASCII characters",
-            )
-            .into_response();
-        }
-    }
     let cred = credential(&peer, &headers);
     match gw
-        .run(
-            &cred,
-            peer.addr.ip(),
-            &cluster,
-            &action,
-            body,
-            idem.as_deref(),
-        )
+        .run(&cred, peer.addr.ip(), &cluster, &action, &body, idem)
         .await
     {
         Ok(op) => operation_response(op),

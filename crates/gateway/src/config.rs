@@ -34,6 +34,10 @@ pub struct GatewayConfig {
     /// operation to poll.
     #[serde(default = "default_wait")]
     pub wait_secs: u64,
+    /// How long after a dispatch expired the gateway keeps asking an agent that does
+    /// not answer how it ended, before it logs the result `outcome_unknown`.
+    #[serde(default = "default_result_deadline")]
+    pub result_deadline_secs: u64,
     pub tls: TlsFiles,
     pub log: LogSettings,
     pub trust: palisade_agent::config::TrustFiles,
@@ -82,6 +86,9 @@ fn default_ttl() -> u64 {
 }
 fn default_wait() -> u64 {
     20
+}
+fn default_result_deadline() -> u64 {
+    3600
 }
 fn default_feed_max_age() -> u64 {
     900
@@ -223,6 +230,12 @@ impl ProcessConfig for GatewayConfig {
         }
         if !(1..=300).contains(&self.wait_secs) {
             return Err(FieldError::new("wait_secs", "must be between 1 and 300"));
+        }
+        if !(10..=7 * 24 * 3600).contains(&self.result_deadline_secs) {
+            return Err(FieldError::new(
+                "result_deadline_secs",
+                "must be between 10 and 604800 (7 days, how long agents keep results)",
+            ));
         }
         if !self.log.url.starts_with("https://") {
             return Err(FieldError::new(

@@ -259,9 +259,14 @@ pub fn to_k8s_audit(
             let (code, status) = match r.outcome {
                 Outcome::Succeeded => (200, "Success"),
                 Outcome::Failed => (500, "Failure"),
-                Outcome::Refused => (403, "Failure"),
-                Outcome::Unreachable => (503, "Failure"),
+                Outcome::RefusedByAgent => (403, "Failure"),
+                Outcome::NotDispatched => (503, "Failure"),
+                Outcome::OutcomeUnknown => (504, "Failure"),
             };
+            annotations.insert("palisade.dev/outcome".into(), json!(r.outcome.as_str()));
+            if r.reconciled {
+                annotations.insert("palisade.dev/reconciled".into(), json!("true"));
+            }
             if let Some(d) = &r.output_digest {
                 annotations.insert("palisade.dev/output-digest".into(), json!(d.to_string()));
             }

@@ -18,4 +18,5 @@ pub mod pipeline;
 pub mod problem;
 pub mod redact;
 pub mod refusals;
+pub mod results;
 pub mod server;

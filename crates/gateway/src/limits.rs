@@ -120,6 +120,42 @@ impl SlidingLog {
             "admission times too contended".into(),
         ))
     }
+
+    /// Forgets the admission [`SlidingLog::take`] made at `at` for `who` and
+    /// `action`: the request it admitted never reached the instance because the
+    /// provider's own side failed (the log, the gateway's state), and an outage must
+    /// not use up an operator's allowance.
+    pub async fn give_back(
+        &self,
+        who: &str,
+        action: &str,
+        at: Timestamp,
+    ) -> Result<bool, StateError> {
+        let at_ms = i64::try_from(at.unix_millis()).unwrap_or(i64::MAX);
+        let key = format!("{who}/{action}");
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.store.get(SLIDING, &key).await?;
+            let Some(bytes) = &current else {
+                return Ok(false);
+            };
+            let mut admissions = Admissions::decode(bytes)?;
+            let Some(pos) = admissions.0.iter().position(|&t| t == at_ms) else {
+                return Ok(false);
+            };
+            admissions.0.remove(pos);
+            if self
+                .store
+                .compare_and_swap(SLIDING, &key, current, Some(admissions.encode()))
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(backend(
+            "rate limit",
+            "admission times too contended".into(),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -213,6 +249,16 @@ mod tests {
             admitted.len()
         );
         assert!(busiest_interval(&admitted, per_ms) <= max as usize);
+    }
+
+    #[tokio::test]
+    async fn an_admission_given_back_frees_its_place() {
+        let (_dir, ops) = store();
+        assert!(ops.take("op", "a", 1, 3600, at_ms(1_000)).await.unwrap());
+        assert!(!ops.take("op", "a", 1, 3600, at_ms(2_000)).await.unwrap());
+        assert!(ops.give_back("op", "a", at_ms(1_000)).await.unwrap());
+        assert!(!ops.give_back("op", "a", at_ms(1_000)).await.unwrap());
+        assert!(ops.take("op", "a", 1, 3600, at_ms(3_000)).await.unwrap());
     }
 
     #[test]

@@ -16,11 +16,10 @@ pub enum OpStatus {
     /// Logged and dispatched; the agent has not answered yet.
     Running,
     Succeeded,
-    /// The action ran and failed, or the agent refused or could not be reached (the
-    /// log says which).
+    /// The action ran and failed, the agent refused it, or how it ended could not
+    /// be learnt (`outcome` says which).
     Failed,
-    /// Nothing was dispatched (the log, or the gateway's own state, could not be
-    /// written).
+    /// Nothing was dispatched (`outcome` is `not_dispatched`).
     Refused,
 }
 
@@ -35,6 +34,9 @@ pub struct Operation {
     pub parameters: serde_json::Value,
     pub ticket: String,
     pub status: OpStatus,
+    /// How it ended, in the words of the result in the customer's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<palisade_core::event::Outcome>,
     pub created_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
@@ -171,6 +173,18 @@ impl Ops {
     ) -> Result<bool, StateError> {
         crate::limits::SlidingLog::new(self.store.clone())
             .take(who, action, max, per_secs, now)
+            .await
+    }
+
+    /// Gives back the admission [`Ops::take`] made at `at` ([`crate::limits::SlidingLog::give_back`]).
+    pub async fn give_back(
+        &self,
+        who: &str,
+        action: &str,
+        at: Timestamp,
+    ) -> Result<bool, StateError> {
+        crate::limits::SlidingLog::new(self.store.clone())
+            .give_back(who, action, at)
             .await
     }
 }

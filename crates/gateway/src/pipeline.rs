@@ -21,9 +21,7 @@ use crate::ops::{Idem, OpStatus, Operation, Ops};
 use crate::problem::Problem;
 use palisade_agent::client::{prepare, CallError, Dispatcher, Request};
 use palisade_agent::dispatch::ResultOutcome;
-use palisade_core::event::{
-    Actor, Event, GrantRef, Outcome, RefusalEvent, RefusalStage, ResultEvent,
-};
+use palisade_core::event::{Actor, Event, GrantRef, Outcome, RefusalEvent, RefusalStage};
 use palisade_core::inventory::{Cluster, Inventory};
 use palisade_core::refusal::{LoggedAction, RefusalReason};
 use palisade_core::time::Timestamp;
@@ -131,6 +129,25 @@ pub struct Gateway {
     pub(crate) metrics: crate::metrics::Metrics,
     unauthenticated: AttemptCounter,
     pub(crate) refusals: crate::refusals::RefusalThrottle,
+    /// Operations whose intent may be logged without their result.
+    pub(crate) pending: crate::results::Pending,
+    /// This process, as the owner of the unresolved records it drives.
+    pub(crate) process_id: String,
+    /// The operations this process is driving now.
+    inflight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Whether the state is this process's alone (an embedded file): then a record
+    /// another owner left is taken over at once.
+    pub(crate) exclusive_state: bool,
+}
+
+fn metric_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::RefusedByAgent => "agent_refused",
+        Outcome::NotDispatched => "not_dispatched",
+        Outcome::OutcomeUnknown => "outcome_unknown",
+    }
 }
 
 /// A refusal: the detailed answer for the caller, and what the log may say of it.
@@ -167,11 +184,19 @@ impl Gateway {
         auth: crate::auth::Authenticators,
         oncall: crate::oncall::OnCall,
         ops: Ops,
+        pending: crate::results::Pending,
+        exclusive_state: bool,
         dispatcher: Dispatcher,
         agent_keys: HashMap<InstanceId, PublicKey>,
         pseudonym_key: Vec<u8>,
     ) -> Self {
         Self {
+            pending,
+            exclusive_state,
+            process_id: EventId::random()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
+            inflight: std::sync::Mutex::new(std::collections::HashSet::new()),
             refusals: crate::refusals::RefusalThrottle::new(config.refusal_log),
             inventory,
             policy: RwLock::new(Arc::new(policy)),
@@ -321,8 +346,8 @@ impl Gateway {
         source: std::net::IpAddr,
         cluster: &str,
         action: &str,
-        body: RunBody,
-        idempotency_key: Option<&str>,
+        body: &[u8],
+        idempotency_key: Result<Option<String>, Problem>,
     ) -> Result<Operation, Problem> {
         let now = Timestamp::now();
         // 1. Authenticate, before the cluster is even looked up: whoever cannot
@@ -336,6 +361,11 @@ impl Gateway {
                 return Err(p);
             }
         };
+        // The request itself is read only from an authenticated caller.
+        let body: RunBody = serde_json::from_slice(body)
+            .map_err(|e| Problem::new(400, "bad request", format!("request body: {e}")))?;
+        let idempotency_key = idempotency_key?;
+        let idempotency_key = idempotency_key.as_deref();
         // Which log refusals go to. An unknown cluster has no log (and no customer).
         let (cluster, cluster_id) = self.cluster(cluster)?;
         match self
@@ -682,6 +712,7 @@ impl Gateway {
             parameters,
             ticket: body.ticket.clone(),
             status: OpStatus::Running,
+            outcome: None,
             created_at: now,
             finished_at: None,
             event_id: id.clone(),
@@ -709,6 +740,9 @@ impl Gateway {
     }
 
     /// Log the intent, dispatch, log the result; keeps the operation record current.
+    /// An unresolved record ([`crate::results`]) is saved before the intent is
+    /// appended and dropped once its result is in the log: whatever stops this task,
+    /// the reconciler finishes the operation.
     async fn dispatch(
         &self,
         mut operation: Operation,
@@ -723,7 +757,7 @@ impl Gateway {
                 return self
                     .finish(
                         operation,
-                        OpStatus::Refused,
+                        Outcome::NotDispatched,
                         None,
                         Some(format!("log trust: {e}")),
                     )
@@ -736,67 +770,141 @@ impl Gateway {
             .cloned()
             .into_iter()
             .collect();
-        // 5. Log first: nothing is dispatched unless this succeeds. The operation is
-        // recorded meanwhile (it is polled by its id), and nothing is dispatched
-        // unless that succeeds too.
-        let (created, logged) = tokio::join!(
-            self.ops.save(&operation),
-            self.dispatcher
-                .log_intent_for(&prepared, &checked.agent_url)
-        );
-        let (entry, appended) = match (logged, created) {
-            (Ok(logged), Ok(())) => logged,
-            (Ok((_, appended)), Err(e)) => {
-                self.metrics
-                    .dispatched("state_unavailable", started.elapsed());
-                let detail = format!(
-                    "not dispatched: the gateway could not record the operation (state unavailable: {e})"
-                );
+        let dispatch_digest = match prepared.dispatch.digest() {
+            Ok(d) => d,
+            Err(e) => {
                 return self
-                    .not_dispatched(operation, appended.index, &prepared, detail)
-                    .await;
+                    .finish(operation, Outcome::NotDispatched, None, Some(e.to_string()))
+                    .await
             }
-            // In the log without its witnesses: not dispatched either.
-            (Err(CallError::Unwitnessed { index, reason }), _) => {
+        };
+        let mut unresolved = crate::results::Unresolved {
+            operation: prepared.intent.event_id.clone(),
+            cluster: cluster.clone(),
+            agent_url: checked.agent_url.clone(),
+            dispatch_digest,
+            expires_at: prepared.dispatch.expires_at,
+            scan_from: self.dispatcher.known_size(&checked.agent_url).unwrap_or(0),
+            intent_index: None,
+            result: None,
+            not_sent: false,
+            owner: self.process_id.clone(),
+            lease_until: Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 20),
+        };
+        let id = operation.id.clone();
+        self.begin_inflight(&id);
+        let done = self
+            .drive(
+                &mut operation,
+                &mut unresolved,
+                &checked,
+                &prepared,
+                &policy,
+                &keys,
+                started,
+            )
+            .await;
+        self.end_inflight(&id);
+        done
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        &self,
+        operation: &mut Operation,
+        unresolved: &mut crate::results::Unresolved,
+        checked: &Checked,
+        prepared: &palisade_agent::client::Prepared,
+        policy: &palisade_tlog::checkpoint::LogPolicy,
+        keys: &[PublicKey],
+        started: std::time::Instant,
+    ) -> Operation {
+        // Recorded before the intent is appended: nothing may reach the log that the
+        // gateway could forget.
+        let (created, pending) =
+            tokio::join!(self.ops.save(operation), self.pending.save(unresolved));
+        if let Err(e) = created.and(pending) {
+            self.metrics
+                .dispatched("state_unavailable", started.elapsed());
+            return self
+                .finish(
+                    operation.clone(),
+                    Outcome::NotDispatched,
+                    None,
+                    Some(format!(
+                        "nothing was logged or dispatched: the gateway could not record the operation (state unavailable: {e})"
+                    )),
+                )
+                .await;
+        }
+        // 5. Log first: nothing is dispatched unless this succeeds.
+        let logged = self
+            .dispatcher
+            .log_intent_for(prepared, &checked.agent_url)
+            .await;
+        let (entry, appended) = match logged {
+            Ok(logged) => logged,
+            // In the log without its witnesses: not dispatched.
+            Err(CallError::Unwitnessed { index, reason }) => {
                 self.metrics
                     .dispatched("log_unavailable", started.elapsed());
+                unresolved.intent_index = Some(index);
+                operation.intent_index = Some(index);
                 let detail = format!(
                     "the log could not record the intent with its witnesses, so nothing was dispatched: the intent is at index {index}: {reason}"
                 );
                 return self
-                    .not_dispatched(operation, index, &prepared, detail)
+                    .conclude(
+                        operation.clone(),
+                        unresolved,
+                        Outcome::NotDispatched,
+                        None,
+                        Some(detail),
+                    )
                     .await;
             }
-            (Err(e), _) => {
+            Err(e) => {
                 self.metrics
                     .dispatched("log_unavailable", started.elapsed());
-                return self
+                // Nothing was sent. The append may still have landed (its answer was
+                // lost): the reconciler looks for the intent and, if it is there, logs
+                // that nothing was dispatched on it.
+                let ended = self
                     .finish(
-                        operation,
-                        OpStatus::Refused,
+                        operation.clone(),
+                        Outcome::NotDispatched,
                         None,
                         Some(format!(
                             "the log could not record the intent, so nothing was dispatched: {e}"
                         )),
                     )
                     .await;
+                // Handed over once the operation is recorded as ended.
+                unresolved.not_sent = true;
+                unresolved.lease_until = Timestamp::now();
+                if let Err(e) = self.pending.save(unresolved).await {
+                    tracing::warn!(error = %e, "cannot hand an unanswered intent append to the reconciler");
+                }
+                return ended;
             }
         };
         operation.intent_index = Some(appended.index);
+        unresolved.intent_index = Some(appended.index);
         // 6. Dispatch with the proofs. The operation's progress (the intent's index) is
         // saved meanwhile: the intent is already in the log, so nothing waits on it.
-        let (saved, outcome) = tokio::join!(
-            self.ops.save(&operation),
+        let (saved, pending, outcome) = tokio::join!(
+            self.ops.save(operation),
+            self.pending.save(unresolved),
             self.dispatcher.dispatch_logged(
                 &checked.agent_url,
-                &prepared,
+                prepared,
                 &entry,
                 &appended,
-                &policy,
-                &keys,
+                policy,
+                keys,
             )
         );
-        if let Err(e) = saved {
+        if let Err(e) = saved.and(pending) {
             tracing::warn!(error = %e, "cannot record the operation's progress");
         }
         let (result_outcome, detail, output_digest) = match outcome {
@@ -806,142 +914,123 @@ impl Gateway {
                     ResultOutcome::Failed => Outcome::Failed,
                 };
                 operation.output = done.result.output.clone();
-                operation.error = done.result.error.clone();
                 (o, done.result.error.clone(), done.result.output_digest)
             }
-            // The intent is logged: whatever went wrong is recorded as its result.
-            Err(e @ (CallError::Log(_) | CallError::Setup(_) | CallError::Unwitnessed { .. })) => {
-                (Outcome::Failed, Some(format!("not dispatched: {e}")), None)
-            }
-            Err(CallError::Refused(r)) => (Outcome::Refused, Some(r.to_string()), None),
-            Err(e @ CallError::NotSent(_)) => (Outcome::Failed, Some(e.to_string()), None),
-            Err(e @ CallError::Unreachable { .. }) => {
-                (Outcome::Unreachable, Some(e.to_string()), None)
-            }
-            Err(CallError::BadAnswer(e)) => (
-                Outcome::Failed,
-                Some(format!("the agent's answer was not valid: {e}")),
+            // Nothing reached the agent.
+            Err(
+                e @ (CallError::Log(_)
+                | CallError::Setup(_)
+                | CallError::Unwitnessed { .. }
+                | CallError::NotSent(_)
+                | CallError::Unreachable { .. }),
+            ) => (
+                Outcome::NotDispatched,
+                Some(format!("not dispatched: {e}")),
                 None,
             ),
-        };
-        let status = if result_outcome == Outcome::Succeeded {
-            OpStatus::Succeeded
-        } else {
-            OpStatus::Failed
+            Err(CallError::Refused(r)) => (Outcome::RefusedByAgent, Some(r.to_string()), None),
+            // Sent, and no valid answer: the agent may have run it. The reconciler
+            // asks the agent by event id and logs what it says.
+            Err(e @ (CallError::NoAnswer { .. } | CallError::BadAnswer(_))) => {
+                self.metrics
+                    .dispatched("outcome_unknown", started.elapsed());
+                operation.error = Some(format!(
+                    "{e}; the gateway is asking the agent how the action ended"
+                ));
+                if let Err(e) = self.ops.save(operation).await {
+                    tracing::warn!(error = %e, "cannot record the operation's progress");
+                }
+                return operation.clone();
+            }
         };
         // 7. Record the result in the same log.
-        let result_index = self
-            .log_result(
-                &cluster,
-                &prepared,
-                result_outcome,
-                output_digest,
-                operation.output.as_ref(),
-                detail.as_deref(),
-            )
-            .await;
-        self.metrics.dispatched(
-            match result_outcome {
-                Outcome::Succeeded => "succeeded",
-                Outcome::Failed => "failed",
-                Outcome::Refused => "agent_refused",
-                Outcome::Unreachable => "agent_unreachable",
-            },
-            started.elapsed(),
-        );
-        self.finish(operation, status, result_index, detail).await
+        self.metrics
+            .dispatched(metric_name(result_outcome), started.elapsed());
+        self.conclude(
+            operation.clone(),
+            unresolved,
+            result_outcome,
+            output_digest,
+            detail,
+        )
+        .await
     }
 
-    /// Ends an operation whose intent is in the log at `index` but on which nothing
-    /// was dispatched: the log says why after the intent.
-    async fn not_dispatched(
+    /// Logs the result of an operation whose outcome is known, and ends it. A result
+    /// the log does not take now is kept (in the unresolved record) and appended by
+    /// the reconciler; the operation ends meanwhile, without its result index.
+    async fn conclude(
         &self,
-        mut operation: Operation,
-        index: u64,
-        prepared: &palisade_agent::client::Prepared,
-        detail: String,
-    ) -> Operation {
-        operation.intent_index = Some(index);
-        let result_index = self
-            .log_result(
-                &prepared.dispatch.cluster,
-                prepared,
-                Outcome::Failed,
-                None,
-                None,
-                Some(&detail),
-            )
-            .await;
-        self.finish(operation, OpStatus::Refused, result_index, Some(detail))
-            .await
-    }
-
-    /// Appends the result of an intent to its cluster's log (three tries); its index.
-    async fn log_result(
-        &self,
-        cluster: &ClusterId,
-        prepared: &palisade_agent::client::Prepared,
+        operation: Operation,
+        unresolved: &mut crate::results::Unresolved,
         outcome: Outcome,
         output_digest: Option<Sha256Digest>,
-        output: Option<&serde_json::Value>,
-        detail: Option<&str>,
-    ) -> Option<u64> {
-        let mut result = ResultEvent {
-            event_id: EventId::random().unwrap_or_else(|_| prepared.intent.event_id.clone()),
-            time: Timestamp::now(),
-            cluster: cluster.clone(),
-            intent: prepared.intent.event_id.clone(),
+        detail: Option<String>,
+    ) -> Operation {
+        let result = crate::results::result_event(
+            &unresolved.cluster,
+            &unresolved.operation,
             outcome,
             output_digest,
-            // The customer reads the output itself (it carries no customer content:
-            // the agent reduced it to the output schema) and checks it against the
-            // digest the agent signed.
-            output: output_digest.and(palisade_core::output::loggable(output)),
-            // The agent's or the log's words: escaped, so that no line can be forged.
-            detail: detail.map(|d| palisade_core::sanitize::escape(d, 512)),
-        };
-        let entry = match Event::Result(result.clone()).to_log_entry() {
-            Ok(entry) => entry,
-            // Too large with its output: the digest alone is logged.
-            Err(_) if result.output.is_some() => {
-                result.output = None;
-                Event::Result(result).to_log_entry().ok()?
+            operation.output.as_ref(),
+            detail.as_deref(),
+            false,
+        );
+        match self.append_result(&unresolved.cluster, &result).await {
+            Some(index) => {
+                let id = operation.id.clone();
+                let (_, ended) = tokio::join!(
+                    async {
+                        if let Err(e) = self.pending.resolved(&id).await {
+                            tracing::warn!(error = %e, "cannot drop a resolved record");
+                        }
+                    },
+                    self.finish(operation, outcome, Some(index), detail)
+                );
+                ended
             }
-            Err(_) => return None,
-        };
-        // Answered once witnessed, like the intent: when the operator has the answer,
-        // the customer can already read the result with its proof.
-        for attempt in 0..3 {
-            match self.dispatcher.append(cluster.as_str(), &entry).await {
-                Ok(r) => return Some(r.index),
-                // In the log, witnessed with a later batch: not appended again.
-                Err(CallError::Unwitnessed { index, reason }) => {
-                    tracing::warn!(index, %reason, "the result is logged but not yet witnessed");
-                    return Some(index);
+            None => {
+                let id = operation.id.clone();
+                let ended = self.finish(operation, outcome, None, detail).await;
+                // Handed to the reconciler once the operation is recorded as ended
+                // (it then records the result's index). Were this write lost, the
+                // reconciler would still ask the agent and learn the same outcome.
+                unresolved.result = Some(result);
+                unresolved.lease_until = Timestamp::now();
+                if let Err(e) = self.pending.save(unresolved).await {
+                    tracing::error!(error = %e, operation = %id, "cannot keep a result the log did not take");
                 }
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, "the result could not be logged yet");
-                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
-                }
+                ended
             }
         }
-        None
     }
 
     async fn finish(
         &self,
         mut operation: Operation,
-        status: OpStatus,
+        outcome: Outcome,
         result_index: Option<u64>,
         error: Option<String>,
     ) -> Operation {
-        operation.status = status;
+        operation.status = crate::results::status_of(outcome);
+        operation.outcome = Some(outcome);
+        if outcome == Outcome::NotDispatched {
+            // Nothing reached the instance: the provider's side failed, and that must
+            // not use up the operator's rate limit.
+            if let Err(e) = self
+                .ops
+                .give_back(&operation.operator, &operation.action, operation.created_at)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot give a rate-limit admission back");
+            }
+        }
         operation.result_index = result_index;
         if error.is_some() {
             operation.error = error;
         }
         if result_index.is_none() && operation.intent_index.is_some() {
-            let note = "the result could not be appended to the log";
+            let note = "the result is not in the log yet: the gateway keeps appending it";
             operation.error = Some(match operation.error.take() {
                 Some(e) => format!("{e}; {note}"),
                 None => note.to_string(),
@@ -952,6 +1041,34 @@ impl Gateway {
             tracing::error!(error = %e, operation = %operation.id, "cannot record the operation's end");
         }
         operation
+    }
+
+    pub(crate) fn is_inflight(&self, id: &str) -> bool {
+        self.inflight.lock().map(|s| s.contains(id)).unwrap_or(true)
+    }
+
+    /// Marks `id` as driven by this process; false if it already is.
+    pub(crate) fn begin_inflight(&self, id: &str) -> bool {
+        self.inflight
+            .lock()
+            .map(|mut s| s.insert(id.to_string()))
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn end_inflight(&self, id: &str) {
+        if let Ok(mut s) = self.inflight.lock() {
+            s.remove(id);
+        }
+    }
+
+    /// The key of the agent at `url`, as the inventory and configuration name it.
+    pub(crate) fn agent_key_for_url(&self, url: &str) -> Option<PublicKey> {
+        self.inventory
+            .clusters
+            .iter()
+            .flat_map(|c| c.instances.iter())
+            .find(|i| i.agent_url == url)
+            .and_then(|i| self.agent_keys.get(&i.id).cloned())
     }
 
     /// Whether the policy, the log and the state answer (for `/readyz`).

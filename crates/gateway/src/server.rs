@@ -85,13 +85,19 @@ pub async fn start(cfg: GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
     for c in &inventory.clusters {
         cfg.log.policy_for(&c.id).map_err(setup("log trust"))?;
     }
+    let exclusive = matches!(
+        cfg.state.backend(),
+        palisade_state::StateBackend::Redb { .. }
+    );
     Ok(Arc::new(Gateway::new(
         cfg,
         inventory,
         policy,
         auth,
         oncall,
-        Ops::new(store),
+        Ops::new(store.clone()),
+        crate::results::Pending::new(store),
+        exclusive,
         dispatcher,
         agent_keys,
         pseudonym_key,
@@ -136,6 +142,7 @@ pub async fn run(
     })?;
     let refresher = tokio::spawn(refresh(gw.clone(), feeds));
     let summaries = tokio::spawn(crate::refusals::summarise(gw.clone()));
+    let reconciler = tokio::spawn(gw.clone().reconcile_forever());
     ready(addr);
     let served = palisade_tlog_service::https::serve(
         listener,
@@ -146,6 +153,7 @@ pub async fn run(
     .await;
     refresher.abort();
     summaries.abort();
+    reconciler.abort();
     // Counts not yet due still reach the log: a stop must not hide a flood.
     gw.log_refusal_summaries(palisade_core::time::Timestamp::now(), true)
         .await;

@@ -1080,6 +1080,38 @@ pub async fn produce_proofs(
     ))
 }
 
+/// The index of the first entry at or after `from` for which `matches` holds, in the
+/// log as its current checkpoint (verified against `policy`) covers it; `None` if no
+/// entry up to that size does. The entries are read from their bundles without
+/// inclusion proofs: this answers a writer that needs to know whether an append it
+/// lost the answer to landed, before it appends again.
+pub async fn find_entry_where(
+    source: &Source,
+    policy: &LogPolicy,
+    from: u64,
+    matches: impl Fn(&[u8]) -> bool,
+) -> Result<Option<u64>, AuditError> {
+    let size = source.checkpoint(policy).await?.checkpoint().size();
+    let mut index = from - from % WIDTH;
+    while index < size {
+        let id = TileId::in_tree(0, index / WIDTH, size)
+            .ok_or(AuditError::IndexOutOfRange { index, size })?;
+        let bundle = source.bundle(id, size).await?;
+        let entries = parse_bundle(&bundle.data).map_err(|reason| AuditError::BadBundle {
+            object: bundle.object.clone(),
+            reason,
+        })?;
+        for (i, e) in entries.iter().enumerate() {
+            let at = index + i as u64;
+            if at >= from && at < size && matches(e) {
+                return Ok(Some(at));
+            }
+        }
+        index += WIDTH;
+    }
+    Ok(None)
+}
+
 /// Reads tiles for the synchronous tree code, blocking this worker thread on the
 /// asynchronous source (tokio's `block_in_place`).
 struct SourceFetcher<'a> {

@@ -107,11 +107,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         ),
         (
             "c1-no-route-variants",
-            "Case, suffix and traversal variants of the two routes do not answer",
+            "Case, suffix and traversal variants of the agent's routes do not answer",
             &[
                 "/V1/DISPATCH",
                 "/v1/dispatch/extra",
                 "/v1/dispatch/../exec",
+                "/v1/results",
+                "/V1/RESULTS/0123456789abcdef0123456789abcdef",
+                "/v1/results/0123456789abcdef0123456789abcdef/exec",
                 "/healthz/x",
                 "/v1/healthz",
                 "/.well-known/openid-configuration",
@@ -126,7 +129,7 @@ pub fn add(v: &mut Vec<Scenario>) {
         C1,
         Scope::Any,
         "c1-two-routes-only-right-methods",
-        "Dispatch answers POST only (and refuses a malformed body); health answers GET only",
+        "Dispatch answers POST only (and refuses a malformed body); results and health answer GET only",
         route_methods,
     );
     push(
@@ -329,6 +332,37 @@ fn route_methods(cx: &Ctx) -> BoxFut<'_> {
         ev.push(format!(
             "POST /v1/dispatch {{}}: {s} (malformed, nothing ran)"
         ));
+        // The results route reads the signed result of a dispatch the agent accepted,
+        // by event id, and nothing else.
+        let results = format!(
+            "{}/v1/results/0123456789abcdef0123456789abcdef",
+            cx.agent_url
+        );
+        for method in ["POST", "PUT", "DELETE"] {
+            let m = reqwest::Method::from_bytes(method.as_bytes())?;
+            let s = client.request(m, &results).send().await?.status().as_u16();
+            if s != 405 {
+                bail!("{method} /v1/results/<id> answered {s}");
+            }
+        }
+        ev.push("POST, PUT, DELETE /v1/results/<id>: 405".into());
+        let s = client.get(&results).send().await?.status().as_u16();
+        if s != 404 {
+            bail!("GET /v1/results/<an id never dispatched> answered {s}");
+        }
+        ev.push(format!("GET /v1/results/<an id never dispatched>: {s}"));
+        for bad in ["etc%2Fpasswd", "x;id", "0123456789ABCDEF0123456789ABCDEF"] {
+            let s = client
+                .get(format!("{}/v1/results/{bad}", cx.agent_url))
+                .send()
+                .await?
+                .status()
+                .as_u16();
+            if s != 400 {
+                bail!("GET /v1/results/{bad} answered {s}");
+            }
+        }
+        ev.push("GET /v1/results/<not an event id>: 400".into());
         Ok(ev)
     })
 }
