@@ -19,6 +19,7 @@ pub mod etcd;
 pub mod handlers;
 pub mod host;
 pub mod kube;
+pub mod leftover;
 pub mod node_conditions;
 pub mod server;
 pub mod supervisor;

@@ -519,6 +519,7 @@ impl Supervisor {
         }
 
         let http = health_client()?;
+        let spawner = Spawner::start();
         let mut handles = BTreeMap::new();
         let mut first_starts = Vec::new();
         for (settings, artifact) in verified {
@@ -536,11 +537,13 @@ impl Supervisor {
             let (first_tx, first_rx) = oneshot::channel();
             let health_url = settings.health_url.clone();
             let runner = Runner {
+                pidfile: crate::leftover::PidFile::new(&work_dir, &settings.name),
                 settings,
                 artifact,
                 work_dir: work_dir.clone(),
                 log,
                 http: http.clone(),
+                spawner: spawner.clone(),
                 commands: rx,
                 snapshot: snapshot_tx,
                 backoff: BACKOFF_INITIAL,
@@ -766,6 +769,8 @@ struct Runner {
     artifact: Artifact,
     work_dir: PathBuf,
     log: PathBuf,
+    pidfile: crate::leftover::PidFile,
+    spawner: Spawner,
     http: reqwest::Client,
     commands: mpsc::Receiver<Request>,
     snapshot: watch::Sender<Snapshot>,
@@ -832,7 +837,19 @@ impl Runner {
         let log_err = log
             .try_clone()
             .map_err(|e| SupervisorError::io(&self.log, e))?;
-        let mut command = Command::new(path);
+        // What a killed agent left running (crates/agent/src/leftover.rs) would hold
+        // this one's ports and data: it is stopped first.
+        if let Some(pid) = self.pidfile.stop_leftover().await {
+            tracing::warn!(component = %name, pid, "stopped a leftover of this component that a previous agent run did not stop");
+        }
+        // Dies with the agent where setpriv can ask the kernel for it.
+        let mut command = if Path::new(crate::leftover::SETPRIV).exists() {
+            let mut c = Command::new(crate::leftover::SETPRIV);
+            c.args(["--pdeathsig", "TERM", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        };
         command
             .args(&self.settings.args)
             // Only the configured environment: the agent's own may hold secrets.
@@ -846,13 +863,14 @@ impl Runner {
             // the supervisor stops it.
             .process_group(0)
             .kill_on_drop(true);
-        let child =
-            spawn_retrying_busy(&mut command)
-                .await
-                .map_err(|source| SupervisorError::Spawn {
-                    component: name.clone(),
-                    source,
-                })?;
+        let child = self
+            .spawner
+            .spawn(command)
+            .await
+            .map_err(|source| SupervisorError::Spawn {
+                component: name.clone(),
+                source,
+            })?;
         let healthy_at_once = self.settings.health_url.is_none();
         let (version, sha256) = (self.artifact.version.clone(), self.artifact.sha256.clone());
         self.snapshot.send_modify(|s| {
@@ -867,6 +885,11 @@ impl Runner {
             s.started_at = Some(Instant::now());
             s.error = None;
         });
+        if let Some(pid) = child.id() {
+            if let Err(e) = self.pidfile.record(pid) {
+                tracing::warn!(component = %name, error = %e, "cannot record the component's pid; a leftover after a kill of the agent would not be found");
+            }
+        }
         tracing::info!(component = %name, version = %self.artifact.version, pid = ?child.id(), "component started");
         Ok(child)
     }
@@ -958,6 +981,8 @@ impl Runner {
     }
 
     fn record_exit(&mut self, status: std::io::Result<ExitStatus>, requested: bool) {
+        // Reaped: its pid is no longer this component's.
+        self.pidfile.clear();
         let at = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
@@ -992,17 +1017,53 @@ fn answer(reply: Option<Reply>, result: Result<(), SupervisorError>) {
     }
 }
 
+/// Starts components from one thread that lives as long as the supervisor: the
+/// parent-death signal (`setpriv --pdeathsig`) fires when the *thread* that forked
+/// the component ends, and a runtime's worker threads may come and go.
+#[derive(Clone)]
+struct Spawner {
+    jobs: std::sync::mpsc::Sender<(Command, oneshot::Sender<std::io::Result<Child>>)>,
+}
+
+impl Spawner {
+    fn start() -> Spawner {
+        let (jobs, rx) =
+            std::sync::mpsc::channel::<(Command, oneshot::Sender<std::io::Result<Child>>)>();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("component-spawner".into())
+            .spawn(move || {
+                // Ends when the supervisor and all its runners are gone.
+                while let Ok((mut command, reply)) = rx.recv() {
+                    let _entered = runtime.enter();
+                    let _ = reply.send(spawn_retrying_busy(&mut command));
+                }
+            })
+            .ok();
+        Spawner { jobs }
+    }
+
+    async fn spawn(&self, command: Command) -> std::io::Result<Child> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send((command, tx))
+            .map_err(|_| std::io::Error::other("the component spawner thread is gone"))?;
+        rx.await
+            .map_err(|_| std::io::Error::other("the component spawner thread is gone"))?
+    }
+}
+
 /// Spawns `command`, retrying briefly on ETXTBSY: a process forked elsewhere in the
 /// agent while the binary was being written can hold its write descriptor until it
 /// execs.
-async fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
+fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
     const ETXTBSY: i32 = 26;
     let mut attempts = 0;
     loop {
         match command.spawn() {
             Err(e) if e.raw_os_error() == Some(ETXTBSY) && attempts < 5 => {
                 attempts += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                std::thread::sleep(Duration::from_millis(20));
             }
             other => return other,
         }
