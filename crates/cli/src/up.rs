@@ -6,6 +6,10 @@
 //! (`palisade <process> serve --config …`), waits until each is serving, prints what
 //! runs where and `ready`, and on Ctrl-C or SIGTERM stops them all.
 //!
+//! Meanwhile it supervises them as a process supervisor would: a child that exits is
+//! started again after a backoff (1 s, doubling up to 30 s, back to 1 s once it ran
+//! for a minute), and each exit and restart is printed.
+//!
 //! No orphan is left behind even if `up` itself is killed: each child's standard input
 //! is a pipe from `up`, and children started with `--exit-with-parent` stop when it
 //! closes (which the kernel does when `up` dies, however it dies).
@@ -34,6 +38,12 @@ pub struct UpArgs {
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a process may take to stop after it was asked to.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first delay before a child that exited is started again; it doubles with
+/// each quick exit, up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A child that ran this long before exiting starts again after [`BACKOFF_FIRST`].
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
 
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -42,7 +52,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
 struct Running {
     name: &'static str,
-    child: Child,
+    /// Its place in the stack's process list.
+    spec: usize,
+    /// `None` while it waits to be started again.
+    child: Option<Child>,
+    started: tokio::time::Instant,
+    backoff: Duration,
+    restart_at: Option<tokio::time::Instant>,
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -62,35 +78,37 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     print_summary(&stack);
     println!("ready");
 
-    let outcome = wait_for_stop(signals, &mut running).await;
+    let name = supervise(&exe, &stack, signals, &mut running).await;
     stop_all(&mut running).await;
-    match outcome {
-        Stop::Signal(name) => {
-            eprintln!("palisade up: {name} received; all processes stopped");
-            Ok(ExitCode::SUCCESS)
-        }
-        Stop::ChildExited(name, status) => {
-            bail!("{name} exited unexpectedly ({status}); stopped the rest. Its messages above say why.")
-        }
-    }
+    eprintln!("palisade up: {name} received; all processes stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spawn(exe: &Path, p: &stack::ProcessSpec) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(exe);
+    cmd.args(&p.args)
+        .arg("--exit-with-parent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", p.name))?;
+    forward_output(p.name, &mut child);
+    Ok(child)
 }
 
 async fn start_all(exe: &Path, stack: &Stack, running: &mut Vec<Running>) -> anyhow::Result<()> {
-    for p in &stack.processes {
-        let mut cmd = Command::new(exe);
-        cmd.args(&p.args)
-            .arg("--exit-with-parent")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", p.name))?;
-        forward_output(p.name, &mut child);
+    for (spec, p) in stack.processes.iter().enumerate() {
+        let child = spawn(exe, p)?;
         running.push(Running {
             name: p.name,
-            child,
+            spec,
+            child: Some(child),
+            started: tokio::time::Instant::now(),
+            backoff: BACKOFF_FIRST,
+            restart_at: None,
         });
         wait_until_serving(p, running).await?;
     }
@@ -132,7 +150,7 @@ async fn wait_until_serving(p: &stack::ProcessSpec, running: &mut [Running]) -> 
             return Ok(());
         }
         if let Some(r) = running.iter_mut().find(|r| r.name == name) {
-            if let Ok(Some(status)) = r.child.try_wait() {
+            if let Some(Ok(Some(status))) = r.child.as_mut().map(|c| c.try_wait()) {
                 bail!("{name} exited while starting ({status}); its messages above say why");
             }
         }
@@ -144,11 +162,6 @@ async fn wait_until_serving(p: &stack::ProcessSpec, running: &mut [Running]) -> 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-enum Stop {
-    Signal(&'static str),
-    ChildExited(&'static str, std::process::ExitStatus),
 }
 
 /// SIGINT and SIGTERM handlers, registered when installed.
@@ -176,21 +189,59 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-async fn wait_for_stop(mut signals: Signals, running: &mut [Running]) -> Stop {
-    let child_exit = async {
+/// Restarts children that exit, until SIGINT or SIGTERM; returns the signal's name.
+async fn supervise(
+    exe: &Path,
+    stack: &Stack,
+    mut signals: Signals,
+    running: &mut [Running],
+) -> &'static str {
+    let watch = async {
         loop {
+            let now = tokio::time::Instant::now();
             for r in running.iter_mut() {
-                if let Ok(Some(status)) = r.child.try_wait() {
-                    return (r.name, status);
+                if let Some(Ok(Some(status))) = r.child.as_mut().map(|c| c.try_wait()) {
+                    r.child = None;
+                    if r.started.elapsed() >= BACKOFF_RESET {
+                        r.backoff = BACKOFF_FIRST;
+                    }
+                    eprintln!(
+                        "palisade up: {} exited ({status}); starting it again in {}s",
+                        r.name,
+                        r.backoff.as_secs()
+                    );
+                    r.restart_at = Some(now + r.backoff);
+                    r.backoff = (r.backoff * 2).min(BACKOFF_MAX);
+                }
+                if r.restart_at.is_some_and(|at| at <= now) {
+                    r.restart_at = None;
+                    let Some(p) = stack.processes.get(r.spec) else {
+                        continue;
+                    };
+                    match spawn(exe, p) {
+                        Ok(child) => {
+                            eprintln!("palisade up: {} started again", r.name);
+                            r.child = Some(child);
+                            r.started = now;
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "palisade up: {e:#}; trying again in {}s",
+                                r.backoff.as_secs()
+                            );
+                            r.restart_at = Some(now + r.backoff);
+                            r.backoff = (r.backoff * 2).min(BACKOFF_MAX);
+                        }
+                    }
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
     tokio::select! {
-        _ = recv(&mut signals.int) => Stop::Signal("SIGINT"),
-        _ = recv(&mut signals.term) => Stop::Signal("SIGTERM"),
-        (name, status) = child_exit => Stop::ChildExited(name, status),
+        _ = recv(&mut signals.int) => "SIGINT",
+        _ = recv(&mut signals.term) => "SIGTERM",
+        () = watch => "the end of supervision",
     }
 }
 
@@ -198,10 +249,15 @@ async fn wait_for_stop(mut signals: Signals, running: &mut [Running]) -> Stop {
 /// any that has not stopped within [`STOP_TIMEOUT`].
 async fn stop_all(running: &mut Vec<Running>) {
     for r in running.iter_mut().rev() {
-        drop(r.child.stdin.take());
+        if let Some(c) = r.child.as_mut() {
+            drop(c.stdin.take());
+        }
     }
-    for mut r in running.drain(..).rev() {
-        match tokio::time::timeout(STOP_TIMEOUT, r.child.wait()).await {
+    for r in running.drain(..).rev() {
+        let Some(mut child) = r.child else {
+            continue;
+        };
+        match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
             Ok(_) => {}
             Err(_) => {
                 eprintln!(
@@ -209,7 +265,7 @@ async fn stop_all(running: &mut Vec<Running>) {
                     r.name,
                     STOP_TIMEOUT.as_secs()
                 );
-                let _ = r.child.kill().await;
+                let _ = child.kill().await;
             }
         }
     }
