@@ -102,6 +102,16 @@ impl Stack {
     /// Like [`Stack::start`], after `before(dir, base_port)` wrote files that
     /// `palisade up` then keeps (it only creates what is missing).
     pub fn start_with(before: impl FnOnce(&Path, u16)) -> Self {
+        Self::start_wrapped(before, |_| Vec::new())
+    }
+
+    /// Like [`Stack::start_with`], with `palisade up` run by the command
+    /// `wrapper(dir)` returns (program and arguments, before `palisade up …`), e.g.
+    /// `unshare` to give it a mount namespace of its own.
+    pub fn start_wrapped(
+        before: impl FnOnce(&Path, u16),
+        wrapper: impl FnOnce(&Path) -> Vec<String>,
+    ) -> Self {
         require_tool("etcd", "apt-get install etcd-server");
         require_tool("etcdctl", "apt-get install etcd-client");
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -109,7 +119,7 @@ impl Stack {
         let base = free_port_block();
         std::fs::create_dir_all(&dir).expect("state dir");
         before(&dir, base);
-        let up = start_up(&dir, base);
+        let up = start_up_wrapped(&dir, base, &wrapper(&dir));
         let etcd = Etcd {
             client_port: base + 4,
         };
@@ -311,14 +321,26 @@ fn read_signer(path: &Path) -> SignerKey {
 }
 
 fn start_up(dir: &Path, base: u16) -> Running {
-    let mut cmd = palisade();
-    cmd.args([
-        "up",
-        "--dir",
-        &dir.display().to_string(),
-        "--base-port",
-        &base.to_string(),
-    ]);
+    start_up_wrapped(dir, base, &[])
+}
+
+fn start_up_wrapped(dir: &Path, base: u16, wrapper: &[String]) -> Running {
+    let up_args = [
+        "up".to_string(),
+        "--dir".into(),
+        dir.display().to_string(),
+        "--base-port".into(),
+        base.to_string(),
+    ];
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_palisade"));
+            c
+        }
+        None => palisade(),
+    };
+    cmd.args(up_args);
     let mut up = Running::spawn(cmd);
     up.wait_for("ready", Duration::from_secs(60));
     up
