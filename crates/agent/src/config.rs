@@ -271,6 +271,21 @@ impl ProcessConfig for AgentConfig {
                 ),
             ));
         }
+        // An agent that needs no witness would accept a checkpoint only the log's key
+        // signed: a fork shown to this agent alone would pass. There is no setting
+        // for that.
+        if self.log.witnesses.is_empty() {
+            return Err(FieldError::new(
+                "log.witnesses",
+                "at least one witness is needed: without one, a log (or whoever holds its key) could show this agent a fork no one else sees",
+            ));
+        }
+        if self.log.witness_quorum == 0 {
+            return Err(FieldError::new(
+                "log.witness_quorum",
+                "must be at least 1: a quorum of 0 accepts checkpoints no witness cosigned",
+            ));
+        }
         self.log.policy().map_err(|e| FieldError::new("log", e))?;
         if self.etcd.endpoints.is_empty() {
             return Err(FieldError::new("etcd.endpoints", "at least one endpoint"));

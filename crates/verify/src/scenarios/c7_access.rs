@@ -30,6 +30,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         v,
         C7,
         Scope::Local,
+        "c7-agent-needs-a-witness",
+        "The deployment's agent configuration without witnesses, or with a witness quorum of 0, does not start (palisade agent serve and check refuse it, naming the setting)",
+        agent_needs_a_witness,
+    );
+    push(
+        v,
+        C7,
+        Scope::Local,
         "c7-refusal-flood",
         "A flood of an off-call operator's requests: each refused, the budget logged one by one, the rest counted in one summary entry",
         refusal_flood,
@@ -42,6 +50,70 @@ pub fn add(v: &mut Vec<Scenario>) {
         "A burst of etcd.status across a minute boundary gets at most 60 (60/min), not twice that",
         window_edge,
     );
+}
+
+fn agent_needs_a_witness(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let dir = super::scratch(cx, "agent-witnesses")?;
+        let text = std::fs::read_to_string(l.dir.join("agent/agent.toml"))?;
+        if !text.contains("witness_quorum = ") {
+            bail!("the deployment's agent.toml names no witness_quorum");
+        }
+        let no_witness: String = text
+            .lines()
+            .filter(|line| {
+                !line.starts_with("witnesses = ") && !line.starts_with("witness_quorum = ")
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let quorum_zero: String = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("witness_quorum = ") {
+                    "witness_quorum = 0\n".to_string()
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        let mut evidence = Vec::new();
+        for (name, config, field) in [
+            ("no-witness", no_witness, "log.witnesses"),
+            ("quorum-zero", quorum_zero, "log.witness_quorum"),
+        ] {
+            let path = dir.join(format!("{name}.toml"));
+            std::fs::write(&path, config)?;
+            for sub in ["serve", "check"] {
+                let out = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    tokio::process::Command::new(&l.exe)
+                        .args(["agent", sub, "--config"])
+                        .arg(&path)
+                        .stdin(std::process::Stdio::null())
+                        .kill_on_drop(true)
+                        .output(),
+                )
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("palisade agent {sub} with {name}.toml still runs after 30 s")
+                })??;
+                let err = String::from_utf8_lossy(&out.stderr);
+                if out.status.success() || !err.contains(field) {
+                    bail!(
+                        "palisade agent {sub} with {name}.toml exited {} without naming {field}: {}",
+                        out.status,
+                        super::short(&err)
+                    );
+                }
+                evidence.push(format!(
+                    "{name}: palisade agent {sub} exits {} naming {field}",
+                    out.status.code().unwrap_or(-1)
+                ));
+            }
+        }
+        Ok(evidence)
+    })
 }
 
 /// A client of the log service holding the certificate `role`-`name` from the
