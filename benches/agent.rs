@@ -128,6 +128,7 @@ async fn main() {
         log: log_policy.clone(),
         max_ttl: Duration::from_secs(600),
         clock_skew: Duration::from_secs(30),
+        max_cosignature_age: Duration::from_secs(300),
     };
     let state_path = tmp.path().join("agent-state.redb");
     let state = AgentState::new(palisade_state::open_embedded(&state_path).expect("redb"));

@@ -659,3 +659,54 @@ async fn a_newer_approved_policy_is_accepted_while_the_agent_runs() {
     let r = stack.refused(&stack.logged_request(&p).await).await;
     assert_refused(&r, RefusalCode::PolicyMismatch, "this agent verified");
 }
+
+/// The real log's checkpoint for a real intent, re-cosigned by the (stolen) witness
+/// key at `cosigned_at`: what an insider holding the log's and the witness's keys
+/// could show the agent from a view frozen at that time.
+fn recosigned(stack: &Stack, proof: &str, cosigned_at: i64) -> String {
+    let parsed = TlogProof::parse(proof.as_bytes()).expect("proof");
+    let text = parsed.checkpoint().text().to_string();
+    let mut note = Note::new(text.clone()).expect("note");
+    note.sign(&stack.log_signer()).expect("log signature");
+    note.cosign(
+        &stack.witness_signer(),
+        u64::try_from(cosigned_at).expect("time"),
+    )
+    .expect("cosign");
+    let at = proof.find(&text).expect("the note in the proof");
+    format!(
+        "{}{}",
+        &proof[..at],
+        String::from_utf8(note.to_bytes()).expect("utf8")
+    )
+}
+
+/// A checkpoint whose witness cosignatures are older than the agent's bound (5
+/// minutes) is refused, even with every signature valid: a frozen or withheld view
+/// cannot be fed to the agent. The same request cosigned now runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_cosigned_too_long_ago_is_refused() {
+    let stack = Stack::start();
+    let now = Timestamp::now().unix_seconds();
+    let p = stack.prepare("etcd.health", &[]);
+    let req = stack.logged_request(&p).await;
+    for age in [301, 3600, 86_400 * 30] {
+        let mut old = req.clone();
+        old.proof = recosigned(&stack, &req.proof, now - age);
+        let r = stack.refused(&old).await;
+        assert_refused(&r, RefusalCode::StaleCheckpoint, "within the last 300 s");
+    }
+    // Cosigned "in the future" beyond the clock skew: refused as well.
+    let mut future = req.clone();
+    future.proof = recosigned(&stack, &req.proof, now + 3600);
+    let r = stack.refused(&future).await;
+    assert_refused(&r, RefusalCode::StaleCheckpoint, "frozen or withheld");
+    // Nothing was spent: the same dispatch, cosigned within the bound, runs.
+    let mut fresh = req.clone();
+    fresh.proof = recosigned(&stack, &req.proof, now - 200);
+    let result = stack
+        .send(&fresh)
+        .await
+        .expect("a fresh enough checkpoint runs");
+    assert_eq!(result.outcome, ResultOutcome::Succeeded);
+}

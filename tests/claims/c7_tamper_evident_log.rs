@@ -807,3 +807,64 @@ async fn a_tenant_cannot_read_another_tenants_log() {
     run.signal("TERM");
     run.wait_exit(Duration::from_secs(30));
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let path = e.path();
+        let target = to.join(e.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+/// Freshness: every log is cosigned again at least every `[checkpoint]
+/// max_interval_secs`, appends or not, so that a frozen copy of the log (served by an
+/// insider to hide what came after) fails `audit verify --max-age`, while the honest
+/// log, idle all along, passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_log_fails_max_age_and_the_idle_honest_one_passes() {
+    let mut stack = Stack::start();
+    let config = stack.dir.join("log/log.toml");
+    let mut toml = std::fs::read_to_string(&config).expect("log.toml");
+    toml.push_str("\n[checkpoint]\nmax_interval_secs = 2\n");
+    std::fs::write(&config, toml).expect("write log.toml");
+    stack.restart();
+    append_events(&stack, 3).await;
+    stack.stored_checkpoint().await;
+    let frozen = stack.dir.join("frozen");
+    copy_tree(&stack.tiles(), &frozen);
+    let frozen_dir = frozen.display().to_string();
+    // Fresh at first: the copy is the log as it is now.
+    let out = stack.audit_from(&["--dir", &frozen_dir], &["--max-age", "30s"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Six idle seconds later, three intervals: the copy is stale, the log is not.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let out = stack.audit_from(&["--dir", &frozen_dir], &["--max-age", "4s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("is not fresh") && t.contains("withheld"), "{t}");
+    let out = stack.audit(&["--max-age", "4s"]);
+    assert!(out.status.success(), "the idle honest log: {}", text(&out));
+    // --max-age means nothing without the witnesses it is about.
+    let d = stack.dir.display().to_string();
+    let out = palisade()
+        .args([
+            "audit",
+            "verify",
+            "--dir",
+            &frozen_dir,
+            "--origin",
+            ORIGIN,
+            "--log-key",
+        ])
+        .arg(format!("@{d}/log/keys/palisade.local_log.pub"))
+        .args(["--max-age", "5m"])
+        .output()
+        .expect("audit");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--witness-key"), "{}", text(&out));
+}

@@ -22,7 +22,10 @@
 //!    dispatch's SHA-256 and whose fields (event id, tenant, cluster, instance,
 //!    actor, action, parameters, policy) are the dispatch's.
 //! 8. **Log**: the entry is included in a checkpoint signed by the cluster log's key
-//!    and cosigned by the configured witness quorum.
+//!    and cosigned by the configured witness quorum, each of those cosignatures made
+//!    within the last `max_cosignature_age` (C2SP cosignatures carry their time; the
+//!    log has its checkpoint cosigned again at least every minute, idle or not), so
+//!    a frozen or long-withheld view cannot be fed to the agent.
 //! 9. **View**: that checkpoint is consistent with the newest checkpoint this agent
 //!    accepted before (same root at the same size; a valid consistency proof from the
 //!    older size), so a forked, rewritten or rolled-back log is refused.
@@ -60,6 +63,8 @@ pub struct AcceptorConfig {
     pub log: LogPolicy,
     pub max_ttl: Duration,
     pub clock_skew: Duration,
+    /// How old the quorum's cosignatures of a checkpoint may be.
+    pub max_cosignature_age: Duration,
 }
 
 /// A dispatch that passed every check; only [`Acceptor::accept`] makes one.
@@ -275,6 +280,7 @@ impl Acceptor {
         let verified = proof
             .verify(&entry, &c.log)
             .map_err(|e| refuse(RefusalCode::NotInLog, e.to_string()))?;
+        check_fresh(&verified, c, now)?;
         let new = verified.checkpoint().clone();
         let new_note = verified.note().to_bytes();
 
@@ -483,4 +489,46 @@ fn check_consistent(
             old.size()
         )),
     }
+}
+
+/// Step 8, freshness: at least the quorum of distinct witnesses cosigned the
+/// checkpoint within `max_cosignature_age` of `now` (and not beyond the clock skew
+/// in the future).
+fn check_fresh(
+    verified: &palisade_tlog::checkpoint::VerifiedCheckpoint,
+    c: &AcceptorConfig,
+    now: Timestamp,
+) -> Result<(), Refusal> {
+    let quorum = c.log.quorum();
+    if quorum == 0 {
+        return Ok(());
+    }
+    let now = now.unix_seconds();
+    let max_age = i64::try_from(c.max_cosignature_age.as_secs()).unwrap_or(i64::MAX);
+    let skew = i64::try_from(c.clock_skew.as_secs()).unwrap_or(i64::MAX);
+    let mut fresh: Vec<[u8; 32]> = Vec::new();
+    let mut newest: Option<i64> = None;
+    for cosig in verified.cosignatures() {
+        let at = i64::try_from(cosig.timestamp()).unwrap_or(i64::MAX);
+        newest = Some(newest.map_or(at, |n: i64| n.max(at)));
+        if at >= now.saturating_sub(max_age) && at <= now.saturating_add(skew) {
+            fresh.push(cosig.witness().public_key());
+        }
+    }
+    fresh.sort_unstable();
+    fresh.dedup();
+    if fresh.len() >= quorum {
+        return Ok(());
+    }
+    let age = newest.map_or_else(
+        || "no cosignature".to_string(),
+        |n| format!("the newest cosignature is {} s old", now.saturating_sub(n)),
+    );
+    Err(refuse(
+        RefusalCode::StaleCheckpoint,
+        format!(
+            "only {} of the {quorum} required witnesses cosigned this checkpoint within the last {max_age} s ({age}): a frozen or withheld view of the log is refused",
+            fresh.len()
+        ),
+    ))
 }

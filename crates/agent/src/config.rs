@@ -142,6 +142,13 @@ pub struct LogTrust {
     /// How many of them must have cosigned a checkpoint.
     #[serde(default)]
     pub witness_quorum: usize,
+    /// How old (in seconds) the quorum's cosignatures of a checkpoint may be.
+    #[serde(default = "default_max_cosignature_age")]
+    pub max_cosignature_age_secs: u64,
+}
+
+fn default_max_cosignature_age() -> u64 {
+    300
 }
 
 impl LogTrust {
@@ -278,6 +285,12 @@ impl ProcessConfig for AgentConfig {
             return Err(FieldError::new(
                 "log.witnesses",
                 "at least one witness is needed: without one, a log (or whoever holds its key) could show this agent a fork no one else sees",
+            ));
+        }
+        if !(60..=86_400).contains(&self.log.max_cosignature_age_secs) {
+            return Err(FieldError::new(
+                "log.max_cosignature_age_secs",
+                "must be between 60 (the log cosigns at least every minute) and 86400",
             ));
         }
         if self.log.witness_quorum == 0 {

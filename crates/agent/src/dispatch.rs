@@ -223,6 +223,9 @@ pub enum RefusalCode {
     /// The checkpoint is not consistent with what the agent saw: a forked or
     /// rewritten log.
     Inconsistent,
+    /// The checkpoint's witness cosignatures are older than the agent accepts: a
+    /// frozen or withheld view of the log.
+    StaleCheckpoint,
     Unavailable,
 }
 

@@ -114,6 +114,7 @@ impl Agent {
                 log,
                 max_ttl: Duration::from_secs(cfg.max_dispatch_ttl_secs),
                 clock_skew: Duration::from_secs(cfg.clock_skew_secs),
+                max_cosignature_age: Duration::from_secs(cfg.log.max_cosignature_age_secs),
             },
             Box::new(TufPolicy {
                 trust: cfg.trust.clone(),

@@ -92,6 +92,20 @@ struct VerifyArgs {
     /// Created on the first run.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Fail when the witnesses you name (`--witness-key`, at least the quorum of
+    /// them) did not cosign the log's checkpoint within this long (e.g. `5m`): every
+    /// log is cosigned again at least every minute, idle or not, so an older view is
+    /// a frozen or withheld one.
+    #[arg(long, value_name = "DURATION", value_parser = parse_age, requires = "witness_keys")]
+    max_age: Option<u64>,
+}
+
+/// `30s`, `5m`, `1h`, `7d`, in seconds.
+fn parse_age(text: &str) -> Result<u64, String> {
+    palisade_policy::model::Duration::parse(text)
+        .map(|d| d.as_secs())
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("{text:?} is not a duration like 90s, 5m, 1h or 7d"))
 }
 
 #[derive(clap::Args)]
@@ -167,6 +181,32 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
 
+    if let Some(max_age) = args.max_age {
+        // The log verified: its history is kept even if it is not fresh.
+        if let Some(path) = &args.state {
+            report.state.save(path)?;
+        }
+        let now = palisade_core::time::Timestamp::now().unix_seconds();
+        let fresh = audit::fresh_witnesses(&report.cosignatures, now, max_age);
+        if fresh < policy.quorum().max(1) {
+            print_report(&report, &policy, args.state.as_deref());
+            let newest = report.cosignatures.iter().map(|c| c.timestamp).max();
+            let age = newest.map_or_else(
+                || "no witness cosigned it".to_string(),
+                |t| {
+                    format!(
+                        "its newest cosignature is {} s old",
+                        now - i64::try_from(t).unwrap_or(0)
+                    )
+                },
+            );
+            anyhow::bail!(
+                "the log {} is not fresh: {age}, and {fresh} of the {} required witnesses cosigned within --max-age {max_age} s. Every log is cosigned again at least every minute: this view is frozen, or newer checkpoints are withheld from you",
+                policy.origin(),
+                policy.quorum().max(1)
+            );
+        }
+    }
     if let Some(path) = &args.state {
         report.state.save(path)?;
     }

@@ -150,6 +150,7 @@ impl LogSettings {
             key: self.key.clone(),
             witnesses: self.witnesses.clone(),
             witness_quorum: self.witness_quorum,
+            max_cosignature_age_secs: 300,
         }
         .policy()
     }

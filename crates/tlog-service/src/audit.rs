@@ -659,6 +659,23 @@ pub struct WitnessCosignature {
     pub timestamp: u64,
 }
 
+/// How many distinct witnesses cosigned within `max_age_secs` of `now` (POSIX
+/// seconds), not in the future beyond a minute of clock skew.
+pub fn fresh_witnesses(cosignatures: &[WitnessCosignature], now: i64, max_age_secs: u64) -> usize {
+    let max_age = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
+    let mut fresh: Vec<[u8; 32]> = cosignatures
+        .iter()
+        .filter(|c| {
+            let at = i64::try_from(c.timestamp).unwrap_or(i64::MAX);
+            at >= now.saturating_sub(max_age) && at <= now.saturating_add(60)
+        })
+        .map(|c| c.key.public_key())
+        .collect();
+    fresh.sort_unstable();
+    fresh.dedup();
+    fresh.len()
+}
+
 /// What a successful [`verify`] established.
 #[derive(Debug, Clone)]
 pub struct AuditReport {

@@ -27,6 +27,8 @@ pub struct LogConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub batch: BatchSettings,
+    #[serde(default)]
+    pub checkpoint: CheckpointSettings,
     pub tls: TlsFiles,
     /// Bearer tokens with which tenants read their clusters' logs.
     #[serde(default, rename = "reader")]
@@ -90,6 +92,29 @@ pub struct BatchSettings {
     /// in the journal are written out (0: by every batch, without a journal).
     #[serde(default = "default_publish_interval_ms")]
     pub publish_interval_ms: u64,
+}
+
+/// `[checkpoint]`: how fresh every log's witnessed checkpoint is kept.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSettings {
+    /// A log with witnesses gets fresh cosignatures at least this often, appends or
+    /// not, so that time moves forward in every log: an idle log and a frozen one
+    /// look different to a customer who checks the cosignatures' age.
+    #[serde(default = "default_max_interval_secs")]
+    pub max_interval_secs: u64,
+}
+
+fn default_max_interval_secs() -> u64 {
+    60
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        Self {
+            max_interval_secs: default_max_interval_secs(),
+        }
+    }
 }
 
 fn default_max_entries() -> usize {
@@ -209,6 +234,12 @@ impl ProcessConfig for LogConfig {
             return Err(FieldError::new(
                 "batch.max_delay_ms",
                 "must be at most 10000",
+            ));
+        }
+        if !(1..=3600).contains(&self.checkpoint.max_interval_secs) {
+            return Err(FieldError::new(
+                "checkpoint.max_interval_secs",
+                "must be between 1 and 3600",
             ));
         }
         if self.batch.publish_interval_ms > 60_000 {

@@ -69,6 +69,10 @@ pub struct BatchConfig {
     /// checkpoint are written to storage at most this often (and when the log
     /// closes). Zero: every batch writes them before it is acknowledged.
     pub publish_interval: Duration,
+    /// With witnesses: the checkpoint is cosigned again when this long passed since
+    /// its newest cosignatures, appends or not (C2SP cosignatures carry their time),
+    /// so that a frozen log cannot pass for an idle one.
+    pub max_checkpoint_interval: Duration,
 }
 
 impl Default for BatchConfig {
@@ -77,6 +81,7 @@ impl Default for BatchConfig {
             max_entries: 1024,
             max_delay: Duration::from_millis(5),
             publish_interval: Duration::ZERO,
+            max_checkpoint_interval: Duration::from_secs(60),
         }
     }
 }
@@ -466,6 +471,8 @@ struct Sequencer {
     /// With a journal: what it holds that storage does not, and when storage was last
     /// brought up to date.
     journal: Option<Journaled>,
+    /// When the witness quorum last cosigned the checkpoint.
+    last_witnessed: tokio::time::Instant,
 }
 
 struct Journaled {
@@ -548,6 +555,11 @@ pub async fn start(
         published,
         storing: None,
         journal,
+        // The stored cosignatures' age is not known here: an idle log is cosigned
+        // again right after it starts.
+        last_witnessed: tokio::time::Instant::now()
+            .checked_sub(batch.max_checkpoint_interval)
+            .unwrap_or_else(tokio::time::Instant::now),
     };
     let batch = BatchConfig {
         max_entries: batch.max_entries.clamp(1, MAX_BATCH_ENTRIES),
@@ -853,15 +865,19 @@ impl Sequencer {
                 .as_ref()
                 .filter(|j| !j.journal.is_empty())
                 .map(|j| j.last_publish + j.interval);
-            let first = match due {
-                None => rx.recv().await,
-                Some(at) => tokio::select! {
-                    p = rx.recv() => p,
-                    () = tokio::time::sleep_until(at) => {
-                        self.publish(false).await;
-                        continue;
-                    }
-                },
+            // With witnesses, the checkpoint is cosigned again once it is due.
+            let refresh = (!self.witnesses.clients.is_empty())
+                .then(|| self.last_witnessed + batch.max_checkpoint_interval);
+            let first = tokio::select! {
+                p = rx.recv() => p,
+                () = sleep_until_or_never(due) => {
+                    self.publish(false).await;
+                    continue;
+                }
+                () = sleep_until_or_never(refresh) => {
+                    self.refresh_cosignatures().await;
+                    continue;
+                }
             };
             let Some(first) = first else { break };
             let mut pending = vec![first];
@@ -1101,6 +1117,28 @@ impl Sequencer {
         Ok(())
     }
 
+    /// An idle log's checkpoint, cosigned again: the same tree, fresh cosignature
+    /// timestamps, stored and published like a batch's.
+    async fn refresh_cosignatures(&mut self) {
+        match self.collect_cosignatures().await {
+            Ok(()) => {
+                let _ = self.published.send(Published {
+                    size: self.edge.frontier.size(),
+                    note: Bytes::from(self.note.to_bytes()),
+                });
+                // With a journal, the checkpoint reaches storage with the next
+                // publication; here, at once.
+                self.publish(true).await;
+            }
+            Err((got, need, detail)) => {
+                // Tried again after the interval: a witness outage must not turn
+                // into a busy loop.
+                self.last_witnessed = tokio::time::Instant::now();
+                tracing::warn!(origin = %self.origin, got, need, %detail, "the idle checkpoint could not be cosigned again");
+            }
+        }
+    }
+
     /// Step 4: asks every witness to cosign; stores the cosigned checkpoint.
     async fn collect_cosignatures(&mut self) -> Result<(), (usize, usize, String)> {
         if self.witnesses.clients.is_empty() {
@@ -1146,6 +1184,7 @@ impl Sequencer {
             self.note = note;
         }
         if got >= need {
+            self.last_witnessed = tokio::time::Instant::now();
             Ok(())
         } else {
             Err((got, need, problems.join("; ")))
@@ -1198,6 +1237,14 @@ impl Sequencer {
 }
 
 /// The verifier key text for a log key, as customers and agents configure it.
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub fn verifier_text(key: &SignerKey) -> String {
     key.verifier().to_string()
 }

@@ -279,6 +279,9 @@ impl LogService {
             max_entries: self.config.batch.max_entries,
             max_delay: self.config.batch.max_delay(),
             publish_interval: self.config.batch.publish_interval(),
+            max_checkpoint_interval: std::time::Duration::from_secs(
+                self.config.checkpoint.max_interval_secs,
+            ),
         };
         let witnesses = WitnessSet {
             clients,

@@ -894,6 +894,7 @@ fn journaled() -> BatchConfig {
         max_entries: 16,
         max_delay: Duration::from_millis(2),
         publish_interval: Duration::from_secs(3600),
+        ..BatchConfig::default()
     }
 }
 
@@ -1126,7 +1127,10 @@ async fn recording_witness_add(
         Some(std::slice::from_ref(&w.log_key)),
         *state,
         &w.key,
-        1_700_000_000,
+        // The witness's clock, as a real one cosigns.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     );
     let (status, text) = match answer {
         Ok(cosigned) => {
@@ -1146,6 +1150,97 @@ async fn recording_witness_add(
         axum::http::StatusCode::from_u16(status).expect("status"),
         text,
     )
+}
+
+/// An idle log is cosigned again every `max_checkpoint_interval`: the same tree, with
+/// fresh cosignature timestamps, stored and published; so a log that stopped
+/// checkpointing (frozen, or withheld) shows its age to whoever checks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_log_is_cosigned_again_every_interval() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let backend = Backend::local();
+    let log = backend.log("clusters/idle");
+    let witness_key =
+        SignerKey::generate("witness.test/recording", KeyType::Cosignature).expect("witness key");
+    let witness = Arc::new(RecordingWitness {
+        key: witness_key.clone(),
+        log_key: log.key.verifier(),
+        state: std::sync::Mutex::new(None),
+        answers: std::sync::Mutex::new(Vec::new()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new()
+        .route(
+            "/add-checkpoint",
+            axum::routing::post(recording_witness_add),
+        )
+        .with_state(witness.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let writer = sequencer::start(
+        &log.origin,
+        log.key.clone(),
+        log.store.clone(),
+        BatchConfig {
+            max_checkpoint_interval: Duration::from_secs(1),
+            ..BatchConfig::default()
+        },
+        WitnessSet {
+            clients: vec![palisade_tlog_service::witness_client::WitnessClient::new(
+                "recording",
+                &url,
+                witness_key.verifier(),
+                reqwest::Client::new(),
+            )],
+            quorum: 1,
+        },
+    )
+    .await
+    .expect("open");
+    let policy = LogPolicy::new(&log.origin, log.key.verifier())
+        .and_then(|p| p.with_witnesses(vec![witness_key.verifier()], 1))
+        .expect("policy");
+    let cosigned_at = |note: &[u8]| {
+        policy
+            .verify(note)
+            .expect("a witnessed checkpoint")
+            .cosignatures()[0]
+            .timestamp()
+    };
+    writer.append(entry(0)).await.expect("append");
+    let first = writer.published();
+    let first_at = cosigned_at(&first.note);
+    // No append for 3.5 s.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let later = writer.published();
+    assert_eq!(later.size, 1, "nothing was appended");
+    let later_at = cosigned_at(&later.note);
+    assert!(
+        later_at >= first_at + 2,
+        "cosigned at {first_at}, and still only at {later_at} after 3.5 idle seconds"
+    );
+    // The same tree each time (old size = new size = 1), every request cosigned.
+    let answers = witness.answers.lock().expect("answers").clone();
+    let refreshes = answers
+        .iter()
+        .filter(|&&(old, new, _)| old == 1 && new == 1)
+        .count();
+    assert!(refreshes >= 2, "{answers:?}");
+    assert!(
+        answers.iter().all(|&(_, _, status)| status == 200),
+        "{answers:?}"
+    );
+    // And storage holds the fresh one: a reader sees the log's age.
+    let stored = log
+        .store
+        .read("checkpoint")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(cosigned_at(&stored) >= first_at + 2);
+    writer.close().await;
 }
 
 /// A restarted log sends each witness the size it last cosigned (learned from the

@@ -238,6 +238,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         v,
         C7,
         Scope::Local,
+        "c7-agent-stale-checkpoint",
+        "The real log's checkpoint, cosigned with the stolen log and witness keys 10 minutes ago (a frozen view), is refused; cosigned now, the same dispatch runs",
+        stale_checkpoint,
+    );
+    push(
+        v,
+        C7,
+        Scope::Local,
         "c7-agent-impostor-log-key",
         "A checkpoint signed by a key that is not the log's is refused",
         impostor,
@@ -852,6 +860,49 @@ fn unwitnessed(cx: &Ctx) -> BoxFut<'_> {
                 RefusalCode::NotInLog,
                 "cosignature stripped",
             )?,
+        ])
+    })
+}
+
+fn stale_checkpoint(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let honest = l.prepare("etcd.health", &[])?;
+        let (req, index) = l.logged_request(&honest).await?;
+        let recosigned = |at: i64| -> anyhow::Result<String> {
+            let parsed = palisade_tlog::proof::TlogProof::parse(req.proof.as_bytes())?;
+            let text = parsed.checkpoint().text().to_string();
+            let mut note = palisade_tlog::note::Note::new(text.clone())?;
+            note.sign(&l.log_signer()?)?;
+            note.cosign(&l.witness_signer()?, u64::try_from(at)?)?;
+            let at = req
+                .proof
+                .find(&text)
+                .ok_or_else(|| anyhow!("the checkpoint is not in the proof"))?;
+            Ok(format!(
+                "{}{}",
+                &req.proof[..at],
+                String::from_utf8(note.to_bytes())?
+            ))
+        };
+        let now = palisade_core::time::Timestamp::now().unix_seconds();
+        let mut old = req.clone();
+        old.proof = recosigned(now - 600)?;
+        let refused = expect_code(
+            &l.refused(&old).await?,
+            RefusalCode::StaleCheckpoint,
+            "cosigned 600 s ago",
+        )?;
+        let mut fresh = req.clone();
+        fresh.proof = recosigned(now)?;
+        let ran = l
+            .send(&fresh)
+            .await
+            .map_err(|e| anyhow!("the same dispatch cosigned now was refused: {e}"))?;
+        Ok(vec![
+            format!("intent {index} really logged"),
+            refused,
+            format!("cosigned now: ran ({:?})", ran.outcome),
         ])
     })
 }
