@@ -11,11 +11,7 @@ use common::palisade;
 const EXAMPLE: &str = include_str!("../../deploy/agent/agent.example.toml");
 
 fn variant(edit: impl Fn(&str) -> Option<String>) -> String {
-    EXAMPLE
-        .lines()
-        .filter_map(edit)
-        .map(|l| l + "\n")
-        .collect()
+    EXAMPLE.lines().filter_map(edit).map(|l| l + "\n").collect()
 }
 
 /// `palisade agent <sub> --config <text>`: its exit status and standard error.
