@@ -868,3 +868,127 @@ async fn a_frozen_log_fails_max_age_and_the_idle_honest_one_passes() {
     assert!(!out.status.success());
     assert!(text(&out).contains("--witness-key"), "{}", text(&out));
 }
+
+/// `palisade audit watch --once` of the demo log from `source`, with `state`.
+fn watch_once(stack: &Stack, source: &[&str], state: &std::path::Path, extra: &[&str]) -> Output {
+    let d = stack.dir.display().to_string();
+    palisade()
+        .args(["audit", "watch", "--once"])
+        .args(source)
+        .args([
+            "--origin",
+            ORIGIN,
+            "--log-key",
+            &format!("@{d}/log/keys/palisade.local_log.pub"),
+            "--witness-key",
+            &format!("@{d}/witness/keys/palisade.local_witness.pub"),
+        ])
+        .arg("--state")
+        .arg(state)
+        .args(extra)
+        .output()
+        .expect("run palisade audit watch")
+}
+
+/// `palisade audit watch`: quiet while the log only grows and stays fresh; an alarm
+/// (exit 2, or the --on-alarm program) on a stale view, a rollback and a fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_watch_alarms_on_a_stale_view_a_rollback_and_a_fork() {
+    let mut stack = Stack::start();
+    let config = stack.dir.join("log/log.toml");
+    let mut toml = std::fs::read_to_string(&config).expect("log.toml");
+    toml.push_str("\n[checkpoint]\nmax_interval_secs = 2\n");
+    std::fs::write(&config, toml).expect("write log.toml");
+    stack.restart();
+    append_events(&stack, 3).await;
+    let d = stack.dir.display().to_string();
+    let token = format!("@{d}/tenant-demo.token");
+    let ca = format!("{d}/pki/ca.crt");
+    let url = stack.log_url("demo");
+    let live = [
+        "--url",
+        url.as_str(),
+        "--token",
+        token.as_str(),
+        "--ca",
+        ca.as_str(),
+    ];
+    let state = stack.dir.join("watch.state");
+
+    let out = watch_once(&stack, &live, &state, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ok palisade.local/log/demo size 3"),
+        "{}",
+        text(&out)
+    );
+
+    // A copy frozen now; the log goes on.
+    stack.stored_checkpoint().await;
+    let frozen = stack.dir.join("frozen");
+    copy_tree(&stack.tiles(), &frozen);
+    let frozen_dir = frozen.display().to_string();
+    append_events(&stack, 2).await;
+    let out = watch_once(&stack, &live, &state, &[]);
+    assert!(out.status.success(), "the log grew: {}", text(&out));
+
+    // Shown the frozen copy, smaller than what was proven: a rollback.
+    let out = watch_once(&stack, &["--dir", &frozen_dir], &state, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("ALARM rollback"), "{}", text(&out));
+
+    // A state of the same size with another root: a fork.
+    let forked_state = stack.dir.join("forked.state");
+    let mut s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("json");
+    s["root"] = serde_json::Value::String(
+        palisade_tlog::hash::Hash::from_hex(&"07".repeat(32))
+            .expect("hash")
+            .to_base64(),
+    );
+    std::fs::write(&forked_state, s.to_string()).expect("write");
+    let out = watch_once(&stack, &live, &forked_state, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("ALARM fork"), "{}", text(&out));
+
+    // The frozen copy, on its own, goes stale; the program runs with the alarm.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let fresh_state = stack.dir.join("frozen.state");
+    let record = stack.dir.join("alarm.txt");
+    let program = stack.dir.join("alarm.sh");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\necho \"$PALISADE_ALARM $PALISADE_LOG\" >> {}\n",
+            record.display()
+        ),
+    )
+    .expect("write the alarm program");
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let out = watch_once(
+        &stack,
+        &["--dir", &frozen_dir],
+        &fresh_state,
+        &[
+            "--max-age",
+            "3s",
+            "--on-alarm",
+            program.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("ALARM stale"), "{}", text(&out));
+    let recorded = std::fs::read_to_string(&record).expect("the alarm program ran");
+    assert_eq!(
+        recorded.trim(),
+        "stale palisade.local/log/demo",
+        "{recorded}"
+    );
+    // The live log, idle as long, is fresh.
+    let out = watch_once(&stack, &live, &state, &["--max-age", "3s"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -4,7 +4,8 @@
 //!   checkpoint, its witnesses, every tile and entry, and — with `--state` — that the
 //!   log only grew since the last run;
 //! - `proof` writes an offline proof (C2SP tlog-proof) that one entry is in the log;
-//! - `check-proof` checks such a file against the entry, without the network.
+//! - `check-proof` checks such a file against the entry, without the network;
+//! - `watch` keeps checking the log ([`crate::audit_watch`]).
 //!
 //! The checks live in `palisade_tlog_service::audit`; this module parses arguments
 //! and prints.
@@ -37,11 +38,15 @@ enum AuditCommand {
     Proof(ProofArgs),
     /// Check an offline proof file against the entry it proves, without the network.
     CheckProof(CheckProofArgs),
+    /// Keep checking the log: consistent with what was proven before, and freshly
+    /// cosigned by your witnesses; alarm (exit 2, or --on-alarm) on a fork, a
+    /// rollback or a stale view.
+    Watch(crate::audit_watch::WatchArgs),
 }
 
 /// Where to read the log.
 #[derive(clap::Args)]
-struct SourceArgs {
+pub(crate) struct SourceArgs {
     /// The log's read URL: it serves `checkpoint` and `tile/…` below it
     /// (e.g. https://log.example/logs/c1).
     #[arg(
@@ -66,7 +71,7 @@ struct SourceArgs {
 
 /// What the customer trusts about the log.
 #[derive(clap::Args)]
-struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     /// The log's origin, e.g. palisade.example/clusters/c1.
     #[arg(long)]
     origin: String,
@@ -75,7 +80,7 @@ struct PolicyArgs {
     log_key: String,
     /// A witness's verifier key, or `@FILE`. Repeat for several witnesses.
     #[arg(long = "witness-key", value_name = "VKEY")]
-    witness_keys: Vec<String>,
+    pub(crate) witness_keys: Vec<String>,
     /// How many distinct witnesses must have cosigned. Default: all of them.
     #[arg(long, value_name = "N", requires = "witness_keys")]
     quorum: Option<usize>,
@@ -101,7 +106,7 @@ struct VerifyArgs {
 }
 
 /// `30s`, `5m`, `1h`, `7d`, in seconds.
-fn parse_age(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_age(text: &str) -> Result<u64, String> {
     palisade_policy::model::Duration::parse(text)
         .map(|d| d.as_secs())
         .filter(|s| *s > 0)
@@ -150,6 +155,10 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify(args) => runtime.block_on(verify(args)),
         AuditCommand::Proof(args) => runtime.block_on(proof(args)),
         AuditCommand::CheckProof(args) => check_proof(args),
+        AuditCommand::Watch(args) => {
+            drop(runtime);
+            crate::audit_watch::run(args)
+        }
     }
 }
 
@@ -348,7 +357,7 @@ fn print_checked(index: u64, verified: &VerifiedCheckpoint, policy: &LogPolicy) 
     );
 }
 
-fn source(args: &SourceArgs) -> anyhow::Result<Source> {
+pub(crate) fn source(args: &SourceArgs) -> anyhow::Result<Source> {
     match (&args.dir, &args.url) {
         (Some(dir), _) => Ok(Source::dir(dir)?),
         (None, Some(url)) => {
@@ -359,7 +368,7 @@ fn source(args: &SourceArgs) -> anyhow::Result<Source> {
     }
 }
 
-fn policy(args: &PolicyArgs) -> anyhow::Result<LogPolicy> {
+pub(crate) fn policy(args: &PolicyArgs) -> anyhow::Result<LogPolicy> {
     let log_key = verifier_key(&args.log_key, "--log-key")?;
     let policy = LogPolicy::new(&args.origin, log_key).context("--origin / --log-key")?;
     if args.witness_keys.is_empty() {

@@ -659,6 +659,92 @@ pub struct WitnessCosignature {
     pub timestamp: u64,
 }
 
+/// What one look at a log found ([`watch_step`]).
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// The log as it is now: trust it from here on.
+    pub state: TrustedState,
+    pub cosignatures: Vec<WitnessCosignature>,
+}
+
+/// One look at a log for `palisade audit watch`: its current checkpoint (signed by
+/// the log, cosigned by the quorum) is consistent with `previous`: not smaller (a
+/// rollback), not another root at the same size, and, when it grew, the consistency
+/// proof computed from its tiles (authenticated against the new root) verifies. It
+/// reads only the checkpoint and the tiles that proof needs, not every entry.
+pub async fn watch_step(
+    source: &Source,
+    policy: &LogPolicy,
+    previous: Option<&TrustedState>,
+) -> Result<Watched, AuditError> {
+    if let Some(prev) = previous {
+        if prev.origin != policy.origin() {
+            return Err(AuditError::StateOrigin {
+                state: prev.origin.clone(),
+                log: policy.origin().to_owned(),
+            });
+        }
+    }
+    let verified = source.checkpoint(policy).await?;
+    let checkpoint = verified.checkpoint();
+    let (size, root) = (checkpoint.size(), *checkpoint.root());
+    if let Some(prev) = previous {
+        if prev.size > size {
+            return Err(AuditError::RolledBack {
+                origin: prev.origin.clone(),
+                trusted: prev.size,
+                size,
+            });
+        }
+        let fork = || AuditError::Fork {
+            origin: prev.origin.clone(),
+            trusted: prev.size,
+            before: prev.root.to_base64(),
+            now: root.to_base64(),
+        };
+        if prev.size == size {
+            if prev.root != root {
+                return Err(fork());
+            }
+        } else if prev.size > 0 {
+            let handle = tokio::runtime::Handle::try_current()
+                .ok()
+                .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+                .ok_or(AuditError::NeedsMultiThreadRuntime)?;
+            let fetcher = SourceFetcher {
+                source,
+                size,
+                handle,
+            };
+            let reader = TileHashReader::new(size, root, &fetcher);
+            let proof =
+                palisade_tlog::tree::consistency_proof(prev.size, size, &reader).map_err(|e| {
+                    AuditError::ProofTiles {
+                        reason: e.to_string(),
+                    }
+                })?;
+            palisade_tlog::tree::verify_consistency(prev.size, size, &prev.root, &root, &proof)
+                .map_err(|_| fork())?;
+        }
+    }
+    Ok(Watched {
+        state: TrustedState {
+            origin: policy.origin().to_owned(),
+            size,
+            root,
+        },
+        cosignatures: verified
+            .cosignatures()
+            .iter()
+            .map(|c| WitnessCosignature {
+                name: c.witness().name().to_string(),
+                key: c.witness().clone(),
+                timestamp: c.timestamp(),
+            })
+            .collect(),
+    })
+}
+
 /// How many distinct witnesses cosigned within `max_age_secs` of `now` (POSIX
 /// seconds), not in the future beyond a minute of clock skew.
 pub fn fresh_witnesses(cosignatures: &[WitnessCosignature], now: i64, max_age_secs: u64) -> usize {
