@@ -396,3 +396,113 @@ async fn the_tenant_reads_the_output_and_the_verifier_checks_it() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// `palisade audit events` of the demo log through the log's read API (not the
+/// gateway), in `format`.
+fn audit_events(stack: &Stack, format: &str) -> std::process::Output {
+    let d = stack.dir.display().to_string();
+    common::palisade()
+        .args(["audit", "events", "--url"])
+        .arg(format!("https://127.0.0.1:{}/logs/demo", stack.base + 1))
+        .args(["--token", &format!("@{d}/tenant-demo.token")])
+        .args(["--ca", &format!("{d}/pki/ca.crt")])
+        .args(["--origin", "palisade.local/log/demo"])
+        .args([
+            "--log-key",
+            &format!("@{d}/log/keys/palisade.local_log.pub"),
+        ])
+        .args([
+            "--witness-key",
+            &format!("@{d}/witness/keys/palisade.local_witness.pub"),
+        ])
+        .args(["-o", format])
+        .output()
+        .expect("run palisade audit events")
+}
+
+/// The customer reads the log themselves, straight from its tiles: every event,
+/// proven against the witnessed checkpoint, as a timeline, JSON lines and
+/// Kubernetes audit events; a second result logged for an intent (by a gateway
+/// certificate, saying the action failed) is flagged and fails the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_reads_every_event_from_the_tiles_and_a_second_result_is_flagged() {
+    let stack = Stack::start();
+    let gw = stack.gateway();
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, done) = gw
+        .run(&token, "demo", "etcd.status", None, &[], TICKET, REASON)
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let id = done["id"].as_str().expect("operation id").to_string();
+    let result_index = done["result_index"].as_u64().expect("result index");
+    let wait_for = |format: &'static str, want: String| {
+        let stack = &stack;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let out = audit_events(stack, format);
+                let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+                if stdout.contains(&want) {
+                    return (out, stdout);
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no {want:?} in {format}: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    let (out, table) = wait_for("table", format!("result  {id} succeeded")).await;
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.contains(&format!("intent  {id} etcd.status on demo-0")),
+        "{table}"
+    );
+    assert!(
+        table.contains("every one proven against the checkpoint"),
+        "{table}"
+    );
+
+    let (_, json) = wait_for("json", format!("\"intent\":\"{id}\"")).await;
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let result = lines
+        .iter()
+        .find(|l| l["index"] == result_index)
+        .expect("the result's line");
+    assert_eq!(result["event"]["outcome"], "succeeded", "{result}");
+    assert_eq!(result["problems"], serde_json::json!([]), "{result}");
+
+    let (_, k8s) = wait_for("k8s-audit", "audit.k8s.io/v1".to_string()).await;
+    for line in k8s.lines() {
+        let e: Value = serde_json::from_str(line).expect("audit event");
+        assert_eq!(e["apiVersion"], "audit.k8s.io/v1", "{e}");
+        assert_eq!(e["kind"], "Event", "{e}");
+    }
+
+    // A gateway certificate logs a second result for the same intent ("failed").
+    let mut forged: Value = result["event"].clone();
+    forged["event_id"] = Value::String("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee".into());
+    forged["outcome"] = Value::String("failed".into());
+    forged.as_object_mut().expect("object").remove("output");
+    forged
+        .as_object_mut()
+        .expect("object")
+        .remove("output_digest");
+    let entry = palisade_core::canonical::to_canonical_vec(&forged).expect("canonical");
+    let appended = stack
+        .dispatcher
+        .append("demo", &entry)
+        .await
+        .expect("append");
+    let (out, table) = wait_for("table", format!("{:>7}", appended.index)).await;
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table.contains(&format!("a second result for intent {id}")),
+        "{table}"
+    );
+}

@@ -5,7 +5,9 @@
 //!   log only grew since the last run;
 //! - `proof` writes an offline proof (C2SP tlog-proof) that one entry is in the log;
 //! - `check-proof` checks such a file against the entry, without the network;
-//! - `watch` keeps checking the log ([`crate::audit_watch`]).
+//! - `watch` keeps checking the log ([`crate::audit_watch`]);
+//! - `events` prints the log's events, read and proven from its tiles
+//!   ([`crate::audit_events`]).
 //!
 //! The checks live in `palisade_tlog_service::audit`; this module parses arguments
 //! and prints.
@@ -42,6 +44,10 @@ enum AuditCommand {
     /// cosigned by your witnesses; alarm (exit 2, or --on-alarm) on a fork, a
     /// rollback or a stale view.
     Watch(crate::audit_watch::WatchArgs),
+    /// Read every event of the log straight from its tiles, each proven against the
+    /// signed, witnessed checkpoint, checked, and printed as a timeline, JSON lines
+    /// or Kubernetes audit events.
+    Events(crate::audit_events::EventsArgs),
 }
 
 /// Where to read the log.
@@ -158,6 +164,10 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         AuditCommand::Watch(args) => {
             drop(runtime);
             crate::audit_watch::run(args)
+        }
+        AuditCommand::Events(args) => {
+            drop(runtime);
+            crate::audit_events::run(args)
         }
     }
 }

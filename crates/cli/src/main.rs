@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod agent_cmd;
 mod audit_cmd;
+mod audit_events;
 mod audit_watch;
 mod backup_cmd;
 mod gateway_cmd;

@@ -198,7 +198,11 @@ pub fn to_k8s_audit(
         .or_else(|| Event::from_log_entry(&entry).ok());
     let mut annotations = serde_json::Map::new();
     annotations.insert("palisade.dev/log-index".into(), json!(e.index.to_string()));
-    annotations.insert("palisade.dev/tlog-proof".into(), json!(proof));
+    // An entry verified with the whole log (`palisade audit events`) has no proof
+    // of its own.
+    if !e.proof.is_empty() {
+        annotations.insert("palisade.dev/tlog-proof".into(), json!(proof));
+    }
     let base = |audit_id: String, stage: &str, time: String, user: Value| {
         json!({
             "kind": "Event",

@@ -659,6 +659,56 @@ pub struct WitnessCosignature {
     pub timestamp: u64,
 }
 
+/// Every entry of the log at `source`, as its current checkpoint (verified against
+/// `policy`) covers them, with that checkpoint. The entries are read from their
+/// bundles in order and hashed into the tree again: the root must be the
+/// checkpoint's, so each entry returned is proven to be in the log at its index.
+/// (All entries are held in memory: for very large logs, verify with [`verify`].)
+pub async fn read_entries(
+    source: &Source,
+    policy: &LogPolicy,
+) -> Result<(VerifiedCheckpoint, Vec<Bytes>), AuditError> {
+    let verified = source.checkpoint(policy).await?;
+    let size = verified.checkpoint().size();
+    let mut frontier = Frontier::new();
+    let mut entries = Vec::new();
+    let mut index = 0;
+    while index < size {
+        let id = TileId::in_tree(0, index / WIDTH, size)
+            .ok_or(AuditError::IndexOutOfRange { index, size })?;
+        let bundle = source.bundle(id, size).await?;
+        let parsed = parse_bundle(&bundle.data).map_err(|reason| AuditError::BadBundle {
+            object: bundle.object.clone(),
+            reason,
+        })?;
+        let want = usize::try_from((size - index).min(WIDTH)).unwrap_or(usize::MAX);
+        if parsed.len() < want {
+            return Err(AuditError::BundleWidth {
+                object: bundle.object.clone(),
+                want,
+                got: parsed.len(),
+                size,
+            });
+        }
+        for e in parsed.into_iter().take(want) {
+            frontier
+                .append(leaf_hash(e))
+                .map_err(|_| AuditError::SizeTooLarge { size })?;
+            entries.push(Bytes::copy_from_slice(e));
+        }
+        index += WIDTH;
+    }
+    let computed = frontier.root();
+    if computed != *verified.checkpoint().root() {
+        return Err(AuditError::RootMismatch {
+            size,
+            computed: computed.to_base64(),
+            checkpoint: verified.checkpoint().root().to_base64(),
+        });
+    }
+    Ok((verified, entries))
+}
+
 /// What one look at a log found ([`watch_step`]).
 #[derive(Debug, Clone)]
 pub struct Watched {

@@ -1,0 +1,204 @@
+//! `palisade audit events`: the customer reads their cluster's log themselves.
+//!
+//! The entries come straight from the log's tiles (a directory, or the log's read
+//! API), never through the gateway: every entry is hashed into the tree again and
+//! the root must be the one the log signed and the witnesses cosigned
+//! ([`audit::read_entries`]). Each is then decoded and checked — a result's logged
+//! output against its digest, a result against the intent it names (earlier in the
+//! log, one result per intent) — and printed as a timeline, as JSON lines, or as
+//! Kubernetes `audit.k8s.io/v1` Event lines for an audit pipeline.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use palisade_core::event::Event;
+use palisade_gateway::customer::{intent_targets, to_k8s_audit, ProvenEvent};
+use palisade_tlog_service::audit;
+use serde_json::{json, Value};
+
+use crate::audit_cmd::{policy, source, PolicyArgs, SourceArgs};
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    K8sAudit,
+}
+
+#[derive(clap::Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Print entries from this index on (all are read and checked).
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// `table` (a timeline), `json` (one object per line: index, event, checks) or
+    /// `k8s-audit` (one audit.k8s.io/v1 Event per line).
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+/// What the checks found about one entry.
+#[derive(Default)]
+struct Checks {
+    problems: Vec<String>,
+}
+
+pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    crate::lifecycle::runtime()?.block_on(events(args))
+}
+
+async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let policy = policy(&args.policy)?;
+    let source = source(&args.source)?;
+    let (checkpoint, entries) = audit::read_entries(&source, &policy)
+        .await
+        .map_err(|e| anyhow::anyhow!("the log {} did not verify: {e}", policy.origin()))?;
+    let cluster = policy
+        .origin()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+
+    // Decode and check, in log order.
+    let mut intents: HashMap<String, u64> = HashMap::new();
+    let mut results: HashMap<String, u64> = HashMap::new();
+    let mut rows = Vec::new();
+    for (i, bytes) in entries.iter().enumerate() {
+        let index = i as u64;
+        let mut checks = Checks::default();
+        let event = Event::from_log_entry(bytes);
+        match &event {
+            Ok(Event::Intent(e)) => {
+                if intents.insert(e.event_id.to_string(), index).is_some() {
+                    checks
+                        .problems
+                        .push(format!("intent {} is logged twice", e.event_id));
+                }
+            }
+            Ok(Event::Result(r)) => {
+                if let Err(e) = r.check_output() {
+                    checks.problems.push(format!("output: {e}"));
+                }
+                match intents.get(r.intent.as_str()) {
+                    None => checks.problems.push(format!(
+                        "a result for intent {}, which is not earlier in the log",
+                        r.intent
+                    )),
+                    Some(_) => {
+                        if let Some(first) = results.insert(r.intent.to_string(), index) {
+                            checks.problems.push(format!(
+                                "a second result for intent {} (the first is at {first})",
+                                r.intent
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => checks.problems.push(format!("not a Palisade event: {e}")),
+        }
+        rows.push((index, bytes, event, checks));
+    }
+    let pending: Vec<&String> = intents
+        .keys()
+        .filter(|id| !results.contains_key(*id))
+        .collect();
+
+    let proven: Vec<ProvenEvent> = rows
+        .iter()
+        .map(|(index, bytes, _, _)| ProvenEvent {
+            index: *index,
+            event: serde_json::from_slice(bytes).unwrap_or(Value::Null),
+            proof: String::new(),
+        })
+        .collect();
+    let targets = intent_targets(&proven);
+    let problems: usize = rows.iter().map(|r| r.3.problems.len()).sum();
+    for ((index, _, event, checks), p) in rows.iter().zip(&proven) {
+        if *index < args.from {
+            continue;
+        }
+        match args.output {
+            Format::K8sAudit => println!("{}", to_k8s_audit(&cluster, p, &targets)),
+            Format::Json => println!(
+                "{}",
+                json!({"index": index, "event": p.event, "problems": checks.problems})
+            ),
+            Format::Table => println!("{}", row(*index, event, checks)),
+        }
+    }
+    if args.output == Format::Table {
+        println!(
+            "--\n{} entries, every one proven against the checkpoint of size {} (root {}), signed by the log and cosigned by {} witness(es)",
+            entries.len(),
+            checkpoint.checkpoint().size(),
+            checkpoint.checkpoint().root().to_base64(),
+            checkpoint.cosignatures().len()
+        );
+        if !pending.is_empty() {
+            println!(
+                "{} intent(s) without a result yet (an action still running, or a result the gateway is still appending)",
+                pending.len()
+            );
+        }
+    }
+    if problems > 0 {
+        eprintln!("error: {problems} problem(s) in the log's events; see the entries marked !");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of the timeline.
+fn row(
+    index: u64,
+    event: &Result<Event, palisade_core::event::EventError>,
+    checks: &Checks,
+) -> String {
+    let mark = if checks.problems.is_empty() { " " } else { "!" };
+    let body = match event {
+        Ok(Event::Intent(e)) => format!(
+            "{} intent  {} {} on {} by {} ({}: {})",
+            e.time,
+            e.event_id,
+            e.action,
+            e.instance.as_ref().map_or("-".into(), |i| i.to_string()),
+            e.actor.id,
+            e.justification.ticket,
+            palisade_core::sanitize::escape(&e.justification.reason, 80)
+        ),
+        Ok(Event::Result(r)) => format!(
+            "{} result  {} {}{}{}",
+            r.time,
+            r.intent,
+            r.outcome.as_str(),
+            if r.reconciled { " (reconciled)" } else { "" },
+            r.detail
+                .as_deref()
+                .map(|d| format!(": {}", palisade_core::sanitize::escape(d, 120)))
+                .unwrap_or_default()
+        ),
+        Ok(Event::Refusal(r)) => format!(
+            "{} refusal {} {} by {} ({})",
+            r.time,
+            r.status,
+            r.action.as_str(),
+            r.actor.as_ref().map_or("-".into(), |a| a.to_string()),
+            serde_json::to_value(r.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ),
+        Err(_) => "(not a Palisade event)".to_string(),
+    };
+    let problems = if checks.problems.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", checks.problems.join("; "))
+    };
+    format!("{mark}{index:>7}  {body}{problems}")
+}
