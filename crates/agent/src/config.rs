@@ -468,12 +468,16 @@ mod tests {
         let log = SignerKey::generate("palisade.local/log", KeyType::Ed25519)
             .expect("log key")
             .verifier();
+        let witness = SignerKey::generate("palisade.local/witness", KeyType::Cosignature)
+            .expect("witness key")
+            .verifier();
         let text = format!(
             "listen = \"127.0.0.1:7403\"\ntenant = \"demo\"\ncluster = \"demo\"\n\
              instance = \"demo-0\"\nstate = \"state.redb\"\nsigning_key = \"keys/agent.key\"\n\
              gateway_keys = [\"keys/gateway.pub\"]\n\n\
              [tls]\nca = \"ca.crt\"\ncert = \"agent.crt\"\nkey = \"agent.key\"\n\n\
-             [log]\norigin = \"palisade.local/log/demo\"\nkey = \"{log}\"\n\n\
+             [log]\norigin = \"palisade.local/log/demo\"\nkey = \"{log}\"\n\
+             witnesses = [\"{witness}\"]\nwitness_quorum = 1\n\n\
              [trust]\nrepo = \"repo\"\nroot = \"root.json\"\ndatastore = \"tuf\"\n\n\
              [etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n\n\
              [backup]\n{store}\nkms_socket = \"unix:///run/palisade/kms.sock\"\n"

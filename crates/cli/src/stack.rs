@@ -109,6 +109,16 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
             d = dir.display(),
             stem = file_stem(BASE_ORIGIN),
             wstem = file_stem(WITNESS_NAME),
+        ),
+            format!(
+            "palisade audit watch --url https://{log}/logs/demo --token @{d}/tenant-demo.token --ca {d}/pki/ca.crt \\\n       \
+             --origin {BASE_ORIGIN}/demo --log-key @{d}/log/keys/{stem}.pub \\\n       \
+             --witness-key @{d}/witness/keys/{wstem}.pub --state {d}/tenant-demo.watch.state\n     \
+             (keeps checking that the log only grows and stays freshly cosigned; `audit events` with the same options prints it)",
+            log = port(1)?,
+            d = dir.display(),
+            stem = file_stem(BASE_ORIGIN),
+            wstem = file_stem(WITNESS_NAME),
         )],
     })
 }
