@@ -705,3 +705,74 @@ async fn the_gateway_killed_mid_backup_does_not_stop_the_backup_and_its_result_i
     assert_eq!(status, 200, "{op}");
     assert!(op["output"].to_string().contains(&backup_id), "{op}");
 }
+
+/// Two gateway replicas sharing their state in etcd: the one driving a backup is
+/// killed; the other replica takes the operation over once the owner's lease ran out,
+/// asks the agent and logs its signed result, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_finishes_what_a_killed_gateway_replica_was_driving() {
+    let mut stack = Stack::start();
+    let etcd = harness::StateEtcd::start();
+    let shared = |t: String| etcd.gateway_config(&t, "/palisade-faults");
+    let (mut replica_a, gw_a) = harness::second_gateway(&stack, "replica-a", shared);
+    let (_replica_b, gw_b) = harness::second_gateway(&stack, "replica-b", shared);
+    fill_etcd(&stack, 40);
+    let token = gw_a.dev_token(&stack.operator()).await;
+    let backup = {
+        let gw_a = gw_a.url.clone();
+        let http = client(&stack);
+        let token = token.clone();
+        tokio::spawn(async move { run_action(&http, &gw_a, &token, "etcd.backup").await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stack
+        .agent_output()
+        .iter()
+        .any(|l| l.contains("dispatch accepted") && l.contains("action=etcd.backup"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never accepted the backup"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replica_a.signal("KILL");
+    replica_a.wait_exit(Duration::from_secs(10));
+    let killed = Instant::now();
+    let sent = backup.await.expect("backup request");
+    assert!(
+        sent.answer.is_err(),
+        "replica A answered although it was killed: {sent:?}"
+    );
+    let id = backup_operation(&mut stack, &sent);
+    // The lease is 20 s: replica B takes over after it, within the 30 s bound plus
+    // the lease.
+    let deadline = killed + Duration::from_secs(50);
+    let result = loop {
+        if let Some(r) = result_of(&stack, &id).await {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no result for {id} 50 s after replica A was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(result.outcome.as_str(), "succeeded", "{result:?}");
+    assert!(result.reconciled, "{result:?}");
+    // Replica B's operation record says the same, and the log has one result.
+    let token_b = gw_b.dev_token(&stack.operator()).await;
+    let (status, op) = gw_b
+        .call("GET", &format!("/v1/operations/{id}"), Some(&token_b), None)
+        .await;
+    assert_eq!(status, 200, "{op}");
+    assert_eq!(op["outcome"], "succeeded", "{op}");
+    let results = log_events(&stack)
+        .await
+        .expect("log")
+        .into_iter()
+        .filter(|(_, e)| matches!(e, Event::Result(r) if r.intent.as_str() == id))
+        .count();
+    assert_eq!(results, 1);
+}
