@@ -400,6 +400,10 @@ async fn the_tenant_reads_the_output_and_the_verifier_checks_it() {
 /// `palisade audit events` of the demo log through the log's read API (not the
 /// gateway), in `format`.
 fn audit_events(stack: &Stack, format: &str) -> std::process::Output {
+    audit_events_with(stack, format, &[])
+}
+
+fn audit_events_with(stack: &Stack, format: &str, extra: &[&str]) -> std::process::Output {
     let d = stack.dir.display().to_string();
     common::palisade()
         .args(["audit", "events", "--url"])
@@ -416,6 +420,7 @@ fn audit_events(stack: &Stack, format: &str) -> std::process::Output {
             &format!("@{d}/witness/keys/palisade.local_witness.pub"),
         ])
         .args(["-o", format])
+        .args(extra)
         .output()
         .expect("run palisade audit events")
 }
@@ -484,6 +489,22 @@ async fn the_tenant_reads_every_event_from_the_tiles_and_a_second_result_is_flag
         assert_eq!(e["kind"], "Event", "{e}");
     }
 
+    // With the agent's key, the customer checks that the agent signed every
+    // outcome it alone can know.
+    let agent_key = stack.dir.join("agent/keys/agent.pub").display().to_string();
+    let signed = audit_events_with(&stack, "table", &["--agent-key", &agent_key]);
+    let t = String::from_utf8_lossy(&signed.stdout).to_string();
+    assert!(
+        signed.status.success(),
+        "{t}{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    assert!(
+        t.contains("result(s) signed by an agent and checked"),
+        "{t}"
+    );
+    assert!(!t.contains(" 0 result(s) signed"), "{t}");
+
     // A gateway certificate logs a second result for the same intent ("failed").
     let mut forged: Value = result["event"].clone();
     forged["event_id"] = Value::String("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee".into());
@@ -503,6 +524,29 @@ async fn the_tenant_reads_every_event_from_the_tiles_and_a_second_result_is_flag
     assert_eq!(out.status.code(), Some(1), "{table}");
     assert!(
         table.contains(&format!("a second result for intent {id}")),
+        "{table}"
+    );
+    // Its copied agent signature does not cover "failed" without the output.
+    let checked = audit_events_with(&stack, "table", &["--agent-key", &agent_key]);
+    let t = String::from_utf8_lossy(&checked.stdout).to_string();
+    assert_eq!(checked.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("failed result: the agent's signature does not verify"),
+        "{t}"
+    );
+    // And one without any agent signature is the gateway's word alone.
+    forged["event_id"] = Value::String("dddddddddddddddddddddddddddddddd".into());
+    forged.as_object_mut().expect("object").remove("agent");
+    let entry = palisade_core::canonical::to_canonical_vec(&forged).expect("canonical");
+    let appended = stack
+        .dispatcher
+        .append("demo", &entry)
+        .await
+        .expect("append");
+    let (out, table) = wait_for("table", format!("{:>7}", appended.index)).await;
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table.contains("failed result without the agent's signature: the gateway wrote it alone"),
         "{table}"
     );
 }

@@ -415,6 +415,7 @@ async fn the_logged_intent_must_be_exactly_this_dispatch() {
         output: None,
         detail: None,
         reconciled: false,
+        agent: None,
     });
     let (entry, appended) = stack.log_event(&result_event).await;
     let fresh = stack

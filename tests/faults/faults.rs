@@ -251,16 +251,31 @@ async fn invariants_now(
 ) -> Result<String, String> {
     let events = log_events(stack).await?;
     let mut intents = BTreeSet::new();
+    let mut intent_events = BTreeMap::new();
     let mut results: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     for (index, event) in &events {
         match event {
             Event::Intent(i) => {
                 intents.insert(i.event_id.to_string());
+                intent_events.insert(i.event_id.to_string(), (**i).clone());
             }
-            Event::Result(r) => results
-                .entry(r.intent.to_string())
-                .or_default()
-                .push((*index, r.outcome.as_str().to_string())),
+            Event::Result(r) => {
+                results
+                    .entry(r.intent.to_string())
+                    .or_default()
+                    .push((*index, r.outcome.as_str().to_string()));
+                // What only the agent can say, the agent signed, reconciled or not.
+                let agents_word = matches!(r.outcome.as_str(), "succeeded" | "failed");
+                if let (true, Some(intent)) = (agents_word, intent_events.get(r.intent.as_str())) {
+                    if let Err(e) = palisade_agent::dispatch::AgentResult::verify_logged(
+                        intent,
+                        r,
+                        &stack.agent_keys,
+                    ) {
+                        panic!("result {index} ({}): {e}", r.outcome.as_str());
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -636,7 +651,7 @@ async fn the_agent_killed_mid_backup_logs_it_interrupted_and_leaves_no_partial_o
     fill_etcd(&stack, 40);
     let token = stack.gateway().dev_token(&stack.operator()).await;
     let backup = backup_accepted(&mut stack, &token).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     kill_and_wait(Arc::new(stack.dir.clone()), "agent serve").await;
     let fault_ended = Instant::now();
     let sent = backup.await.expect("backup request");
@@ -675,7 +690,7 @@ async fn the_gateway_killed_mid_backup_does_not_stop_the_backup_and_its_result_i
     fill_etcd(&stack, 40);
     let token = stack.gateway().dev_token(&stack.operator()).await;
     let backup = backup_accepted(&mut stack, &token).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     kill_and_wait(Arc::new(stack.dir.clone()), "gateway serve").await;
     let fault_ended = Instant::now();
     let sent = backup.await.expect("backup request");
@@ -736,7 +751,7 @@ async fn a_replica_finishes_what_a_killed_gateway_replica_was_driving() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     replica_a.signal("KILL");
     replica_a.wait_exit(Duration::from_secs(10));
     let killed = Instant::now();

@@ -15,7 +15,9 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use palisade_core::canonical::{from_canonical_slice, to_canonical_vec, CanonicalError};
-use palisade_core::event::{ParamValue, PolicyRef};
+use palisade_core::event::{
+    AgentAttestation, IntentEvent, Outcome, ParamValue, PolicyRef, ResultEvent,
+};
 use palisade_core::time::Timestamp;
 use palisade_core::{
     ActionName, ClusterId, EventId, InstanceId, OperatorId, Sha256Digest, TenantId,
@@ -175,6 +177,81 @@ pub struct AgentResult {
 }
 
 impl AgentResult {
+    /// What a result event carries of this result signed in `envelope`.
+    pub fn attestation(&self, envelope: &Envelope) -> Option<AgentAttestation> {
+        let signature = envelope.signatures.first()?;
+        Some(AgentAttestation {
+            output_schema: self.output_schema.clone(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            log_size_seen: self.log_size_seen,
+            error: self.error.clone(),
+            keyid: signature.keyid.clone(),
+            sig: signature.sig.clone(),
+        })
+    }
+
+    /// The agent's signed statement rebuilt from a logged result and its intent,
+    /// and checked against `agent_keys`. `Err` says why it cannot be rebuilt (a
+    /// result the gateway wrote alone, an output too large to log) or does not
+    /// verify (a result the agent did not sign).
+    pub fn verify_logged(
+        intent: &IntentEvent,
+        result: &ResultEvent,
+        agent_keys: &[PublicKey],
+    ) -> Result<AgentResult, String> {
+        let a = result
+            .agent
+            .as_ref()
+            .ok_or("it carries no agent signature: the gateway wrote it alone")?;
+        let outcome = match result.outcome {
+            Outcome::Succeeded => ResultOutcome::Succeeded,
+            Outcome::Failed => ResultOutcome::Failed,
+            other => {
+                return Err(format!(
+                    "an agent never signs the outcome {}",
+                    other.as_str()
+                ))
+            }
+        };
+        if result.output_digest.is_some() && result.output.is_none() {
+            return Err(
+                "its output was too large to log, so the agent's signature cannot be checked"
+                    .into(),
+            );
+        }
+        let rebuilt = AgentResult {
+            schema: RESULT_SCHEMA.into(),
+            dispatch_digest: intent.dispatch_digest,
+            event_id: intent.event_id.clone(),
+            cluster: intent.cluster.clone(),
+            instance: intent
+                .instance
+                .clone()
+                .ok_or("its intent names no instance")?,
+            action: intent.action.clone(),
+            outcome,
+            output_schema: a.output_schema.clone(),
+            output: result.output.clone(),
+            output_digest: result.output_digest,
+            error: a.error.clone(),
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            log_size_seen: a.log_size_seen,
+        };
+        let payload = to_canonical_vec(&rebuilt).map_err(|e| e.to_string())?;
+        let envelope = Envelope {
+            payload: BASE64.encode(&payload),
+            payload_type: RESULT_PAYLOAD_TYPE.into(),
+            signatures: vec![palisade_policy::dsse::EnvelopeSignature {
+                keyid: a.keyid.clone(),
+                sig: a.sig.clone(),
+            }],
+        };
+        AgentResult::verify(&envelope, agent_keys)
+            .map_err(|e| format!("the agent's signature does not verify ({e}): the agent did not sign this outcome, output or intent"))
+    }
+
     pub fn sign(&self, key: &SigningKey) -> Result<Envelope, CanonicalError> {
         Ok(Envelope::sign(
             RESULT_PAYLOAD_TYPE,

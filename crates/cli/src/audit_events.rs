@@ -5,8 +5,10 @@
 //! the root must be the one the log signed and the witnesses cosigned
 //! ([`audit::read_entries`]). Each is then decoded and checked — a result's logged
 //! output against its digest, a result against the intent it names (earlier in the
-//! log, one result per intent) — and printed as a timeline, as JSON lines, or as
-//! Kubernetes `audit.k8s.io/v1` Event lines for an audit pipeline.
+//! log, one result per intent), a `succeeded` or `failed` result against the agent's
+//! signature (rebuilt from the result and its intent; with `--agent-key`, verified)
+//! — and printed as a timeline, as JSON lines, or as Kubernetes `audit.k8s.io/v1`
+//! Event lines for an audit pipeline.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -34,6 +36,12 @@ pub struct EventsArgs {
     /// Print entries from this index on (all are read and checked).
     #[arg(long, default_value_t = 0)]
     from: u64,
+    /// An agent's public key file (`agent.pub`, as the provider's inventory lists
+    /// it). Repeat for each instance. With them, every `succeeded` or `failed` result
+    /// must carry a signature of one of these agents over exactly its outcome, output
+    /// and intent.
+    #[arg(long = "agent-key", value_name = "FILE")]
+    agent_keys: Vec<std::path::PathBuf>,
     /// `table` (a timeline), `json` (one object per line: index, event, checks) or
     /// `k8s-audit` (one audit.k8s.io/v1 Event per line).
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -53,6 +61,11 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
 async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let policy = policy(&args.policy)?;
     let source = source(&args.source)?;
+    let agent_keys = args
+        .agent_keys
+        .iter()
+        .map(|p| palisade_policy::keys::PublicKey::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let (checkpoint, entries) = audit::read_entries(&source, &policy)
         .await
         .map_err(|e| anyhow::anyhow!("the log {} did not verify: {e}", policy.origin()))?;
@@ -64,6 +77,9 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
         .to_string();
 
     // Decode and check, in log order.
+    let mut intent_events: HashMap<String, palisade_core::event::IntentEvent> = HashMap::new();
+    let mut unsigned_checked = 0usize;
+    let mut signatures_checked = 0usize;
     let mut intents: HashMap<String, u64> = HashMap::new();
     let mut results: HashMap<String, u64> = HashMap::new();
     let mut rows = Vec::new();
@@ -78,10 +94,37 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
                         .problems
                         .push(format!("intent {} is logged twice", e.event_id));
                 }
+                intent_events.insert(e.event_id.to_string(), (**e).clone());
             }
             Ok(Event::Result(r)) => {
                 if let Err(e) = r.check_output() {
                     checks.problems.push(format!("output: {e}"));
+                }
+                // An outcome only the agent can know is the agent's, signed.
+                let agents_word = matches!(
+                    r.outcome,
+                    palisade_core::event::Outcome::Succeeded
+                        | palisade_core::event::Outcome::Failed
+                );
+                match (agents_word, intent_events.get(r.intent.as_str())) {
+                    (true, Some(intent)) if !agent_keys.is_empty() => {
+                        match palisade_agent::dispatch::AgentResult::verify_logged(
+                            intent,
+                            r,
+                            &agent_keys,
+                        ) {
+                            Ok(_) => signatures_checked += 1,
+                            Err(e) if e.contains("too large to log") => unsigned_checked += 1,
+                            Err(e) => checks
+                                .problems
+                                .push(format!("{} result: {e}", r.outcome.as_str())),
+                        }
+                    }
+                    (true, _) if r.agent.is_none() => checks.problems.push(format!(
+                        "{} result without the agent's signature: the gateway wrote it alone",
+                        r.outcome.as_str()
+                    )),
+                    _ => {}
                 }
                 match intents.get(r.intent.as_str()) {
                     None => checks.problems.push(format!(
@@ -139,6 +182,20 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
             checkpoint.checkpoint().root().to_base64(),
             checkpoint.cosignatures().len()
         );
+        if agent_keys.is_empty() {
+            println!(
+                "agent signatures not checked: pass --agent-key for each instance's agent.pub"
+            );
+        } else {
+            println!(
+                "{signatures_checked} result(s) signed by an agent and checked{}",
+                if unsigned_checked > 0 {
+                    format!("; {unsigned_checked} with an output too large to log, whose signature cannot be checked")
+                } else {
+                    String::new()
+                }
+            );
+        }
         if !pending.is_empty() {
             println!(
                 "{} intent(s) without a result yet (an action still running, or a result the gateway is still appending)",

@@ -175,6 +175,31 @@ pub struct ResultEvent {
     /// restart) and learnt the outcome by asking the agent again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reconciled: bool,
+    /// The agent's signature over this result, with what it signed that the result
+    /// and its intent do not already say; present on every result the agent gave
+    /// (`succeeded`, `failed`), absent on those the gateway writes alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentAttestation>,
+}
+
+/// What the customer needs, beside a result event and its intent, to rebuild the
+/// agent's signed statement about it (`palisade.dev/agent-result/v1`, a DSSE
+/// envelope) and check the agent's signature: so that no gateway can log an outcome
+/// or an output the agent did not sign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentAttestation {
+    pub output_schema: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// The size of the newest checkpoint the agent had accepted.
+    pub log_size_seen: u64,
+    /// The agent's error text exactly as signed (the result's `detail` is escaped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The DSSE signature: its key id hint and base64 signature.
+    pub keyid: String,
+    pub sig: String,
 }
 
 /// Which gateway step turned a request down.

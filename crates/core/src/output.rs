@@ -64,6 +64,7 @@ mod tests {
             output: Some(output),
             detail: None,
             reconciled: false,
+            agent: None,
         }
     }
 

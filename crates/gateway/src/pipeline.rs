@@ -860,6 +860,7 @@ impl Gateway {
                         Outcome::NotDispatched,
                         None,
                         Some(detail),
+                        None,
                     )
                     .await;
             }
@@ -907,6 +908,7 @@ impl Gateway {
         if let Err(e) = saved.and(pending) {
             tracing::warn!(error = %e, "cannot record the operation's progress");
         }
+        let mut attestation = None;
         let (result_outcome, detail, output_digest) = match outcome {
             Ok(done) => {
                 let o = match done.result.outcome {
@@ -914,6 +916,7 @@ impl Gateway {
                     ResultOutcome::Failed => Outcome::Failed,
                 };
                 operation.output = done.result.output.clone();
+                attestation = done.result.attestation(&done.envelope);
                 (o, done.result.error.clone(), done.result.output_digest)
             }
             // Nothing reached the agent.
@@ -952,6 +955,7 @@ impl Gateway {
             result_outcome,
             output_digest,
             detail,
+            attestation,
         )
         .await
     }
@@ -966,6 +970,7 @@ impl Gateway {
         outcome: Outcome,
         output_digest: Option<Sha256Digest>,
         detail: Option<String>,
+        agent: Option<palisade_core::event::AgentAttestation>,
     ) -> Operation {
         let result = crate::results::result_event(
             &unresolved.cluster,
@@ -975,6 +980,7 @@ impl Gateway {
             operation.output.as_ref(),
             detail.as_deref(),
             false,
+            agent,
         );
         match self.append_result(&unresolved.cluster, &result).await {
             Some(index) => {

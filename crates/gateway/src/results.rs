@@ -134,6 +134,7 @@ pub fn result_entry(result: &ResultEvent) -> Option<Vec<u8>> {
 }
 
 /// The result event for `intent`, from what the agent signed or the gateway knows.
+#[allow(clippy::too_many_arguments)]
 pub fn result_event(
     cluster: &ClusterId,
     intent: &EventId,
@@ -142,6 +143,7 @@ pub fn result_event(
     output: Option<&serde_json::Value>,
     detail: Option<&str>,
     reconciled: bool,
+    agent: Option<palisade_core::event::AgentAttestation>,
 ) -> ResultEvent {
     ResultEvent {
         event_id: EventId::random().unwrap_or_else(|_| intent.clone()),
@@ -157,6 +159,7 @@ pub fn result_event(
         // The agent's or the log's words: escaped, so that no line can be forged.
         detail: detail.map(|d| palisade_core::sanitize::escape(d, 512)),
         reconciled,
+        agent,
     }
 }
 
@@ -306,6 +309,7 @@ impl Gateway {
                 None,
                 Some("the gateway lost the log's answer to the intent's append, so it sent nothing; the intent was found in the log afterwards"),
                 true,
+                None,
             ));
         }
         // The outcome, if unknown: the agent is asked.
@@ -317,14 +321,15 @@ impl Gateway {
                 .dispatcher()
                 .result_of(&u.agent_url, &u.operation, &u.dispatch_digest, &keys)
                 .await;
-            let (outcome, digest, output, detail) = match answer {
+            let (outcome, digest, output, detail, attestation) = match answer {
                 Ok(Lookup::Done(done)) => {
-                    let (result, _) = *done;
+                    let (result, envelope) = *done;
                     let outcome = match result.outcome {
                         palisade_agent::dispatch::ResultOutcome::Succeeded => Outcome::Succeeded,
                         palisade_agent::dispatch::ResultOutcome::Failed => Outcome::Failed,
                     };
-                    (outcome, result.output_digest, result.output, result.error)
+                    let attestation = result.attestation(&envelope);
+                    (outcome, result.output_digest, result.output, result.error, attestation)
                 }
                 Ok(Lookup::Running) => return Step::Later(Box::new(u)),
                 Ok(Lookup::NeverAccepted) if expired => (
@@ -332,6 +337,7 @@ impl Gateway {
                     None,
                     None,
                     Some("the agent never accepted the dispatch, which has expired: nothing ran".to_string()),
+                    None,
                 ),
                 Ok(Lookup::NeverAccepted) => return Step::Later(Box::new(u)),
                 Err(e) if now.unix_seconds() > deadline => (
@@ -339,6 +345,7 @@ impl Gateway {
                     None,
                     None,
                     Some(format!("the agent did not say how the dispatch ended before the gateway's deadline: {e}")),
+                    None,
                 ),
                 Err(e) => {
                     tracing::info!(operation = %u.operation, error = %short(&e), "the agent cannot say yet how a dispatch ended");
@@ -353,6 +360,7 @@ impl Gateway {
                 output.as_ref(),
                 detail.as_deref(),
                 true,
+                attestation,
             ));
         }
         let Some(result) = u.result.clone() else {
