@@ -254,6 +254,14 @@ pub fn add(v: &mut Vec<Scenario>) {
     push(
         v,
         C7,
+        Scope::Local,
+        "c7-forged-result-detected",
+        "A result forged with a gateway certificate (\"failed\" for an action that ran, with the agent's copied signature, or with none) fails the agent-signature check the customer runs; the real one passes",
+        forged_result,
+    );
+    push(
+        v,
+        C7,
         Scope::Any,
         "c7-customer-audit-verifies",
         "The customer's audit verifies the whole log (every tile, bundle, cosignature)",
@@ -923,6 +931,66 @@ fn impostor(cx: &Ctx) -> BoxFut<'_> {
             RefusalCode::NotInLog,
             "signed by an impostor log key",
         )?])
+    })
+}
+
+fn forged_result(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        use palisade_agent::dispatch::AgentResult;
+        use palisade_core::event::{Event, Outcome};
+        let l = cx.local()?;
+        let (status, op) = cx.op_run("etcd.health", &[]).await?;
+        if status != 200 {
+            bail!("etcd.health answered {status}: {op}");
+        }
+        let (intent_index, result_index) =
+            match (op["intent_index"].as_u64(), op["result_index"].as_u64()) {
+                (Some(i), Some(r)) => (i, r),
+                _ => bail!("the operation names no intent and result index: {op}"),
+            };
+        let entry_at = |index: u64| async move {
+            let page = cx.events_page(index, 1).await?;
+            let event = page["events"][0]["event"].clone();
+            let bytes = palisade_core::canonical::to_canonical_vec(&event)?;
+            Event::from_log_entry(&bytes).map_err(|e| anyhow!("entry {index}: {e}"))
+        };
+        let (Event::Intent(intent), Event::Result(result)) =
+            (entry_at(intent_index).await?, entry_at(result_index).await?)
+        else {
+            bail!("entries {intent_index} and {result_index} are not an intent and its result");
+        };
+        AgentResult::verify_logged(&intent, &result, &l.agent_keys)
+            .map_err(|e| anyhow!("the real result does not verify: {e}"))?;
+        let mut evidence = vec![format!(
+            "real result {result_index}: the agent's signature verifies"
+        )];
+        // The gateway's forgeries: "failed" with the agent's signature copied; then
+        // without any signature. Each appended with the gateway certificate.
+        let mut failed = result.clone();
+        failed.event_id = palisade_core::EventId::random().map_err(|e| anyhow!("random: {e}"))?;
+        failed.outcome = Outcome::Failed;
+        failed.output = None;
+        failed.output_digest = None;
+        let mut unsigned = failed.clone();
+        unsigned.event_id = palisade_core::EventId::random().map_err(|e| anyhow!("random: {e}"))?;
+        unsigned.agent = None;
+        for (name, forged) in [("copied signature", failed), ("no signature", unsigned)] {
+            let entry = Event::Result(forged.clone()).to_log_entry()?;
+            let appended = l
+                .dispatcher
+                .append(&cx.cluster, &entry)
+                .await
+                .map_err(|e| anyhow!("append: {e}"))?;
+            match AgentResult::verify_logged(&intent, &forged, &l.agent_keys) {
+                Ok(_) => bail!("a forged result ({name}) passed the agent-signature check"),
+                Err(e) => evidence.push(format!(
+                    "forged \"failed\" at {} ({name}): {}",
+                    appended.index,
+                    super::short(&e)
+                )),
+            }
+        }
+        Ok(evidence)
     })
 }
 
