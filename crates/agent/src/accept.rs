@@ -78,6 +78,8 @@ pub struct Accepted {
     pub log_index: u64,
     /// The size of the checkpoint that proved it (now the agent's view).
     pub log_size: u64,
+    /// That checkpoint's root hash.
+    pub log_root: palisade_tlog::hash::Hash,
     pub log_origin: String,
 }
 
@@ -338,6 +340,7 @@ impl Acceptor {
             event,
             log_index: proof.index(),
             log_size: new.size(),
+            log_root: *new.root(),
             log_origin: new.origin().to_string(),
         })
     }

@@ -174,6 +174,11 @@ pub struct AgentResult {
     pub finished_at: Timestamp,
     /// The size of the newest checkpoint the agent has accepted.
     pub log_size_seen: u64,
+    /// The root hash (base64) of the checkpoint that proved this dispatch: with its
+    /// size, the view of the log the agent acted on, which the customer checks is a
+    /// tree of their own log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_root_seen: Option<String>,
 }
 
 impl AgentResult {
@@ -185,6 +190,7 @@ impl AgentResult {
             started_at: self.started_at,
             finished_at: self.finished_at,
             log_size_seen: self.log_size_seen,
+            log_root_seen: self.log_root_seen.clone(),
             error: self.error.clone(),
             keyid: signature.keyid.clone(),
             sig: signature.sig.clone(),
@@ -238,6 +244,7 @@ impl AgentResult {
             started_at: a.started_at,
             finished_at: a.finished_at,
             log_size_seen: a.log_size_seen,
+            log_root_seen: a.log_root_seen.clone(),
         };
         let payload = to_canonical_vec(&rebuilt).map_err(|e| e.to_string())?;
         let envelope = Envelope {

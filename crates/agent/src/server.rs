@@ -264,6 +264,7 @@ impl Agent {
             started_at,
             finished_at: started_at,
             log_size_seen: accepted.log_size,
+            log_root_seen: Some(accepted.log_root.to_base64()),
         };
         // Nothing runs unless a gateway can later learn how it ended.
         self.acceptor

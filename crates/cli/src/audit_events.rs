@@ -76,6 +76,17 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default()
         .to_string();
 
+    // The root of the customer's log at every size: an agent's view must be one.
+    let mut roots = Vec::with_capacity(entries.len() + 1);
+    let mut frontier = palisade_tlog::tree::Frontier::new();
+    roots.push(frontier.root());
+    for e in &entries {
+        frontier
+            .append(palisade_tlog::hash::leaf_hash(e))
+            .map_err(|_| anyhow::anyhow!("the log is larger than a tree can be"))?;
+        roots.push(frontier.root());
+    }
+
     // Decode and check, in log order.
     let mut intent_events: HashMap<String, palisade_core::event::IntentEvent> = HashMap::new();
     let mut unsigned_checked = 0usize;
@@ -99,6 +110,13 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
             Ok(Event::Result(r)) => {
                 if let Err(e) = r.check_output() {
                     checks.problems.push(format!("output: {e}"));
+                }
+                // The view the agent acted on must be a tree of this log: an agent
+                // shown a fork says so in every result it signs afterwards.
+                if let Some(a) = &r.agent {
+                    if let Some(problem) = view_problem(&roots, a) {
+                        checks.problems.push(problem);
+                    }
                 }
                 // An outcome only the agent can know is the agent's, signed.
                 let agents_word = matches!(
@@ -210,6 +228,27 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Why the view an agent reports (size, root) is not a tree of the log whose roots by
+/// size are `roots`, if it is not.
+fn view_problem(
+    roots: &[palisade_tlog::hash::Hash],
+    a: &palisade_core::event::AgentAttestation,
+) -> Option<String> {
+    let root = a.log_root_seen.as_deref()?;
+    let size = usize::try_from(a.log_size_seen).unwrap_or(usize::MAX);
+    match roots.get(size) {
+        None => Some(format!(
+            "the agent accepted a checkpoint of size {size}, larger than your log ({}): a view your log does not contain",
+            roots.len().saturating_sub(1)
+        )),
+        Some(ours) if ours.to_base64() != root => Some(format!(
+            "the agent accepted a checkpoint your log does not contain (size {size}, root {root}; your log's root at that size is {})",
+            ours.to_base64()
+        )),
+        Some(_) => None,
+    }
+}
+
 /// One line of the timeline.
 fn row(
     index: u64,
@@ -258,4 +297,47 @@ fn row(
         format!("  [{}]", checks.problems.join("; "))
     };
     format!("{mark}{index:>7}  {body}{problems}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::view_problem;
+    use palisade_core::event::AgentAttestation;
+    use palisade_core::time::Timestamp;
+    use palisade_tlog::hash::leaf_hash;
+    use palisade_tlog::tree::Frontier;
+
+    fn attestation(size: u64, root: &str) -> AgentAttestation {
+        AgentAttestation {
+            output_schema: "palisade.dev/output/etcd-health/v1".into(),
+            started_at: Timestamp::from_unix_seconds(1),
+            finished_at: Timestamp::from_unix_seconds(2),
+            log_size_seen: size,
+            log_root_seen: Some(root.into()),
+            error: None,
+            keyid: String::new(),
+            sig: String::new(),
+        }
+    }
+
+    /// An agent's view must be a tree of the customer's own log: the root at that size.
+    #[test]
+    fn a_view_the_log_does_not_contain_is_named() {
+        let mut f = Frontier::new();
+        let mut roots = vec![f.root()];
+        for e in [b"a".as_slice(), b"b", b"c"] {
+            f.append(leaf_hash(e)).expect("append");
+            roots.push(f.root());
+        }
+        let ours = roots[2].to_base64();
+        assert_eq!(view_problem(&roots, &attestation(2, &ours)), None);
+        let mut fork = Frontier::new();
+        for e in [b"a".as_slice(), b"forged"] {
+            fork.append(leaf_hash(e)).expect("append");
+        }
+        let forked = view_problem(&roots, &attestation(2, &fork.root().to_base64()));
+        assert!(forked.is_some_and(|p| p.contains("a checkpoint your log does not contain")),);
+        let beyond = view_problem(&roots, &attestation(9, &ours));
+        assert!(beyond.is_some_and(|p| p.contains("larger than your log (3)")));
+    }
 }

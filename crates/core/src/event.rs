@@ -194,6 +194,10 @@ pub struct AgentAttestation {
     pub finished_at: Timestamp,
     /// The size of the newest checkpoint the agent had accepted.
     pub log_size_seen: u64,
+    /// The root hash (base64) of the checkpoint that proved the dispatch: the view
+    /// the agent acted on, which must be a tree of the customer's own log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_root_seen: Option<String>,
     /// The agent's error text exactly as signed (the result's `detail` is escaped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
