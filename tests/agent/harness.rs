@@ -67,6 +67,33 @@ impl Etcd {
         }
     }
 
+    /// Puts `mb` values of 1 MiB (through etcdctl's standard input), so that a
+    /// backup lasts long enough to be interrupted.
+    pub fn fill(&self, mb: usize) {
+        use std::io::Write as _;
+        let value = "x".repeat(1024 * 1024);
+        for i in 0..mb {
+            let mut put = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args([
+                    "--endpoints",
+                    &self.endpoint(),
+                    "put",
+                    &format!("/fill/{i}"),
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("etcdctl put");
+            put.stdin
+                .take()
+                .expect("stdin")
+                .write_all(value.as_bytes())
+                .expect("value");
+            assert!(put.wait().expect("etcdctl").success(), "etcdctl put failed");
+        }
+    }
+
     /// `etcdctl put` (the test's own access to etcd, standing in for kube-apiserver).
     pub fn put(&self, key: &str, value: &str) {
         let ok = Command::new("etcdctl")

@@ -220,3 +220,81 @@ async fn an_operator_certificate_authenticates_under_the_same_on_call_rule() {
         "a certificate is no way around on-call"
     );
 }
+
+/// `palisade op run` follows a running operation for `--wait-secs`, then prints what
+/// it knows, says how to follow it, and exits 3; `palisade op show` picks it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op_run_stops_following_at_its_deadline_and_says_how_to_go_on() {
+    let stack = Stack::start();
+    // The gateway answers 202 after one second; a backup of 40 MiB takes longer.
+    let config = stack.dir.join("gateway/gateway.toml");
+    let text_before = std::fs::read_to_string(&config).expect("gateway.toml");
+    let with_wait = text_before.replacen("\n[", "\nwait_secs = 1\n\n[", 1);
+    std::fs::write(&config, with_wait).expect("write gateway.toml");
+    let gateway = harness_pid(&stack.dir, "gateway serve");
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &gateway.to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    // `palisade up` starts it again with the new setting.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while harness_pid_opt(&stack.dir, "gateway serve").is_none_or(|p| p == gateway)
+        || std::net::TcpStream::connect(("127.0.0.1", stack.base)).is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not come back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    stack.etcd.fill(40);
+    let run = op(
+        &stack,
+        &[
+            "run",
+            "etcd.backup",
+            "--cluster",
+            "demo",
+            "--ticket",
+            "DEMO-2",
+            "--reason",
+            "backup before the maintenance window",
+            "--wait-secs",
+            "1",
+        ],
+    );
+    let t = text(&run);
+    assert_eq!(run.status.code(), Some(3), "{t}");
+    assert!(
+        t.contains("still running after 1 s") && t.contains("palisade op show "),
+        "{t}"
+    );
+    let id = t
+        .split("palisade op show ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .expect("the operation id")
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let show = op(&stack, &["show", &id]);
+        if show.status.success() {
+            assert!(text(&show).contains("succeeded"), "{}", text(&show));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", text(&show));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+fn harness_pid_opt(dir: &std::path::Path, needle: &str) -> Option<i32> {
+    common::processes_mentioning(dir)
+        .into_iter()
+        .filter(|l| l.contains(needle))
+        .find_map(|l| l.split(':').next().and_then(|p| p.parse().ok()))
+}
+
+fn harness_pid(dir: &std::path::Path, needle: &str) -> i32 {
+    harness_pid_opt(dir, needle).expect("the process")
+}

@@ -567,28 +567,7 @@ async fn the_log_storage_full_under_load() {
 /// Puts `mb` values of 1 MiB into the instance's etcd, so that a backup lasts long
 /// enough to be interrupted.
 fn fill_etcd(stack: &Stack, mb: usize) {
-    use std::io::Write as _;
-    let value = "x".repeat(1024 * 1024);
-    for i in 0..mb {
-        let mut put = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &stack.etcd.endpoint(),
-                "put",
-                &format!("/fill/{i}"),
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("etcdctl put");
-        put.stdin
-            .take()
-            .expect("stdin")
-            .write_all(value.as_bytes())
-            .expect("value");
-        assert!(put.wait().expect("etcdctl").success(), "etcdctl put failed");
-    }
+    stack.etcd.fill(mb);
 }
 
 /// Starts `etcd.backup` and returns once the agent accepted it.
