@@ -698,6 +698,23 @@ async fn the_gateway_killed_mid_backup_does_not_stop_the_backup_and_its_result_i
     let (status, op) = listed.answer.expect("etcd.backups");
     assert_eq!(status, 200, "{op}");
     assert!(op["output"].to_string().contains(&backup_id), "{op}");
+    // Nothing is left for the reconciler, and the metric says so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http
+            .get(format!("{}/metrics", stack.gateway().url))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics");
+        if metrics.contains("palisade_gateway_unresolved_operations 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Two gateway replicas sharing their state in etcd: the one driving a backup is

@@ -43,6 +43,7 @@ pub struct Metrics {
     feed_stale: Family<ScheduleLabel, Gauge>,
     dispatches: Family<OutcomeLabel, Counter>,
     latency: Histogram,
+    unresolved: Gauge,
 }
 
 impl Default for Metrics {
@@ -53,6 +54,7 @@ impl Default for Metrics {
         let feed_age = Family::<ScheduleLabel, Gauge>::default();
         let feed_stale = Family::<ScheduleLabel, Gauge>::default();
         let dispatches = Family::<OutcomeLabel, Counter>::default();
+        let unresolved = Gauge::default();
         let latency = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
         ]);
@@ -82,6 +84,11 @@ impl Default for Metrics {
             dispatches.clone(),
         );
         registry.register(
+            "unresolved_operations",
+            "Operations whose intent may be in the log without its result yet (the reconciler's queue, as of its last pass)",
+            unresolved.clone(),
+        );
+        registry.register(
             "dispatch_seconds",
             "Time from logging the intent to logging the result",
             latency.clone(),
@@ -94,6 +101,7 @@ impl Default for Metrics {
             feed_stale,
             dispatches,
             latency,
+            unresolved,
         }
     }
 }
@@ -122,6 +130,11 @@ impl Metrics {
                 .get_or_create(&label)
                 .set(i64::from(f.stale));
         }
+    }
+
+    /// The reconciler's queue after a pass.
+    pub fn unresolved(&self, n: usize) {
+        self.unresolved.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn refusal_not_logged(&self) {

@@ -192,6 +192,7 @@ impl Gateway {
         };
         let now = Timestamp::now();
         let mut resolved = 0;
+        let queued = records.len();
         for (record, bytes) in records {
             let mine = record.owner == self.process_id;
             let id = record.operation.to_string();
@@ -250,6 +251,7 @@ impl Gateway {
                 }
             }
         }
+        self.metrics.unresolved(queued.saturating_sub(resolved));
         resolved
     }
 
