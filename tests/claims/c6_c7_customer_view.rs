@@ -340,24 +340,10 @@ async fn the_tenant_reads_the_output_and_the_verifier_checks_it() {
     );
 
     let audit_verify = || {
-        let d = stack.dir.display().to_string();
-        let mut cmd = common::palisade();
-        cmd.args(["audit", "verify", "--url"])
-            .arg(format!("https://127.0.0.1:{}/logs/demo", stack.base + 1))
-            .args(["--token", &format!("@{d}/tenant-demo.token")])
-            .args(["--ca", &format!("{d}/pki/ca.crt")])
-            .args(["--origin", "palisade.local/log/demo"])
-            .args([
-                "--log-key",
-                &format!("@{d}/log/keys/palisade.local_log.pub"),
-            ])
-            .args([
-                "--witness-key",
-                &format!("@{d}/witness/keys/palisade.local_witness.pub"),
-                "--quorum",
-                "1",
-            ]);
-        cmd.output().expect("run palisade audit")
+        audit_command(&stack, "verify")
+            .args(["--quorum", "1"])
+            .output()
+            .expect("run palisade audit")
     };
     let ok = audit_verify();
     assert!(
@@ -404,9 +390,19 @@ fn audit_events(stack: &Stack, format: &str) -> std::process::Output {
 }
 
 fn audit_events_with(stack: &Stack, format: &str, extra: &[&str]) -> std::process::Output {
+    audit_command(stack, "events")
+        .args(["-o", format])
+        .args(extra)
+        .output()
+        .expect("run palisade audit events")
+}
+
+/// `palisade audit <sub>` of the demo log through the log's read API (not the
+/// gateway), with the tenant's token and the log's and witness's keys.
+fn audit_command(stack: &Stack, sub: &str) -> std::process::Command {
     let d = stack.dir.display().to_string();
-    common::palisade()
-        .args(["audit", "events", "--url"])
+    let mut cmd = common::palisade();
+    cmd.args(["audit", sub, "--url"])
         .arg(format!("https://127.0.0.1:{}/logs/demo", stack.base + 1))
         .args(["--token", &format!("@{d}/tenant-demo.token")])
         .args(["--ca", &format!("{d}/pki/ca.crt")])
@@ -418,11 +414,8 @@ fn audit_events_with(stack: &Stack, format: &str, extra: &[&str]) -> std::proces
         .args([
             "--witness-key",
             &format!("@{d}/witness/keys/palisade.local_witness.pub"),
-        ])
-        .args(["-o", format])
-        .args(extra)
-        .output()
-        .expect("run palisade audit events")
+        ]);
+    cmd
 }
 
 /// The customer reads the log themselves, straight from its tiles: every event,

@@ -130,14 +130,19 @@ fn start_load(
     })
 }
 
-/// The pid of the stack's process whose command line holds `needle` (e.g.
-/// `"agent serve"`); panics if there is not exactly one.
-fn pid_of(dir: &Path, needle: &str) -> i32 {
-    let found: Vec<i32> = processes_mentioning(dir)
+/// The pids of the stack's processes whose command line holds `needle`.
+fn pids_of(dir: &Path, needle: &str) -> Vec<i32> {
+    processes_mentioning(dir)
         .into_iter()
         .filter(|l| l.contains(needle))
         .filter_map(|l| l.split(':').next().and_then(|p| p.parse().ok()))
-        .collect();
+        .collect()
+}
+
+/// The pid of the stack's process whose command line holds `needle` (e.g.
+/// `"agent serve"`); panics if there is not exactly one.
+fn pid_of(dir: &Path, needle: &str) -> i32 {
+    let found = pids_of(dir, needle);
     assert_eq!(found.len(), 1, "processes for {needle:?}: {found:?}");
     found[0]
 }
@@ -155,11 +160,7 @@ fn signal(pid: i32, sig: &str) {
 async fn wait_restarted(dir: &Path, needle: &str, old: i32) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let pids: Vec<i32> = processes_mentioning(dir)
-            .into_iter()
-            .filter(|l| l.contains(needle))
-            .filter_map(|l| l.split(':').next().and_then(|p| p.parse().ok()))
-            .collect();
+        let pids = pids_of(dir, needle);
         if pids.len() == 1 && pids[0] != old {
             return;
         }
@@ -564,16 +565,22 @@ async fn the_log_storage_full_under_load() {
     .await;
 }
 
-/// Puts `mb` values of 1 MiB into the instance's etcd, so that a backup lasts long
-/// enough to be interrupted.
-fn fill_etcd(stack: &Stack, mb: usize) {
-    stack.etcd.fill(mb);
+/// Starts `etcd.backup` through the stack's gateway and returns once the agent
+/// accepted it.
+async fn backup_accepted(stack: &mut Stack, token: &str) -> tokio::task::JoinHandle<Sent> {
+    let gateway = stack.gateway().url;
+    backup_accepted_via(stack, &gateway, token).await
 }
 
-/// Starts `etcd.backup` and returns once the agent accepted it.
-async fn backup_accepted(stack: &mut Stack, token: &str) -> tokio::task::JoinHandle<Sent> {
+/// Starts `etcd.backup` through the gateway at `gateway` and returns once the agent
+/// accepted it.
+async fn backup_accepted_via(
+    stack: &mut Stack,
+    gateway: &str,
+    token: &str,
+) -> tokio::task::JoinHandle<Sent> {
     let http = client(stack);
-    let gateway = stack.gateway().url;
+    let gateway = gateway.to_string();
     let token = token.to_string();
     let backup =
         tokio::spawn(async move { run_action(&http, &gateway, &token, "etcd.backup").await });
@@ -627,7 +634,7 @@ fn backup_operation(stack: &mut Stack, sent: &Sent) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_killed_mid_backup_logs_it_interrupted_and_leaves_no_partial_object() {
     let mut stack = Stack::start();
-    fill_etcd(&stack, 40);
+    stack.etcd.fill(40);
     let token = stack.gateway().dev_token(&stack.operator()).await;
     let backup = backup_accepted(&mut stack, &token).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -666,7 +673,7 @@ async fn the_agent_killed_mid_backup_logs_it_interrupted_and_leaves_no_partial_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_killed_mid_backup_does_not_stop_the_backup_and_its_result_is_reconciled() {
     let mut stack = Stack::start();
-    fill_etcd(&stack, 40);
+    stack.etcd.fill(40);
     let token = stack.gateway().dev_token(&stack.operator()).await;
     let backup = backup_accepted(&mut stack, &token).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -727,26 +734,9 @@ async fn a_replica_finishes_what_a_killed_gateway_replica_was_driving() {
     let shared = |t: String| etcd.gateway_config(&t, "/palisade-faults");
     let (mut replica_a, gw_a) = harness::second_gateway(&stack, "replica-a", shared);
     let (_replica_b, gw_b) = harness::second_gateway(&stack, "replica-b", shared);
-    fill_etcd(&stack, 40);
+    stack.etcd.fill(40);
     let token = gw_a.dev_token(&stack.operator()).await;
-    let backup = {
-        let gw_a = gw_a.url.clone();
-        let http = client(&stack);
-        let token = token.clone();
-        tokio::spawn(async move { run_action(&http, &gw_a, &token, "etcd.backup").await })
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !stack
-        .agent_output()
-        .iter()
-        .any(|l| l.contains("dispatch accepted") && l.contains("action=etcd.backup"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the agent never accepted the backup"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let backup = backup_accepted_via(&mut stack, &gw_a.url, &token).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     replica_a.signal("KILL");
     replica_a.wait_exit(Duration::from_secs(10));

@@ -709,6 +709,54 @@ pub async fn read_entries(
     Ok((verified, entries))
 }
 
+/// A state file is for one log: refuse another's.
+fn check_state_origin(
+    previous: Option<&TrustedState>,
+    policy: &LogPolicy,
+) -> Result<(), AuditError> {
+    match previous {
+        Some(prev) if prev.origin != policy.origin() => Err(AuditError::StateOrigin {
+            state: prev.origin.clone(),
+            log: policy.origin().to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A log smaller than what was verified before was rolled back.
+fn check_not_rolled_back(prev: &TrustedState, size: u64) -> Result<(), AuditError> {
+    if prev.size > size {
+        return Err(AuditError::RolledBack {
+            origin: prev.origin.clone(),
+            trusted: prev.size,
+            size,
+        });
+    }
+    Ok(())
+}
+
+/// The valid cosignatures of a verified checkpoint, as reports show them.
+fn witness_cosignatures(verified: &VerifiedCheckpoint) -> Vec<WitnessCosignature> {
+    verified
+        .cosignatures()
+        .iter()
+        .map(|c| WitnessCosignature {
+            name: c.witness().name().to_owned(),
+            key: c.witness().clone(),
+            timestamp: c.timestamp(),
+        })
+        .collect()
+}
+
+/// The runtime the synchronous tree code blocks on while it reads tiles
+/// ([`SourceFetcher`]): only a multi-threaded one can.
+fn multi_thread_handle() -> Result<tokio::runtime::Handle, AuditError> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        .ok_or(AuditError::NeedsMultiThreadRuntime)
+}
+
 /// What one look at a log found ([`watch_step`]).
 #[derive(Debug, Clone)]
 pub struct Watched {
@@ -727,25 +775,12 @@ pub async fn watch_step(
     policy: &LogPolicy,
     previous: Option<&TrustedState>,
 ) -> Result<Watched, AuditError> {
-    if let Some(prev) = previous {
-        if prev.origin != policy.origin() {
-            return Err(AuditError::StateOrigin {
-                state: prev.origin.clone(),
-                log: policy.origin().to_owned(),
-            });
-        }
-    }
+    check_state_origin(previous, policy)?;
     let verified = source.checkpoint(policy).await?;
     let checkpoint = verified.checkpoint();
     let (size, root) = (checkpoint.size(), *checkpoint.root());
     if let Some(prev) = previous {
-        if prev.size > size {
-            return Err(AuditError::RolledBack {
-                origin: prev.origin.clone(),
-                trusted: prev.size,
-                size,
-            });
-        }
+        check_not_rolled_back(prev, size)?;
         let fork = || AuditError::Fork {
             origin: prev.origin.clone(),
             trusted: prev.size,
@@ -757,10 +792,7 @@ pub async fn watch_step(
                 return Err(fork());
             }
         } else if prev.size > 0 {
-            let handle = tokio::runtime::Handle::try_current()
-                .ok()
-                .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-                .ok_or(AuditError::NeedsMultiThreadRuntime)?;
+            let handle = multi_thread_handle()?;
             let fetcher = SourceFetcher {
                 source,
                 size,
@@ -783,15 +815,7 @@ pub async fn watch_step(
             size,
             root,
         },
-        cosignatures: verified
-            .cosignatures()
-            .iter()
-            .map(|c| WitnessCosignature {
-                name: c.witness().name().to_string(),
-                key: c.witness().clone(),
-                timestamp: c.timestamp(),
-            })
-            .collect(),
+        cosignatures: witness_cosignatures(&verified),
     })
 }
 
@@ -840,27 +864,14 @@ pub async fn verify<P: FnMut(u64, u64)>(
     previous: Option<&TrustedState>,
     mut progress: P,
 ) -> Result<AuditReport, AuditError> {
-    if let Some(prev) = previous {
-        if prev.origin != policy.origin() {
-            return Err(AuditError::StateOrigin {
-                state: prev.origin.clone(),
-                log: policy.origin().to_owned(),
-            });
-        }
-    }
+    check_state_origin(previous, policy)?;
 
     // 1. The checkpoint.
     let verified = source.checkpoint(policy).await?;
     let checkpoint = verified.checkpoint();
     let size = checkpoint.size();
     if let Some(prev) = previous {
-        if prev.size > size {
-            return Err(AuditError::RolledBack {
-                origin: prev.origin.clone(),
-                trusted: prev.size,
-                size,
-            });
-        }
+        check_not_rolled_back(prev, size)?;
     }
 
     // 2. Every bundle and tile, in order, read a few bundles ahead.
@@ -910,15 +921,7 @@ pub async fn verify<P: FnMut(u64, u64)>(
         entries_checked: rebuild.frontier.size(),
         tiles_checked: rebuild.tiles_checked,
         bundles_checked: rebuild.bundles_checked,
-        cosignatures: verified
-            .cosignatures()
-            .iter()
-            .map(|c| WitnessCosignature {
-                name: c.witness().name().to_owned(),
-                key: c.witness().clone(),
-                timestamp: c.timestamp(),
-            })
-            .collect(),
+        cosignatures: witness_cosignatures(&verified),
         consistent_with: previous.cloned(),
         state,
     })
@@ -1169,10 +1172,7 @@ pub async fn produce_proofs(
     if index >= size {
         return Err(AuditError::IndexOutOfRange { index, size });
     }
-    let handle = tokio::runtime::Handle::try_current()
-        .ok()
-        .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-        .ok_or(AuditError::NeedsMultiThreadRuntime)?;
+    let handle = multi_thread_handle()?;
     let fetcher = SourceFetcher {
         source,
         size,

@@ -1113,6 +1113,32 @@ struct RecordingWitness {
     answers: std::sync::Mutex<Vec<(u64, u64, u16)>>,
 }
 
+impl RecordingWitness {
+    /// A recording witness for `log`, served on a loopback port: it, its key, its URL.
+    async fn serve(log: &TestLog) -> (Arc<RecordingWitness>, SignerKey, String) {
+        let key = SignerKey::generate("witness.test/recording", KeyType::Cosignature)
+            .expect("witness key");
+        let witness = Arc::new(RecordingWitness {
+            key: key.clone(),
+            log_key: log.key.verifier(),
+            state: std::sync::Mutex::new(None),
+            answers: std::sync::Mutex::new(Vec::new()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = axum::Router::new()
+            .route(
+                "/add-checkpoint",
+                axum::routing::post(recording_witness_add),
+            )
+            .with_state(witness.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (witness, key, url)
+    }
+}
+
 async fn recording_witness_add(
     axum::extract::State(w): axum::extract::State<Arc<RecordingWitness>>,
     body: Bytes,
@@ -1160,25 +1186,7 @@ async fn an_idle_log_is_cosigned_again_every_interval() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let backend = Backend::local();
     let log = backend.log("clusters/idle");
-    let witness_key =
-        SignerKey::generate("witness.test/recording", KeyType::Cosignature).expect("witness key");
-    let witness = Arc::new(RecordingWitness {
-        key: witness_key.clone(),
-        log_key: log.key.verifier(),
-        state: std::sync::Mutex::new(None),
-        answers: std::sync::Mutex::new(Vec::new()),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = axum::Router::new()
-        .route(
-            "/add-checkpoint",
-            axum::routing::post(recording_witness_add),
-        )
-        .with_state(witness.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (witness, witness_key, url) = RecordingWitness::serve(&log).await;
     let writer = sequencer::start(
         &log.origin,
         log.key.clone(),
@@ -1251,25 +1259,7 @@ async fn a_restarted_log_sends_the_witness_its_true_last_size() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let backend = Backend::local();
     let log = backend.log("clusters/witnessed");
-    let witness_key =
-        SignerKey::generate("witness.test/recording", KeyType::Cosignature).expect("witness key");
-    let witness = Arc::new(RecordingWitness {
-        key: witness_key.clone(),
-        log_key: log.key.verifier(),
-        state: std::sync::Mutex::new(None),
-        answers: std::sync::Mutex::new(Vec::new()),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = axum::Router::new()
-        .route(
-            "/add-checkpoint",
-            axum::routing::post(recording_witness_add),
-        )
-        .with_state(witness.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (witness, witness_key, url) = RecordingWitness::serve(&log).await;
     let witnesses = || WitnessSet {
         clients: vec![palisade_tlog_service::witness_client::WitnessClient::new(
             "recording",
