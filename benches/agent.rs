@@ -129,6 +129,7 @@ async fn main() {
         max_ttl: Duration::from_secs(600),
         clock_skew: Duration::from_secs(30),
         max_cosignature_age: Duration::from_secs(300),
+        tenant_key: None,
     };
     let state_path = tmp.path().join("agent-state.redb");
     let state = AgentState::new(palisade_state::open_embedded(&state_path).expect("redb"));
@@ -196,6 +197,7 @@ async fn main() {
             event: DispatchRequest::encode_event(&entry),
             proof: String::from_utf8(proof.to_bytes()).expect("utf8"),
             consistency,
+            tenant_trust: None,
         });
         seen = size;
     }

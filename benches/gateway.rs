@@ -299,8 +299,33 @@ impl Stack {
             agent_cfgs.push(cfg);
         }
 
+        // The tenant's witness, which every cluster's agent requires (as `up`'s
+        // does), or none (`GATEWAY_BENCH_TENANT_WITNESS=0`): no tenant key on the
+        // agents, and the log does not ask that witness.
+        let tenant_witness = std::env::var("GATEWAY_BENCH_TENANT_WITNESS").as_deref() != Ok("0");
+        if !tenant_witness {
+            for path in std::iter::once(dir.join("agent/agent.toml")).chain(agent_cfgs.clone()) {
+                let text = std::fs::read_to_string(&path).expect("agent.toml");
+                let text: String = text
+                    .lines()
+                    .filter(|l| !l.starts_with("tenant_key"))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                std::fs::write(&path, text).expect("agent.toml");
+            }
+            let path = dir.join("log/log.toml");
+            let text = std::fs::read_to_string(&path).expect("log.toml");
+            let at = text
+                .find("# The demo tenant's own witness")
+                .expect("the tenant witness in log.toml");
+            std::fs::write(&path, &text[..at]).expect("log.toml");
+        }
+
         let mut up = Proc::spawn(up_cmd(), Duration::from_secs(10));
         up.wait_for("ready", Duration::from_secs(120));
+        if tenant_witness {
+            register_statements(&dir, base, &names[1..]);
+        }
         let mut agents = Vec::new();
         for cfg in &agent_cfgs {
             let mut cmd = Command::new(&bin);
@@ -359,6 +384,36 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{rel}: {e}"))
             .trim()
             .to_string()
+    }
+}
+
+/// Has the gateway record the demo tenant's witness statement for every extra
+/// cluster (`up` registers the demo cluster's), as the tenant would: with
+/// `palisade customer register-witness` and the tenant's key.
+fn register_statements(dir: &std::path::Path, base: u16, clusters: &[String]) {
+    use palisade_core::inventory::demo_tenant;
+    for c in clusters {
+        let out = Command::new(palisade_bin())
+            .args(["customer", "register-witness", "--gateway"])
+            .arg(format!("https://127.0.0.1:{base}"))
+            .arg("--ca")
+            .arg(dir.join("pki/ca.crt"))
+            .arg("--token")
+            .arg(format!("@{}", dir.join("tenant-demo.token").display()))
+            .args(["--tenant", "demo", "--cluster", c, "--key"])
+            .arg(dir.join(demo_tenant::KEY))
+            .arg("--witness-key")
+            .arg(format!(
+                "@{}",
+                dir.join(demo_tenant::WITNESS_PUBLIC_KEY).display()
+            ))
+            .output()
+            .expect("palisade customer register-witness");
+        assert!(
+            out.status.success(),
+            "statement for {c}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -501,6 +556,12 @@ async fn latency() {
         &format!("https://127.0.0.1:{}", stack.base + 1),
     )
     .expect("dispatcher");
+    // The tenant's statement, as the gateway sends it (when the agent requires one).
+    if let Ok(bytes) =
+        std::fs::read(dir.join(palisade_core::inventory::demo_tenant::TRUST_STATEMENT))
+    {
+        dispatcher.set_tenant_trust("demo", serde_json::from_slice(&bytes).expect("statement"));
+    }
     let root = std::fs::read(dir.join("trust/root.json")).expect("root");
     let policy = palisade_policy::trusted_policy::verify_policy(
         &palisade_policy::tuf::RepoDir::new(dir.join("trust/repo")),
@@ -696,7 +757,15 @@ async fn throughput() {
         ("log", child_pid(up_pid, "log serve").into_iter().collect()),
         (
             "witness",
-            child_pid(up_pid, "witness serve").into_iter().collect(),
+            child_pid(up_pid, "state/witness/witness.toml")
+                .into_iter()
+                .collect(),
+        ),
+        (
+            "tenant witness",
+            child_pid(up_pid, "tenant-demo/witness/witness.toml")
+                .into_iter()
+                .collect(),
         ),
         ("agents", agent_pids.clone()),
         (

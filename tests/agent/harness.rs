@@ -159,6 +159,7 @@ impl Stack {
             &format!("https://127.0.0.1:{}", base + 1),
         )
         .expect("dispatcher");
+        dispatcher.set_tenant_trust("demo", tenant_trust(&dir));
         let policy = verified_policy(&dir, &tmp.path().join("gateway-datastore"));
         let log_policy = log_policy(&dir);
         let agent_keys =
@@ -281,6 +282,7 @@ impl Stack {
             event: DispatchRequest::encode_event(entry),
             proof,
             consistency: (seen > 0).then_some(consistency),
+            tenant_trust: self.dispatcher.tenant_trust("demo"),
         }
     }
 
@@ -320,6 +322,15 @@ impl Stack {
         read_signer(&self.dir.join(format!("log/keys/{LOG_KEY_STEM}.key")))
     }
 
+    /// The demo tenant's witness key (held apart from every provider key).
+    pub fn tenant_witness_signer(&self) -> SignerKey {
+        read_signer(
+            &self
+                .dir
+                .join(palisade_core::inventory::demo_tenant::WITNESS_KEY),
+        )
+    }
+
     pub fn witness_signer(&self) -> SignerKey {
         read_signer(
             &self
@@ -341,6 +352,13 @@ impl Stack {
             .filter(|l| l.starts_with("[agent]"))
             .collect()
     }
+}
+
+/// The tenant's witness statement `palisade up` registered (what a gateway sends).
+pub fn tenant_trust(dir: &Path) -> Envelope {
+    let path = dir.join(palisade_core::inventory::demo_tenant::TRUST_STATEMENT);
+    serde_json::from_slice(&std::fs::read(&path).expect("the tenant's statement"))
+        .expect("a DSSE envelope")
 }
 
 fn read_signer(path: &Path) -> SignerKey {

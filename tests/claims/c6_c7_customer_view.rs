@@ -543,3 +543,107 @@ async fn the_tenant_reads_every_event_from_the_tiles_and_a_second_result_is_flag
         "{table}"
     );
 }
+
+/// A refusal by the agent reaches the customer's log as the agent's own word: the
+/// tenant moves to a witness that has not cosigned yet, so the agent refuses the
+/// next action; the result carries the agent's signed refusal (code, reason, the
+/// trust it enforced), which `palisade audit events --agent-key` checks, and the
+/// tenant's statements check against the tenant's key — not against another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refusal_reaches_the_customer_signed_by_the_agent() {
+    use palisade_core::inventory::demo_tenant;
+    use palisade_policy::tenant::{TenantTrust, TENANT_TRUST_SCHEMA};
+    let stack = Stack::start();
+    let gw = stack.gateway();
+    let token = gw.dev_token(&stack.operator()).await;
+    // One action puts the tenant's first statement in force at the agent.
+    let (status, done) = gw
+        .run(&token, "demo", "etcd.status", None, &[], TICKET, REASON)
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let key = palisade_policy::keys::SigningKey::read(&stack.dir.join(demo_tenant::KEY))
+        .expect("tenant key");
+    let new_witness = palisade_tlog::note::SignerKey::generate(
+        "tenant-demo.example/witness-2",
+        palisade_tlog::note::KeyType::Cosignature,
+    )
+    .expect("witness key");
+    let statement = TenantTrust {
+        schema: TENANT_TRUST_SCHEMA.into(),
+        tenant: palisade_core::TenantId::parse("demo").expect("tenant"),
+        cluster: palisade_core::ClusterId::parse("demo").expect("cluster"),
+        seq: 2,
+        issued_at: palisade_core::time::Timestamp::now(),
+        witnesses: vec![new_witness.verifier().to_string()],
+        quorum: 1,
+    }
+    .sign(&key)
+    .expect("sign");
+    let (status, body) = gw
+        .call(
+            "PUT",
+            "/v1/tenants/demo/clusters/demo/trust",
+            Some(&stack.tenant_token()),
+            Some(serde_json::to_value(&statement).expect("json")),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let (_, done) = gw
+        .run(&token, "demo", "etcd.status", None, &[], TICKET, REASON)
+        .await;
+    assert_eq!(done["outcome"], "refused_by_agent", "{done}");
+    let result_index = done["result_index"].as_u64().expect("result index");
+
+    let d = stack.dir.display().to_string();
+    let agent_key = format!("{d}/agent/keys/agent.pub");
+    let tenant_key = format!("{d}/{}", demo_tenant::PUBLIC_KEY);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let out = audit_events_with(
+            &stack,
+            "json",
+            &["--agent-key", &agent_key, "--tenant-key", &tenant_key],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["index"].as_u64() == Some(result_index));
+        if let Some(v) = found {
+            assert!(
+                out.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(line["problems"], serde_json::json!([]), "{line}");
+    let signed = &line["event"]["agent_refusal"];
+    assert_eq!(signed["code"], "not_in_log", "{line}");
+    assert_eq!(
+        signed["trust"]["tenant"]["seq"], 1,
+        "the statement in force: {line}"
+    );
+
+    // Checked against another key, the tenant's statements are flagged.
+    let other = stack.dir.join("other-tenant");
+    palisade_policy::keys::generate("other", &other, false).expect("key");
+    let out = audit_events_with(
+        &stack,
+        "table",
+        &[
+            "--tenant-key",
+            &other.join("other.pub").display().to_string(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not signed by the tenant's key"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

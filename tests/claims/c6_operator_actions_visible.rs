@@ -177,12 +177,17 @@ async fn the_access_log_is_served_with_proofs_and_as_kubernetes_audit_events() {
         .await;
     assert_eq!(status, 200, "{page}");
     let events = page["events"].as_array().unwrap();
-    assert_eq!(events.len(), 3, "intent, result, refusal: {page}");
+    // First the tenant's witness statement `palisade up` registered.
+    assert_eq!(
+        events.len(),
+        4,
+        "statement, intent, result, refusal: {page}"
+    );
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| e["event"]["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["intent", "result", "refusal"]);
+    assert_eq!(kinds, ["tenant_trust", "intent", "result", "refusal"]);
     // Each proof verifies offline against the log's key and witness quorum.
     let policy = harness::log_policy(&stack.dir);
     for e in events {
@@ -250,8 +255,13 @@ async fn the_access_log_is_served_with_proofs_and_as_kubernetes_audit_events() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(audit.len(), 3);
-    for a in &audit {
+    assert_eq!(audit.len(), 4);
+    assert_eq!(
+        audit[0]["user"]["username"], "palisade:tenant:demo",
+        "the statement is the tenant's"
+    );
+    let audit = &audit[1..];
+    for a in audit {
         assert_eq!(a["apiVersion"], "audit.k8s.io/v1");
         assert_eq!(a["kind"], "Event");
         assert!(a["annotations"]["palisade.dev/tlog-proof"]

@@ -416,6 +416,7 @@ async fn the_logged_intent_must_be_exactly_this_dispatch() {
         detail: None,
         reconciled: false,
         agent: None,
+        agent_refusal: None,
     });
     let (entry, appended) = stack.log_event(&result_event).await;
     let fresh = stack
@@ -448,7 +449,7 @@ impl ForgedLog {
         log
     }
 
-    fn note(&self, log_key: &SignerKey, witness: Option<&SignerKey>) -> Note {
+    fn note(&self, log_key: &SignerKey, witnesses: &[&SignerKey]) -> Note {
         let cp = Checkpoint::new(
             "palisade.local/log/demo",
             self.frontier.size(),
@@ -456,7 +457,7 @@ impl ForgedLog {
         )
         .expect("checkpoint");
         let mut note = cp.sign(log_key).expect("sign");
-        if let Some(w) = witness {
+        for w in witnesses {
             let ts = u64::try_from(Timestamp::now().unix_seconds()).expect("time");
             note.cosign(w, ts).expect("cosign");
         }
@@ -491,7 +492,15 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
         .expect("honest action");
     let seen = stack.seen().await;
     assert!(seen >= 2);
-    let (log_key, witness_key) = (stack.log_signer(), stack.witness_signer());
+    // This attacker holds every key, the tenant witness's too (the provider alone
+    // is refused for lack of it: c7_tenant_witness.rs): the agent's view is the last
+    // line.
+    let (log_key, witness_key, tenant_key) = (
+        stack.log_signer(),
+        stack.witness_signer(),
+        stack.tenant_witness_signer(),
+    );
+    let all = [&witness_key, &tenant_key];
 
     // The forged intent an attacker wants executed, signed by the (stolen) gateway
     // key but never appended to the real log.
@@ -508,6 +517,7 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
             event: DispatchRequest::encode_event(&entry),
             proof,
             consistency,
+            tenant_trust: stack.dispatcher.tenant_trust("demo"),
         }
     };
     let size = usize::try_from(seen).expect("size");
@@ -516,7 +526,7 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
     let mut entries = junk(size - 1);
     entries.push(entry.clone());
     let fork = ForgedLog::with_entries(&entries);
-    let note = fork.note(&log_key, Some(&witness_key));
+    let note = fork.note(&log_key, &all);
     let r = stack
         .refused(&request(fork.proof(seen - 1, note), None))
         .await;
@@ -526,7 +536,7 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
     let mut entries = junk(size + 2);
     entries.push(entry.clone());
     let longer = ForgedLog::with_entries(&entries);
-    let note = longer.note(&log_key, Some(&witness_key));
+    let note = longer.note(&log_key, &all);
     let cons = palisade_agent::dispatch::Consistency {
         from_size: seen,
         hashes: longer.consistency(seen),
@@ -538,7 +548,7 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
 
     // A rolled-back (shorter) log.
     let short = ForgedLog::with_entries(std::slice::from_ref(&entry));
-    let note = short.note(&log_key, Some(&witness_key));
+    let note = short.note(&log_key, &all);
     let r = stack.refused(&request(short.proof(0, note), None)).await;
     assert_eq!(r.code, RefusalCode::StaleView, "{r}");
     assert_eq!(r.known_size, Some(seen));
@@ -565,7 +575,7 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
     let mut entries = junk(size);
     entries.push(entry.clone());
     let other = ForgedLog::with_entries(&entries);
-    let note = other.note(&impostor, Some(&witness_key));
+    let note = other.note(&impostor, &all);
     let r = stack.refused(&request(other.proof(seen, note), None)).await;
     assert_eq!(r.code, RefusalCode::NotInLog, "{r}");
 
@@ -580,6 +590,7 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
         event: DispatchRequest::encode_event(&later_entry),
         proof: appended.proof.clone(),
         consistency: None,
+        tenant_trust: stack.dispatcher.tenant_trust("demo"),
     };
     stack
         .execute("etcd.health", &[])
@@ -669,11 +680,10 @@ fn recosigned(stack: &Stack, proof: &str, cosigned_at: i64) -> String {
     let text = parsed.checkpoint().text().to_string();
     let mut note = Note::new(text.clone()).expect("note");
     note.sign(&stack.log_signer()).expect("log signature");
-    note.cosign(
-        &stack.witness_signer(),
-        u64::try_from(cosigned_at).expect("time"),
-    )
-    .expect("cosign");
+    for w in [stack.witness_signer(), stack.tenant_witness_signer()] {
+        note.cosign(&w, u64::try_from(cosigned_at).expect("time"))
+            .expect("cosign");
+    }
     let at = proof.find(&text).expect("the note in the proof");
     format!(
         "{}{}",

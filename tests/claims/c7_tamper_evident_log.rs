@@ -214,15 +214,21 @@ async fn customer_verifies_the_whole_witnessed_log_and_detects_a_rewritten_entry
     let state = stack.dir.join("customer-state.json");
     let ok = stack.audit(&["--state", state.to_str().expect("utf8")]);
     assert!(ok.status.success(), "{}", text(&ok));
-    assert!(text(&ok).contains("40 entries"), "{}", text(&ok));
+    // The 40 events and, first, the tenant's statement `palisade up` registered.
+    assert!(text(&ok).contains("41 entries"), "{}", text(&ok));
 
     // An insider edits one stored event on disk (the bytes the customer reads).
     stack.stored_checkpoint().await;
-    let bundle = stack.tiles().join("tile/entries/000.p/40");
+    let bundle = stack.tiles().join("tile/entries/000.p/41");
     let original = std::fs::read(&bundle).expect("bundle");
-    let forged = String::from_utf8(original.clone())
-        .expect("utf8")
-        .replace("{\"event\":7}", "{\"event\":8}");
+    // Bytes, not text: the tenant statement's length prefix is not UTF-8.
+    let (from, to) = (b"{\"event\":7}", b"{\"event\":8}");
+    let at = original
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the event in the bundle");
+    let mut forged = original.clone();
+    forged[at..at + to.len()].copy_from_slice(to);
     std::fs::write(&bundle, forged).expect("tamper");
     let caught = stack.audit(&["--state", state.to_str().expect("utf8")]);
     assert!(
@@ -231,7 +237,7 @@ async fn customer_verifies_the_whole_witnessed_log_and_detects_a_rewritten_entry
         text(&caught)
     );
     assert!(
-        text(&caught).contains("tile/entries/000.p/40"),
+        text(&caught).contains("tile/entries/000.p/41"),
         "the message must name the object:\n{}",
         text(&caught)
     );
@@ -918,7 +924,7 @@ async fn audit_watch_alarms_on_a_stale_view_a_rollback_and_a_fork() {
     let out = watch_once(&stack, &live, &state, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("ok palisade.local/log/demo size 3"),
+        text(&out).contains("ok palisade.local/log/demo size 4"),
         "{}",
         text(&out)
     );

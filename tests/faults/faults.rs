@@ -382,6 +382,24 @@ async fn kill_and_wait(dir: Arc<std::path::PathBuf>, needle: &str) {
     wait_restarted(&dir, needle, pid).await;
 }
 
+/// The tenant's own witness, which the agent requires and the log waits for: while
+/// it is down, appends fail closed (nothing is dispatched), and once it is back every
+/// accepted action still ends with exactly one result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_witness_killed_under_load() {
+    let mut stack = Stack::start();
+    under_load(
+        &mut stack,
+        Duration::from_secs(8),
+        Duration::from_secs(2),
+        |dir| async move {
+            let needle = format!("{}/tenant-demo/witness/witness.toml", dir.display());
+            kill_and_wait(dir, &needle).await;
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_killed_under_load() {
     let mut stack = Stack::start();
@@ -404,7 +422,8 @@ async fn the_witness_killed_under_load() {
         Duration::from_secs(8),
         Duration::from_secs(2),
         |dir| async move {
-            kill_and_wait(dir, "witness serve").await;
+            let needle = format!("{}/witness/witness.toml", dir.display());
+            kill_and_wait(dir, &needle).await;
         },
     )
     .await;
@@ -485,7 +504,7 @@ async fn the_witness_and_etcd_stopped_under_load() {
         Duration::from_secs(10),
         Duration::from_secs(1),
         |dir| async move {
-            let witness = pid_of(&dir, "witness serve");
+            let witness = pid_of(&dir, &format!("{}/witness/witness.toml", dir.display()));
             signal(witness, "STOP");
             tokio::time::sleep(Duration::from_secs(3)).await;
             signal(witness, "CONT");

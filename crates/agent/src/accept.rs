@@ -22,23 +22,29 @@
 //!    dispatch's SHA-256 and whose fields (event id, tenant, cluster, instance,
 //!    actor, action, parameters, policy) are the dispatch's.
 //! 8. **Log**: the entry is included in a checkpoint signed by the cluster log's key
-//!    and cosigned by the configured witness quorum, each of those cosignatures made
+//!    and cosigned by the configured witness quorum — and, on an agent configured
+//!    with a tenant key, by the quorum of the tenant's own witnesses named in the
+//!    newest statement signed by that key (carried by the dispatch, never older than
+//!    one this agent accepted before) — each of those cosignatures made
 //!    within the last `max_cosignature_age` (C2SP cosignatures carry their time; the
 //!    log has its checkpoint cosigned again at least every minute, idle or not), so
 //!    a frozen or long-withheld view cannot be fed to the agent.
 //! 9. **View**: that checkpoint is consistent with the newest checkpoint this agent
 //!    accepted before (same root at the same size; a valid consistency proof from the
 //!    older size), so a forked, rewritten or rolled-back log is refused.
-//! 10. **Commit**: advance the view (with no commit of its own on redb), then spend
-//!     the nonce, whose commit makes both durable; under one lock.
+//! 10. **Commit**: advance the view and the tenant statement (with no commit of
+//!     their own on redb), then spend the nonce, whose commit makes them durable;
+//!     under one lock.
 
 use crate::dispatch::{Dispatch, DispatchRequest, Refusal, RefusalCode, DISPATCH_PAYLOAD_TYPE};
 use crate::view::AgentState;
-use palisade_core::event::{Event, IntentEvent};
+use palisade_core::event::{EnforcedTrust, Event, IntentEvent};
 use palisade_core::time::Timestamp;
 use palisade_core::{ClusterId, InstanceId, TenantId};
 use palisade_policy::keys::PublicKey;
+use palisade_policy::tenant::{OpenedTrust, TenantTrust};
 use palisade_policy::ValidatedAction;
+use palisade_tlog::checkpoint::WitnessGroup;
 use palisade_tlog::checkpoint::{Checkpoint, LogPolicy};
 use palisade_tlog::hash::Hash;
 use palisade_tlog::proof::TlogProof;
@@ -65,6 +71,8 @@ pub struct AcceptorConfig {
     pub clock_skew: Duration,
     /// How old the quorum's cosignatures of a checkpoint may be.
     pub max_cosignature_age: Duration,
+    /// The tenant's key: with it, dispatches need the tenant's witness statement.
+    pub tenant_key: Option<PublicKey>,
 }
 
 /// A dispatch that passed every check; only [`Acceptor::accept`] makes one.
@@ -81,6 +89,16 @@ pub struct Accepted {
     /// That checkpoint's root hash.
     pub log_root: palisade_tlog::hash::Hash,
     pub log_origin: String,
+    /// The witnesses this dispatch's checkpoint had to satisfy.
+    pub trust: EnforcedTrust,
+}
+
+/// A tenant statement in force: opened, and the checkpoint policy it makes.
+#[derive(Clone)]
+struct InForce {
+    env: palisade_policy::dsse::Envelope,
+    opened: OpenedTrust,
+    policy: LogPolicy,
 }
 
 pub struct Acceptor {
@@ -92,6 +110,12 @@ pub struct Acceptor {
     /// the stored view as last verified (its note bytes and checkpoint), so that an
     /// unchanged view is not verified again for every dispatch.
     commit: Mutex<Option<(Vec<u8>, Checkpoint)>>,
+    /// The newest tenant statement accepted, as stored.
+    tenant: RwLock<Option<palisade_core::event::TenantTrustRef>>,
+    /// Statements opened before, by digest: a signature is checked once.
+    opened: std::sync::Mutex<Option<InForce>>,
+    /// The log's witnesses as the results name them.
+    provider_witnesses: Vec<String>,
 }
 
 fn refuse(code: RefusalCode, detail: impl Into<String>) -> Refusal {
@@ -114,12 +138,35 @@ impl Acceptor {
         state: AgentState,
     ) -> Result<Self, String> {
         let policy = source.load().await?;
+        let tenant = match state.tenant_trust().await.map_err(|e| e.to_string())? {
+            None => None,
+            Some(bytes) => {
+                let key = config.tenant_key.as_ref().ok_or(
+                    "the state holds a tenant statement but tenant_key is not configured: \
+                     an agent that enforced its tenant's witnesses does not stop doing so",
+                )?;
+                let env: palisade_policy::dsse::Envelope = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("stored tenant statement: {e}"))?;
+                let opened = TenantTrust::open(&env, key)
+                    .map_err(|e| format!("stored tenant statement: {e}"))?;
+                Some(opened.reference())
+            }
+        };
+        let provider_witnesses = config
+            .log
+            .witnesses()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         Ok(Self {
             config,
             policy: RwLock::new(Arc::new(policy)),
             source,
             state,
             commit: Mutex::new(None),
+            tenant: RwLock::new(tenant),
+            opened: std::sync::Mutex::new(None),
+            provider_witnesses,
         })
     }
 
@@ -146,6 +193,16 @@ impl Acceptor {
                 .map_err(|e| format!("stored checkpoint no longer verifies: {e}"))?
                 .checkpoint()
                 .size()),
+        }
+    }
+
+    /// The trust this agent enforces now (for a refusal it signs): the log's
+    /// witnesses and quorum, and the tenant statement in force.
+    pub async fn trust_now(&self) -> EnforcedTrust {
+        EnforcedTrust {
+            witnesses: self.provider_witnesses.clone(),
+            quorum: u32::try_from(self.config.log.quorum()).unwrap_or(u32::MAX),
+            tenant: self.tenant.read().await.clone(),
         }
     }
 
@@ -276,13 +333,21 @@ impl Acceptor {
         };
         check_event_matches(&event, &dispatch, &dispatch_digest)?;
 
-        // 8. Log: inclusion in a checkpoint signed by the log, cosigned by the quorum.
+        // 8. Log: inclusion in a checkpoint signed by the log, cosigned by the quorum
+        // (and by the tenant's witnesses, if this agent has a tenant key).
+        let in_force = self.tenant_trust(req).await?;
+        let log_policy = in_force.as_ref().map_or(&c.log, |t| &t.policy);
         let proof = TlogProof::parse(req.proof.as_bytes())
             .map_err(|e| refuse(RefusalCode::NotInLog, format!("proof: {e}")))?;
         let verified = proof
-            .verify(&entry, &c.log)
+            .verify(&entry, log_policy)
             .map_err(|e| refuse(RefusalCode::NotInLog, e.to_string()))?;
-        check_fresh(&verified, c, now)?;
+        check_fresh(&verified, log_policy, c, now)?;
+        let trust = EnforcedTrust {
+            witnesses: self.provider_witnesses.clone(),
+            quorum: u32::try_from(c.log.quorum()).unwrap_or(u32::MAX),
+            tenant: in_force.as_ref().map(|t| t.opened.reference()),
+        };
         let new = verified.checkpoint().clone();
         let new_note = verified.note().to_bytes();
 
@@ -322,6 +387,9 @@ impl Acceptor {
             }
             *verified_view = Some((new_note, new.clone()));
         }
+        if let Some(t) = &in_force {
+            self.record_tenant_trust(req, t).await?;
+        }
         if !self
             .state
             .spend_nonce(dispatch.nonce.as_str(), dispatch.expires_at)
@@ -342,7 +410,122 @@ impl Acceptor {
             log_size: new.size(),
             log_root: *new.root(),
             log_origin: new.origin().to_string(),
+            trust,
         })
+    }
+
+    /// Step 8's tenant part: the statement the dispatch carries, opened with the
+    /// tenant's key, for this cluster, and not older than the one in force.
+    async fn tenant_trust(&self, req: &DispatchRequest) -> Result<Option<InForce>, Refusal> {
+        let c = &self.config;
+        let Some(key) = &c.tenant_key else {
+            return Ok(None);
+        };
+        let env = req.tenant_trust.as_ref().ok_or_else(|| {
+            refuse(
+                RefusalCode::TenantTrust,
+                "this agent requires its tenant's witness statement and the dispatch carries none: \
+                 the tenant registers its witness with `palisade customer register-witness`",
+            )
+        })?;
+        let cached = self
+            .opened
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .filter(|t| &t.env == env);
+        let in_force = match cached {
+            Some(t) => t,
+            None => {
+                let opened = TenantTrust::open(env, key).map_err(|e| {
+                    refuse(
+                        RefusalCode::TenantTrust,
+                        format!("the tenant's witness statement is refused: {e}"),
+                    )
+                })?;
+                if opened.trust.tenant != c.tenant || opened.trust.cluster != c.cluster {
+                    return Err(refuse(
+                        RefusalCode::TenantTrust,
+                        format!(
+                            "the tenant's statement is for {}/{}, this agent is {}/{}",
+                            opened.trust.tenant, opened.trust.cluster, c.tenant, c.cluster
+                        ),
+                    ));
+                }
+                let policy = c
+                    .log
+                    .clone()
+                    .with_group(WitnessGroup {
+                        name: format!("tenant {}'s witnesses", c.tenant),
+                        keys: opened.keys.clone(),
+                        quorum: usize::try_from(opened.trust.quorum).unwrap_or(usize::MAX),
+                    })
+                    .map_err(|e| {
+                        refuse(
+                            RefusalCode::TenantTrust,
+                            format!("the tenant's witness statement is refused: {e}"),
+                        )
+                    })?;
+                let t = InForce {
+                    env: env.clone(),
+                    opened,
+                    policy,
+                };
+                if let Ok(mut g) = self.opened.lock() {
+                    *g = Some(t.clone());
+                }
+                t
+            }
+        };
+        if let Some(current) = self.tenant.read().await.as_ref() {
+            let (seq, digest) = (current.seq, current.statement);
+            let s = &in_force.opened;
+            if s.trust.seq < seq || (s.trust.seq == seq && s.digest != digest) {
+                return Err(refuse(
+                    RefusalCode::TenantTrust,
+                    format!(
+                        "the tenant's statement {} (seq {}) is not the newest this agent enforces (seq {seq}): \
+                         an older statement cannot loosen what the tenant requires",
+                        s.digest, s.trust.seq
+                    ),
+                ));
+            }
+        }
+        Ok(Some(in_force))
+    }
+
+    /// Step 10, tenant part (under the commit lock): a newer statement becomes the
+    /// one in force, stored without a commit of its own (the nonce's commits it).
+    async fn record_tenant_trust(&self, req: &DispatchRequest, t: &InForce) -> Result<(), Refusal> {
+        let mut current = self.tenant.write().await;
+        let newer = match current.as_ref().map(|c| (c.seq, c.statement)) {
+            None => true,
+            Some((seq, digest)) => {
+                if t.opened.trust.seq < seq
+                    || (t.opened.trust.seq == seq && t.opened.digest != digest)
+                {
+                    return Err(refuse(
+                        RefusalCode::TenantTrust,
+                        "a newer tenant statement was accepted meanwhile",
+                    ));
+                }
+                t.opened.trust.seq > seq
+            }
+        };
+        if newer {
+            let env = req
+                .tenant_trust
+                .as_ref()
+                .ok_or_else(|| unavailable("the statement went missing"))?;
+            let bytes = serde_json::to_vec(env).map_err(unavailable)?;
+            self.state
+                .set_tenant_trust(bytes)
+                .await
+                .map_err(unavailable)?;
+            *current = Some(t.opened.reference());
+            tracing::info!(seq = t.opened.trust.seq, statement = %t.opened.digest, "tenant witness statement in force");
+        }
+        Ok(())
     }
 
     /// Step 5: the verified policy, re-verified once if the dispatch names another.
@@ -499,39 +682,53 @@ fn check_consistent(
 /// in the future).
 fn check_fresh(
     verified: &palisade_tlog::checkpoint::VerifiedCheckpoint,
+    policy: &LogPolicy,
     c: &AcceptorConfig,
     now: Timestamp,
 ) -> Result<(), Refusal> {
-    let quorum = c.log.quorum();
-    if quorum == 0 {
-        return Ok(());
-    }
     let now = now.unix_seconds();
     let max_age = i64::try_from(c.max_cosignature_age.as_secs()).unwrap_or(i64::MAX);
     let skew = i64::try_from(c.clock_skew.as_secs()).unwrap_or(i64::MAX);
-    let mut fresh: Vec<[u8; 32]> = Vec::new();
-    let mut newest: Option<i64> = None;
-    for cosig in verified.cosignatures() {
-        let at = i64::try_from(cosig.timestamp()).unwrap_or(i64::MAX);
-        newest = Some(newest.map_or(at, |n: i64| n.max(at)));
-        if at >= now.saturating_sub(max_age) && at <= now.saturating_add(skew) {
-            fresh.push(cosig.witness().public_key());
+    let groups = std::iter::once(("the log's witnesses", policy.witnesses(), policy.quorum()))
+        .chain(
+            policy
+                .groups()
+                .iter()
+                .map(|g| (g.name.as_str(), g.keys.as_slice(), g.quorum)),
+        );
+    for (name, keys, quorum) in groups {
+        if quorum == 0 {
+            continue;
         }
+        let mut fresh: Vec<[u8; 32]> = Vec::new();
+        let mut newest: Option<i64> = None;
+        for cosig in verified
+            .cosignatures()
+            .iter()
+            .filter(|s| keys.contains(s.witness()))
+        {
+            let at = i64::try_from(cosig.timestamp()).unwrap_or(i64::MAX);
+            newest = Some(newest.map_or(at, |n: i64| n.max(at)));
+            if at >= now.saturating_sub(max_age) && at <= now.saturating_add(skew) {
+                fresh.push(cosig.witness().public_key());
+            }
+        }
+        fresh.sort_unstable();
+        fresh.dedup();
+        if fresh.len() >= quorum {
+            continue;
+        }
+        let age = newest.map_or_else(
+            || "no cosignature".to_string(),
+            |n| format!("the newest cosignature is {} s old", now.saturating_sub(n)),
+        );
+        return Err(refuse(
+            RefusalCode::StaleCheckpoint,
+            format!(
+                "only {} of the {quorum} required cosignatures of {name} were made within the last {max_age} s ({age}): a frozen or withheld view of the log is refused",
+                fresh.len()
+            ),
+        ));
     }
-    fresh.sort_unstable();
-    fresh.dedup();
-    if fresh.len() >= quorum {
-        return Ok(());
-    }
-    let age = newest.map_or_else(
-        || "no cosignature".to_string(),
-        |n| format!("the newest cosignature is {} s old", now.saturating_sub(n)),
-    );
-    Err(refuse(
-        RefusalCode::StaleCheckpoint,
-        format!(
-            "only {} of the {quorum} required witnesses cosigned this checkpoint within the last {max_age} s ({age}): a frozen or withheld view of the log is refused",
-            fresh.len()
-        ),
-    ))
+    Ok(())
 }

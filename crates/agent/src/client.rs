@@ -125,6 +125,8 @@ pub struct Dispatcher {
     agent_http: reqwest::Client,
     /// Agent URL → the newest checkpoint size it reported.
     seen: Mutex<HashMap<String, u64>>,
+    /// Cluster → the tenant's newest witness statement, sent with every dispatch.
+    tenant_trust: Mutex<HashMap<String, Envelope>>,
 }
 
 /// What a logged and dispatched action came to.
@@ -167,11 +169,27 @@ impl Dispatcher {
             // Long actions (defragment, upgrade) answer when they finish.
             agent_http: http(agent_tls, Duration::from_secs(330))?,
             seen: Mutex::new(HashMap::new()),
+            tenant_trust: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn signing_key(&self) -> &SigningKey {
         &self.key
+    }
+
+    /// The tenant statement sent with dispatches to `cluster` from now on.
+    pub fn set_tenant_trust(&self, cluster: &str, statement: Envelope) {
+        if let Ok(mut m) = self.tenant_trust.lock() {
+            m.insert(cluster.to_string(), statement);
+        }
+    }
+
+    /// The tenant statement dispatches to `cluster` carry, if there is one.
+    pub fn tenant_trust(&self, cluster: &str) -> Option<Envelope> {
+        self.tenant_trust
+            .lock()
+            .ok()
+            .and_then(|m| m.get(cluster).cloned())
     }
 
     /// Appends one log entry to `log` and returns its index and tlog-proof, once the
@@ -458,6 +476,7 @@ impl Dispatcher {
             event: DispatchRequest::encode_event(entry),
             proof: appended.proof.clone(),
             consistency: None,
+            tenant_trust: self.tenant_trust(log),
         };
         if let Some(from) = self.known_size(agent_url) {
             match appended

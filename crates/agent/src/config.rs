@@ -32,6 +32,11 @@ pub struct AgentConfig {
     pub signing_key: PathBuf,
     /// Public key files (`.pub`) of the gateways whose dispatches are accepted.
     pub gateway_keys: Vec<PathBuf>,
+    /// The tenant's public key (`.pub`, from `palisade customer keygen`). With it,
+    /// the agent acts only under the newest witness statement signed by this key it
+    /// has seen, and requires the tenant's witnesses to cosign as well as the log's.
+    #[serde(default)]
+    pub tenant_key: Option<PathBuf>,
     /// Longest validity a dispatch may claim, in seconds (≤ 600).
     #[serde(default = "default_max_ttl")]
     pub max_dispatch_ttl_secs: u64,
@@ -405,6 +410,9 @@ impl ProcessConfig for AgentConfig {
         ];
         for p in &mut self.gateway_keys {
             v.push(("gateway_keys", p));
+        }
+        if let Some(p) = &mut self.tenant_key {
+            v.push(("tenant_key", p));
         }
         if let Some(t) = &mut self.etcd.tls {
             v.push(("etcd.tls.ca", &mut t.ca));

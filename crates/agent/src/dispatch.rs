@@ -16,7 +16,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use palisade_core::canonical::{from_canonical_slice, to_canonical_vec, CanonicalError};
 use palisade_core::event::{
-    AgentAttestation, IntentEvent, Outcome, ParamValue, PolicyRef, ResultEvent,
+    AgentAttestation, EnforcedTrust, IntentEvent, Outcome, ParamValue, PolicyRef,
+    RefusalAttestation, ResultEvent,
 };
 use palisade_core::time::Timestamp;
 use palisade_core::{
@@ -31,6 +32,8 @@ pub const DISPATCH_SCHEMA: &str = "palisade.dev/dispatch/v1";
 pub const RESULT_SCHEMA: &str = "palisade.dev/agent-result/v1";
 pub const DISPATCH_PAYLOAD_TYPE: &str = "application/vnd.palisade.dispatch+json";
 pub const RESULT_PAYLOAD_TYPE: &str = "application/vnd.palisade.agent-result+json";
+pub const REFUSAL_SCHEMA: &str = "palisade.dev/agent-refusal/v1";
+pub const REFUSAL_PAYLOAD_TYPE: &str = "application/vnd.palisade.agent-refusal+json";
 /// The only route that executes anything.
 pub const DISPATCH_PATH: &str = "/v1/dispatch";
 /// Liveness and the agent's view (policy, newest checkpoint size).
@@ -129,6 +132,10 @@ pub struct DispatchRequest {
     /// Needed when the agent has seen a smaller checkpoint than the proof's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<Consistency>,
+    /// The tenant's newest witness statement (signed by the tenant's key): required
+    /// by an agent configured with a tenant key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_trust: Option<Envelope>,
 }
 
 impl DispatchRequest {
@@ -179,6 +186,9 @@ pub struct AgentResult {
     /// tree of their own log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_root_seen: Option<String>,
+    /// The witnesses (the log's and the tenant's) the agent required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<EnforcedTrust>,
 }
 
 impl AgentResult {
@@ -192,6 +202,7 @@ impl AgentResult {
             log_size_seen: self.log_size_seen,
             log_root_seen: self.log_root_seen.clone(),
             error: self.error.clone(),
+            trust: self.trust.clone().map(Box::new),
             keyid: signature.keyid.clone(),
             sig: signature.sig.clone(),
         })
@@ -245,6 +256,7 @@ impl AgentResult {
             finished_at: a.finished_at,
             log_size_seen: a.log_size_seen,
             log_root_seen: a.log_root_seen.clone(),
+            trust: a.trust.as_deref().cloned(),
         };
         let payload = to_canonical_vec(&rebuilt).map_err(|e| e.to_string())?;
         let envelope = Envelope {
@@ -310,6 +322,9 @@ pub enum RefusalCode {
     /// The checkpoint's witness cosignatures are older than the agent accepts: a
     /// frozen or withheld view of the log.
     StaleCheckpoint,
+    /// The agent requires its tenant's witness statement, and the dispatch carried
+    /// none, one not signed by the tenant's key, or one older than it enforces.
+    TenantTrust,
     Unavailable,
 }
 
@@ -336,6 +351,94 @@ pub struct Refusal {
     /// With `stale_view`: the checkpoint size the agent has seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_size: Option<u64>,
+    /// The agent's signed [`AgentRefusal`] (a DSSE envelope), so that the refusal
+    /// logged in the customer's log is the agent's word, not the gateway's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<Box<Envelope>>,
+}
+
+/// A refusal as the agent signs it: nothing ran, for this reason, under this trust.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRefusal {
+    pub schema: String,
+    pub cluster: ClusterId,
+    pub instance: InstanceId,
+    /// The digest of the dispatch refused, when its envelope could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_digest: Option<Sha256Digest>,
+    pub code: RefusalCode,
+    pub detail: String,
+    pub at: Timestamp,
+    /// The size of the newest checkpoint the agent had accepted.
+    pub log_size_seen: u64,
+    pub trust: EnforcedTrust,
+}
+
+impl AgentRefusal {
+    pub fn sign(&self, key: &SigningKey) -> Result<Envelope, CanonicalError> {
+        Ok(Envelope::sign(
+            REFUSAL_PAYLOAD_TYPE,
+            &to_canonical_vec(self)?,
+            key,
+        ))
+    }
+
+    /// Opens a signed refusal: a signature by one of `agent_keys`, the schema.
+    pub fn verify(envelope: &Envelope, agent_keys: &[PublicKey]) -> Result<AgentRefusal, String> {
+        let bytes = envelope
+            .payload_bytes(REFUSAL_PAYLOAD_TYPE)
+            .map_err(|e| e.to_string())?;
+        if envelope.verified_by(agent_keys).is_empty() {
+            return Err("the refusal is not signed by a trusted agent key".into());
+        }
+        let r: AgentRefusal = from_canonical_slice(&bytes).map_err(|e| e.to_string())?;
+        if r.schema != REFUSAL_SCHEMA {
+            return Err(format!("refusal schema is not {REFUSAL_SCHEMA:?}"));
+        }
+        Ok(r)
+    }
+
+    /// The agent's signed refusal rebuilt from a logged `refused_by_agent` result
+    /// and its intent, and checked against `agent_keys`.
+    pub fn verify_logged(
+        intent: &IntentEvent,
+        result: &ResultEvent,
+        agent_keys: &[PublicKey],
+    ) -> Result<AgentRefusal, String> {
+        let a = result
+            .agent_refusal
+            .as_ref()
+            .ok_or("it carries no agent signature: the gateway wrote it alone")?;
+        let code: RefusalCode = serde_json::from_value(serde_json::Value::String(a.code.clone()))
+            .map_err(|_| format!("unknown refusal code {:?}", a.code))?;
+        let rebuilt = AgentRefusal {
+            schema: REFUSAL_SCHEMA.into(),
+            cluster: intent.cluster.clone(),
+            instance: intent
+                .instance
+                .clone()
+                .ok_or("its intent names no instance")?,
+            dispatch_digest: Some(intent.dispatch_digest),
+            code,
+            detail: a.detail.clone(),
+            at: a.at,
+            log_size_seen: a.log_size_seen,
+            trust: a.trust.clone(),
+        };
+        let payload = to_canonical_vec(&rebuilt).map_err(|e| e.to_string())?;
+        let envelope = Envelope {
+            payload: BASE64.encode(&payload),
+            payload_type: REFUSAL_PAYLOAD_TYPE.into(),
+            signatures: vec![palisade_policy::dsse::EnvelopeSignature {
+                keyid: a.keyid.clone(),
+                sig: a.sig.clone(),
+            }],
+        };
+        AgentRefusal::verify(&envelope, agent_keys).map_err(|e| {
+            format!("the agent's signature does not verify ({e}): the agent did not sign this refusal for this intent")
+        })
+    }
 }
 
 impl Refusal {
@@ -359,7 +462,25 @@ impl Refusal {
             detail,
             code,
             known_size: None,
+            signed: None,
         }
+    }
+
+    /// What a result event carries of this refusal's signature, if it is signed.
+    pub fn attestation(&self) -> Option<RefusalAttestation> {
+        let env = self.signed.as_ref()?;
+        let signature = env.signatures.first()?;
+        let bytes = env.payload_bytes(REFUSAL_PAYLOAD_TYPE).ok()?;
+        let r: AgentRefusal = from_canonical_slice(&bytes).ok()?;
+        Some(RefusalAttestation {
+            code: serde_json::to_value(r.code).ok()?.as_str()?.to_string(),
+            detail: r.detail,
+            at: r.at,
+            log_size_seen: r.log_size_seen,
+            trust: r.trust,
+            keyid: signature.keyid.clone(),
+            sig: signature.sig.clone(),
+        })
     }
 
     pub fn stale(known_size: u64, detail: impl Into<String>) -> Self {

@@ -115,6 +115,13 @@ impl Agent {
                 max_ttl: Duration::from_secs(cfg.max_dispatch_ttl_secs),
                 clock_skew: Duration::from_secs(cfg.clock_skew_secs),
                 max_cosignature_age: Duration::from_secs(cfg.log.max_cosignature_age_secs),
+                tenant_key: match &cfg.tenant_key {
+                    Some(p) => Some(
+                        PublicKey::read(p)
+                            .map_err(|e| AgentError::Setup(format!("tenant_key: {e}")))?,
+                    ),
+                    None => None,
+                },
             },
             Box::new(TufPolicy {
                 trust: cfg.trust.clone(),
@@ -265,6 +272,7 @@ impl Agent {
             finished_at: started_at,
             log_size_seen: accepted.log_size,
             log_root_seen: Some(accepted.log_root.to_base64()),
+            trust: Some(accepted.trust.clone()),
         };
         // Nothing runs unless a gateway can later learn how it ended.
         self.acceptor
@@ -286,6 +294,33 @@ impl Agent {
                 format!("the action stopped abnormally ({e}); its outcome is recorded as interrupted at the next start"),
             )),
         }
+    }
+
+    /// Signs a refusal of `req`: the customer's log then holds the agent's word
+    /// that nothing ran, and why, not only the gateway's.
+    async fn signed(&self, mut r: Refusal, req: &DispatchRequest) -> Refusal {
+        let dispatch_digest = req
+            .dispatch
+            .payload_bytes(crate::dispatch::DISPATCH_PAYLOAD_TYPE)
+            .ok()
+            .map(|p| palisade_core::Sha256Digest::of(&p));
+        let c = self.acceptor.config();
+        let statement = crate::dispatch::AgentRefusal {
+            schema: crate::dispatch::REFUSAL_SCHEMA.into(),
+            cluster: c.cluster.clone(),
+            instance: c.instance.clone(),
+            dispatch_digest,
+            code: r.code,
+            detail: r.detail.clone(),
+            at: Timestamp::now(),
+            log_size_seen: self.acceptor.log_size_seen().await.unwrap_or(0),
+            trust: self.acceptor.trust_now().await,
+        };
+        match statement.sign(&self.key) {
+            Ok(env) => r.signed = Some(Box::new(env)),
+            Err(e) => tracing::error!(error = %e, "a refusal could not be signed"),
+        }
+        r
     }
 
     /// Runs an accepted dispatch, signs its result and stores it.
@@ -382,7 +417,7 @@ async fn dispatch(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
         Ok(envelope) => Json(envelope).into_response(),
         Err(r) => {
             tracing::warn!(refusal = %r, "dispatch refused");
-            r.into_response()
+            agent.signed(r, &req).await.into_response()
         }
     }
 }

@@ -15,6 +15,8 @@ const NONCES: Namespace = Namespace::new("agent_nonces");
 /// persists both (see [`AgentState::advance`]).
 const VIEW: Namespace = Namespace::relaxed("agent_view");
 const CHECKPOINT_KEY: &str = "checkpoint";
+/// The newest tenant witness statement accepted (its DSSE envelope as JSON).
+const TENANT_TRUST_KEY: &str = "tenant_trust";
 const OUTCOMES: Namespace = Namespace::new("agent_outcomes");
 
 /// What the agent knows of one accepted dispatch, by its intent's event id.
@@ -168,6 +170,17 @@ impl AgentState {
     /// The newest accepted checkpoint (signed note bytes), if any.
     pub async fn checkpoint(&self) -> Result<Option<Vec<u8>>, StateError> {
         self.store.get(VIEW, CHECKPOINT_KEY).await
+    }
+
+    /// The tenant witness statement in force, if any.
+    pub async fn tenant_trust(&self) -> Result<Option<Vec<u8>>, StateError> {
+        self.store.get(VIEW, TENANT_TRUST_KEY).await
+    }
+
+    /// Records a newer tenant statement (callers hold the acceptance lock); durable
+    /// with the next durable write, like the view.
+    pub async fn set_tenant_trust(&self, envelope: Vec<u8>) -> Result<(), StateError> {
+        self.store.put(VIEW, TENANT_TRUST_KEY, envelope).await
     }
 
     /// Replaces the view, only if it is still `expected` (callers hold the

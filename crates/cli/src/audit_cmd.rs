@@ -396,12 +396,12 @@ pub(crate) fn policy(args: &PolicyArgs) -> anyhow::Result<LogPolicy> {
 }
 
 /// Verifier key text, or `@FILE` holding it.
-fn verifier_key(arg: &str, option: &str) -> anyhow::Result<VerifierKey> {
+pub(crate) fn verifier_key(arg: &str, option: &str) -> anyhow::Result<VerifierKey> {
     palisade_tlog_service::keyfile::verifier_arg(arg).with_context(|| option.to_string())
 }
 
 /// A secret given directly or as `@FILE`; never echoed back.
-fn secret_arg(arg: &str) -> anyhow::Result<String> {
+pub(crate) fn secret_arg(arg: &str) -> anyhow::Result<String> {
     match arg.strip_prefix('@') {
         Some(path) => Ok(std::fs::read_to_string(path)
             .with_context(|| format!("--token: cannot read the token file {path}"))?

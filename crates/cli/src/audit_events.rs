@@ -9,6 +9,12 @@
 //! signature (rebuilt from the result and its intent; with `--agent-key`, verified)
 //! — and printed as a timeline, as JSON lines, or as Kubernetes `audit.k8s.io/v1`
 //! Event lines for an audit pipeline.
+//!
+//! The tenant's witness statements are checked too: each signed by the tenant's key
+//! (with `--tenant-key`), each with a higher `seq` than the one before; and every
+//! result an agent signed must name, as the tenant trust it enforced, the statement
+//! in force when its intent was logged (or a newer one in this log) — so an agent
+//! shown a statement the log does not hold, or none, is visible.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -42,6 +48,10 @@ pub struct EventsArgs {
     /// and intent.
     #[arg(long = "agent-key", value_name = "FILE")]
     agent_keys: Vec<std::path::PathBuf>,
+    /// The tenant's public key file (`tenant.pub`): every witness statement in the
+    /// log must be signed by it.
+    #[arg(long = "tenant-key", value_name = "FILE")]
+    tenant_key: Option<std::path::PathBuf>,
     /// `table` (a timeline), `json` (one object per line: index, event, checks) or
     /// `k8s-audit` (one audit.k8s.io/v1 Event per line).
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -66,6 +76,11 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|p| palisade_policy::keys::PublicKey::read(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let tenant_key = args
+        .tenant_key
+        .as_deref()
+        .map(palisade_policy::keys::PublicKey::read)
+        .transpose()?;
     let (checkpoint, entries) = audit::read_entries(&source, &policy)
         .await
         .map_err(|e| anyhow::anyhow!("the log {} did not verify: {e}", policy.origin()))?;
@@ -93,6 +108,7 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let mut signatures_checked = 0usize;
     let mut intents: HashMap<String, u64> = HashMap::new();
     let mut results: HashMap<String, u64> = HashMap::new();
+    let mut tenant = TenantStatements::default();
     let mut rows = Vec::new();
     for (i, bytes) in entries.iter().enumerate() {
         let index = i as u64;
@@ -106,6 +122,12 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
                         .push(format!("intent {} is logged twice", e.event_id));
                 }
                 intent_events.insert(e.event_id.to_string(), (**e).clone());
+                tenant.at_intent(e.event_id.as_str());
+            }
+            Ok(Event::TenantTrust(t)) => {
+                if let Some(p) = tenant.record(index, t, tenant_key.as_ref()) {
+                    checks.problems.push(p);
+                }
             }
             Ok(Event::Result(r)) => {
                 if let Err(e) = r.check_output() {
@@ -115,6 +137,9 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
                 // shown a fork says so in every result it signs afterwards.
                 if let Some(a) = &r.agent {
                     if let Some(problem) = view_problem(&roots, a) {
+                        checks.problems.push(problem);
+                    }
+                    if let Some(problem) = tenant.enforced_problem(r.intent.as_str(), a) {
                         checks.problems.push(problem);
                     }
                 }
@@ -143,6 +168,36 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
                         r.outcome.as_str()
                     )),
                     _ => {}
+                }
+                if r.outcome == palisade_core::event::Outcome::RefusedByAgent
+                    && r.agent_refusal.is_none()
+                {
+                    checks.problems.push(
+                        "refused_by_agent result without the agent's signature: the gateway wrote it alone"
+                            .into(),
+                    );
+                }
+                // A refusal the agent signed is checked like a result.
+                if let (Some(intent), Some(_)) =
+                    (intent_events.get(r.intent.as_str()), &r.agent_refusal)
+                {
+                    if r.outcome != palisade_core::event::Outcome::RefusedByAgent {
+                        checks.problems.push(format!(
+                            "a {} result carries an agent's refusal",
+                            r.outcome.as_str()
+                        ));
+                    } else if !agent_keys.is_empty() {
+                        match palisade_agent::dispatch::AgentRefusal::verify_logged(
+                            intent,
+                            r,
+                            &agent_keys,
+                        ) {
+                            Ok(_) => signatures_checked += 1,
+                            Err(e) => checks
+                                .problems
+                                .push(format!("refused_by_agent result: {e}")),
+                        }
+                    }
                 }
                 match intents.get(r.intent.as_str()) {
                     None => checks.problems.push(format!(
@@ -228,6 +283,87 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The tenant's witness statements met so far, in log order.
+#[derive(Default)]
+struct TenantStatements {
+    /// Statement digest → seq, for every statement in the log so far.
+    logged: HashMap<String, u64>,
+    /// The newest statement's seq so far.
+    newest: Option<u64>,
+    /// Intent event id → the seq in force when it was logged.
+    at_intent: HashMap<String, u64>,
+}
+
+impl TenantStatements {
+    fn record(
+        &mut self,
+        index: u64,
+        t: &palisade_core::event::TenantTrustEvent,
+        key: Option<&palisade_policy::keys::PublicKey>,
+    ) -> Option<String> {
+        let env = palisade_policy::dsse::Envelope::from(&t.statement);
+        let (trust, digest) = match key {
+            Some(k) => match palisade_policy::tenant::TenantTrust::open(&env, k) {
+                Ok(o) => (o.trust, o.digest),
+                Err(e) => return Some(format!("tenant statement at {index}: {e}")),
+            },
+            None => match palisade_policy::tenant::TenantTrust::decode(&env) {
+                Ok(d) => d,
+                Err(e) => return Some(format!("tenant statement at {index}: {e}")),
+            },
+        };
+        if trust.tenant != t.tenant || trust.cluster != t.cluster {
+            return Some(format!(
+                "tenant statement at {index} is for {}/{}, logged for {}/{}",
+                trust.tenant, trust.cluster, t.tenant, t.cluster
+            ));
+        }
+        let problem = self.newest.filter(|n| trust.seq <= *n).map(|n| {
+            format!(
+                "tenant statement at {index} has seq {}, not above the {n} before it",
+                trust.seq
+            )
+        });
+        self.logged.insert(digest.to_string(), trust.seq);
+        self.newest = Some(self.newest.map_or(trust.seq, |n| n.max(trust.seq)));
+        problem
+    }
+
+    fn at_intent(&mut self, intent: &str) {
+        if let Some(n) = self.newest {
+            self.at_intent.insert(intent.to_string(), n);
+        }
+    }
+
+    /// Whether an agent's signed result names a tenant trust this log holds, no
+    /// older than the one in force when its intent was logged.
+    fn enforced_problem(
+        &self,
+        intent: &str,
+        a: &palisade_core::event::AgentAttestation,
+    ) -> Option<String> {
+        let in_force = self.at_intent.get(intent).copied();
+        let enforced = a.trust.as_ref().and_then(|t| t.tenant.as_ref());
+        match (in_force, enforced) {
+            (None, None) => None,
+            (Some(seq), None) => Some(format!(
+                "the agent enforced no tenant witness, though your statement seq {seq} was in force"
+            )),
+            (_, Some(e)) => match self.logged.get(&e.statement.to_string()) {
+                None => Some(format!(
+                    "the agent enforced a tenant statement ({}, seq {}) that is not in your log",
+                    e.statement, e.seq
+                )),
+                Some(seq) if in_force.is_some_and(|f| *seq < f) => Some(format!(
+                    "the agent enforced your tenant statement seq {seq}, older than seq {} in force when the intent was logged",
+                    in_force.unwrap_or_default()
+                )),
+                Some(_) => None,
+            },
+        }
+    }
+}
+
 /// Why the view an agent reports (size, root) is not a tree of the log whose roots by
 /// size are `roots`, if it is not.
 fn view_problem(
@@ -289,6 +425,23 @@ fn row(
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default()
         ),
+        Ok(Event::TenantTrust(t)) => {
+            let env = palisade_policy::dsse::Envelope::from(&t.statement);
+            match palisade_policy::tenant::TenantTrust::decode(&env) {
+                Ok((trust, digest)) => format!(
+                    "{} tenant  {} requires {} of its witnesses [{}] (statement seq {}, {digest})",
+                    t.time,
+                    t.tenant,
+                    trust.quorum,
+                    trust.witnesses.join(", "),
+                    trust.seq
+                ),
+                Err(e) => format!(
+                    "{} tenant  {} (undecodable statement: {e})",
+                    t.time, t.tenant
+                ),
+            }
+        }
         Err(_) => "(not a Palisade event)".to_string(),
     };
     let problems = if checks.problems.is_empty() {
@@ -315,12 +468,56 @@ mod tests {
             log_size_seen: size,
             log_root_seen: Some(root.into()),
             error: None,
+            trust: None,
             keyid: String::new(),
             sig: String::new(),
         }
     }
 
     /// An agent's view must be a tree of the customer's own log: the root at that size.
+    /// A result's enforced tenant trust must be a statement of the log, no older
+    /// than the one in force when its intent was logged.
+    #[test]
+    fn an_agent_enforcing_another_or_an_older_tenant_statement_is_named() {
+        use super::TenantStatements;
+        use palisade_core::event::{EnforcedTrust, TenantTrustRef};
+        let mut t = TenantStatements::default();
+        let digest = |b: &[u8]| palisade_core::Sha256Digest::of(b);
+        t.logged.insert(digest(b"s1").to_string(), 1);
+        t.logged.insert(digest(b"s2").to_string(), 2);
+        t.newest = Some(2);
+        t.at_intent.insert("i".into(), 2);
+        let with = |seq: u64, d: &[u8]| {
+            let mut a = attestation(1, "x");
+            a.trust = Some(Box::new(EnforcedTrust {
+                witnesses: vec![],
+                quorum: 1,
+                tenant: Some(TenantTrustRef {
+                    seq,
+                    statement: digest(d),
+                    witnesses: vec![],
+                    quorum: 1,
+                }),
+            }));
+            a
+        };
+        assert_eq!(t.enforced_problem("i", &with(2, b"s2")), None);
+        assert!(t
+            .enforced_problem("i", &with(1, b"s1"))
+            .expect("older")
+            .contains("older than seq 2"));
+        assert!(t
+            .enforced_problem("i", &with(3, b"elsewhere"))
+            .expect("not logged")
+            .contains("not in your log"));
+        assert!(t
+            .enforced_problem("i", &attestation(1, "x"))
+            .expect("none")
+            .contains("enforced no tenant witness"));
+        // An intent logged before any statement: nothing is required of it.
+        assert_eq!(t.enforced_problem("before", &attestation(1, "x")), None);
+    }
+
     #[test]
     fn a_view_the_log_does_not_contain_is_named() {
         let mut f = Frontier::new();

@@ -12,6 +12,7 @@ mod audit_cmd;
 mod audit_events;
 mod audit_watch;
 mod backup_cmd;
+mod customer_cmd;
 mod gateway_cmd;
 mod kms_cmd;
 mod lifecycle;
@@ -54,6 +55,8 @@ enum Command {
     Op(op_cmd::OpArgs),
     /// Customer CLI: verify your cluster's log, its proofs and its witnesses.
     Audit(audit_cmd::AuditArgs),
+    /// Customer CLI: your own key, and the witnesses it makes every agent require.
+    Customer(customer_cmd::CustomerArgs),
     /// Write, review, approve and publish the action policy (multi-party, on TUF).
     Policy(policy_cmd::PolicyArgs),
     /// Attest, approve, publish and verify component releases (multi-party, on TUF).
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Kms(args) => kms_cmd::run(args),
         Command::Op(args) => op_cmd::run(args),
         Command::Audit(args) => audit_cmd::run(args),
+        Command::Customer(args) => customer_cmd::run(args),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Release(args) => release_cmd::run(args),
         Command::Backup(args) => backup_cmd::run(args),

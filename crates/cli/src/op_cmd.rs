@@ -159,7 +159,7 @@ fn write_credentials(path: &Path, c: &Credentials) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     let provider = palisade_pki::crypto_provider();
     let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))

@@ -3,7 +3,7 @@
 //! run reuses the directory as it is.
 
 use anyhow::Context;
-use palisade_core::inventory::Inventory;
+use palisade_core::inventory::{demo_tenant, Inventory};
 use palisade_pki::{CaPaths, CertName, IssuedPaths, Role};
 use palisade_tlog::note::KeyType;
 use palisade_tlog_service::keyfile::{file_stem, write_key_pair};
@@ -29,12 +29,16 @@ pub struct Stack {
     pub inventory: PathBuf,
     pub processes: Vec<ProcessSpec>,
     pub next_steps: Vec<String>,
+    /// The demo tenant's signed witness statement, registered once the gateway runs.
+    pub tenant_statement: PathBuf,
+    pub gateway_url: String,
 }
 
 /// The certificates the stack needs: (role, name).
 const CERTS: &[(Role, &str)] = &[
     (Role::Log, "log"),
     (Role::Witness, "witness"),
+    (Role::Witness, "tenant-demo-witness"),
     (Role::Gateway, "gateway"),
     (Role::Agent, "demo-0"),
 ];
@@ -79,7 +83,8 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
     palisade_core::config::load::<Inventory>(&inventory)?;
 
     let witness = prepare_witness(dir, &pki_dir, port(2)?)?;
-    let log = prepare_log(dir, &pki_dir, &inventory, port(1)?, port(2)?)?;
+    let tenant_witness = prepare_tenant(dir, &pki_dir, port(6)?)?;
+    let log = prepare_log(dir, &pki_dir, &inventory, port(1)?, port(2)?, port(6)?)?;
     let trust = prepare_trust(dir)?;
     let kms = prepare_kms(dir)?;
     let agent = prepare_agent(dir, &pki_dir, &trust, port(3)?, port(4)?)?;
@@ -95,7 +100,9 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
         dir: dir.to_path_buf(),
         pki_dir,
         inventory,
-        processes: vec![witness, log, kms, agent, gateway],
+        tenant_statement: dir.join(demo_tenant::TRUST_STATEMENT),
+        gateway_url: format!("https://{}", port(0)?),
+        processes: vec![witness, tenant_witness, log, kms, agent, gateway],
         next_steps: vec![
             format!(
                 "palisade op{credentials_flag} run etcd.status --cluster demo --ticket DEMO-1 --reason \"first look\"\n     \
@@ -104,21 +111,32 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
             format!(
             "palisade audit verify --url https://{log}/logs/demo --token @{d}/tenant-demo.token --ca {d}/pki/ca.crt \\\n       \
              --origin {BASE_ORIGIN}/demo --log-key @{d}/log/keys/{stem}.pub \\\n       \
-             --witness-key @{d}/witness/keys/{wstem}.pub --quorum 1",
+             --witness-key @{d}/witness/keys/{wstem}.pub --witness-key @{d}/{twitness} --max-age 5m",
             log = port(1)?,
             d = dir.display(),
             stem = file_stem(BASE_ORIGIN),
             wstem = file_stem(WITNESS_NAME),
+            twitness = demo_tenant::WITNESS_PUBLIC_KEY,
+        ),
+            format!(
+            "palisade customer trust --gateway https://{gw} --ca {d}/pki/ca.crt --token @{d}/tenant-demo.token \
+                    --tenant demo --cluster demo
+                  (the demo tenant's own witness, key under {d}/{tdir}/, which the agent requires beside the provider's)",
+            gw = port(0)?,
+            d = dir.display(),
+            tdir = demo_tenant::DIR,
         ),
             format!(
             "palisade audit watch --url https://{log}/logs/demo --token @{d}/tenant-demo.token --ca {d}/pki/ca.crt \\\n       \
              --origin {BASE_ORIGIN}/demo --log-key @{d}/log/keys/{stem}.pub \\\n       \
-             --witness-key @{d}/witness/keys/{wstem}.pub --state {d}/tenant-demo.watch.state\n     \
-             (keeps checking that the log only grows and stays freshly cosigned; `audit events` with the same options prints it)",
+             --witness-key @{d}/witness/keys/{wstem}.pub --witness-key @{d}/{twitness} --state {d}/tenant-demo.watch.state\n     \
+             (keeps checking that the log only grows and stays freshly cosigned by both witnesses; `audit events` with the same options and --tenant-key @{d}/{tkey} prints it)",
             log = port(1)?,
             d = dir.display(),
             stem = file_stem(BASE_ORIGIN),
             wstem = file_stem(WITNESS_NAME),
+            twitness = demo_tenant::WITNESS_PUBLIC_KEY,
+            tkey = demo_tenant::PUBLIC_KEY,
         )],
     })
 }
@@ -315,6 +333,91 @@ fn prepare_witness(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<P
     })
 }
 
+/// The demo tenant's side, apart from everything the provider holds: its statement
+/// key, its own witness (a process of its own, its key under `tenant-demo/`), and
+/// the statement, signed once, that makes the demo cluster's agent require that
+/// witness. (Its TLS certificate comes from the demo CA: transport only.)
+fn prepare_tenant(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<ProcessSpec> {
+    use palisade_policy::keys;
+    let tdir = dir.join(demo_tenant::DIR);
+    create_private_dir(&tdir)?;
+    if !dir.join(demo_tenant::KEY).exists() {
+        keys::generate("tenant", &tdir, false)?;
+    }
+    let wdir = tdir.join("witness");
+    let wkeys = wdir.join("keys");
+    if !dir.join(demo_tenant::WITNESS_KEY).exists() {
+        write_key_pair(
+            demo_tenant::WITNESS_NAME,
+            KeyType::Cosignature,
+            &wkeys,
+            false,
+        )?;
+    }
+    let config = wdir.join("witness.toml");
+    if !config.exists() {
+        let log_key = std::fs::read_to_string(ensure_log_key(dir)?)?;
+        let text = format!(
+            "listen = \"{addr}\"\nkey_file = \"{key_file}\"\nstate_file = \"state.redb\"\n\n\
+             [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
+             {logs}",
+            logs = demo_tenant_clusters(dir)?
+                .iter()
+                .map(|c| format!(
+                    "[[log]]\norigin = \"{BASE_ORIGIN}/{c}\"\nkey = \"{}\"\n\n",
+                    log_key.trim()
+                ))
+                .collect::<String>(),
+            key_file = dir.join(demo_tenant::WITNESS_KEY).display(),
+            ca = pki.join("ca.crt").display(),
+            cert = pki.join("witness-tenant-demo-witness.crt").display(),
+            key = pki.join("witness-tenant-demo-witness.key").display(),
+        );
+        write_new(&config, &header(&text))?;
+    }
+    let statement = dir.join(demo_tenant::TRUST_STATEMENT);
+    if !statement.exists() {
+        let witness = std::fs::read_to_string(dir.join(demo_tenant::WITNESS_PUBLIC_KEY))?;
+        let trust = palisade_policy::tenant::TenantTrust {
+            schema: palisade_policy::tenant::TENANT_TRUST_SCHEMA.into(),
+            tenant: palisade_core::TenantId::parse("demo")?,
+            cluster: palisade_core::ClusterId::parse("demo")?,
+            seq: 1,
+            issued_at: palisade_core::time::Timestamp::now(),
+            witnesses: vec![witness.trim().to_string()],
+            quorum: 1,
+        };
+        let signed = trust
+            .sign(&keys::SigningKey::read(&dir.join(demo_tenant::KEY))?)
+            .map_err(|e| anyhow::anyhow!("the demo tenant's statement: {e}"))?;
+        write_new(&statement, &serde_json::to_string_pretty(&signed)?)?;
+    }
+    Ok(ProcessSpec {
+        name: "tenant-witness",
+        what: "the demo tenant's own witness: the agent requires its cosignature too",
+        args: vec![
+            "witness".into(),
+            "serve".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        addr,
+        unix_socket: None,
+        warning: None,
+    })
+}
+
+/// The clusters of the demo tenant in the inventory (its witness covers their logs).
+fn demo_tenant_clusters(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let inventory: Inventory = palisade_core::config::load(&dir.join("inventory.toml"))?;
+    Ok(inventory
+        .clusters
+        .iter()
+        .filter(|c| c.tenant.as_str() == "demo")
+        .map(|c| c.id.to_string())
+        .collect())
+}
+
 fn ensure_log_key(dir: &Path) -> anyhow::Result<PathBuf> {
     let keys = dir.join("log").join("keys");
     let stem = file_stem(BASE_ORIGIN);
@@ -331,6 +434,7 @@ fn prepare_log(
     inventory: &Path,
     addr: SocketAddr,
     witness: SocketAddr,
+    tenant_witness: SocketAddr,
 ) -> anyhow::Result<ProcessSpec> {
     let ldir = dir.join("log");
     ensure_log_key(dir)?;
@@ -355,7 +459,18 @@ fn prepare_log(
              [storage]\nkind = \"local\"\ndir = \"tiles\"\n\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha256}\"\n\n\
-             [[witness]]\nname = \"{WITNESS_NAME}\"\nurl = \"https://{witness}\"\nkey = \"{wkey}\"\n",
+             [[witness]]\nname = \"{WITNESS_NAME}\"\nurl = \"https://{witness}\"\nkey = \"{wkey}\"\n\n\
+             # The demo tenant's own witness: the demo cluster's agent requires it, so\n\
+             # every append to that log waits for it too.\n\
+             [[witness]]\nname = \"{twname}\"\nurl = \"https://{tenant_witness}\"\nkey = \"{twkey}\"\n\
+             clusters = [{tclusters}]\nrequired = true\n",
+            tclusters = demo_tenant_clusters(dir)?
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            twname = demo_tenant::WITNESS_NAME,
+            twkey = std::fs::read_to_string(dir.join(demo_tenant::WITNESS_PUBLIC_KEY))?.trim(),
             stem = file_stem(BASE_ORIGIN),
             inventory = inventory.display(),
             ca = pki.join("ca.crt").display(),
@@ -578,7 +693,9 @@ fn prepare_agent(
         let text = format!(
             "listen = \"{addr}\"\ntenant = \"demo\"\ncluster = \"demo\"\ninstance = \"demo-0\"\n\
              state = \"state.redb\"\nwork_dir = \"work\"\nsigning_key = \"keys/agent.key\"\n\
-             gateway_keys = [\"{gateway_pub}\"]\ndisks = [\"{data}\"]\n\n\
+             gateway_keys = [\"{gateway_pub}\"]\ndisks = [\"{data}\"]\n\
+             # The demo tenant's key: the agent acts only under its newest witness statement.\n\
+             tenant_key = \"{tenant_pub}\"\n\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [log]\norigin = \"{BASE_ORIGIN}/demo\"\nkey = \"{log_key}\"\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\n\n\
              [trust]\nrepo = \"{repo}\"\nroot = \"{root}\"\ndatastore = \"tuf-datastore\"\n\n\
@@ -587,6 +704,7 @@ fn prepare_agent(
              [[cert]]\nname = \"agent-serving\"\npath = \"{cert}\"\n\n\
              [[cert]]\nname = \"palisade-ca\"\npath = \"{ca}\"\n",
             gateway_pub = gdir.join("keys/gateway.pub").display(),
+            tenant_pub = dir.join(demo_tenant::PUBLIC_KEY).display(),
             backups = dir.join("backups").display(),
             kms_socket = kms_socket(dir).display(),
             data = dir.display(),

@@ -74,6 +74,10 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     // The handlers exist before `ready` is printed: a SIGTERM or SIGINT sent as soon
     // as it is seen must stop the stack cleanly, not kill this process alone.
+    if let Err(e) = register_tenant_witness(&stack).await {
+        stop_all(&mut running).await;
+        return Err(e);
+    }
     let signals = Signals::install();
     print_summary(&stack);
     println!("ready");
@@ -82,6 +86,35 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     stop_all(&mut running).await;
     eprintln!("palisade up: {name} received; all processes stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Has the gateway record the demo tenant's witness statement in the demo cluster's
+/// log (once: a later start finds it in force), so the agent, which requires it,
+/// accepts dispatches. The gateway serves before its log is ready, so it is retried.
+async fn register_tenant_witness(stack: &Stack) -> anyhow::Result<()> {
+    let statement: palisade_policy::dsse::Envelope = serde_json::from_slice(
+        &std::fs::read(&stack.tenant_statement)
+            .with_context(|| format!("cannot read {}", stack.tenant_statement.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "{} is not a signed statement",
+            stack.tenant_statement.display()
+        )
+    })?;
+    let token = std::fs::read_to_string(stack.dir.join("tenant-demo.token"))?
+        .trim()
+        .to_string();
+    let ca = stack.pki_dir.join("ca.crt");
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    loop {
+        match crate::customer_cmd::register_demo(&stack.gateway_url, &ca, &token, &statement).await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 fn spawn(exe: &Path, p: &stack::ProcessSpec) -> anyhow::Result<Child> {

@@ -180,6 +180,26 @@ pub struct ResultEvent {
     /// (`succeeded`, `failed`), absent on those the gateway writes alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentAttestation>,
+    /// On `refused_by_agent`: the agent's signature over its refusal, with what it
+    /// signed beyond the result and its intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_refusal: Option<Box<RefusalAttestation>>,
+}
+
+/// What the customer needs, beside a `refused_by_agent` result and its intent, to
+/// rebuild the agent's signed refusal (`palisade.dev/agent-refusal/v1`) and check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusalAttestation {
+    /// The refusal code (`not_in_log`, `tenant_trust`, …).
+    pub code: String,
+    /// The agent's reason exactly as signed.
+    pub detail: String,
+    pub at: Timestamp,
+    pub log_size_seen: u64,
+    pub trust: EnforcedTrust,
+    pub keyid: String,
+    pub sig: String,
 }
 
 /// What the customer needs, beside a result event and its intent, to rebuild the
@@ -201,9 +221,71 @@ pub struct AgentAttestation {
     /// The agent's error text exactly as signed (the result's `detail` is escaped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The trust the agent enforced (absent in results of agents without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<Box<EnforcedTrust>>,
     /// The DSSE signature: its key id hint and base64 signature.
     pub keyid: String,
     pub sig: String,
+}
+
+/// The trust an agent enforced when it signed a result or a refusal: the log's
+/// witnesses and quorum it required, and the tenant's own witnesses, from the newest
+/// statement signed by the tenant's key it had seen. Signed with the result, so the
+/// customer sees exactly which witnesses guarded each action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnforcedTrust {
+    /// The log's witnesses (C2SP verifier keys) the agent accepts cosignatures from.
+    pub witnesses: Vec<String>,
+    /// How many of them must cosign.
+    pub quorum: u32,
+    /// The tenant's statement the agent enforced; absent when the agent was not
+    /// configured with a tenant key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantTrustRef>,
+}
+
+/// Which tenant statement an agent enforced, and what it required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantTrustRef {
+    pub seq: u64,
+    /// SHA-256 of the statement's payload (the canonical JSON the tenant signed).
+    pub statement: Sha256Digest,
+    /// The tenant's witnesses (C2SP verifier keys), of which `quorum` must cosign.
+    pub witnesses: Vec<String>,
+    pub quorum: u32,
+}
+
+/// A DSSE envelope as it is logged (the JSON of the DSSE specification).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedEnvelope {
+    pub payload: String,
+    #[serde(rename = "payloadType")]
+    pub payload_type: String,
+    pub signatures: Vec<EnvelopeSignature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeSignature {
+    pub keyid: String,
+    pub sig: String,
+}
+
+/// A statement signed by a tenant's key about its cluster (which witnesses it
+/// requires), recorded in the cluster's log so that it is visible and ordered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantTrustEvent {
+    pub event_id: EventId,
+    pub time: Timestamp,
+    pub tenant: TenantId,
+    pub cluster: ClusterId,
+    /// The statement as the tenant signed it (`palisade.dev/tenant-trust/v1`).
+    pub statement: SignedEnvelope,
 }
 
 /// Which gateway step turned a request down.
@@ -265,6 +347,7 @@ pub enum Event {
     Intent(Box<IntentEvent>),
     Result(ResultEvent),
     Refusal(RefusalEvent),
+    TenantTrust(TenantTrustEvent),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -287,6 +370,7 @@ impl Event {
             Event::Intent(e) => &e.event_id,
             Event::Result(e) => &e.event_id,
             Event::Refusal(e) => &e.event_id,
+            Event::TenantTrust(e) => &e.event_id,
         }
     }
 
@@ -295,6 +379,7 @@ impl Event {
             Event::Intent(e) => &e.cluster,
             Event::Result(e) => &e.cluster,
             Event::Refusal(e) => &e.cluster,
+            Event::TenantTrust(e) => &e.cluster,
         }
     }
 

@@ -7,6 +7,21 @@ use crate::id::{ClusterId, InstanceId, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
+/// Where `palisade up` keeps what belongs to the demo tenant, apart from everything
+/// the provider side holds (paths relative to the stack's directory).
+pub mod demo_tenant {
+    /// The tenant's own directory.
+    pub const DIR: &str = "tenant-demo";
+    /// The tenant's statement key (`.key` private, `.pub` public).
+    pub const KEY: &str = "tenant-demo/tenant.key";
+    pub const PUBLIC_KEY: &str = "tenant-demo/tenant.pub";
+    /// The tenant's witness: its name, key, and the statement naming it.
+    pub const WITNESS_NAME: &str = "tenant-demo.example/witness";
+    pub const WITNESS_KEY: &str = "tenant-demo/witness/keys/tenant-demo.example_witness.key";
+    pub const WITNESS_PUBLIC_KEY: &str = "tenant-demo/witness/keys/tenant-demo.example_witness.pub";
+    pub const TRUST_STATEMENT: &str = "tenant-demo/trust.json";
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Inventory {

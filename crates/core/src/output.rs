@@ -65,6 +65,7 @@ mod tests {
             detail: None,
             reconciled: false,
             agent: None,
+            agent_refusal: None,
         }
     }
 

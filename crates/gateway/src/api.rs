@@ -8,6 +8,7 @@
 //! | `GET /v1/operations`, `GET /v1/operations/{id}` | an operator: their operations |
 //! | `POST /v1/dev/login` | anyone, only when the development issuer is on |
 //! | `GET /v1/tenants/{tenant}/clusters/{cluster}/events` | a tenant (bearer token): its access log |
+//! | `GET`, `PUT /v1/tenants/{tenant}/clusters/{cluster}/trust` | a tenant (bearer token): its witness statement in force; record a newer one |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | anyone |
 
 use crate::customer::{intent_targets, to_k8s_audit, Format, Query as EventsQuery};
@@ -45,6 +46,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/v1/tenants/{tenant}/clusters/{cluster}/events",
             get(events),
+        )
+        .route(
+            "/v1/tenants/{tenant}/clusters/{cluster}/trust",
+            get(get_trust).put(put_trust),
         )
         .fallback(|| async { Problem::new(404, "not found", "no such route (see /openapi.json)") })
         .with_state(gw)
@@ -340,6 +345,49 @@ async fn operation(
         Ok(Some(o)) if o.operator == op.name => operation_response(o),
         Ok(_) => not_found().into_response(),
         Err(e) => Problem::new(503, "state unavailable", e.to_string()).into_response(),
+    }
+}
+
+fn tenant_reader(gw: &Gateway, headers: &HeaderMap) -> Result<palisade_core::TenantId, Problem> {
+    bearer(headers)
+        .and_then(|t| gw.tenant_for_token(&t))
+        .ok_or_else(|| {
+            Problem::new(
+                401,
+                "not authenticated",
+                "send a tenant reader's token as `Authorization: Bearer`",
+            )
+        })
+}
+
+async fn get_trust(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((tenant, cluster)): Path<(String, String)>,
+) -> Response {
+    let reader = match tenant_reader(&gw, &headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    match gw.tenant_trust(&reader, &tenant, &cluster).await {
+        Ok(v) => Json(v).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn put_trust(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((tenant, cluster)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let reader = match tenant_reader(&gw, &headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    match gw.put_tenant_trust(&reader, &tenant, &cluster, &body).await {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(p) => p.into_response(),
     }
 }
 

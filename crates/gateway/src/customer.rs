@@ -324,6 +324,35 @@ pub fn to_k8s_audit(
                 json!({"code": code, "status": "Failure", "message": r.reason.as_str()});
             v
         }
+        Some(Event::TenantTrust(t)) => {
+            annotations.insert("palisade.dev/kind".into(), json!("tenant_trust"));
+            let env = palisade_policy::dsse::Envelope::from(&t.statement);
+            if let Ok((trust, digest)) = palisade_policy::tenant::TenantTrust::decode(&env) {
+                annotations.insert("palisade.dev/statement".into(), json!(digest.to_string()));
+                annotations.insert("palisade.dev/seq".into(), json!(trust.seq.to_string()));
+                annotations.insert(
+                    "palisade.dev/tenant-witnesses".into(),
+                    json!(format!(
+                        "{} of {}",
+                        trust.quorum,
+                        trust.witnesses.join(", ")
+                    )),
+                );
+            }
+            let mut v = base(
+                uuid_of(t.event_id.as_str()),
+                "ResponseComplete",
+                t.time.to_string(),
+                json!({"username": format!("palisade:tenant:{}", t.tenant)}),
+            );
+            v["verb"] = json!("update");
+            v["requestURI"] = json!(format!(
+                "/palisade/v1/tenants/{}/clusters/{cluster}/trust",
+                t.tenant
+            ));
+            v["responseStatus"] = json!({"code": 200, "status": "Success"});
+            v
+        }
         None => base(
             uuid_of(&format!("{:032x}", e.index)),
             "ResponseComplete",

@@ -20,3 +20,4 @@ pub mod redact;
 pub mod refusals;
 pub mod results;
 pub mod server;
+pub mod tenant;

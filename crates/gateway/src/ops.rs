@@ -101,6 +101,11 @@ impl Ops {
         Self { store }
     }
 
+    /// The state store itself (for the gateway's other records).
+    pub(crate) fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
     pub async fn save(&self, op: &Operation) -> Result<(), StateError> {
         self.store.put(OPERATIONS, &op.id, encode(op)?).await
     }

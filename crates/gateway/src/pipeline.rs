@@ -861,6 +861,7 @@ impl Gateway {
                         None,
                         Some(detail),
                         None,
+                        None,
                     )
                     .await;
             }
@@ -909,6 +910,7 @@ impl Gateway {
             tracing::warn!(error = %e, "cannot record the operation's progress");
         }
         let mut attestation = None;
+        let mut refusal = None;
         let (result_outcome, detail, output_digest) = match outcome {
             Ok(done) => {
                 let o = match done.result.outcome {
@@ -931,7 +933,10 @@ impl Gateway {
                 Some(format!("not dispatched: {e}")),
                 None,
             ),
-            Err(CallError::Refused(r)) => (Outcome::RefusedByAgent, Some(r.to_string()), None),
+            Err(CallError::Refused(r)) => {
+                refusal = r.attestation().map(Box::new);
+                (Outcome::RefusedByAgent, Some(r.to_string()), None)
+            }
             // Sent, and no valid answer: the agent may have run it. The reconciler
             // asks the agent by event id and logs what it says.
             Err(e @ (CallError::NoAnswer { .. } | CallError::BadAnswer(_))) => {
@@ -956,6 +961,7 @@ impl Gateway {
             output_digest,
             detail,
             attestation,
+            refusal,
         )
         .await
     }
@@ -963,6 +969,7 @@ impl Gateway {
     /// Logs the result of an operation whose outcome is known, and ends it. A result
     /// the log does not take now is kept (in the unresolved record) and appended by
     /// the reconciler; the operation ends meanwhile, without its result index.
+    #[allow(clippy::too_many_arguments)]
     async fn conclude(
         &self,
         operation: Operation,
@@ -971,8 +978,9 @@ impl Gateway {
         output_digest: Option<Sha256Digest>,
         detail: Option<String>,
         agent: Option<palisade_core::event::AgentAttestation>,
+        refusal: Option<Box<palisade_core::event::RefusalAttestation>>,
     ) -> Operation {
-        let result = crate::results::result_event(
+        let mut result = crate::results::result_event(
             &unresolved.cluster,
             &unresolved.operation,
             outcome,
@@ -982,6 +990,7 @@ impl Gateway {
             false,
             agent,
         );
+        result.agent_refusal = refusal;
         match self.append_result(&unresolved.cluster, &result).await {
             Some(index) => {
                 let id = operation.id.clone();

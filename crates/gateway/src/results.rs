@@ -160,6 +160,7 @@ pub fn result_event(
         detail: detail.map(|d| palisade_core::sanitize::escape(d, 512)),
         reconciled,
         agent,
+        agent_refusal: None,
     }
 }
 
@@ -177,6 +178,7 @@ impl Gateway {
     pub async fn reconcile_forever(self: Arc<Self>) {
         loop {
             self.reconcile_once().await;
+            self.load_tenant_trust().await;
             tokio::time::sleep(TICK).await;
         }
     }

@@ -142,6 +142,8 @@ pub async fn run(
     })?;
     let refresher = tokio::spawn(refresh(gw.clone(), feeds));
     let summaries = tokio::spawn(crate::refusals::summarise(gw.clone()));
+    gw.load_tenant_trust().await;
+    gw.recover_tenant_trust().await;
     let reconciler = tokio::spawn(gw.clone().reconcile_forever());
     ready(addr);
     let served = palisade_tlog_service::https::serve(

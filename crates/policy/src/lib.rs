@@ -41,5 +41,6 @@ pub mod review;
 pub mod rollback;
 pub mod root;
 mod root_chain;
+pub mod tenant;
 pub mod trusted_policy;
 pub mod tuf;

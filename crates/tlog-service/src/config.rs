@@ -195,6 +195,10 @@ pub struct WitnessEntry {
     /// Only for these clusters' logs; empty means every log.
     #[serde(default)]
     pub clusters: Vec<ClusterId>,
+    /// An append also waits for this witness's cosignature, beside the quorum: a
+    /// tenant's own witness, which that cluster's agents require.
+    #[serde(default)]
+    pub required: bool,
 }
 
 impl WitnessEntry {

@@ -362,6 +362,12 @@ pub struct WitnessSet {
 }
 
 impl WitnessSet {
+    /// Signatures a fully witnessed note carries: the log's, the quorum's and every
+    /// required witness's.
+    fn witnessed_signatures(&self) -> usize {
+        1 + self.quorum + self.clients.iter().filter(|w| w.is_required()).count()
+    }
+
     /// Where the commit point goes: with witnesses, the public `checkpoint` is only
     /// ever a cosigned one, and the log-signed checkpoint goes beside it.
     fn commit_name(&self) -> &'static str {
@@ -844,7 +850,7 @@ impl Sequencer {
         // A checkpoint stored before the witnesses answered (or the first one of a new
         // log) is cosigned now, so that readers requiring witnesses can verify it.
         if !self.witnesses.clients.is_empty()
-            && self.note.signatures().len() <= self.witnesses.quorum
+            && self.note.signatures().len() < self.witnesses.witnessed_signatures()
         {
             if let Err((got, need, detail)) = self.collect_cosignatures().await {
                 tracing::warn!(origin = %self.origin, got, need, %detail, "checkpoint not yet witnessed");
@@ -931,7 +937,7 @@ impl Sequencer {
         // storage only ever shows witnessed checkpoints as `checkpoint`, and a log
         // whose public checkpoint was put back continues from its commit point.
         let witnessed = self.witnesses.clients.is_empty()
-            || self.note.signatures().len() > self.witnesses.quorum;
+            || self.note.signatures().len() >= self.witnesses.witnessed_signatures();
         let mut names = vec![self.witnesses.commit_name()];
         if witnessed && !names.contains(&"checkpoint") {
             names.push("checkpoint");
@@ -1150,29 +1156,55 @@ impl Sequencer {
         };
         let mut note = self.note.clone();
         let mut got = 0;
+        let mut added = false;
+        let mut missing_required = 0;
         let mut problems = Vec::new();
         let store = self.store.clone();
         let recent = self.recent.clone();
-        for w in self.witnesses.clients.iter_mut() {
-            match w
-                .add_checkpoint(&self.note, &checkpoint, &store, &recent)
-                .await
-            {
+        // All witnesses at once: one round trip, not one per witness.
+        let current = &self.note;
+        let answers = futures::future::join_all(
+            self.witnesses
+                .clients
+                .iter_mut()
+                .map(|w| w.add_checkpoint(current, &checkpoint, &store, &recent)),
+        )
+        .await;
+        for (w, answer) in self.witnesses.clients.iter().zip(answers) {
+            match answer {
                 Ok(sig) => {
                     if note.add_signature(sig).is_ok() {
-                        got += 1;
+                        added = true;
+                        if !w.is_required() {
+                            got += 1;
+                        }
+                    } else if w.is_required() {
+                        missing_required += 1;
                     }
                 }
-                Err(e) => problems.push(format!("{}: {e}", w.name())),
+                Err(e) => {
+                    if w.is_required() {
+                        missing_required += 1;
+                    }
+                    problems.push(format!("{}: {e}", w.name()));
+                }
             }
         }
         let need = self.witnesses.quorum;
+        // A required witness that did not cosign holds the append back like a
+        // missing quorum member: its cluster's agents would refuse the checkpoint.
+        let met = got >= need && missing_required == 0;
+        if missing_required > 0 {
+            problems.push(format!(
+                "{missing_required} required witness(es) did not cosign"
+            ));
+        }
         // The log-signed checkpoint of this size is already stored (the commit point);
         // with the quorum, the cosigned one is stored as `checkpoint` while the batch
         // is acknowledged. Should that write fail, the next one supersedes it, and a
         // log restarted meanwhile asks the witnesses again. Below the quorum, storage
         // keeps the last checkpoint that met it.
-        if got >= need && self.journal.is_none() {
+        if met && self.journal.is_none() {
             self.settle().await;
             let store = self.store.clone();
             let bytes = Bytes::from(note.to_bytes());
@@ -1180,10 +1212,10 @@ impl Sequencer {
                 store.write("checkpoint", bytes).await
             }));
         }
-        if got > 0 {
+        if added {
             self.note = note;
         }
-        if got >= need {
+        if met {
             self.last_witnessed = tokio::time::Instant::now();
             Ok(())
         } else {

@@ -263,7 +263,7 @@ impl LogService {
                 .witness_http
                 .clone()
                 .ok_or_else(|| LogServiceError::Tls("no witness client".into()))?;
-            clients.push(WitnessClient::new(&w.name, &w.url, key, http));
+            clients.push(WitnessClient::new(&w.name, &w.url, key, http).required(w.required));
         }
         if clients.len() < self.config.witness_quorum {
             return Err(LogServiceError::Witness {

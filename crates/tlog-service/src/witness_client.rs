@@ -23,6 +23,8 @@ pub struct WitnessClient {
     http: reqwest::Client,
     /// The size this witness last cosigned, as far as this log knows.
     known_size: Option<u64>,
+    /// Its cosignature is needed beside the quorum (a tenant's witness).
+    required: bool,
 }
 
 impl WitnessClient {
@@ -33,7 +35,18 @@ impl WitnessClient {
             key,
             http,
             known_size: None,
+            required: false,
         }
+    }
+
+    /// Makes this witness's cosignature needed for every append, beside the quorum.
+    pub fn required(mut self, required: bool) -> Self {
+        self.required = required;
+        self
+    }
+
+    pub fn is_required(&self) -> bool {
+        self.required
     }
 
     pub fn name(&self) -> &str {

@@ -41,6 +41,14 @@ pub enum CheckpointError {
     NotSignedByLog { origin: String },
     #[error("checkpoint has {have} valid witness cosignatures, policy needs {need}")]
     QuorumNotMet { have: usize, need: usize },
+    /// A group of witnesses that must cosign in addition to the quorum (a tenant's
+    /// own witnesses) did not.
+    #[error("only {have} of the {need} required cosignatures of {group} are present")]
+    GroupNotMet {
+        group: String,
+        have: usize,
+        need: usize,
+    },
     #[error("key {name} is a {key_type:?} key, but a {want:?} key is needed here")]
     WrongKeyType {
         name: String,
@@ -224,6 +232,17 @@ pub struct LogPolicy {
     log_keys: Vec<VerifierKey>,
     witnesses: Vec<VerifierKey>,
     quorum: usize,
+    /// Further witness groups, each of which must reach its own quorum too.
+    groups: Vec<WitnessGroup>,
+}
+
+/// Witnesses that must cosign in addition to a log's quorum: at least `quorum`
+/// distinct keys among `keys` (e.g. the witnesses a tenant runs itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessGroup {
+    pub name: String,
+    pub keys: Vec<VerifierKey>,
+    pub quorum: usize,
 }
 
 impl LogPolicy {
@@ -236,6 +255,7 @@ impl LogPolicy {
             log_keys: vec![log_key],
             witnesses: Vec::new(),
             quorum: 0,
+            groups: Vec::new(),
         })
     }
 
@@ -264,12 +284,38 @@ impl LogPolicy {
         Ok(self)
     }
 
+    /// Also requires `group`'s quorum: a checkpoint then needs both.
+    pub fn with_group(mut self, group: WitnessGroup) -> Result<LogPolicy, CheckpointError> {
+        for w in &group.keys {
+            require_type(w, KeyType::Cosignature)?;
+        }
+        let have = distinct_keys(group.keys.iter());
+        if group.quorum == 0 || group.quorum > have {
+            return Err(CheckpointError::ImpossibleQuorum {
+                have,
+                need: group.quorum,
+            });
+        }
+        self.groups.push(group);
+        Ok(self)
+    }
+
     pub fn origin(&self) -> &str {
         &self.origin
     }
 
     pub fn quorum(&self) -> usize {
         self.quorum
+    }
+
+    /// The log's own witnesses (of which [`LogPolicy::quorum`] must cosign).
+    pub fn witnesses(&self) -> &[VerifierKey] {
+        &self.witnesses
+    }
+
+    /// The groups required beside the quorum.
+    pub fn groups(&self) -> &[WitnessGroup] {
+        &self.groups
     }
 
     /// Opens a signed checkpoint: a valid log signature, the expected origin, and a
@@ -280,6 +326,7 @@ impl LogPolicy {
             .log_keys
             .iter()
             .chain(&self.witnesses)
+            .chain(self.groups.iter().flat_map(|g| &g.keys))
             .cloned()
             .collect();
         let opened = Note::parse(signed)?.open(&trusted)?;
@@ -302,7 +349,10 @@ impl LogPolicy {
         let cosignatures: Vec<Cosignature> = opened
             .verified()
             .iter()
-            .filter(|v| self.witnesses.contains(v.key()))
+            .filter(|v| {
+                self.witnesses.contains(v.key())
+                    || self.groups.iter().any(|g| g.keys.contains(v.key()))
+            })
             .filter_map(|v| {
                 Some(Cosignature {
                     witness: v.key().clone(),
@@ -310,12 +360,32 @@ impl LogPolicy {
                 })
             })
             .collect();
-        let have = distinct_keys(cosignatures.iter().map(|c| &c.witness));
+        let have = distinct_keys(
+            cosignatures
+                .iter()
+                .map(|c| &c.witness)
+                .filter(|w| self.witnesses.contains(w)),
+        );
         if have < self.quorum {
             return Err(CheckpointError::QuorumNotMet {
                 have,
                 need: self.quorum,
             });
+        }
+        for g in &self.groups {
+            let have = distinct_keys(
+                cosignatures
+                    .iter()
+                    .map(|c| &c.witness)
+                    .filter(|w| g.keys.contains(w)),
+            );
+            if have < g.quorum {
+                return Err(CheckpointError::GroupNotMet {
+                    group: g.name.clone(),
+                    have,
+                    need: g.quorum,
+                });
+            }
         }
         Ok(VerifiedCheckpoint {
             checkpoint,

@@ -510,6 +510,7 @@ impl Local {
             event: DispatchRequest::encode_event(entry),
             proof,
             consistency: (seen > 0).then_some(consistency),
+            tenant_trust: self.dispatcher.tenant_trust("demo"),
         })
     }
 
@@ -553,6 +554,32 @@ impl Local {
 
     pub fn witness_signer(&self) -> anyhow::Result<SignerKey> {
         read_signer(&self.dir.join("witness/keys/palisade.local_witness.key"))
+    }
+
+    /// The demo tenant's witness key (which the provider side never holds: an
+    /// attacker with it holds the tenant's keys too).
+    pub fn tenant_witness_signer(&self) -> anyhow::Result<SignerKey> {
+        read_signer(
+            &self
+                .dir
+                .join(palisade_core::inventory::demo_tenant::WITNESS_KEY),
+        )
+    }
+
+    /// The real log's first `n` entries, read from its tiles (what a provider
+    /// insider copying the log holds).
+    pub async fn log_entries(&self, n: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+        let source = self
+            .dispatcher
+            .source("demo")
+            .map_err(|e| anyhow!("log source: {e}"))?;
+        let (_, entries) =
+            palisade_tlog_service::audit::read_entries(&source, &self.log_policy()?).await?;
+        Ok(entries
+            .into_iter()
+            .take(usize::try_from(n)?)
+            .map(|b| b.to_vec())
+            .collect())
     }
 
     /// The lines the agent printed so far.

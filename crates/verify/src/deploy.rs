@@ -9,6 +9,7 @@ use crate::LocalOptions;
 use anyhow::{anyhow, bail, Context as _};
 use palisade_agent::client::Dispatcher;
 use palisade_core::time::Timestamp;
+use palisade_policy::dsse::Envelope;
 use palisade_policy::keys::{PublicKey, SigningKey};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -421,6 +422,13 @@ pub async fn start(opts: &LocalOptions) -> anyhow::Result<(Ctx, Guard)> {
         &format!("https://127.0.0.1:{}", base + 1),
     )
     .map_err(|e| anyhow!("dispatcher: {e}"))?;
+    // The tenant's witness statement, as a gateway holds it, sent with dispatches.
+    let statement = dir.join(palisade_core::inventory::demo_tenant::TRUST_STATEMENT);
+    let statement: Envelope = serde_json::from_slice(
+        &std::fs::read(&statement).with_context(|| format!("{}", statement.display()))?,
+    )
+    .with_context(|| format!("{}", statement.display()))?;
+    dispatcher.set_tenant_trust("demo", statement);
     let root_json = std::fs::read(dir.join("trust/root.json"))?;
     let repo = palisade_policy::tuf::RepoDir::new(dir.join("trust/repo"));
     let policy = palisade_policy::trusted_policy::verify_policy(

@@ -223,3 +223,71 @@ fn a_single_cosignature_can_be_checked_for_its_time() {
         Err(CheckpointError::BadCosignature { .. })
     ));
 }
+
+/// A required group (a tenant's witnesses) must cosign beside the log's quorum: the
+/// quorum alone, however large, does not stand in for it, nor the group for it.
+#[test]
+fn a_required_group_must_cosign_besides_the_quorum() {
+    let origin = "log.example";
+    let log = signer(origin, KeyType::Ed25519);
+    let provider = signer("provider.example", KeyType::Cosignature);
+    let tenant = signer("tenant.example", KeyType::Cosignature);
+    let checkpoint = Checkpoint::new(origin, 3, leaf_hash(b"x")).unwrap();
+    let base = LogPolicy::new(origin, log.verifier())
+        .unwrap()
+        .with_witnesses(vec![provider.verifier()], 1)
+        .unwrap();
+    let group = WitnessGroup {
+        name: "tenant".into(),
+        keys: vec![tenant.verifier()],
+        quorum: 1,
+    };
+    let policy = base.clone().with_group(group.clone()).unwrap();
+
+    let mut by_provider = checkpoint.sign(&log).unwrap();
+    by_provider
+        .add_signature(checkpoint.cosign(&provider, 10).unwrap())
+        .unwrap();
+    assert!(base.verify(&by_provider.to_bytes()).is_ok());
+    assert_eq!(
+        policy.verify(&by_provider.to_bytes()).unwrap_err(),
+        CheckpointError::GroupNotMet {
+            group: "tenant".into(),
+            have: 0,
+            need: 1
+        }
+    );
+
+    let mut by_tenant = checkpoint.sign(&log).unwrap();
+    by_tenant
+        .add_signature(checkpoint.cosign(&tenant, 10).unwrap())
+        .unwrap();
+    assert_eq!(
+        policy.verify(&by_tenant.to_bytes()).unwrap_err(),
+        CheckpointError::QuorumNotMet { have: 0, need: 1 }
+    );
+
+    let mut both = by_provider.clone();
+    both.add_signature(checkpoint.cosign(&tenant, 11).unwrap())
+        .unwrap();
+    let verified = policy.verify(&both.to_bytes()).unwrap();
+    assert_eq!(verified.cosignatures().len(), 2);
+    assert_eq!(policy.groups(), &[group]);
+
+    assert!(matches!(
+        base.clone().with_group(WitnessGroup {
+            name: "empty".into(),
+            keys: vec![],
+            quorum: 1
+        }),
+        Err(CheckpointError::ImpossibleQuorum { have: 0, need: 1 })
+    ));
+    assert!(matches!(
+        base.with_group(WitnessGroup {
+            name: "zero".into(),
+            keys: vec![tenant.verifier()],
+            quorum: 0
+        }),
+        Err(CheckpointError::ImpossibleQuorum { have: 1, need: 0 })
+    ));
+}

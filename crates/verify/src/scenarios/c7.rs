@@ -215,8 +215,16 @@ pub fn add(v: &mut Vec<Scenario>) {
         C7,
         Scope::Local,
         "c7-agent-forked-checkpoint",
-        "A forked log signed with the stolen log and witness keys is refused",
+        "A forked log signed with every stolen key (log, witness, tenant witness) is refused: it contradicts the agent's own view",
         forked,
+    );
+    push(
+        v,
+        C7,
+        Scope::Local,
+        "c7-provider-fork-needs-tenant-witness",
+        "With every key the provider holds (log, witness, gateway) and a copy of the log, a private fork extending the agent's view is refused: the tenant's witness never cosigned it",
+        provider_fork,
     );
     push(
         v,
@@ -256,7 +264,7 @@ pub fn add(v: &mut Vec<Scenario>) {
         C7,
         Scope::Local,
         "c7-forged-result-detected",
-        "A result forged with a gateway certificate (\"failed\" for an action that ran, with the agent's copied signature, or with none) fails the agent-signature check the customer runs; the real one passes",
+        "A result forged with a gateway certificate (\"failed\" for an action that ran, with the agent's copied signature, or with none; \"refused_by_agent\" without the agent's signed refusal) fails the agent-signature check the customer runs; the real one passes",
         forged_result,
     );
     push(
@@ -721,12 +729,12 @@ impl ForgedLog {
         &self,
         origin: &str,
         log_key: &SignerKey,
-        witness: Option<&SignerKey>,
+        witnesses: &[&SignerKey],
     ) -> anyhow::Result<Note> {
         let cp = Checkpoint::new(origin, self.frontier.size(), self.frontier.root())
             .map_err(|e| anyhow!("{e}"))?;
         let mut note = cp.sign(log_key).map_err(|e| anyhow!("{e}"))?;
-        if let Some(w) = witness {
+        for w in witnesses {
             let ts = u64::try_from(Timestamp::now().unix_seconds()).unwrap_or(0);
             note.cosign(w, ts).map_err(|e| anyhow!("{e}"))?;
         }
@@ -753,6 +761,7 @@ struct Forgery {
     envelope: palisade_policy::dsse::Envelope,
     entry: Vec<u8>,
     seen: u64,
+    tenant_trust: Option<palisade_policy::dsse::Envelope>,
 }
 
 async fn forgery(l: &crate::ctx::Local) -> anyhow::Result<Forgery> {
@@ -769,6 +778,7 @@ async fn forgery(l: &crate::ctx::Local) -> anyhow::Result<Forgery> {
             .to_log_entry()
             .map_err(|e| anyhow!("{e}"))?,
         seen,
+        tenant_trust: l.dispatcher.tenant_trust("demo"),
     })
 }
 
@@ -783,6 +793,7 @@ impl Forgery {
             event: DispatchRequest::encode_event(&self.entry),
             proof,
             consistency,
+            tenant_trust: self.tenant_trust.clone(),
         }
     }
 }
@@ -791,11 +802,17 @@ fn forked(cx: &Ctx) -> BoxFut<'_> {
     Box::pin(async move {
         let l = cx.local()?;
         let f = forgery(l).await?;
-        let (log_key, witness) = (l.log_signer()?, l.witness_signer()?);
+        // This attacker holds every key, the tenant witness's too: the agent's own
+        // view is then the last line.
+        let (log_key, witness, tenant) = (
+            l.log_signer()?,
+            l.witness_signer()?,
+            l.tenant_witness_signer()?,
+        );
         let mut entries = junk(f.seen - 1);
         entries.push(f.entry.clone());
         let fork = ForgedLog::with_entries(&entries)?;
-        let note = fork.note(ORIGIN, &log_key, Some(&witness))?;
+        let note = fork.note(ORIGIN, &log_key, &[&witness, &tenant])?;
         let a = expect_code(
             &l.refused(&f.request(fork.proof(f.seen - 1, note)?, None))
                 .await?,
@@ -805,7 +822,7 @@ fn forked(cx: &Ctx) -> BoxFut<'_> {
         let mut entries = junk(f.seen + 2);
         entries.push(f.entry.clone());
         let longer = ForgedLog::with_entries(&entries)?;
-        let note = longer.note(ORIGIN, &log_key, Some(&witness))?;
+        let note = longer.note(ORIGIN, &log_key, &[&witness, &tenant])?;
         let cons = Consistency {
             from_size: f.seen,
             hashes: longer
@@ -823,7 +840,46 @@ fn forked(cx: &Ctx) -> BoxFut<'_> {
         Ok(vec![
             a,
             b,
-            "both signed by the real log key and cosigned by the real witness key".into(),
+            "both signed by the real log key and cosigned by the real witness and tenant witness keys".into(),
+        ])
+    })
+}
+
+/// Everything the provider holds (the log key, its witness's key, the gateway key,
+/// and a copy of the log) builds a private fork holding a forged intent and shows
+/// it to the real agent: refused, for the tenant's witness never cosigned it.
+fn provider_fork(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let f = forgery(l).await?;
+        let (log_key, witness) = (l.log_signer()?, l.witness_signer()?);
+        // Same entries as the real log up to the agent's view, then the intent.
+        let mut entries = l.log_entries(f.seen).await?;
+        entries.push(f.entry.clone());
+        let fork = ForgedLog::with_entries(&entries)?;
+        let note = fork.note(ORIGIN, &log_key, &[&witness])?;
+        let cons = Consistency {
+            from_size: f.seen,
+            hashes: fork
+                .consistency(f.seen)?
+                .iter()
+                .map(Hash::to_base64)
+                .collect(),
+        };
+        let r = l
+            .refused(&f.request(fork.proof(f.seen, note)?, Some(cons)))
+            .await?;
+        let refused = expect_code(&r, RefusalCode::NotInLog, "fork extending the real log")?;
+        if !r.detail.contains("tenant") {
+            bail!("refused, but not for the tenant's witness: {r}");
+        }
+        Ok(vec![
+            format!(
+                "fork: the real log's first {} entries, then the forged intent",
+                f.seen
+            ),
+            "signed by the provider's log key and cosigned by the provider's witness key".into(),
+            refused,
         ])
     })
 }
@@ -833,7 +889,11 @@ fn rolled_back(cx: &Ctx) -> BoxFut<'_> {
         let l = cx.local()?;
         let f = forgery(l).await?;
         let short_log = ForgedLog::with_entries(std::slice::from_ref(&f.entry))?;
-        let note = short_log.note(ORIGIN, &l.log_signer()?, Some(&l.witness_signer()?))?;
+        let note = short_log.note(
+            ORIGIN,
+            &l.log_signer()?,
+            &[&l.witness_signer()?, &l.tenant_witness_signer()?],
+        )?;
         let r = l
             .refused(&f.request(short_log.proof(0, note)?, None))
             .await?;
@@ -883,6 +943,7 @@ fn stale_checkpoint(cx: &Ctx) -> BoxFut<'_> {
             let mut note = palisade_tlog::note::Note::new(text.clone())?;
             note.sign(&l.log_signer()?)?;
             note.cosign(&l.witness_signer()?, u64::try_from(at)?)?;
+            note.cosign(&l.tenant_witness_signer()?, u64::try_from(at)?)?;
             let at = req
                 .proof
                 .find(&text)
@@ -924,7 +985,11 @@ fn impostor(cx: &Ctx) -> BoxFut<'_> {
         let mut entries = junk(f.seen);
         entries.push(f.entry.clone());
         let other = ForgedLog::with_entries(&entries)?;
-        let note = other.note(ORIGIN, &key, Some(&l.witness_signer()?))?;
+        let note = other.note(
+            ORIGIN,
+            &key,
+            &[&l.witness_signer()?, &l.tenant_witness_signer()?],
+        )?;
         Ok(vec![expect_code(
             &l.refused(&f.request(other.proof(f.seen, note)?, None))
                 .await?,
@@ -989,6 +1054,34 @@ fn forged_result(cx: &Ctx) -> BoxFut<'_> {
                     super::short(&e)
                 )),
             }
+        }
+        // "Refused by the agent" (so nothing ran) for an action that ran: an agent
+        // signs its refusals, so one without its signature is the gateway's word.
+        let mut refused = result.clone();
+        refused.event_id = palisade_core::EventId::random().map_err(|e| anyhow!("random: {e}"))?;
+        refused.outcome = Outcome::RefusedByAgent;
+        refused.output = None;
+        refused.output_digest = None;
+        refused.agent = None;
+        refused.agent_refusal = None;
+        refused.detail = Some("not_in_log: forged".into());
+        let entry = Event::Result(refused.clone()).to_log_entry()?;
+        let appended = l
+            .dispatcher
+            .append(&cx.cluster, &entry)
+            .await
+            .map_err(|e| anyhow!("append: {e}"))?;
+        match palisade_agent::dispatch::AgentRefusal::verify_logged(
+            &intent,
+            &refused,
+            &l.agent_keys,
+        ) {
+            Ok(_) => bail!("a forged refusal passed the agent-signature check"),
+            Err(e) => evidence.push(format!(
+                "forged \"refused_by_agent\" at {}: {}",
+                appended.index,
+                super::short(&e)
+            )),
         }
         Ok(evidence)
     })
@@ -1182,7 +1275,7 @@ fn witness_fork(cx: &Ctx) -> BoxFut<'_> {
             .map_err(|e| anyhow!("{e}"))?
             .size();
         let fork = ForgedLog::with_entries(&junk(size + 5))?;
-        let forged = fork.note(ORIGIN, &l.log_signer()?, None)?;
+        let forged = fork.note(ORIGIN, &l.log_signer()?, &[])?;
         let body = palisade_tlog::witness::AddCheckpointRequest::new(
             size,
             fork.consistency(size)?,

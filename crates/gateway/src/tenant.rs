@@ -1,0 +1,284 @@
+//! The tenant's witness statements: a tenant registers, with its reader token, a
+//! statement signed by its own key naming the witnesses it runs; the gateway records
+//! it in the cluster's log (a `tenant_trust` event) and sends the newest one with
+//! every dispatch to that cluster, whose agents require those witnesses' cosignatures.
+//!
+//! The gateway checks the statement's form and order (a higher `seq` than the one
+//! in force) so that a tenant's mistake gets a clear answer; the signature is the
+//! agents' to check, against the tenant key they were installed with — nothing the
+//! gateway does can make them accept a statement the tenant did not sign.
+
+use crate::pipeline::Gateway;
+use crate::problem::Problem;
+use palisade_core::event::{Event, SignedEnvelope, TenantTrustEvent};
+use palisade_core::time::Timestamp;
+use palisade_core::{ClusterId, EventId, TenantId};
+use palisade_policy::dsse::Envelope;
+use palisade_policy::tenant::TenantTrust;
+use palisade_state::Namespace;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+const TENANT_TRUST: Namespace = Namespace::new("gateway_tenant_trust");
+
+/// A cluster's statement in force, as the gateway keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    /// Its `tenant_trust` event's index in the cluster's log.
+    index: u64,
+    seq: u64,
+    statement: Envelope,
+}
+
+fn describe(cluster: &ClusterId, s: &Stored) -> Value {
+    let decoded = TenantTrust::decode(&s.statement).ok();
+    json!({
+        "cluster": cluster.as_str(),
+        "index": s.index,
+        "seq": s.seq,
+        "statement_digest": decoded.as_ref().map(|(_, d)| d.to_string()),
+        "witnesses": decoded.as_ref().map(|(t, _)| t.witnesses.clone()),
+        "quorum": decoded.as_ref().map(|(t, _)| t.quorum),
+        "statement": s.statement,
+    })
+}
+
+impl Gateway {
+    /// Loads every statement in force from the state into the dispatcher (at start,
+    /// and on every reconciler pass, so that replicas agree). Returns how many.
+    pub async fn load_tenant_trust(&self) -> usize {
+        let all = match self.ops.store().list(TENANT_TRUST, "", 100_000).await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the tenant statements");
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for (cluster, bytes) in all {
+            match serde_json::from_slice::<Stored>(&bytes) {
+                Ok(s) => {
+                    self.dispatcher().set_tenant_trust(&cluster, s.statement);
+                    n += 1;
+                }
+                Err(e) => {
+                    tracing::error!(%cluster, error = %e, "a stored tenant statement does not decode")
+                }
+            }
+        }
+        n
+    }
+
+    /// At start: a cluster whose statement this gateway's state does not hold (a new
+    /// replica, a state rebuilt) gets the newest one from its log, where every
+    /// statement in force was recorded. Returns how many were found.
+    pub async fn recover_tenant_trust(&self) -> usize {
+        let mut found = 0;
+        for cluster in &self.inventory.clusters {
+            let cid = &cluster.id;
+            match self.stored_trust(cid).await {
+                Ok(None) => {}
+                Ok(Some(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(cluster = %cid, error = %e.detail, "cannot read the stored tenant statement");
+                    continue;
+                }
+            }
+            let read = async {
+                let policy = self.config().log.policy_for(cid)?;
+                let source = self
+                    .dispatcher()
+                    .source(cid.as_str())
+                    .map_err(|e| e.to_string())?;
+                palisade_tlog_service::audit::read_entries(&source, &policy)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let entries = match tokio::time::timeout(std::time::Duration::from_secs(30), read).await
+            {
+                Ok(Ok((_, entries))) => entries,
+                Ok(Err(e)) => {
+                    tracing::warn!(cluster = %cid, error = %e, "cannot read the log for the tenant's statement");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(cluster = %cid, "reading the log for the tenant's statement timed out");
+                    continue;
+                }
+            };
+            let newest = entries.iter().enumerate().rev().find_map(|(i, e)| {
+                match Event::from_log_entry(e) {
+                    Ok(Event::TenantTrust(t)) => Some((i as u64, t)),
+                    _ => None,
+                }
+            });
+            let Some((index, t)) = newest else { continue };
+            let statement = Envelope::from(&t.statement);
+            let Ok((trust, _)) = TenantTrust::decode(&statement) else {
+                continue;
+            };
+            let stored = Stored {
+                index,
+                seq: trust.seq,
+                statement: statement.clone(),
+            };
+            let Ok(bytes) = serde_json::to_vec(&stored) else {
+                continue;
+            };
+            if let Err(e) = self
+                .ops
+                .store()
+                .put(TENANT_TRUST, cid.as_str(), bytes)
+                .await
+            {
+                tracing::warn!(cluster = %cid, error = %e, "cannot keep the tenant statement found in the log");
+            }
+            self.dispatcher().set_tenant_trust(cid.as_str(), statement);
+            tracing::info!(cluster = %cid, seq = trust.seq, index, "tenant statement found in the log");
+            found += 1;
+        }
+        found
+    }
+
+    /// The cluster `cluster` of `tenant`, as a reader of that tenant may name it.
+    fn readable_cluster(
+        &self,
+        reader: &TenantId,
+        path_tenant: &str,
+        cluster: &str,
+    ) -> Result<ClusterId, Problem> {
+        let not_found = || {
+            Problem::new(
+                404,
+                "not found",
+                format!(
+                    "no cluster {:?} of this token's tenant",
+                    cluster.chars().take(64).collect::<String>()
+                ),
+            )
+        };
+        if reader.as_str() != path_tenant {
+            return Err(not_found());
+        }
+        let cid = ClusterId::parse(cluster).map_err(|_| not_found())?;
+        match self.inventory.cluster(&cid) {
+            Some(c) if &c.tenant == reader => Ok(cid),
+            _ => Err(not_found()),
+        }
+    }
+
+    async fn stored_trust(&self, cluster: &ClusterId) -> Result<Option<Stored>, Problem> {
+        let bytes = self
+            .ops
+            .store()
+            .get(TENANT_TRUST, cluster.as_str())
+            .await
+            .map_err(|e| Problem::new(503, "state unavailable", e.to_string()))?;
+        bytes
+            .map(|b| serde_json::from_slice(&b))
+            .transpose()
+            .map_err(|e| Problem::new(500, "internal error", format!("stored statement: {e}")))
+    }
+
+    /// `GET /v1/tenants/{tenant}/clusters/{cluster}/trust`.
+    pub async fn tenant_trust(
+        &self,
+        reader: &TenantId,
+        path_tenant: &str,
+        cluster: &str,
+    ) -> Result<Value, Problem> {
+        let cid = self.readable_cluster(reader, path_tenant, cluster)?;
+        match self.stored_trust(&cid).await? {
+            Some(s) => Ok(describe(&cid, &s)),
+            None => Err(Problem::new(
+                404,
+                "no statement",
+                format!("cluster {cid} has no tenant witness statement; register one with `palisade customer register-witness`"),
+            )),
+        }
+    }
+
+    /// `PUT /v1/tenants/{tenant}/clusters/{cluster}/trust`: records a newer statement
+    /// in the cluster's log, then sends it with every dispatch to that cluster.
+    pub async fn put_tenant_trust(
+        &self,
+        reader: &TenantId,
+        path_tenant: &str,
+        cluster: &str,
+        body: &[u8],
+    ) -> Result<Value, Problem> {
+        let cid = self.readable_cluster(reader, path_tenant, cluster)?;
+        let bad = |detail: String| Problem::new(400, "invalid statement", detail);
+        let env: Envelope = serde_json::from_slice(body)
+            .map_err(|e| bad(format!("the body is not a DSSE envelope: {e}")))?;
+        let (trust, digest) = TenantTrust::decode(&env).map_err(bad)?;
+        trust.witness_keys().map_err(bad)?;
+        if &trust.tenant != reader || trust.cluster != cid {
+            return Err(bad(format!(
+                "the statement is for {}/{}, not {reader}/{cid}",
+                trust.tenant, trust.cluster
+            )));
+        }
+        if env.signatures.is_empty() {
+            return Err(bad("the statement carries no signature".into()));
+        }
+        if let Some(current) = self.stored_trust(&cid).await? {
+            if trust.seq <= current.seq {
+                return Err(Problem::new(
+                    409,
+                    "not newer",
+                    format!(
+                        "seq {} is not above the statement in force (seq {}, log index {}); sign it again with seq {}",
+                        trust.seq,
+                        current.seq,
+                        current.index,
+                        current.seq + 1
+                    ),
+                ));
+            }
+        }
+        let event = Event::TenantTrust(TenantTrustEvent {
+            event_id: EventId::random()
+                .map_err(|e| Problem::new(500, "internal error", format!("random: {e}")))?,
+            time: Timestamp::now(),
+            tenant: reader.clone(),
+            cluster: cid.clone(),
+            statement: SignedEnvelope::from(&env),
+        });
+        let entry = event
+            .to_log_entry()
+            .map_err(|e| bad(format!("the statement is too large to log: {e}")))?;
+        let appended = self
+            .dispatcher()
+            .append(cid.as_str(), &entry)
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    503,
+                    "log unavailable",
+                    format!("the statement could not be logged, so it is not in force: {e}"),
+                )
+            })?;
+        let stored = Stored {
+            index: appended.index,
+            seq: trust.seq,
+            statement: env.clone(),
+        };
+        let bytes = serde_json::to_vec(&stored)
+            .map_err(|e| Problem::new(500, "internal error", e.to_string()))?;
+        self.ops
+            .store()
+            .put(TENANT_TRUST, cid.as_str(), bytes)
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    503,
+                    "state unavailable",
+                    format!("the statement is in the log at index {} but could not be kept: {e}; send it again with a higher seq", appended.index),
+                )
+            })?;
+        self.dispatcher().set_tenant_trust(cid.as_str(), env);
+        tracing::info!(cluster = %cid, seq = trust.seq, statement = %digest, index = appended.index, "tenant witness statement recorded");
+        Ok(describe(&cid, &stored))
+    }
+}
