@@ -931,6 +931,7 @@ async fn throughput() {
     let mut intents = HashSet::new();
     let mut results = HashSet::new();
     let mut refusals = 0usize;
+    let mut statements = 0usize;
     let mut entries = 0usize;
     let cl = stack.clusters.clone();
     let reads = futures::stream::iter(cl.into_iter().map(|c| {
@@ -978,6 +979,7 @@ async fn throughput() {
                     results.insert(e["intent"].as_str().unwrap_or_default().to_string());
                 }
                 Some("refusal") => refusals += 1,
+                Some("tenant_trust") => statements += 1,
                 _ => {}
             }
         }
@@ -992,10 +994,10 @@ async fn throughput() {
         no_intent += usize::from(!intents.contains(&id));
         no_result += usize::from(!results.contains(&id));
     }
-    let expected = 2 * (with_op + warm_ids.len()) + refused_logged;
+    let expected = 2 * (with_op + warm_ids.len()) + refused_logged + statements;
     println!(
         "  log check through the customer access-log API ({:.0} s): {entries} entries in {} logs, expected {expected} \
-         (2 x {} operations + {refused_logged} logged refusals); {checked} succeeded actions checked: \
+         (2 x {} operations + {refused_logged} logged refusals + {statements} tenant statements); {checked} succeeded actions checked: \
          {no_intent} without intent, {no_result} without result; {refusals} refusal events",
         t.elapsed().as_secs_f64(),
         stack.clusters.len(),

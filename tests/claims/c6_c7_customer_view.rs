@@ -647,3 +647,43 @@ async fn an_agent_refusal_reaches_the_customer_signed_by_the_agent() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The agents' keys are in the customer's own log (recorded by the gateway before it
+/// dispatches), so `palisade audit events` checks every signed result without being
+/// handed any key; a key recorded for an instance shows in the timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_keys_are_in_the_log_and_check_the_results() {
+    let stack = Stack::start();
+    let gw = stack.gateway();
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, done) = gw
+        .run(&token, "demo", "etcd.status", None, &[], TICKET, REASON)
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let result_index = done["result_index"].as_u64().expect("result index");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let table = loop {
+        let out = audit_events(&stack, "table");
+        let t = String::from_utf8_lossy(&out.stdout).to_string();
+        if t.contains(&format!("{result_index:>7}")) {
+            assert!(out.status.success(), "{t}");
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "{t}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let key = palisade_policy::keys::PublicKey::read(&stack.dir.join("agent/keys/agent.pub"))
+        .expect("agent key");
+    assert!(
+        table.contains(&format!("key {} for demo-0 recorded", key.key_id())),
+        "{table}"
+    );
+    assert!(
+        table.contains("1 agent key(s) recorded in the log"),
+        "{table}"
+    );
+    assert!(
+        table.contains("1 result(s) signed by an agent and checked"),
+        "{table}"
+    );
+}

@@ -177,17 +177,21 @@ async fn the_access_log_is_served_with_proofs_and_as_kubernetes_audit_events() {
         .await;
     assert_eq!(status, 200, "{page}");
     let events = page["events"].as_array().unwrap();
-    // First the tenant's witness statement `palisade up` registered.
+    // First the agent's key the gateway recorded and the tenant's witness statement
+    // `palisade up` registered (in either order).
     assert_eq!(
         events.len(),
-        4,
-        "statement, intent, result, refusal: {page}"
+        5,
+        "key, statement, intent, result, refusal: {page}"
     );
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| e["event"]["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["tenant_trust", "intent", "result", "refusal"]);
+    let mut first = kinds[..2].to_vec();
+    first.sort_unstable();
+    assert_eq!(first, ["agent_key", "tenant_trust"]);
+    assert_eq!(kinds[2..], ["intent", "result", "refusal"]);
     // Each proof verifies offline against the log's key and witness quorum.
     let policy = harness::log_policy(&stack.dir);
     for e in events {
@@ -255,12 +259,14 @@ async fn the_access_log_is_served_with_proofs_and_as_kubernetes_audit_events() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(audit.len(), 4);
-    assert_eq!(
-        audit[0]["user"]["username"], "palisade:tenant:demo",
+    assert_eq!(audit.len(), 5);
+    assert!(
+        audit[..2]
+            .iter()
+            .any(|a| a["user"]["username"] == "palisade:tenant:demo"),
         "the statement is the tenant's"
     );
-    let audit = &audit[1..];
+    let audit = &audit[2..];
     for a in audit {
         assert_eq!(a["apiVersion"], "audit.k8s.io/v1");
         assert_eq!(a["kind"], "Event");

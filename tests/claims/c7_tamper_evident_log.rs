@@ -214,12 +214,12 @@ async fn customer_verifies_the_whole_witnessed_log_and_detects_a_rewritten_entry
     let state = stack.dir.join("customer-state.json");
     let ok = stack.audit(&["--state", state.to_str().expect("utf8")]);
     assert!(ok.status.success(), "{}", text(&ok));
-    // The 40 events and, first, the tenant's statement `palisade up` registered.
-    assert!(text(&ok).contains("41 entries"), "{}", text(&ok));
+    // The 40 events and, first, the agent key and the tenant's statement.
+    assert!(text(&ok).contains("42 entries"), "{}", text(&ok));
 
     // An insider edits one stored event on disk (the bytes the customer reads).
     stack.stored_checkpoint().await;
-    let bundle = stack.tiles().join("tile/entries/000.p/41");
+    let bundle = stack.tiles().join("tile/entries/000.p/42");
     let original = std::fs::read(&bundle).expect("bundle");
     // Bytes, not text: the tenant statement's length prefix is not UTF-8.
     let (from, to) = (b"{\"event\":7}", b"{\"event\":8}");
@@ -237,7 +237,7 @@ async fn customer_verifies_the_whole_witnessed_log_and_detects_a_rewritten_entry
         text(&caught)
     );
     assert!(
-        text(&caught).contains("tile/entries/000.p/41"),
+        text(&caught).contains("tile/entries/000.p/42"),
         "the message must name the object:\n{}",
         text(&caught)
     );
@@ -924,7 +924,7 @@ async fn audit_watch_alarms_on_a_stale_view_a_rollback_and_a_fork() {
     let out = watch_once(&stack, &live, &state, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("ok palisade.local/log/demo size 4"),
+        text(&out).contains("ok palisade.local/log/demo size 5"),
         "{}",
         text(&out)
     );

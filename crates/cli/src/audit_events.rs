@@ -109,6 +109,19 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let mut intents: HashMap<String, u64> = HashMap::new();
     let mut results: HashMap<String, u64> = HashMap::new();
     let mut tenant = TenantStatements::default();
+    // Agent keys recorded in the log, by instance (beside those given with --agent-key).
+    let mut enrolled: HashMap<String, Vec<palisade_policy::keys::PublicKey>> = HashMap::new();
+    for bytes in &entries {
+        if let Ok(Event::AgentKey(k)) = Event::from_log_entry(bytes) {
+            if let Some(key) = logged_agent_key(&k) {
+                enrolled
+                    .entry(k.instance.to_string())
+                    .or_default()
+                    .push(key);
+            }
+        }
+    }
+    let enrolled_count: usize = enrolled.values().map(Vec::len).sum();
     let mut rows = Vec::new();
     for (i, bytes) in entries.iter().enumerate() {
         let index = i as u64;
@@ -127,6 +140,14 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
             Ok(Event::TenantTrust(t)) => {
                 if let Some(p) = tenant.record(index, t, tenant_key.as_ref()) {
                     checks.problems.push(p);
+                }
+            }
+            Ok(Event::AgentKey(k)) => {
+                if logged_agent_key(k).is_none() {
+                    checks.problems.push(format!(
+                        "agent key {} for {} is not a 32-byte Ed25519 key",
+                        k.keyid, k.instance
+                    ));
                 }
             }
             Ok(Event::Result(r)) => {
@@ -149,13 +170,15 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
                     palisade_core::event::Outcome::Succeeded
                         | palisade_core::event::Outcome::Failed
                 );
+                let keys = keys_for(&agent_keys, &enrolled, intent_events.get(r.intent.as_str()));
                 match (agents_word, intent_events.get(r.intent.as_str())) {
-                    (true, Some(intent)) if !agent_keys.is_empty() => {
-                        match palisade_agent::dispatch::AgentResult::verify_logged(
-                            intent,
-                            r,
-                            &agent_keys,
-                        ) {
+                    (true, _) if r.agent.is_none() => checks.problems.push(format!(
+                        "{} result without the agent's signature: the gateway wrote it alone",
+                        r.outcome.as_str()
+                    )),
+                    (true, Some(intent)) if !keys.is_empty() => {
+                        match palisade_agent::dispatch::AgentResult::verify_logged(intent, r, &keys)
+                        {
                             Ok(_) => signatures_checked += 1,
                             Err(e) if e.contains("too large to log") => unsigned_checked += 1,
                             Err(e) => checks
@@ -163,10 +186,6 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
                                 .push(format!("{} result: {e}", r.outcome.as_str())),
                         }
                     }
-                    (true, _) if r.agent.is_none() => checks.problems.push(format!(
-                        "{} result without the agent's signature: the gateway wrote it alone",
-                        r.outcome.as_str()
-                    )),
                     _ => {}
                 }
                 if r.outcome == palisade_core::event::Outcome::RefusedByAgent
@@ -186,11 +205,9 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
                             "a {} result carries an agent's refusal",
                             r.outcome.as_str()
                         ));
-                    } else if !agent_keys.is_empty() {
+                    } else if !keys.is_empty() {
                         match palisade_agent::dispatch::AgentRefusal::verify_logged(
-                            intent,
-                            r,
-                            &agent_keys,
+                            intent, r, &keys,
                         ) {
                             Ok(_) => signatures_checked += 1,
                             Err(e) => checks
@@ -255,9 +272,12 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
             checkpoint.checkpoint().root().to_base64(),
             checkpoint.cosignatures().len()
         );
-        if agent_keys.is_empty() {
+        if enrolled_count > 0 {
+            println!("{enrolled_count} agent key(s) recorded in the log, each result checked against its instance's");
+        }
+        if agent_keys.is_empty() && enrolled_count == 0 {
             println!(
-                "agent signatures not checked: pass --agent-key for each instance's agent.pub"
+                "agent signatures not checked: the log records no agent key; pass --agent-key for each instance's agent.pub"
             );
         } else {
             println!(
@@ -281,6 +301,37 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The public key an `agent_key` event records, if it is well formed (32 bytes).
+fn logged_agent_key(
+    k: &palisade_core::event::AgentKeyEvent,
+) -> Option<palisade_policy::keys::PublicKey> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&k.key)
+        .ok()?;
+    if raw.len() != 32 {
+        return None;
+    }
+    Some(palisade_policy::keys::PublicKey::from_raw(
+        &format!("agent {}", k.instance),
+        &raw,
+    ))
+}
+
+/// The keys a result of `intent` may be signed with: those given on the command line
+/// and those the log records for its instance.
+fn keys_for(
+    given: &[palisade_policy::keys::PublicKey],
+    enrolled: &HashMap<String, Vec<palisade_policy::keys::PublicKey>>,
+    intent: Option<&palisade_core::event::IntentEvent>,
+) -> Vec<palisade_policy::keys::PublicKey> {
+    let mut keys = given.to_vec();
+    if let Some(i) = intent.and_then(|i| i.instance.as_ref()) {
+        keys.extend(enrolled.get(i.as_str()).into_iter().flatten().cloned());
+    }
+    keys
 }
 
 /// The tenant's witness statements met so far, in log order.
@@ -442,6 +493,10 @@ fn row(
                 ),
             }
         }
+        Ok(Event::AgentKey(k)) => format!(
+            "{} agent   key {} for {} recorded",
+            k.time, k.keyid, k.instance
+        ),
         Err(_) => "(not a Palisade event)".to_string(),
     };
     let problems = if checks.problems.is_empty() {

@@ -288,6 +288,22 @@ pub struct TenantTrustEvent {
     pub statement: SignedEnvelope,
 }
 
+/// An instance agent's public key, recorded by the gateway before it dispatches to
+/// that agent: the keys whose signatures the customer's results carry are in the
+/// customer's log, and a key that changes is visible there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentKeyEvent {
+    pub event_id: EventId,
+    pub time: Timestamp,
+    pub cluster: ClusterId,
+    pub instance: InstanceId,
+    /// The Ed25519 public key: standard base64 of its 32 bytes.
+    pub key: String,
+    /// Its key id (lower-case hex), as the `keyid` of the agent's DSSE signatures.
+    pub keyid: String,
+}
+
 /// Which gateway step turned a request down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -348,6 +364,7 @@ pub enum Event {
     Result(ResultEvent),
     Refusal(RefusalEvent),
     TenantTrust(TenantTrustEvent),
+    AgentKey(AgentKeyEvent),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -371,6 +388,7 @@ impl Event {
             Event::Result(e) => &e.event_id,
             Event::Refusal(e) => &e.event_id,
             Event::TenantTrust(e) => &e.event_id,
+            Event::AgentKey(e) => &e.event_id,
         }
     }
 
@@ -380,6 +398,7 @@ impl Event {
             Event::Result(e) => &e.cluster,
             Event::Refusal(e) => &e.cluster,
             Event::TenantTrust(e) => &e.cluster,
+            Event::AgentKey(e) => &e.cluster,
         }
     }
 

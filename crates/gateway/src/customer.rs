@@ -353,6 +353,20 @@ pub fn to_k8s_audit(
             v["responseStatus"] = json!({"code": 200, "status": "Success"});
             v
         }
+        Some(Event::AgentKey(k)) => {
+            annotations.insert("palisade.dev/kind".into(), json!("agent_key"));
+            annotations.insert("palisade.dev/agent-keyid".into(), json!(k.keyid));
+            let mut v = base(
+                uuid_of(k.event_id.as_str()),
+                "ResponseComplete",
+                k.time.to_string(),
+                json!({"username": "system:palisade:gateway"}),
+            );
+            v["verb"] = json!("create");
+            set_target(&mut v, cluster, "agent-key", Some(k.instance.as_str()));
+            v["responseStatus"] = json!({"code": 200, "status": "Success"});
+            v
+        }
         None => base(
             uuid_of(&format!("{:032x}", e.index)),
             "ResponseComplete",

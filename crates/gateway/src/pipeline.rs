@@ -123,7 +123,7 @@ pub struct Gateway {
     pub(crate) oncall: crate::oncall::OnCall,
     pub(crate) ops: Ops,
     dispatcher: Dispatcher,
-    agent_keys: HashMap<InstanceId, PublicKey>,
+    pub(crate) agent_keys: HashMap<InstanceId, PublicKey>,
     pseudonym_key: Vec<u8>,
     config: GatewayConfig,
     pub(crate) metrics: crate::metrics::Metrics,

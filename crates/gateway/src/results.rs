@@ -179,6 +179,7 @@ impl Gateway {
         loop {
             self.reconcile_once().await;
             self.load_tenant_trust().await;
+            self.enrol_agent_keys().await;
             tokio::time::sleep(TICK).await;
         }
     }

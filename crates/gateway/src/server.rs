@@ -143,7 +143,22 @@ pub async fn run(
     let refresher = tokio::spawn(refresh(gw.clone(), feeds));
     let summaries = tokio::spawn(crate::refusals::summarise(gw.clone()));
     gw.load_tenant_trust().await;
-    gw.recover_tenant_trust().await;
+    // Bounded: a log that does not answer must not hold the gateway's start.
+    if tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        gw.recover_tenant_trust(),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("reading the tenants' statements from the logs took over 30 s; dispatches to clusters without one are refused until the next start");
+    }
+    tokio::spawn({
+        let gw = gw.clone();
+        async move {
+            gw.enrol_agent_keys().await;
+        }
+    });
     let reconciler = tokio::spawn(gw.clone().reconcile_forever());
     ready(addr);
     let served = palisade_tlog_service::https::serve(

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 const TENANT_TRUST: Namespace = Namespace::new("gateway_tenant_trust");
+/// `<cluster>/<instance>` → the key id of the agent key recorded in that log.
+const AGENT_KEYS: Namespace = Namespace::new("gateway_agent_keys");
 
 /// A cluster's statement in force, as the gateway keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,15 +96,10 @@ impl Gateway {
                     .await
                     .map_err(|e| e.to_string())
             };
-            let entries = match tokio::time::timeout(std::time::Duration::from_secs(30), read).await
-            {
-                Ok(Ok((_, entries))) => entries,
-                Ok(Err(e)) => {
+            let entries = match read.await {
+                Ok((_, entries)) => entries,
+                Err(e) => {
                     tracing::warn!(cluster = %cid, error = %e, "cannot read the log for the tenant's statement");
-                    continue;
-                }
-                Err(_) => {
-                    tracing::warn!(cluster = %cid, "reading the log for the tenant's statement timed out");
                     continue;
                 }
             };
@@ -138,6 +135,84 @@ impl Gateway {
             found += 1;
         }
         found
+    }
+
+    /// Records in each cluster's log the agent keys this gateway trusts for its
+    /// instances (`[[agent]]`), once per key: the customer then knows, from their own
+    /// log, which keys sign their results, and sees a key change. Run at start and on
+    /// every reconciler pass (until each is recorded). Returns how many it recorded.
+    pub async fn enrol_agent_keys(&self) -> usize {
+        let mut recorded = 0;
+        for cluster in &self.inventory.clusters {
+            for instance in &cluster.instances {
+                let Some(key) = self.agent_keys.get(&instance.id) else {
+                    continue;
+                };
+                let Some(raw) = key.raw() else { continue };
+                let keyid = key.key_id();
+                let name = format!("{}/{}", cluster.id, instance.id);
+                let current = match self.ops.store().get(AGENT_KEYS, &name).await {
+                    Ok(Some(v)) if v == keyid.as_bytes() => continue,
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(instance = %name, error = %e, "cannot read the recorded agent keys");
+                        continue;
+                    }
+                };
+                // Claimed first, so that two passes or two replicas record it once;
+                // given back if the log does not take it.
+                match self
+                    .ops
+                    .store()
+                    .compare_and_swap(
+                        AGENT_KEYS,
+                        &name,
+                        current.clone(),
+                        Some(keyid.clone().into_bytes()),
+                    )
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(instance = %name, error = %e, "cannot note the agent key");
+                        continue;
+                    }
+                }
+                let Ok(event_id) = EventId::random() else {
+                    continue;
+                };
+                let event = Event::AgentKey(palisade_core::event::AgentKeyEvent {
+                    event_id,
+                    time: Timestamp::now(),
+                    cluster: cluster.id.clone(),
+                    instance: instance.id.clone(),
+                    key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw),
+                    keyid: keyid.clone(),
+                });
+                let appended = match event.to_log_entry() {
+                    Ok(entry) => self.dispatcher().append(cluster.id.as_str(), &entry).await,
+                    Err(e) => Err(palisade_agent::client::CallError::Setup(e.to_string())),
+                };
+                match appended {
+                    // In the log, witnessed or not (an unwitnessed append is still an
+                    // entry): recorded.
+                    Ok(_) | Err(palisade_agent::client::CallError::Unwitnessed { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(instance = %name, error = %e, "cannot record the agent key in the log yet");
+                        let _ = self
+                            .ops
+                            .store()
+                            .compare_and_swap(AGENT_KEYS, &name, Some(keyid.into_bytes()), current)
+                            .await;
+                        continue;
+                    }
+                }
+                tracing::info!(instance = %name, %keyid, "agent key recorded in the log");
+                recorded += 1;
+            }
+        }
+        recorded
     }
 
     /// The cluster `cluster` of `tenant`, as a reader of that tenant may name it.
