@@ -249,6 +249,36 @@ async fn only_a_newer_statement_by_the_tenant_changes_what_the_agent_requires() 
     }
 }
 
+/// `palisade agent check` says which tenant key the agent enforces.
+#[test]
+fn agent_check_names_the_tenant_key() {
+    let stack = Stack::start();
+    let out = common::palisade()
+        .args(["agent", "check", "--config"])
+        .arg(stack.dir.join("agent/agent.toml"))
+        .output()
+        .expect("palisade agent check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = palisade_policy::keys::PublicKey::read(
+        &stack
+            .dir
+            .join(palisade_core::inventory::demo_tenant::PUBLIC_KEY),
+    )
+    .expect("tenant key");
+    assert!(
+        text.contains(&format!(
+            "requires the witnesses named by tenant key {}",
+            key.key_id()
+        )),
+        "{text}"
+    );
+}
+
 /// The gateway records a tenant's statement in the cluster's log only for that
 /// tenant's reader token, only forward, and says why it refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,17 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         palisade_policy::keys::PublicKey::read(k)?;
     }
     config.log.policy().map_err(anyhow::Error::msg)?;
+    let tenant = match &config.tenant_key {
+        Some(p) => {
+            let key = palisade_policy::keys::PublicKey::read(p)
+                .map_err(|e| anyhow::anyhow!("tenant_key: {e}"))?;
+            format!(
+                "; requires the witnesses named by tenant key {} (from the tenant's newest statement)",
+                key.key_id()
+            )
+        }
+        None => "; no tenant_key: only the log's witnesses are required".to_string(),
+    };
     let runtime = lifecycle::runtime()?;
     runtime.block_on(async {
         let policy = palisade_agent::server::TufPolicy {
@@ -71,7 +82,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             .await
             .map_err(anyhow::Error::msg)?;
         println!(
-            "configuration ok: agent {}/{}, policy version {} ({})",
+            "configuration ok: agent {}/{}, policy version {} ({}){tenant}",
             config.cluster,
             config.instance,
             p.version(),
