@@ -119,9 +119,9 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
             twitness = demo_tenant::WITNESS_PUBLIC_KEY,
         ),
             format!(
-            "palisade customer trust --gateway https://{gw} --ca {d}/pki/ca.crt --token @{d}/tenant-demo.token \
-                    --tenant demo --cluster demo
-                  (the demo tenant's own witness, key under {d}/{tdir}/, which the agent requires beside the provider's)",
+            "palisade customer trust --gateway https://{gw} --ca {d}/pki/ca.crt --token @{d}/tenant-demo.token \\\n       \
+             --tenant demo --cluster demo\n     \
+             (the demo tenant's own witness, key under {d}/{tdir}/, which the agent requires beside the provider's)",
             gw = port(0)?,
             d = dir.display(),
             tdir = demo_tenant::DIR,
@@ -130,7 +130,7 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
             "palisade audit watch --url https://{log}/logs/demo --token @{d}/tenant-demo.token --ca {d}/pki/ca.crt \\\n       \
              --origin {BASE_ORIGIN}/demo --log-key @{d}/log/keys/{stem}.pub \\\n       \
              --witness-key @{d}/witness/keys/{wstem}.pub --witness-key @{d}/{twitness} --state {d}/tenant-demo.watch.state\n     \
-             (keeps checking that the log only grows and stays freshly cosigned by both witnesses; `audit events` with the same options and --tenant-key @{d}/{tkey} prints it)",
+             (keeps checking that the log only grows and stays freshly cosigned by both witnesses; `audit events` with the same options and --tenant-key {d}/{tkey} prints it)",
             log = port(1)?,
             d = dir.display(),
             stem = file_stem(BASE_ORIGIN),

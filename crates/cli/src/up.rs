@@ -315,9 +315,9 @@ fn where_(p: &stack::ProcessSpec) -> String {
 fn print_summary(stack: &Stack) {
     println!("Palisade is running from {}", stack.dir.display());
     for p in &stack.processes {
-        println!("  {:<8} {}  ({})", p.name, where_(p), p.what);
+        println!("  {:<14} {}  ({})", p.name, where_(p), p.what);
         if let Some(w) = p.warning {
-            println!("           WARNING: {w}");
+            println!("                 WARNING: {w}");
         }
     }
     if stack.processes.is_empty() {
