@@ -325,6 +325,24 @@ async fn the_gateway_records_statements_only_for_their_tenant_and_only_forward()
         .await;
     assert_eq!(status, 400, "{body}");
 
+    // A stolen reader token cannot lock the cluster with a statement the tenant did
+    // not sign (a huge seq no agent would accept): the gateway opens it with the
+    // tenant's key first.
+    let mallory = serde_json::to_value(statement(
+        stack.gateway_key(),
+        u64::MAX,
+        vec![witness.clone()],
+    ))
+    .expect("json");
+    let (status, body) = gw.call("PUT", path, Some(&token), Some(mallory)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not signed by the tenant's key"),
+        "{body}"
+    );
     let newer =
         serde_json::to_value(statement(&tenant_key(&stack), 2, vec![witness])).expect("json");
     let (status, body) = gw.call("PUT", path, Some(&token), Some(newer)).await;

@@ -225,6 +225,8 @@ fn prepare_gateway(
              [[grant]]\nschedule = \"demo\"\nroles = [\"operator\", \"senior-operator\"]\nclusters = [\"*\"]\n\n\
              [[agent]]\ninstance = \"demo-0\"\nkey = \"{agent_pub}\"\n\n\
              [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha256}\"\n\n\
+             # The demo tenant's statement key: only statements it signed are recorded.\n\
+             [[tenant_key]]\ntenant = \"demo\"\nkey = \"{tenant_pub}\"\n\n\
              # A larger budget than the default 10: verify-claims' attacks refuse many requests\n\
              # of one operator in a minute, and each must be in the log.\n\
              [refusal_log]\nmax = 100\nper_secs = 60\n",
@@ -237,6 +239,7 @@ fn prepare_gateway(
             repo = trust.repo.display(),
             root = trust.root.display(),
             agent_pub = dir.join("agent/keys/agent.pub").display(),
+            tenant_pub = dir.join(demo_tenant::PUBLIC_KEY).display(),
         );
         write_new(&config, &header(&text))?;
     }

@@ -75,6 +75,10 @@ pub struct GatewayConfig {
     /// Tenants' bearer tokens for the customer access-log API.
     #[serde(default, rename = "reader")]
     pub readers: Vec<Reader>,
+    /// Tenants' public keys (`tenant.pub`): a witness statement is recorded only if
+    /// the tenant's key signed it, so a reader token alone cannot lock a cluster.
+    #[serde(default, rename = "tenant_key")]
+    pub tenant_keys: Vec<TenantKey>,
     /// How many refusals of one operator on one cluster are logged one by one
     /// ([`crate::refusals`]).
     #[serde(default)]
@@ -203,6 +207,15 @@ impl Grant {
 pub struct AgentKey {
     pub instance: InstanceId,
     /// The agent's `.pub` file.
+    pub key: PathBuf,
+}
+
+/// `[[tenant_key]]`: a tenant's statement key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantKey {
+    pub tenant: palisade_core::TenantId,
+    /// The tenant's `.pub` file (`palisade customer keygen`).
     pub key: PathBuf,
 }
 
@@ -344,6 +357,9 @@ impl ProcessConfig for GatewayConfig {
             if let Some(p) = &mut f.file {
                 v.push(("ical.file", p));
             }
+        }
+        for t in &mut self.tenant_keys {
+            v.push(("tenant_key.key", &mut t.key));
         }
         for a in &mut self.agents {
             v.push(("agent.key", &mut a.key));

@@ -3,9 +3,10 @@
 //! it in the cluster's log (a `tenant_trust` event) and sends the newest one with
 //! every dispatch to that cluster, whose agents require those witnesses' cosignatures.
 //!
-//! The gateway checks the statement's form and order (a higher `seq` than the one
-//! in force) so that a tenant's mistake gets a clear answer; the signature is the
-//! agents' to check, against the tenant key they were installed with — nothing the
+//! The gateway records a statement only if the tenant's key (`[[tenant_key]]`)
+//! signed it and its `seq` is above the one in force, so that a stolen reader token
+//! cannot lock a cluster with a statement no agent accepts. The agents check the
+//! signature again, against the tenant key they were installed with: nothing the
 //! gateway does can make them accept a statement the tenant did not sign.
 
 use crate::pipeline::Gateway;
@@ -286,8 +287,27 @@ impl Gateway {
         let bad = |detail: String| Problem::new(400, "invalid statement", detail);
         let env: Envelope = serde_json::from_slice(body)
             .map_err(|e| bad(format!("the body is not a DSSE envelope: {e}")))?;
-        let (trust, digest) = TenantTrust::decode(&env).map_err(bad)?;
-        trust.witness_keys().map_err(bad)?;
+        let entry = self
+            .config()
+            .tenant_keys
+            .iter()
+            .find(|k| &k.tenant == reader)
+            .ok_or_else(|| {
+                Problem::new(
+                    403,
+                    "no tenant key",
+                    format!("this gateway knows no key for tenant {reader}: the provider lists the tenant's tenant.pub as [[tenant_key]] before statements can be recorded"),
+                )
+            })?;
+        let key = palisade_policy::keys::PublicKey::read(&entry.key).map_err(|e| {
+            Problem::new(
+                500,
+                "internal error",
+                format!("tenant_key {}: {e}", entry.key.display()),
+            )
+        })?;
+        let opened = TenantTrust::open(&env, &key).map_err(bad)?;
+        let (trust, digest) = (opened.trust, opened.digest);
         if &trust.tenant != reader || trust.cluster != cid {
             return Err(bad(format!(
                 "the statement is for {}/{}, not {reader}/{cid}",
