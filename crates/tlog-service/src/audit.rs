@@ -158,6 +158,8 @@ pub enum AuditError {
     Proof(TlogProofError),
     #[error("reading tiles for a proof needs tokio's multi-threaded runtime")]
     NeedsMultiThreadRuntime,
+    #[error("entry {index} claims the Palisade event schema but is not a valid event in its one canonical form ({reason}): no check could be made of it")]
+    NotAnEvent { index: u64, reason: String },
     #[error("entry {index} is a result whose logged output does not match its digest: {reason}")]
     OutputMismatch {
         index: u64,
@@ -167,13 +169,29 @@ pub enum AuditError {
 
 /// Checks what an entry says about itself: a result event's output against the
 /// output digest it logs. Entries that are not Palisade events (the governance log's
-/// records) have nothing to check here.
+/// records) have nothing to check here; but an entry that names the event schema and
+/// does not decode as one (another spelling, an unknown field) is refused, so that no
+/// result escapes its checks by being written in another form.
 pub fn check_entry(index: u64, entry: &[u8]) -> Result<(), AuditError> {
     match palisade_core::event::Event::from_log_entry(entry) {
         Ok(palisade_core::event::Event::Result(r)) => r
             .check_output()
             .map_err(|reason| AuditError::OutputMismatch { index, reason }),
-        _ => Ok(()),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let claims_schema = serde_json::from_slice::<serde_json::Value>(entry)
+                .ok()
+                .and_then(|v| v.get("schema").and_then(|s| s.as_str()).map(str::to_owned))
+                .is_some_and(|s| s == palisade_core::event::EVENT_SCHEMA);
+            if claims_schema {
+                Err(AuditError::NotAnEvent {
+                    index,
+                    reason: e.to_string(),
+                })
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 

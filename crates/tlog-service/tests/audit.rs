@@ -921,3 +921,31 @@ mod https_source {
         ));
     }
 }
+
+/// An entry that names the event schema must be a valid event in its one canonical
+/// form: a result spelled another way (which the event decoder refuses, so none of
+/// its checks would run) is reported, while records of another kind (the governance
+/// log's) pass untouched.
+#[test]
+fn an_event_in_another_spelling_is_refused_not_skipped() {
+    use palisade_tlog_service::audit::check_entry;
+    let result = br#"{"cluster":"demo","event_id":"0123456789abcdef0123456789abcdef","intent":"fedcba9876543210fedcba9876543210","kind":"result","outcome":"not_dispatched","schema":"palisade.dev/event/v1","time":"2026-12-07T00:00:00Z"}"#;
+    check_entry(0, result).expect("a canonical result");
+    let mut spaced = b" ".to_vec();
+    spaced.extend_from_slice(result);
+    assert!(matches!(
+        check_entry(1, &spaced),
+        Err(AuditError::NotAnEvent { index: 1, .. })
+    ));
+    let unknown = String::from_utf8(result.to_vec()).unwrap().replacen(
+        "{\"cluster\"",
+        "{\"a\":1,\"cluster\"",
+        1,
+    );
+    assert!(matches!(
+        check_entry(2, unknown.as_bytes()),
+        Err(AuditError::NotAnEvent { index: 2, .. })
+    ));
+    check_entry(3, br#"{"kind":"policy-enforced","version":3}"#).expect("another record");
+    check_entry(4, b"not json at all").expect("opaque bytes");
+}
