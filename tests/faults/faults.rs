@@ -376,6 +376,22 @@ where
     check_invariants(stack, &token, &sent, fault_ended).await;
 }
 
+/// A fresh stack under load; after 2 s the process whose command line holds
+/// `needle(dir)` is killed (and started again by `up`).
+async fn killed_under_load(needle: fn(&Path) -> String) {
+    let mut stack = Stack::start();
+    under_load(
+        &mut stack,
+        Duration::from_secs(8),
+        Duration::from_secs(2),
+        |dir| async move {
+            let needle = needle(&dir);
+            kill_and_wait(dir, &needle).await;
+        },
+    )
+    .await;
+}
+
 async fn kill_and_wait(dir: Arc<std::path::PathBuf>, needle: &str) {
     let pid = pid_of(&dir, needle);
     signal(pid, "KILL");
@@ -387,60 +403,22 @@ async fn kill_and_wait(dir: Arc<std::path::PathBuf>, needle: &str) {
 /// accepted action still ends with exactly one result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tenant_witness_killed_under_load() {
-    let mut stack = Stack::start();
-    under_load(
-        &mut stack,
-        Duration::from_secs(8),
-        Duration::from_secs(2),
-        |dir| async move {
-            let needle = format!("{}/tenant-demo/witness/witness.toml", dir.display());
-            kill_and_wait(dir, &needle).await;
-        },
-    )
-    .await;
+    killed_under_load(|dir| format!("{}/tenant-demo/witness/witness.toml", dir.display())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_killed_under_load() {
-    let mut stack = Stack::start();
-    under_load(
-        &mut stack,
-        Duration::from_secs(8),
-        Duration::from_secs(2),
-        |dir| async move {
-            kill_and_wait(dir, "log serve").await;
-        },
-    )
-    .await;
+    killed_under_load(|_| "log serve".into()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_witness_killed_under_load() {
-    let mut stack = Stack::start();
-    under_load(
-        &mut stack,
-        Duration::from_secs(8),
-        Duration::from_secs(2),
-        |dir| async move {
-            let needle = format!("{}/witness/witness.toml", dir.display());
-            kill_and_wait(dir, &needle).await;
-        },
-    )
-    .await;
+    killed_under_load(|dir| format!("{}/witness/witness.toml", dir.display())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_killed_under_load() {
-    let mut stack = Stack::start();
-    under_load(
-        &mut stack,
-        Duration::from_secs(8),
-        Duration::from_secs(2),
-        |dir| async move {
-            kill_and_wait(dir, "gateway serve").await;
-        },
-    )
-    .await;
+    killed_under_load(|_| "gateway serve".into()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -258,15 +258,7 @@ impl AgentResult {
             log_root_seen: a.log_root_seen.clone(),
             trust: a.trust.as_deref().cloned(),
         };
-        let payload = to_canonical_vec(&rebuilt).map_err(|e| e.to_string())?;
-        let envelope = Envelope {
-            payload: BASE64.encode(&payload),
-            payload_type: RESULT_PAYLOAD_TYPE.into(),
-            signatures: vec![palisade_policy::dsse::EnvelopeSignature {
-                keyid: a.keyid.clone(),
-                sig: a.sig.clone(),
-            }],
-        };
+        let envelope = rebuilt_envelope(RESULT_PAYLOAD_TYPE, &rebuilt, &a.keyid, &a.sig)?;
         AgentResult::verify(&envelope, agent_keys)
             .map_err(|e| format!("the agent's signature does not verify ({e}): the agent did not sign this outcome, output or intent"))
     }
@@ -281,18 +273,48 @@ impl AgentResult {
 
     /// Opens a signed result: a signature by one of `agent_keys`, the result schema.
     pub fn verify(envelope: &Envelope, agent_keys: &[PublicKey]) -> Result<AgentResult, String> {
-        let bytes = envelope
-            .payload_bytes(RESULT_PAYLOAD_TYPE)
-            .map_err(|e| e.to_string())?;
-        if envelope.verified_by(agent_keys).is_empty() {
-            return Err("the result is not signed by a trusted agent key".into());
-        }
-        let r: AgentResult = from_canonical_slice(&bytes).map_err(|e| e.to_string())?;
+        let r: AgentResult = open_signed(envelope, RESULT_PAYLOAD_TYPE, agent_keys, "result")?;
         if r.schema != RESULT_SCHEMA {
             return Err(format!("result schema is not {RESULT_SCHEMA:?}"));
         }
         Ok(r)
     }
+}
+
+/// The payload of `envelope` (of `payload_type`), signed by one of `agent_keys`, as
+/// canonical JSON of a `T` (`what` names it in errors).
+fn open_signed<T: serde::de::DeserializeOwned>(
+    envelope: &Envelope,
+    payload_type: &str,
+    agent_keys: &[PublicKey],
+    what: &str,
+) -> Result<T, String> {
+    let bytes = envelope
+        .payload_bytes(payload_type)
+        .map_err(|e| e.to_string())?;
+    if envelope.verified_by(agent_keys).is_empty() {
+        return Err(format!("the {what} is not signed by a trusted agent key"));
+    }
+    from_canonical_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// The envelope an agent signed, rebuilt from its payload and the signature the log
+/// kept of it.
+fn rebuilt_envelope(
+    payload_type: &str,
+    payload: &impl Serialize,
+    keyid: &str,
+    sig: &str,
+) -> Result<Envelope, String> {
+    let payload = to_canonical_vec(payload).map_err(|e| e.to_string())?;
+    Ok(Envelope {
+        payload: BASE64.encode(&payload),
+        payload_type: payload_type.into(),
+        signatures: vec![palisade_policy::dsse::EnvelopeSignature {
+            keyid: keyid.to_string(),
+            sig: sig.to_string(),
+        }],
+    })
 }
 
 /// Why the agent refused a dispatch. Nothing ran and nothing was recorded, except
@@ -386,13 +408,7 @@ impl AgentRefusal {
 
     /// Opens a signed refusal: a signature by one of `agent_keys`, the schema.
     pub fn verify(envelope: &Envelope, agent_keys: &[PublicKey]) -> Result<AgentRefusal, String> {
-        let bytes = envelope
-            .payload_bytes(REFUSAL_PAYLOAD_TYPE)
-            .map_err(|e| e.to_string())?;
-        if envelope.verified_by(agent_keys).is_empty() {
-            return Err("the refusal is not signed by a trusted agent key".into());
-        }
-        let r: AgentRefusal = from_canonical_slice(&bytes).map_err(|e| e.to_string())?;
+        let r: AgentRefusal = open_signed(envelope, REFUSAL_PAYLOAD_TYPE, agent_keys, "refusal")?;
         if r.schema != REFUSAL_SCHEMA {
             return Err(format!("refusal schema is not {REFUSAL_SCHEMA:?}"));
         }
@@ -426,15 +442,7 @@ impl AgentRefusal {
             log_size_seen: a.log_size_seen,
             trust: a.trust.clone(),
         };
-        let payload = to_canonical_vec(&rebuilt).map_err(|e| e.to_string())?;
-        let envelope = Envelope {
-            payload: BASE64.encode(&payload),
-            payload_type: REFUSAL_PAYLOAD_TYPE.into(),
-            signatures: vec![palisade_policy::dsse::EnvelopeSignature {
-                keyid: a.keyid.clone(),
-                sig: a.sig.clone(),
-            }],
-        };
+        let envelope = rebuilt_envelope(REFUSAL_PAYLOAD_TYPE, &rebuilt, &a.keyid, &a.sig)?;
         AgentRefusal::verify(&envelope, agent_keys).map_err(|e| {
             format!("the agent's signature does not verify ({e}): the agent did not sign this refusal for this intent")
         })

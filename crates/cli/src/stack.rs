@@ -300,30 +300,56 @@ fn prepare_witness(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<P
     if !keys.join(format!("{stem}.key")).exists() {
         write_key_pair(WITNESS_NAME, KeyType::Cosignature, &keys, false)?;
     }
-    let log_pub = ensure_log_key(dir)?;
+    let inventory: Inventory = palisade_core::config::load(&dir.join("inventory.toml"))?;
+    let logs: Vec<String> = std::iter::once("governance".to_string())
+        .chain(inventory.clusters.iter().map(|c| c.id.to_string()))
+        .collect();
+    witness_process(
+        dir,
+        pki,
+        addr,
+        &wdir,
+        &format!("keys/{stem}.key"),
+        "witness",
+        &logs,
+        ("witness", "cosigns checkpoints after checking consistency"),
+    )
+}
+
+/// A witness's configuration (written once) and its process: it cosigns with
+/// `key_file`, serves TLS as the witness certificate `cert_name`, for `logs`.
+#[allow(clippy::too_many_arguments)]
+fn witness_process(
+    dir: &Path,
+    pki: &Path,
+    addr: SocketAddr,
+    wdir: &Path,
+    key_file: &str,
+    cert_name: &str,
+    logs: &[String],
+    (name, what): (&'static str, &'static str),
+) -> anyhow::Result<ProcessSpec> {
     let config = wdir.join("witness.toml");
     if !config.exists() {
-        let log_key = std::fs::read_to_string(&log_pub)?.trim().to_string();
+        let log_key = std::fs::read_to_string(ensure_log_key(dir)?)?;
         let mut text = format!(
-            "listen = \"{addr}\"\nkey_file = \"keys/{stem}.key\"\nstate_file = \"state.redb\"\n\n\
+            "listen = \"{addr}\"\nkey_file = \"{key_file}\"\nstate_file = \"state.redb\"\n\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
             ca = pki.join("ca.crt").display(),
-            cert = pki.join("witness-witness.crt").display(),
-            key = pki.join("witness-witness.key").display(),
+            cert = pki.join(format!("witness-{cert_name}.crt")).display(),
+            key = pki.join(format!("witness-{cert_name}.key")).display(),
         );
-        let inventory: Inventory = palisade_core::config::load(&dir.join("inventory.toml"))?;
-        let logs = std::iter::once("governance".to_string())
-            .chain(inventory.clusters.iter().map(|c| c.id.to_string()));
         for log in logs {
             text.push_str(&format!(
-                "\n[[log]]\norigin = \"{BASE_ORIGIN}/{log}\"\nkey = \"{log_key}\"\n"
+                "\n[[log]]\norigin = \"{BASE_ORIGIN}/{log}\"\nkey = \"{}\"\n",
+                log_key.trim()
             ));
         }
         write_new(&config, &header(&text))?;
     }
     Ok(ProcessSpec {
-        name: "witness",
-        what: "cosigns checkpoints after checking consistency",
+        name,
+        what,
         args: vec![
             "witness".into(),
             "serve".into(),
@@ -357,27 +383,19 @@ fn prepare_tenant(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<Pr
             false,
         )?;
     }
-    let config = wdir.join("witness.toml");
-    if !config.exists() {
-        let log_key = std::fs::read_to_string(ensure_log_key(dir)?)?;
-        let text = format!(
-            "listen = \"{addr}\"\nkey_file = \"{key_file}\"\nstate_file = \"state.redb\"\n\n\
-             [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
-             {logs}",
-            logs = demo_tenant_clusters(dir)?
-                .iter()
-                .map(|c| format!(
-                    "[[log]]\norigin = \"{BASE_ORIGIN}/{c}\"\nkey = \"{}\"\n\n",
-                    log_key.trim()
-                ))
-                .collect::<String>(),
-            key_file = dir.join(demo_tenant::WITNESS_KEY).display(),
-            ca = pki.join("ca.crt").display(),
-            cert = pki.join("witness-tenant-demo-witness.crt").display(),
-            key = pki.join("witness-tenant-demo-witness.key").display(),
-        );
-        write_new(&config, &header(&text))?;
-    }
+    let spec = witness_process(
+        dir,
+        pki,
+        addr,
+        &wdir,
+        &dir.join(demo_tenant::WITNESS_KEY).display().to_string(),
+        "tenant-demo-witness",
+        &demo_tenant_clusters(dir)?,
+        (
+            "tenant-witness",
+            "the demo tenant's own witness: the agent requires its cosignature too",
+        ),
+    )?;
     let statement = dir.join(demo_tenant::TRUST_STATEMENT);
     if !statement.exists() {
         let witness = std::fs::read_to_string(dir.join(demo_tenant::WITNESS_PUBLIC_KEY))?;
@@ -395,19 +413,7 @@ fn prepare_tenant(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<Pr
             .map_err(|e| anyhow::anyhow!("the demo tenant's statement: {e}"))?;
         write_new(&statement, &serde_json::to_string_pretty(&signed)?)?;
     }
-    Ok(ProcessSpec {
-        name: "tenant-witness",
-        what: "the demo tenant's own witness: the agent requires its cosignature too",
-        args: vec![
-            "witness".into(),
-            "serve".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ],
-        addr,
-        unix_socket: None,
-        warning: None,
-    })
+    Ok(spec)
 }
 
 /// The clusters of the demo tenant in the inventory (its witness covers their logs).

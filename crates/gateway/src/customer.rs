@@ -12,7 +12,7 @@ use crate::problem::Problem;
 use base64::Engine as _;
 use palisade_core::event::{Event, Outcome};
 use palisade_core::sanitize;
-use palisade_core::{ClusterId, TenantId};
+use palisade_core::TenantId;
 use palisade_tlog_service::audit::produce_proof;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -79,25 +79,7 @@ impl Gateway {
         cluster: &str,
         q: &Query,
     ) -> Result<Page, Problem> {
-        // A cluster that does not exist and one of another tenant look the same.
-        let not_found = || {
-            Problem::new(
-                404,
-                "not found",
-                format!(
-                    "no cluster {:?} readable with this token",
-                    cluster.chars().take(64).collect::<String>()
-                ),
-            )
-        };
-        if tenant.as_str() != path_tenant {
-            return Err(not_found());
-        }
-        let cid = ClusterId::parse(cluster).map_err(|_| not_found())?;
-        match self.inventory.cluster(&cid) {
-            Some(c) if &c.tenant == tenant => {}
-            _ => return Err(not_found()),
-        }
+        let cid = self.readable_cluster(tenant, path_tenant, cluster)?;
         let policy = self
             .config()
             .log

@@ -217,7 +217,8 @@ impl Gateway {
     }
 
     /// The cluster `cluster` of `tenant`, as a reader of that tenant may name it.
-    fn readable_cluster(
+    /// A cluster that does not exist and one of another tenant look the same: 404.
+    pub(crate) fn readable_cluster(
         &self,
         reader: &TenantId,
         path_tenant: &str,
@@ -228,7 +229,7 @@ impl Gateway {
                 404,
                 "not found",
                 format!(
-                    "no cluster {:?} of this token's tenant",
+                    "no cluster {:?} readable with this token",
                     cluster.chars().take(64).collect::<String>()
                 ),
             )
