@@ -12,6 +12,7 @@ use harness::Stack;
 use palisade_agent::dispatch::ResultOutcome;
 use palisade_core::event::Event;
 use serde_json::Value;
+use std::time::Duration;
 
 fn output(stack_result: &palisade_agent::client::Executed) -> &Value {
     assert_eq!(
@@ -172,10 +173,20 @@ async fn the_result_names_the_dispatch_and_the_agent_keeps_its_view() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_are_reported_and_restarted_only_through_dispatches() {
     let stack = Stack::start();
-    let status = stack
-        .execute("component.status", &[("component", "etcd")])
-        .await
-        .expect("component.status");
+    // etcd answers its health check before the supervisor's next probe marks it
+    // running: ask until it does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = stack
+            .execute("component.status", &[("component", "etcd")])
+            .await
+            .expect("component.status");
+        let starting = output(&status)["components"][0]["state"] == "starting";
+        if !starting || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     let out = output(&status);
     let etcd = &out["components"][0];
     assert_eq!(etcd["name"], "etcd", "{out}");
