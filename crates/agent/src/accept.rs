@@ -112,7 +112,7 @@ pub struct Acceptor {
     commit: Mutex<Option<(Vec<u8>, Checkpoint)>>,
     /// The newest tenant statement accepted, as stored.
     tenant: RwLock<Option<palisade_core::event::TenantTrustRef>>,
-    /// Statements opened before, by digest: a signature is checked once.
+    /// The statement opened last, so that its signature is checked once.
     opened: std::sync::Mutex<Option<InForce>>,
     /// The log's witnesses as the results name them.
     provider_witnesses: Vec<String>,
@@ -199,11 +199,29 @@ impl Acceptor {
     /// The trust this agent enforces now (for a refusal it signs): the log's
     /// witnesses and quorum, and the tenant statement in force.
     pub async fn trust_now(&self) -> EnforcedTrust {
+        self.enforced(self.tenant.read().await.clone())
+    }
+
+    /// The log's witnesses and quorum, with `tenant`'s statement.
+    fn enforced(&self, tenant: Option<palisade_core::event::TenantTrustRef>) -> EnforcedTrust {
         EnforcedTrust {
             witnesses: self.provider_witnesses.clone(),
             quorum: u32::try_from(self.config.log.quorum()).unwrap_or(u32::MAX),
-            tenant: self.tenant.read().await.clone(),
+            tenant,
         }
+    }
+
+    /// The size of the newest checkpoint accepted, read without verifying it again
+    /// (it was verified before it was stored, and again at start); 0 if none or
+    /// unreadable. For what the agent signs beside a refusal.
+    pub async fn view_size(&self) -> u64 {
+        let Ok(Some(bytes)) = self.state.checkpoint().await else {
+            return 0;
+        };
+        palisade_tlog::note::Note::parse(&bytes)
+            .ok()
+            .and_then(|n| Checkpoint::parse(n.text()).ok())
+            .map_or(0, |c| c.size())
     }
 
     /// The acceptance rule (module documentation).
@@ -343,11 +361,7 @@ impl Acceptor {
             .verify(&entry, log_policy)
             .map_err(|e| refuse(RefusalCode::NotInLog, e.to_string()))?;
         check_fresh(&verified, log_policy, c, now)?;
-        let trust = EnforcedTrust {
-            witnesses: self.provider_witnesses.clone(),
-            quorum: u32::try_from(c.log.quorum()).unwrap_or(u32::MAX),
-            tenant: in_force.as_ref().map(|t| t.opened.reference()),
-        };
+        let trust = self.enforced(in_force.as_ref().map(|t| t.opened.reference()));
         let new = verified.checkpoint().clone();
         let new_note = verified.note().to_bytes();
 
@@ -388,7 +402,7 @@ impl Acceptor {
             *verified_view = Some((new_note, new.clone()));
         }
         if let Some(t) = &in_force {
-            self.record_tenant_trust(req, t).await?;
+            self.record_tenant_trust(t).await?;
         }
         if !self
             .state
@@ -478,9 +492,8 @@ impl Acceptor {
             }
         };
         if let Some(current) = self.tenant.read().await.as_ref() {
-            let (seq, digest) = (current.seq, current.statement);
-            let s = &in_force.opened;
-            if s.trust.seq < seq || (s.trust.seq == seq && s.digest != digest) {
+            let (s, seq) = (&in_force.opened, current.seq);
+            if !not_older(s, current) {
                 return Err(refuse(
                     RefusalCode::TenantTrust,
                     format!(
@@ -496,28 +509,18 @@ impl Acceptor {
 
     /// Step 10, tenant part (under the commit lock): a newer statement becomes the
     /// one in force, stored without a commit of its own (the nonce's commits it).
-    async fn record_tenant_trust(&self, req: &DispatchRequest, t: &InForce) -> Result<(), Refusal> {
+    async fn record_tenant_trust(&self, t: &InForce) -> Result<(), Refusal> {
         let mut current = self.tenant.write().await;
-        let newer = match current.as_ref().map(|c| (c.seq, c.statement)) {
-            None => true,
-            Some((seq, digest)) => {
-                if t.opened.trust.seq < seq
-                    || (t.opened.trust.seq == seq && t.opened.digest != digest)
-                {
-                    return Err(refuse(
-                        RefusalCode::TenantTrust,
-                        "a newer tenant statement was accepted meanwhile",
-                    ));
-                }
-                t.opened.trust.seq > seq
+        if let Some(c) = current.as_ref() {
+            if !not_older(&t.opened, c) {
+                return Err(refuse(
+                    RefusalCode::TenantTrust,
+                    "a newer tenant statement was accepted meanwhile",
+                ));
             }
-        };
-        if newer {
-            let env = req
-                .tenant_trust
-                .as_ref()
-                .ok_or_else(|| unavailable("the statement went missing"))?;
-            let bytes = serde_json::to_vec(env).map_err(unavailable)?;
+        }
+        if current.as_ref().is_none_or(|c| t.opened.trust.seq > c.seq) {
+            let bytes = serde_json::to_vec(&t.env).map_err(unavailable)?;
             self.state
                 .set_tenant_trust(bytes)
                 .await
@@ -571,6 +574,11 @@ impl Acceptor {
             )),
         }
     }
+}
+
+/// Whether `s` may be in force after `current`: a higher seq, or the same statement.
+fn not_older(s: &OpenedTrust, current: &palisade_core::event::TenantTrustRef) -> bool {
+    s.trust.seq > current.seq || (s.trust.seq == current.seq && s.digest == current.statement)
 }
 
 /// Step 7: the intent event describes exactly this dispatch.

@@ -313,7 +313,7 @@ impl Agent {
             code: r.code,
             detail: r.detail.clone(),
             at: Timestamp::now(),
-            log_size_seen: self.acceptor.log_size_seen().await.unwrap_or(0),
+            log_size_seen: self.acceptor.view_size().await,
             trust: self.acceptor.trust_now().await,
         };
         match statement.sign(&self.key) {

@@ -110,10 +110,12 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let mut results: HashMap<String, u64> = HashMap::new();
     let mut tenant = TenantStatements::default();
     // Agent keys recorded in the log, by instance (beside those given with --agent-key).
+    // Each entry decoded once; the keys first, since a result may precede its key.
+    let events: Vec<_> = entries.iter().map(|b| Event::from_log_entry(b)).collect();
     let mut enrolled: HashMap<String, Vec<palisade_policy::keys::PublicKey>> = HashMap::new();
-    for bytes in &entries {
-        if let Ok(Event::AgentKey(k)) = Event::from_log_entry(bytes) {
-            if let Some(key) = logged_agent_key(&k) {
+    for event in &events {
+        if let Ok(Event::AgentKey(k)) = event {
+            if let Some(key) = logged_agent_key(k) {
                 enrolled
                     .entry(k.instance.to_string())
                     .or_default()
@@ -123,10 +125,9 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     }
     let enrolled_count: usize = enrolled.values().map(Vec::len).sum();
     let mut rows = Vec::new();
-    for (i, bytes) in entries.iter().enumerate() {
+    for (i, (bytes, event)) in entries.iter().zip(events).enumerate() {
         let index = i as u64;
         let mut checks = Checks::default();
-        let event = Event::from_log_entry(bytes);
         match &event {
             Ok(Event::Intent(e)) => {
                 if intents.insert(e.event_id.to_string(), index).is_some() {

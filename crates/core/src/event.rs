@@ -288,8 +288,8 @@ pub struct TenantTrustEvent {
     pub statement: SignedEnvelope,
 }
 
-/// An instance agent's public key, recorded by the gateway before it dispatches to
-/// that agent: the keys whose signatures the customer's results carry are in the
+/// An instance agent's public key, recorded by the gateway when it starts (retried
+/// until it is in the log): the keys whose signatures the customer's results carry are in the
 /// customer's log, and a key that changes is visible there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

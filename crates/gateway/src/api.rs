@@ -403,13 +403,9 @@ async fn events(
     };
     // Authenticated before anything is looked up: a missing and an unknown token get
     // the same answer whatever the tenant or cluster named.
-    let Some(reader) = bearer(&headers).and_then(|t| gw.tenant_for_token(&t)) else {
-        return Problem::new(
-            401,
-            "not authenticated",
-            "send a tenant reader's token as `Authorization: Bearer`",
-        )
-        .into_response();
+    let reader = match tenant_reader(&gw, &headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
     };
     let page = match gw.customer_events(&reader, &tenant, &cluster, &q).await {
         Ok(p) => p,

@@ -174,12 +174,17 @@ enum Step {
 
 impl Gateway {
     /// The reconciler: resolves, every [`TICK`], the unresolved operations no live
-    /// gateway process is driving. Runs until the gateway stops.
+    /// gateway process is driving; also reloads the tenants' statements (another
+    /// replica may have recorded one) and records the agent keys until all are in
+    /// the logs. Runs until the gateway stops.
     pub async fn reconcile_forever(self: Arc<Self>) {
+        let mut keys_recorded = false;
         loop {
             self.reconcile_once().await;
             self.load_tenant_trust().await;
-            self.enrol_agent_keys().await;
+            if !keys_recorded {
+                keys_recorded = self.enrol_agent_keys().await;
+            }
             tokio::time::sleep(TICK).await;
         }
     }

@@ -153,12 +153,6 @@ pub async fn run(
     {
         tracing::warn!("reading the tenants' statements from the logs took over 30 s; dispatches to clusters without one are refused until the next start");
     }
-    tokio::spawn({
-        let gw = gw.clone();
-        async move {
-            gw.enrol_agent_keys().await;
-        }
-    });
     let reconciler = tokio::spawn(gw.clone().reconcile_forever());
     ready(addr);
     let served = palisade_tlog_service::https::serve(

@@ -140,10 +140,11 @@ impl Gateway {
 
     /// Records in each cluster's log the agent keys this gateway trusts for its
     /// instances (`[[agent]]`), once per key: the customer then knows, from their own
-    /// log, which keys sign their results, and sees a key change. Run at start and on
-    /// every reconciler pass (until each is recorded). Returns how many it recorded.
-    pub async fn enrol_agent_keys(&self) -> usize {
-        let mut recorded = 0;
+    /// log, which keys sign their results, and sees a key change. Run by the
+    /// reconciler, from its first pass until it returns `true`: every key recorded
+    /// (by this process or another replica).
+    pub async fn enrol_agent_keys(&self) -> bool {
+        let mut done = true;
         for cluster in &self.inventory.clusters {
             for instance in &cluster.instances {
                 let Some(key) = self.agent_keys.get(&instance.id) else {
@@ -157,6 +158,7 @@ impl Gateway {
                     Ok(v) => v,
                     Err(e) => {
                         tracing::warn!(instance = %name, error = %e, "cannot read the recorded agent keys");
+                        done = false;
                         continue;
                     }
                 };
@@ -177,10 +179,12 @@ impl Gateway {
                     Ok(false) => continue,
                     Err(e) => {
                         tracing::warn!(instance = %name, error = %e, "cannot note the agent key");
+                        done = false;
                         continue;
                     }
                 }
                 let Ok(event_id) = EventId::random() else {
+                    done = false;
                     continue;
                 };
                 let event = Event::AgentKey(palisade_core::event::AgentKeyEvent {
@@ -206,14 +210,14 @@ impl Gateway {
                             .store()
                             .compare_and_swap(AGENT_KEYS, &name, Some(keyid.into_bytes()), current)
                             .await;
+                        done = false;
                         continue;
                     }
                 }
                 tracing::info!(instance = %name, %keyid, "agent key recorded in the log");
-                recorded += 1;
             }
         }
-        recorded
+        done
     }
 
     /// The cluster `cluster` of `tenant`, as a reader of that tenant may name it.
