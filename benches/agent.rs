@@ -22,7 +22,7 @@
 //! already in the log, default 100,000).
 #![forbid(unsafe_code)]
 
-use palisade_agent::accept::{Acceptor, AcceptorConfig, PolicySource};
+use palisade_agent::accept::{Acceptor, AcceptorConfig, LoadedPolicy, PolicySource};
 use palisade_agent::client::{prepare, Request};
 use palisade_agent::dispatch::{Consistency, Dispatch, DispatchRequest, DISPATCH_PAYLOAD_TYPE};
 use palisade_agent::view::AgentState;
@@ -53,8 +53,11 @@ struct ShippedPolicy;
 
 #[async_trait::async_trait]
 impl PolicySource for ShippedPolicy {
-    async fn load(&self) -> Result<Policy, String> {
-        Policy::parse_yaml(DEFAULT_POLICY).map_err(|e| format!("{e:?}"))
+    async fn load(&self) -> Result<LoadedPolicy, String> {
+        let policy = Policy::parse_yaml(DEFAULT_POLICY).map_err(|e| format!("{e:?}"))?;
+        // Valid for as long as the benchmark runs.
+        let expires = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 86_400);
+        Ok(LoadedPolicy::verified(policy, expires))
     }
 }
 

@@ -57,7 +57,31 @@ use tokio::sync::{Mutex, RwLock};
 #[async_trait::async_trait]
 pub trait PolicySource: Send + Sync {
     /// Verifies the currently published policy (TUF chain, approvals, no rollback).
-    async fn load(&self) -> Result<palisade_policy::Policy, String>;
+    /// When the repository cannot be verified now but a policy was verified before,
+    /// that one comes back with [`LoadedPolicy::unverified`] saying why.
+    async fn load(&self) -> Result<LoadedPolicy, String>;
+}
+
+/// A policy as the agent holds it.
+#[derive(Debug, Clone)]
+pub struct LoadedPolicy {
+    pub policy: Arc<palisade_policy::Policy>,
+    /// When its verification lapses: the earliest expiry of the metadata it rested on.
+    pub expires: Timestamp,
+    /// Why the repository could not be verified at the last try, when this is the
+    /// policy verified before; `None` when it verified just now.
+    pub unverified: Option<String>,
+}
+
+impl LoadedPolicy {
+    /// A policy that verified just now, valid until `expires`.
+    pub fn verified(policy: palisade_policy::Policy, expires: Timestamp) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            expires,
+            unverified: None,
+        }
+    }
 }
 
 /// What the agent trusts and who it is.
@@ -103,7 +127,7 @@ struct InForce {
 
 pub struct Acceptor {
     config: AcceptorConfig,
-    policy: RwLock<Arc<palisade_policy::Policy>>,
+    policy: RwLock<LoadedPolicy>,
     source: Box<dyn PolicySource>,
     state: AgentState,
     /// Serialises steps 9 and 10 (verification before it is lock-free), and holds
@@ -138,6 +162,12 @@ impl Acceptor {
         state: AgentState,
     ) -> Result<Self, String> {
         let policy = source.load().await?;
+        if let Some(why) = &policy.unverified {
+            tracing::warn!(
+                reason = %why,
+                "the policy repository cannot be verified; starting with the policy verified before, and refusing every action until fresh metadata verifies"
+            );
+        }
         let tenant = match state.tenant_trust().await.map_err(|e| e.to_string())? {
             None => None,
             Some(bytes) => {
@@ -160,7 +190,7 @@ impl Acceptor {
             .collect();
         Ok(Self {
             config,
-            policy: RwLock::new(Arc::new(policy)),
+            policy: RwLock::new(policy),
             source,
             state,
             commit: Mutex::new(None),
@@ -171,7 +201,27 @@ impl Acceptor {
     }
 
     pub async fn policy(&self) -> Arc<palisade_policy::Policy> {
+        self.policy.read().await.policy.clone()
+    }
+
+    /// The policy held, until when its verification holds, and whether the
+    /// repository failed to verify at the last try.
+    pub async fn loaded_policy(&self) -> LoadedPolicy {
         self.policy.read().await.clone()
+    }
+
+    /// Verifies the repository again and keeps what it says.
+    pub async fn reload_policy(&self) -> Result<LoadedPolicy, String> {
+        let fresh = self.source.load().await?;
+        let mut held = self.policy.write().await;
+        if fresh.unverified.is_none() && held.unverified.is_some() {
+            tracing::info!(
+                version = fresh.policy.version(),
+                "the policy repository verifies again; actions are accepted"
+            );
+        }
+        *held = fresh.clone();
+        Ok(fresh)
     }
 
     pub fn config(&self) -> &AcceptorConfig {
@@ -312,7 +362,7 @@ impl Acceptor {
         }
 
         // 5. Policy.
-        let policy = self.policy_for(&dispatch).await?;
+        let policy = self.policy_for(&dispatch, now).await?;
 
         // 6. Parameters.
         let params_json = serde_json::to_vec(&dispatch.parameters)
@@ -531,12 +581,33 @@ impl Acceptor {
         Ok(())
     }
 
-    /// Step 5: the verified policy, re-verified once if the dispatch names another.
+    /// Step 5: the verified policy, re-verified once if the dispatch names another,
+    /// or if its verification lapsed (its metadata expired, or the repository did
+    /// not verify at the last try): no action runs on a policy whose repository
+    /// cannot be verified now.
     async fn policy_for(
         &self,
         dispatch: &Dispatch,
+        now: Timestamp,
     ) -> Result<Arc<palisade_policy::Policy>, Refusal> {
-        let current = self.policy().await;
+        let mut held = self.loaded_policy().await;
+        if held.unverified.is_some() || now >= held.expires {
+            held = self.reload_policy().await.map_err(|e| {
+                refuse(
+                    RefusalCode::TrustMetadata,
+                    format!("the policy repository cannot be verified: {e}"),
+                )
+            })?;
+            if let Some(why) = &held.unverified {
+                return Err(refuse(
+                    RefusalCode::TrustMetadata,
+                    format!(
+                        "this instance's trust metadata cannot be verified now ({why}); its components keep running from the releases verified before, but no action runs until fresh metadata verifies (the repository's owner runs `palisade policy refresh`)"
+                    ),
+                ));
+            }
+        }
+        let current = held.policy;
         if current.digest() == dispatch.policy.digest {
             return Ok(current);
         }
@@ -556,14 +627,20 @@ impl Acceptor {
         if dispatch.policy.version <= current.version() {
             return Err(mismatch(&current));
         }
-        match self.source.load().await {
+        match self.reload_policy().await {
+            Ok(fresh) if fresh.unverified.is_some() => Err(refuse(
+                RefusalCode::TrustMetadata,
+                format!(
+                    "dispatch names policy version {}, and the repository cannot be verified now: {}",
+                    dispatch.policy.version,
+                    fresh.unverified.unwrap_or_default()
+                ),
+            )),
             Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                *self.policy.write().await = fresh.clone();
-                if fresh.digest() == dispatch.policy.digest {
-                    Ok(fresh)
+                if fresh.policy.digest() == dispatch.policy.digest {
+                    Ok(fresh.policy)
                 } else {
-                    Err(mismatch(&fresh))
+                    Err(mismatch(&fresh.policy))
                 }
             }
             Err(e) => Err(refuse(

@@ -347,6 +347,10 @@ pub enum RefusalCode {
     /// The agent requires its tenant's witness statement, and the dispatch carried
     /// none, one not signed by the tenant's key, or one older than it enforces.
     TenantTrust,
+    /// The agent's policy repository cannot be verified now (its metadata expired or
+    /// cannot be read): the components it verified before keep running, but no
+    /// action runs until fresh metadata verifies.
+    TrustMetadata,
     Unavailable,
 }
 
@@ -514,4 +518,11 @@ pub struct Health {
     pub policy_version: u64,
     pub policy_digest: String,
     pub log_size_seen: u64,
+    /// When the trust metadata the policy was verified with expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_expires_at: Option<Timestamp>,
+    /// Why the policy repository did not verify at the last try: set, the agent
+    /// runs no action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_unverified: Option<String>,
 }

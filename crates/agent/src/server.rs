@@ -16,7 +16,7 @@
 //! event id. A dispatch the agent itself stopped in (it was killed or restarted) is
 //! given a signed `failed` result at the next start, saying it was interrupted.
 
-use crate::accept::{Acceptor, AcceptorConfig, PolicySource};
+use crate::accept::{Acceptor, AcceptorConfig, LoadedPolicy, PolicySource};
 use crate::config::{AgentConfig, TrustFiles};
 use crate::dispatch::{
     AgentResult, DispatchRequest, Health, Refusal, RefusalCode, ResultOutcome, Running,
@@ -64,24 +64,79 @@ impl TufPolicy {
     pub async fn load_verified(
         &self,
     ) -> Result<palisade_policy::trusted_policy::VerifiedPolicy, String> {
-        let root = std::fs::read(&self.trust.root)
-            .map_err(|e| format!("trusted root {}: {e}", self.trust.root.display()))?;
-        let repo = RepoDir::new(&self.trust.repo);
-        palisade_policy::trusted_policy::verify_policy(&repo, &root, &self.trust.datastore)
-            .await
-            .map_err(|e| {
-                format!(
-                    "the policy in {} does not verify: {e}",
-                    self.trust.repo.display()
-                )
-            })
+        self.verify().await.map_err(|e| self.does_not_verify(&e))
     }
+
+    async fn verify(
+        &self,
+    ) -> Result<palisade_policy::trusted_policy::VerifiedPolicy, palisade_policy::tuf::TrustError>
+    {
+        let root = std::fs::read(&self.trust.root).map_err(|e| {
+            palisade_policy::tuf::TrustError::Invalid(format!(
+                "trusted root {}: {e}",
+                self.trust.root.display()
+            ))
+        })?;
+        let repo = RepoDir::new(&self.trust.repo);
+        palisade_policy::trusted_policy::verify_policy(&repo, &root, &self.trust.datastore).await
+    }
+
+    fn does_not_verify(&self, e: &palisade_policy::tuf::TrustError) -> String {
+        format!(
+            "the policy in {} does not verify: {e}",
+            self.trust.repo.display()
+        )
+    }
+}
+
+/// How long before the trust metadata expires a verifier starts warning.
+pub const EXPIRY_WARNING_SECS: i64 = 48 * 3600;
+
+/// Logs an error when the policy repository did not verify or its metadata expired,
+/// and a warning from [`EXPIRY_WARNING_SECS`] before it expires.
+pub fn warn_if_expiring(held: &LoadedPolicy, now: Timestamp) {
+    let left = held.expires.unix_seconds() - now.unix_seconds();
+    if let Some(why) = &held.unverified {
+        tracing::error!(reason = %why, "the policy repository cannot be verified: components keep running, no new action is accepted");
+    } else if left <= 0 {
+        tracing::error!(expires = %held.expires, "the policy repository's trust metadata has expired: no new action is accepted until `palisade policy refresh` re-signs it");
+    } else if left < EXPIRY_WARNING_SECS {
+        tracing::warn!(
+            expires = %held.expires,
+            hours_left = left / 3600,
+            "the policy repository's trust metadata expires soon: run `palisade policy refresh` (deploy/systemd/palisade-policy-refresh.timer runs it daily)"
+        );
+    }
+}
+
+/// A TUF expiry as the agent's timestamps count time.
+pub fn expiry(t: jiff::Timestamp) -> Timestamp {
+    Timestamp::from_unix_seconds(t.as_second())
 }
 
 #[async_trait::async_trait]
 impl PolicySource for TufPolicy {
-    async fn load(&self) -> Result<palisade_policy::Policy, String> {
-        self.load_verified().await.map(|v| v.policy)
+    /// The policy that verifies now; or, when the repository cannot be verified (its
+    /// metadata expired, it is unreadable, it was rolled back), the policy verified
+    /// before, marked unverified: the instance keeps running, and takes no action.
+    async fn load(&self) -> Result<LoadedPolicy, String> {
+        match self.verify().await {
+            Ok(v) => Ok(LoadedPolicy::verified(v.policy, expiry(v.expires))),
+            Err(e) if e.repository_unverifiable() => {
+                let why = self.does_not_verify(&e);
+                match palisade_policy::trusted_policy::last_verified_policy(&self.trust.datastore)
+                {
+                    Ok(Some(v)) => Ok(LoadedPolicy {
+                        policy: Arc::new(v.policy),
+                        expires: expiry(v.expires),
+                        unverified: Some(why),
+                    }),
+                    Ok(None) => Err(why),
+                    Err(kept) => Err(format!("{why}; and the policy verified before: {kept}")),
+                }
+            }
+            Err(e) => Err(self.does_not_verify(&e)),
+        }
     }
 }
 
@@ -455,7 +510,8 @@ async fn result_of(State(agent): State<Arc<Agent>>, Path(event_id): Path<String>
 }
 
 async fn health(State(agent): State<Arc<Agent>>) -> Response {
-    let policy = agent.acceptor.policy().await;
+    let held = agent.acceptor.loaded_policy().await;
+    let policy = held.policy.clone();
     let c = agent.acceptor.config();
     match agent.acceptor.log_size_seen().await {
         Ok(size) => Json(Health {
@@ -465,6 +521,8 @@ async fn health(State(agent): State<Arc<Agent>>) -> Response {
             policy_version: policy.version(),
             policy_digest: policy.digest().to_string(),
             log_size_seen: size,
+            trust_expires_at: Some(held.expires),
+            trust_unverified: held.unverified,
         })
         .into_response(),
         Err(e) => Refusal::new(RefusalCode::Unavailable, e).into_response(),
@@ -497,10 +555,17 @@ pub async fn run(
         reason: e.to_string(),
     })?;
     let pruner = {
+        let agent = agent.clone();
         let state = agent.acceptor().state().clone();
         let grace = cfg.clock_skew_secs + 60;
         tokio::spawn(async move {
             loop {
+                // Fresh metadata (a `policy refresh`) is picked up, and an expiry
+                // coming is said, without waiting for a dispatch.
+                match agent.acceptor().reload_policy().await {
+                    Ok(held) => warn_if_expiring(&held, Timestamp::now()),
+                    Err(e) => tracing::error!(error = %e, "the policy cannot be verified"),
+                }
                 if let Err(e) = state.prune_nonces(Timestamp::now(), grace).await {
                     tracing::warn!(error = %e, "pruning the replay cache failed");
                 }

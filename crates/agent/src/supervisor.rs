@@ -231,8 +231,44 @@ struct Trust {
     root: Vec<u8>,
     datastore: PathBuf,
     bin_dir: PathBuf,
+    /// `<work_dir>/verified-releases.json`: the releases verified and installed so
+    /// far ([`KeptReleases`]).
+    kept: PathBuf,
     /// One verification at a time: they share the TUF datastore.
     lock: Mutex<()>,
+}
+
+/// The releases this agent verified and installed, by `<name> <version>`: what a
+/// start may run again when the repository cannot be verified (its metadata expired,
+/// it is unreachable). Written by the agent only, in its private work directory;
+/// the installed file is hashed again before it is used, and before every exec.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+struct KeptReleases {
+    releases: BTreeMap<String, KeptRelease>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeptRelease {
+    sha256: String,
+    file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollback_from: Option<String>,
+}
+
+impl KeptReleases {
+    fn read(path: &Path) -> Result<Self, SupervisorError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                SupervisorError::Config(format!(
+                    "{} is not a valid list of verified releases ({e}); remove it, and the agent verifies from the repository again",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(SupervisorError::io(path, e)),
+        }
+    }
 }
 
 impl Trust {
@@ -245,18 +281,82 @@ impl Trust {
         version: &str,
     ) -> Result<Artifact, SupervisorError> {
         let _one_at_a_time = self.lock.lock().await;
-        let not_approved = |reason: String| SupervisorError::NotApproved {
-            component: name.to_string(),
-            version: version.to_string(),
-            reason,
-        };
-        let target = release_target_name(&self.repo, &self.root, &self.datastore, name, version)
+        let (verified, bytes) = self
+            .verify_locked(name, version)
             .await
-            .map_err(|e| not_approved(e.to_string()))?;
+            .map_err(|e| not_approved(name, version, e.to_string()))?;
+        self.install_verified(name, version, verified, bytes).await
+    }
+
+    /// What a start runs: the release as it verifies now; or, when the repository
+    /// cannot be verified now (expired or unreadable metadata), the same release as
+    /// this agent verified and installed it before, hashed again. A repository that
+    /// verifies and no longer approves the release stops it from starting.
+    async fn verified_or_kept(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Artifact, SupervisorError> {
+        let _one_at_a_time = self.lock.lock().await;
+        let e = match self.verify_locked(name, version).await {
+            Ok((verified, bytes)) => {
+                return self.install_verified(name, version, verified, bytes).await
+            }
+            Err(e) if e.repository_unverifiable() => e,
+            Err(e) => return Err(not_approved(name, version, e.to_string())),
+        };
+        let kept = KeptReleases::read(&self.kept)?
+            .releases
+            .remove(&format!("{name} {version}"))
+            .ok_or_else(|| {
+                not_approved(
+                    name,
+                    version,
+                    format!("{e}; and this agent never verified this release before"),
+                )
+            })?;
+        let found = file_sha256(&kept.file).await?;
+        if found != kept.sha256 {
+            return Err(SupervisorError::ArtifactChanged {
+                component: name.to_string(),
+                path: kept.file,
+                expected: kept.sha256,
+                found,
+            });
+        }
+        tracing::warn!(
+            component = name,
+            version,
+            sha256 = %kept.sha256,
+            reason = %e,
+            "the repository cannot be verified; starting the release this agent verified before"
+        );
+        Ok(Artifact {
+            version: version.to_string(),
+            sha256: kept.sha256,
+            path: kept.file,
+            rollback_from: kept.rollback_from,
+        })
+    }
+
+    /// Verifies release `name` `version` against the repository; the caller holds
+    /// the lock.
+    async fn verify_locked(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<(palisade_policy::release::VerifiedRelease, Vec<u8>), palisade_policy::tuf::TrustError>
+    {
+        use palisade_policy::tuf::TrustError;
+        let target =
+            release_target_name(&self.repo, &self.root, &self.datastore, name, version).await?;
         let source = self.repo.target_path(&target);
         let bytes = tokio::fs::read(&source)
             .await
-            .map_err(|e| not_approved(format!("cannot read {}: {e}", source.display())))?;
+            .map_err(|e| TrustError::Tuf {
+                location: source.display().to_string(),
+                detail: format!("cannot read the artifact: {e}"),
+            })?;
         let verified = verify_release(
             &self.repo,
             &self.root,
@@ -266,8 +366,31 @@ impl Trust {
             &bytes,
             &[],
         )
-        .await
-        .map_err(|e| not_approved(e.to_string()))?;
+        .await?;
+        Ok((verified, bytes))
+    }
+
+    /// Records `artifact` in [`KeptReleases`].
+    fn remember(&self, name: &str, artifact: &Artifact) -> Result<(), SupervisorError> {
+        let mut kept = KeptReleases::read(&self.kept)?;
+        kept.releases.insert(
+            format!("{name} {}", artifact.version),
+            KeptRelease {
+                sha256: artifact.sha256.clone(),
+                file: artifact.path.clone(),
+                rollback_from: artifact.rollback_from.clone(),
+            },
+        );
+        write_json_atomic(&self.kept, &kept)
+    }
+
+    async fn install_verified(
+        &self,
+        name: &str,
+        version: &str,
+        verified: palisade_policy::release::VerifiedRelease,
+        bytes: Vec<u8>,
+    ) -> Result<Artifact, SupervisorError> {
         let prefix = verified
             .sha256
             .get(..DIGEST_PREFIX)
@@ -285,12 +408,14 @@ impl Trust {
             approvers = ?verified.approvers,
             "release verified and installed"
         );
-        Ok(Artifact {
+        let artifact = Artifact {
             version: version.to_string(),
             sha256: verified.sha256,
             path,
             rollback_from: verified.rollback_from,
-        })
+        };
+        self.remember(name, &artifact)?;
+        Ok(artifact)
     }
 }
 
@@ -349,16 +474,29 @@ impl Versions {
     }
 
     fn write(&self, path: &Path) -> Result<(), SupervisorError> {
-        use std::io::Write;
-        let mut bytes = serde_json::to_vec_pretty(self)
-            .map_err(|e| SupervisorError::io(path, std::io::Error::other(e)))?;
-        bytes.push(b'\n');
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| SupervisorError::io(&tmp, e))?;
-        f.write_all(&bytes)
-            .map_err(|e| SupervisorError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| SupervisorError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| SupervisorError::io(path, e))
+        write_json_atomic(path, self)
+    }
+}
+
+/// Writes `value` as pretty JSON to `path` (temporary file, fsync, rename).
+fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), SupervisorError> {
+    use std::io::Write;
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| SupervisorError::io(path, std::io::Error::other(e)))?;
+    bytes.push(b'\n');
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| SupervisorError::io(&tmp, e))?;
+    f.write_all(&bytes)
+        .map_err(|e| SupervisorError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| SupervisorError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| SupervisorError::io(path, e))
+}
+
+fn not_approved(name: &str, version: &str, reason: String) -> SupervisorError {
+    SupervisorError::NotApproved {
+        component: name.to_string(),
+        version: version.to_string(),
+        reason,
     }
 }
 
@@ -503,6 +641,7 @@ impl Supervisor {
             root,
             datastore: trust.datastore,
             bin_dir,
+            kept: work_dir.join("verified-releases.json"),
             lock: Mutex::new(()),
         };
         let chosen = Versions::read(&work_dir.join("versions.json"))?.chosen;
@@ -514,7 +653,7 @@ impl Supervisor {
                 .get(&c.name)
                 .cloned()
                 .unwrap_or_else(|| c.version.clone());
-            let artifact = trust.verify_and_install(&c.name, &version).await?;
+            let artifact = trust.verified_or_kept(&c.name, &version).await?;
             verified.push((c, artifact));
         }
 

@@ -81,12 +81,19 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         let p = palisade_agent::accept::PolicySource::load(&policy)
             .await
             .map_err(anyhow::Error::msg)?;
+        if let Some(why) = &p.unverified {
+            anyhow::bail!(
+                "{why}\nthe agent would start its components from the releases it verified before (policy version {}), and accept no action until the repository verifies",
+                p.policy.version()
+            );
+        }
         println!(
-            "configuration ok: agent {}/{}, policy version {} ({}){tenant}",
+            "configuration ok: agent {}/{}, policy version {} ({}), trust metadata valid until {}{tenant}",
             config.cluster,
             config.instance,
-            p.version(),
-            p.digest()
+            p.policy.version(),
+            p.policy.digest(),
+            p.expires
         );
         Ok::<_, anyhow::Error>(())
     })?;

@@ -147,12 +147,17 @@ enum PolicyCommand {
         #[arg(long, requires = "new_root_keys")]
         root_threshold: Option<u64>,
     },
-    /// Re-sign snapshot and timestamp so the repository does not expire (run weekly).
+    /// Re-sign targets, snapshot and timestamp so the repository does not expire
+    /// (deploy/systemd/palisade-policy-refresh.timer runs it daily).
     Refresh {
         #[arg(long)]
         repo: PathBuf,
         #[arg(long)]
         keys: Option<PathBuf>,
+        /// How long the new timestamp stays valid, in seconds (default 7 days).
+        /// Verifiers refuse new actions once it lapses, and warn 48 h before.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+        timestamp_lifetime_secs: Option<u64>,
     },
 }
 
@@ -466,10 +471,22 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
             );
             println!("a published policy that no longer has {} valid approvals stops verifying until re-approved", done.trust.threshold);
         }
-        PolicyCommand::Refresh { repo, keys } => {
+        PolicyCommand::Refresh {
+            repo,
+            keys,
+            timestamp_lifetime_secs,
+        } => {
             let online = OnlineKeys::load(&keys_dir(&repo, keys))?;
+            let mut life = life;
+            if let Some(secs) = timestamp_lifetime_secs {
+                life.timestamp = jiff::SignedDuration::from_secs(secs as i64);
+            }
             trusted_policy::refresh(&RepoDir::new(&repo), &online, &life)?;
-            println!("snapshot and timestamp re-signed");
+            let expires = jiff::Timestamp::now()
+                .checked_add(life.timestamp)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            println!("targets, snapshot and timestamp re-signed; the timestamp expires at {expires}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -37,6 +37,9 @@ pub enum RefusalReason {
     /// An on-call feed that grants on the cluster has not been fetched recently
     /// enough; its grants count for nothing until it is (fail closed).
     OncallFeedStale,
+    /// The gateway's policy repository cannot be verified now (its metadata
+    /// expired, it is unreadable): no new action until fresh metadata verifies.
+    TrustMetadata,
     /// A summary: more refusals than the log takes one by one came from this
     /// operator on this cluster; the event's `not_logged` counts them.
     RefusalsNotLogged,
@@ -57,6 +60,7 @@ impl RefusalReason {
             Self::RateLimited => "rate-limited",
             Self::RateLimitUnavailable => "rate-limit-unavailable",
             Self::OncallFeedStale => "oncall-feed-stale",
+            Self::TrustMetadata => "trust-metadata",
             Self::RefusalsNotLogged => "refusals-not-logged",
         }
     }

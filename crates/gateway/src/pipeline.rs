@@ -30,6 +30,7 @@ use palisade_core::{
 };
 use palisade_pki::CertName;
 use palisade_policy::keys::PublicKey;
+use palisade_agent::accept::LoadedPolicy;
 use palisade_policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -118,7 +119,7 @@ impl AttemptCounter {
 
 pub struct Gateway {
     pub(crate) inventory: Inventory,
-    policy: RwLock<Arc<Policy>>,
+    policy: RwLock<LoadedPolicy>,
     pub(crate) auth: crate::auth::Authenticators,
     pub(crate) oncall: crate::oncall::OnCall,
     pub(crate) ops: Ops,
@@ -180,7 +181,7 @@ impl Gateway {
     pub(crate) fn new(
         config: GatewayConfig,
         inventory: Inventory,
-        policy: Policy,
+        policy: LoadedPolicy,
         auth: crate::auth::Authenticators,
         oncall: crate::oncall::OnCall,
         ops: Ops,
@@ -199,7 +200,7 @@ impl Gateway {
             inflight: std::sync::Mutex::new(std::collections::HashSet::new()),
             refusals: crate::refusals::RefusalThrottle::new(config.refusal_log),
             inventory,
-            policy: RwLock::new(Arc::new(policy)),
+            policy: RwLock::new(policy),
             auth,
             oncall,
             ops,
@@ -213,11 +214,51 @@ impl Gateway {
     }
 
     pub async fn policy(&self) -> Arc<Policy> {
+        self.policy.read().await.policy.clone()
+    }
+
+    /// The policy held, when its verification lapses, and whether the repository
+    /// failed to verify at the last try.
+    pub async fn loaded_policy(&self) -> LoadedPolicy {
         self.policy.read().await.clone()
     }
 
-    pub(crate) async fn set_policy(&self, p: Policy) {
-        *self.policy.write().await = Arc::new(p);
+    pub(crate) async fn set_policy(&self, p: LoadedPolicy) {
+        *self.policy.write().await = p;
+    }
+
+    /// The policy to validate a request with: verified, and not lapsed. A policy
+    /// whose repository cannot be verified now (metadata expired, unreadable) is
+    /// verified again here once, and refuses the request if it still cannot be.
+    async fn current_policy(&self, now: Timestamp) -> Result<Arc<Policy>, Refused> {
+        let held = self.loaded_policy().await;
+        if held.unverified.is_none() && now < held.expires {
+            return Ok(held.policy);
+        }
+        let source = palisade_agent::server::TufPolicy {
+            trust: self.config.trust.clone(),
+        };
+        let why = match palisade_agent::accept::PolicySource::load(&source).await {
+            Ok(fresh) if fresh.unverified.is_none() => {
+                tracing::info!(
+                    version = fresh.policy.version(),
+                    "the policy repository verifies again; actions are accepted"
+                );
+                let policy = fresh.policy.clone();
+                self.set_policy(fresh).await;
+                return Ok(policy);
+            }
+            Ok(kept) => kept.unverified.unwrap_or_default(),
+            Err(e) => e,
+        };
+        Err(refusal_problem(
+            503,
+            RefusalStage::Validate,
+            RefusalReason::TrustMetadata,
+            format!(
+                "no new action is accepted while the policy's trust metadata cannot be verified ({why}); the control planes keep running. The repository's owner runs `palisade policy refresh`"
+            ),
+        ))
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -457,7 +498,7 @@ impl Gateway {
                 format!("{} is not on call for cluster {cluster_id}{next}", op.name),
             ));
         }
-        let policy = self.policy().await;
+        let policy = self.current_policy(now).await?;
         let Some(spec) = policy.action_named(action) else {
             return Err(refusal_problem(
                 404,

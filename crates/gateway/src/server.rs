@@ -38,6 +38,7 @@ pub async fn start(cfg: GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
     .load()
     .await
     .map_err(setup("policy"))?;
+    palisade_agent::server::warn_if_expiring(&policy, palisade_core::time::Timestamp::now());
     let store = cfg
         .state
         .backend()
@@ -352,18 +353,29 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
         }
         match source.load_verified().await {
             Ok(v) => {
-                let current = gw.policy().await;
-                if v.policy.digest() != current.digest() {
+                let current = gw.loaded_policy().await;
+                if v.policy.digest() != current.policy.digest() {
                     tracing::info!(version = v.version, digest = %v.digest, "a newer approved policy was loaded");
-                    gw.set_policy(v.policy.clone()).await;
                 }
+                gw.set_policy(palisade_agent::accept::LoadedPolicy::verified(
+                    v.policy.clone(),
+                    palisade_agent::server::expiry(v.expires),
+                ))
+                .await;
+                palisade_agent::server::warn_if_expiring(
+                    &gw.loaded_policy().await,
+                    palisade_core::time::Timestamp::now(),
+                );
                 let id = (v.version, v.sha256.clone());
                 if recorded.as_ref() != Some(&id) && record_policy(&gw, &v).await {
                     recorded = Some(id);
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the policy repository does not verify; keeping the last verified policy")
+                let mut held = gw.loaded_policy().await;
+                held.unverified = Some(e.clone());
+                gw.set_policy(held).await;
+                tracing::warn!(error = %e, "the policy repository does not verify; keeping the last verified policy, and accepting no new action until it verifies")
             }
         }
         let releases_done = record_releases(&gw, &source.trust, &mut releases_recorded).await;

@@ -378,6 +378,92 @@ pub struct VerifiedPolicy {
     pub approvers: Vec<String>,
     /// The proposal it was approved as.
     pub proposal: String,
+    /// When the metadata this verification rested on expires ([`tuf::earliest_expiry`]).
+    pub expires: jiff::Timestamp,
+}
+
+/// The last policy that verified, kept in the verifier's datastore
+/// (`palisade-verified-policy.json`, written only by [`verify_policy`]) so that a
+/// verifier whose repository cannot be verified later (its metadata expired, it is
+/// unreachable) still knows what it verified, and when that verification lapsed.
+#[derive(Serialize, Deserialize)]
+struct CachedPolicy {
+    version: u64,
+    sha256: String,
+    author: String,
+    approvers: Vec<String>,
+    proposal: String,
+    expires: jiff::Timestamp,
+    /// The policy file's bytes, base64.
+    policy: String,
+}
+
+const CACHED_POLICY: &str = "palisade-verified-policy.json";
+
+fn remember_policy(datastore: &Path, v: &VerifiedPolicy) -> Result<(), TrustError> {
+    use base64::Engine as _;
+    let path = datastore.join(CACHED_POLICY);
+    let cached = CachedPolicy {
+        version: v.version,
+        sha256: v.sha256.clone(),
+        author: v.author.clone(),
+        approvers: v.approvers.clone(),
+        proposal: v.proposal.clone(),
+        expires: v.expires,
+        policy: base64::engine::general_purpose::STANDARD.encode(&v.bytes),
+    };
+    let bytes = tuf::to_file_bytes(&cached)?;
+    if std::fs::read(&path).ok().as_deref() == Some(bytes.as_slice()) {
+        return Ok(());
+    }
+    tuf::write_atomic(&path, &bytes)
+}
+
+/// The policy [`verify_policy`] last accepted with this datastore, checked again
+/// (digest of its bytes, lint, version), or `None` if it never accepted one. Its
+/// `expires` tells whether that verification still holds.
+pub fn last_verified_policy(datastore: &Path) -> Result<Option<VerifiedPolicy>, TrustError> {
+    use base64::Engine as _;
+    let path = datastore.join(CACHED_POLICY);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(TrustError::io(&path, e)),
+    };
+    let corrupt = |detail: String| TrustError::Tuf {
+        location: path.display().to_string(),
+        detail: format!("corrupt datastore file: {detail}"),
+    };
+    let c: CachedPolicy = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let policy_bytes = base64::engine::general_purpose::STANDARD
+        .decode(&c.policy)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let sha256 = tuf::sha256_hex(&policy_bytes);
+    if sha256 != c.sha256 {
+        return Err(corrupt(format!(
+            "the kept policy's bytes hash to {sha256}, not the recorded {}",
+            c.sha256
+        )));
+    }
+    let policy = lint(&policy_bytes)?;
+    if policy.version() != c.version {
+        return Err(corrupt(format!(
+            "the kept policy is version {}, not the recorded {}",
+            policy.version(),
+            c.version
+        )));
+    }
+    Ok(Some(VerifiedPolicy {
+        digest: policy.digest().to_string(),
+        bytes: policy_bytes,
+        policy,
+        version: c.version,
+        sha256,
+        author: c.author,
+        approvers: c.approvers,
+        proposal: c.proposal,
+        expires: c.expires,
+    }))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -469,7 +555,7 @@ pub async fn verify_policy(
         });
     }
     check_not_older(datastore, version)?;
-    Ok(VerifiedPolicy {
+    let verified = VerifiedPolicy {
         bytes,
         policy,
         version,
@@ -478,7 +564,10 @@ pub async fn verify_policy(
         author,
         approvers: approvers.into_iter().map(|k| k.name).collect(),
         proposal: expected.proposal,
-    })
+        expires: tuf::earliest_expiry(&loaded),
+    };
+    remember_policy(datastore, &verified)?;
+    Ok(verified)
 }
 
 /// Palisade's own rollback floor, kept beside tough's datastore.

@@ -152,6 +152,24 @@ pub enum TrustError {
 }
 
 impl TrustError {
+    /// Whether this error says the repository cannot be verified now (its metadata
+    /// expired, was rolled back, does not verify, or cannot be read), as opposed to a
+    /// repository that verifies and says no (a release not listed, an artifact that
+    /// differs, too few approvals). Only the first kind lets a verifier keep what it
+    /// verified before: it says nothing new about that.
+    pub fn repository_unverifiable(&self) -> bool {
+        matches!(
+            self,
+            Self::Expired { .. }
+                | Self::Rollback { .. }
+                | Self::Signature { .. }
+                | Self::Tuf { .. }
+                | Self::Io { .. }
+                | Self::DelegationMismatch { .. }
+                | Self::NoRootTrust(_)
+        )
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
@@ -840,6 +858,27 @@ pub async fn load(
         .map_err(|e| TrustError::from_tough(&location, e))?;
     crate::root_chain::remember(repo, datastore, &start, loaded.root().signed.version.get())?;
     Ok(loaded)
+}
+
+/// The earliest `expires` of the metadata `repo` was verified with (root, timestamp,
+/// snapshot, targets and every delegated role loaded): after it, that verification
+/// says nothing and must be made again from fresh metadata.
+pub fn earliest_expiry(repo: &tough::Repository) -> JiffTimestamp {
+    let mut earliest = repo
+        .root()
+        .signed
+        .expires
+        .min(repo.timestamp().signed.expires)
+        .min(repo.snapshot().signed.expires)
+        .min(repo.targets().signed.expires);
+    if let Some(delegations) = &repo.targets().signed.delegations {
+        for role in &delegations.roles {
+            if let Some(t) = &role.targets {
+                earliest = earliest.min(t.signed.expires);
+            }
+        }
+    }
+    earliest
 }
 
 /// Reads a target through tough (length and SHA-256 checked against the signed
