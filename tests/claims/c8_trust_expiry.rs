@@ -130,7 +130,8 @@ async fn after_expiry_a_restarted_agent_brings_etcd_back_and_refuses_actions_unt
         .await;
     assert_eq!(status, 503, "{body}");
     assert!(
-        body.to_string().contains("trust metadata cannot be verified"),
+        body.to_string()
+            .contains("trust metadata cannot be verified"),
         "{body}"
     );
 
@@ -166,7 +167,10 @@ async fn agent_check_says_what_an_agent_does_on_expired_metadata() {
             .arg(config)
             .output()
             .expect("agent check");
-        assert!(!out.status.success(), "agent check passed on expired metadata");
+        assert!(
+            !out.status.success(),
+            "agent check passed on expired metadata"
+        );
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     // The demo agent verified the repository before: it would keep its components
@@ -184,7 +188,10 @@ async fn agent_check_says_what_an_agent_does_on_expired_metadata() {
     let fresh = config.with_file_name("agent-fresh.toml");
     std::fs::write(
         &fresh,
-        text.replace("datastore = \"tuf-datastore\"", "datastore = \"fresh-datastore\""),
+        text.replace(
+            "datastore = \"tuf-datastore\"",
+            "datastore = \"fresh-datastore\"",
+        ),
     )
     .expect("write");
     let said = check(&fresh);

@@ -14,7 +14,8 @@ pub fn palisade() -> Command {
 
 /// A run of ten consecutive free loopback ports, for one `palisade up`.
 pub fn free_port_block() -> u16 {
-    palisade_core::ports::free_loopback_block(10).expect("no block of 10 free loopback ports found")
+    palisade_core::ports::free_loopback_block(palisade_core::ports::UP_PORTS)
+        .expect("no block of free loopback ports found for palisade up")
 }
 
 /// A running child whose stdout lines are collected in the background.

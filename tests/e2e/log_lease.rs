@@ -26,6 +26,8 @@ fn log_process(stack: &Stack, name: &str, port: u16, etcd: &str) -> Running {
             format!("listen = \"127.0.0.1:{port}\"")
         } else if line.starts_with("witness_quorum") {
             "witness_quorum = 0".to_string()
+        } else if line.starts_with("metrics_listen") {
+            String::new()
         } else if line.starts_with("dir = \"tiles\"") {
             "dir = \"tiles-ha\"".to_string()
         } else {

@@ -68,6 +68,10 @@ pub struct AgentConfig {
     /// Encrypted etcd backups (`etcd.backup`, `etcd.backups`, `etcd.backup-prune`).
     #[serde(default)]
     pub backup: Option<BackupSettings>,
+    /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) on this loopback
+    /// address; none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 /// Where backups go and which KMS plugin wraps their keys.
@@ -252,6 +256,7 @@ impl ProcessConfig for AgentConfig {
 
     fn validate(&self) -> Result<(), FieldError> {
         check_listen("listen", &self.listen)?;
+        palisade_tlog_service::metrics::check_metrics_listen(self.metrics_listen.as_deref())?;
         if self.gateway_keys.is_empty() {
             return Err(FieldError::new(
                 "gateway_keys",

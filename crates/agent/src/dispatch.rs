@@ -355,6 +355,28 @@ pub enum RefusalCode {
 }
 
 impl RefusalCode {
+    /// Every code, e.g. to export each one's count from zero.
+    pub const ALL: [RefusalCode; 18] = [
+        RefusalCode::Malformed,
+        RefusalCode::BadSignature,
+        RefusalCode::WrongTarget,
+        RefusalCode::Expired,
+        RefusalCode::NotYetValid,
+        RefusalCode::TtlTooLong,
+        RefusalCode::Replayed,
+        RefusalCode::PolicyMismatch,
+        RefusalCode::UnknownAction,
+        RefusalCode::InvalidParameters,
+        RefusalCode::EventMismatch,
+        RefusalCode::NotInLog,
+        RefusalCode::StaleView,
+        RefusalCode::Inconsistent,
+        RefusalCode::StaleCheckpoint,
+        RefusalCode::TenantTrust,
+        RefusalCode::TrustMetadata,
+        RefusalCode::Unavailable,
+    ];
+
     pub fn http_status(self) -> u16 {
         match self {
             RefusalCode::Malformed => 400,

@@ -17,6 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The action that takes a backup.
+pub const BACKUP_ACTION: &str = "etcd.backup";
+
 /// What the handlers act on.
 pub struct Services {
     pub etcd: Etcd,

@@ -20,6 +20,7 @@ pub mod handlers;
 pub mod host;
 pub mod kube;
 pub mod leftover;
+pub mod metrics;
 pub mod node_conditions;
 pub mod server;
 pub mod supervisor;

@@ -124,8 +124,7 @@ impl PolicySource for TufPolicy {
             Ok(v) => Ok(LoadedPolicy::verified(v.policy, expiry(v.expires))),
             Err(e) if e.repository_unverifiable() => {
                 let why = self.does_not_verify(&e);
-                match palisade_policy::trusted_policy::last_verified_policy(&self.trust.datastore)
-                {
+                match palisade_policy::trusted_policy::last_verified_policy(&self.trust.datastore) {
                     Ok(Some(v)) => Ok(LoadedPolicy {
                         policy: Arc::new(v.policy),
                         expires: expiry(v.expires),
@@ -145,6 +144,7 @@ pub struct Agent {
     acceptor: Acceptor,
     services: Services,
     key: SigningKey,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Agent {
@@ -245,6 +245,7 @@ impl Agent {
             acceptor,
             services,
             key,
+            metrics: crate::metrics::Metrics::default(),
         };
         agent.close_interrupted().await?;
         Ok(Arc::new(agent))
@@ -285,6 +286,25 @@ impl Agent {
 
     pub fn acceptor(&self) -> &Acceptor {
         &self.acceptor
+    }
+
+    /// The metrics as of now (the gauges are read at each scrape).
+    pub async fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        m.trust
+            .set(&self.acceptor.loaded_policy().await, Timestamp::now());
+        if let Ok(size) = self.acceptor.log_size_seen().await {
+            m.view_size(size);
+        }
+        if let Some(sup) = &self.services.supervisor {
+            if let Ok(all) = sup.status(None).await {
+                for c in all.components {
+                    let up = matches!(c.state, crate::supervisor::ComponentState::Running);
+                    m.component(&c.name, up, c.restarts);
+                }
+            }
+        }
+        m.encode()
     }
 
     /// Stops supervised components.
@@ -418,6 +438,12 @@ impl Agent {
                 format!("the action ran, but its result could not be signed: {e}"),
             )
         })?;
+        self.metrics.executed(result.outcome);
+        if result.outcome == ResultOutcome::Succeeded
+            && result.action.to_string() == crate::handlers::BACKUP_ACTION
+        {
+            self.metrics.backup_at(finished_at);
+        }
         let event_id = result.event_id.to_string();
         if let Err(e) = self
             .acceptor
@@ -465,6 +491,7 @@ async fn dispatch(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
         Err(e) => {
             let r = Refusal::new(RefusalCode::Malformed, format!("request body: {e}"));
             tracing::warn!(code = "malformed", "dispatch refused");
+            agent.metrics.refused(r.code);
             return r.into_response();
         }
     };
@@ -472,6 +499,7 @@ async fn dispatch(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
         Ok(envelope) => Json(envelope).into_response(),
         Err(r) => {
             tracing::warn!(refusal = %r, "dispatch refused");
+            agent.metrics.refused(r.code);
             agent.signed(r, &req).await.into_response()
         }
     }
@@ -579,8 +607,48 @@ pub async fn run(
             }
         })
     };
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = match &cfg.metrics_listen {
+        Some(m) => {
+            let a = agent.clone();
+            let render: Arc<dyn Fn() -> futures::future::BoxFuture<'static, String> + Send + Sync> =
+                Arc::new(move || {
+                    let a = a.clone();
+                    Box::pin(async move { a.render_metrics().await })
+                });
+            let (bound, task) = crate::metrics::serve_loopback(m, render, async {
+                let _ = metrics_stopped.await;
+            })
+            .await
+            .map_err(AgentError::Setup)?;
+            tracing::info!(%bound, "metrics served");
+            Some(task)
+        }
+        None => None,
+    };
+    if agent.services.backups.is_some() {
+        // The newest backup in the store, for the backup-overdue alert.
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let Some(b) = &agent.services.backups else {
+                return;
+            };
+            match b.list().await {
+                Ok(listing) => {
+                    if let Some(newest) = listing.backups.first() {
+                        agent.metrics.backup_at(newest.created_at);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the backups at start"),
+            }
+        });
+    }
     ready(addr);
     let served = palisade_tlog_service::https::serve(listener, tls, agent.router(), shutdown).await;
+    let _ = stop_metrics.send(());
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     pruner.abort();
     agent.shutdown().await;
     served.map_err(|e| AgentError::Listen {

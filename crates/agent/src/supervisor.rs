@@ -345,8 +345,10 @@ impl Trust {
         &self,
         name: &str,
         version: &str,
-    ) -> Result<(palisade_policy::release::VerifiedRelease, Vec<u8>), palisade_policy::tuf::TrustError>
-    {
+    ) -> Result<
+        (palisade_policy::release::VerifiedRelease, Vec<u8>),
+        palisade_policy::tuf::TrustError,
+    > {
         use palisade_policy::tuf::TrustError;
         let target =
             release_target_name(&self.repo, &self.root, &self.datastore, name, version).await?;

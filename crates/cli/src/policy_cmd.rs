@@ -486,7 +486,9 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 .checked_add(life.timestamp)
                 .map(|t| t.to_string())
                 .unwrap_or_default();
-            println!("targets, snapshot and timestamp re-signed; the timestamp expires at {expires}");
+            println!(
+                "targets, snapshot and timestamp re-signed; the timestamp expires at {expires}"
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

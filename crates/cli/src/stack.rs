@@ -82,12 +82,20 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
     }
     palisade_core::config::load::<Inventory>(&inventory)?;
 
-    let witness = prepare_witness(dir, &pki_dir, port(2)?)?;
+    let witness = prepare_witness(dir, &pki_dir, port(2)?, port(9)?)?;
     let tenant_witness = prepare_tenant(dir, &pki_dir, port(6)?)?;
-    let log = prepare_log(dir, &pki_dir, &inventory, port(1)?, port(2)?, port(6)?)?;
+    let log = prepare_log(
+        dir,
+        &pki_dir,
+        &inventory,
+        port(1)?,
+        port(2)?,
+        port(6)?,
+        port(8)?,
+    )?;
     let trust = prepare_trust(dir)?;
-    let kms = prepare_kms(dir)?;
-    let agent = prepare_agent(dir, &pki_dir, &trust, port(3)?, port(4)?)?;
+    let kms = prepare_kms(dir, port(10)?)?;
+    let agent = prepare_agent(dir, &pki_dir, &trust, port(3)?, port(4)?, port(7)?)?;
     let (gateway, operator) =
         prepare_gateway(dir, &pki_dir, &inventory, &trust, port(0)?, port(1)?)?;
     let credentials_flag = if given == Path::new(".palisade") {
@@ -293,7 +301,12 @@ pub const BASE_ORIGIN: &str = "palisade.local/log";
 const WITNESS_NAME: &str = "palisade.local/witness";
 
 /// The witness: its key, its state file and its configuration.
-fn prepare_witness(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<ProcessSpec> {
+fn prepare_witness(
+    dir: &Path,
+    pki: &Path,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+) -> anyhow::Result<ProcessSpec> {
     let wdir = dir.join("witness");
     let keys = wdir.join("keys");
     let stem = file_stem(WITNESS_NAME);
@@ -312,6 +325,7 @@ fn prepare_witness(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<P
         &format!("keys/{stem}.key"),
         "witness",
         &logs,
+        Some(metrics),
         ("witness", "cosigns checkpoints after checking consistency"),
     )
 }
@@ -327,13 +341,17 @@ fn witness_process(
     key_file: &str,
     cert_name: &str,
     logs: &[String],
+    metrics: Option<SocketAddr>,
     (name, what): (&'static str, &'static str),
 ) -> anyhow::Result<ProcessSpec> {
     let config = wdir.join("witness.toml");
     if !config.exists() {
         let log_key = std::fs::read_to_string(ensure_log_key(dir)?)?;
+        let metrics = metrics
+            .map(|m| format!("metrics_listen = \"{m}\"\n"))
+            .unwrap_or_default();
         let mut text = format!(
-            "listen = \"{addr}\"\nkey_file = \"{key_file}\"\nstate_file = \"state.redb\"\n\n\
+            "listen = \"{addr}\"\nkey_file = \"{key_file}\"\nstate_file = \"state.redb\"\n{metrics}\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
             ca = pki.join("ca.crt").display(),
             cert = pki.join(format!("witness-{cert_name}.crt")).display(),
@@ -391,6 +409,7 @@ fn prepare_tenant(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<Pr
         &dir.join(demo_tenant::WITNESS_KEY).display().to_string(),
         "tenant-demo-witness",
         &demo_tenant_clusters(dir)?,
+        None,
         (
             "tenant-witness",
             "the demo tenant's own witness: the agent requires its cosignature too",
@@ -444,6 +463,7 @@ fn prepare_log(
     addr: SocketAddr,
     witness: SocketAddr,
     tenant_witness: SocketAddr,
+    metrics: SocketAddr,
 ) -> anyhow::Result<ProcessSpec> {
     let ldir = dir.join("log");
     ensure_log_key(dir)?;
@@ -464,7 +484,7 @@ fn prepare_log(
         )?;
         let text = format!(
             "listen = \"{addr}\"\nbase_origin = \"{BASE_ORIGIN}\"\nkey_file = \"keys/{stem}.key\"\n\
-             inventory = \"{inventory}\"\nwitness_quorum = 1\n\n\
+             inventory = \"{inventory}\"\nwitness_quorum = 1\nmetrics_listen = \"{metrics}\"\n\n\
              [storage]\nkind = \"local\"\ndir = \"tiles\"\n\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha256}\"\n\n\
@@ -682,6 +702,7 @@ fn prepare_agent(
     trust: &Trust,
     addr: SocketAddr,
     etcd: SocketAddr,
+    metrics: SocketAddr,
 ) -> anyhow::Result<ProcessSpec> {
     use palisade_policy::keys;
     let adir = dir.join("agent");
@@ -704,7 +725,7 @@ fn prepare_agent(
              state = \"state.redb\"\nwork_dir = \"work\"\nsigning_key = \"keys/agent.key\"\n\
              gateway_keys = [\"{gateway_pub}\"]\ndisks = [\"{data}\"]\n\
              # The demo tenant's key: the agent acts only under its newest witness statement.\n\
-             tenant_key = \"{tenant_pub}\"\n\n\
+             tenant_key = \"{tenant_pub}\"\nmetrics_listen = \"{metrics}\"\n\n\
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [log]\norigin = \"{BASE_ORIGIN}/demo\"\nkey = \"{log_key}\"\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\n\n\
              [trust]\nrepo = \"{repo}\"\nroot = \"{root}\"\ndatastore = \"tuf-datastore\"\n\n\
@@ -755,7 +776,7 @@ pub fn kms_socket(dir: &Path) -> PathBuf {
 /// The KMS v2 plugin with a development file key. Insecure by design (the key sits
 /// on this machine's disk, where an operator could read it) and labelled so: a real
 /// deployment points the plugin at the customer's HSM or cloud KMS.
-fn prepare_kms(dir: &Path) -> anyhow::Result<ProcessSpec> {
+fn prepare_kms(dir: &Path, metrics: SocketAddr) -> anyhow::Result<ProcessSpec> {
     let kdir = dir.join("kms");
     create_private_dir(&kdir)?;
     let key = kdir.join("dev-kek.key");
@@ -777,6 +798,8 @@ fn prepare_kms(dir: &Path) -> anyhow::Result<ProcessSpec> {
             "--key-file".into(),
             key.display().to_string(),
             "--allow-insecure-dev-key".into(),
+            "--metrics-listen".into(),
+            metrics.to_string(),
         ],
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         unix_socket: Some(socket),

@@ -12,6 +12,11 @@ fn ephemeral_start() -> u16 {
         .unwrap_or(32_768)
 }
 
+/// How many consecutive ports `palisade up` listens on, from its base port: gateway,
+/// log, witness, agent, etcd (client, peer), tenant witness, and the metrics of the
+/// agent, log, witness and KMS plugin.
+pub const UP_PORTS: u16 = 11;
+
 /// The first of `n` consecutive loopback ports that are free now, or `None`.
 ///
 /// The block is taken at random **below** the ephemeral range, so that no outgoing

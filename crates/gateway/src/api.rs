@@ -82,6 +82,10 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    gw.metrics.trust.set(
+        &gw.loaded_policy().await,
+        palisade_core::time::Timestamp::now(),
+    );
     gw.metrics.feeds(
         &gw.oncall
             .feed_ages()

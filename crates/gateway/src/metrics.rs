@@ -37,6 +37,9 @@ struct OutcomeLabel {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// Unprefixed: the same trust gauges as the agent's.
+    shared: Arc<Registry>,
+    pub(crate) trust: palisade_agent::metrics::TrustGauges,
     refusals: Family<StageLabel, Counter>,
     refusals_not_logged: Counter,
     feed_age: Family<ScheduleLabel, Gauge>,
@@ -48,6 +51,8 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut shared = Registry::default();
+        let trust = palisade_agent::metrics::TrustGauges::register(&mut shared);
         let mut registry = Registry::with_prefix("palisade_gateway");
         let refusals = Family::<StageLabel, Counter>::default();
         let refusals_not_logged = Counter::default();
@@ -102,6 +107,8 @@ impl Default for Metrics {
             dispatches,
             latency,
             unresolved,
+            shared: Arc::new(shared),
+            trust,
         }
     }
 }
@@ -151,8 +158,12 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        if encode_registry(&mut out, &self.shared).is_err()
+            || encode_registry(&mut out, &self.registry).is_err()
+            || encode_eof(&mut out).is_err()
+        {
             out.clear();
         }
         out

@@ -19,6 +19,7 @@
 use crate::config::GatewayConfig;
 use crate::ops::{Idem, OpStatus, Operation, Ops};
 use crate::problem::Problem;
+use palisade_agent::accept::LoadedPolicy;
 use palisade_agent::client::{prepare, CallError, Dispatcher, Request};
 use palisade_agent::dispatch::ResultOutcome;
 use palisade_core::event::{Actor, Event, GrantRef, Outcome, RefusalEvent, RefusalStage};
@@ -30,7 +31,6 @@ use palisade_core::{
 };
 use palisade_pki::CertName;
 use palisade_policy::keys::PublicKey;
-use palisade_agent::accept::LoadedPolicy;
 use palisade_policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

@@ -155,6 +155,14 @@ pub async fn start(
     let ring = Arc::new(ring);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(ring.clone(), metrics.clone(), health_policy));
+    // One probe at start: the backend's health is known (and exported) before
+    // kube-apiserver first asks.
+    {
+        let health = health.clone();
+        tokio::spawn(async move {
+            let _ = health.check().await;
+        });
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -43,6 +43,10 @@ pub struct LogConfig {
     /// sequences and serves; the others stand by and take over when it is lost.
     #[serde(default)]
     pub leader: Option<LeaderSettings>,
+    /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) on this loopback
+    /// address; none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 /// The sequencer lease (`[leader]`).
@@ -216,6 +220,7 @@ impl ProcessConfig for LogConfig {
 
     fn validate(&self) -> Result<(), FieldError> {
         check_listen("listen", &self.listen)?;
+        crate::metrics::check_metrics_listen(self.metrics_listen.as_deref())?;
         if !palisade_tlog::note::is_valid_key_name(&self.base_origin) {
             return Err(FieldError::new(
                 "base_origin",

@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod https;
 pub mod journal;
 pub mod keyfile;
+pub mod metrics;
 pub mod sequencer;
 pub mod server;
 pub mod store;

@@ -504,6 +504,10 @@ pub async fn start(
     batch: BatchConfig,
     witnesses: WitnessSet,
 ) -> Result<LogWriter, OpenError> {
+    crate::metrics::METRICS.log_opened(origin);
+    for w in &witnesses.clients {
+        crate::metrics::METRICS.witness_known(w.name());
+    }
     let unpublished = Arc::new(RwLock::new(Unpublished::default()));
     // A journal left by a run with a publish interval is replayed whatever this run's
     // interval: its records may have been acknowledged. With an interval of zero,
@@ -1022,6 +1026,7 @@ impl Sequencer {
                 return;
             }
         }
+        crate::metrics::METRICS.batch(&self.origin, pending.len());
         let mut pending: Vec<(u64, Pending)> = (old_size..).zip(pending).collect();
         // Appends that asked only for the commit point are answered now; the
         // witnesses are asked right after, as for every batch.
@@ -1148,6 +1153,7 @@ impl Sequencer {
     /// Step 4: asks every witness to cosign; stores the cosigned checkpoint.
     async fn collect_cosignatures(&mut self) -> Result<(), (usize, usize, String)> {
         if self.witnesses.clients.is_empty() {
+            crate::metrics::METRICS.quorum(&self.origin);
             return Ok(());
         }
         let checkpoint = match Checkpoint::parse(self.note.text()) {
@@ -1163,12 +1169,14 @@ impl Sequencer {
         let recent = self.recent.clone();
         // All witnesses at once: one round trip, not one per witness.
         let current = &self.note;
-        let answers = futures::future::join_all(
-            self.witnesses
-                .clients
-                .iter_mut()
-                .map(|w| w.add_checkpoint(current, &checkpoint, &store, &recent)),
-        )
+        let answers = futures::future::join_all(self.witnesses.clients.iter_mut().map(|w| async {
+            let asked = std::time::Instant::now();
+            let answer = w
+                .add_checkpoint(current, &checkpoint, &store, &recent)
+                .await;
+            crate::metrics::METRICS.witness_answer(w.name(), asked.elapsed(), answer.is_ok());
+            answer
+        }))
         .await;
         for (w, answer) in self.witnesses.clients.iter().zip(answers) {
             match answer {
@@ -1217,6 +1225,7 @@ impl Sequencer {
         }
         if met {
             self.last_witnessed = tokio::time::Instant::now();
+            crate::metrics::METRICS.quorum(&self.origin);
             Ok(())
         } else {
             Err((got, need, problems.join("; ")))

@@ -644,6 +644,18 @@ pub async fn run(
         Some(l) => Some(acquire_lease(l, &listen).await?),
         None => None,
     };
+    let metrics = match &config.metrics_listen {
+        Some(m) => Some(
+            crate::metrics::serve_service_metrics(m)
+                .await
+                .map_err(|reason| LogServiceError::Listen {
+                    addr: m.clone(),
+                    reason,
+                })?
+                .1,
+        ),
+        None => None,
+    };
     let svc = LogService::open(config).await?;
     // The governance log and every cluster's log exist from the start.
     svc.log(GOVERNANCE).await?;
@@ -691,6 +703,9 @@ pub async fn run(
         lease_lost
     };
     svc.close(std::time::Duration::from_secs(10)).await;
+    if let Some(t) = metrics {
+        t.abort();
+    }
     if lease_lost {
         // Another process may be sequencing now: stop, and let a supervisor restart
         // this one as a standby.

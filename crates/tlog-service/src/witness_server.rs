@@ -85,6 +85,10 @@ pub struct WitnessConfig {
     /// The logs this witness cosigns for.
     #[serde(rename = "log")]
     pub logs: Vec<WitnessedLogConfig>,
+    /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) on this loopback
+    /// address; none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 pub use crate::config::TlsFiles;
@@ -184,6 +188,7 @@ impl ProcessConfig for WitnessConfig {
 
     fn validate(&self) -> Result<(), FieldError> {
         check_listen("listen", &self.listen)?;
+        crate::metrics::check_metrics_listen(self.metrics_listen.as_deref())?;
         WitnessedLogs::from_config(&self.logs)?;
         Ok(())
     }
@@ -365,6 +370,7 @@ impl Witness {
                     outcome = "cosigned",
                     "add-checkpoint"
                 );
+                crate::metrics::METRICS.cosigned(origin);
                 Answer::Cosigned(cosigned.response_body())
             }
             Ok(false) => {
@@ -396,6 +402,16 @@ fn refuse(
         request.checkpoint().size(),
     );
     let (stored, status) = (stored.map(|s| s.size), refusal.status());
+    crate::metrics::METRICS.refused(match &refusal {
+        Refusal::Malformed(_) => "malformed",
+        Refusal::UnknownOrigin { .. } => "unknown-origin",
+        Refusal::BadSignature { .. } => "bad-signature",
+        Refusal::OldSizeAboveNew { .. } => "old-size-above-new",
+        Refusal::StaleOldSize { .. } => "stale-old-size",
+        Refusal::RootConflict { .. } => "root-conflict",
+        Refusal::BadProof { .. } => "bad-proof",
+        Refusal::Misconfigured { .. } => "misconfigured",
+    });
     // A stale old size is routine (a log that does not know what this witness holds
     // retries with the size in the answer); every other refusal is worth a look.
     if matches!(refusal, Refusal::StaleOldSize { .. }) {
@@ -415,6 +431,7 @@ fn failed(request: &AddCheckpointRequest, reason: String) -> Answer {
         %reason,
         "add-checkpoint"
     );
+    crate::metrics::METRICS.refused("failed");
     Answer::Failed(reason)
 }
 
@@ -599,6 +616,8 @@ pub struct BoundWitness {
     tls: rustls::ServerConfig,
     witness: Arc<Witness>,
     addr: SocketAddr,
+    /// The `metrics_listen` listener, stopped when serving ends.
+    metrics: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for BoundWitness {
@@ -623,9 +642,13 @@ impl BoundWitness {
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), WitnessError> {
         tracing::info!(addr = %self.addr, logs = self.witness.logs.len(), "witness serving");
-        https::serve(self.listener, self.tls, router(self.witness), shutdown)
+        let served = https::serve(self.listener, self.tls, router(self.witness), shutdown)
             .await
-            .map_err(WitnessError::Serve)
+            .map_err(WitnessError::Serve);
+        if let Some(t) = self.metrics {
+            t.abort();
+        }
+        served
     }
 }
 
@@ -649,6 +672,18 @@ pub async fn bind(config: WitnessConfig) -> Result<BoundWitness, WitnessError> {
         witness.stored(origin).await?;
     }
     let tls = tls_config(&config.tls)?;
+    let metrics = match &config.metrics_listen {
+        Some(m) => Some(
+            crate::metrics::serve_service_metrics(m)
+                .await
+                .map_err(|e| WitnessError::Bind {
+                    addr: m.clone(),
+                    source: std::io::Error::other(e),
+                })?
+                .1,
+        ),
+        None => None,
+    };
     let listener =
         TcpListener::bind(&config.listen)
             .await
@@ -665,6 +700,7 @@ pub async fn bind(config: WitnessConfig) -> Result<BoundWitness, WitnessError> {
         tls,
         witness: Arc::new(witness),
         addr,
+        metrics,
     })
 }
 

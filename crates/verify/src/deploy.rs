@@ -101,7 +101,7 @@ pub fn require_tool(tool: &str, install: &str) -> anyhow::Result<()> {
 
 /// Ten consecutive free loopback ports.
 fn free_port_block() -> anyhow::Result<u16> {
-    palisade_core::ports::free_loopback_block(10)
+    palisade_core::ports::free_loopback_block(palisade_core::ports::UP_PORTS)
         .ok_or_else(|| anyhow!("no block of 10 free loopback ports found; pass --base-port"))
 }
 
