@@ -157,6 +157,7 @@ async fn main() {
         cluster: ClusterId::parse("demo").expect("cluster"),
         instance: InstanceId::parse("demo-0").expect("instance"),
         actor: Actor {
+            service: None,
             authn: None,
             id: OperatorId::parse("op-7f3a5c2e9b1d4a60").expect("op"),
             groups: vec!["sre".into()],

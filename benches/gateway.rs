@@ -587,6 +587,7 @@ async fn latency() {
         cluster: ClusterId::parse("demo").expect("cluster"),
         instance: InstanceId::parse("demo-0").expect("instance"),
         actor: Actor {
+            service: None,
             authn: None,
             id: OperatorId::parse("op-bench").expect("op"),
             groups: vec![],

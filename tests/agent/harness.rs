@@ -393,6 +393,7 @@ fn start_up_wrapped(dir: &Path, base: u16, wrapper: &[String]) -> Running {
 
 pub fn actor() -> Actor {
     Actor {
+        service: None,
         authn: None,
         id: OperatorId::parse("op-7f3a").expect("op"),
         groups: vec!["sre".into()],
@@ -736,6 +737,74 @@ impl StateEtcd {
 }
 
 impl Drop for StateEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `moto` (an S3-compatible server) on a loopback port; PyPI `moto[server]`.
+pub struct Moto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("install moto: python3 -m pip install 'moto[server]'");
+        let mut m = Moto { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(s)) = m.child.try_wait() {
+                panic!("moto exited ({s}): install it with python3 -m pip install 'moto[server]'");
+            }
+            assert!(Instant::now() < deadline, "moto did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        m
+    }
+
+    /// `PUT /<bucket>` (moto accepts it unsigned).
+    pub fn create_bucket(&self, bucket: &str) {
+        let (status, answer) = self.raw("PUT", &format!("/{bucket}"));
+        assert_eq!(status, 200, "create bucket: {answer}");
+    }
+
+    /// An unsigned request; the status and the body.
+    pub fn raw(&self, method: &str, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let port = self.port;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("moto");
+        write!(
+            c,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).expect("answer");
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

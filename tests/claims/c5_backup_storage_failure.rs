@@ -15,7 +15,6 @@ use backup_support::*;
 use harness::Stack;
 use palisade_agent::dispatch::ResultOutcome;
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,67 +77,11 @@ async fn backup_to_an_unavailable_store_fails_is_logged_and_is_never_listed() {
     );
 }
 
-/// `moto` on a loopback port.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("install moto: python3 -m pip install 'moto[server]'");
-        let mut m = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(s)) = m.child.try_wait() {
-                panic!("moto exited ({s}): install it with python3 -m pip install 'moto[server]'");
-            }
-            assert!(Instant::now() < deadline, "moto did not start within 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        m.port = port;
-        m
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A TCP proxy in front of moto that can be made to die after a number of bytes
 /// sent upstream (connections cut, new ones closed at once) and to recover.
 struct Proxy {
     port: u16,
     budget: Arc<AtomicI64>,
-}
-
-/// `PUT /<bucket>` (moto accepts it unsigned).
-fn create_bucket(port: u16) {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("moto");
-    write!(
-        c,
-        "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut answer = String::new();
-    c.read_to_string(&mut answer).expect("answer");
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "create bucket: {answer}"
-    );
 }
 
 const PLENTY: i64 = i64::MAX / 2;
@@ -199,8 +142,8 @@ impl Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_to_s3_restores_and_an_endpoint_dying_mid_upload_fails_cleanly() {
-    let moto = Moto::start();
-    create_bucket(moto.port);
+    let moto = harness::Moto::start();
+    moto.create_bucket(BUCKET);
     let proxy = Proxy::start(moto.port).await;
 
     let mut stack = Stack::start();

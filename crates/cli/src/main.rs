@@ -72,6 +72,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // One TLS provider (ring) for every client, including those built by libraries
+    // (object storage, cloud KMS) without a configuration of ours.
+    palisade_pki::install_default_provider();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Pki(args) => pki_cmd::run(args),

@@ -62,6 +62,10 @@ pub struct Actor {
     /// How the operator authenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authn: Option<Authn>,
+    /// Set when the actor is automation (a gateway `[[service]]`, such as the
+    /// scheduler that takes backups), not a person: the service's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// How a caller proved who they are: which issuer's token, or which certificate.
@@ -452,6 +456,7 @@ mod tests {
             cluster: ClusterId::parse("demo").expect("cluster"),
             instance: Some(InstanceId::parse("demo-0").expect("instance")),
             actor: Actor {
+                service: None,
                 authn: None,
                 id: OperatorId::parse("op-7f3a").expect("op"),
                 groups: vec!["sre".into()],

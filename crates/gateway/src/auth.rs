@@ -135,6 +135,7 @@ impl Authenticators {
                     groups: Vec::new(),
                     via: "certificate",
                     authn,
+                    service: None,
                 })
             }
             Credential::Bearer(token) => {
@@ -150,6 +151,7 @@ impl Authenticators {
                                 authn: Authn::Oidc {
                                     issuer: issuer.clone(),
                                 },
+                                service: None,
                             })
                         }
                         Err(e) => first_error = Some(e),
@@ -165,6 +167,7 @@ impl Authenticators {
                                 authn: Authn::Oidc {
                                     issuer: dev.issuer_url.clone(),
                                 },
+                                service: None,
                             })
                         }
                         Err(e) => {

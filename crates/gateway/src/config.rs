@@ -83,6 +83,36 @@ pub struct GatewayConfig {
     /// ([`crate::refusals`]).
     #[serde(default)]
     pub refusal_log: crate::refusals::RefusalLogLimit,
+    /// Automation identities (scheduled backups): who they are, and what they may run.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceIdentity>,
+}
+
+/// `[[service]]`: an automation identity, such as the scheduler that takes backups.
+/// It authenticates with a client certificate pinned here (from `operator_ca`), holds
+/// a standing grant of `role` on `clusters` for `actions` only, is rate-limited under
+/// its own name, and is logged like an operator, marked as automation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceIdentity {
+    /// Lower-case letters, digits and `-`: logged as the service's name.
+    pub name: String,
+    /// SHA-256 (hex) of each certificate it may present (two while rotating).
+    pub certificates: Vec<String>,
+    /// The role its grant carries (the policy's actions name the role they need).
+    pub role: String,
+    /// The only actions it may run.
+    pub actions: Vec<String>,
+    /// Cluster ids, or `"*"`.
+    pub clusters: Vec<String>,
+}
+
+impl ServiceIdentity {
+    /// The name it acts under: `service/<name>`, which no person's name can be (`/`
+    /// is not in an operator name).
+    pub fn operator_name(&self) -> String {
+        format!("service/{}", self.name)
+    }
 }
 
 fn default_ttl() -> u64 {
@@ -236,6 +266,50 @@ impl ProcessConfig for GatewayConfig {
 
     fn validate(&self) -> Result<(), FieldError> {
         check_listen("listen", &self.listen)?;
+        let mut pinned = std::collections::HashSet::new();
+        for svc in &self.services {
+            let ok_name = !svc.name.is_empty()
+                && svc.name.len() <= 32
+                && svc
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok_name {
+                return Err(FieldError::new(
+                    "service.name",
+                    format!("{:?}: 1-32 lower-case letters, digits and -", svc.name),
+                ));
+            }
+            if svc.certificates.is_empty() || svc.actions.is_empty() || svc.clusters.is_empty() {
+                return Err(FieldError::new(
+                    "service",
+                    format!(
+                        "service {}: certificates, actions and clusters must each name at least one",
+                        svc.name
+                    ),
+                ));
+            }
+            for c in &svc.certificates {
+                let hex = c.len() == 64
+                    && c.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if !hex || !pinned.insert(c.clone()) {
+                    return Err(FieldError::new(
+                        "service.certificates",
+                        format!(
+                            "service {}: {c:?} is not a lower-case hex SHA-256, or is pinned twice",
+                            svc.name
+                        ),
+                    ));
+                }
+            }
+            if !self.operator_certificates {
+                return Err(FieldError::new(
+                    "service",
+                    "services authenticate with certificates: set operator_certificates = true and operator_ca",
+                ));
+            }
+        }
         if !(5..=600).contains(&self.dispatch_ttl_secs) {
             return Err(FieldError::new(
                 "dispatch_ttl_secs",

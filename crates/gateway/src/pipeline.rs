@@ -60,6 +60,8 @@ pub struct Operator {
     pub via: &'static str,
     /// The issuer or certificate, recorded in every event of this caller.
     pub authn: palisade_core::event::Authn,
+    /// Set for an automation identity (`[[service]]`): its name.
+    pub service: Option<String>,
 }
 
 /// A grant an operator holds right now.
@@ -287,7 +289,32 @@ impl Gateway {
         cred: &Credential,
         now: Timestamp,
     ) -> Result<Operator, Problem> {
-        self.auth.authenticate(cred, now).await
+        let op = self.auth.authenticate(cred, now).await?;
+        // A certificate a `[[service]]` pins is that service, whatever its name says.
+        if let palisade_core::event::Authn::Certificate { sha256 } = &op.authn {
+            if let Some(svc) = self.service_pinning(sha256) {
+                return Ok(Operator {
+                    name: svc.operator_name(),
+                    groups: Vec::new(),
+                    via: "service",
+                    authn: op.authn,
+                    service: Some(svc.name.clone()),
+                });
+            }
+        }
+        Ok(op)
+    }
+
+    fn service_pinning(&self, sha256: &str) -> Option<&crate::config::ServiceIdentity> {
+        self.config
+            .services
+            .iter()
+            .find(|s| s.certificates.iter().any(|c| c == sha256))
+    }
+
+    fn service(&self, op: &Operator) -> Option<&crate::config::ServiceIdentity> {
+        let name = op.service.as_deref()?;
+        self.config.services.iter().find(|s| s.name == name)
     }
 
     /// The grants `op` holds now, on `cluster` if given.
@@ -297,6 +324,22 @@ impl Gateway {
         cluster: Option<&ClusterId>,
         now: Timestamp,
     ) -> Vec<ActiveGrant> {
+        // A service holds a standing grant (it is on no rota); renewed at every call.
+        if op.service.is_some() {
+            let Some(svc) = self.service(op) else {
+                return Vec::new();
+            };
+            let covers = |c: &ClusterId| svc.clusters.iter().any(|x| x == "*" || x == c.as_str());
+            if cluster.is_some_and(|c| !covers(c)) {
+                return Vec::new();
+            }
+            return vec![ActiveGrant {
+                schedule: svc.operator_name(),
+                roles: vec![svc.role.clone()],
+                clusters: svc.clusters.clone(),
+                ends_at: Timestamp::from_unix_seconds(now.unix_seconds() + 3600),
+            }];
+        }
         self.oncall.grants(&op.name, cluster, now)
     }
 
@@ -511,6 +554,21 @@ impl Gateway {
                 ),
             ));
         };
+        // A service runs only the actions its `[[service]]` lists.
+        if let Some(svc) = self.service(op) {
+            if !svc.actions.iter().any(|a| a == action) {
+                return Err(refusal_problem(
+                    403,
+                    RefusalStage::Authorize,
+                    RefusalReason::RoleInsufficient,
+                    format!(
+                        "service {} may run only {}",
+                        svc.name,
+                        svc.actions.join(", ")
+                    ),
+                ));
+            }
+        }
         // ...and the role this action requires, from a shift that is still running.
         let Some(grant) = grants
             .iter()
@@ -655,6 +713,7 @@ impl Gateway {
                 cluster: cluster_id.clone(),
                 instance: instance.id.clone(),
                 actor: Actor {
+                    service: op.service.clone(),
                     authn: Some(op.authn.clone()),
                     id: self.pseudonym(&cluster.tenant, &op.name),
                     groups: op

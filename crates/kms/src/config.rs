@@ -443,7 +443,8 @@ mod tests {
         let dir = dir_with_pin();
         let text = include_str!("../../../deploy/kms/kms.example.toml");
         let c = parse_in(dir.path(), text).unwrap();
-        assert_eq!(c.allow_uids, Some(vec![0]));
+        // Exactly kube-apiserver's uid (the agent's user), not root.
+        assert_eq!(c.allow_uids, Some(vec![990]));
         let BackendSettings::Pkcs11 { sessions, .. } = c.backend else {
             panic!("not pkcs11");
         };

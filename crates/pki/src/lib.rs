@@ -55,6 +55,6 @@ pub use error::{Error, Result};
 pub use peer::{peer_role, require_role};
 pub use role::{CertName, Role, SubjectAltName, ROLE_URI_PREFIX};
 pub use tls::{
-    client_config, crypto_provider, load_certs, load_private_key, load_roots, server_config,
-    ClientAuth,
+    client_config, crypto_provider, install_default_provider, load_certs, load_private_key,
+    load_roots, server_config, ClientAuth,
 };

@@ -44,6 +44,14 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes [`crypto_provider`] the process default, for clients built without an
+/// explicit TLS configuration (object storage, cloud KMS). Idempotent.
+pub fn install_default_provider() {
+    if CryptoProvider::get_default().is_none() {
+        let _ = Arc::unwrap_or_clone(crypto_provider()).install_default();
+    }
+}
+
 /// A TLS server configuration presenting `cert`/`key` (as written by
 /// [`issue`](crate::issue) for a serving role) and checking clients against the CA
 /// certificate `ca_cert` according to `client_auth`.

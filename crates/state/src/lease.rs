@@ -217,6 +217,26 @@ async fn try_acquire(
     }))
 }
 
+/// See [`LeaderGuard::fence`].
+#[derive(Debug, Clone)]
+pub struct LeaderFence {
+    alive: watch::Receiver<Option<Instant>>,
+    revision: i64,
+}
+
+impl LeaderFence {
+    /// Whether the term may still act: its lease was renewed recently enough that
+    /// etcd cannot have expired it.
+    pub fn holds(&self) -> bool {
+        matches!(*self.alive.borrow(), Some(deadline) if Instant::now() < deadline)
+    }
+
+    /// The term's fencing revision ([`LeaderGuard::fencing_revision`]).
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+}
+
 /// Proof of leadership for one name, while it lasts.
 ///
 /// Dropping the guard stops renewing and revokes the lease in the background; call
@@ -248,6 +268,17 @@ impl LeaderGuard {
     /// enough that etcd cannot have expired it.
     pub fn is_leader(&self) -> bool {
         matches!(*self.alive.borrow(), Some(deadline) if Instant::now() < deadline)
+    }
+
+    /// A handle that answers [`LeaderGuard::is_leader`] for as long as this term
+    /// lasts, for code that must check leadership right before every write (a
+    /// stale leader resumed after a pause finds its deadline passed and writes
+    /// nothing).
+    pub fn fence(&self) -> LeaderFence {
+        LeaderFence {
+            alive: self.alive.clone(),
+            revision: self.revision,
+        }
     }
 
     /// Resolves once leadership is lost: renewal failed past the deadline, or etcd

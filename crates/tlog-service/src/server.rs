@@ -153,6 +153,15 @@ pub fn log_prefix(log: &str) -> String {
 
 impl LogService {
     pub async fn open(config: LogConfig) -> Result<Arc<Self>, LogServiceError> {
+        Self::open_fenced(config, None).await
+    }
+
+    /// Like [`LogService::open`]; with `fence`, storage is written only while that
+    /// sequencer term holds ([`crate::store::TileStore::fenced`]).
+    pub async fn open_fenced(
+        config: LogConfig,
+        fence: Option<palisade_state::lease::LeaderFence>,
+    ) -> Result<Arc<Self>, LogServiceError> {
         check_private(&config.key_file)?;
         let key_text =
             std::fs::read_to_string(&config.key_file).map_err(|e| LogServiceError::Key {
@@ -184,7 +193,10 @@ impl LogService {
                 "a cluster may not be named {GOVERNANCE:?}: that is the governance log"
             )));
         }
-        let storage = open_storage(&config.storage)?;
+        let storage = match fence {
+            Some(f) => open_storage(&config.storage)?.fenced(f),
+            None => open_storage(&config.storage)?,
+        };
         let readers = config
             .readers
             .iter()
@@ -656,7 +668,7 @@ pub async fn run(
         ),
         None => None,
     };
-    let svc = LogService::open(config).await?;
+    let svc = LogService::open_fenced(config, lease.as_ref().map(|g| g.fence())).await?;
     // The governance log and every cluster's log exist from the start.
     svc.log(GOVERNANCE).await?;
     let clusters: Vec<String> = svc

@@ -33,6 +33,29 @@ pub struct TileStore {
     describe: String,
     /// The directory, for local storage.
     local_root: Option<std::path::PathBuf>,
+    /// With a sequencer lease: what keeps a log process that lost it from writing.
+    fence: Option<Arc<Fence>>,
+}
+
+/// How a log process that lost its sequencer lease is kept from writing:
+/// - every write first checks that the lease's term still holds (a process paused
+///   past its lease finds its deadline passed when it resumes, and writes nothing);
+/// - where the storage supports conditional writes (S3), a checkpoint is written only
+///   if the object is still the one this process read or wrote last (`If-Match`, or
+///   `If-None-Match` when it did not exist): a late write from a paused process that
+///   passed the first check before pausing is refused by the storage itself once
+///   another process has written a checkpoint.
+struct Fence {
+    term: palisade_state::lease::LeaderFence,
+    conditional: bool,
+    /// The version (ETag) of each checkpoint object as last read or written here;
+    /// `None` when it did not exist.
+    seen: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+}
+
+/// Object names written only through the fence's conditional write.
+fn is_checkpoint(rel: &str) -> bool {
+    rel == "checkpoint" || rel == crate::sequencer::COMMIT_CHECKPOINT
 }
 
 /// How to reach an S3-compatible bucket.
@@ -62,11 +85,13 @@ impl TileStore {
             prefix: String::new(),
             describe: dir.display().to_string(),
             local_root: Some(dir.to_path_buf()),
+            fence: None,
         })
     }
 
     /// An S3-compatible bucket.
     pub fn s3(loc: &S3Location) -> Result<Self, StoreError> {
+        palisade_pki::install_default_provider();
         let mut b = object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(&loc.bucket)
             .with_region(&loc.region);
@@ -79,6 +104,9 @@ impl TileStore {
         if let (Some(id), Some(secret)) = (&loc.access_key_id, &loc.secret_access_key) {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
+        // Conditional puts (If-Match / If-None-Match) fence a paused sequencer's late
+        // checkpoint write; only used for checkpoints, and only under a lease.
+        b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
         let s3 = b.build().map_err(|e| StoreError::Open {
             url: format!("s3://{}", loc.bucket),
             reason: e.to_string(),
@@ -88,6 +116,7 @@ impl TileStore {
             prefix: String::new(),
             describe: format!("s3://{}", loc.bucket),
             local_root: None,
+            fence: None,
         })
     }
 
@@ -99,7 +128,18 @@ impl TileStore {
             describe: format!("{}/{}", self.describe.trim_end_matches('/'), prefix),
             prefix,
             local_root: self.local_root.clone(),
+            fence: self.fence.clone(),
         }
+    }
+
+    /// The same storage, written only while `term` holds (see [`Fence`]).
+    pub fn fenced(mut self, term: palisade_state::lease::LeaderFence) -> Self {
+        self.fence = Some(Arc::new(Fence {
+            term,
+            conditional: self.local_root.is_none(),
+            seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }));
+        self
     }
 
     /// Where `rel` is on the local file system, if this storage is a local directory.
@@ -122,9 +162,28 @@ impl TileStore {
             path: join(&self.describe, rel),
             reason,
         };
-        match self.inner.get(&self.path(rel)).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| err(e.to_string()))?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+        let path = self.path(rel);
+        // The first read of a checkpoint (recovery) sets the version the next write
+        // must replace; from then on only this process's own writes move it, so a
+        // later read of another process's checkpoint never licenses overwriting it.
+        let remember = |version: Option<String>| {
+            if let Some(f) = self.fence.as_ref().filter(|_| is_checkpoint(rel)) {
+                if let Ok(mut seen) = f.seen.lock() {
+                    seen.entry(path.to_string()).or_insert(version);
+                }
+            }
+        };
+        match self.inner.get(&path).await {
+            Ok(r) => {
+                let version = r.meta.e_tag.clone();
+                let bytes = r.bytes().await.map_err(|e| err(e.to_string()))?;
+                remember(version);
+                Ok(Some(bytes))
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                remember(None);
+                Ok(None)
+            }
             Err(e) => Err(err(e.to_string())),
         }
     }
@@ -143,16 +202,67 @@ impl TileStore {
         }
     }
 
-    /// Writes a whole object, durably and atomically.
+    /// Writes a whole object, durably and atomically; under a lease, only while it
+    /// holds ([`Fence`]).
     pub async fn write(&self, rel: &str, data: Bytes) -> Result<(), StoreError> {
-        self.inner
-            .put(&self.path(rel), PutPayload::from_bytes(data))
+        let err = |reason: String| StoreError::Write {
+            path: join(&self.describe, rel),
+            reason,
+        };
+        let path = self.path(rel);
+        let Some(fence) = &self.fence else {
+            return self
+                .inner
+                .put(&path, PutPayload::from_bytes(data))
+                .await
+                .map(|_| ())
+                .map_err(|e| err(e.to_string()));
+        };
+        if !fence.term.holds() {
+            return Err(err(format!(
+                "fenced: this log process no longer holds the sequencer lease (term {}); nothing was written",
+                fence.term.revision()
+            )));
+        }
+        if !(fence.conditional && is_checkpoint(rel)) {
+            return self
+                .inner
+                .put(&path, PutPayload::from_bytes(data))
+                .await
+                .map(|_| ())
+                .map_err(|e| err(e.to_string()));
+        }
+        let key = path.to_string();
+        let known = fence.seen.lock().ok().and_then(|s| s.get(&key).cloned());
+        let mode = match known {
+            Some(Some(e_tag)) => object_store::PutMode::Update(object_store::UpdateVersion {
+                e_tag: Some(e_tag),
+                version: None,
+            }),
+            Some(None) => object_store::PutMode::Create,
+            // Never read here: read it first, so the next write is conditional.
+            None => object_store::PutMode::Overwrite,
+        };
+        match self
+            .inner
+            .put_opts(&path, PutPayload::from_bytes(data), mode.into())
             .await
-            .map(|_| ())
-            .map_err(|e| StoreError::Write {
-                path: join(&self.describe, rel),
-                reason: e.to_string(),
-            })
+        {
+            Ok(done) => {
+                if let Ok(mut seen) = fence.seen.lock() {
+                    seen.insert(key, done.e_tag);
+                }
+                Ok(())
+            }
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => Err(err(format!(
+                "fenced: another log process wrote {rel} since this one last read it (term {} is over); nothing was written",
+                fence.term.revision()
+            ))),
+            Err(e) => Err(err(e.to_string())),
+        }
     }
 }
 

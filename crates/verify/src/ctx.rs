@@ -604,6 +604,7 @@ fn read_signer(path: &Path) -> anyhow::Result<SignerKey> {
 
 pub fn actor() -> anyhow::Result<Actor> {
     Ok(Actor {
+        service: None,
         authn: None,
         id: OperatorId::parse("op-verify").map_err(|e| anyhow!("{e}"))?,
         groups: vec!["sre".into()],

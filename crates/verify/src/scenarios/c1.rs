@@ -146,7 +146,7 @@ pub fn add(v: &mut Vec<Scenario>) {
         C1,
         Scope::Local,
         "c1-instance-listeners",
-        "On the instance only the agent (mTLS) and etcd listen",
+        "On the instance only the agent (mTLS), its loopback metrics (GET /metrics only) and etcd listen",
         listeners,
     );
     push(
@@ -535,7 +535,8 @@ fn listeners(cx: &Ctx) -> BoxFut<'_> {
         let pid =
             find_agent_pid(&l.dir).ok_or_else(|| anyhow::anyhow!("no agent process found"))?;
         let found = listening_ports_of_tree(pid)?;
-        let allowed = [l.base + 3, l.base + 4, l.base + 5];
+        let metrics = l.base + 7;
+        let allowed = [l.base + 3, l.base + 4, l.base + 5, metrics];
         let mut ev = Vec::new();
         for (p, name, port) in &found {
             if !allowed.contains(port) {
@@ -546,8 +547,51 @@ fn listeners(cx: &Ctx) -> BoxFut<'_> {
         if !found.iter().any(|(_, _, port)| *port == l.base + 3) {
             bail!("the agent's own listener was not found: {found:?}");
         }
+        // The metrics listener (loopback, plain HTTP) answers GET /metrics and
+        // nothing else: no dispatch, no shell, no other method.
+        if found.iter().any(|(_, _, port)| *port == metrics) {
+            let http = reqwest::Client::builder()
+                .tls_backend_preconfigured(
+                    rustls::ClientConfig::builder_with_provider(palisade_pki::crypto_provider())
+                        .with_safe_default_protocol_versions()?
+                        .with_root_certificates(palisade_pki::load_roots(&cx.ca)?)
+                        .with_no_client_auth(),
+                )
+                .timeout(std::time::Duration::from_secs(10))
+                .build()?;
+            let base = format!("http://127.0.0.1:{metrics}");
+            let text = http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            if !text.contains("palisade_agent_") {
+                bail!("the agent's metrics listener does not serve its metrics: {text:.200}");
+            }
+            for path in [
+                "/v1/dispatch",
+                "/exec",
+                "/shell",
+                "/v1/results/x",
+                "/healthz",
+                "/",
+            ] {
+                let status = http.get(format!("{base}{path}")).send().await?.status();
+                if status.as_u16() != 404 {
+                    bail!("the metrics listener answers GET {path} with {status}");
+                }
+            }
+            let status = http.post(format!("{base}/metrics")).send().await?.status();
+            if status.as_u16() != 405 {
+                bail!("the metrics listener answers POST /metrics with {status}");
+            }
+            ev.push(format!(
+                "metrics listener {metrics}: GET /metrics only (other paths 404, POST 405)"
+            ));
+        }
         ev.push(format!(
-            "allowed: agent mTLS {}, etcd client {} and peer {} (loopback)",
+            "allowed: agent mTLS {}, etcd client {} and peer {} (loopback), metrics {metrics} (loopback, GET /metrics only)",
             l.base + 3,
             l.base + 4,
             l.base + 5
