@@ -1120,11 +1120,16 @@ async fn operator_certificates_authenticate_only_when_enabled_and_from_the_opera
     );
 
     // Off (the default): the same certificate of an on-call operator is refused.
+    // (Its `[[service]]`, which authenticates by certificate, goes too.)
     let (_off, off) = second_gateway(&stack, "certs-off", |t| {
         t.replace(
             "operator_certificates = true",
             "operator_certificates = false",
         )
+        .split("[[service]]")
+        .next()
+        .unwrap_or_default()
+        .to_string()
     });
     let before = authenticate_refusals(&stack).await;
     let (status, problem) = run_with_certificate(&client, &off.url).await;

@@ -138,6 +138,8 @@ fn systemd_units_and_timers_pass_systemd_analyze_verify() {
         let text = std::fs::read_to_string(&p)
             .expect("unit")
             .replace("/usr/local/bin/palisade", env!("CARGO_BIN_EXE_palisade"));
+        // A template is verified as an instance of it (`@demo`).
+        let name = name.replace("@.", "@demo.");
         std::fs::write(tmp.path().join(&name), text).expect("copy");
         units.push(name);
     }
@@ -150,6 +152,8 @@ fn systemd_units_and_timers_pass_systemd_analyze_verify() {
         "palisade-audit-watch.service",
         "palisade-policy-refresh.service",
         "palisade-policy-refresh.timer",
+        "palisade-backup@demo.service",
+        "palisade-backup@demo.timer",
     ] {
         assert!(
             units.iter().any(|u| u == needed),

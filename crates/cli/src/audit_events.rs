@@ -446,12 +446,17 @@ fn row(
     let mark = if checks.problems.is_empty() { " " } else { "!" };
     let body = match event {
         Ok(Event::Intent(e)) => format!(
-            "{} intent  {} {} on {} by {} ({}: {})",
+            "{} intent  {} {} on {} by {}{} ({}: {})",
             e.time,
             e.event_id,
             e.action,
             e.instance.as_ref().map_or("-".into(), |i| i.to_string()),
             e.actor.id,
+            e.actor
+                .service
+                .as_ref()
+                .map(|s| format!(" (automation: {})", palisade_core::sanitize::escape(s, 32)))
+                .unwrap_or_default(),
             e.justification.ticket,
             palisade_core::sanitize::escape(&e.justification.reason, 80)
         ),

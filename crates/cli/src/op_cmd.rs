@@ -38,8 +38,15 @@ enum OpCommand {
         #[arg(long, value_name = "NAME", conflicts_with = "token_file")]
         dev: Option<String>,
         /// A file holding an OIDC token for the gateway's audience.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cert")]
         token_file: Option<PathBuf>,
+        /// A client certificate (from the gateway's operator_ca) to authenticate
+        /// with instead of a token, e.g. the scheduler's; with --key.
+        #[arg(long, requires = "key", conflicts_with = "dev")]
+        cert: Option<PathBuf>,
+        /// The certificate's private key.
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
         /// The gateway, e.g. https://127.0.0.1:7400 (default: the stored one).
         #[arg(long)]
         gateway: Option<String>,
@@ -105,9 +112,16 @@ enum OpCommand {
 struct Credentials {
     gateway: String,
     ca: Option<PathBuf>,
+    /// A bearer token; empty when a client certificate authenticates.
+    #[serde(default)]
     token: String,
     #[serde(default)]
     expires_at: Option<String>,
+    /// A client certificate and its key, instead of a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<PathBuf>,
 }
 
 fn credentials_path(explicit: Option<PathBuf>) -> PathBuf {
@@ -209,9 +223,31 @@ fn explain(status: reqwest::StatusCode, body: &str) -> String {
     format!("{title}: {detail}{logged}{hint}")
 }
 
+/// A client that authenticates with a certificate (and trusts `ca` for the gateway).
+fn client_with_certificate(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<reqwest::Client> {
+    let tls = palisade_pki::client_config(ca, cert, key, &[palisade_pki::Role::Gateway])
+        .map_err(|e| anyhow::anyhow!("client certificate {}: {e}", cert.display()))?;
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(330))
+        .https_only(true)
+        .tls_backend_preconfigured(tls)
+        .build()
+        .context("cannot build the HTTPS client")
+}
+
 impl Api {
     fn new(creds: Credentials) -> anyhow::Result<Self> {
-        let http = client(creds.ca.as_deref())?;
+        let http = match (&creds.cert, &creds.key) {
+            (Some(cert), Some(key)) => {
+                let ca = creds
+                    .ca
+                    .as_deref()
+                    .context("a certificate login needs the gateway's CA (--ca)")?;
+                client_with_certificate(ca, cert, key)?
+            }
+            _ => client(creds.ca.as_deref())?,
+        };
         Ok(Self { creds, http })
     }
 
@@ -219,8 +255,12 @@ impl Api {
         &self,
         req: reqwest::RequestBuilder,
     ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let req = if self.creds.token.is_empty() {
+            req
+        } else {
+            req.bearer_auth(&self.creds.token)
+        };
         let resp = req
-            .bearer_auth(&self.creds.token)
             .send()
             .await
             .with_context(|| format!("cannot reach the gateway at {}", self.creds.gateway))?;
@@ -257,7 +297,9 @@ pub fn run(args: OpArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async move {
         match args.command {
-            OpCommand::Login { dev, token_file, gateway, ca } => login(&path, dev, token_file, gateway, ca).await,
+            OpCommand::Login { dev, token_file, cert, key, gateway, ca } => {
+                login(&path, dev, token_file, cert.zip(key), gateway, ca).await
+            }
             OpCommand::Whoami { output } => {
                 let api = Api::new(read_credentials(&path)?)?;
                 let (_, v) = api.call(api.http.get(api.url("/v1/whoami"))).await?;
@@ -386,6 +428,7 @@ async fn login(
     path: &Path,
     dev: Option<String>,
     token_file: Option<PathBuf>,
+    certificate: Option<(PathBuf, PathBuf)>,
     gateway: Option<String>,
     ca: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
@@ -400,6 +443,30 @@ async fn login(
         }
         None => None,
     };
+    if let Some((cert, key)) = certificate {
+        let ca = ca.context("a certificate login needs the gateway's CA (--ca)")?;
+        let absolute =
+            |p: &Path| std::fs::canonicalize(p).with_context(|| format!("{}", p.display()));
+        let creds = Credentials {
+            gateway,
+            ca: Some(ca),
+            token: String::new(),
+            expires_at: None,
+            cert: Some(absolute(&cert)?),
+            key: Some(absolute(&key)?),
+        };
+        // Ask who the gateway takes this certificate for before keeping it.
+        let api = Api::new(creds)?;
+        let (_, me) = api.call(api.http.get(api.url("/v1/whoami"))).await?;
+        write_credentials(path, &api.creds)?;
+        println!(
+            "logged in as {} with certificate {}; credentials in {}",
+            me["operator"].as_str().unwrap_or("?"),
+            cert.display(),
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let (token, expires_at) = match (dev, token_file) {
         (Some(name), None) => {
             let http = client(ca.as_deref())?;
@@ -437,6 +504,8 @@ async fn login(
             ca,
             token,
             expires_at: expires_at.clone(),
+            cert: None,
+            key: None,
         },
     )?;
     println!(

@@ -41,7 +41,12 @@ const CERTS: &[(Role, &str)] = &[
     (Role::Witness, "tenant-demo-witness"),
     (Role::Gateway, "gateway"),
     (Role::Agent, "demo-0"),
+    (Role::Operator, SCHEDULER),
 ];
+
+/// The demo's automation identity: a `[[service]]` of the gateway that may take
+/// backups, authenticated by its pinned operator certificate.
+pub const SCHEDULER: &str = "scheduler";
 
 pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
     let given = dir;
@@ -181,6 +186,7 @@ fn prepare_gateway(
 ) -> anyhow::Result<(ProcessSpec, String)> {
     let gdir = dir.join("gateway");
     let keys = gdir.join("keys");
+    let scheduler = IssuedPaths::in_dir(pki, Role::Operator, &CertName::new(SCHEDULER)?);
     let pseudonym = keys.join("pseudonym.key");
     if !pseudonym.exists() {
         let mut raw = [0u8; 32];
@@ -237,7 +243,12 @@ fn prepare_gateway(
              [[tenant_key]]\ntenant = \"demo\"\nkey = \"{tenant_pub}\"\n\n\
              # A larger budget than the default 10: verify-claims' attacks refuse many requests\n\
              # of one operator in a minute, and each must be in the log.\n\
-             [refusal_log]\nmax = 100\nper_secs = 60\n",
+             [refusal_log]\nmax = 100\nper_secs = 60\n\n\
+             # Automation: the scheduler takes backups (palisade op --credentials scheduler/credentials.json),\n\
+             # with its own certificate, logged as automation.\n\
+             [[service]]\nname = \"{SCHEDULER}\"\ncertificates = [\"{scheduler_sha256}\"]\nrole = \"operator\"\n\
+             actions = [\"etcd.backup\"]\nclusters = [\"*\"]\n",
+            scheduler_sha256 = certificate_sha256(&scheduler.cert)?,
             inventory = inventory.display(),
             ca = pki.join("ca.crt").display(),
             cert = pki.join("gateway-gateway.crt").display(),
@@ -262,6 +273,20 @@ fn prepare_gateway(
         ttl,
         now,
     )?;
+    // The scheduler's credentials: its certificate, no token.
+    let scheduler_credentials = dir.join("scheduler/credentials.json");
+    if !scheduler_credentials.exists() {
+        std::fs::create_dir_all(dir.join("scheduler"))?;
+        write_private(
+            &scheduler_credentials,
+            &serde_json::to_string_pretty(&serde_json::json!({
+                "gateway": format!("https://{addr}"),
+                "ca": std::fs::canonicalize(pki.join("ca.crt"))?,
+                "cert": std::fs::canonicalize(&scheduler.cert)?,
+                "key": std::fs::canonicalize(&scheduler.key)?,
+            }))?,
+        )?;
+    }
     let credentials = dir.join("op/credentials.json");
     if credentials.exists() {
         std::fs::remove_file(&credentials)
@@ -294,6 +319,18 @@ fn prepare_gateway(
         },
         operator,
     ))
+}
+
+/// The SHA-256 (hex) of the DER of the first certificate in `path`, as a gateway
+/// `[[service]]` pins it.
+fn certificate_sha256(path: &Path) -> anyhow::Result<String> {
+    let certs = palisade_pki::load_certs(path, "certificate")?;
+    let first = certs
+        .first()
+        .with_context(|| format!("no certificate in {}", path.display()))?;
+    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        first.as_ref(),
+    )))
 }
 
 /// The base origin of the demo logs; cluster `demo` logs to `palisade.local/log/demo`.

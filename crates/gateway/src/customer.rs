@@ -220,6 +220,9 @@ pub fn to_k8s_audit(
                 "palisade.dev/policy".into(),
                 json!(i.policy.digest.to_string()),
             );
+            if let Some(svc) = &i.actor.service {
+                annotations.insert("palisade.dev/automation".into(), json!(shown(svc)));
+            }
             if let Some(g) = &i.actor.grant {
                 annotations.insert(
                     "palisade.dev/grant".into(),

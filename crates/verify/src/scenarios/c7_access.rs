@@ -30,6 +30,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         v,
         C7,
         Scope::Local,
+        "c7-automation-identity-is-pinned-and-narrow",
+        "The scheduler (a [[service]]) runs only the actions it is allowed; a certificate of the same name minted with the operator CA is not the scheduler",
+        automation_identity,
+    );
+    push(
+        v,
+        C7,
+        Scope::Local,
         "c7-agent-needs-a-witness",
         "The deployment's agent configuration without witnesses, or with a witness quorum of 0, does not start (palisade agent serve and check refuse it, naming the setting)",
         agent_needs_a_witness,
@@ -375,6 +383,16 @@ async fn run_with_certificate(
     issued: &IssuedPaths,
     url: &str,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    run_action_with_certificate(cx, ca, issued, url, "etcd.status").await
+}
+
+async fn run_action_with_certificate(
+    cx: &Ctx,
+    ca: &std::path::Path,
+    issued: &IssuedPaths,
+    url: &str,
+    action: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let tls = palisade_pki::client_config(ca, &issued.cert, &issued.key, &[Role::Gateway])?;
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
@@ -386,10 +404,7 @@ async fn run_with_certificate(
         "reason": "an operator certificate minted with the CA key",
     });
     let resp = client
-        .post(format!(
-            "{url}/v1/clusters/{}/actions/etcd.status",
-            cx.cluster
-        ))
+        .post(format!("{url}/v1/clusters/{}/actions/{action}", cx.cluster))
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
@@ -424,6 +439,13 @@ fn operator_cert_setting(cx: &Ctx) -> BoxFut<'_> {
         // configuration, with its own state, and serving until the scenario ends.
         let gdir = l.dir.join("gateway");
         let text = std::fs::read_to_string(gdir.join("gateway.toml"))?;
+        // Without operator certificates no `[[service]]` can authenticate either:
+        // this gateway has none.
+        let text = text
+            .split("[[service]]")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let scratch = super::scratch(cx, "gateway-certs-off")?;
         let state = scratch.join("state.redb");
         let datastore = scratch.join("tuf-datastore");
@@ -512,6 +534,51 @@ fn operator_cert_setting(cx: &Ctx) -> BoxFut<'_> {
         }
         evidence.push(format!(
             "operator_certificates on (palisade up): intent {index} records certificate sha256 {fingerprint}"
+        ));
+        Ok(evidence)
+    })
+}
+
+fn automation_identity(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let pki = l.dir.join("pki");
+        let ca = pki.join("ca.crt");
+        let name = CertName::new("scheduler")?;
+        let scheduler = IssuedPaths::in_dir(&pki, Role::Operator, &name);
+        if !scheduler.cert.exists() {
+            bail!(
+                "this deployment has no scheduler certificate ({})",
+                scheduler.cert.display()
+            );
+        }
+        let mut evidence = Vec::new();
+        // The real scheduler, asked for an action beyond its list.
+        let (status, problem) =
+            run_action_with_certificate(cx, &ca, &scheduler, &cx.gw.url, "etcd.status").await?;
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        if status != 403 || !detail.contains("may run only") {
+            bail!("the scheduler ran etcd.status, or was refused for another reason: {status} {problem}");
+        }
+        evidence.push(format!(
+            "scheduler certificate, etcd.status: HTTP 403: {}",
+            super::short(detail)
+        ));
+        // Whoever holds the operator CA key mints another "scheduler".
+        let scratch = super::scratch(cx, "automation-identity")?;
+        for f in ["ca.crt", "ca.key"] {
+            std::fs::copy(pki.join(f), scratch.join(f))?;
+        }
+        let impostor = palisade_pki::issue(&scratch, Role::Operator, &name, &[], 30, true)?;
+        let (status, problem) =
+            run_action_with_certificate(cx, &ca, &impostor, &cx.gw.url, "etcd.backup").await?;
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        if status != 403 || detail.contains("may run only") {
+            bail!("a CA-minted certificate named scheduler got {status}: {problem}");
+        }
+        evidence.push(format!(
+            "CA-minted certificate named scheduler, etcd.backup: HTTP 403 as an ordinary operator: {}",
+            super::short(detail)
         ));
         Ok(evidence)
     })
