@@ -201,7 +201,7 @@ async fn no_log_line_or_metric_contains_plaintext_ciphertext_or_key_material() {
     let config = moto.aws_config();
     secrets.push((
         "AWS secret access key".into(),
-        config.secret_access_key.as_bytes().to_vec(),
+        support::AWS_SECRET.as_bytes().to_vec(),
     ));
     let kms = palisade_kms::aws::AwsKms::new(config).unwrap();
     let kek: Arc<dyn Kek> = Arc::new(palisade_kms::aws::AwsKek::open(kms, &arn).await.unwrap());

@@ -26,6 +26,20 @@ fn log_process(stack: &Stack, name: &str, port: u16, etcd: &str) -> Running {
 /// A log process of the stack's configuration on `storage` (a `[storage]` table),
 /// with the lease.
 fn log_process_on(stack: &Stack, name: &str, port: u16, etcd: &str, storage: &str) -> Running {
+    let config = log_process_config(stack, name, port, etcd, storage);
+    let mut cmd = palisade();
+    cmd.args(["log", "serve", "--config", &config.display().to_string()]);
+    Running::spawn(cmd)
+}
+
+/// The configuration file of [`log_process_on`].
+fn log_process_config(
+    stack: &Stack,
+    name: &str,
+    port: u16,
+    etcd: &str,
+    storage: &str,
+) -> std::path::PathBuf {
     let ldir = stack.dir.join("log");
     let text = std::fs::read_to_string(ldir.join("log.toml")).expect("log.toml");
     // Its own listener and storage, no witness (the stack's witness follows the
@@ -56,9 +70,7 @@ fn log_process_on(stack: &Stack, name: &str, port: u16, etcd: &str, storage: &st
     ));
     let config = ldir.join(format!("{name}.toml"));
     std::fs::write(&config, out).expect("write config");
-    let mut cmd = palisade();
-    cmd.args(["log", "serve", "--config", &config.display().to_string()]);
-    Running::spawn(cmd)
+    config
 }
 
 fn dispatcher(stack: &Stack, port: u16) -> Dispatcher {
@@ -134,8 +146,7 @@ fn bucket(moto: &Moto) -> palisade_tlog_service::store::S3Location {
         bucket: BUCKET.into(),
         region: "us-east-1".into(),
         endpoint: Some(format!("http://127.0.0.1:{}", moto.port)),
-        access_key_id: Some("testing".into()),
-        secret_access_key: Some("testing".into()),
+        credentials: palisade_aws::AwsCredentials::fixed("testing", "testing", None),
     }
 }
 
@@ -308,4 +319,59 @@ async fn a_late_checkpoint_write_is_refused_by_the_storage_itself() {
         .await
         .expect_err("create over an existing checkpoint");
     assert!(refused.to_string().contains("fenced"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_takes_its_s3_credentials_from_the_standard_aws_chain() {
+    // No credentials_file: a shared profile (AWS_PROFILE) is where the keys are.
+    let stack = Stack::start();
+    let etcd = StateEtcd::start();
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let storage = format!(
+        "[storage]\nkind = \"s3\"\nbucket = \"{BUCKET}\"\nregion = \"us-east-1\"\n\
+         endpoint = \"http://127.0.0.1:{}\"\n",
+        moto.port
+    );
+    let aws = stack.dir.join("aws");
+    std::fs::create_dir_all(&aws).expect("dir");
+    std::fs::write(
+        aws.join("credentials"),
+        "[palisade-log]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = profile-secret\n",
+    )
+    .expect("credentials");
+    let spawn = |name: &str, port: u16, profile: &str| {
+        let config = {
+            let r = log_process_config(&stack, name, port, &etcd.endpoint, &storage);
+            r.display().to_string()
+        };
+        let mut cmd = palisade();
+        cmd.args(["log", "serve", "--config", &config])
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", aws.join("config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", aws.join("credentials"))
+            .env("AWS_PROFILE", profile);
+        Running::spawn(cmd)
+    };
+    let ports = free_port_block();
+    // Without credentials anywhere the chain looks, the log does not start, and says
+    // where it looked.
+    let mut none = spawn("log-none", ports, "nobody");
+    let status = none.wait_exit(Duration::from_secs(60));
+    assert!(!status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    none.drain();
+    let said = none.seen.join("\n");
+    assert!(said.contains("standard AWS provider chain"), "{said}");
+    // With the profile: it starts, and appends land in the bucket.
+    let mut log = spawn("log-profile", ports + 1, "palisade-log");
+    log.wait_for("log listening", Duration::from_secs(30));
+    let appended = dispatcher(&stack, ports + 1)
+        .append("demo", b"an entry stored with profile credentials")
+        .await
+        .expect("append");
+    assert_eq!(appended.index, 0);
+    assert_eq!(stored_size(&moto).await, 1);
 }

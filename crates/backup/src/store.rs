@@ -108,8 +108,8 @@ pub struct S3Options {
     pub region: Option<String>,
     /// e.g. `http://127.0.0.1:9000` for a local S3-compatible server.
     pub endpoint: Option<String>,
-    /// A file holding `<access key id>:<secret access key>`; without it, the usual
-    /// AWS environment variables are used.
+    /// A file holding `<access key id>:<secret access key>`; without it, the
+    /// standard AWS credential chain ([`palisade_aws`]).
     pub credentials_file: Option<PathBuf>,
 }
 
@@ -171,11 +171,8 @@ impl BackupStore {
                 })
             }
             StoreUrl::S3 { bucket, prefix } => {
-                // object_store's HTTP client uses rustls without a built-in provider:
-                // Palisade's own (ring) is installed if the process has none yet.
-                if rustls::crypto::CryptoProvider::get_default().is_none() {
-                    let _ = Arc::unwrap_or_clone(palisade_pki::crypto_provider()).install_default();
-                }
+                // object_store's HTTP client uses rustls without a built-in provider.
+                palisade_pki::install_default_provider();
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     // A backup that cannot reach its store fails within a minute and
@@ -194,17 +191,12 @@ impl BackupStore {
                         .with_allow_http(ep.starts_with("http://"))
                         .with_virtual_hosted_style_request(false);
                 }
-                if let Some(f) = &s3.credentials_file {
-                    let text = std::fs::read_to_string(f)
-                        .map_err(|e| open_err(format!("credentials file {}: {e}", f.display())))?;
-                    let (id, secret) = text.trim().split_once(':').ok_or_else(|| {
-                        open_err(format!(
-                            "credentials file {} does not hold <access key id>:<secret>",
-                            f.display()
-                        ))
-                    })?;
-                    b = b.with_access_key_id(id).with_secret_access_key(secret);
-                }
+                let credentials = palisade_aws::AwsCredentials::file_or_chain(
+                    s3.credentials_file.as_deref(),
+                    s3.region.as_deref(),
+                )
+                .map_err(open_err)?;
+                b = b.with_credentials(credentials.for_object_store());
                 let s3 = b.build().map_err(|e| open_err(e.to_string()))?;
                 Ok(Self {
                     inner: Arc::new(s3),

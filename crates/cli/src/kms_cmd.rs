@@ -214,7 +214,7 @@ fn aws_config(args: &KeyArgs) -> anyhow::Result<BackendConfig> {
     if args.key_ids.is_empty() {
         bail!("--backend aws needs at least one --key-id");
     }
-    let aws = palisade_kms::aws::AwsConfig::from_env(region, args.aws_endpoint.clone())?;
+    let aws = palisade_kms::aws::AwsConfig::standard(region, args.aws_endpoint.clone());
     Ok(BackendConfig::Aws {
         aws,
         key_ids: args.key_ids.clone(),

@@ -16,12 +16,12 @@
 //!   automatic rotation keeps every older key version able to decrypt, so the id stays
 //!   valid for all ciphertexts made under it. Rotation to a *new* key is done by
 //!   configuring the new key first (docs/kms.md).
-//! - Credentials come from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optional
-//!   `AWS_SESSION_TOKEN`.
+//! - Credentials come from the standard AWS chain (environment, shared profile, web
+//!   identity, container, instance metadata; [`palisade_aws`]), fetched again before
+//!   temporary ones expire.
 
 use crate::kek::{check_key_id, Backend, Kek, KekError, KeyId};
 use async_trait::async_trait;
-use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -37,46 +37,26 @@ use zeroize::Zeroizing;
 const CONTEXT_KEY: &str = "palisade.dev/purpose";
 const CONTEXT_VALUE: &str = "kms-v2-kek";
 
-/// Where the keys are.
-#[derive(Clone, PartialEq, Eq)]
+pub use palisade_aws::AwsCredentials;
+
+/// Where the keys are, and the credentials to use them.
+#[derive(Clone, Debug)]
 pub struct AwsConfig {
     pub region: String,
     /// Default: `https://kms.<region>.amazonaws.com/`.
     pub endpoint: Option<String>,
-    pub access_key_id: String,
-    pub secret_access_key: Zeroizing<String>,
-    pub session_token: Option<Zeroizing<String>>,
-}
-
-impl std::fmt::Debug for AwsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsConfig")
-            .field("region", &self.region)
-            .field("endpoint", &self.endpoint)
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
+    pub credentials: palisade_aws::AwsCredentials,
 }
 
 impl AwsConfig {
-    /// Credentials from the standard environment variables.
-    pub fn from_env(region: String, endpoint: Option<String>) -> Result<Self, KekError> {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-        let access_key_id = var("AWS_ACCESS_KEY_ID").ok_or_else(|| {
-            KekError::Invalid(
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set for the aws backend"
-                    .into(),
-            )
-        })?;
-        let secret = var("AWS_SECRET_ACCESS_KEY")
-            .ok_or_else(|| KekError::Invalid("AWS_SECRET_ACCESS_KEY must be set".into()))?;
-        Ok(Self {
+    /// Credentials from the standard AWS chain ([`palisade_aws`]).
+    pub fn standard(region: String, endpoint: Option<String>) -> Self {
+        let credentials = palisade_aws::AwsCredentials::standard_chain(Some(&region));
+        Self {
             region,
             endpoint,
-            access_key_id,
-            secret_access_key: Zeroizing::new(secret),
-            session_token: var("AWS_SESSION_TOKEN").map(Zeroizing::new),
-        })
+            credentials,
+        }
     }
 }
 
@@ -201,14 +181,13 @@ impl AwsKms {
             ("content-type", content_type),
             ("x-amz-target", target.as_str()),
         ];
-        let identity = Credentials::new(
-            self.config.access_key_id.clone(),
-            self.config.secret_access_key.to_string(),
-            self.config.session_token.as_ref().map(|t| t.to_string()),
-            None,
-            "environment",
-        )
-        .into();
+        let identity = self
+            .config
+            .credentials
+            .get()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.config.region)

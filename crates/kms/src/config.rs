@@ -286,7 +286,7 @@ fn aws_backend(
     endpoint: Option<String>,
     key_ids: Vec<String>,
 ) -> Result<BackendConfig, ConfigError> {
-    let aws = crate::aws::AwsConfig::from_env(region, endpoint)?;
+    let aws = crate::aws::AwsConfig::standard(region, endpoint);
     Ok(BackendConfig::Aws { aws, key_ids })
 }
 

@@ -609,27 +609,16 @@ pub fn open_storage(config: &StorageConfig) -> Result<TileStore, LogServiceError
             endpoint,
             credentials_file,
         } => {
-            let (access_key_id, secret_access_key) = match credentials_file {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| {
-                        LogServiceError::Storage(format!("cannot read {}: {e}", path.display()))
-                    })?;
-                    let (id, secret) = text.trim().split_once(':').ok_or_else(|| {
-                        LogServiceError::Storage(format!(
-                            "{} must hold <access key id>:<secret access key>",
-                            path.display()
-                        ))
-                    })?;
-                    (Some(id.to_string()), Some(secret.to_string()))
-                }
-                None => (None, None),
-            };
+            let credentials = palisade_aws::AwsCredentials::file_or_chain(
+                credentials_file.as_deref(),
+                Some(region),
+            )
+            .map_err(LogServiceError::Storage)?;
             TileStore::s3(&S3Location {
                 bucket: bucket.clone(),
                 region: region.clone(),
                 endpoint: endpoint.clone(),
-                access_key_id,
-                secret_access_key,
+                credentials,
             })
             .map_err(|e| LogServiceError::Storage(e.to_string()))
         }

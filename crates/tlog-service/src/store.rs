@@ -65,8 +65,8 @@ pub struct S3Location {
     pub region: String,
     /// e.g. `http://127.0.0.1:9000` for a local S3-compatible server.
     pub endpoint: Option<String>,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
+    /// Fixed keys, or the standard AWS chain ([`palisade_aws`]).
+    pub credentials: palisade_aws::AwsCredentials,
 }
 
 impl TileStore {
@@ -101,9 +101,7 @@ impl TileStore {
                 .with_allow_http(ep.starts_with("http://"))
                 .with_virtual_hosted_style_request(false);
         }
-        if let (Some(id), Some(secret)) = (&loc.access_key_id, &loc.secret_access_key) {
-            b = b.with_access_key_id(id).with_secret_access_key(secret);
-        }
+        b = b.with_credentials(loc.credentials.for_object_store());
         // Conditional puts (If-Match / If-None-Match) fence a paused sequencer's late
         // checkpoint write; only used for checkpoints, and only under a lease.
         b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);

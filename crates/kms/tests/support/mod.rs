@@ -237,9 +237,11 @@ impl Moto {
         palisade_kms::aws::AwsConfig {
             region: AWS_REGION.into(),
             endpoint: Some(self.endpoint.clone()),
-            access_key_id: "AKIDEXAMPLETEST".into(),
-            secret_access_key: String::from("test-secret-not-real-9d1c").into(),
-            session_token: None,
+            credentials: palisade_kms::aws::AwsCredentials::fixed(
+                "AKIDEXAMPLETEST",
+                AWS_SECRET,
+                None,
+            ),
         }
     }
 
@@ -373,3 +375,7 @@ pub fn assert_kube_accepts_encrypt(e: &pb::EncryptResponse, status_key_id: &str)
     }
     assert!(total <= 32 * 1024, "annotations larger than 32 KiB");
 }
+
+/// The secret access key of [`Moto::aws_config`] (moto does not check it; the tests
+/// check it never leaks).
+pub const AWS_SECRET: &str = "test-secret-not-real-9d1c";

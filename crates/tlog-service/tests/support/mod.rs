@@ -122,8 +122,7 @@ impl Moto {
             bucket: bucket.into(),
             region: REGION.into(),
             endpoint: Some(self.endpoint.clone()),
-            access_key_id: Some("test".into()),
-            secret_access_key: Some("test".into()),
+            credentials: palisade_aws::AwsCredentials::fixed("test", "test", None),
         })
         .expect("open the S3 tile store")
     }
