@@ -109,3 +109,57 @@ fn pki_init_and_issue_then_second_init_refuses() {
         .expect("bad kind");
     assert!(!bad.status.success());
 }
+
+/// `PALISADE_LOG_FORMAT=json`: every message on standard error is one JSON object
+/// with its level and fields (what a log shipper reads).
+#[test]
+fn json_log_output_is_one_object_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("kek");
+    let out = palisade()
+        .args(["kms", "keygen", "--backend", "file", "--key-file"])
+        .arg(&key)
+        .output()
+        .expect("keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = palisade();
+    cmd.env("PALISADE_LOG_FORMAT", "json")
+        .args([
+            "kms",
+            "serve",
+            "--backend",
+            "file",
+            "--allow-insecure-dev-key",
+            "--key-file",
+        ])
+        .arg(&key)
+        .arg("--listen")
+        .arg(format!("unix://{}", dir.path().join("kms.sock").display()));
+    let mut running = common::Running::spawn(cmd);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let warning = loop {
+        running.drain();
+        if let Some(l) = running.seen.iter().find(|l| l.contains("INSECURE")) {
+            break l.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no INSECURE warning: {:?}",
+            running.seen
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let v: serde_json::Value = serde_json::from_str(&warning)
+        .unwrap_or_else(|e| panic!("not a JSON line ({e}): {warning}"));
+    assert_eq!(v["level"], "WARN", "{v}");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("INSECURE")),
+        "{v}"
+    );
+}

@@ -123,17 +123,19 @@ impl AwsCredentials {
     async fn provider(&self) -> &SharedCredentialsProvider {
         match &self.provider {
             Provider::Fixed(p) => p,
-            Provider::Chain { region, built } => built
-                .get_or_init(|| async {
-                    let mut b =
+            Provider::Chain { region, built } => {
+                built
+                    .get_or_init(|| async {
+                        let mut b =
                         aws_config::default_provider::credentials::DefaultCredentialsChain::builder(
                         );
-                    if let Some(r) = region {
-                        b = b.region(aws_config::Region::new(r.clone()));
-                    }
-                    SharedCredentialsProvider::new(b.build().await)
-                })
-                .await,
+                        if let Some(r) = region {
+                            b = b.region(aws_config::Region::new(r.clone()));
+                        }
+                        SharedCredentialsProvider::new(b.build().await)
+                    })
+                    .await
+            }
         }
     }
 

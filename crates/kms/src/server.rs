@@ -191,9 +191,15 @@ pub async fn start(
         "KMS v2 plugin serving"
     );
     let shutdown = wait(stopped);
+    let checked = policy.clone();
+    let server =
+        crate::pb::key_management_service_server::KeyManagementServiceServer::with_interceptor(
+            service,
+            move |req| checked.check(req),
+        );
     let task = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
-            .add_service(service.into_server())
+            .add_service(server)
             .serve_with_incoming_shutdown(socket::incoming(listener, policy, on_reject), shutdown)
             .await;
         drop(guard);

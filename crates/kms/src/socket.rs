@@ -181,6 +181,27 @@ impl PeerPolicy {
     pub fn allowed(&self) -> impl Iterator<Item = u32> + '_ {
         self.allowed.iter().copied()
     }
+
+    /// Whether the caller of `request` (its connection's peer credentials) may call
+    /// the plugin; if not, the `PERMISSION_DENIED` status that says why.
+    #[allow(clippy::result_large_err)]
+    pub fn check(&self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let uid = request
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|i| i.peer_cred)
+            .map(|c| c.uid());
+        match uid {
+            Some(uid) if self.allows(uid) => Ok(request),
+            Some(uid) => Err(tonic::Status::permission_denied(format!(
+                "uid {uid} may not call this KMS plugin (allowed: {:?}); set allow_uids (--allow-uid) to the uid kube-apiserver runs as",
+                self.allowed
+            ))),
+            None => Err(tonic::Status::permission_denied(
+                "the caller's uid is unknown (no peer credentials)",
+            )),
+        }
+    }
 }
 
 /// This process's effective uid, without `unsafe` (the owner of `/proc/self`).
@@ -191,8 +212,11 @@ pub fn own_uid() -> Result<u32, SocketError> {
         .map_err(SocketError::OwnUid)
 }
 
-/// Accepted connections whose peer passed the check; refused ones are closed at once,
-/// logged and counted. Accept errors are logged and retried; the stream never ends.
+/// Accepted connections. A peer whose uid is not allowed is logged and counted, and
+/// its connection kept only so that each request on it is answered
+/// `PERMISSION_DENIED` saying why ([`PeerPolicy::check`], applied before any request
+/// is handled); a peer without credentials is closed at once. Accept errors are
+/// logged and retried; the stream never ends.
 pub fn incoming(
     listener: UnixListener,
     policy: PeerPolicy,
@@ -212,8 +236,9 @@ pub fn incoming(
                             tracing::warn!(
                                 uid = cred.uid(),
                                 pid = cred.pid(),
-                                "refused a connection: its uid is not allowed (see --allow-uid)"
+                                "refused a caller: its uid is not allowed (allow_uids / --allow-uid); its requests are answered PERMISSION_DENIED"
                             );
+                            return Some((Ok(stream), (listener, policy, on_reject)));
                         }
                         Err(e) => {
                             on_reject();

@@ -314,3 +314,74 @@ async fn aws_backend_passes_kube_apiserver_checks() {
     assert_eq!(old.key_id().as_str(), format!("aws:{a}"));
     run_suite(Keys { old, new }).await;
 }
+
+/// A caller whose uid is not in `allow_uids` gets `PERMISSION_DENIED` saying which uid
+/// and what to configure (kube-apiserver logs the status), not a broken pipe; its
+/// requests never reach the key. The allowed uid is served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_uid_is_not_allowed_gets_permission_denied_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("kek");
+    FileKek::generate(&key).unwrap();
+    let kek: Arc<dyn Kek> = Arc::new(FileKek::load(&key).unwrap());
+    let me = palisade_kms::socket::own_uid().unwrap();
+    for (allowed, expect_ok) in [(me + 1, false), (me, true)] {
+        let listen =
+            palisade_kms::socket::ListenAddr::Path(dir.path().join(format!("{allowed}.sock")));
+        let running = palisade_kms::server::start(
+            &listen,
+            KeyRing::new(vec![kek.clone()]).unwrap(),
+            Some(vec![allowed]),
+            Some("127.0.0.1:0".parse().unwrap()),
+            quick_health(),
+        )
+        .await
+        .unwrap();
+        let mut client = palisade_kms::KmsClient::connect(&listen.to_string())
+            .await
+            .unwrap();
+        let raw = client.raw();
+        let answer = raw.status(pb::StatusRequest {}).await;
+        let encrypted = raw
+            .encrypt(pb::EncryptRequest {
+                plaintext: vec![7; 32],
+                uid: "refused-caller".into(),
+            })
+            .await;
+        if expect_ok {
+            assert!(
+                answer.is_ok() && encrypted.is_ok(),
+                "{answer:?} {encrypted:?}"
+            );
+        } else {
+            for e in [answer.err().unwrap(), encrypted.err().unwrap()] {
+                assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+                assert!(
+                    e.message().contains(&format!("uid {me} may not call"))
+                        && e.message().contains("allow_uids"),
+                    "{e:?}"
+                );
+            }
+            let metrics = metrics_over_tcp(running.metrics_addr.unwrap());
+            assert!(
+                metrics.contains("palisade_kms_peers_rejected_total 1"),
+                "{metrics}"
+            );
+        }
+        drop(client);
+        tokio::time::timeout(std::time::Duration::from_secs(30), running.stop())
+            .await
+            .expect("the plugin stops")
+            .unwrap();
+    }
+}
+
+/// `GET /metrics` over a plain TCP connection.
+fn metrics_over_tcp(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
