@@ -62,18 +62,17 @@ pub fn server_tls(
             })?;
         }
     }
-    let chain = palisade_pki::load_certs(cert, "server certificate").map_err(|e| e.to_string())?;
-    let key = palisade_pki::load_private_key(key).map_err(|e| e.to_string())?;
+    let presented =
+        Arc::new(palisade_pki::ReloadingCert::for_server(cert, key).map_err(|e| e.to_string())?);
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()
         .map_err(|e| e.to_string())?;
-    rustls::ServerConfig::builder_with_provider(provider)
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| e.to_string())
+        .with_cert_resolver(presented))
 }
 
 impl OperatorCas {

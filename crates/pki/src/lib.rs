@@ -44,6 +44,7 @@ mod error;
 mod files;
 mod peer;
 mod random;
+mod reload;
 mod role;
 mod tls;
 
@@ -53,6 +54,7 @@ pub use ca::{
 };
 pub use error::{Error, Result};
 pub use peer::{peer_role, require_role};
+pub use reload::ReloadingCert;
 pub use role::{CertName, Role, SubjectAltName, ROLE_URI_PREFIX};
 pub use tls::{
     client_config, crypto_provider, install_default_provider, load_certs, load_private_key,

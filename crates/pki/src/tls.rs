@@ -63,8 +63,13 @@ pub fn server_config(
 ) -> Result<ServerConfig> {
     let provider = crypto_provider();
     let roots = Arc::new(load_roots(ca_cert)?);
-    let chain = load_own_cert(cert, Role::serves, "server")?;
-    let key = load_private_key(key)?;
+    let presented = Arc::new(crate::reload::ReloadingCert::new(
+        cert,
+        key,
+        Role::serves,
+        "server",
+        provider.clone(),
+    )?);
 
     let verifier: Arc<dyn ClientCertVerifier> = match client_auth {
         ClientAuth::Required(allowed) => {
@@ -85,7 +90,7 @@ pub fn server_config(
     Ok(ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?)
+        .with_cert_resolver(presented))
 }
 
 /// A TLS client configuration presenting `cert`/`key` (as written by
@@ -107,8 +112,13 @@ pub fn client_config(
     }
     let provider = crypto_provider();
     let roots = Arc::new(load_roots(ca_cert)?);
-    let chain = load_own_cert(cert, Role::calls, "client")?;
-    let key = load_private_key(key)?;
+    let presented = Arc::new(crate::reload::ReloadingCert::new(
+        cert,
+        key,
+        Role::calls,
+        "client",
+        provider.clone(),
+    )?);
 
     let inner = WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build()?;
     let verifier = Arc::new(RoleCheckingServerVerifier {
@@ -122,7 +132,7 @@ pub fn client_config(
         // rustls' WebPKI verifier and then adds the role check.
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(chain, key)?)
+        .with_client_cert_resolver(presented))
 }
 
 /// The trust anchors: exactly the certificates in `path` (the Palisade CA).
@@ -170,7 +180,7 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 
 /// Our own certificate chain, refused early (with a clear message, instead of a
 /// handshake failure at the peer) if its role cannot play `side`.
-fn load_own_cert(
+pub(crate) fn load_own_cert(
     path: &Path,
     plays: fn(Role) -> bool,
     side: &'static str,
