@@ -112,3 +112,118 @@ async fn certificates_renewed_on_disk_are_presented_without_a_restart() {
     let executed = stack.execute("etcd.status", &[]).await.expect("after");
     assert_eq!(executed.result.outcome, ResultOutcome::Succeeded);
 }
+
+/// Runs etcd.status through the gateway as the on-call operator; asserts success.
+async fn action_succeeds(stack: &Stack, why: &str) {
+    let gw = stack.gateway();
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, body) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            "INC-89",
+            why,
+        )
+        .await;
+    assert_eq!(status, 200, "{why}: {body}");
+    assert_eq!(body["status"], "succeeded", "{why}: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_result_key_rotates_with_an_overlap_and_the_customer_sees_both_keys() {
+    let mut stack = Stack::start();
+    action_succeeds(&stack, "before rotating the agent's result key").await;
+    let keys = stack.dir.join("agent/keys");
+    let out = palisade()
+        .args(["policy", "keygen", "--name", "agent-next", "--out"])
+        .arg(&keys)
+        .output()
+        .expect("keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gateway_toml = stack.dir.join("gateway/gateway.toml");
+    let agent_toml = stack.dir.join("agent/agent.toml");
+    let old_pub = keys.join("agent.pub");
+    let new_pub = keys.join("agent-next.pub");
+
+    // 1. The gateway trusts both keys; the agent signs with the new one.
+    let text = std::fs::read_to_string(&gateway_toml).expect("gateway.toml");
+    let old_entry = format!(
+        "[[agent]]\ninstance = \"demo-0\"\nkey = \"{}\"\n",
+        old_pub.display()
+    );
+    assert!(text.contains(&old_entry), "{text}");
+    let new_entry = format!(
+        "[[agent]]\ninstance = \"demo-0\"\nkey = \"{}\"\n",
+        new_pub.display()
+    );
+    std::fs::write(&gateway_toml, format!("{text}\n{new_entry}")).expect("write");
+    let agent = std::fs::read_to_string(&agent_toml).expect("agent.toml");
+    assert!(
+        agent.contains("signing_key = \"keys/agent.key\""),
+        "{agent}"
+    );
+    std::fs::write(
+        &agent_toml,
+        agent.replace(
+            "signing_key = \"keys/agent.key\"",
+            "signing_key = \"keys/agent-next.key\"",
+        ),
+    )
+    .expect("write");
+    stack.restart();
+    stack
+        .agent_keys
+        .push(palisade_policy::keys::PublicKey::read(&new_pub).expect("new key"));
+    action_succeeds(&stack, "with the new key, both trusted").await;
+
+    // 2. The old key goes.
+    let text = std::fs::read_to_string(&gateway_toml).expect("gateway.toml");
+    std::fs::write(&gateway_toml, text.replace(&old_entry, "")).expect("write");
+    stack.restart();
+    action_succeeds(&stack, "with the new key only").await;
+
+    // The customer's log names both keys, and holds results signed with the new one.
+    let gw = stack.gateway();
+    let (status, page) = gw
+        .call(
+            "GET",
+            "/v1/tenants/demo/clusters/demo/events",
+            Some(&stack.tenant_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let events: Vec<&serde_json::Value> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| &e["event"])
+        .collect();
+    let key_ids: Vec<String> = events
+        .iter()
+        .filter(|e| e["kind"] == "agent_key")
+        .map(|e| e["keyid"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for k in [&old_pub, &new_pub] {
+        let id = palisade_policy::keys::PublicKey::read(k)
+            .expect("key")
+            .key_id();
+        assert!(key_ids.contains(&id), "{id} not recorded: {key_ids:?}");
+    }
+    let new_id = palisade_policy::keys::PublicKey::read(&new_pub)
+        .expect("key")
+        .key_id();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "result" && e["agent"]["keyid"] == new_id.as_str()),
+        "no result signed with the new key"
+    );
+}

@@ -126,7 +126,7 @@ pub struct Gateway {
     pub(crate) oncall: crate::oncall::OnCall,
     pub(crate) ops: Ops,
     dispatcher: Dispatcher,
-    pub(crate) agent_keys: HashMap<InstanceId, PublicKey>,
+    pub(crate) agent_keys: HashMap<InstanceId, Vec<PublicKey>>,
     pseudonym_key: Vec<u8>,
     config: GatewayConfig,
     pub(crate) metrics: crate::metrics::Metrics,
@@ -190,7 +190,7 @@ impl Gateway {
         pending: crate::results::Pending,
         exclusive_state: bool,
         dispatcher: Dispatcher,
-        agent_keys: HashMap<InstanceId, PublicKey>,
+        agent_keys: HashMap<InstanceId, Vec<PublicKey>>,
         pseudonym_key: Vec<u8>,
     ) -> Self {
         Self {
@@ -868,8 +868,7 @@ impl Gateway {
             .agent_keys
             .get(&checked.request.instance)
             .cloned()
-            .into_iter()
-            .collect();
+            .unwrap_or_default();
         let dispatch_digest = match prepared.dispatch.digest() {
             Ok(d) => d,
             Err(e) => {
@@ -1177,13 +1176,14 @@ impl Gateway {
     }
 
     /// The key of the agent at `url`, as the inventory and configuration name it.
-    pub(crate) fn agent_key_for_url(&self, url: &str) -> Option<PublicKey> {
+    pub(crate) fn agent_keys_for_url(&self, url: &str) -> Vec<PublicKey> {
         self.inventory
             .clusters
             .iter()
             .flat_map(|c| c.instances.iter())
             .find(|i| i.agent_url == url)
             .and_then(|i| self.agent_keys.get(&i.id).cloned())
+            .unwrap_or_default()
     }
 
     /// Whether the policy, the log and the state answer (for `/readyz`).

@@ -324,7 +324,7 @@ impl Gateway {
         }
         // The outcome, if unknown: the agent is asked.
         if u.result.is_none() {
-            let keys: Vec<_> = self.agent_key_for_url(&u.agent_url).into_iter().collect();
+            let keys = self.agent_keys_for_url(&u.agent_url);
             let deadline = u.expires_at.unix_seconds()
                 + i64::try_from(self.config().result_deadline_secs).unwrap_or(i64::MAX);
             let answer = self

@@ -65,10 +65,12 @@ pub async fn start(cfg: GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
     let key = SigningKey::read(&cfg.signing_key).map_err(|e| GatewayError::Setup(e.to_string()))?;
     let dispatcher = Dispatcher::new(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key, key, &cfg.log.url)
         .map_err(|e| GatewayError::Setup(e.to_string()))?;
-    let mut agent_keys = HashMap::new();
+    // Several `[[agent]]` entries for one instance: a key rotation's overlap, during
+    // which an answer signed by any of them is the agent's.
+    let mut agent_keys: HashMap<_, Vec<PublicKey>> = HashMap::new();
     for a in &cfg.agents {
         let k = PublicKey::read(&a.key).map_err(|e| GatewayError::Setup(e.to_string()))?;
-        agent_keys.insert(a.instance.clone(), k);
+        agent_keys.entry(a.instance.clone()).or_default().push(k);
     }
     let pseudonym_key = std::fs::read(&cfg.pseudonym_key).map_err(|e| {
         GatewayError::Setup(format!(

@@ -139,20 +139,24 @@ impl Gateway {
     }
 
     /// Records in each cluster's log the agent keys this gateway trusts for its
-    /// instances (`[[agent]]`), once per key: the customer then knows, from their own
-    /// log, which keys sign their results, and sees a key change. Run by the
+    /// instances (`[[agent]]`, one or, during a rotation, several per instance), once
+    /// per key: the customer then knows, from their own log, which keys sign their
+    /// results, and sees a key added. Run by the
     /// reconciler, from its first pass until it returns `true`: every key recorded
     /// (by this process or another replica).
     pub async fn enrol_agent_keys(&self) -> bool {
         let mut done = true;
         for cluster in &self.inventory.clusters {
-            for instance in &cluster.instances {
-                let Some(key) = self.agent_keys.get(&instance.id) else {
-                    continue;
-                };
+            let mut keys = Vec::new();
+            for i in &cluster.instances {
+                for k in self.agent_keys.get(&i.id).into_iter().flatten() {
+                    keys.push((i, k));
+                }
+            }
+            for (instance, key) in keys {
                 let Some(raw) = key.raw() else { continue };
                 let keyid = key.key_id();
-                let name = format!("{}/{}", cluster.id, instance.id);
+                let name = format!("{}/{}/{keyid}", cluster.id, instance.id);
                 let current = match self.ops.store().get(AGENT_KEYS, &name).await {
                     Ok(Some(v)) if v == keyid.as_bytes() => continue,
                     Ok(v) => v,
