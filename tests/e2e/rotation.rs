@@ -227,3 +227,104 @@ async fn the_agent_result_key_rotates_with_an_overlap_and_the_customer_sees_both
         "no result signed with the new key"
     );
 }
+
+/// `palisade …` with `args`; asserts success and returns standard output and error.
+fn run_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = palisade().args(args).output().expect("palisade");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "palisade {args:?}: {said}");
+    said
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tuf_online_key_rotates_by_a_root_update_and_the_retired_key_signs_nothing_accepted() {
+    let mut stack = Stack::start();
+    action_succeeds(&stack, "before rotating the online key").await;
+    let trust = stack.dir.join("trust");
+    let repo = trust.join("repo");
+    let keys = trust.join("keys");
+    let fresh = stack.tmp.path().join("online-next");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run_ok(&[
+        &os("policy"),
+        &os("keygen"),
+        &os("--name"),
+        &os("online-2027"),
+        &os("--out"),
+        fresh.as_os_str(),
+    ]);
+    // The root (its key is the demo's trust/keys/root.key) names the new online key.
+    let said = run_ok(&[
+        &os("policy"),
+        &os("update-root"),
+        &os("--repo"),
+        repo.as_os_str(),
+        &os("--new-online-key"),
+        fresh.join("online-2027.key").as_os_str(),
+    ]);
+    assert!(said.contains("online key:"), "{said}");
+    assert!(keys.join("online.key.retired").exists());
+    action_succeeds(&stack, "right after the root update").await;
+
+    // The agent verifies the new chain (root 1 → 2, metadata signed by the new key).
+    let agent_toml = stack.dir.join("agent/agent.toml");
+    run_ok(&[
+        &os("agent"),
+        &os("check"),
+        &os("--config"),
+        agent_toml.as_os_str(),
+    ]);
+    // A restart verifies everything again from the pinned root; actions go on.
+    stack.restart();
+    action_succeeds(&stack, "after a restart on the new online key").await;
+    // The daily refresh signs with the new key.
+    run_ok(&[
+        &os("policy"),
+        &os("refresh"),
+        &os("--repo"),
+        repo.as_os_str(),
+    ]);
+    action_succeeds(&stack, "after a refresh with the new online key").await;
+
+    // Whoever kept the retired key re-signs the repository with it: nothing verifies.
+    let stolen = stack.tmp.path().join("stolen-keys");
+    std::fs::create_dir_all(&stolen).expect("dir");
+    std::fs::copy(keys.join("online.key.retired"), stolen.join("online.key")).expect("copy");
+    std::fs::copy(keys.join("pipeline.key"), stolen.join("pipeline.key")).expect("copy");
+    run_ok(&[
+        &os("policy"),
+        &os("refresh"),
+        &os("--repo"),
+        repo.as_os_str(),
+        &os("--keys"),
+        stolen.as_os_str(),
+    ]);
+    let out = palisade()
+        .args(["agent", "check", "--config"])
+        .arg(&agent_toml)
+        .output()
+        .expect("agent check");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("signature"),
+        "metadata signed with the retired online key was accepted: {said}"
+    );
+    // The holder of the new key restores it.
+    run_ok(&[
+        &os("policy"),
+        &os("refresh"),
+        &os("--repo"),
+        repo.as_os_str(),
+    ]);
+    run_ok(&[
+        &os("agent"),
+        &os("check"),
+        &os("--config"),
+        agent_toml.as_os_str(),
+    ]);
+    action_succeeds(&stack, "after the new key re-signed").await;
+}

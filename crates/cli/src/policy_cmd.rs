@@ -146,6 +146,12 @@ enum PolicyCommand {
         /// The new root's threshold (with --new-root-key).
         #[arg(long, requires = "new_root_keys")]
         root_threshold: Option<u64>,
+        /// A new online key (private, `palisade policy keygen`) for targets, snapshot
+        /// and timestamp: the new root names it, the metadata is re-signed with it at
+        /// once, and it replaces KEYS/online.key (the old one is kept as
+        /// online.key.retired).
+        #[arg(long)]
+        new_online_key: Option<PathBuf>,
     },
     /// Re-sign targets, snapshot and timestamp so the repository does not expire
     /// (deploy/systemd/palisade-policy-refresh.timer runs it daily).
@@ -396,9 +402,17 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
             no_proposers,
             new_root_keys,
             root_threshold,
+            new_online_key,
         } => {
             let keys_dir = keys_dir(&repo, keys);
-            let online = OnlineKeys::load(&keys_dir)?;
+            let mut online = OnlineKeys::load(&keys_dir)?;
+            let online_key = match &new_online_key {
+                Some(path) => {
+                    online.online = SigningKey::read(path)?;
+                    Some(online.online.public().clone())
+                }
+                None => None,
+            };
             let root_keys = if root_keys.is_empty() {
                 vec![keys_dir.join("root.key")]
             } else {
@@ -438,6 +452,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                     )),
                     None => None,
                 },
+                online_key,
             };
             let done = palisade_policy::root::update_root(
                 &RepoDir::new(&repo),
@@ -447,6 +462,24 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 &life,
             )?;
             println!("root version {} written", done.version);
+            if let Some(path) = &new_online_key {
+                let current = keys_dir.join("online.key");
+                let retired = keys_dir.join("online.key.retired");
+                std::fs::rename(&current, &retired)
+                    .with_context(|| format!("cannot move {} aside", current.display()))?;
+                std::fs::copy(path, &current)
+                    .with_context(|| format!("cannot install {}", current.display()))?;
+                std::fs::set_permissions(
+                    &current,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )?;
+                println!(
+                    "online key: {} (installed as {}; the old one is {})",
+                    online.online.key_id(),
+                    current.display(),
+                    retired.display()
+                );
+            }
             let list = |keys: &[PublicKey]| {
                 if keys.is_empty() {
                     "none".to_string()

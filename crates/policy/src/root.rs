@@ -26,6 +26,10 @@ pub struct RootChange {
     /// New root keys and their threshold. Their private halves are needed: the new
     /// root must be signed by a threshold of its own keys too.
     pub root_keys: Option<(Vec<SigningKey>, u64)>,
+    /// A new online key (targets, snapshot, timestamp): the `online` keys given to
+    /// [`update_root`] must then hold its private half, and the new targets, snapshot
+    /// and timestamp are signed with it right away.
+    pub online_key: Option<PublicKey>,
 }
 
 /// The trust configuration of the repository's newest root, after checking that
@@ -180,6 +184,34 @@ pub fn update_root(
             },
         );
         // Keep only keys some role still uses.
+        let used: BTreeSet<String> = root
+            .roles
+            .values()
+            .flat_map(|r| r.keyids.iter().map(|id| hex::encode(id.as_ref())))
+            .collect();
+        root.keys
+            .retain(|id, _| used.contains(&hex::encode(id.as_ref())));
+    }
+    if let Some(new_online) = &change.online_key {
+        let id = new_online.key_id();
+        if id != online.online.key_id() {
+            return Err(TrustError::Invalid(
+                "the new online key's private half must be the online key given".into(),
+            ));
+        }
+        if old_ids.contains(&id) || new_root_ids.contains(&id) || id == online.pipeline.key_id() {
+            return Err(TrustError::Invalid(
+                "the online key must not be a root key or the pipeline key".into(),
+            ));
+        }
+        root.keys
+            .insert(key_id_decoded(&id), new_online.key.clone());
+        for role in [RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp] {
+            if let Some(r) = root.roles.get_mut(&role) {
+                r.keyids = vec![key_id_decoded(&id)];
+                r.threshold = NonZeroU64::MIN;
+            }
+        }
         let used: BTreeSet<String> = root
             .roles
             .values()
