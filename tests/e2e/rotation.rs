@@ -328,3 +328,124 @@ async fn the_tuf_online_key_rotates_by_a_root_update_and_the_retired_key_signs_n
     ]);
     action_succeeds(&stack, "after the new key re-signed").await;
 }
+
+/// Replaces the `witnesses = [...]` line of a `[log]` table with `keys`.
+fn set_witnesses(path: &std::path::Path, keys: &[&str]) {
+    let text = std::fs::read_to_string(path).expect("config");
+    let list = keys
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut found = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("witnesses = ") {
+                found = true;
+                format!("witnesses = [{list}]")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(found, "no witnesses line in {}", path.display());
+    std::fs::write(path, out.join("\n") + "\n").expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_key_rotates_with_an_overlap_through_a_second_witness() {
+    let mut stack = Stack::start();
+    action_succeeds(&stack, "before rotating the witness key").await;
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let wdir = stack.dir.join("witness-2027");
+    let pki = stack.dir.join("pki");
+    // The new key, its witness (a certificate of its own), cosigning the same logs.
+    run_ok(&[
+        &os("witness"),
+        &os("keygen"),
+        &os("--name"),
+        &os("palisade.local/witness-2027"),
+        &os("--out"),
+        wdir.join("keys").as_os_str(),
+    ]);
+    run_ok(&[
+        &os("pki"),
+        &os("issue"),
+        &os("--kind"),
+        &os("witness"),
+        &os("--name"),
+        &os("witness-2027"),
+        &os("--dir"),
+        pki.as_os_str(),
+    ]);
+    let new_key = std::fs::read_to_string(wdir.join("keys/palisade.local_witness-2027.pub"))
+        .expect("new key")
+        .trim()
+        .to_string();
+    let old_witness =
+        std::fs::read_to_string(stack.dir.join("witness/witness.toml")).expect("witness.toml");
+    let logs = &old_witness[old_witness.find("[[log]]").expect("logs")..];
+    let port = common::free_port_block();
+    std::fs::write(
+        wdir.join("witness.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nkey_file = \"keys/palisade.local_witness-2027.key\"\n\
+             state_file = \"state.redb\"\n\n[tls]\nca = \"{ca}\"\ncert = \"{crt}\"\nkey = \"{key}\"\n\n{logs}",
+            ca = pki.join("ca.crt").display(),
+            crt = pki.join("witness-witness-2027.crt").display(),
+            key = pki.join("witness-witness-2027.key").display(),
+        ),
+    )
+    .expect("witness.toml");
+    let mut cmd = palisade();
+    cmd.args(["witness", "serve", "--config"])
+        .arg(wdir.join("witness.toml"));
+    let mut new_witness = common::Running::spawn(cmd);
+    new_witness.wait_for("witness listening", Duration::from_secs(30));
+
+    // 1. The log asks both; gateway and agent accept either (quorum 1 of 2).
+    let log_toml = stack.dir.join("log/log.toml");
+    let log = std::fs::read_to_string(&log_toml).expect("log.toml");
+    let old_key = log
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("key = \"palisade.local/witness+")
+                .map(|rest| format!("palisade.local/witness+{}", rest.trim_end_matches('"')))
+        })
+        .expect("the old witness key");
+    std::fs::write(
+        &log_toml,
+        format!(
+            "{log}\n[[witness]]\nname = \"palisade.local/witness-2027\"\nurl = \"https://127.0.0.1:{port}\"\nkey = \"{new_key}\"\n"
+        ),
+    )
+    .expect("log.toml");
+    let gateway_toml = stack.dir.join("gateway/gateway.toml");
+    let agent_toml = stack.dir.join("agent/agent.toml");
+    for f in [&gateway_toml, &agent_toml] {
+        set_witnesses(f, &[&old_key, &new_key]);
+    }
+    stack.restart();
+    action_succeeds(&stack, "with both witnesses").await;
+
+    // 2. The old witness is dropped: only the new key's cosignature is required now.
+    let log = std::fs::read_to_string(&log_toml).expect("log.toml");
+    let old_block = format!(
+        "[[witness]]\nname = \"palisade.local/witness\"\nurl = \"https://127.0.0.1:{}\"\nkey = \"{old_key}\"\n",
+        stack.base + 2
+    );
+    assert!(log.contains(&old_block), "{log}");
+    std::fs::write(&log_toml, log.replace(&old_block, "")).expect("log.toml");
+    for f in [&gateway_toml, &agent_toml] {
+        set_witnesses(f, &[&new_key]);
+    }
+    stack.restart();
+    action_succeeds(&stack, "with the new witness key only").await;
+    new_witness.drain();
+    assert!(
+        new_witness.seen.iter().any(|l| l.contains("cosigned")),
+        "the new witness cosigned nothing: {:?}",
+        new_witness.seen
+    );
+}
