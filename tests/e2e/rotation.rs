@@ -76,21 +76,25 @@ async fn certificates_renewed_on_disk_are_presented_without_a_restart() {
     let renewed = fingerprint(&pki.join("agent-demo-0.crt"));
     assert_ne!(renewed, agent_before);
 
-    // Within a few seconds the running agent presents the new certificate...
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = presented(&stack, agent_port, "gateway", "gateway");
-        if now == renewed {
-            break;
+    // Within a few seconds the running agent and log present their new certificates
+    // (each looks at its files at most once a second, at a handshake)...
+    for (port, what, expected) in [
+        (agent_port, "agent", renewed.clone()),
+        (stack.base + 1, "log", fingerprint(&pki.join("log-log.crt"))),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = presented(&stack, port, "gateway", "gateway");
+            if now == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the {what} still presents {now}, not the renewed {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the agent still presents {now}, not the renewed {renewed}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let log_now = presented(&stack, stack.base + 1, "gateway", "gateway");
-    assert_eq!(log_now, fingerprint(&pki.join("log-log.crt")));
 
     // ...and actions go on through the gateway, which presents its renewed client
     // certificate to the agent and the log: nothing is refused, nothing restarted.
@@ -447,5 +451,69 @@ async fn a_witness_key_rotates_with_an_overlap_through_a_second_witness() {
         new_witness.seen.iter().any(|l| l.contains("cosigned")),
         "the new witness cosigned nothing: {:?}",
         new_witness.seen
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_signing_key_rotates_with_an_overlap() {
+    let mut stack = Stack::start();
+    action_succeeds(&stack, "before rotating the gateway key").await;
+    let keys = stack.dir.join("gateway/keys");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run_ok(&[
+        &os("policy"),
+        &os("keygen"),
+        &os("--name"),
+        &os("gateway-2027"),
+        &os("--out"),
+        keys.as_os_str(),
+    ]);
+    let agent_toml = stack.dir.join("agent/agent.toml");
+    let gateway_toml = stack.dir.join("gateway/gateway.toml");
+    let old = format!(
+        "gateway_keys = [\"{}\"]",
+        keys.join("gateway.pub").display()
+    );
+    let both = format!(
+        "gateway_keys = [\"{}\", \"{}\"]",
+        keys.join("gateway.pub").display(),
+        keys.join("gateway-2027.pub").display()
+    );
+    let new = format!(
+        "gateway_keys = [\"{}\"]",
+        keys.join("gateway-2027.pub").display()
+    );
+    let edit = |path: &std::path::Path, from: &str, to: &str| {
+        let text = std::fs::read_to_string(path).expect("config");
+        assert!(text.contains(from), "{from} not in {}", path.display());
+        std::fs::write(path, text.replace(from, to)).expect("write");
+    };
+    // 1. Agents accept both keys.
+    edit(&agent_toml, &old, &both);
+    stack.restart();
+    action_succeeds(&stack, "agents accept both gateway keys").await;
+    // 2. The gateway signs with the new key.
+    edit(
+        &gateway_toml,
+        "signing_key = \"keys/gateway.key\"",
+        "signing_key = \"keys/gateway-2027.key\"",
+    );
+    stack.restart();
+    action_succeeds(&stack, "the gateway signs with the new key").await;
+    // 3. Agents drop the old key: a dispatch signed with it is refused from now on.
+    edit(&agent_toml, &both, &new);
+    stack.restart();
+    action_succeeds(&stack, "agents accept the new key only").await;
+    let refused = stack
+        .refused(
+            &stack
+                .logged_request(&stack.prepare("etcd.status", &[]))
+                .await,
+        )
+        .await;
+    assert_eq!(
+        refused.code,
+        palisade_agent::dispatch::RefusalCode::BadSignature,
+        "{refused}"
     );
 }
