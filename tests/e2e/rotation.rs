@@ -32,6 +32,23 @@ fn presented(stack: &Stack, port: u16, role: &str, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Waits (15 s at most) until the server on `port` presents the certificate with
+/// fingerprint `expected`.
+async fn wait_presented(stack: &Stack, port: u16, what: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = presented(stack, port, "gateway", "gateway");
+        if now == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the {what} still presents {now}, not the renewed {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The SHA-256 fingerprint of a certificate file, as openssl prints it.
 fn fingerprint(path: &std::path::Path) -> String {
     let out = Command::new("openssl")
@@ -78,23 +95,14 @@ async fn certificates_renewed_on_disk_are_presented_without_a_restart() {
 
     // Within a few seconds the running agent and log present their new certificates
     // (each looks at its files at most once a second, at a handshake)...
-    for (port, what, expected) in [
-        (agent_port, "agent", renewed.clone()),
-        (stack.base + 1, "log", fingerprint(&pki.join("log-log.crt"))),
-    ] {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let now = presented(&stack, port, "gateway", "gateway");
-            if now == expected {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the {what} still presents {now}, not the renewed {expected}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    wait_presented(&stack, agent_port, "agent", &renewed).await;
+    wait_presented(
+        &stack,
+        stack.base + 1,
+        "log",
+        &fingerprint(&pki.join("log-log.crt")),
+    )
+    .await;
 
     // ...and actions go on through the gateway, which presents its renewed client
     // certificate to the agent and the log: nothing is refused, nothing restarted.
@@ -516,4 +524,65 @@ async fn the_gateway_signing_key_rotates_with_an_overlap() {
         palisade_agent::dispatch::RefusalCode::BadSignature,
         "{refused}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_rotates_through_a_bundle_and_certificates_renewed_in_place() {
+    let mut stack = Stack::start();
+    action_succeeds(&stack, "before rotating the CA").await;
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let pki = stack.dir.join("pki");
+    let next = stack.tmp.path().join("ca-2027");
+    run_ok(&[&os("pki"), &os("init"), &os("--dir"), next.as_os_str()]);
+    let old_ca = std::fs::read_to_string(pki.join("ca.crt")).expect("ca");
+    let new_ca = std::fs::read_to_string(next.join("ca.crt")).expect("new ca");
+
+    // 1. Every process trusts both CAs (the bundle every configuration names).
+    std::fs::write(pki.join("ca.crt"), format!("{old_ca}{new_ca}")).expect("bundle");
+    stack.restart();
+    action_succeeds(&stack, "with both CAs trusted").await;
+
+    // 2. Every certificate is renewed under the new CA, in place: no restart.
+    for (kind, name) in [
+        ("log", "log"),
+        ("witness", "witness"),
+        ("witness", "tenant-demo-witness"),
+        ("gateway", "gateway"),
+        ("agent", "demo-0"),
+    ] {
+        run_ok(&[
+            &os("pki"),
+            &os("issue"),
+            &os("--kind"),
+            &os(kind),
+            &os("--name"),
+            &os(name),
+            &os("--dir"),
+            next.as_os_str(),
+        ]);
+        for ext in ["crt", "key"] {
+            let file = format!("{kind}-{name}.{ext}");
+            // Key first, then certificate: a reader between the two keeps the old pair.
+            std::fs::copy(next.join(&file), pki.join(format!("{file}.new"))).expect("copy");
+        }
+        for ext in ["key", "crt"] {
+            let file = format!("{kind}-{name}.{ext}");
+            std::fs::rename(pki.join(format!("{file}.new")), pki.join(&file)).expect("rename");
+        }
+    }
+    // Each process looks at its files at most once a second: the agent and the log
+    // now present certificates of the new CA, with no restart.
+    require_tool("openssl", "apt-get install openssl");
+    for (port, what, file) in [
+        (stack.base + 3, "agent", "agent-demo-0.crt"),
+        (stack.base + 1, "log", "log-log.crt"),
+    ] {
+        wait_presented(&stack, port, what, &fingerprint(&pki.join(file))).await;
+    }
+    action_succeeds(&stack, "with every certificate from the new CA").await;
+
+    // 3. The old CA goes.
+    std::fs::write(pki.join("ca.crt"), &new_ca).expect("new CA only");
+    stack.restart();
+    action_succeeds(&stack, "trusting the new CA only").await;
 }
