@@ -201,7 +201,7 @@ async fn the_agent_result_key_rotates_with_an_overlap_and_the_customer_sees_both
     stack.restart();
     action_succeeds(&stack, "with the new key only").await;
 
-    // The customer's log names both keys, and holds results signed with the new one.
+    // The customer's log names both keys, the new one before any result it signed.
     let gw = stack.gateway();
     let (status, page) = gw
         .call(
@@ -232,11 +232,17 @@ async fn the_agent_result_key_rotates_with_an_overlap_and_the_customer_sees_both
     let new_id = palisade_policy::keys::PublicKey::read(&new_pub)
         .expect("key")
         .key_id();
+    let recorded_at = events
+        .iter()
+        .position(|e| e["kind"] == "agent_key" && e["keyid"] == new_id.as_str())
+        .expect("the new key is recorded");
+    let first_signed = events
+        .iter()
+        .position(|e| e["kind"] == "result" && e["agent"]["keyid"] == new_id.as_str())
+        .expect("no result signed with the new key");
     assert!(
-        events
-            .iter()
-            .any(|e| e["kind"] == "result" && e["agent"]["keyid"] == new_id.as_str()),
-        "no result signed with the new key"
+        recorded_at < first_signed,
+        "a result signed with {new_id} precedes the key's record"
     );
 }
 

@@ -156,6 +156,17 @@ pub async fn run(
     {
         tracing::warn!("reading the tenants' statements from the logs took over 30 s; dispatches to clusters without one are refused until the next start");
     }
+    // The agents' keys are in the logs before this gateway dispatches anything, so a
+    // result signed with a new key never precedes the key's record (bounded; the
+    // reconciler goes on if a log does not answer).
+    if tokio::time::timeout(std::time::Duration::from_secs(30), gw.enrol_agent_keys())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "recording the agents' keys in the logs took over 30 s; the reconciler goes on with it"
+        );
+    }
     let reconciler = tokio::spawn(gw.clone().reconcile_forever());
     ready(addr);
     let served = palisade_tlog_service::https::serve(
