@@ -611,6 +611,23 @@ impl Stack {
         )
     }
 
+    /// `etcd.status` on demo-0 through the gateway, as the on-call operator, with
+    /// `reason`: the answer's status and body.
+    pub async fn etcd_status_via_gateway(&self, reason: &str) -> (u16, serde_json::Value) {
+        let gw = self.gateway();
+        let token = gw.dev_token(&self.operator()).await;
+        gw.run(
+            &token,
+            "demo",
+            "etcd.status",
+            Some("demo-0"),
+            &[],
+            "INC-77",
+            reason,
+        )
+        .await
+    }
+
     /// The demo tenant's access-log token.
     pub fn tenant_token(&self) -> String {
         std::fs::read_to_string(self.dir.join("tenant-demo.token"))

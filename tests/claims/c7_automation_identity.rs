@@ -131,16 +131,8 @@ async fn a_scheduled_backup_runs_as_the_scheduler_and_the_customer_sees_automati
         .filter(|e| e["event"]["kind"] == "intent")
         .filter(|e| e["event"]["actor"]["service"].is_null())
         .count();
-    let (status, _) = gw
-        .run(
-            &gw.dev_token(&stack.operator()).await,
-            "demo",
-            "etcd.status",
-            Some("demo-0"),
-            &[],
-            "INC-5",
-            "checking etcd after the scheduled backup",
-        )
+    let (status, _) = stack
+        .etcd_status_via_gateway("checking etcd after the scheduled backup")
         .await;
     assert!(status == 200 || status == 202, "{status}");
     let (_, events) = gw

@@ -115,18 +115,8 @@ async fn after_expiry_a_restarted_agent_brings_etcd_back_and_refuses_actions_unt
         "{health:?}"
     );
     // ... and by the gateway, before anything is dispatched.
-    let gw = stack.gateway();
-    let token = gw.dev_token(&stack.operator()).await;
-    let (status, body) = gw
-        .run(
-            &token,
-            "demo",
-            "etcd.status",
-            Some("demo-0"),
-            &[],
-            "INC-77",
-            "checking etcd after the repository expired",
-        )
+    let (status, body) = stack
+        .etcd_status_via_gateway("checking etcd after the repository expired")
         .await;
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -142,16 +132,8 @@ async fn after_expiry_a_restarted_agent_brings_etcd_back_and_refuses_actions_unt
         .await
         .expect("an action after the refresh");
     assert_eq!(executed.result.outcome, ResultOutcome::Succeeded);
-    let (status, body) = gw
-        .run(
-            &token,
-            "demo",
-            "etcd.status",
-            Some("demo-0"),
-            &[],
-            "INC-77",
-            "checking etcd after the refresh",
-        )
+    let (status, body) = stack
+        .etcd_status_via_gateway("checking etcd after the refresh")
         .await;
     assert!(status == 200 || status == 202, "{status} {body}");
 }

@@ -106,40 +106,14 @@ async fn certificates_renewed_on_disk_are_presented_without_a_restart() {
 
     // ...and actions go on through the gateway, which presents its renewed client
     // certificate to the agent and the log: nothing is refused, nothing restarted.
-    let gw = stack.gateway();
-    let token = gw.dev_token(&stack.operator()).await;
-    let (status, body) = gw
-        .run(
-            &token,
-            "demo",
-            "etcd.status",
-            Some("demo-0"),
-            &[],
-            "INC-88",
-            "checking etcd after renewing the certificates",
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["status"], "succeeded", "{body}");
+    action_succeeds(&stack, "checking etcd after renewing the certificates").await;
     let executed = stack.execute("etcd.status", &[]).await.expect("after");
     assert_eq!(executed.result.outcome, ResultOutcome::Succeeded);
 }
 
 /// Runs etcd.status through the gateway as the on-call operator; asserts success.
 async fn action_succeeds(stack: &Stack, why: &str) {
-    let gw = stack.gateway();
-    let token = gw.dev_token(&stack.operator()).await;
-    let (status, body) = gw
-        .run(
-            &token,
-            "demo",
-            "etcd.status",
-            Some("demo-0"),
-            &[],
-            "INC-89",
-            why,
-        )
-        .await;
+    let (status, body) = stack.etcd_status_via_gateway(why).await;
     assert_eq!(status, 200, "{why}: {body}");
     assert_eq!(body["status"], "succeeded", "{why}: {body}");
 }
@@ -149,16 +123,15 @@ async fn the_agent_result_key_rotates_with_an_overlap_and_the_customer_sees_both
     let mut stack = Stack::start();
     action_succeeds(&stack, "before rotating the agent's result key").await;
     let keys = stack.dir.join("agent/keys");
-    let out = palisade()
-        .args(["policy", "keygen", "--name", "agent-next", "--out"])
-        .arg(&keys)
-        .output()
-        .expect("keygen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run_ok(&[
+        &os("policy"),
+        &os("keygen"),
+        &os("--name"),
+        &os("agent-next"),
+        &os("--out"),
+        keys.as_os_str(),
+    ]);
     let gateway_toml = stack.dir.join("gateway/gateway.toml");
     let agent_toml = stack.dir.join("agent/agent.toml");
     let old_pub = keys.join("agent.pub");

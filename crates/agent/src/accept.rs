@@ -74,6 +74,12 @@ pub struct LoadedPolicy {
 }
 
 impl LoadedPolicy {
+    /// Whether actions may run on it at `now`: it verified at the last try, and that
+    /// verification has not lapsed.
+    pub fn holds(&self, now: Timestamp) -> bool {
+        self.unverified.is_none() && now < self.expires
+    }
+
     /// A policy that verified just now, valid until `expires`.
     pub fn verified(policy: palisade_policy::Policy, expires: Timestamp) -> Self {
         Self {
@@ -591,7 +597,7 @@ impl Acceptor {
         now: Timestamp,
     ) -> Result<Arc<palisade_policy::Policy>, Refusal> {
         let mut held = self.loaded_policy().await;
-        if held.unverified.is_some() || now >= held.expires {
+        if !held.holds(now) {
             held = self.reload_policy().await.map_err(|e| {
                 refuse(
                     RefusalCode::TrustMetadata,

@@ -378,10 +378,7 @@ impl Fetcher {
                         // reqwest then verifies with the platform's trust store and the
                         // process-wide rustls provider: make it Palisade's unless one
                         // is installed already.
-                        if rustls::crypto::CryptoProvider::get_default().is_none() {
-                            let provider = Arc::unwrap_or_clone(palisade_pki::crypto_provider());
-                            let _ = provider.install_default();
-                        }
+                        palisade_pki::install_default_provider();
                         builder
                     }
                 };

@@ -189,9 +189,7 @@ pub(crate) fn client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
             builder.tls_backend_preconfigured(tls)
         }
         None => {
-            if rustls::crypto::CryptoProvider::get_default().is_none() {
-                let _ = std::sync::Arc::unwrap_or_clone(provider).install_default();
-            }
+            palisade_pki::install_default_provider();
             builder
         }
     };

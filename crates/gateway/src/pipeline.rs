@@ -234,7 +234,7 @@ impl Gateway {
     /// verified again here once, and refuses the request if it still cannot be.
     async fn current_policy(&self, now: Timestamp) -> Result<Arc<Policy>, Refused> {
         let held = self.loaded_policy().await;
-        if held.unverified.is_none() && now < held.expires {
+        if held.holds(now) {
             return Ok(held.policy);
         }
         let source = palisade_agent::server::TufPolicy {

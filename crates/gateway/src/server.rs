@@ -325,9 +325,7 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
     };
     // Feeds are usually public services (PagerDuty, Opsgenie, Grafana OnCall): the
     // platform's trust store, with Palisade's crypto provider.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = std::sync::Arc::unwrap_or_clone(palisade_pki::crypto_provider()).install_default();
-    }
+    palisade_pki::install_default_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .https_only(true)
@@ -370,15 +368,15 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
                 if v.policy.digest() != current.policy.digest() {
                     tracing::info!(version = v.version, digest = %v.digest, "a newer approved policy was loaded");
                 }
-                gw.set_policy(palisade_agent::accept::LoadedPolicy::verified(
+                let held = palisade_agent::accept::LoadedPolicy::verified(
                     v.policy.clone(),
                     palisade_agent::server::expiry(v.expires),
-                ))
-                .await;
+                );
                 palisade_agent::server::warn_if_expiring(
-                    &gw.loaded_policy().await,
+                    &held,
                     palisade_core::time::Timestamp::now(),
                 );
+                gw.set_policy(held).await;
                 let id = (v.version, v.sha256.clone());
                 if recorded.as_ref() != Some(&id) && record_policy(&gw, &v).await {
                     recorded = Some(id);

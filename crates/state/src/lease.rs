@@ -217,6 +217,11 @@ async fn try_acquire(
     }))
 }
 
+/// Whether a term's deadline (`None`: lost) is still ahead.
+fn still_alive(alive: &watch::Receiver<Option<Instant>>) -> bool {
+    matches!(*alive.borrow(), Some(deadline) if Instant::now() < deadline)
+}
+
 /// See [`LeaderGuard::fence`].
 #[derive(Debug, Clone)]
 pub struct LeaderFence {
@@ -228,7 +233,7 @@ impl LeaderFence {
     /// Whether the term may still act: its lease was renewed recently enough that
     /// etcd cannot have expired it.
     pub fn holds(&self) -> bool {
-        matches!(*self.alive.borrow(), Some(deadline) if Instant::now() < deadline)
+        still_alive(&self.alive)
     }
 
     /// The term's fencing revision ([`LeaderGuard::fencing_revision`]).
@@ -267,7 +272,7 @@ impl LeaderGuard {
     /// Whether this process may still act as leader: the lease was renewed recently
     /// enough that etcd cannot have expired it.
     pub fn is_leader(&self) -> bool {
-        matches!(*self.alive.borrow(), Some(deadline) if Instant::now() < deadline)
+        still_alive(&self.alive)
     }
 
     /// A handle that answers [`LeaderGuard::is_leader`] for as long as this term

@@ -315,10 +315,7 @@ impl Source {
                 // reqwest then verifies with the platform's trust store, using the
                 // process-wide rustls provider: make it Palisade's (ring) unless
                 // one is installed already.
-                if rustls::crypto::CryptoProvider::get_default().is_none() {
-                    let provider = std::sync::Arc::unwrap_or_clone(palisade_pki::crypto_provider());
-                    let _ = provider.install_default();
-                }
+                palisade_pki::install_default_provider();
                 builder
             }
         };

@@ -208,7 +208,18 @@ impl TileStore {
             reason,
         };
         let path = self.path(rel);
-        let Some(fence) = &self.fence else {
+        // Under a lease: nothing once the term is over; checkpoints conditionally.
+        let conditional = match &self.fence {
+            None => None,
+            Some(f) if !f.term.holds() => {
+                return Err(err(format!(
+                    "fenced: this log process no longer holds the sequencer lease (term {}); nothing was written",
+                    f.term.revision()
+                )))
+            }
+            Some(f) => Some(f).filter(|f| f.conditional && is_checkpoint(rel)),
+        };
+        let Some(fence) = conditional else {
             return self
                 .inner
                 .put(&path, PutPayload::from_bytes(data))
@@ -216,20 +227,6 @@ impl TileStore {
                 .map(|_| ())
                 .map_err(|e| err(e.to_string()));
         };
-        if !fence.term.holds() {
-            return Err(err(format!(
-                "fenced: this log process no longer holds the sequencer lease (term {}); nothing was written",
-                fence.term.revision()
-            )));
-        }
-        if !(fence.conditional && is_checkpoint(rel)) {
-            return self
-                .inner
-                .put(&path, PutPayload::from_bytes(data))
-                .await
-                .map(|_| ())
-                .map_err(|e| err(e.to_string()));
-        }
         let key = path.to_string();
         let known = fence.seen.lock().ok().and_then(|s| s.get(&key).cloned());
         let mode = match known {
