@@ -320,6 +320,146 @@ async fn the_tuf_online_key_rotates_by_a_root_update_and_the_retired_key_signs_n
     action_succeeds(&stack, "after the new key re-signed").await;
 }
 
+/// `palisade release verify` of the demo's etcd release, as the agent verifies it
+/// before starting it (from the demo's trusted root, with a datastore of its own).
+fn verify_etcd_release(stack: &Stack, datastore: &std::path::Path) -> std::process::Output {
+    let etcd = find_etcd();
+    let version = Command::new(&etcd)
+        .arg("--version")
+        .output()
+        .expect("etcd --version");
+    let version = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd Version: "))
+        .map(|v| v.trim().to_string())
+        .expect("etcd --version prints its version");
+    let trust = stack.dir.join("trust");
+    palisade()
+        .args([
+            "release",
+            "verify",
+            "--component",
+            "etcd",
+            "--version",
+            &version,
+        ])
+        .arg("--repo")
+        .arg(trust.join("repo"))
+        .arg("--artifact")
+        .arg(&etcd)
+        .arg("--root")
+        .arg(trust.join("root.json"))
+        .arg("--datastore")
+        .arg(datastore)
+        .output()
+        .expect("palisade release verify")
+}
+
+fn find_etcd() -> std::path::PathBuf {
+    require_tool("etcd", "etcd-server");
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("etcd"))
+                .find(|p| p.is_file())
+        })
+        .expect("etcd on PATH")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_key_rotates_by_a_root_update_and_the_retired_key_publishes_nothing_accepted()
+{
+    let mut stack = Stack::start();
+    action_succeeds(&stack, "before rotating the pipeline key").await;
+    let trust = stack.dir.join("trust");
+    let repo = trust.join("repo");
+    let keys = trust.join("keys");
+    let datastore = stack.tmp.path().join("verifier-datastore");
+    let out = verify_etcd_release(&stack, &datastore);
+    assert!(
+        out.status.success(),
+        "the demo's etcd release does not verify before the rotation: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = stack.tmp.path().join("pipeline-next");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run_ok(&[
+        &os("policy"),
+        &os("keygen"),
+        &os("--name"),
+        &os("pipeline-2027"),
+        &os("--out"),
+        fresh.as_os_str(),
+    ]);
+    let said = run_ok(&[
+        &os("policy"),
+        &os("update-root"),
+        &os("--repo"),
+        repo.as_os_str(),
+        &os("--new-pipeline-key"),
+        fresh.join("pipeline-2027.key").as_os_str(),
+    ]);
+    assert!(said.contains("pipeline key:"), "{said}");
+    assert!(keys.join("pipeline.key.retired").exists());
+    action_succeeds(&stack, "right after the root update").await;
+    // The release, re-signed by the new key under the new root, verifies from the
+    // root the agent was installed with (1 → 2).
+    let out = verify_etcd_release(&stack, &datastore);
+    assert!(
+        out.status.success(),
+        "the release does not verify after the rotation: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The agent restarts and starts etcd from the repository, not from its cache.
+    stack.restart();
+    action_succeeds(&stack, "after a restart on the new pipeline key").await;
+    let said = stack.agent_output().join("\n");
+    assert!(
+        said.contains("etcd") && !said.contains("starting the release this agent verified before"),
+        "the agent did not verify etcd's release from the repository after the rotation:\n{said}"
+    );
+
+    // Whoever kept the retired pipeline key re-signs the releases with it (the online
+    // key signing targets, snapshot and timestamp as usual): the release is refused.
+    let stolen = stack.tmp.path().join("stolen-keys");
+    std::fs::create_dir_all(&stolen).expect("dir");
+    std::fs::copy(keys.join("online.key"), stolen.join("online.key")).expect("copy");
+    std::fs::copy(
+        keys.join("pipeline.key.retired"),
+        stolen.join("pipeline.key"),
+    )
+    .expect("copy");
+    run_ok(&[
+        &os("release"),
+        &os("resign"),
+        &os("--repo"),
+        repo.as_os_str(),
+        &os("--keys"),
+        stolen.as_os_str(),
+    ]);
+    let out = verify_etcd_release(&stack, &datastore);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("Signature threshold"),
+        "a release signed with the retired pipeline key was accepted: {said}"
+    );
+    // The holder of the new key re-signs; the release verifies again.
+    let said = run_ok(&[
+        &os("release"),
+        &os("resign"),
+        &os("--repo"),
+        repo.as_os_str(),
+    ]);
+    assert!(said.contains("signed by the pipeline key"), "{said}");
+    let out = verify_etcd_release(&stack, &datastore);
+    assert!(
+        out.status.success(),
+        "the release does not verify once re-signed with the new key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    action_succeeds(&stack, "after the new key re-signed").await;
+}
+
 /// Replaces the `witnesses = [...]` line of a `[log]` table with `keys`.
 fn set_witnesses(path: &std::path::Path, keys: &[&str]) {
     let text = std::fs::read_to_string(path).expect("config");

@@ -152,6 +152,12 @@ enum PolicyCommand {
         /// online.key.retired).
         #[arg(long)]
         new_online_key: Option<PathBuf>,
+        /// A new pipeline key (private, `palisade policy keygen`) for the `components`
+        /// role: the new root pins it alone, the role is re-signed with it at once
+        /// (the same releases), and it replaces KEYS/pipeline.key (the old one is
+        /// kept as pipeline.key.retired).
+        #[arg(long)]
+        new_pipeline_key: Option<PathBuf>,
     },
     /// Re-sign targets, snapshot and timestamp so the repository does not expire
     /// (deploy/systemd/palisade-policy-refresh.timer runs it daily).
@@ -403,6 +409,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
             new_root_keys,
             root_threshold,
             new_online_key,
+            new_pipeline_key,
         } => {
             let keys_dir = keys_dir(&repo, keys);
             let mut online = OnlineKeys::load(&keys_dir)?;
@@ -410,6 +417,13 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 Some(path) => {
                     online.online = SigningKey::read(path)?;
                     Some(online.online.public().clone())
+                }
+                None => None,
+            };
+            let pipeline_key = match &new_pipeline_key {
+                Some(path) => {
+                    online.pipeline = SigningKey::read(path)?;
+                    Some(online.pipeline.public().clone())
                 }
                 None => None,
             };
@@ -453,6 +467,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                     None => None,
                 },
                 online_key,
+                pipeline_key,
             };
             let done = palisade_policy::root::update_root(
                 &RepoDir::new(&repo),
@@ -462,9 +477,13 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 &life,
             )?;
             println!("root version {} written", done.version);
-            if let Some(path) = &new_online_key {
-                let current = keys_dir.join("online.key");
-                let retired = keys_dir.join("online.key.retired");
+            for (role, new, key) in [
+                ("online", &new_online_key, &online.online),
+                ("pipeline", &new_pipeline_key, &online.pipeline),
+            ] {
+                let Some(path) = new else { continue };
+                let current = keys_dir.join(format!("{role}.key"));
+                let retired = keys_dir.join(format!("{role}.key.retired"));
                 std::fs::rename(&current, &retired)
                     .with_context(|| format!("cannot move {} aside", current.display()))?;
                 std::fs::copy(path, &current)
@@ -474,8 +493,8 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                     std::os::unix::fs::PermissionsExt::from_mode(0o600),
                 )?;
                 println!(
-                    "online key: {} (installed as {}; the old one is {})",
-                    online.online.key_id(),
+                    "{role} key: {} (installed as {}; the old one is {})",
+                    key.key_id(),
                     current.display(),
                     retired.display()
                 );

@@ -87,6 +87,15 @@ enum ReleaseCommand {
         #[arg(long)]
         log_entry: Option<PathBuf>,
     },
+    /// Re-sign the `components` role with the pipeline key (KEYS/pipeline.key): the
+    /// same releases under a new version and a fresh expiry (365 days). Run it after
+    /// a pipeline key rotation and before the role expires.
+    Resign {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
     /// Verify an artifact as the agent does before starting it.
     #[command(disable_version_flag = true)]
     Verify {
@@ -211,6 +220,18 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
                 &life,
             )?;
             report_publication(&p, log_entry.as_deref())?;
+        }
+        ReleaseCommand::Resign { repo, keys } => {
+            let online = OnlineKeys::load(&keys_dir(&repo, keys))?;
+            let version = palisade_policy::trusted_policy::resign_components(
+                &RepoDir::new(&repo),
+                &online,
+                &life,
+            )?;
+            println!(
+                "components role version {version} signed by the pipeline key {}",
+                online.pipeline.key_id()
+            );
         }
         ReleaseCommand::Verify {
             target,

@@ -30,6 +30,10 @@ pub struct RootChange {
     /// [`update_root`] must then hold its private half, and the new targets, snapshot
     /// and timestamp are signed with it right away.
     pub online_key: Option<PublicKey>,
+    /// A new pipeline key for the `components` role: the `online` keys given to
+    /// [`update_root`] must then hold its private half as `pipeline`; the root pins
+    /// it alone, and the role is re-signed with it right away (the same releases).
+    pub pipeline_key: Option<PublicKey>,
 }
 
 /// The trust configuration of the repository's newest root, after checking that
@@ -220,6 +224,28 @@ pub fn update_root(
         root.keys
             .retain(|id, _| used.contains(&hex::encode(id.as_ref())));
     }
+    if let Some(new_pipeline) = &change.pipeline_key {
+        let id = new_pipeline.key_id();
+        if id != online.pipeline.key_id() {
+            return Err(TrustError::Invalid(
+                "the new pipeline key's private half must be the pipeline key given".into(),
+            ));
+        }
+        if old_ids.contains(&id) || new_root_ids.contains(&id) || id == online.online.key_id() {
+            return Err(TrustError::Invalid(
+                "the pipeline key must not be a root key or the online key".into(),
+            ));
+        }
+        let pin = tuf::ComponentsPin {
+            threshold: 1,
+            keys: vec![new_pipeline.clone()],
+        };
+        root._extra.insert(
+            tuf::ROOT_COMPONENTS_FIELD.to_string(),
+            serde_json::to_value(&pin)
+                .map_err(|e| TrustError::Invalid(format!("cannot encode the pipeline key: {e}")))?,
+        );
+    }
     let root_role = root
         .roles
         .get(&RoleType::Root)
@@ -235,8 +261,10 @@ pub fn update_root(
     tuf::write_atomic(&md.join("root.json"), &bytes)?;
 
     // The delegation follows the root's reviewers: what `refresh` does (a new
-    // targets version either way, so that clients re-read the delegations).
-    crate::trusted_policy::refresh(repo, online, life)?;
+    // targets version either way, so that clients re-read the delegations). A new
+    // pipeline key re-signs the `components` role in the same commit, so that no
+    // consistent snapshot pairs the new pin with the old key's signature.
+    crate::trusted_policy::refresh_with(repo, online, life, change.pipeline_key.is_some())?;
     Ok(RootUpdated {
         version,
         trust,

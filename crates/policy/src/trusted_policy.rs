@@ -600,6 +600,32 @@ fn check_not_older(datastore: &Path, version: u64) -> Result<(), TrustError> {
 /// Re-signs snapshot and timestamp (online key) so that the repository does not
 /// expire; run it periodically (timestamp lifetime: 7 days by default).
 pub fn refresh(repo: &RepoDir, keys: &OnlineKeys, life: &Lifetimes) -> Result<(), TrustError> {
+    refresh_with(repo, keys, life, false).map(|_| ())
+}
+
+/// Re-signs the `components` role with the pipeline key in `keys` (a new version and
+/// a fresh expiry, the same releases), and with it targets, snapshot and timestamp:
+/// after a pipeline key rotation, and before the role's own expiry. Returns the new
+/// version of the role; refused when no release was ever published.
+pub fn resign_components(
+    repo: &RepoDir,
+    keys: &OnlineKeys,
+    life: &Lifetimes,
+) -> Result<u64, TrustError> {
+    refresh_with(repo, keys, life, true)?.ok_or_else(|| {
+        TrustError::Invalid(
+            "the repository has no `components` role yet: no release was published".into(),
+        )
+    })
+}
+
+/// [`refresh`], re-signing the `components` role too (if there is one) when asked.
+pub(crate) fn refresh_with(
+    repo: &RepoDir,
+    keys: &OnlineKeys,
+    life: &Lifetimes,
+    resign_components: bool,
+) -> Result<Option<u64>, TrustError> {
     let state = RepoState::read(repo)?;
     let mut targets = tuf::next_targets(&state, life);
     // The `policy` delegation follows the root's reviewers (which verifiers enforce):
@@ -628,15 +654,30 @@ pub fn refresh(repo: &RepoDir, keys: &OnlineKeys, life: &Lifetimes) -> Result<()
             "components/*/*/*",
         )?;
     }
+    let mut delegated = vec![];
+    let mut resigned = None;
+    if resign_components {
+        if let Some(current) = state.delegated.get(tuf::COMPONENTS_ROLE) {
+            let mut role = current.signed.clone();
+            role.version = role.version.checked_add(1).unwrap_or(role.version);
+            role.expires = tuf::expiry(life.delegated);
+            resigned = Some(role.version.get());
+            delegated.push((
+                tuf::COMPONENTS_ROLE.to_string(),
+                tuf::signed_by(role, &[&keys.pipeline])?,
+            ));
+        }
+    }
     tuf::commit(
         repo,
         &state,
         &keys.online,
         Commit {
             targets: Some(targets),
-            delegated: vec![],
+            delegated,
             files: vec![],
         },
         life,
-    )
+    )?;
+    Ok(resigned)
 }

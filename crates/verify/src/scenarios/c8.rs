@@ -94,6 +94,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         "Bytes other than the approved artifact do not verify as the release",
         other_bytes,
     );
+    push(
+        v,
+        C8,
+        Scope::Local,
+        "c8-retired-pipeline-key-signs-nothing-accepted",
+        "After a pipeline key rotation (root update), releases re-signed with the retired key do not verify",
+        retired_pipeline_key,
+    );
     push(v, C8, Scope::Local, "c8-swapped-binary-caught-before-restart", "A binary swapped in the agent's work directory is refused right before restart; the approved release restores etcd", swapped);
 }
 
@@ -465,6 +473,57 @@ fn republished_failed(cx: &Ctx) -> BoxFut<'_> {
             ]),
             other => bail!(
                 "expected AttestationNotPassed, got {:?}",
+                other.map(|_| "verified")
+            ),
+        }
+    })
+}
+
+fn retired_pipeline_key(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let r = repo_copy(cx, "c8-retired-pipeline-key")?;
+        let c = etcd_status(cx).await?;
+        let version = c["version"].as_str().unwrap_or("").to_string();
+        let etcd = std::fs::read(find_etcd()?)?;
+        let life = Lifetimes::default();
+        let mut keys = OnlineKeys::load(&r.keys)?;
+        let next = palisade_policy::keys::generate("pipeline-next", &r.dir.join("next"), false)?;
+        let retired = std::mem::replace(&mut keys.pipeline, SigningKey::read(&next.private)?);
+        let change = palisade_policy::root::RootChange {
+            pipeline_key: Some(keys.pipeline.public().clone()),
+            ..Default::default()
+        };
+        let root = palisade_policy::root::update_root(
+            &r.repo,
+            &[r.key("root.key")?],
+            &keys,
+            change,
+            &life,
+        )?;
+        r.verify(&version, &etcd)
+            .await
+            .map_err(|e| anyhow!("the release does not verify under the new pipeline key: {e}"))?;
+        // Whoever kept the retired key re-signs the releases with it; the online key
+        // signs targets, snapshot and timestamp as usual.
+        let stolen = OnlineKeys {
+            online: r.key("online.key")?,
+            pipeline: retired,
+        };
+        palisade_policy::trusted_policy::resign_components(&r.repo, &stolen, &life)?;
+        match r.verify(&version, &etcd).await {
+            Err(e) if e.to_string().contains("Signature threshold") => Ok(vec![
+                format!(
+                    "root version {} pins the new pipeline key {}",
+                    root.version,
+                    keys.pipeline.key_id()
+                ),
+                format!(
+                    "etcd {version} re-signed with the retired key: {}",
+                    short(&e.to_string())
+                ),
+            ]),
+            other => bail!(
+                "expected a signature refusal, got {:?}",
                 other.map(|_| "verified")
             ),
         }
