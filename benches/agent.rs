@@ -133,6 +133,7 @@ async fn main() {
         clock_skew: Duration::from_secs(30),
         max_cosignature_age: Duration::from_secs(300),
         tenant_key: None,
+        retired_log_keys: Vec::new(),
     };
     let state_path = tmp.path().join("agent-state.redb");
     let state = AgentState::new(palisade_state::open_embedded(&state_path).expect("redb"));

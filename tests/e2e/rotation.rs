@@ -460,6 +460,169 @@ async fn the_pipeline_key_rotates_by_a_root_update_and_the_retired_key_publishes
     action_succeeds(&stack, "after the new key re-signed").await;
 }
 
+/// Replaces `old` by `new` in every `.toml` file under `dir`; returns the files
+/// changed.
+fn replace_in_configs(dir: &std::path::Path, old: &str, new: &str) -> Vec<std::path::PathBuf> {
+    let mut changed = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "toml") {
+                let text = std::fs::read_to_string(&path).expect("config");
+                if text.contains(old) {
+                    std::fs::write(&path, text.replace(old, new)).expect("write");
+                    changed.push(path);
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// Adds `line` right after the `[table]` header of the TOML file at `path`.
+fn add_to_table(path: &std::path::Path, table: &str, line: &str) {
+    let text = std::fs::read_to_string(path).expect("config");
+    let header = format!("[{table}]\n");
+    assert!(text.contains(&header), "no [{table}] in {}", path.display());
+    std::fs::write(
+        path,
+        text.replacen(&header, &format!("{header}{line}\n"), 1),
+    )
+    .expect("write");
+}
+
+/// Adds `line` at the top of the TOML file at `path` (before any table).
+fn add_top_level(path: &std::path::Path, line: &str) {
+    let text = std::fs::read_to_string(path).expect("config");
+    std::fs::write(path, format!("{line}\n{text}")).expect("write");
+}
+
+/// `palisade audit verify` of the demo log through its read API, as the customer
+/// runs it, trusting the log key in `log_key_file`.
+fn customer_verifies(stack: &Stack, log_key_file: &std::path::Path) -> std::process::Output {
+    let d = &stack.dir;
+    palisade()
+        .args(["audit", "verify", "--url"])
+        .arg(format!("https://127.0.0.1:{}/logs/demo", stack.base + 1))
+        .arg("--token")
+        .arg(format!("@{}", d.join("tenant-demo.token").display()))
+        .arg("--ca")
+        .arg(d.join("pki/ca.crt"))
+        .args(["--origin", "palisade.local/log/demo", "--log-key"])
+        .arg(format!("@{}", log_key_file.display()))
+        .output()
+        .expect("palisade audit verify")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_key_rotates_with_one_origin_through_checkpoints_signed_by_both_keys() {
+    let mut stack = Stack::start();
+    action_succeeds(&stack, "before rotating the log key").await;
+    let keys = stack.dir.join("log/keys");
+    let old_pub = keys.join("palisade.local_log.pub");
+    let old_text = std::fs::read_to_string(&old_pub)
+        .expect("old key")
+        .trim()
+        .to_string();
+    let next_dir = stack.dir.join("log/next-key");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run_ok(&[
+        &os("log"),
+        &os("keygen"),
+        &os("--name"),
+        &os("palisade.local/log"),
+        &os("--out"),
+        next_dir.as_os_str(),
+    ]);
+    let new_key = next_dir.join("palisade.local_log.key");
+    let new_pub = next_dir.join("palisade.local_log.pub");
+    let new_text = std::fs::read_to_string(&new_pub)
+        .expect("new key")
+        .trim()
+        .to_string();
+    assert_ne!(old_text, new_text);
+    let log_toml = stack.dir.join("log/log.toml");
+
+    // 1. The log signs with both keys; nothing else changes. (No action runs here,
+    // so the agent's stored view stays signed by the old key alone: step 2 then needs
+    // `retired_keys` to open it.)
+    add_top_level(
+        &log_toml,
+        &format!("next_key_file = {:?}", new_key.display().to_string()),
+    );
+    stack.restart();
+    for k in [&old_pub, &new_pub] {
+        let out = customer_verifies(&stack, k);
+        assert!(
+            out.status.success(),
+            "the customer's verifier of {} refused the log during the overlap: {}",
+            k.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // 2. Every verifier trusts the new key instead: gateway, agent, witnesses (the
+    // provider's and the tenant's). The agent keeps the old one for its stored view.
+    let changed = replace_in_configs(&stack.dir, &old_text, &new_text);
+    let names: Vec<String> = changed
+        .iter()
+        .filter_map(|p| p.strip_prefix(&stack.dir).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    for expected in ["gateway/gateway.toml", "agent/agent.toml"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not among {names:?}"
+        );
+    }
+    assert!(
+        names.iter().filter(|n| n.contains("witness")).count() >= 2,
+        "both witnesses' configs name the log key: {names:?}"
+    );
+    add_to_table(
+        &stack.dir.join("agent/agent.toml"),
+        "log",
+        &format!("retired_keys = [{old_text:?}]"),
+    );
+    stack.restart();
+    stack.log_policy = harness::log_policy(&stack.dir);
+    action_succeeds(&stack, "with every verifier on the new key").await;
+
+    // 3. The log drops the old key.
+    let text = std::fs::read_to_string(&log_toml).expect("log.toml");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("next_key_file"))
+        .map(|l| {
+            if l.starts_with("key_file") {
+                format!("key_file = {:?}", new_key.display().to_string())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&log_toml, text + "\n").expect("write log.toml");
+    stack.restart();
+    action_succeeds(&stack, "with the log on the new key alone").await;
+    let out = customer_verifies(&stack, &new_pub);
+    assert!(
+        out.status.success(),
+        "the customer's verifier of the new key refused the log: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A verifier still holding the retired key alone sees nothing it trusts.
+    let out = customer_verifies(&stack, &old_pub);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("signature"),
+        "a checkpoint signed after the rotation verified with the retired key: {said}"
+    );
+}
+
 /// Replaces the `witnesses = [...]` line of a `[log]` table with `keys`.
 fn set_witnesses(path: &std::path::Path, keys: &[&str]) {
     let text = std::fs::read_to_string(path).expect("config");

@@ -47,6 +47,7 @@ use palisade_policy::ValidatedAction;
 use palisade_tlog::checkpoint::WitnessGroup;
 use palisade_tlog::checkpoint::{Checkpoint, LogPolicy};
 use palisade_tlog::hash::Hash;
+use palisade_tlog::note::VerifierKey;
 use palisade_tlog::proof::TlogProof;
 use palisade_tlog::tree::verify_consistency;
 use std::sync::Arc;
@@ -103,6 +104,8 @@ pub struct AcceptorConfig {
     pub max_cosignature_age: Duration,
     /// The tenant's key: with it, dispatches need the tenant's witness statement.
     pub tenant_key: Option<PublicKey>,
+    /// Log keys retired by a rotation, with which the stored view still opens.
+    pub retired_log_keys: Vec<VerifierKey>,
 }
 
 /// A dispatch that passed every check; only [`Acceptor::accept`] makes one.
@@ -245,9 +248,8 @@ impl Acceptor {
             Some(note) => Ok(self
                 .config
                 .log
-                .verify(&note)
+                .verify_stored(&note, &self.config.retired_log_keys)
                 .map_err(|e| format!("stored checkpoint no longer verifies: {e}"))?
-                .checkpoint()
                 .size()),
         }
     }
@@ -429,11 +431,14 @@ impl Acceptor {
             Some(bytes) => match verified_view.as_ref() {
                 Some((seen, old)) if seen == bytes => Some(old.clone()),
                 _ => {
-                    let old = c.log.verify(bytes).map_err(|e| {
-                        unavailable(format!("stored checkpoint does not verify: {e}"))
-                    })?;
-                    *verified_view = Some((bytes.clone(), old.checkpoint().clone()));
-                    Some(old.checkpoint().clone())
+                    let old = c
+                        .log
+                        .verify_stored(bytes, &c.retired_log_keys)
+                        .map_err(|e| {
+                            unavailable(format!("stored checkpoint does not verify: {e}"))
+                        })?;
+                    *verified_view = Some((bytes.clone(), old.clone()));
+                    Some(old)
                 }
             },
         };

@@ -145,6 +145,11 @@ pub struct LogTrust {
     pub origin: String,
     /// The log's verifier key (`<name>+<hexid>+<base64>`).
     pub key: String,
+    /// Log keys retired by a key rotation: the checkpoint this agent stored before
+    /// the rotation still opens with them (so that its view of the log survives);
+    /// a checkpoint from the network must be signed by `key`.
+    #[serde(default)]
+    pub retired_keys: Vec<String>,
     /// Witness verifier keys (cosignature type).
     #[serde(default)]
     pub witnesses: Vec<String>,
@@ -177,6 +182,24 @@ impl LogTrust {
         palisade_tlog::checkpoint::LogPolicy::new(&self.origin, key)
             .and_then(|p| p.with_witnesses(witnesses, self.witness_quorum))
             .map_err(|e| format!("log: {e}"))
+    }
+
+    /// The keys of `retired_keys` (Ed25519 verifier keys, none of them `key`).
+    pub fn retired(&self) -> Result<Vec<VerifierKey>, String> {
+        let mut out = Vec::new();
+        for (i, text) in self.retired_keys.iter().enumerate() {
+            let k = VerifierKey::parse(text).map_err(|e| format!("log.retired_keys[{i}]: {e}"))?;
+            if k.key_type() != KeyType::Ed25519 {
+                return Err(format!(
+                    "log.retired_keys[{i}]: must be an Ed25519 (type 0x01) verifier key"
+                ));
+            }
+            if text.trim() == self.key.trim() {
+                return Err(format!("log.retired_keys[{i}]: is the log's key itself"));
+            }
+            out.push(k);
+        }
+        Ok(out)
     }
 }
 
@@ -310,6 +333,9 @@ impl ProcessConfig for AgentConfig {
             ));
         }
         self.log.policy().map_err(|e| FieldError::new("log", e))?;
+        self.log
+            .retired()
+            .map_err(|e| FieldError::new("log.retired_keys", e))?;
         if self.etcd.endpoints.is_empty() {
             return Err(FieldError::new("etcd.endpoints", "at least one endpoint"));
         }

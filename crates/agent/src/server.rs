@@ -170,6 +170,7 @@ impl Agent {
                 max_ttl: Duration::from_secs(cfg.max_dispatch_ttl_secs),
                 clock_skew: Duration::from_secs(cfg.clock_skew_secs),
                 max_cosignature_age: Duration::from_secs(cfg.log.max_cosignature_age_secs),
+                retired_log_keys: cfg.log.retired().map_err(setup("log trust"))?,
                 tenant_key: match &cfg.tenant_key {
                     Some(p) => Some(
                         PublicKey::read(p)

@@ -182,6 +182,7 @@ impl LogSettings {
         palisade_agent::config::LogTrust {
             origin: format!("{}/{cluster}", self.base_origin),
             key: self.key.clone(),
+            retired_keys: Vec::new(),
             witnesses: self.witnesses.clone(),
             witness_quorum: self.witness_quorum,
             max_cosignature_age_secs: 300,

@@ -22,6 +22,11 @@ pub struct LogConfig {
     /// The log's signed-note private key (`PRIVATE+KEY+…`); its name must equal
     /// `base_origin`. Secret: `PALISADE_LOG_KEY_FILE` overrides it.
     pub key_file: PathBuf,
+    /// During a key rotation, the key the log rotates to (same name): every
+    /// checkpoint is signed by both keys. Secret: `PALISADE_LOG_NEXT_KEY_FILE`
+    /// overrides it. See docs/operations.md, "Rotating the log key".
+    #[serde(default)]
+    pub next_key_file: Option<PathBuf>,
     /// The inventory: which clusters exist and which tenant owns each.
     pub inventory: PathBuf,
     pub storage: StorageConfig,
@@ -314,6 +319,9 @@ impl ProcessConfig for LogConfig {
             ("tls.cert", &mut self.tls.cert),
             ("tls.key", &mut self.tls.key),
         ];
+        if let Some(next) = self.next_key_file.as_mut() {
+            v.push(("next_key_file", next));
+        }
         if let Some(palisade_state::EtcdTls { ca, cert, key }) =
             self.leader.as_mut().and_then(|l| l.tls.as_mut())
         {
@@ -335,6 +343,7 @@ impl ProcessConfig for LogConfig {
     fn secret_fields() -> &'static [&'static str] {
         &[
             "key_file",
+            "next_key_file",
             "tls.key",
             "storage.credentials_file",
             "leader.tls.key",

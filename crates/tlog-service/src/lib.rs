@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod https;
 pub mod journal;
 pub mod keyfile;
+pub mod log_keys;
 pub mod metrics;
 pub mod sequencer;
 pub mod server;

@@ -32,6 +32,7 @@
 
 use crate::fetch::{MemoryTiles, StoreFetcher};
 use crate::journal::{Journal, Record, JOURNAL};
+use crate::log_keys::LogKeys;
 use crate::store::TileStore;
 use crate::witness_client::WitnessClient;
 use bytes::Bytes;
@@ -362,10 +363,10 @@ pub struct WitnessSet {
 }
 
 impl WitnessSet {
-    /// Signatures a fully witnessed note carries: the log's, the quorum's and every
-    /// required witness's.
-    fn witnessed_signatures(&self) -> usize {
-        1 + self.quorum + self.clients.iter().filter(|w| w.is_required()).count()
+    /// Signatures a fully witnessed note carries: the log's (one per key), the
+    /// quorum's and every required witness's.
+    fn witnessed_signatures(&self, log_keys: usize) -> usize {
+        log_keys + self.quorum + self.clients.iter().filter(|w| w.is_required()).count()
     }
 
     /// Where the commit point goes: with witnesses, the public `checkpoint` is only
@@ -461,7 +462,7 @@ impl Edge {
 
 struct Sequencer {
     origin: String,
-    key: SignerKey,
+    keys: LogKeys,
     store: TileStore,
     edge: Edge,
     /// The current checkpoint, as stored (or, cosigned, being stored: `storing`).
@@ -499,11 +500,12 @@ struct Opened {
 /// Opens (or creates) the log at `store` and starts its sequencer.
 pub async fn start(
     origin: &str,
-    key: SignerKey,
+    keys: impl Into<LogKeys>,
     store: TileStore,
     batch: BatchConfig,
     witnesses: WitnessSet,
 ) -> Result<LogWriter, OpenError> {
+    let keys = keys.into();
     crate::metrics::METRICS.log_opened(origin);
     for w in &witnesses.clients {
         crate::metrics::METRICS.witness_known(w.name());
@@ -517,7 +519,7 @@ pub async fn start(
         .filter(|p| !batch.publish_interval.is_zero() || p.exists());
     let (opened, journal) = open(
         origin,
-        &key,
+        &keys,
         &store,
         witnesses.commit_name(),
         journal_path.as_deref(),
@@ -534,7 +536,28 @@ pub async fn start(
         }),
         _ => None,
     };
-    let Opened { edge, note, recent } = opened;
+    let Opened {
+        edge,
+        mut note,
+        recent,
+    } = opened;
+    // During a key rotation the newest checkpoint is signed by the next key too, and
+    // (without a journal, which publishes it with its tiles) stored again at once, so
+    // that the log still opens once the old key is gone.
+    let completed = keys.complete(&note).map_err(|e| OpenError::Corrupt {
+        origin: origin.to_string(),
+        reason: e.to_string(),
+    })?;
+    if let Some(done) = completed {
+        if journal.is_none() {
+            store
+                .write(witnesses.commit_name(), Bytes::from(done.to_bytes()))
+                .await
+                .map_err(|e| OpenError::Storage(e.to_string(), origin.to_string()))?;
+        }
+        tracing::info!(%origin, keys = keys.len(), "the stored checkpoint is signed by every log key now");
+        note = done;
+    }
     let mut witnesses = witnesses;
     if !witnesses.clients.is_empty() {
         // What each witness last cosigned, from the checkpoints storage holds, so
@@ -556,7 +579,7 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(4096);
     let seq = Sequencer {
         origin: origin.to_string(),
-        key,
+        keys,
         store,
         edge,
         note,
@@ -588,7 +611,7 @@ pub async fn start(
 /// beyond it; `unpublished` is set to what storage lacks.
 async fn open(
     origin: &str,
-    key: &SignerKey,
+    keys: &LogKeys,
     store: &TileStore,
     commit_name: &str,
     journal: Option<&std::path::Path>,
@@ -598,7 +621,7 @@ async fn open(
         origin: origin.to_string(),
         reason,
     };
-    let (mut edge, mut note, mut recent) = recover(origin, key, store, commit_name).await?;
+    let (mut edge, mut note, mut recent) = recover(origin, keys, store, commit_name).await?;
     // The stored partial tiles and bundle, as written: narrower widths are cut from
     // them (storage holds partial ones only at the sizes it published).
     let mut held = Unpublished::default();
@@ -630,7 +653,7 @@ async fn open(
                         record.first
                     )));
                 }
-                let (n, checkpoint) = opened_note(origin, key, &record.note, "journal record")?;
+                let (n, checkpoint) = opened_note(origin, keys, &record.note, "journal record")?;
                 if checkpoint.size() != end {
                     return Err(corrupt(format!(
                         "a journal record for entries {}..{end} has a checkpoint of size {}",
@@ -663,7 +686,7 @@ async fn open(
 /// and entries against it. A log with no checkpoint is new and gets one of size 0.
 async fn recover(
     origin: &str,
-    key: &SignerKey,
+    keys: &LogKeys,
     store: &TileStore,
     commit_name: &str,
 ) -> Result<(Edge, Note, MemoryTiles), OpenError> {
@@ -673,8 +696,8 @@ async fn recover(
     };
     let storage =
         |e: crate::store::StoreError| OpenError::Storage(e.to_string(), origin.to_string());
-    let public = stored_note(origin, key, store, "checkpoint").await?;
-    let commit = stored_note(origin, key, store, COMMIT_CHECKPOINT).await?;
+    let public = stored_note(origin, keys, store, "checkpoint").await?;
+    let commit = stored_note(origin, keys, store, COMMIT_CHECKPOINT).await?;
     // The newer of the two; the cosigned one when they are of the same size, which
     // must then be the same tree.
     if let (Some((_, p)), Some((_, c))) = (&public, &commit) {
@@ -704,7 +727,7 @@ async fn recover(
             )));
         }
         let note = Checkpoint::new(origin, 0, Frontier::new().root())
-            .and_then(|c| c.sign(key))
+            .and_then(|c| keys.sign(&c))
             .map_err(|e| corrupt(e.to_string()))?;
         store
             .write(commit_name, Bytes::from(note.to_bytes()))
@@ -805,7 +828,7 @@ async fn recover(
 /// log's key and origin; `None` if there is none.
 async fn stored_note(
     origin: &str,
-    key: &SignerKey,
+    keys: &LogKeys,
     store: &TileStore,
     name: &str,
 ) -> Result<Option<(Note, Checkpoint)>, OpenError> {
@@ -816,14 +839,14 @@ async fn stored_note(
     else {
         return Ok(None);
     };
-    opened_note(origin, key, &bytes, &format!("stored {name}")).map(Some)
+    opened_note(origin, keys, &bytes, &format!("stored {name}")).map(Some)
 }
 
 /// A checkpoint note (`what` says where it is from) checked against the log's key and
 /// origin.
 fn opened_note(
     origin: &str,
-    key: &SignerKey,
+    keys: &LogKeys,
     bytes: &[u8],
     what: &str,
 ) -> Result<(Note, Checkpoint), OpenError> {
@@ -832,9 +855,13 @@ fn opened_note(
         reason,
     };
     let note = Note::parse(bytes).map_err(|e| corrupt(format!("{what} is malformed: {e}")))?;
-    note.clone()
-        .open(std::slice::from_ref(&key.verifier()))
-        .map_err(|e| corrupt(format!("{what} is not signed by this log's key: {e}")))?;
+    note.clone().open(&keys.verifiers()).map_err(|e| {
+        corrupt(format!(
+            "{what} is not signed by this log's key: {e} (if the key was just rotated, \
+                 start once more with the old key as key_file and the new one as \
+                 next_key_file, until a checkpoint signed by both is stored)"
+        ))
+    })?;
     let checkpoint = Checkpoint::parse(note.text()).map_err(|e| corrupt(format!("{what}: {e}")))?;
     if checkpoint.origin() != origin {
         return Err(corrupt(format!(
@@ -854,7 +881,7 @@ impl Sequencer {
         // A checkpoint stored before the witnesses answered (or the first one of a new
         // log) is cosigned now, so that readers requiring witnesses can verify it.
         if !self.witnesses.clients.is_empty()
-            && self.note.signatures().len() < self.witnesses.witnessed_signatures()
+            && self.note.signatures().len() < self.witnesses.witnessed_signatures(self.keys.len())
         {
             if let Err((got, need, detail)) = self.collect_cosignatures().await {
                 tracing::warn!(origin = %self.origin, got, need, %detail, "checkpoint not yet witnessed");
@@ -941,7 +968,7 @@ impl Sequencer {
         // storage only ever shows witnessed checkpoints as `checkpoint`, and a log
         // whose public checkpoint was put back continues from its commit point.
         let witnessed = self.witnesses.clients.is_empty()
-            || self.note.signatures().len() >= self.witnesses.witnessed_signatures();
+            || self.note.signatures().len() >= self.witnesses.witnessed_signatures(self.keys.len());
         let mut names = vec![self.witnesses.commit_name()];
         if witnessed && !names.contains(&"checkpoint") {
             names.push("checkpoint");
@@ -1003,7 +1030,7 @@ impl Sequencer {
                     .unwrap_or_default();
                 match open(
                     &self.origin,
-                    &self.key,
+                    &self.keys,
                     &self.store,
                     name,
                     journal.as_deref(),
@@ -1084,7 +1111,7 @@ impl Sequencer {
         let objects = edge.extend(&entries)?;
         let size = edge.frontier.size();
         let note = Checkpoint::new(&self.origin, size, edge.frontier.root())
-            .and_then(|c| c.sign(&self.key))
+            .and_then(|c| self.keys.sign(&c))
             .map_err(|e| e.to_string())?;
 
         if let Some(j) = self.journal.as_mut() {

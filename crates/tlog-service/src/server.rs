@@ -16,6 +16,7 @@
 
 use crate::config::{LogConfig, StorageConfig, GOVERNANCE};
 use crate::https::{serve, Peer};
+use crate::log_keys::LogKeys;
 use crate::sequencer::{
     self, AppendError, AppendOptions, BatchConfig, LogWriter, Wait, WitnessSet,
 };
@@ -60,7 +61,7 @@ pub enum LogServiceError {
 /// The running log service.
 pub struct LogService {
     config: LogConfig,
-    key: SignerKey,
+    keys: LogKeys,
     storage: TileStore,
     inventory: Inventory,
     readers: HashMap<[u8; 32], TenantId>,
@@ -162,26 +163,20 @@ impl LogService {
         config: LogConfig,
         fence: Option<palisade_state::lease::LeaderFence>,
     ) -> Result<Arc<Self>, LogServiceError> {
-        check_private(&config.key_file)?;
-        let key_text =
-            std::fs::read_to_string(&config.key_file).map_err(|e| LogServiceError::Key {
-                path: config.key_file.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        let key = SignerKey::parse(key_text.trim()).map_err(|e| LogServiceError::Key {
-            path: config.key_file.display().to_string(),
-            reason: e.to_string(),
+        let key = read_log_key(&config.key_file, &config.base_origin)?;
+        let next = match &config.next_key_file {
+            Some(path) => Some(read_log_key(path, &config.base_origin)?),
+            None => None,
+        };
+        let keys = LogKeys::new(key, next).map_err(|reason| LogServiceError::Key {
+            path: config
+                .next_key_file
+                .as_ref()
+                .unwrap_or(&config.key_file)
+                .display()
+                .to_string(),
+            reason,
         })?;
-        if key.name() != config.base_origin {
-            return Err(LogServiceError::Key {
-                path: config.key_file.display().to_string(),
-                reason: format!(
-                    "the key is named {:?}; it must be named after base_origin {:?}",
-                    key.name(),
-                    config.base_origin
-                ),
-            });
-        }
         let inventory: Inventory = palisade_core::config::load(&config.inventory)
             .map_err(|e| LogServiceError::Inventory(e.to_string()))?;
         if inventory
@@ -219,7 +214,7 @@ impl LogService {
         };
         Ok(Arc::new(Self {
             config,
-            key,
+            keys,
             storage,
             inventory,
             readers,
@@ -301,7 +296,7 @@ impl LogService {
         };
         let writer = sequencer::start(
             &self.origin(log),
-            self.key.clone(),
+            self.keys.clone(),
             self.storage.at(&log_prefix(log)),
             batch,
             witnesses,
@@ -558,6 +553,24 @@ async fn tile(
         }
     }
     Err(Refused::NotFound(format!("{rel} does not exist")))
+}
+
+/// The log's signing key at `path`, which must be private and named `base_origin`.
+fn read_log_key(path: &std::path::Path, base_origin: &str) -> Result<SignerKey, LogServiceError> {
+    check_private(path)?;
+    let failed = |reason: String| LogServiceError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    let key = SignerKey::parse(text.trim()).map_err(|e| failed(e.to_string()))?;
+    if key.name() != base_origin {
+        return Err(failed(format!(
+            "the key is named {:?}; it must be named after base_origin {base_origin:?}",
+            key.name()
+        )));
+    }
+    Ok(key)
 }
 
 /// A private key readable by anyone but its owner is refused, as the CA and witness

@@ -815,6 +815,81 @@ async fn missing_or_short_right_edge_tile_refuses_to_open() {
     damaged_log_refuses_to_open(&backend, "short", &DAMAGES[7]).await;
 }
 
+/// The log key rotates with one origin: signed by both keys, then by the new one
+/// alone. A log that skips the overlap refuses to open, and says what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_key_rotates_through_an_overlap_signed_by_both_keys() {
+    use palisade_tlog_service::log_keys::LogKeys;
+    let backend = Backend::local();
+    let log = backend.log("clusters/rotate");
+    let writer = log.open(BatchConfig::default()).await;
+    append_concurrently(&writer, 0..3, 1).await;
+    writer.close().await;
+    let old = log.key.clone();
+    let new = SignerKey::generate(old.name(), KeyType::Ed25519).expect("key");
+    let policy_of = |k: &SignerKey| LogPolicy::new(&log.origin, k.verifier()).expect("policy");
+
+    // Skipping the overlap: the stored checkpoint does not open with the new key.
+    let skipped = sequencer::start(
+        &log.origin,
+        new.clone(),
+        log.store.clone(),
+        BatchConfig::default(),
+        WitnessSet::default(),
+    )
+    .await;
+    match skipped {
+        Err(e) => assert!(e.to_string().contains("next_key_file"), "{e}"),
+        Ok(_) => panic!("a log opened a checkpoint signed by a key it does not hold"),
+    }
+
+    // 1. Both keys: the stored checkpoint is signed again at once; new ones by both.
+    let both = LogKeys::new(old.clone(), Some(new.clone())).expect("keys");
+    let writer = sequencer::start(
+        &log.origin,
+        both,
+        log.store.clone(),
+        BatchConfig::default(),
+        WitnessSet::default(),
+    )
+    .await
+    .expect("open with both keys");
+    let stored = log.read("checkpoint").await.expect("stored checkpoint");
+    policy_of(&new)
+        .verify(&stored)
+        .expect("the stored checkpoint is signed by the new key right after the start");
+    let receipt = writer.append(entry(3)).await.expect("append");
+    for k in [&old, &new] {
+        TlogProof::parse(&receipt.proof)
+            .expect("proof")
+            .verify(&entry(3), &policy_of(k))
+            .expect("a verifier of either key accepts");
+    }
+    writer.close().await;
+
+    // 3. The new key alone: the log opens, and the old key vouches for nothing new.
+    let writer = sequencer::start(
+        &log.origin,
+        new.clone(),
+        log.store.clone(),
+        BatchConfig::default(),
+        WitnessSet::default(),
+    )
+    .await
+    .expect("open with the new key");
+    assert_eq!(writer.published().size, 4);
+    let receipt = writer.append(entry(4)).await.expect("append");
+    let proof = TlogProof::parse(&receipt.proof).expect("proof");
+    proof
+        .verify(&entry(4), &policy_of(&new))
+        .expect("the new key verifies");
+    assert!(
+        proof.verify(&entry(4), &policy_of(&old)).is_err(),
+        "a checkpoint signed after the rotation verified with the retired key"
+    );
+    writer.close().await;
+}
+
 /// Without its checkpoint a log has lost its commit point, not its entries: starting a
 /// new, empty log there would overwrite the old tiles and sign checkpoints that
 /// contradict the ones already published (a fork).

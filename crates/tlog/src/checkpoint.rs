@@ -144,8 +144,17 @@ impl Checkpoint {
     /// The signed note, signed by the log's Ed25519 key. (tlog-checkpoint: the key
     /// name SHOULD be the origin; Palisade's logs name their keys so.)
     pub fn sign(&self, log_key: &SignerKey) -> Result<Note, CheckpointError> {
+        self.sign_by(std::slice::from_ref(log_key))
+    }
+
+    /// The signed note, signed by each of `log_keys`. A log rotating its key signs
+    /// with the old and the new one (one name, two key IDs); a verifier that knows
+    /// either accepts the note, for signed-note ignores signatures by unknown keys.
+    pub fn sign_by(&self, log_keys: &[SignerKey]) -> Result<Note, CheckpointError> {
         let mut note = Note::new(self.to_text())?;
-        note.add_signature(sign_text(note.text(), log_key)?)?;
+        for key in log_keys {
+            note.add_signature(sign_text(note.text(), key)?)?;
+        }
         Ok(note)
     }
 
@@ -316,6 +325,30 @@ impl LogPolicy {
     /// The groups required beside the quorum.
     pub fn groups(&self) -> &[WitnessGroup] {
         &self.groups
+    }
+
+    /// Opens a checkpoint this verifier accepted in full before (its stored view of
+    /// the log): the expected origin and a valid signature by one of the log's keys
+    /// or of `retired` (keys the log signed with before a key rotation). Witnesses are
+    /// not required again, so a view survives a witness's rotation too.
+    pub fn verify_stored(
+        &self,
+        signed: &[u8],
+        retired: &[VerifierKey],
+    ) -> Result<Checkpoint, CheckpointError> {
+        let mut keys = self.log_keys.clone();
+        for k in retired {
+            require_type(k, KeyType::Ed25519)?;
+            keys.push(k.clone());
+        }
+        let log_only = LogPolicy {
+            origin: self.origin.clone(),
+            log_keys: keys,
+            witnesses: Vec::new(),
+            quorum: 0,
+            groups: Vec::new(),
+        };
+        Ok(log_only.verify(signed)?.checkpoint)
     }
 
     /// Opens a signed checkpoint: a valid log signature, the expected origin, and a

@@ -291,3 +291,42 @@ fn a_required_group_must_cosign_besides_the_quorum() {
         Err(CheckpointError::ImpossibleQuorum { have: 1, need: 0 })
     ));
 }
+
+#[test]
+fn a_stored_view_opens_with_a_retired_log_key_and_needs_no_witness_again() {
+    let origin = "example.com/log/c1";
+    let (old, new) = (
+        signer("example.com/log", KeyType::Ed25519),
+        signer("example.com/log", KeyType::Ed25519),
+    );
+    let witness = signer("w", KeyType::Cosignature);
+    let cp = Checkpoint::new(origin, 5, Hash([3; 32])).unwrap();
+    let stored = cp.sign(&old).unwrap().to_bytes();
+    let policy = LogPolicy::new(origin, new.verifier())
+        .unwrap()
+        .with_witnesses(vec![witness.verifier()], 1)
+        .unwrap();
+    // From the network, a checkpoint signed by the retired key alone is refused...
+    assert!(matches!(
+        policy.verify(&stored),
+        Err(CheckpointError::Note(NoteError::NoTrustedSignature { .. }))
+    ));
+    // ...and so is a stored one, unless the key is named as retired.
+    assert!(policy.verify_stored(&stored, &[]).is_err());
+    let opened = policy.verify_stored(&stored, &[old.verifier()]).unwrap();
+    assert_eq!(opened.size(), 5);
+    // The origin still binds, and a retired key must be a log (Ed25519) key.
+    let elsewhere = Checkpoint::new("example.com/log/c2", 5, Hash([3; 32]))
+        .unwrap()
+        .sign(&old)
+        .unwrap()
+        .to_bytes();
+    assert!(matches!(
+        policy.verify_stored(&elsewhere, &[old.verifier()]),
+        Err(CheckpointError::WrongOrigin { .. })
+    ));
+    assert!(matches!(
+        policy.verify_stored(&stored, &[witness.verifier()]),
+        Err(CheckpointError::WrongKeyType { .. })
+    ));
+}

@@ -230,6 +230,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         v,
         C7,
         Scope::Local,
+        "c7-untrusted-log-key-refused",
+        "A checkpoint signed by a key with the log's name that the agent does not trust (a retired log key after a rotation), cosigned by every witness, is refused",
+        untrusted_log_key,
+    );
+    push(
+        v,
+        C7,
+        Scope::Local,
         "c7-agent-rolled-back-checkpoint",
         "A rolled-back (shorter) log is refused as stale",
         rolled_back,
@@ -879,6 +887,51 @@ fn provider_fork(cx: &Ctx) -> BoxFut<'_> {
                 f.seen
             ),
             "signed by the provider's log key and cosigned by the provider's witness key".into(),
+            refused,
+        ])
+    })
+}
+
+/// A checkpoint signed by a key that carries the log's name but that the agent does
+/// not trust (what a retired log key is after a rotation), over the real log plus a
+/// forged intent and cosigned by the real witnesses: refused.
+fn untrusted_log_key(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let f = forgery(l).await?;
+        let real = l.log_signer()?;
+        let other = SignerKey::generate(real.name(), palisade_tlog::note::KeyType::Ed25519)
+            .map_err(|e| anyhow!("{e}"))?;
+        let mut entries = l.log_entries(f.seen).await?;
+        entries.push(f.entry.clone());
+        let fork = ForgedLog::with_entries(&entries)?;
+        let note = fork.note(
+            ORIGIN,
+            &other,
+            &[&l.witness_signer()?, &l.tenant_witness_signer()?],
+        )?;
+        let cons = Consistency {
+            from_size: f.seen,
+            hashes: fork
+                .consistency(f.seen)?
+                .iter()
+                .map(Hash::to_base64)
+                .collect(),
+        };
+        let r = l
+            .refused(&f.request(fork.proof(f.seen, note)?, Some(cons)))
+            .await?;
+        let refused = expect_code(
+            &r,
+            RefusalCode::NotInLog,
+            "checkpoint signed by another log key",
+        )?;
+        Ok(vec![
+            format!(
+                "checkpoint signed by {}+{:08x} (the log's name, not its key), cosigned by both witnesses",
+                other.name(),
+                other.verifier().key_id()
+            ),
             refused,
         ])
     })
