@@ -203,6 +203,7 @@ async fn main() {
             proof: String::from_utf8(proof.to_bytes()).expect("utf8"),
             consistency,
             tenant_trust: None,
+            approval: None,
         });
         seen = size;
     }

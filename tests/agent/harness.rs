@@ -139,6 +139,21 @@ impl Stack {
         before: impl FnOnce(&Path, u16),
         wrapper: impl FnOnce(&Path) -> Vec<String>,
     ) -> Self {
+        Self::start_full(before, wrapper, false)
+    }
+
+    /// Like [`Stack::start`], with the demo tenant's customer approval policy (one
+    /// approval by `ana` or `ben` for every disruptive action), as `palisade up`
+    /// makes it by default.
+    pub fn start_with_customer_approval() -> Self {
+        Self::start_full(|_, _| {}, |_| Vec::new(), true)
+    }
+
+    fn start_full(
+        before: impl FnOnce(&Path, u16),
+        wrapper: impl FnOnce(&Path) -> Vec<String>,
+        approvals: bool,
+    ) -> Self {
         require_tool("etcd", "apt-get install etcd-server");
         require_tool("etcdctl", "apt-get install etcd-client");
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -146,7 +161,7 @@ impl Stack {
         let base = free_port_block();
         std::fs::create_dir_all(&dir).expect("state dir");
         before(&dir, base);
-        let up = start_up_wrapped(&dir, base, &wrapper(&dir));
+        let up = start_up_wrapped(&dir, base, &wrapper(&dir), approvals);
         let etcd = Etcd {
             client_port: base + 4,
         };
@@ -283,6 +298,7 @@ impl Stack {
             proof,
             consistency: (seen > 0).then_some(consistency),
             tenant_trust: self.dispatcher.tenant_trust("demo"),
+            approval: None,
         }
     }
 
@@ -366,17 +382,22 @@ fn read_signer(path: &Path) -> SignerKey {
 }
 
 fn start_up(dir: &Path, base: u16) -> Running {
-    start_up_wrapped(dir, base, &[])
+    start_up_wrapped(dir, base, &[], false)
 }
 
-fn start_up_wrapped(dir: &Path, base: u16, wrapper: &[String]) -> Running {
-    let up_args = [
+/// `palisade up`; without `approvals`, the demo tenant's first statement asks for
+/// no customer approval (the tests of other claims run disruptive actions freely).
+fn start_up_wrapped(dir: &Path, base: u16, wrapper: &[String], approvals: bool) -> Running {
+    let mut up_args = vec![
         "up".to_string(),
         "--dir".into(),
         dir.display().to_string(),
         "--base-port".into(),
         base.to_string(),
     ];
+    if !approvals {
+        up_args.push("--no-customer-approval".into());
+    }
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);

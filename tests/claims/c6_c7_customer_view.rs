@@ -576,6 +576,7 @@ async fn an_agent_refusal_reaches_the_customer_signed_by_the_agent() {
         issued_at: palisade_core::time::Timestamp::now(),
         witnesses: vec![new_witness.verifier().to_string()],
         quorum: 1,
+        approval: None,
     }
     .sign(&key)
     .expect("sign");

@@ -518,6 +518,7 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
             proof,
             consistency,
             tenant_trust: stack.dispatcher.tenant_trust("demo"),
+            approval: None,
         }
     };
     let size = usize::try_from(seen).expect("size");
@@ -591,6 +592,7 @@ async fn forked_rolled_back_and_unwitnessed_checkpoints_are_refused() {
         proof: appended.proof.clone(),
         consistency: None,
         tenant_trust: stack.dispatcher.tenant_trust("demo"),
+        approval: None,
     };
     stack
         .execute("etcd.health", &[])

@@ -58,6 +58,7 @@ fn statement(
         issued_at: Timestamp::now(),
         quorum: 1,
         witnesses,
+        approval: None,
     }
     .sign(key)
     .expect("sign")
@@ -127,6 +128,7 @@ async fn the_provider_alone_cannot_show_the_agent_a_private_fork() {
         proof: String::from_utf8(proof.to_bytes()).expect("utf8"),
         consistency: Some(consistency.clone()),
         tenant_trust: stack.dispatcher.tenant_trust("demo"),
+        approval: None,
     };
     let r = stack.refused(&req).await;
     assert_eq!(r.code, RefusalCode::NotInLog, "{r}");

@@ -38,9 +38,12 @@
 
 use crate::dispatch::{Dispatch, DispatchRequest, Refusal, RefusalCode, DISPATCH_PAYLOAD_TYPE};
 use crate::view::AgentState;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use palisade_core::event::{EnforcedTrust, Event, IntentEvent};
 use palisade_core::time::Timestamp;
 use palisade_core::{ClusterId, InstanceId, TenantId};
+use palisade_policy::customer_approval::{count_approvals, ApprovalPolicy, RequestRef};
 use palisade_policy::keys::PublicKey;
 use palisade_policy::tenant::{OpenedTrust, TenantTrust};
 use palisade_policy::ValidatedAction;
@@ -419,6 +422,17 @@ impl Acceptor {
             .verify(&entry, log_policy)
             .map_err(|e| refuse(RefusalCode::NotInLog, e.to_string()))?;
         check_fresh(&verified, log_policy, c, now)?;
+        // 8b. The customer's approval, when the tenant's statement in force requires
+        // it for this action.
+        let approval = match in_force.as_ref().and_then(|t| {
+            let seq = t.opened.trust.seq;
+            t.opened.trust.approval.as_ref().map(|a| (a, seq))
+        }) {
+            Some((policy, seq)) if policy.requires(action.name().as_str(), action.risk()) => {
+                Some(self.check_approval(policy, seq, req, &event, now).await?)
+            }
+            _ => None,
+        };
         let trust = self.enforced(in_force.as_ref().map(|t| t.opened.reference()));
         let new = verified.checkpoint().clone();
         let new_note = verified.note().to_bytes();
@@ -465,6 +479,21 @@ impl Acceptor {
         if let Some(t) = &in_force {
             self.record_tenant_trust(t).await?;
         }
+        // An approval is used once: the request's digest is spent like a nonce (and
+        // forgotten once the request has expired, when it is refused anyway).
+        if let Some((spent, until)) = &approval {
+            if !self
+                .state
+                .spend_nonce(spent, *until)
+                .await
+                .map_err(unavailable)?
+            {
+                return Err(refuse(
+                    RefusalCode::NotApproved,
+                    "this request's approval was already used",
+                ));
+            }
+        }
         if !self
             .state
             .spend_nonce(dispatch.nonce.as_str(), dispatch.expires_at)
@@ -487,6 +516,90 @@ impl Acceptor {
             log_origin: new.origin().to_string(),
             trust,
         })
+    }
+
+    /// Step 8b: the approval the dispatch carries, checked against the tenant's
+    /// approval policy (statement `seq`): the request as logged describes exactly
+    /// this dispatch and has not expired, the intent names it, and a threshold of
+    /// distinct approvers the policy names approved it, each within their validity.
+    /// Returns the key under which the approval is spent, and until when.
+    async fn check_approval(
+        &self,
+        policy: &ApprovalPolicy,
+        seq: u64,
+        req: &DispatchRequest,
+        intent: &IntentEvent,
+        now: Timestamp,
+    ) -> Result<(String, Timestamp), Refusal> {
+        let no = |detail: String| refuse(RefusalCode::NotApproved, detail);
+        let (Some(bundle), Some(reference)) = (&req.approval, &intent.approval) else {
+            return Err(no(format!(
+                "{} needs the customer's approval (tenant statement seq {seq}), and none is attached",
+                intent.action
+            )));
+        };
+        let entry = BASE64
+            .decode(&bundle.request)
+            .map_err(|e| no(format!("the approval request is not base64: {e}")))?;
+        let digest = palisade_core::Sha256Digest::of(&entry);
+        if digest != reference.request_digest {
+            return Err(no(format!(
+                "the request attached ({digest}) is not the one the intent names ({})",
+                reference.request_digest
+            )));
+        }
+        let request = match Event::from_log_entry(&entry) {
+            Ok(Event::ApprovalRequest(r)) => *r,
+            _ => return Err(no("the request attached is not an approval request".into())),
+        };
+        if request.event_id != reference.request
+            || request.tenant != intent.tenant
+            || request.cluster != intent.cluster
+            || request.instance != intent.instance
+            || request.action != intent.action
+            || request.parameters != intent.parameters
+        {
+            return Err(no(format!(
+                "request {} is for {} {:?} on {}/{}, not this action",
+                request.event_id,
+                request.action,
+                request.parameters,
+                request.cluster,
+                request
+                    .instance
+                    .as_ref()
+                    .map_or("-".into(), |i| i.to_string())
+            )));
+        }
+        let skew = i64::try_from(self.config.clock_skew.as_secs()).unwrap_or(i64::MAX);
+        if now.unix_seconds() > request.expires_at.unix_seconds() + skew {
+            return Err(no(format!(
+                "request {} expired at {}",
+                request.event_id, request.expires_at
+            )));
+        }
+        count_approvals(
+            policy,
+            RequestRef {
+                tenant: &request.tenant,
+                cluster: &request.cluster,
+                request: &request.event_id,
+                request_index: reference.request_index,
+                request_digest: &digest,
+            },
+            &bundle.approvals,
+            now,
+            skew,
+        )
+        .map_err(no)?;
+        let spent = format!("approval-{digest}");
+        if self.state.nonce_seen(&spent).await.map_err(unavailable)? {
+            return Err(no(format!(
+                "the approval of request {} was already used",
+                request.event_id
+            )));
+        }
+        Ok((spent, request.expires_at))
     }
 
     /// Step 8's tenant part: the statement the dispatch carries, opened with the

@@ -9,8 +9,8 @@
 //! is re-sent with proofs against the log's current checkpoint, a few times at most.
 
 use crate::dispatch::{
-    AgentResult, Consistency, Dispatch, DispatchRequest, Health, Refusal, RefusalCode,
-    DISPATCH_PATH, DISPATCH_SCHEMA, HEALTH_PATH, RESULTS_PATH,
+    AgentResult, ApprovalBundle, Consistency, Dispatch, DispatchRequest, Health, Refusal,
+    RefusalCode, DISPATCH_PATH, DISPATCH_SCHEMA, HEALTH_PATH, RESULTS_PATH,
 };
 use palisade_core::event::{Actor, Event, IntentEvent, Justification, ParamValue, PolicyRef};
 use palisade_core::time::Timestamp;
@@ -62,7 +62,7 @@ pub enum CallError {
 }
 
 /// What an operator asked for, already authenticated, authorized and validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     pub tenant: TenantId,
     pub cluster: ClusterId,
@@ -79,12 +79,25 @@ pub struct Request {
 pub struct Prepared {
     pub dispatch: Dispatch,
     pub intent: IntentEvent,
+    /// The customer's approval sent with the dispatch, when one is needed.
+    pub approval: Option<ApprovalBundle>,
 }
 
 /// Builds a dispatch valid for `ttl` and its intent event (same ids, fields and the
 /// dispatch's digest).
 pub fn prepare(req: &Request, ttl: Duration, now: Timestamp) -> Result<Prepared, String> {
     let event_id = EventId::random().map_err(|e| format!("random: {e}"))?;
+    prepare_as(req, event_id, ttl, now)
+}
+
+/// [`prepare`] with a given event id (the intent that carries out an approved
+/// request keeps the request's id).
+pub fn prepare_as(
+    req: &Request,
+    event_id: EventId,
+    ttl: Duration,
+    now: Timestamp,
+) -> Result<Prepared, String> {
     let nonce = EventId::random().map_err(|e| format!("random: {e}"))?;
     let ttl = i64::try_from(ttl.as_secs()).map_err(|e| e.to_string())?;
     let dispatch = Dispatch {
@@ -113,8 +126,13 @@ pub fn prepare(req: &Request, ttl: Duration, now: Timestamp) -> Result<Prepared,
         justification: req.justification.clone(),
         policy: req.policy.clone(),
         dispatch_digest: dispatch.digest().map_err(|e| e.to_string())?,
+        approval: None,
     };
-    Ok(Prepared { dispatch, intent })
+    Ok(Prepared {
+        dispatch,
+        intent,
+        approval: None,
+    })
 }
 
 /// Calls the log (append, read) and agents with a gateway certificate.
@@ -477,6 +495,7 @@ impl Dispatcher {
             proof: appended.proof.clone(),
             consistency: None,
             tenant_trust: self.tenant_trust(log),
+            approval: prepared.approval.clone(),
         };
         if let Some(from) = self.known_size(agent_url) {
             match appended

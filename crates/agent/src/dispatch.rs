@@ -136,6 +136,20 @@ pub struct DispatchRequest {
     /// by an agent configured with a tenant key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_trust: Option<Envelope>,
+    /// The customer's approval, for an action the tenant's policy says needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalBundle>,
+}
+
+/// What proves the customer approved: the request as logged, and the approvers'
+/// signed approvals of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalBundle {
+    /// Base64 of the `approval_request` event's exact log entry bytes.
+    pub request: String,
+    /// DSSE envelopes (`application/vnd.palisade.customer-approval+json`).
+    pub approvals: Vec<Envelope>,
 }
 
 impl DispatchRequest {
@@ -351,12 +365,16 @@ pub enum RefusalCode {
     /// cannot be read): the components it verified before keep running, but no
     /// action runs until fresh metadata verifies.
     TrustMetadata,
+    /// The tenant's policy requires the customer's approval for this action, and the
+    /// dispatch carried no valid approval of this exact request: too few approvers,
+    /// another request's, expired, denied, or already used.
+    NotApproved,
     Unavailable,
 }
 
 impl RefusalCode {
     /// Every code, e.g. to export each one's count from zero.
-    pub const ALL: [RefusalCode; 18] = [
+    pub const ALL: [RefusalCode; 19] = [
         RefusalCode::Malformed,
         RefusalCode::BadSignature,
         RefusalCode::WrongTarget,
@@ -374,6 +392,7 @@ impl RefusalCode {
         RefusalCode::StaleCheckpoint,
         RefusalCode::TenantTrust,
         RefusalCode::TrustMetadata,
+        RefusalCode::NotApproved,
         RefusalCode::Unavailable,
     ];
 

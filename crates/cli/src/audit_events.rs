@@ -503,6 +503,35 @@ fn row(
             "{} agent   key {} for {} recorded",
             k.time, k.keyid, k.instance
         ),
+        Ok(Event::ApprovalRequest(r)) => format!(
+            "{} request {} {} on {} by {} awaits approval until {} ({}: {})",
+            r.time,
+            r.event_id,
+            r.action,
+            r.instance.as_ref().map_or("-".into(), |i| i.to_string()),
+            r.actor.id,
+            r.expires_at,
+            r.justification.ticket,
+            palisade_core::sanitize::escape(&r.justification.reason, 80)
+        ),
+        Ok(Event::Approval(a)) => {
+            let env = palisade_policy::dsse::Envelope::from(&a.statement);
+            let why = palisade_policy::customer_approval::CustomerApproval::decode(&env)
+                .ok()
+                .and_then(|c| c.reason)
+                .map(|r| format!(": {}", palisade_core::sanitize::escape(&r, 80)))
+                .unwrap_or_default();
+            format!(
+                "{} {} {} by approver {}{why}",
+                a.time,
+                match a.decision {
+                    palisade_core::event::ApprovalDecision::Approve => "approve",
+                    palisade_core::event::ApprovalDecision::Deny => "deny   ",
+                },
+                a.request,
+                a.approver
+            )
+        }
         Err(_) => "(not a Palisade event)".to_string(),
     };
     let problems = if checks.problems.is_empty() {

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use palisade_core::time::Timestamp;
 use palisade_core::{ClusterId, TenantId};
+use palisade_policy::customer_approval::Decision;
 use palisade_policy::dsse::Envelope;
 use palisade_policy::keys::SigningKey;
 use palisade_policy::tenant::{TenantTrust, TENANT_TRUST_SCHEMA};
@@ -36,12 +37,132 @@ enum CustomerCommand {
         out: PathBuf,
         #[arg(long, default_value = "tenant")]
         name: String,
+        /// Make the key inside a PKCS#11 token (an approver's key): its private half
+        /// is generated there, sensitive and non-extractable, labelled NAME; only
+        /// NAME.pub is written to --out.
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Sign a statement naming the tenant's witnesses and record it in the
     /// cluster's log: every agent of the cluster then requires their cosignatures.
     RegisterWitness(RegisterArgs),
     /// Show the witness statement in force for a cluster.
     Trust(GatewayArgs),
+    /// Sign a statement that sets which actions need the customer's approval and
+    /// who approves (it keeps the witnesses in force), and record it: every agent of
+    /// the cluster then refuses those actions without the approvals.
+    ApprovalPolicy(ApprovalPolicyArgs),
+    /// List the requests for approval on a cluster.
+    Requests(RequestsArgs),
+    /// Approve one request with an approver's key: signs its log index and digest.
+    Approve(DecideArgs),
+    /// Deny one request with an approver's key: it will never run.
+    Deny(DenyArgs),
+}
+
+#[derive(Args)]
+struct ApprovalPolicyArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// The tenant's private key file.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// An approver's public key file (`palisade customer keygen`). Repeat for several.
+    #[arg(
+        long = "approver",
+        value_name = "FILE",
+        required_unless_present = "none"
+    )]
+    approvers: Vec<PathBuf>,
+    /// How many distinct approvers must approve. Default: 1.
+    #[arg(long, default_value_t = 1)]
+    threshold: u32,
+    /// A risk class whose actions need approval: read, mutate or disruptive. Repeatable.
+    #[arg(long = "risk", value_name = "CLASS")]
+    risks: Vec<String>,
+    /// An action that needs approval, by name. Repeatable.
+    #[arg(long = "action", value_name = "NAME")]
+    actions: Vec<String>,
+    /// Every action needs approval.
+    #[arg(long)]
+    all: bool,
+    /// How long an approval stays valid (e.g. 8h).
+    #[arg(long, value_name = "DURATION", default_value = "8h", value_parser = crate::audit_cmd::parse_age)]
+    approval_ttl: u64,
+    /// How long a request waits for its approvals (e.g. 24h).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = crate::audit_cmd::parse_age)]
+    request_ttl: u64,
+    /// Require no approval any more.
+    #[arg(long, conflicts_with_all = ["approvers", "risks", "actions", "all"])]
+    none: bool,
+}
+
+#[derive(Args)]
+struct RequestsArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Also list denied and expired requests.
+    #[arg(long)]
+    all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A key inside a PKCS#11 token.
+#[derive(Args, Clone)]
+struct TokenArgs {
+    /// The PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+    #[arg(long, value_name = "FILE", requires_all = ["token_label", "pin_file"])]
+    pkcs11_module: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long, requires = "pkcs11_module")]
+    token_label: Option<String>,
+    /// A file holding the token's user PIN.
+    #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
+    pin_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    fn key(&self, label: &str) -> Option<palisade_kms::token_signer::TokenKey> {
+        Some(palisade_kms::token_signer::TokenKey {
+            module: self.pkcs11_module.clone()?,
+            token_label: self.token_label.clone()?,
+            pin_file: self.pin_file.clone()?,
+            label: label.to_string(),
+        })
+    }
+}
+
+#[derive(Args)]
+struct DecideArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// The request (the operation id `palisade customer requests` lists).
+    request: String,
+    /// The approver's private key file.
+    #[arg(long, value_name = "FILE", required_unless_present = "key_label")]
+    key: Option<PathBuf>,
+    /// Or the label of the approver's key in a PKCS#11 token (with --pkcs11-module,
+    /// --token-label, --pin-file).
+    #[arg(
+        long,
+        value_name = "LABEL",
+        conflicts_with = "key",
+        requires = "pkcs11_module"
+    )]
+    key_label: Option<String>,
+    #[command(flatten)]
+    token: TokenArgs,
+}
+
+#[derive(Args)]
+struct DenyArgs {
+    #[command(flatten)]
+    decide: DecideArgs,
+    /// Why (recorded in the log, shown to the operator).
+    #[arg(long)]
+    reason: String,
 }
 
 #[derive(Args)]
@@ -84,7 +205,30 @@ struct RegisterArgs {
 
 pub fn run(args: CustomerArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        CustomerCommand::Keygen { out, name } => {
+        CustomerCommand::Keygen { out, name, token } => {
+            if let Some(key) = token.key(&name) {
+                palisade_policy::keys::check_name(&name)?;
+                let raw = key.generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let public = palisade_policy::keys::PublicKey::from_raw(&name, &raw);
+                std::fs::create_dir_all(&out)
+                    .with_context(|| format!("cannot create {}", out.display()))?;
+                let path = out.join(format!("{name}.pub"));
+                if path.exists() {
+                    bail!("{} exists; choose another name", path.display());
+                }
+                std::fs::write(&path, public.to_json())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!(
+                    "private key  {} (generated in the token; it never leaves it)",
+                    palisade_kms::token_signer::describe(&key)
+                );
+                println!(
+                    "public key   {} (key id {})",
+                    path.display(),
+                    public.key_id()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let files = palisade_policy::keys::generate(&name, &out, false)?;
             println!(
                 "private key  {} (keep it on the tenant's side)",
@@ -106,6 +250,16 @@ pub fn run(args: CustomerArgs) -> anyhow::Result<ExitCode> {
             print_trust(&stored.shown);
             Ok(ExitCode::SUCCESS)
         }),
+        CustomerCommand::ApprovalPolicy(a) => {
+            crate::lifecycle::runtime()?.block_on(set_approval_policy(a))
+        }
+        CustomerCommand::Requests(a) => crate::lifecycle::runtime()?.block_on(list_requests(a)),
+        CustomerCommand::Approve(a) => {
+            crate::lifecycle::runtime()?.block_on(decide(a, Decision::Approve, None))
+        }
+        CustomerCommand::Deny(a) => {
+            crate::lifecycle::runtime()?.block_on(decide(a.decide, Decision::Deny, Some(a.reason)))
+        }
         CustomerCommand::Trust(g) => crate::lifecycle::runtime()?.block_on(async {
             let (status, body) = call(&g, None).await?;
             if status == 404 {
@@ -177,22 +331,13 @@ async fn register(
         .iter()
         .map(|w| verifier_key(w, "--witness-key").map(|k| k.to_string()))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let in_force = in_force(g).await?;
     let seq = match seq {
         Some(s) => s,
-        None => {
-            let (status, body) = call(g, None).await?;
-            match status {
-                404 => 1,
-                200 => {
-                    body["seq"]
-                        .as_u64()
-                        .context("the gateway's answer has no seq")?
-                        + 1
-                }
-                s => bail!("the gateway answered {s}: {}", detail(&body)),
-            }
-        }
+        None => in_force.as_ref().map_or(1, |t| t.seq + 1),
     };
+    // A new witness list keeps the approval policy in force.
+    let approval = in_force.and_then(|t| t.approval);
     let trust = TenantTrust {
         schema: TENANT_TRUST_SCHEMA.into(),
         tenant: g.tenant.clone(),
@@ -201,6 +346,7 @@ async fn register(
         issued_at: Timestamp::now(),
         quorum: quorum.unwrap_or(u32::try_from(witnesses.len()).unwrap_or(u32::MAX)),
         witnesses,
+        approval,
     };
     let statement = trust.sign(key).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (status, body) = call(g, Some(&statement)).await?;
@@ -256,4 +402,289 @@ fn print_trust(v: &Value) {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     println!("requires   {} of: {}", v["quorum"], witnesses.join(", "));
+}
+
+/// The statement in force for the cluster, as the gateway holds it (`None`: none).
+async fn in_force(g: &GatewayArgs) -> anyhow::Result<Option<TenantTrust>> {
+    let (status, body) = call(g, None).await?;
+    match status {
+        404 => Ok(None),
+        200 => {
+            let env: Envelope = serde_json::from_value(body["statement"].clone())
+                .context("the gateway's answer holds no statement")?;
+            let (trust, _) = TenantTrust::decode(&env).map_err(anyhow::Error::msg)?;
+            Ok(Some(trust))
+        }
+        s => bail!("the gateway answered {s}: {}", detail(&body)),
+    }
+}
+
+async fn set_approval_policy(a: ApprovalPolicyArgs) -> anyhow::Result<ExitCode> {
+    use palisade_policy::customer_approval::{ApprovalPolicy, Approver};
+    let key = SigningKey::read(&a.key)?;
+    let Some(current) = in_force(&a.gateway).await? else {
+        bail!(
+            "cluster {} has no statement in force: register your witness first (`palisade customer register-witness`)",
+            a.gateway.cluster
+        );
+    };
+    let approval = if a.none {
+        None
+    } else {
+        let mut risks = Vec::new();
+        for r in &a.risks {
+            risks.push(
+                serde_json::from_value(Value::String(r.clone())).map_err(|_| {
+                    anyhow::anyhow!("--risk {r:?}: one of read, mutate, disruptive")
+                })?,
+            );
+        }
+        let approvers = a
+            .approvers
+            .iter()
+            .map(|p| {
+                let k = palisade_policy::keys::PublicKey::read(p)?;
+                Approver::of(&k).map_err(anyhow::Error::msg)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let policy = ApprovalPolicy {
+            all: a.all,
+            risks,
+            actions: a.actions.clone(),
+            approvers,
+            threshold: a.threshold,
+            approval_ttl_secs: a.approval_ttl,
+            request_ttl_secs: a.request_ttl,
+        };
+        policy.approver_keys().map_err(anyhow::Error::msg)?;
+        Some(policy)
+    };
+    let trust = TenantTrust {
+        seq: current.seq + 1,
+        issued_at: Timestamp::now(),
+        approval,
+        ..current
+    };
+    let statement = trust.sign(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (status, body) = call(&a.gateway, Some(&statement)).await?;
+    if status != 201 {
+        bail!("the gateway answered {status}: {}", detail(&body));
+    }
+    print_trust(&body);
+    match &trust.approval {
+        None => println!("approval   none required"),
+        Some(p) => println!(
+            "approval   {} of {} approvers for {}",
+            p.threshold,
+            p.approvers.len(),
+            describe_scope(p)
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_scope(p: &palisade_policy::customer_approval::ApprovalPolicy) -> String {
+    if p.all {
+        return "every action".into();
+    }
+    let mut parts: Vec<String> = p
+        .risks
+        .iter()
+        .map(|r| format!("{} actions", r.as_str()))
+        .collect();
+    parts.extend(p.actions.iter().cloned());
+    parts.join(", ")
+}
+
+fn approvals_url(g: &GatewayArgs) -> String {
+    format!(
+        "{}/v1/tenants/{}/clusters/{}/approvals",
+        g.gateway.trim_end_matches('/'),
+        g.tenant,
+        g.cluster
+    )
+}
+
+async fn approvals_call(g: &GatewayArgs, post: Option<&Envelope>) -> anyhow::Result<(u16, Value)> {
+    let http = crate::op_cmd::client(g.ca.as_deref())?;
+    let token = secret_arg(&g.token)?;
+    let url = approvals_url(g);
+    let req = match post {
+        Some(env) => http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(env)?),
+        None => http.get(&url),
+    };
+    let resp = req
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the gateway at {url}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+async fn list_requests(a: RequestsArgs) -> anyhow::Result<ExitCode> {
+    let (status, body) = approvals_call(&a.gateway, None).await?;
+    if status != 200 {
+        bail!("the gateway answered {status}: {}", detail(&body));
+    }
+    let rows: Vec<&Value> = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| a.all || r["state"] == "pending")
+        .collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no request awaits approval on {}", a.gateway.cluster);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<34} {:<8} {:<20} {:<10} {:<12} {:<10} {:<9} EXPIRES",
+        "REQUEST", "STATE", "ACTION", "INSTANCE", "OPERATOR", "TICKET", "APPROVED"
+    );
+    for r in rows {
+        println!(
+            "{:<34} {:<8} {:<20} {:<10} {:<12} {:<10} {:<9} {}",
+            r["id"].as_str().unwrap_or_default(),
+            r["state"].as_str().unwrap_or_default(),
+            r["action"].as_str().unwrap_or_default(),
+            r["instance"].as_str().unwrap_or_default(),
+            r["operator"].as_str().unwrap_or_default(),
+            palisade_core::sanitize::escape(r["ticket"].as_str().unwrap_or_default(), 10),
+            format!(
+                "{}/{}",
+                r["approved_by"].as_array().map_or(0, Vec::len),
+                r["threshold"]
+            ),
+            r["expires_at"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Signs a decision on one request, after reading the request from its log entry
+/// (never from the gateway's summary of it), and has the gateway log it.
+async fn decide(
+    a: DecideArgs,
+    decision: Decision,
+    reason: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use base64::Engine as _;
+    use palisade_core::event::Event;
+    use palisade_policy::customer_approval::{CustomerApproval, APPROVAL_SCHEMA};
+    let signer = match (&a.key, &a.key_label) {
+        (Some(path), _) => Signer::File(SigningKey::read(path)?),
+        (None, Some(label)) => {
+            let key = a
+                .token
+                .key(label)
+                .context("--key-label needs --pkcs11-module, --token-label and --pin-file")?;
+            let token = key.open().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let public = palisade_policy::keys::PublicKey::from_raw(label, &token.public());
+            Signer::Token(token, public)
+        }
+        (None, None) => bail!("give the approver's key: --key FILE or --key-label LABEL"),
+    };
+    let (status, body) = approvals_call(&a.gateway, None).await?;
+    if status != 200 {
+        bail!("the gateway answered {status}: {}", detail(&body));
+    }
+    let Some(row) = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["id"].as_str() == Some(a.request.as_str()))
+    else {
+        bail!("no request {} on {}", a.request, a.gateway.cluster);
+    };
+    let entry = base64::engine::general_purpose::STANDARD
+        .decode(row["entry"].as_str().unwrap_or_default())
+        .context("the request's log entry is not base64")?;
+    let digest = palisade_core::Sha256Digest::of(&entry);
+    let Ok(Event::ApprovalRequest(req)) = Event::from_log_entry(&entry) else {
+        bail!(
+            "the gateway's entry for {} is not an approval request",
+            a.request
+        );
+    };
+    if req.event_id.as_str() != a.request || req.cluster != a.gateway.cluster {
+        bail!("the gateway's entry is for another request or cluster");
+    }
+    let index = row["index"].as_u64().context("no log index")?;
+    let ttl = in_force(&a.gateway)
+        .await?
+        .and_then(|t| t.approval)
+        .map(|p| p.approval_ttl_secs)
+        .context("the statement in force requires no approval")?;
+    println!("request    {} (log index {index}, {digest})", req.event_id);
+    println!(
+        "action     {} {} on {}",
+        req.action,
+        serde_json::to_string(&req.parameters)?,
+        req.instance.as_ref().map_or("-".into(), |i| i.to_string())
+    );
+    println!(
+        "by         {} ({}: {})",
+        req.actor.id,
+        palisade_core::sanitize::escape(&req.justification.ticket, 64),
+        palisade_core::sanitize::escape(&req.justification.reason, 200)
+    );
+    println!("expires    {}", req.expires_at);
+    let now = Timestamp::now();
+    let approval = CustomerApproval {
+        schema: APPROVAL_SCHEMA.into(),
+        tenant: req.tenant.clone(),
+        cluster: req.cluster.clone(),
+        request: req.event_id.clone(),
+        request_index: index,
+        request_digest: digest,
+        decision,
+        issued_at: now,
+        expires_at: Timestamp::from_unix_seconds(
+            now.unix_seconds() + i64::try_from(ttl).unwrap_or(i64::MAX),
+        ),
+        reason,
+    };
+    let env = match &signer {
+        Signer::File(key) => approval.sign(key),
+        Signer::Token(token, public) => approval.sign_external(public, |m| token.sign(m)),
+    }
+    .map_err(anyhow::Error::msg)?;
+    let (status, body) = approvals_call(&a.gateway, Some(&env)).await?;
+    if status != 201 {
+        bail!("the gateway answered {status}: {}", detail(&body));
+    }
+    println!(
+        "{}    logged at index {}; the request is {}",
+        decision.as_str(),
+        body["index"],
+        body["state"].as_str().unwrap_or_default()
+    );
+    if let Some(op) = body.get("operation") {
+        println!(
+            "operation  {} {}",
+            op["id"].as_str().unwrap_or_default(),
+            op["status"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An approver's key: a file, or a key inside a PKCS#11 token.
+enum Signer {
+    File(SigningKey),
+    Token(
+        palisade_kms::token_signer::TokenSigner,
+        palisade_policy::keys::PublicKey,
+    ),
 }

@@ -90,6 +90,10 @@ enum OpCommand {
         /// known so far (it goes on; `palisade op show <id>` follows it).
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
+        /// When the customer's approval is needed, wait for it (and the result) for
+        /// up to --wait-secs, instead of returning once the request is logged.
+        #[arg(long)]
+        wait: bool,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -320,7 +324,7 @@ pub fn run(args: OpArgs) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            OpCommand::Run { action, cluster, instance, params, ticket, reason, idempotency_key, wait_secs, output } => {
+            OpCommand::Run { action, cluster, instance, params, ticket, reason, idempotency_key, wait_secs, wait, output } => {
                 let api = Api::new(read_credentials(&path)?)?;
                 let mut arguments = BTreeMap::new();
                 for p in &params {
@@ -350,6 +354,18 @@ pub fn run(args: OpArgs) -> anyhow::Result<ExitCode> {
                 let mut last = None;
                 loop {
                     let id = match &result {
+                        Ok((s, v)) if s.as_u16() == 202 && v["status"] == "awaiting_approval" && !wait => {
+                            if let Some(s) = &spinner {
+                                s.finish_and_clear();
+                            }
+                            print_operation(v, output)?;
+                            let id = v["id"].as_str().unwrap_or_default();
+                            eprintln!(
+                                "awaiting customer approval until {}: nothing runs until the customer approves; follow it with `palisade op show {id}` (or run with --wait)",
+                                v["approval"]["expires_at"].as_str().unwrap_or("the request expires")
+                            );
+                            return Ok(ExitCode::from(3));
+                        }
                         Ok((s, v)) if s.as_u16() == 202 => {
                             last = Some(v.clone());
                             v["id"].as_str().unwrap_or_default().to_string()
@@ -609,6 +625,27 @@ fn print_operation(v: &Value, output: Output) -> anyhow::Result<ExitCode> {
                 v["result_index"]
                     .as_u64()
                     .map(|r| format!(", result at index {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(a) = v.get("approval").filter(|a| !a.is_null()) {
+            let by: Vec<&str> = a["approved_by"]
+                .as_array()
+                .map(|x| x.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!(
+                "approval   request at index {}; {} of {} approvals{}{}",
+                a["request_index"],
+                by.len(),
+                a["threshold"],
+                if by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", by.join(", "))
+                },
+                a["denied_by"]
+                    .as_str()
+                    .map(|d| format!("; denied by {d}"))
                     .unwrap_or_default()
             );
         }

@@ -48,7 +48,7 @@ const CERTS: &[(Role, &str)] = &[
 /// backups, authenticated by its pinned operator certificate.
 pub const SCHEDULER: &str = "scheduler";
 
-pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
+pub fn prepare(dir: &Path, base_port: u16, approvals: bool) -> anyhow::Result<Stack> {
     let given = dir;
     // Configuration files resolve relative paths against their own directory, so
     // every path written into them is absolute.
@@ -88,7 +88,7 @@ pub fn prepare(dir: &Path, base_port: u16) -> anyhow::Result<Stack> {
     palisade_core::config::load::<Inventory>(&inventory)?;
 
     let witness = prepare_witness(dir, &pki_dir, port(2)?, port(9)?)?;
-    let tenant_witness = prepare_tenant(dir, &pki_dir, port(6)?)?;
+    let tenant_witness = prepare_tenant(dir, &pki_dir, port(6)?, approvals)?;
     let log = prepare_log(
         dir,
         &pki_dir,
@@ -421,7 +421,15 @@ fn witness_process(
 /// key, its own witness (a process of its own, its key under `tenant-demo/`), and
 /// the statement, signed once, that makes the demo cluster's agent require that
 /// witness. (Its TLS certificate comes from the demo CA: transport only.)
-fn prepare_tenant(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<ProcessSpec> {
+/// The demo tenant's two approvers (keys under `tenant-demo/approvers/`).
+pub const DEMO_APPROVERS: [&str; 2] = ["ana", "ben"];
+
+fn prepare_tenant(
+    dir: &Path,
+    pki: &Path,
+    addr: SocketAddr,
+    approvals: bool,
+) -> anyhow::Result<ProcessSpec> {
     use palisade_policy::keys;
     let tdir = dir.join(demo_tenant::DIR);
     create_private_dir(&tdir)?;
@@ -463,6 +471,11 @@ fn prepare_tenant(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<Pr
             issued_at: palisade_core::time::Timestamp::now(),
             witnesses: vec![witness.trim().to_string()],
             quorum: 1,
+            approval: if approvals {
+                Some(demo_approval_policy(dir)?)
+            } else {
+                None
+            },
         };
         let signed = trust
             .sign(&keys::SigningKey::read(&dir.join(demo_tenant::KEY))?)
@@ -473,6 +486,35 @@ fn prepare_tenant(dir: &Path, pki: &Path, addr: SocketAddr) -> anyhow::Result<Pr
 }
 
 /// The clusters of the demo tenant in the inventory (its witness covers their logs).
+/// The demo tenant's approval policy: one approval by either demo approver for
+/// every disruptive action; the approvers' keys are made here.
+fn demo_approval_policy(
+    dir: &Path,
+) -> anyhow::Result<palisade_policy::customer_approval::ApprovalPolicy> {
+    use palisade_policy::customer_approval as ca;
+    let adir = dir.join(demo_tenant::DIR).join("approvers");
+    let mut approvers = Vec::new();
+    for name in DEMO_APPROVERS {
+        let public = adir.join(format!("{name}.pub"));
+        if !public.exists() {
+            palisade_policy::keys::generate(name, &adir, false)?;
+        }
+        approvers.push(
+            ca::Approver::of(&palisade_policy::keys::PublicKey::read(&public)?)
+                .map_err(anyhow::Error::msg)?,
+        );
+    }
+    Ok(ca::ApprovalPolicy {
+        all: false,
+        risks: vec![palisade_policy::model::Risk::Disruptive],
+        actions: vec![],
+        approvers,
+        threshold: 1,
+        approval_ttl_secs: ca::DEFAULT_APPROVAL_TTL_SECS,
+        request_ttl_secs: ca::DEFAULT_REQUEST_TTL_SECS,
+    })
+}
+
 fn demo_tenant_clusters(dir: &Path) -> anyhow::Result<Vec<String>> {
     let inventory: Inventory = palisade_core::config::load(&dir.join("inventory.toml"))?;
     Ok(inventory

@@ -32,6 +32,11 @@ pub struct UpArgs {
     /// First of the loopback ports the processes listen on (each takes the next one).
     #[arg(long, default_value_t = 7400)]
     base_port: u16,
+    /// On the first run, give the demo tenant a statement that asks for no customer
+    /// approval (by default, disruptive actions need one approval by one of the two
+    /// demo approvers, whose keys are in DIR/tenant-demo/approvers/).
+    #[arg(long)]
+    no_customer_approval: bool,
 }
 
 /// How long a process may take to start serving.
@@ -62,7 +67,7 @@ struct Running {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let stack = stack::prepare(&args.dir, args.base_port)
+    let stack = stack::prepare(&args.dir, args.base_port, !args.no_customer_approval)
         .with_context(|| format!("cannot prepare {}", args.dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the palisade executable")?;
 

@@ -121,6 +121,71 @@ pub struct IntentEvent {
     pub policy: PolicyRef,
     /// Digest of the dispatch the gateway will send for this intent.
     pub dispatch_digest: Sha256Digest,
+    /// The customer's approval this intent runs under, when the tenant's policy
+    /// requires one for the action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRef>,
+}
+
+/// Which approved request an intent carries out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRef {
+    /// The `approval_request` event: its id, its index in the cluster's log and the
+    /// SHA-256 of its log entry.
+    pub request: EventId,
+    pub request_index: u64,
+    pub request_digest: Sha256Digest,
+    /// The key ids of the approvers whose approvals the gateway attached.
+    pub approvers: Vec<String>,
+}
+
+/// An operator's request for an action that needs the customer's approval: the
+/// intent's fields, and when the request lapses. Logged before anything is sent;
+/// approvers sign its log index and digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRequestEvent {
+    pub event_id: EventId,
+    pub time: Timestamp,
+    pub tenant: TenantId,
+    pub cluster: ClusterId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceId>,
+    pub actor: Actor,
+    pub action: ActionName,
+    pub parameters: BTreeMap<String, ParamValue>,
+    pub justification: Justification,
+    pub policy: PolicyRef,
+    /// The `seq` of the tenant statement whose approval policy applied.
+    pub statement_seq: u64,
+    /// No approval makes the request run after this.
+    pub expires_at: Timestamp,
+}
+
+/// An approver's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalDecision {
+    Approve,
+    Deny,
+}
+
+/// An approver's decision on a request, recorded as they signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalEvent {
+    pub event_id: EventId,
+    pub time: Timestamp,
+    pub tenant: TenantId,
+    pub cluster: ClusterId,
+    /// The request decided on.
+    pub request: EventId,
+    pub decision: ApprovalDecision,
+    /// The approver's key id (lower-case hex, as in their DSSE signature).
+    pub approver: String,
+    /// The signed approval (`application/vnd.palisade.customer-approval+json`).
+    pub statement: SignedEnvelope,
 }
 
 /// How an intent ended: one vocabulary for the operator (the operation's `outcome`)
@@ -369,6 +434,8 @@ pub enum Event {
     Refusal(RefusalEvent),
     TenantTrust(TenantTrustEvent),
     AgentKey(AgentKeyEvent),
+    ApprovalRequest(Box<ApprovalRequestEvent>),
+    Approval(ApprovalEvent),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -393,6 +460,8 @@ impl Event {
             Event::Refusal(e) => &e.event_id,
             Event::TenantTrust(e) => &e.event_id,
             Event::AgentKey(e) => &e.event_id,
+            Event::ApprovalRequest(e) => &e.event_id,
+            Event::Approval(e) => &e.event_id,
         }
     }
 
@@ -403,6 +472,8 @@ impl Event {
             Event::Refusal(e) => &e.cluster,
             Event::TenantTrust(e) => &e.cluster,
             Event::AgentKey(e) => &e.cluster,
+            Event::ApprovalRequest(e) => &e.cluster,
+            Event::Approval(e) => &e.cluster,
         }
     }
 
@@ -477,6 +548,7 @@ mod tests {
                 digest: Sha256Digest::of(b"policy"),
             },
             dispatch_digest: Sha256Digest::of(b"dispatch"),
+            approval: None,
         }))
     }
 

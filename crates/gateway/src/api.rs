@@ -8,7 +8,8 @@
 //! | `GET /v1/operations`, `GET /v1/operations/{id}` | an operator: their operations |
 //! | `POST /v1/dev/login` | anyone, only when the development issuer is on |
 //! | `GET /v1/tenants/{tenant}/clusters/{cluster}/events` | a tenant (bearer token): its access log |
-//! | `GET`, `PUT /v1/tenants/{tenant}/clusters/{cluster}/trust` | a tenant (bearer token): its witness statement in force; record a newer one |
+//! | `GET`, `PUT /v1/tenants/{tenant}/clusters/{cluster}/trust` | a tenant (bearer token): its statement in force; record a newer one |
+//! | `GET`, `POST /v1/tenants/{tenant}/clusters/{cluster}/approvals` | a tenant (bearer token): requests awaiting approval; an approver's signed decision |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | anyone |
 
 use crate::customer::{intent_targets, to_k8s_audit, Format, Query as EventsQuery};
@@ -50,6 +51,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/v1/tenants/{tenant}/clusters/{cluster}/trust",
             get(get_trust).put(put_trust),
+        )
+        .route(
+            "/v1/tenants/{tenant}/clusters/{cluster}/approvals",
+            get(get_approvals).post(post_approval),
         )
         .fallback(|| async { Problem::new(404, "not found", "no such route (see /openapi.json)") })
         .with_state(gw)
@@ -275,7 +280,7 @@ async fn run(
 
 fn operation_response(op: Operation) -> Response {
     let status = match op.status {
-        OpStatus::Running => StatusCode::ACCEPTED,
+        OpStatus::Running | OpStatus::AwaitingApproval => StatusCode::ACCEPTED,
         OpStatus::Refused => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,
     };
@@ -390,6 +395,37 @@ async fn put_trust(
         Err(p) => return p.into_response(),
     };
     match gw.put_tenant_trust(&reader, &tenant, &cluster, &body).await {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn get_approvals(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((tenant, cluster)): Path<(String, String)>,
+) -> Response {
+    let reader = match tenant_reader(&gw, &headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    match gw.approval_requests(&reader, &tenant, &cluster).await {
+        Ok(v) => Json(v).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn post_approval(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((tenant, cluster)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let reader = match tenant_reader(&gw, &headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    match gw.decide(&reader, &tenant, &cluster, &body).await {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(p) => p.into_response(),
     }

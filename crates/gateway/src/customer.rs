@@ -352,6 +352,68 @@ pub fn to_k8s_audit(
             v["responseStatus"] = json!({"code": 200, "status": "Success"});
             v
         }
+        Some(Event::ApprovalRequest(r)) => {
+            annotations.insert("palisade.dev/kind".into(), json!("approval_request"));
+            annotations.insert(
+                "palisade.dev/ticket".into(),
+                json!(shown(&r.justification.ticket)),
+            );
+            annotations.insert(
+                "palisade.dev/reason".into(),
+                json!(shown(&r.justification.reason)),
+            );
+            annotations.insert(
+                "palisade.dev/parameters".into(),
+                json!(shown(
+                    &serde_json::to_string(&r.parameters).unwrap_or_default()
+                )),
+            );
+            annotations.insert(
+                "palisade.dev/approval-expires".into(),
+                json!(r.expires_at.to_string()),
+            );
+            let mut v = base(
+                uuid_of(r.event_id.as_str()),
+                "RequestReceived",
+                r.time.to_string(),
+                json!({"username": format!("palisade:operator:{}", r.actor.id)}),
+            );
+            v["verb"] = json!("create");
+            let instance = r.instance.as_ref().map(|x| x.to_string());
+            set_target(&mut v, cluster, r.action.as_str(), instance.as_deref());
+            v
+        }
+        Some(Event::Approval(a)) => {
+            annotations.insert("palisade.dev/kind".into(), json!("approval"));
+            annotations.insert(
+                "palisade.dev/decision".into(),
+                json!(match a.decision {
+                    palisade_core::event::ApprovalDecision::Approve => "approve",
+                    palisade_core::event::ApprovalDecision::Deny => "deny",
+                }),
+            );
+            annotations.insert("palisade.dev/request".into(), json!(a.request.as_str()));
+            let env = palisade_policy::dsse::Envelope::from(&a.statement);
+            if let Some(r) = palisade_policy::customer_approval::CustomerApproval::decode(&env)
+                .ok()
+                .and_then(|c| c.reason)
+            {
+                annotations.insert("palisade.dev/reason".into(), json!(shown(&r)));
+            }
+            let mut v = base(
+                uuid_of(a.event_id.as_str()),
+                "ResponseComplete",
+                a.time.to_string(),
+                json!({"username": format!("palisade:approver:{}", a.approver)}),
+            );
+            v["verb"] = json!("update");
+            v["requestURI"] = json!(format!(
+                "/palisade/v1/tenants/{}/clusters/{cluster}/approvals/{}",
+                a.tenant, a.request
+            ));
+            v["responseStatus"] = json!({"code": 200, "status": "Success"});
+            v
+        }
         None => base(
             uuid_of(&format!("{:032x}", e.index)),
             "ResponseComplete",

@@ -21,6 +21,12 @@ pub enum OpStatus {
     Failed,
     /// Nothing was dispatched (`outcome` is `not_dispatched`).
     Refused,
+    /// Logged as a request; the tenant's policy needs the customer's approval first.
+    AwaitingApproval,
+    /// An approver denied the request: nothing was dispatched.
+    Denied,
+    /// The request lapsed before it was approved: nothing was dispatched.
+    Expired,
 }
 
 /// One requested action, as its operator sees it.
@@ -53,6 +59,23 @@ pub struct Operation {
     pub output: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For an action that needs the customer's approval: where it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalStatus>,
+}
+
+/// Where an operation's request for customer approval stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalStatus {
+    /// The `approval_request` event's index in the cluster's log.
+    pub request_index: u64,
+    /// The request lapses then.
+    pub expires_at: Timestamp,
+    /// Approvals needed, and the approvers who approved so far.
+    pub threshold: u32,
+    pub approved_by: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied_by: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -820,7 +820,29 @@ impl Gateway {
             result_index: None,
             output: None,
             error: None,
+            approval: None,
         };
+        // An action the tenant's statement in force reserves for approval is logged
+        // as a request and waits for the customer ([`crate::approvals`]).
+        if let Some((approval, seq)) = self.approval_policy(&cluster.id) {
+            let risk = self
+                .policy()
+                .await
+                .action(&checked.request.action)
+                .map(|a| a.risk);
+            if risk.is_some_and(|r| approval.requires(checked.request.action.as_str(), r)) {
+                return self
+                    .request_approval(
+                        operation,
+                        checked.request,
+                        checked.agent_url,
+                        &approval,
+                        seq,
+                        now,
+                    )
+                    .await;
+            }
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let gw = self.clone();
         let started = operation.clone();
@@ -843,7 +865,7 @@ impl Gateway {
     /// An unresolved record ([`crate::results`]) is saved before the intent is
     /// appended and dropped once its result is in the log: whatever stops this task,
     /// the reconciler finishes the operation.
-    async fn dispatch(
+    pub(crate) async fn dispatch(
         &self,
         mut operation: Operation,
         checked: Checked,
@@ -1207,4 +1229,10 @@ impl Gateway {
 pub(crate) struct Checked {
     request: Request,
     agent_url: String,
+}
+
+impl Checked {
+    pub(crate) fn new(request: Request, agent_url: String) -> Self {
+        Self { request, agent_url }
+    }
 }

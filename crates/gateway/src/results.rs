@@ -182,6 +182,7 @@ impl Gateway {
         loop {
             self.reconcile_once().await;
             self.load_tenant_trust().await;
+            self.expire_requests(Timestamp::now()).await;
             if !keys_recorded {
                 keys_recorded = self.enrol_agent_keys().await;
             }

@@ -43,6 +43,7 @@ pub mod scan;
 pub mod server;
 pub mod service;
 pub mod socket;
+pub mod token_signer;
 
 #[cfg(feature = "aws")]
 pub mod aws;

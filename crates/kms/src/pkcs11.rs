@@ -421,7 +421,7 @@ fn unavailable(call: &str, e: &CkError) -> KekError {
     KekError::Unavailable(format!("{call}: {reason}"))
 }
 
-fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KekError> {
+pub(crate) fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KekError> {
     let slots = ctx
         .get_slots_with_token()
         .map_err(|e| unavailable("C_GetSlotList", &e))?;
@@ -436,7 +436,7 @@ fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KekError> {
     Err(KekError::Unavailable(format!("token {label:?} not found")))
 }
 
-fn read_pin(path: &std::path::Path) -> Result<Zeroizing<String>, KekError> {
+pub(crate) fn read_pin(path: &std::path::Path) -> Result<Zeroizing<String>, KekError> {
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         KekError::Unavailable(format!("cannot read the PIN file {}: {e}", path.display()))
     })?);

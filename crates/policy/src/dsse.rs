@@ -61,6 +61,33 @@ impl Envelope {
         env
     }
 
+    /// A new envelope signed outside this process (a key in a PKCS#11 token) by the
+    /// private half of `key`: `sign` gets the PAE bytes and returns the signature,
+    /// which is checked against `key` before it is used.
+    pub fn sign_external<E: std::fmt::Display>(
+        payload_type: &str,
+        body: &[u8],
+        key: &PublicKey,
+        sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+    ) -> Result<Self, String> {
+        let msg = pae(payload_type, body);
+        let sig = sign(&msg).map_err(|e| e.to_string())?;
+        if !key.verify(&msg, &sig) {
+            return Err(format!(
+                "the signature made for key {} does not verify with it",
+                key.key_id()
+            ));
+        }
+        Ok(Self {
+            payload: STANDARD.encode(body),
+            payload_type: payload_type.to_string(),
+            signatures: vec![EnvelopeSignature {
+                keyid: key.key_id(),
+                sig: STANDARD.encode(sig),
+            }],
+        })
+    }
+
     fn add_signature(&mut self, body: &[u8], key: &SigningKey) {
         let sig = key.sign(&pae(&self.payload_type, body));
         self.signatures.push(EnvelopeSignature {

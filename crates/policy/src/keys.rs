@@ -179,7 +179,7 @@ impl SigningKey {
     }
 }
 
-fn check_name(name: &str) -> Result<(), KeyError> {
+pub fn check_name(name: &str) -> Result<(), KeyError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with(['-', '.'])

@@ -34,6 +34,7 @@ pub use validate::{validate, validate_args, ValidatedAction, ValidationError};
 
 // Trust: keys, DSSE, the TUF repository, multi-party approval, trusted releases.
 pub mod approval;
+pub mod customer_approval;
 pub mod dsse;
 pub mod keys;
 pub mod release;

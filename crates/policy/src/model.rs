@@ -10,7 +10,7 @@
 //! [`crate::lint::lint`], which checks every field and every narrowing rule.
 
 use palisade_core::ActionName;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -53,7 +53,7 @@ impl fmt::Display for Target {
 
 /// How much an action can disturb a cluster. Ordered: `Read < Mutate < Disruptive`.
 /// A policy may raise an action's risk above its handler's, never lower it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
     /// Reads state; changes nothing.

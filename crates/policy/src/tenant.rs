@@ -9,6 +9,7 @@
 //! make a statement they accept; `seq` only moves forward, so an older statement
 //! (a witness the tenant retired) is refused once a newer one was seen.
 
+use crate::customer_approval::ApprovalPolicy;
 use crate::dsse::{Envelope, EnvelopeSignature};
 use crate::keys::{PublicKey, SigningKey};
 use palisade_core::canonical::{from_canonical_slice, to_canonical_vec};
@@ -38,6 +39,10 @@ pub struct TenantTrust {
     pub witnesses: Vec<String>,
     /// How many of them must cosign (1 ≤ quorum ≤ number of distinct keys).
     pub quorum: u32,
+    /// Which actions need the customer's approval, and whose
+    /// ([`crate::customer_approval`]). Absent: none does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalPolicy>,
 }
 
 /// A statement whose signature verified under the tenant's key.
@@ -81,6 +86,9 @@ impl TenantTrust {
                 self.quorum,
                 distinct.len()
             ));
+        }
+        if let Some(a) = &self.approval {
+            a.approver_keys().map_err(|e| format!("approval: {e}"))?;
         }
         Ok(keys)
     }
@@ -180,6 +188,7 @@ mod tests {
             issued_at: Timestamp::from_unix_seconds(1_800_000_000),
             witnesses,
             quorum,
+            approval: None,
         }
     }
 

@@ -511,6 +511,7 @@ impl Local {
             proof,
             consistency: (seen > 0).then_some(consistency),
             tenant_trust: self.dispatcher.tenant_trust("demo"),
+            approval: None,
         })
     }
 

@@ -802,6 +802,7 @@ impl Forgery {
             proof,
             consistency,
             tenant_trust: self.tenant_trust.clone(),
+            approval: None,
         }
     }
 }

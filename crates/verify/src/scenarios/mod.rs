@@ -13,6 +13,7 @@ mod c5_backup;
 mod c6;
 mod c7;
 mod c7_access;
+mod c7_approval;
 mod c8;
 
 pub fn all() -> Vec<Scenario> {
@@ -25,6 +26,7 @@ pub fn all() -> Vec<Scenario> {
     c5_backup::add(&mut v);
     c6::add(&mut v);
     c7::add(&mut v);
+    c7_approval::add(&mut v);
     c8::add(&mut v);
     // After c8: its flood and burst use up the operator's refusal and rate budgets.
     c7_access::add(&mut v);

@@ -1,0 +1,649 @@
+//! Customer approval, enforced on the instance. The demo tenant of `palisade up`
+//! requires one approval by one of its two approvers (`ana`, `ben`, keys under
+//! `tenant-demo/approvers/`) for every disruptive action. The agent refuses such an
+//! action unless the dispatch carries the approvals of exactly that request; the
+//! attacker here holds the gateway's key (and so can send the agent anything) and an
+//! operator's identity, never an approver's or the tenant's key. Every attempt below
+//! first logs its intent, so the customer sees it.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../e2e/common.rs"]
+mod common;
+#[path = "../agent/harness.rs"]
+mod harness;
+
+use common::palisade;
+use harness::Stack;
+use palisade_agent::client::{prepare_as, Prepared};
+use palisade_agent::dispatch::{ApprovalBundle, RefusalCode, ResultOutcome};
+use palisade_core::event::{ApprovalRef, ApprovalRequestEvent, Event};
+use palisade_core::time::Timestamp;
+use palisade_core::{ClusterId, EventId, InstanceId, Sha256Digest};
+use palisade_policy::customer_approval::{
+    ApprovalPolicy, Approver, CustomerApproval, Decision, APPROVAL_SCHEMA,
+};
+use palisade_policy::dsse::Envelope;
+use palisade_policy::keys::SigningKey;
+use palisade_policy::tenant::TenantTrust;
+use std::time::Duration;
+
+fn key(stack: &Stack, rel: &str) -> SigningKey {
+    SigningKey::read(&stack.dir.join(rel)).expect(rel)
+}
+
+fn approver(stack: &Stack, name: &str) -> SigningKey {
+    key(stack, &format!("tenant-demo/approvers/{name}.key"))
+}
+
+/// A request for `action` logged as an `approval_request`, and the dispatch that
+/// would carry it out (its intent names the request).
+struct Requested {
+    prepared: Prepared,
+    entry: Vec<u8>,
+    index: u64,
+    event: ApprovalRequestEvent,
+}
+
+impl Requested {
+    fn digest(&self) -> Sha256Digest {
+        Sha256Digest::of(&self.entry)
+    }
+
+    fn approval(&self, decision: Decision, issued: i64, ttl: i64) -> CustomerApproval {
+        CustomerApproval {
+            schema: APPROVAL_SCHEMA.into(),
+            tenant: self.event.tenant.clone(),
+            cluster: self.event.cluster.clone(),
+            request: self.event.event_id.clone(),
+            request_index: self.index,
+            request_digest: self.digest(),
+            decision,
+            issued_at: Timestamp::from_unix_seconds(issued),
+            expires_at: Timestamp::from_unix_seconds(issued + ttl),
+            reason: None,
+        }
+    }
+
+    /// The dispatch, with `approvals` attached to this request (a fresh nonce each
+    /// time: a new dispatch for the same request).
+    fn with(&self, stack: &Stack, approvals: Vec<Envelope>) -> Prepared {
+        let mut p = prepare_as(
+            &stack.request(self.event.action.as_str(), &params_of(&self.event)),
+            self.event.event_id.clone(),
+            Duration::from_secs(60),
+            Timestamp::now(),
+        )
+        .unwrap();
+        p.intent.approval = Some(ApprovalRef {
+            request: self.event.event_id.clone(),
+            request_index: self.index,
+            request_digest: self.digest(),
+            approvers: vec![],
+        });
+        p.approval = Some(ApprovalBundle {
+            request: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                &self.entry,
+            ),
+            approvals,
+        });
+        let _ = &self.prepared;
+        p
+    }
+}
+
+fn params_of(e: &ApprovalRequestEvent) -> Vec<(&str, &str)> {
+    e.parameters
+        .iter()
+        .filter_map(|(k, v)| match v {
+            palisade_core::event::ParamValue::Str(s) => Some((k.as_str(), s.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn requested(stack: &Stack, action: &str, params: &[(&str, &str)]) -> Requested {
+    requested_until(
+        stack,
+        action,
+        params,
+        Timestamp::now().unix_seconds() + 3600,
+    )
+    .await
+}
+
+async fn requested_until(
+    stack: &Stack,
+    action: &str,
+    params: &[(&str, &str)],
+    expires: i64,
+) -> Requested {
+    let req = stack.request(action, params);
+    let id = EventId::random().unwrap();
+    let now = Timestamp::now();
+    let event = ApprovalRequestEvent {
+        event_id: id.clone(),
+        time: now,
+        tenant: req.tenant.clone(),
+        cluster: req.cluster.clone(),
+        instance: Some(req.instance.clone()),
+        actor: req.actor.clone(),
+        action: req.action.clone(),
+        parameters: req.parameters.clone(),
+        justification: req.justification.clone(),
+        policy: req.policy.clone(),
+        statement_seq: 1,
+        expires_at: Timestamp::from_unix_seconds(expires),
+    };
+    let (entry, appended) = stack
+        .log_event(&Event::ApprovalRequest(Box::new(event.clone())))
+        .await;
+    let prepared = prepare_as(&req, id, Duration::from_secs(60), now).unwrap();
+    Requested {
+        prepared,
+        entry,
+        index: appended.index,
+        event,
+    }
+}
+
+/// Logs `p`'s intent, sends it with its approvals, and expects `not_approved`
+/// whose detail contains `why`.
+async fn refused(stack: &Stack, p: &Prepared, why: &str) {
+    let mut req = stack.logged_request(p).await;
+    req.approval = p.approval.clone();
+    let r = stack.refused(&req).await;
+    assert_eq!(r.code, RefusalCode::NotApproved, "{why}: {r}");
+    assert!(r.detail.contains(why), "expected {why:?} in: {}", r.detail);
+}
+
+async fn runs(stack: &Stack, p: &Prepared) {
+    let mut req = stack.logged_request(p).await;
+    req.approval = p.approval.clone();
+    let r = stack.send(&req).await.expect("the approved action runs");
+    assert_eq!(r.outcome, ResultOutcome::Succeeded, "{r:?}");
+}
+
+/// The tenant signs a new statement (its key) with `policy`; the harness's dispatcher
+/// sends it from then on, as the gateway does once it is recorded.
+fn tenant_states(stack: &Stack, seq: u64, policy: Option<ApprovalPolicy>) -> Envelope {
+    let current = harness::tenant_trust(&stack.dir);
+    let (trust, _) = TenantTrust::decode(&current).unwrap();
+    let next = TenantTrust {
+        seq,
+        issued_at: Timestamp::now(),
+        approval: policy,
+        ..trust
+    };
+    let env = next.sign(&key(stack, "tenant-demo/tenant.key")).unwrap();
+    stack.dispatcher.set_tenant_trust("demo", env.clone());
+    env
+}
+
+fn demo_policy(stack: &Stack) -> ApprovalPolicy {
+    let (trust, _) = TenantTrust::decode(&harness::tenant_trust(&stack.dir)).unwrap();
+    trust.approval.expect("the demo tenant requires approvals")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_every_dispatch_without_the_approvals_of_exactly_that_request() {
+    let stack = Stack::start_with_customer_approval();
+    let now = Timestamp::now().unix_seconds();
+    let (ana, ben) = (approver(&stack, "ana"), approver(&stack, "ben"));
+
+    // A read action needs no approval; a disruptive one without any is refused.
+    let (status, body) = stack
+        .etcd_status_via_gateway("reading needs no approval")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let r = requested(&stack, "etcd.defragment", &[]).await;
+    let none = r.with(&stack, vec![]);
+    refused(&stack, &none, "0 of the 1").await;
+    let mut bare = stack.prepare("etcd.defragment", &[]);
+    bare.approval = None;
+    refused(&stack, &bare, "needs the customer's approval").await;
+
+    // Signed by the gateway's key, by an operator's (any key the policy does not name).
+    let gateway_key = stack.gateway_key();
+    let a = r.approval(Decision::Approve, now, 3600);
+    refused(
+        &stack,
+        &r.with(&stack, vec![a.sign(gateway_key).unwrap()]),
+        "not signed by an approver",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let op_key = palisade_policy::keys::generate("operator-1", dir.path(), false).unwrap();
+    refused(
+        &stack,
+        &r.with(
+            &stack,
+            vec![a.sign(&SigningKey::read(&op_key.private).unwrap()).unwrap()],
+        ),
+        "not signed by an approver",
+    )
+    .await;
+
+    // An approval of another request replayed onto this one: other parameters,
+    // another instance, another cluster.
+    let other = requested(&stack, "component.restart", &[("component", "etcd")]).await;
+    let theirs = other
+        .approval(Decision::Approve, now, 3600)
+        .sign(&ana)
+        .unwrap();
+    refused(&stack, &r.with(&stack, vec![theirs]), "approves request").await;
+    for changed in [
+        CustomerApproval {
+            cluster: ClusterId::parse("other").unwrap(),
+            ..a.clone()
+        },
+        CustomerApproval {
+            request_index: r.index + 1,
+            ..a.clone()
+        },
+    ] {
+        refused(
+            &stack,
+            &r.with(&stack, vec![changed.sign(&ana).unwrap()]),
+            "0 of the 1",
+        )
+        .await;
+    }
+    // The request's entry swapped for one naming another instance, under the same id.
+    let mut moved = r.event.clone();
+    moved.instance = Some(InstanceId::parse("demo-1").unwrap());
+    let moved_entry = Event::ApprovalRequest(Box::new(moved))
+        .to_log_entry()
+        .unwrap();
+    let mut p = r.with(&stack, vec![a.sign(&ana).unwrap()]);
+    p.approval.as_mut().unwrap().request =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &moved_entry);
+    refused(&stack, &p, "is not the one the intent names").await;
+
+    // A request that lapsed, approved in time or not.
+    let lapsed = requested_until(&stack, "etcd.defragment", &[], now - 120).await;
+    let late = lapsed
+        .approval(Decision::Approve, now - 600, 3600)
+        .sign(&ana)
+        .unwrap();
+    refused(&stack, &lapsed.with(&stack, vec![late]), "expired at").await;
+
+    // Expired; a denial presented as an approval.
+    let expired = r
+        .approval(Decision::Approve, now - 7200, 3600)
+        .sign(&ana)
+        .unwrap();
+    refused(&stack, &r.with(&stack, vec![expired]), "expired").await;
+    let denial = r.approval(Decision::Deny, now, 3600).sign(&ana).unwrap();
+    refused(&stack, &r.with(&stack, vec![denial]), "denial").await;
+
+    // The right approval runs it, once; the same approval again is refused.
+    let good = a.sign(&ana).unwrap();
+    runs(&stack, &r.with(&stack, vec![good.clone()])).await;
+    refused(&stack, &r.with(&stack, vec![good]), "already used").await;
+
+    // Two of two: the same approver twice is one; M-1 is not enough; both run it.
+    let mut two = demo_policy(&stack);
+    two.threshold = 2;
+    tenant_states(&stack, 2, Some(two.clone()));
+    let r2 = requested(&stack, "etcd.defragment", &[]).await;
+    let by_ana = r2
+        .approval(Decision::Approve, now, 3600)
+        .sign(&ana)
+        .unwrap();
+    let by_ben = r2
+        .approval(Decision::Approve, now, 3600)
+        .sign(&ben)
+        .unwrap();
+    refused(&stack, &r2.with(&stack, vec![by_ana.clone()]), "1 of the 2").await;
+    refused(
+        &stack,
+        &r2.with(&stack, vec![by_ana.clone(), by_ana.clone()]),
+        "already counted",
+    )
+    .await;
+    runs(&stack, &r2.with(&stack, vec![by_ana, by_ben])).await;
+
+    // Ben is removed: his approval no longer counts.
+    let mut without_ben = demo_policy(&stack);
+    without_ben
+        .approvers
+        .retain(|a| a != &Approver::of(ben.public()).unwrap());
+    tenant_states(&stack, 3, Some(without_ben));
+    let r3 = requested(&stack, "etcd.defragment", &[]).await;
+    let by_ben = r3
+        .approval(Decision::Approve, now, 3600)
+        .sign(&ben)
+        .unwrap();
+    refused(
+        &stack,
+        &r3.with(&stack, vec![by_ben]),
+        "not signed by an approver",
+    )
+    .await;
+
+    // The provider signs a statement that drops the approvals: the agent refuses it,
+    // and the older statement the tenant signed cannot come back either.
+    let (trust, _) = TenantTrust::decode(&harness::tenant_trust(&stack.dir)).unwrap();
+    let loosened = TenantTrust {
+        seq: 9,
+        issued_at: Timestamp::now(),
+        approval: None,
+        ..trust
+    }
+    .sign(stack.gateway_key())
+    .unwrap();
+    stack.dispatcher.set_tenant_trust("demo", loosened);
+    let mut req = stack
+        .logged_request(&stack.prepare("etcd.defragment", &[]))
+        .await;
+    req.approval = None;
+    let refusal = stack.refused(&req).await;
+    assert_eq!(refusal.code, RefusalCode::TenantTrust, "{refusal}");
+    stack
+        .dispatcher
+        .set_tenant_trust("demo", harness::tenant_trust(&stack.dir));
+    let mut req = stack
+        .logged_request(&stack.prepare("etcd.defragment", &[]))
+        .await;
+    req.approval = None;
+    let refusal = stack.refused(&req).await;
+    assert_eq!(refusal.code, RefusalCode::TenantTrust, "{refusal}");
+    assert!(refusal.detail.contains("not the newest"), "{refusal}");
+}
+
+/// `palisade customer …` as the tenant runs it, against `stack`'s gateway.
+fn customer(stack: &Stack, args: &[&str]) -> std::process::Output {
+    let d = stack.dir.display().to_string();
+    palisade()
+        .arg("customer")
+        .args(args)
+        .args([
+            "--gateway",
+            &format!("https://127.0.0.1:{}", stack.base),
+            "--ca",
+            &format!("{d}/pki/ca.crt"),
+            "--token",
+            &format!("@{d}/tenant-demo.token"),
+            "--tenant",
+            "demo",
+            "--cluster",
+            "demo",
+        ])
+        .output()
+        .expect("palisade customer")
+}
+
+fn said(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_requests_the_customer_approves_or_denies_and_the_log_shows_it() {
+    let stack = Stack::start_with_customer_approval();
+    let gw = stack.gateway();
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, op) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.defragment",
+            Some("demo-0"),
+            &[],
+            "INC-9",
+            "etcd database is fragmented after the compaction",
+        )
+        .await;
+    assert_eq!(status, 202, "{op}");
+    assert_eq!(op["status"], "awaiting_approval", "{op}");
+    let id = op["id"].as_str().unwrap().to_string();
+
+    let listed = customer(&stack, &["requests"]);
+    assert!(listed.status.success(), "{}", said(&listed));
+    assert!(said(&listed).contains(&id), "{}", said(&listed));
+
+    let d = stack.dir.display().to_string();
+    let approved = customer(
+        &stack,
+        &[
+            "approve",
+            &id,
+            "--key",
+            &format!("{d}/tenant-demo/approvers/ana.key"),
+        ],
+    );
+    assert!(approved.status.success(), "{}", said(&approved));
+    assert!(
+        said(&approved).contains("etcd.defragment"),
+        "{}",
+        said(&approved)
+    );
+    let done = wait_done(&gw, &token, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["approval"]["approved_by"][0], "ana", "{done}");
+
+    // A second request, denied: never dispatched; a late approval is refused.
+    let (_, op) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.defragment",
+            Some("demo-0"),
+            &[],
+            "INC-10",
+            "defragment again after the nightly compaction",
+        )
+        .await;
+    let id2 = op["id"].as_str().unwrap().to_string();
+    let denied = customer(
+        &stack,
+        &[
+            "deny",
+            &id2,
+            "--key",
+            &format!("{d}/tenant-demo/approvers/ben.key"),
+            "--reason",
+            "not during our release",
+        ],
+    );
+    assert!(denied.status.success(), "{}", said(&denied));
+    let (_, v) = gw
+        .call("GET", &format!("/v1/operations/{id2}"), Some(&token), None)
+        .await;
+    assert_eq!(v["status"], "denied", "{v}");
+    let late = customer(
+        &stack,
+        &[
+            "approve",
+            &id2,
+            "--key",
+            &format!("{d}/tenant-demo/approvers/ana.key"),
+        ],
+    );
+    assert!(
+        !late.status.success(),
+        "an approval after a denial was taken"
+    );
+    assert!(said(&late).contains("denied"), "{}", said(&late));
+
+    // The customer's log shows the requests, the decisions and the intent that
+    // names the approved request; the k8s-audit view shows them too.
+    let (status, events) = gw
+        .call(
+            "GET",
+            "/v1/tenants/demo/clusters/demo/events?format=k8s-audit",
+            Some(&stack.tenant_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{events}");
+    let lines: Vec<serde_json::Value> = events
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["annotations"]["palisade.dev/kind"].as_str())
+        .collect();
+    for kind in ["approval_request", "approval", "intent", "result"] {
+        assert!(
+            kinds.contains(&kind),
+            "no {kind} in the customer's log: {kinds:?}"
+        );
+    }
+    let decisions: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["annotations"]["palisade.dev/decision"].as_str())
+        .collect();
+    assert_eq!(decisions, ["approve", "deny"]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["annotations"]["palisade.dev/reason"] == "not during our release"),
+        "the denial's reason is not in the customer's log"
+    );
+}
+
+async fn wait_done(gw: &harness::GatewayClient, token: &str, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = gw
+            .call("GET", &format!("/v1/operations/{id}"), Some(token), None)
+            .await;
+        let s = v["status"].as_str().unwrap_or_default().to_string();
+        if s != "running" && s != "awaiting_approval" {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {s}: {v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_key_inside_a_pkcs11_token_approves_and_never_leaves_it() {
+    harness::require_tool("softhsm2-util", "apt-get install softhsm2");
+    let stack = Stack::start_with_customer_approval();
+    let hsm = tempfile::tempdir().unwrap();
+    let conf = hsm.path().join("softhsm2.conf");
+    std::fs::create_dir_all(hsm.path().join("tokens")).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            hsm.path().join("tokens").display()
+        ),
+    )
+    .unwrap();
+    let init = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["--init-token", "--free", "--label", "approvers"])
+        .args(["--pin", "pin-4a7c19", "--so-pin", "so-pin-93b2e1"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", said(&init));
+    let pin = hsm.path().join("pin");
+    std::fs::write(&pin, "pin-4a7c19\n").unwrap();
+    let token_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            "--pkcs11-module".into(),
+            SOFTHSM_MODULE.into(),
+            "--token-label".into(),
+            "approvers".into(),
+            "--pin-file".into(),
+            pin.display().to_string(),
+        ]);
+        v
+    };
+    let run_customer = |args: Vec<String>| {
+        let d = stack.dir.display().to_string();
+        let mut c = palisade();
+        c.env("SOFTHSM2_CONF", &conf).arg("customer").args(&args);
+        if args[0] != "keygen" {
+            c.args([
+                "--gateway",
+                &format!("https://127.0.0.1:{}", stack.base),
+                "--ca",
+                &format!("{d}/pki/ca.crt"),
+                "--token",
+                &format!("@{d}/tenant-demo.token"),
+                "--tenant",
+                "demo",
+                "--cluster",
+                "demo",
+            ]);
+        }
+        c.output().unwrap()
+    };
+
+    // The approver's key is made in the token; only its public half comes out.
+    let out = hsm.path().join("keys");
+    let made = run_customer(token_args(&[
+        "keygen",
+        "--out",
+        &out.display().to_string(),
+        "--name",
+        "carla",
+    ]));
+    assert!(made.status.success(), "{}", said(&made));
+    assert!(out.join("carla.pub").exists());
+    assert!(
+        !out.join("carla.key").exists(),
+        "a private key file was written"
+    );
+
+    // The tenant names carla the only approver of etcd.status.
+    let d = stack.dir.display().to_string();
+    let set = run_customer(vec![
+        "approval-policy".into(),
+        "--key".into(),
+        format!("{d}/tenant-demo/tenant.key"),
+        "--approver".into(),
+        out.join("carla.pub").display().to_string(),
+        "--action".into(),
+        "etcd.status".into(),
+    ]);
+    assert!(set.status.success(), "{}", said(&set));
+
+    let gw = stack.gateway();
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, op) = stack
+        .etcd_status_via_gateway("the tenant now approves every status read")
+        .await;
+    assert_eq!(status, 202, "{op}");
+    let id = op["id"].as_str().unwrap().to_string();
+    let approved = run_customer(token_args(&["approve", &id, "--key-label", "carla"]));
+    assert!(approved.status.success(), "{}", said(&approved));
+    let done = wait_done(&gw, &token, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    // Ana's file key no longer approves anything on this cluster.
+    let (_, op) = stack
+        .etcd_status_via_gateway("a second status read after the change")
+        .await;
+    let id2 = op["id"].as_str().unwrap().to_string();
+    let refused = run_customer(vec![
+        "approve".into(),
+        id2,
+        "--key".into(),
+        format!("{d}/tenant-demo/approvers/ana.key"),
+    ]);
+    assert!(
+        !refused.status.success(),
+        "a removed approver's approval was taken"
+    );
+    assert!(
+        said(&refused).contains("not signed by an approver"),
+        "{}",
+        said(&refused)
+    );
+}
