@@ -647,3 +647,140 @@ async fn an_approver_key_inside_a_pkcs11_token_approves_and_never_leaves_it() {
         said(&refused)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenants_webhook_gets_each_request_signed_by_the_gateway_with_retries() {
+    use axum::http::HeaderMap;
+    let mut stack = Stack::start_with_customer_approval();
+    // The tenant's endpoint: HTTPS with a certificate of the stack's CA (which the
+    // gateway is told to trust for webhooks); it answers 503 once, then 200.
+    let pki = stack.dir.join("pki");
+    let issued = palisade_pki::issue(
+        &pki,
+        palisade_pki::Role::Witness,
+        &palisade_pki::CertName::new("tenant-webhook").unwrap(),
+        &[],
+        30,
+        false,
+    )
+    .unwrap();
+    let tls = palisade_pki::server_config(
+        &pki.join("ca.crt"),
+        &issued.cert,
+        &issued.key,
+        palisade_pki::ClientAuth::Optional,
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let calls = calls.clone();
+            move |headers: HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                let calls = calls.clone();
+                async move {
+                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let sig = headers
+                        .get("palisade-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = tx.send((sig, body.to_vec()));
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(palisade_tlog_service::https::serve(
+        listener,
+        tls,
+        router,
+        std::future::pending::<()>(),
+    ));
+    let gateway_toml = stack.dir.join("gateway/gateway.toml");
+    let text = std::fs::read_to_string(&gateway_toml).unwrap();
+    std::fs::write(
+        &gateway_toml,
+        format!(
+            "webhook_ca = {:?}\n{text}",
+            pki.join("ca.crt").display().to_string()
+        ),
+    )
+    .unwrap();
+    stack.restart();
+
+    // Plain http is refused; the https endpoint is registered.
+    let http = customer(&stack, &["webhook", "--url", "http://127.0.0.1:1/hook"]);
+    assert!(
+        !http.status.success() && said(&http).contains("https only"),
+        "{}",
+        said(&http)
+    );
+    let set = customer(
+        &stack,
+        &[
+            "webhook",
+            "--url",
+            &format!("https://127.0.0.1:{port}/hook"),
+        ],
+    );
+    assert!(set.status.success(), "{}", said(&set));
+
+    let gw = stack.gateway();
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, op) = gw
+        .run(
+            &token,
+            "demo",
+            "etcd.defragment",
+            Some("demo-0"),
+            &[],
+            "INC-11",
+            "the tenant hears of it at once",
+        )
+        .await;
+    assert_eq!(status, 202, "{op}");
+    let id = op["id"].as_str().unwrap().to_string();
+    let (sig, body) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the webhook got nothing")
+        .unwrap();
+    let note: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(note["request"], id.as_str(), "{note}");
+    assert_eq!(note["action"], "etcd.defragment", "{note}");
+    // Signed by the gateway's key over the exact body.
+    let (keyid, b64) = sig
+        .strip_prefix("keyid=")
+        .and_then(|s| s.split_once(",sig="))
+        .expect("keyid=…,sig=…");
+    let gateway = stack.gateway_key().public().clone();
+    assert_eq!(keyid, gateway.key_id());
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+    assert!(
+        gateway.verify(&body, &raw),
+        "the notification's signature does not verify"
+    );
+    assert!(!gateway.verify(b"{}", &raw));
+
+    // The delivery (second attempt) is recorded with the request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = customer(&stack, &["requests", "--json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        let notified = rows[0]["notified"].as_str().unwrap_or_default().to_string();
+        if notified.contains("attempt 2") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivery not recorded: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

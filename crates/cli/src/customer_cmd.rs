@@ -58,6 +58,20 @@ enum CustomerCommand {
     Approve(DecideArgs),
     /// Deny one request with an approver's key: it will never run.
     Deny(DenyArgs),
+    /// Show, set (--url) or remove (--remove) the HTTPS endpoint every request for
+    /// approval on the cluster is POSTed to (signed by the gateway's key).
+    Webhook(WebhookArgs),
+}
+
+#[derive(Args)]
+struct WebhookArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// The endpoint, https only.
+    #[arg(long, conflicts_with = "remove")]
+    url: Option<String>,
+    #[arg(long)]
+    remove: bool,
 }
 
 #[derive(Args)]
@@ -260,6 +274,7 @@ pub fn run(args: CustomerArgs) -> anyhow::Result<ExitCode> {
         CustomerCommand::Deny(a) => {
             crate::lifecycle::runtime()?.block_on(decide(a.decide, Decision::Deny, Some(a.reason)))
         }
+        CustomerCommand::Webhook(a) => crate::lifecycle::runtime()?.block_on(webhook(a)),
         CustomerCommand::Trust(g) => crate::lifecycle::runtime()?.block_on(async {
             let (status, body) = call(&g, None).await?;
             if status == 404 {
@@ -687,4 +702,43 @@ enum Signer {
         palisade_kms::token_signer::TokenSigner,
         palisade_policy::keys::PublicKey,
     ),
+}
+
+async fn webhook(a: WebhookArgs) -> anyhow::Result<ExitCode> {
+    let g = &a.gateway;
+    let http = crate::op_cmd::client(g.ca.as_deref())?;
+    let token = secret_arg(&g.token)?;
+    let url = format!(
+        "{}/v1/tenants/{}/clusters/{}/webhook",
+        g.gateway.trim_end_matches('/'),
+        g.tenant,
+        g.cluster
+    );
+    let req = match (&a.url, a.remove) {
+        (Some(u), _) => http
+            .put(&url)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&serde_json::json!({ "url": u }))?),
+        (None, true) => http.delete(&url),
+        (None, false) => http.get(&url),
+    };
+    let resp = req
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the gateway at {url}"))?;
+    let status = resp.status().as_u16();
+    let body: Value =
+        serde_json::from_slice(&resp.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        bail!("the gateway answered {status}: {}", detail(&body));
+    }
+    match body["url"].as_str() {
+        Some(u) => println!(
+            "webhook    {u} (since {})",
+            body["registered_at"].as_str().unwrap_or("?")
+        ),
+        None => println!("webhook    none"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@
 //! | `GET /v1/tenants/{tenant}/clusters/{cluster}/events` | a tenant (bearer token): its access log |
 //! | `GET`, `PUT /v1/tenants/{tenant}/clusters/{cluster}/trust` | a tenant (bearer token): its statement in force; record a newer one |
 //! | `GET`, `POST /v1/tenants/{tenant}/clusters/{cluster}/approvals` | a tenant (bearer token): requests awaiting approval; an approver's signed decision |
+//! | `GET`, `PUT`, `DELETE /v1/tenants/{tenant}/clusters/{cluster}/webhook` | a tenant (bearer token): where requests for approval are POSTed |
 //! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | anyone |
 
 use crate::customer::{intent_targets, to_k8s_audit, Format, Query as EventsQuery};
@@ -55,6 +56,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(
             "/v1/tenants/{tenant}/clusters/{cluster}/approvals",
             get(get_approvals).post(post_approval),
+        )
+        .route(
+            "/v1/tenants/{tenant}/clusters/{cluster}/webhook",
+            get(get_webhook).put(put_webhook).delete(delete_webhook),
         )
         .fallback(|| async { Problem::new(404, "not found", "no such route (see /openapi.json)") })
         .with_state(gw)
@@ -396,6 +401,52 @@ async fn put_trust(
     };
     match gw.put_tenant_trust(&reader, &tenant, &cluster, &body).await {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn get_webhook(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((tenant, cluster)): Path<(String, String)>,
+) -> Response {
+    let reader = match tenant_reader(&gw, &headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    match gw.webhook(&reader, &tenant, &cluster).await {
+        Ok(v) => Json(v).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn put_webhook(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((tenant, cluster)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let reader = match tenant_reader(&gw, &headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    match gw.put_webhook(&reader, &tenant, &cluster, &body).await {
+        Ok(v) => Json(v).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn delete_webhook(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((tenant, cluster)): Path<(String, String)>,
+) -> Response {
+    let reader = match tenant_reader(&gw, &headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    match gw.delete_webhook(&reader, &tenant, &cluster).await {
+        Ok(v) => Json(v).into_response(),
         Err(p) => p.into_response(),
     }
 }

@@ -53,6 +53,9 @@ struct Pending {
     /// The approvers' key ids, in the order they approved.
     approver_ids: Vec<String>,
     denied_by: Option<String>,
+    /// How the notification to the tenant's webhook went, if it has one.
+    #[serde(default)]
+    notified: Option<String>,
 }
 
 impl Pending {
@@ -83,7 +86,7 @@ impl Gateway {
     /// Logs the request for `request` and keeps it; the operation waits for the
     /// customer's approval.
     pub(crate) async fn request_approval(
-        &self,
+        self: &Arc<Self>,
         mut operation: Operation,
         request: Request,
         agent_url: String,
@@ -139,6 +142,7 @@ impl Gateway {
             approved_by: Vec::new(),
             approver_ids: Vec::new(),
             denied_by: None,
+            notified: None,
         };
         operation.status = OpStatus::AwaitingApproval;
         operation.approval = Some(pending.status());
@@ -149,6 +153,27 @@ impl Gateway {
         self.save_pending(&operation.id, &pending).await?;
         self.ops.save(&operation).await.map_err(unavailable)?;
         tracing::info!(operation = %operation.id, index, "request logged; awaiting customer approval");
+        let r = &pending.request;
+        self.notify(
+            r.cluster.clone(),
+            operation.id.clone(),
+            json!({
+                "schema": "palisade.dev/approval-notification/v1",
+                "tenant": r.tenant.as_str(),
+                "cluster": r.cluster.as_str(),
+                "request": operation.id,
+                "request_index": index,
+                "request_digest": pending.digest.to_string(),
+                "action": r.action.as_str(),
+                "instance": r.instance.as_str(),
+                "parameters": r.parameters,
+                "ticket": r.justification.ticket,
+                "reason": r.justification.reason,
+                "operator": r.actor.id.to_string(),
+                "expires_at": expires_at.to_string(),
+                "threshold": policy.threshold,
+            }),
+        );
         Ok(operation)
     }
 
@@ -224,6 +249,7 @@ impl Gateway {
                 "threshold": p.threshold,
                 "approved_by": p.approved_by,
                 "denied_by": p.denied_by,
+                "notified": p.notified,
             }));
         }
         Ok(Value::Array(out))
@@ -428,6 +454,23 @@ impl Gateway {
             }
         }
         expired
+    }
+
+    /// Records how the webhook notification of request `id` went.
+    pub(crate) async fn note_delivery(&self, id: &str, note: String) {
+        match self.pending(id).await {
+            Ok(Some(mut p)) => {
+                p.notified = Some(note);
+                if let Err(e) = self.save_pending(id, &p).await {
+                    tracing::warn!(request = %id, error = %e.detail, "cannot record the webhook delivery");
+                }
+            }
+            // Decided (and dispatched) meanwhile: nothing to note.
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(request = %id, error = %e.detail, "cannot record the webhook delivery")
+            }
+        }
     }
 
     /// Ends a request that will not run, and its operation.

@@ -56,6 +56,10 @@ pub struct GatewayConfig {
     /// by default. Required when `operator_certificates` is on.
     #[serde(default)]
     pub operator_ca: Option<PathBuf>,
+    /// The CA certificates (PEM bundle) a tenant's approval webhook must chain to;
+    /// by default, the platform's trust store.
+    #[serde(default)]
+    pub webhook_ca: Option<PathBuf>,
     /// YAML rota files.
     #[serde(default)]
     pub rotas: Vec<PathBuf>,
@@ -404,6 +408,9 @@ impl ProcessConfig for GatewayConfig {
             ("trust.root", &mut self.trust.root),
             ("trust.datastore", &mut self.trust.datastore),
         ];
+        if let Some(ca) = self.webhook_ca.as_mut() {
+            v.push(("webhook_ca", ca));
+        }
         match &mut self.state {
             StateSetting::Path(p)
             | StateSetting::Backend(palisade_state::StateBackend::Redb { path: p }) => {

@@ -22,3 +22,4 @@ pub mod refusals;
 pub mod results;
 pub mod server;
 pub mod tenant;
+pub mod webhooks;
