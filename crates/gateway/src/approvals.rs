@@ -56,6 +56,9 @@ struct Pending {
     /// How the notification to the tenant's webhook went, if it has one.
     #[serde(default)]
     notified: Option<String>,
+    /// When a gateway claimed the approved request to dispatch it (once).
+    #[serde(default)]
+    dispatching_since: Option<Timestamp>,
 }
 
 impl Pending {
@@ -143,6 +146,7 @@ impl Gateway {
             approver_ids: Vec::new(),
             denied_by: None,
             notified: None,
+            dispatching_since: None,
         };
         operation.status = OpStatus::AwaitingApproval;
         operation.approval = Some(pending.status());
@@ -228,6 +232,8 @@ impl Gateway {
             }
             let state = if p.denied_by.is_some() {
                 "denied"
+            } else if p.approved_by.len() >= usize::try_from(p.threshold).unwrap_or(usize::MAX) {
+                "approved"
             } else if now.unix_seconds() > p.expires_at.unix_seconds() {
                 "expired"
             } else {
@@ -415,7 +421,7 @@ impl Gateway {
     /// The reconciler's pass over requests: one past its expiry ends (`expired`, its
     /// operation too); records of ended requests are dropped a week after expiry.
     /// Returns how many expired now.
-    pub async fn expire_requests(&self, now: Timestamp) -> usize {
+    pub async fn expire_requests(self: &Arc<Self>, now: Timestamp) -> usize {
         let all = match self.ops.store().list(REQUESTS, "", 10_000).await {
             Ok(all) => all,
             Err(e) => {
@@ -429,6 +435,26 @@ impl Gateway {
                 continue;
             };
             if now.unix_seconds() <= p.expires_at.unix_seconds() {
+                // Approved, but the gateway that took the last approval stopped before
+                // it dispatched: dispatch now (once: only an operation still awaiting
+                // approval is dispatched).
+                let approved =
+                    p.approved_by.len() >= usize::try_from(p.threshold).unwrap_or(usize::MAX);
+                // A claim older than a minute whose operation never started is one
+                // a stopped gateway left.
+                let unclaimed = p
+                    .dispatching_since
+                    .is_none_or(|t| now.unix_seconds() > t.unix_seconds() + 60);
+                if approved && unclaimed && p.denied_by.is_none() {
+                    if let Ok(Some(op)) = self.ops.get(&id).await {
+                        if op.status == OpStatus::AwaitingApproval && !self.is_inflight(&id) {
+                            tracing::info!(operation = %id, "dispatching an approved request left behind");
+                            if let Err(e) = self.dispatch_approved(&id, p).await {
+                                tracing::warn!(operation = %id, error = %e.detail, "cannot dispatch the approved request yet");
+                            }
+                        }
+                    }
+                }
                 continue;
             }
             if now.unix_seconds() > p.expires_at.unix_seconds() + 7 * 86_400 {
@@ -504,6 +530,35 @@ impl Gateway {
             return Ok(operation);
         }
         let now = Timestamp::now();
+        // Claimed in the state first, so that two gateways (or the reconciler and the
+        // last approval) never both dispatch it.
+        let current = self
+            .ops
+            .store()
+            .get(REQUESTS, id)
+            .await
+            .map_err(unavailable)?;
+        let fresh_claim = current
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<Pending>(b).ok())
+            .and_then(|p| p.dispatching_since)
+            .is_some_and(|t| now.unix_seconds() <= t.unix_seconds() + 60);
+        if fresh_claim {
+            return Ok(operation);
+        }
+        let mut claimed = pending.clone();
+        claimed.dispatching_since = Some(now);
+        let bytes = serde_json::to_vec(&claimed)
+            .map_err(|e| Problem::new(500, "internal error", e.to_string()))?;
+        if !self
+            .ops
+            .store()
+            .compare_and_swap(REQUESTS, id, current, Some(bytes))
+            .await
+            .map_err(unavailable)?
+        {
+            return Ok(operation);
+        }
         let event_id =
             EventId::parse(id).map_err(|e| Problem::new(500, "internal error", e.to_string()))?;
         let mut prepared = palisade_agent::client::prepare_as(
@@ -526,17 +581,19 @@ impl Gateway {
         operation.status = OpStatus::Running;
         operation.error = None;
         operation.approval = Some(pending.status());
-        // Dispatched once: the request is no longer waiting (the unresolved record
-        // and the reconciler carry the operation from here).
-        if let Err(e) = self.ops.store().delete(REQUESTS, id).await {
-            tracing::warn!(operation = %id, error = %e, "cannot drop the approved request");
-        }
         let checked = crate::pipeline::Checked::new(pending.request, pending.agent_url);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let gw = self.clone();
         let started = operation.clone();
+        let request = id.to_string();
         tokio::spawn(async move {
             let done = gw.dispatch(operation, checked, prepared).await;
+            // Dispatched: the request no longer waits. Dropped only now, so that a
+            // gateway stopped before the operation's first save leaves the request
+            // (and its approvals) to be sent again, never an orphaned operation.
+            if let Err(e) = gw.ops.store().delete(REQUESTS, &request).await {
+                tracing::warn!(operation = %request, error = %e, "cannot drop the approved request");
+            }
             let _ = tx.send(done);
         });
         match tokio::time::timeout(Duration::from_secs(self.config().wait_secs), rx).await {
