@@ -32,7 +32,7 @@ pub fn add(v: &mut Vec<Scenario>) {
         C7,
         Scope::Local,
         "c7-customer-approval-enforced-on-the-instance",
-        "With an action reserved for the customer's approval, the gateway only logs a request; an approval signed with the gateway's key and a spent approval are refused by the agent; the approver's signature runs it once",
+        "With an action reserved for the customer's approval, the gateway only logs a request; the agent refuses it with no approval, one signed with the gateway's key, a denial, an expired approval, one of another request and a spent one; the approver's signature runs it once",
         approval,
     );
 }
@@ -176,7 +176,11 @@ async fn run(cx: &Ctx, approver: &SigningKey) -> anyhow::Result<Vec<String>> {
     let digest = Sha256Digest::of(&entry);
     let request = EventId::parse(&id).map_err(|e| anyhow!("{e}"))?;
     let now = Timestamp::now().unix_seconds();
-    let signed = |key: &SigningKey| -> anyhow::Result<Envelope> {
+    let statement = |key: &SigningKey,
+                     decision: Decision,
+                     issued: i64,
+                     index: u64|
+     -> anyhow::Result<Envelope> {
         CustomerApproval {
             schema: APPROVAL_SCHEMA.into(),
             tenant: palisade_core::TenantId::parse(&cx.tenant).map_err(|e| anyhow!("{e}"))?,
@@ -184,14 +188,15 @@ async fn run(cx: &Ctx, approver: &SigningKey) -> anyhow::Result<Vec<String>> {
             request: request.clone(),
             request_index: index,
             request_digest: digest,
-            decision: Decision::Approve,
-            issued_at: Timestamp::from_unix_seconds(now),
-            expires_at: Timestamp::from_unix_seconds(now + 3600),
+            decision,
+            issued_at: Timestamp::from_unix_seconds(issued),
+            expires_at: Timestamp::from_unix_seconds(issued + 3600),
             reason: None,
         }
         .sign(key)
         .map_err(|e| anyhow!("{e}"))
     };
+    let signed = |key: &SigningKey| statement(key, Decision::Approve, now, index);
     // 2. Signed with the gateway's key instead of the approver's.
     let target = Target {
         request: &request,
@@ -210,6 +215,35 @@ async fn run(cx: &Ctx, approver: &SigningKey) -> anyhow::Result<Vec<String>> {
             short(&r.detail)
         ),
     ];
+    // None; the approver's denial presented as an approval; an expired approval; one
+    // for another log index (another request).
+    for (what, approvals, why) in [
+        ("no approval", vec![], "0 of the 1"),
+        (
+            "the approver's denial",
+            vec![statement(approver, Decision::Deny, now, index)?],
+            "denial",
+        ),
+        (
+            "an approval that expired",
+            vec![statement(approver, Decision::Approve, now - 7200, index)?],
+            "expired",
+        ),
+        (
+            "an approval of another log index",
+            vec![statement(approver, Decision::Approve, now, index + 1)?],
+            "approves request",
+        ),
+    ] {
+        let (r, logged) = attempt(l, &target, approvals).await?;
+        if r.code != RefusalCode::NotApproved || !r.detail.contains(why) {
+            bail!("{what}: expected not_approved ({why}), got {r}");
+        }
+        evidence.push(format!(
+            "{what} (intent logged at {logged}): not_approved ({})",
+            short(&r.detail)
+        ));
+    }
     // 3. The approver's signature through the gateway: it runs.
     let (status, decided) = cx
         .gw
