@@ -272,6 +272,12 @@ impl Stack {
             Some(at) => template[..at].to_string(),
             None => template,
         };
+        // Without up's metrics listener: one port cannot serve a hundred agents.
+        let template: String = template
+            .lines()
+            .filter(|l| !l.starts_with("metrics_listen"))
+            .map(|l| format!("{l}\n"))
+            .collect();
         let mut agent_cfgs = Vec::new();
         for (i, c) in names.iter().enumerate().skip(1) {
             let adir = dir.join("agents").join(c);
@@ -933,6 +939,7 @@ async fn throughput() {
     let mut results = HashSet::new();
     let mut refusals = 0usize;
     let mut statements = 0usize;
+    let mut agent_keys = 0usize;
     let mut entries = 0usize;
     let cl = stack.clusters.clone();
     let reads = futures::stream::iter(cl.into_iter().map(|c| {
@@ -981,6 +988,7 @@ async fn throughput() {
                 }
                 Some("refusal") => refusals += 1,
                 Some("tenant_trust") => statements += 1,
+                Some("agent_key") => agent_keys += 1,
                 _ => {}
             }
         }
@@ -995,10 +1003,10 @@ async fn throughput() {
         no_intent += usize::from(!intents.contains(&id));
         no_result += usize::from(!results.contains(&id));
     }
-    let expected = 2 * (with_op + warm_ids.len()) + refused_logged + statements;
+    let expected = 2 * (with_op + warm_ids.len()) + refused_logged + statements + agent_keys;
     println!(
         "  log check through the customer access-log API ({:.0} s): {entries} entries in {} logs, expected {expected} \
-         (2 x {} operations + {refused_logged} logged refusals + {statements} tenant statements); {checked} succeeded actions checked: \
+         (2 x {} operations + {refused_logged} logged refusals + {statements} tenant statements + {agent_keys} agent keys); {checked} succeeded actions checked: \
          {no_intent} without intent, {no_result} without result; {refusals} refusal events",
         t.elapsed().as_secs_f64(),
         stack.clusters.len(),
