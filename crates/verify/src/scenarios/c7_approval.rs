@@ -32,7 +32,7 @@ pub fn add(v: &mut Vec<Scenario>) {
         C7,
         Scope::Local,
         "c7-customer-approval-enforced-on-the-instance",
-        "With an action reserved for the customer's approval, the gateway only logs a request; the agent refuses it with no approval, one signed with the gateway's key, a denial, an expired approval, one of another request and a spent one; the approver's signature runs it once",
+        "With an action reserved for the customer's approval, the gateway only logs a request; the agent refuses it with no approval, one signed with the gateway's key, a denial, an expired approval, one of another request or cluster, a spent one, and a provider-signed statement dropping the requirement; the approver's signature runs it once",
         approval,
     );
 }
@@ -244,6 +244,44 @@ async fn run(cx: &Ctx, approver: &SigningKey) -> anyhow::Result<Vec<String>> {
             short(&r.detail)
         ));
     }
+    // An approval for another cluster (the same request id, index and digest).
+    let elsewhere = CustomerApproval {
+        cluster: palisade_core::ClusterId::parse("elsewhere").map_err(|e| anyhow!("{e}"))?,
+        ..CustomerApproval::decode(&signed(approver)?).map_err(|e| anyhow!("{e}"))?
+    }
+    .sign(approver)
+    .map_err(|e| anyhow!("{e}"))?;
+    let (r, logged) = attempt(l, &target, vec![elsewhere]).await?;
+    if r.code != RefusalCode::NotApproved || !r.detail.contains("it is for") {
+        bail!("an approval for another cluster: expected not_approved, got {r}");
+    }
+    evidence.push(format!(
+        "an approval for another cluster (intent logged at {logged}): not_approved ({})",
+        short(&r.detail)
+    ));
+    // The provider signs a newer statement without the requirement, with its own key:
+    // the agent refuses the statement itself.
+    let in_force_now = in_force(cx).await?;
+    let loosened = TenantTrust {
+        seq: in_force_now.seq + 10,
+        issued_at: Timestamp::now(),
+        approval: None,
+        ..in_force_now
+    }
+    .sign(l.gateway_key())
+    .map_err(|e| anyhow!("{e}"))?;
+    let mut p = l.prepare(ACTION, &[])?;
+    p.approval = None;
+    let (mut req, logged) = l.logged_request(&p).await?;
+    req.tenant_trust = Some(loosened);
+    let r = l.refused(&req).await?;
+    if r.code != RefusalCode::TenantTrust {
+        bail!("a statement the provider signed without the requirement: expected tenant_trust, got {r}");
+    }
+    evidence.push(format!(
+        "a statement signed by the gateway's key dropping the requirement (intent logged at {logged}): tenant_trust ({})",
+        short(&r.detail)
+    ));
     // 3. The approver's signature through the gateway: it runs.
     let (status, decided) = cx
         .gw
