@@ -564,12 +564,12 @@ async fn list_requests(a: RequestsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<34} {:<8} {:<20} {:<10} {:<12} {:<10} {:<9} EXPIRES",
+        "{:<34} {:<8} {:<20} {:<10} {:<20} {:<10} {:<9} EXPIRES",
         "REQUEST", "STATE", "ACTION", "INSTANCE", "OPERATOR", "TICKET", "APPROVED"
     );
     for r in rows {
         println!(
-            "{:<34} {:<8} {:<20} {:<10} {:<12} {:<10} {:<9} {}",
+            "{:<34} {:<8} {:<20} {:<10} {:<20} {:<10} {:<9} {}",
             r["id"].as_str().unwrap_or_default(),
             r["state"].as_str().unwrap_or_default(),
             r["action"].as_str().unwrap_or_default(),

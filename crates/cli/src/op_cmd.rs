@@ -634,8 +634,9 @@ fn print_operation(v: &Value, output: Output) -> anyhow::Result<ExitCode> {
                 .map(|x| x.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             println!(
-                "approval   request at index {}; {} of {} approvals{}{}",
+                "approval   request at index {}, until {}; {} of {} approvals{}{}",
                 a["request_index"],
+                a["expires_at"].as_str().unwrap_or("?"),
                 by.len(),
                 a["threshold"],
                 if by.is_empty() {

@@ -150,8 +150,29 @@ pub fn prepare(dir: &Path, base_port: u16, approvals: bool) -> anyhow::Result<St
             wstem = file_stem(WITNESS_NAME),
             twitness = demo_tenant::WITNESS_PUBLIC_KEY,
             tkey = demo_tenant::PUBLIC_KEY,
-        )],
+        )]
+        .into_iter()
+        .chain(demo_requires_approval(dir).then(|| {
+            format!(
+                "palisade customer requests --gateway https://{gw} --ca {d}/pki/ca.crt --token @{d}/tenant-demo.token \\\n       \
+                 --tenant demo --cluster demo\n     \
+                 (disruptive actions wait for the demo tenant's approval: `palisade customer approve ID --key {d}/{tdir}/approvers/ana.key` with the same options)",
+                gw = port(0).map(|p| p.to_string()).unwrap_or_default(),
+                d = dir.display(),
+                tdir = demo_tenant::DIR,
+            )
+        }))
+        .collect(),
     })
+}
+
+/// Whether the demo tenant's statement requires customer approval for anything.
+fn demo_requires_approval(dir: &Path) -> bool {
+    std::fs::read(dir.join(demo_tenant::TRUST_STATEMENT))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<palisade_policy::dsse::Envelope>(&b).ok())
+        .and_then(|env| palisade_policy::tenant::TenantTrust::decode(&env).ok())
+        .is_some_and(|(t, _)| t.approval.is_some())
 }
 
 /// The operator name the demo rota puts on call: the current user, if that is a

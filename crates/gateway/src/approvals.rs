@@ -150,10 +150,6 @@ impl Gateway {
         };
         operation.status = OpStatus::AwaitingApproval;
         operation.approval = Some(pending.status());
-        operation.error = Some(format!(
-            "awaiting customer approval ({} of the tenant's approvers) until {expires_at}",
-            policy.threshold
-        ));
         self.save_pending(&operation.id, &pending).await?;
         self.ops.save(&operation).await.map_err(unavailable)?;
         tracing::info!(operation = %operation.id, index, "request logged; awaiting customer approval");
