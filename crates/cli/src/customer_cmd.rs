@@ -295,26 +295,26 @@ pub struct Registered {
     pub shown: Value,
 }
 
-fn trust_url(g: &GatewayArgs) -> String {
-    format!(
-        "{}/v1/tenants/{}/clusters/{}/trust",
+/// A call to the tenant's part of the gateway API, `…/v1/tenants/T/clusters/C/{route}`,
+/// with the reader token; the status and the JSON answer (`null` if none).
+async fn tenant_api(
+    g: &GatewayArgs,
+    route: &str,
+    method: reqwest::Method,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(u16, Value)> {
+    let http = crate::op_cmd::client(g.ca.as_deref())?;
+    let token = secret_arg(&g.token)?;
+    let url = format!(
+        "{}/v1/tenants/{}/clusters/{}/{route}",
         g.gateway.trim_end_matches('/'),
         g.tenant,
         g.cluster
-    )
-}
-
-async fn call(g: &GatewayArgs, put: Option<&Envelope>) -> anyhow::Result<(u16, Value)> {
-    let http = crate::op_cmd::client(g.ca.as_deref())?;
-    let token = secret_arg(&g.token)?;
-    let url = trust_url(g);
-    let req = match put {
-        Some(env) => http
-            .put(&url)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(env)?),
-        None => http.get(&url),
-    };
+    );
+    let mut req = http.request(method, &url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
     let resp = req
         .bearer_auth(token)
         .send()
@@ -322,8 +322,42 @@ async fn call(g: &GatewayArgs, put: Option<&Envelope>) -> anyhow::Result<(u16, V
         .with_context(|| format!("cannot reach the gateway at {url}"))?;
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.unwrap_or_default();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok((status, body))
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// The statement in force (`GET …/trust`), or a new one recorded (`PUT`).
+async fn call(g: &GatewayArgs, put: Option<&Envelope>) -> anyhow::Result<(u16, Value)> {
+    match put {
+        Some(env) => {
+            tenant_api(
+                g,
+                "trust",
+                reqwest::Method::PUT,
+                Some(serde_json::to_vec(env)?),
+            )
+            .await
+        }
+        None => tenant_api(g, "trust", reqwest::Method::GET, None).await,
+    }
+}
+
+/// The requests for approval (`GET …/approvals`), or a decision logged (`POST`).
+async fn approvals_call(g: &GatewayArgs, post: Option<&Envelope>) -> anyhow::Result<(u16, Value)> {
+    match post {
+        Some(env) => {
+            tenant_api(
+                g,
+                "approvals",
+                reqwest::Method::POST,
+                Some(serde_json::to_vec(env)?),
+            )
+            .await
+        }
+        None => tenant_api(g, "approvals", reqwest::Method::GET, None).await,
+    }
 }
 
 fn detail(body: &Value) -> String {
@@ -511,39 +545,6 @@ fn describe_scope(p: &palisade_policy::customer_approval::ApprovalPolicy) -> Str
     parts.join(", ")
 }
 
-fn approvals_url(g: &GatewayArgs) -> String {
-    format!(
-        "{}/v1/tenants/{}/clusters/{}/approvals",
-        g.gateway.trim_end_matches('/'),
-        g.tenant,
-        g.cluster
-    )
-}
-
-async fn approvals_call(g: &GatewayArgs, post: Option<&Envelope>) -> anyhow::Result<(u16, Value)> {
-    let http = crate::op_cmd::client(g.ca.as_deref())?;
-    let token = secret_arg(&g.token)?;
-    let url = approvals_url(g);
-    let req = match post {
-        Some(env) => http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(env)?),
-        None => http.get(&url),
-    };
-    let resp = req
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the gateway at {url}"))?;
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.unwrap_or_default();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
 async fn list_requests(a: RequestsArgs) -> anyhow::Result<ExitCode> {
     let (status, body) = approvals_call(&a.gateway, None).await?;
     if status != 200 {
@@ -705,31 +706,14 @@ enum Signer {
 }
 
 async fn webhook(a: WebhookArgs) -> anyhow::Result<ExitCode> {
-    let g = &a.gateway;
-    let http = crate::op_cmd::client(g.ca.as_deref())?;
-    let token = secret_arg(&g.token)?;
-    let url = format!(
-        "{}/v1/tenants/{}/clusters/{}/webhook",
-        g.gateway.trim_end_matches('/'),
-        g.tenant,
-        g.cluster
-    );
-    let req = match (&a.url, a.remove) {
-        (Some(u), _) => http
-            .put(&url)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&serde_json::json!({ "url": u }))?),
-        (None, true) => http.delete(&url),
-        (None, false) => http.get(&url),
+    let (status, body) = match (&a.url, a.remove) {
+        (Some(u), _) => {
+            let b = serde_json::to_vec(&serde_json::json!({ "url": u }))?;
+            tenant_api(&a.gateway, "webhook", reqwest::Method::PUT, Some(b)).await?
+        }
+        (None, true) => tenant_api(&a.gateway, "webhook", reqwest::Method::DELETE, None).await?,
+        (None, false) => tenant_api(&a.gateway, "webhook", reqwest::Method::GET, None).await?,
     };
-    let resp = req
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the gateway at {url}"))?;
-    let status = resp.status().as_u16();
-    let body: Value =
-        serde_json::from_slice(&resp.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
     if !(200..300).contains(&status) {
         bail!("the gateway answered {status}: {}", detail(&body));
     }
