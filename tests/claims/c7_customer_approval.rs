@@ -784,3 +784,170 @@ async fn the_tenants_webhook_gets_each_request_signed_by_the_gateway_with_retrie
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A gateway that lies to the customer's commands: the statement it says is in
+/// force is not the tenant's (signed by another key, with no approval policy), and
+/// the request it lists is not the one its entry holds. The tenant's commands refuse
+/// to build on the first and to show the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_customers_commands_trust_neither_the_gateways_statement_nor_its_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    palisade_pki::init_ca(&pki, false).unwrap();
+    let issued = palisade_pki::issue(
+        &pki,
+        palisade_pki::Role::Gateway,
+        &palisade_pki::CertName::new("lying-gateway").unwrap(),
+        &[],
+        30,
+        false,
+    )
+    .unwrap();
+    let tls = palisade_pki::server_config(
+        &pki.join("ca.crt"),
+        &issued.cert,
+        &issued.key,
+        palisade_pki::ClientAuth::Optional,
+    )
+    .unwrap();
+    let keys = dir.path().join("keys");
+    let tenant = palisade_policy::keys::generate("tenant", &keys, false).unwrap();
+    let insider = palisade_policy::keys::generate("insider", &keys, false).unwrap();
+    let approver = palisade_policy::keys::generate("ana", &keys, false).unwrap();
+    let witness = palisade_tlog::note::SignerKey::generate(
+        "tenant.example/witness",
+        palisade_tlog::note::KeyType::Cosignature,
+    )
+    .unwrap();
+    let forged = TenantTrust {
+        schema: palisade_policy::tenant::TENANT_TRUST_SCHEMA.into(),
+        tenant: palisade_core::TenantId::parse("demo").unwrap(),
+        cluster: ClusterId::parse("demo").unwrap(),
+        seq: 5,
+        issued_at: Timestamp::now(),
+        witnesses: vec![witness.verifier().to_string()],
+        quorum: 1,
+        approval: None,
+    }
+    .sign(&SigningKey::read(&insider.private).unwrap())
+    .unwrap();
+    // A request for one thing listed as another.
+    let real = ApprovalRequestEvent {
+        event_id: EventId::random().unwrap(),
+        time: Timestamp::now(),
+        tenant: palisade_core::TenantId::parse("demo").unwrap(),
+        cluster: ClusterId::parse("demo").unwrap(),
+        instance: Some(InstanceId::parse("demo-0").unwrap()),
+        actor: palisade_core::event::Actor {
+            id: palisade_core::OperatorId::parse("op-1234").unwrap(),
+            groups: vec![],
+            grant: None,
+            authn: None,
+            service: None,
+        },
+        action: palisade_core::ActionName::parse("component.restart").unwrap(),
+        parameters: Default::default(),
+        justification: palisade_core::event::Justification {
+            ticket: "INC-1".into(),
+            reason: "restart the apiserver".into(),
+        },
+        policy: palisade_core::event::PolicyRef {
+            version: 1,
+            digest: Sha256Digest::of(b"policy"),
+        },
+        statement_seq: 5,
+        expires_at: Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 3600),
+    };
+    let entry = Event::ApprovalRequest(Box::new(real))
+        .to_log_entry()
+        .unwrap();
+    let other_id = EventId::random().unwrap();
+    let listed = serde_json::json!([{
+        "id": other_id.as_str(), "state": "pending", "index": 3,
+        "digest": Sha256Digest::of(&entry).to_string(),
+        "entry": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &entry),
+        "action": "etcd.status", "instance": "demo-0", "parameters": {},
+        "ticket": "INC-1", "reason": "a harmless read", "operator": "op-1234",
+        "expires_at": "2030-01-01T00:00:00Z", "threshold": 1, "approved_by": [],
+    }]);
+    let statement =
+        serde_json::json!({"cluster": "demo", "index": 1, "seq": 5, "statement": forged});
+    let router = axum::Router::new()
+        .route(
+            "/v1/tenants/demo/clusters/demo/trust",
+            axum::routing::get(move || {
+                let s = statement.clone();
+                async move { axum::Json(s) }
+            }),
+        )
+        .route(
+            "/v1/tenants/demo/clusters/demo/approvals",
+            axum::routing::get(move || {
+                let l = listed.clone();
+                async move { axum::Json(l) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(palisade_tlog_service::https::serve(
+        listener,
+        tls,
+        router,
+        std::future::pending::<()>(),
+    ));
+    let token = dir.path().join("token");
+    std::fs::write(&token, "reader-token").unwrap();
+    let run = |args: &[&str]| {
+        palisade()
+            .arg("customer")
+            .args(args)
+            .args(["--gateway", &format!("https://127.0.0.1:{port}")])
+            .arg("--ca")
+            .arg(pki.join("ca.crt"))
+            .arg("--token")
+            .arg(format!("@{}", token.display()))
+            .args(["--tenant", "demo", "--cluster", "demo"])
+            .output()
+            .unwrap()
+    };
+    let tenant_key = tenant.private.display().to_string();
+    let approver_pub = approver.public.display().to_string();
+    let set = run(&[
+        "approval-policy",
+        "--key",
+        &tenant_key,
+        "--approver",
+        &approver_pub,
+        "--risk",
+        "disruptive",
+    ]);
+    assert!(
+        !set.status.success(),
+        "built on a statement the tenant never signed"
+    );
+    assert!(
+        said(&set).contains("does not open with your key"),
+        "{}",
+        said(&set)
+    );
+    let reg = run(&[
+        "register-witness",
+        "--key",
+        &tenant_key,
+        "--witness-key",
+        &witness.verifier().to_string(),
+    ]);
+    assert!(
+        !reg.status.success(),
+        "built on a statement the tenant never signed"
+    );
+    assert!(
+        said(&reg).contains("does not open with your key"),
+        "{}",
+        said(&reg)
+    );
+    let list = run(&["requests"]);
+    assert!(!list.status.success(), "{}", said(&list));
+    assert!(said(&list).contains("INVALID"), "{}", said(&list));
+    assert!(!said(&list).contains("etcd.status"), "{}", said(&list));
+}

@@ -111,6 +111,9 @@ pub struct AcceptorConfig {
     pub retired_log_keys: Vec<VerifierKey>,
 }
 
+/// The most signatures a dispatch envelope may carry.
+const MAX_DISPATCH_SIGNATURES: usize = 4;
+
 /// A dispatch that passed every check; only [`Acceptor::accept`] makes one.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -287,7 +290,17 @@ impl Acceptor {
 
     /// The acceptance rule (module documentation).
     pub async fn accept(&self, req: &DispatchRequest, now: Timestamp) -> Result<Accepted, Refusal> {
-        // 1. Signature.
+        // 1. Signature. A gateway signs once (twice during a key rotation at most):
+        // an envelope with many signatures is refused before any is checked.
+        if req.dispatch.signatures.len() > MAX_DISPATCH_SIGNATURES {
+            return Err(refuse(
+                RefusalCode::Malformed,
+                format!(
+                    "the dispatch carries {} signatures; at most {MAX_DISPATCH_SIGNATURES}",
+                    req.dispatch.signatures.len()
+                ),
+            ));
+        }
         let payload = req
             .dispatch
             .payload_bytes(DISPATCH_PAYLOAD_TYPE)

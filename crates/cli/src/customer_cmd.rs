@@ -380,10 +380,11 @@ async fn register(
         .iter()
         .map(|w| verifier_key(w, "--witness-key").map(|k| k.to_string()))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let in_force = in_force(g).await?;
-    let seq = match seq {
-        Some(s) => s,
-        None => in_force.as_ref().map_or(1, |t| t.seq + 1),
+    let in_force = in_force(g, Some(key.public())).await?;
+    let seq = match (seq, &in_force) {
+        (Some(s), _) => s,
+        (None, None) => 1,
+        (None, Some(t)) => next_seq(t.seq)?,
     };
     // A new witness list keeps the approval policy in force.
     let approval = in_force.and_then(|t| t.approval);
@@ -454,24 +455,57 @@ fn print_trust(v: &Value) {
 }
 
 /// The statement in force for the cluster, as the gateway holds it (`None`: none).
-async fn in_force(g: &GatewayArgs) -> anyhow::Result<Option<TenantTrust>> {
+/// With `tenant_key`, it must be signed by that key and be for this tenant and
+/// cluster: a new statement built on it is signed by the tenant, so nothing the
+/// gateway makes up (a dropped approval policy, a witness of its own) may slip in.
+async fn in_force(
+    g: &GatewayArgs,
+    tenant_key: Option<&palisade_policy::keys::PublicKey>,
+) -> anyhow::Result<Option<TenantTrust>> {
     let (status, body) = call(g, None).await?;
     match status {
         404 => Ok(None),
         200 => {
             let env: Envelope = serde_json::from_value(body["statement"].clone())
                 .context("the gateway's answer holds no statement")?;
-            let (trust, _) = TenantTrust::decode(&env).map_err(anyhow::Error::msg)?;
+            let trust = match tenant_key {
+                None => TenantTrust::decode(&env).map_err(anyhow::Error::msg)?.0,
+                Some(key) => {
+                    let opened = TenantTrust::open(&env, key).map_err(|e| {
+                        anyhow::anyhow!(
+                            "the statement the gateway says is in force does not open with your key ({e}): \
+                             refusing to build a new one on it; compare it with the newest statement in your log"
+                        )
+                    })?;
+                    if opened.trust.tenant != g.tenant || opened.trust.cluster != g.cluster {
+                        bail!(
+                            "the statement the gateway says is in force is for {}/{}, not {}/{}",
+                            opened.trust.tenant,
+                            opened.trust.cluster,
+                            g.tenant,
+                            g.cluster
+                        );
+                    }
+                    opened.trust
+                }
+            };
             Ok(Some(trust))
         }
         s => bail!("the gateway answered {s}: {}", detail(&body)),
     }
 }
 
+/// The next `seq` after `current`.
+fn next_seq(current: u64) -> anyhow::Result<u64> {
+    current
+        .checked_add(1)
+        .context("the statement in force has the highest seq there is")
+}
+
 async fn set_approval_policy(a: ApprovalPolicyArgs) -> anyhow::Result<ExitCode> {
     use palisade_policy::customer_approval::{ApprovalPolicy, Approver};
     let key = SigningKey::read(&a.key)?;
-    let Some(current) = in_force(&a.gateway).await? else {
+    let Some(current) = in_force(&a.gateway, Some(key.public())).await? else {
         bail!(
             "cluster {} has no statement in force: register your witness first (`palisade customer register-witness`)",
             a.gateway.cluster
@@ -509,7 +543,7 @@ async fn set_approval_policy(a: ApprovalPolicyArgs) -> anyhow::Result<ExitCode> 
         Some(policy)
     };
     let trust = TenantTrust {
-        seq: current.seq + 1,
+        seq: next_seq(current.seq)?,
         issued_at: Timestamp::now(),
         approval,
         ..current
@@ -568,24 +602,57 @@ async fn list_requests(a: RequestsArgs) -> anyhow::Result<ExitCode> {
         "{:<34} {:<8} {:<20} {:<10} {:<20} {:<10} {:<9} EXPIRES",
         "REQUEST", "STATE", "ACTION", "INSTANCE", "OPERATOR", "TICKET", "APPROVED"
     );
+    let mut invalid = 0;
     for r in rows {
+        let id = r["id"].as_str().unwrap_or_default();
+        // What is shown comes from the request's log entry (what an approval signs),
+        // never from the gateway's summary of it.
+        let Some(req) = request_of(r) else {
+            invalid += 1;
+            println!(
+                "{id:<34} INVALID  the gateway's entry is not this request (do not approve it)"
+            );
+            continue;
+        };
         println!(
             "{:<34} {:<8} {:<20} {:<10} {:<20} {:<10} {:<9} {}",
-            r["id"].as_str().unwrap_or_default(),
+            id,
             r["state"].as_str().unwrap_or_default(),
-            r["action"].as_str().unwrap_or_default(),
-            r["instance"].as_str().unwrap_or_default(),
-            r["operator"].as_str().unwrap_or_default(),
-            palisade_core::sanitize::escape(r["ticket"].as_str().unwrap_or_default(), 10),
+            req.action.as_str(),
+            req.instance.as_ref().map_or("-".into(), |i| i.to_string()),
+            req.actor.id.to_string(),
+            palisade_core::sanitize::escape(&req.justification.ticket, 10),
             format!(
                 "{}/{}",
                 r["approved_by"].as_array().map_or(0, Vec::len),
                 r["threshold"]
             ),
-            r["expires_at"].as_str().unwrap_or_default()
+            req.expires_at
         );
     }
+    if invalid > 0 {
+        bail!("{invalid} request(s) listed by the gateway do not match their log entries");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The request a listed row stands for, decoded from its log entry; `None` unless
+/// the entry is an approval request with the row's id and digest.
+fn request_of(row: &Value) -> Option<palisade_core::event::ApprovalRequestEvent> {
+    use base64::Engine as _;
+    let entry = base64::engine::general_purpose::STANDARD
+        .decode(row["entry"].as_str()?)
+        .ok()?;
+    let digest = palisade_core::Sha256Digest::of(&entry);
+    match palisade_core::event::Event::from_log_entry(&entry).ok()? {
+        palisade_core::event::Event::ApprovalRequest(req)
+            if req.event_id.as_str() == row["id"].as_str()?
+                && row["digest"].as_str() == Some(digest.to_string().as_str()) =>
+        {
+            Some(*req)
+        }
+        _ => None,
+    }
 }
 
 /// Signs a decision on one request, after reading the request from its log entry
@@ -637,7 +704,7 @@ async fn decide(
         bail!("the gateway's entry is for another request or cluster");
     }
     let index = row["index"].as_u64().context("no log index")?;
-    let ttl = in_force(&a.gateway)
+    let ttl = in_force(&a.gateway, None)
         .await?
         .and_then(|t| t.approval)
         .map(|p| p.approval_ttl_secs)

@@ -278,7 +278,7 @@ impl Gateway {
             )));
         }
         let id = decided.request.to_string();
-        let Some(mut pending) = self.pending(&id).await? else {
+        let Some(pending) = self.pending(&id).await? else {
             return Err(Problem::new(
                 404,
                 "no such request",
@@ -373,9 +373,66 @@ impl Gateway {
                 ))
             }
         };
+        // Counted with a compare-and-swap on the request, so that two decisions at once
+        // (or replicas) never overwrite each other: a denial is never lost.
+        let mut tries = 0;
+        let pending = loop {
+            tries += 1;
+            let current = self
+                .ops
+                .store()
+                .get(REQUESTS, &id)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| {
+                    Problem::new(404, "no such request", format!("request {id} is gone"))
+                })?;
+            let mut p: Pending = serde_json::from_slice(&current)
+                .map_err(|e| Problem::new(500, "internal error", format!("stored request: {e}")))?;
+            if let Some(by) = &p.denied_by {
+                return Err(conflict(format!(
+                    "request {id} was denied by {by}; this decision is logged at index {index} but changes nothing"
+                )));
+            }
+            if p.dispatching_since.is_some() {
+                return Err(conflict(format!(
+                    "request {id} was already approved and is being carried out; this decision is logged at index {index}"
+                )));
+            }
+            match decided.decision {
+                Decision::Deny => p.denied_by = Some(opened.approver.name.clone()),
+                Decision::Approve => {
+                    if p.approver_ids.contains(&opened.approver.key_id()) {
+                        return Err(conflict(format!(
+                            "{} already approved request {id}",
+                            opened.approver.name
+                        )));
+                    }
+                    p.approvals.push(env.clone());
+                    p.approved_by.push(opened.approver.name.clone());
+                    p.approver_ids.push(opened.approver.key_id());
+                }
+            }
+            let bytes = serde_json::to_vec(&p)
+                .map_err(|e| Problem::new(500, "internal error", e.to_string()))?;
+            if self
+                .ops
+                .store()
+                .compare_and_swap(REQUESTS, &id, Some(current), Some(bytes))
+                .await
+                .map_err(unavailable)?
+            {
+                break p;
+            }
+            if tries >= 16 {
+                return Err(Problem::new(
+                    503,
+                    "busy",
+                    format!("request {id} kept changing; send the decision again"),
+                ));
+            }
+        };
         if decided.decision == Decision::Deny {
-            pending.denied_by = Some(opened.approver.name.clone());
-            self.save_pending(&id, &pending).await?;
             let why = format!(
                 "denied by {}{}",
                 opened.approver.name,
@@ -391,10 +448,6 @@ impl Gateway {
                 json!({"request": id, "decision": "deny", "index": index, "state": "denied"}),
             );
         }
-        pending.approvals.push(env);
-        pending.approved_by.push(opened.approver.name.clone());
-        pending.approver_ids.push(opened.approver.key_id());
-        self.save_pending(&id, &pending).await?;
         let reached = count_approvals(&policy, reference, &pending.approvals, now, 30).is_ok();
         if let Ok(Some(mut op)) = self.ops.get(&id).await {
             op.approval = Some(pending.status());
@@ -407,7 +460,7 @@ impl Gateway {
                 "approved_by": pending.approved_by, "threshold": pending.threshold}),
             );
         }
-        let op = self.dispatch_approved(&id, pending).await?;
+        let op = self.dispatch_approved(&id).await?;
         Ok(
             json!({"request": id, "decision": "approve", "index": index, "state": "approved",
             "operation": op}),
@@ -445,7 +498,7 @@ impl Gateway {
                     if let Ok(Some(op)) = self.ops.get(&id).await {
                         if op.status == OpStatus::AwaitingApproval && !self.is_inflight(&id) {
                             tracing::info!(operation = %id, "dispatching an approved request left behind");
-                            if let Err(e) = self.dispatch_approved(&id, p).await {
+                            if let Err(e) = self.dispatch_approved(&id).await {
                                 tracing::warn!(operation = %id, error = %e.detail, "cannot dispatch the approved request yet");
                             }
                         }
@@ -514,11 +567,7 @@ impl Gateway {
 
     /// The threshold holds: log the intent (the request's id, a reference to it) and
     /// dispatch with the approvals; the operation runs as any other from here.
-    async fn dispatch_approved(
-        self: &Arc<Self>,
-        id: &str,
-        pending: Pending,
-    ) -> Result<Operation, Problem> {
+    async fn dispatch_approved(self: &Arc<Self>, id: &str) -> Result<Operation, Problem> {
         let Some(mut operation) = self.ops.get(id).await.map_err(unavailable)? else {
             return Err(Problem::new(404, "no such operation", id.to_string()));
         };
@@ -534,15 +583,22 @@ impl Gateway {
             .get(REQUESTS, id)
             .await
             .map_err(unavailable)?;
-        let fresh_claim = current
+        // The claim is made on what the state holds now, not on the caller's copy: a
+        // denial recorded meanwhile stops it.
+        let Some(mut claimed) = current
             .as_deref()
             .and_then(|b| serde_json::from_slice::<Pending>(b).ok())
-            .and_then(|p| p.dispatching_since)
+        else {
+            return Ok(operation);
+        };
+        let fresh_claim = claimed
+            .dispatching_since
             .is_some_and(|t| now.unix_seconds() <= t.unix_seconds() + 60);
-        if fresh_claim {
+        let approved =
+            claimed.approved_by.len() >= usize::try_from(claimed.threshold).unwrap_or(usize::MAX);
+        if fresh_claim || claimed.denied_by.is_some() || !approved {
             return Ok(operation);
         }
-        let mut claimed = pending.clone();
         claimed.dispatching_since = Some(now);
         let bytes = serde_json::to_vec(&claimed)
             .map_err(|e| Problem::new(500, "internal error", e.to_string()))?;
@@ -555,6 +611,8 @@ impl Gateway {
         {
             return Ok(operation);
         }
+        // Dispatched with the approvals the state holds.
+        let pending = claimed;
         let event_id =
             EventId::parse(id).map_err(|e| Problem::new(500, "internal error", e.to_string()))?;
         let mut prepared = palisade_agent::client::prepare_as(

@@ -225,18 +225,30 @@ impl CustomerApproval {
     }
 
     /// Opens an approval signed by one of `approvers` (exactly one of them).
+    /// One signature, by the approver its `keyid` names, checked once: an envelope
+    /// with more signatures costs nothing to refuse.
     pub fn open(env: &Envelope, approvers: &[PublicKey]) -> Result<OpenedApproval, String> {
+        let [signature] = env.signatures.as_slice() else {
+            return Err(format!(
+                "an approval carries one signature, not {}",
+                env.signatures.len()
+            ));
+        };
         let approval = Self::decode(env)?;
-        let signed = env.verified_by(approvers);
-        let mut by = approvers.iter().filter(|k| signed.contains(&k.key_id()));
-        let approver = by
-            .next()
-            .ok_or("not signed by an approver the tenant's policy names")?
-            .clone();
-        if by.next().is_some() {
-            return Err("signed by more than one approver key: one approval, one approver".into());
+        let approver = approvers
+            .iter()
+            .find(|k| k.key_id() == signature.keyid)
+            .ok_or("not signed by an approver the tenant's policy names")?;
+        if env.verified_by(std::slice::from_ref(approver)).is_empty() {
+            return Err(format!(
+                "the signature by {} does not verify",
+                approver.name
+            ));
         }
-        Ok(OpenedApproval { approval, approver })
+        Ok(OpenedApproval {
+            approval,
+            approver: approver.clone(),
+        })
     }
 }
 
@@ -251,6 +263,13 @@ pub fn count_approvals(
     skew_secs: i64,
 ) -> Result<Vec<String>, String> {
     let keys = policy.approver_keys()?;
+    if approvals.len() > keys.len() {
+        return Err(format!(
+            "{} approvals for {} approvers: at most one each",
+            approvals.len(),
+            keys.len()
+        ));
+    }
     let mut counted: BTreeSet<String> = BTreeSet::new();
     let mut names = Vec::new();
     let mut problems = Vec::new();
@@ -491,6 +510,28 @@ mod tests {
         more.request_index = 8;
         forged.payload = STANDARD.encode(to_canonical_vec(&more).expect("json"));
         assert!(count_approvals(&p1, r(&q), &[forged], now, 30).is_err());
+    }
+
+    #[test]
+    fn extra_signatures_and_extra_approvals_are_refused_before_any_is_checked() {
+        let k = keys();
+        let q = req();
+        let now = Timestamp::from_unix_seconds(NOW);
+        let a = approval(&q, Decision::Approve, NOW, 3600);
+        let mut twice = a.sign(&k.alice).expect("sign");
+        twice.signatures.push(twice.signatures[0].clone());
+        let e = count_approvals(&policy(&k, 1), r(&q), &[twice], now, 30).expect_err("two");
+        assert!(e.contains("one signature"), "{e}");
+        let one = a.sign(&k.alice).expect("sign");
+        let e = count_approvals(
+            &policy(&k, 1),
+            r(&q),
+            &[one.clone(), one.clone(), one],
+            now,
+            30,
+        )
+        .expect_err("three for two approvers");
+        assert!(e.contains("at most one each"), "{e}");
     }
 
     #[test]
