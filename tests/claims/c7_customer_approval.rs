@@ -67,7 +67,7 @@ impl Requested {
 
     /// The dispatch, with `approvals` attached to this request (a fresh nonce each
     /// time: a new dispatch for the same request).
-    fn with(&self, stack: &Stack, approvals: Vec<Envelope>) -> Prepared {
+    async fn with(&self, stack: &Stack, approvals: Vec<Envelope>) -> Prepared {
         let mut p = prepare_as(
             &stack.request(self.event.action.as_str(), &params_of(&self.event)),
             self.event.event_id.clone(),
@@ -81,11 +81,17 @@ impl Requested {
             request_digest: self.digest(),
             approvers: vec![],
         });
+        let (proof, _) = stack
+            .dispatcher
+            .proofs("demo", &stack.log_policy, self.index, self.index + 1)
+            .await
+            .unwrap();
         p.approval = Some(ApprovalBundle {
             request: base64::Engine::encode(
                 &base64::engine::general_purpose::STANDARD,
                 &self.entry,
             ),
+            proof,
             approvals,
         });
         let _ = &self.prepared;
@@ -198,7 +204,7 @@ async fn the_agent_refuses_every_dispatch_without_the_approvals_of_exactly_that_
         .await;
     assert_eq!(status, 200, "{body}");
     let r = requested(&stack, "etcd.defragment", &[]).await;
-    let none = r.with(&stack, vec![]);
+    let none = r.with(&stack, vec![]).await;
     refused(&stack, &none, "0 of the 1").await;
     let mut bare = stack.prepare("etcd.defragment", &[]);
     bare.approval = None;
@@ -209,7 +215,7 @@ async fn the_agent_refuses_every_dispatch_without_the_approvals_of_exactly_that_
     let a = r.approval(Decision::Approve, now, 3600);
     refused(
         &stack,
-        &r.with(&stack, vec![a.sign(gateway_key).unwrap()]),
+        &r.with(&stack, vec![a.sign(gateway_key).unwrap()]).await,
         "not signed by an approver",
     )
     .await;
@@ -220,7 +226,8 @@ async fn the_agent_refuses_every_dispatch_without_the_approvals_of_exactly_that_
         &r.with(
             &stack,
             vec![a.sign(&SigningKey::read(&op_key.private).unwrap()).unwrap()],
-        ),
+        )
+        .await,
         "not signed by an approver",
     )
     .await;
@@ -232,7 +239,12 @@ async fn the_agent_refuses_every_dispatch_without_the_approvals_of_exactly_that_
         .approval(Decision::Approve, now, 3600)
         .sign(&ana)
         .unwrap();
-    refused(&stack, &r.with(&stack, vec![theirs]), "approves request").await;
+    refused(
+        &stack,
+        &r.with(&stack, vec![theirs]).await,
+        "approves request",
+    )
+    .await;
     for changed in [
         CustomerApproval {
             cluster: ClusterId::parse("other").unwrap(),
@@ -245,7 +257,7 @@ async fn the_agent_refuses_every_dispatch_without_the_approvals_of_exactly_that_
     ] {
         refused(
             &stack,
-            &r.with(&stack, vec![changed.sign(&ana).unwrap()]),
+            &r.with(&stack, vec![changed.sign(&ana).unwrap()]).await,
             "0 of the 1",
         )
         .await;
@@ -256,7 +268,7 @@ async fn the_agent_refuses_every_dispatch_without_the_approvals_of_exactly_that_
     let moved_entry = Event::ApprovalRequest(Box::new(moved))
         .to_log_entry()
         .unwrap();
-    let mut p = r.with(&stack, vec![a.sign(&ana).unwrap()]);
+    let mut p = r.with(&stack, vec![a.sign(&ana).unwrap()]).await;
     p.approval.as_mut().unwrap().request =
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &moved_entry);
     refused(&stack, &p, "is not the one the intent names").await;
@@ -267,21 +279,31 @@ async fn the_agent_refuses_every_dispatch_without_the_approvals_of_exactly_that_
         .approval(Decision::Approve, now - 600, 3600)
         .sign(&ana)
         .unwrap();
-    refused(&stack, &lapsed.with(&stack, vec![late]), "expired at").await;
+    refused(&stack, &lapsed.with(&stack, vec![late]).await, "expired at").await;
+
+    // The request's place in the log is checked: another entry's proof does not do.
+    let mut p = r.with(&stack, vec![a.sign(&ana).unwrap()]).await;
+    let (elsewhere, _) = stack
+        .dispatcher
+        .proofs("demo", &stack.log_policy, other.index, other.index + 1)
+        .await
+        .unwrap();
+    p.approval.as_mut().unwrap().proof = elsewhere;
+    refused(&stack, &p, "the request's proof is for index").await;
 
     // Expired; a denial presented as an approval.
     let expired = r
         .approval(Decision::Approve, now - 7200, 3600)
         .sign(&ana)
         .unwrap();
-    refused(&stack, &r.with(&stack, vec![expired]), "expired").await;
+    refused(&stack, &r.with(&stack, vec![expired]).await, "expired").await;
     let denial = r.approval(Decision::Deny, now, 3600).sign(&ana).unwrap();
-    refused(&stack, &r.with(&stack, vec![denial]), "denial").await;
+    refused(&stack, &r.with(&stack, vec![denial]).await, "denial").await;
 
     // The right approval runs it, once; the same approval again is refused.
     let good = a.sign(&ana).unwrap();
-    runs(&stack, &r.with(&stack, vec![good.clone()])).await;
-    refused(&stack, &r.with(&stack, vec![good]), "already used").await;
+    runs(&stack, &r.with(&stack, vec![good.clone()]).await).await;
+    refused(&stack, &r.with(&stack, vec![good]).await, "already used").await;
 
     // Two of two: the same approver twice is one; M-1 is not enough; both run it.
     let mut two = demo_policy(&stack);
@@ -296,14 +318,19 @@ async fn the_agent_refuses_every_dispatch_without_the_approvals_of_exactly_that_
         .approval(Decision::Approve, now, 3600)
         .sign(&ben)
         .unwrap();
-    refused(&stack, &r2.with(&stack, vec![by_ana.clone()]), "1 of the 2").await;
     refused(
         &stack,
-        &r2.with(&stack, vec![by_ana.clone(), by_ana.clone()]),
+        &r2.with(&stack, vec![by_ana.clone()]).await,
+        "1 of the 2",
+    )
+    .await;
+    refused(
+        &stack,
+        &r2.with(&stack, vec![by_ana.clone(), by_ana.clone()]).await,
         "already counted",
     )
     .await;
-    runs(&stack, &r2.with(&stack, vec![by_ana, by_ben])).await;
+    runs(&stack, &r2.with(&stack, vec![by_ana, by_ben]).await).await;
 
     // Ben is removed: his approval no longer counts.
     let mut without_ben = demo_policy(&stack);
@@ -318,7 +345,7 @@ async fn the_agent_refuses_every_dispatch_without_the_approvals_of_exactly_that_
         .unwrap();
     refused(
         &stack,
-        &r3.with(&stack, vec![by_ben]),
+        &r3.with(&stack, vec![by_ben]).await,
         "not signed by an approver",
     )
     .await;

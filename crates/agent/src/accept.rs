@@ -441,9 +441,10 @@ impl Acceptor {
             let seq = t.opened.trust.seq;
             t.opened.trust.approval.as_ref().map(|a| (a, seq))
         }) {
-            Some((policy, seq)) if policy.requires(action.name().as_str(), action.risk()) => {
-                Some(self.check_approval(policy, seq, req, &event, now).await?)
-            }
+            Some((policy, seq)) if policy.requires(action.name().as_str(), action.risk()) => Some(
+                self.check_approval(policy, seq, req, &event, log_policy, now)
+                    .await?,
+            ),
             _ => None,
         };
         let trust = self.enforced(in_force.as_ref().map(|t| t.opened.reference()));
@@ -542,6 +543,7 @@ impl Acceptor {
         seq: u64,
         req: &DispatchRequest,
         intent: &IntentEvent,
+        log_policy: &LogPolicy,
         now: Timestamp,
     ) -> Result<(String, Timestamp), Refusal> {
         let no = |detail: String| refuse(RefusalCode::NotApproved, detail);
@@ -565,6 +567,19 @@ impl Acceptor {
             Ok(Event::ApprovalRequest(r)) => *r,
             _ => return Err(no("the request attached is not an approval request".into())),
         };
+        // In the customer's log, at the index the approvals name.
+        let proof = TlogProof::parse(bundle.proof.as_bytes())
+            .map_err(|e| no(format!("the request's proof: {e}")))?;
+        if proof.index() != reference.request_index {
+            return Err(no(format!(
+                "the request's proof is for index {}, the intent names index {}",
+                proof.index(),
+                reference.request_index
+            )));
+        }
+        proof
+            .verify(&entry, log_policy)
+            .map_err(|e| no(format!("the request is not in the cluster's log: {e}")))?;
         if request.event_id != reference.request
             || request.tenant != intent.tenant
             || request.cluster != intent.cluster

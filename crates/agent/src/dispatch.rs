@@ -148,6 +148,9 @@ pub struct DispatchRequest {
 pub struct ApprovalBundle {
     /// Base64 of the `approval_request` event's exact log entry bytes.
     pub request: String,
+    /// C2SP tlog-proof of that entry: where it is in the cluster's log, under a
+    /// checkpoint signed by the log and cosigned by the witnesses the agent requires.
+    pub proof: String,
     /// DSSE envelopes (`application/vnd.palisade.customer-approval+json`).
     pub approvals: Vec<Envelope>,
 }

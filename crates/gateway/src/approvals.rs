@@ -599,6 +599,27 @@ impl Gateway {
         if fresh_claim || claimed.denied_by.is_some() || !approved {
             return Ok(operation);
         }
+        // The request's place in the log, which the agent checks (fetched before the
+        // claim: a log that cannot answer leaves the request unclaimed).
+        let request_proof = {
+            let cluster = claimed.request.cluster.clone();
+            let policy = self
+                .config()
+                .log
+                .policy_for(&cluster)
+                .map_err(|e| Problem::new(500, "internal error", e))?;
+            self.dispatcher()
+                .proofs(cluster.as_str(), &policy, claimed.index, claimed.index + 1)
+                .await
+                .map_err(|e| {
+                    Problem::new(
+                        503,
+                        "log unavailable",
+                        format!("the request's proof cannot be read from the log yet: {e}"),
+                    )
+                })?
+                .0
+        };
         claimed.dispatching_since = Some(now);
         let bytes = serde_json::to_vec(&claimed)
             .map_err(|e| Problem::new(500, "internal error", e.to_string()))?;
@@ -630,6 +651,7 @@ impl Gateway {
         });
         prepared.approval = Some(ApprovalBundle {
             request: STANDARD.encode(&pending.entry),
+            proof: request_proof,
             approvals: pending.approvals.clone(),
         });
         operation.status = OpStatus::Running;

@@ -349,8 +349,14 @@ async fn attempt(
         request_digest: t.digest,
         approvers: vec![],
     });
+    let (proof, _) = l
+        .dispatcher
+        .proofs("demo", &l.log_policy()?, t.index, t.index + 1)
+        .await
+        .map_err(|e| anyhow!("the request's proof: {e}"))?;
     p.approval = Some(ApprovalBundle {
         request: STANDARD.encode(t.entry),
+        proof,
         approvals,
     });
     let (mut req, logged) = l.logged_request(&p).await?;
