@@ -682,22 +682,6 @@ async fn the_tenants_webhook_gets_each_request_signed_by_the_gateway_with_retrie
     // The tenant's endpoint: HTTPS with a certificate of the stack's CA (which the
     // gateway is told to trust for webhooks); it answers 503 once, then 200.
     let pki = stack.dir.join("pki");
-    let issued = palisade_pki::issue(
-        &pki,
-        palisade_pki::Role::Witness,
-        &palisade_pki::CertName::new("tenant-webhook").unwrap(),
-        &[],
-        30,
-        false,
-    )
-    .unwrap();
-    let tls = palisade_pki::server_config(
-        &pki.join("ca.crt"),
-        &issued.cert,
-        &issued.key,
-        palisade_pki::ClientAuth::Optional,
-    )
-    .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let router = axum::Router::new().route(
@@ -722,14 +706,7 @@ async fn the_tenants_webhook_gets_each_request_signed_by_the_gateway_with_retrie
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(palisade_tlog_service::https::serve(
-        listener,
-        tls,
-        router,
-        std::future::pending::<()>(),
-    ));
+    let port = serve_https(&pki, palisade_pki::Role::Witness, "tenant-webhook", router).await;
     let gateway_toml = stack.dir.join("gateway/gateway.toml");
     let text = std::fs::read_to_string(&gateway_toml).unwrap();
     std::fs::write(
@@ -821,22 +798,6 @@ async fn the_customers_commands_trust_neither_the_gateways_statement_nor_its_sum
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     palisade_pki::init_ca(&pki, false).unwrap();
-    let issued = palisade_pki::issue(
-        &pki,
-        palisade_pki::Role::Gateway,
-        &palisade_pki::CertName::new("lying-gateway").unwrap(),
-        &[],
-        30,
-        false,
-    )
-    .unwrap();
-    let tls = palisade_pki::server_config(
-        &pki.join("ca.crt"),
-        &issued.cert,
-        &issued.key,
-        palisade_pki::ClientAuth::Optional,
-    )
-    .unwrap();
     let keys = dir.path().join("keys");
     let tenant = palisade_policy::keys::generate("tenant", &keys, false).unwrap();
     let insider = palisade_policy::keys::generate("insider", &keys, false).unwrap();
@@ -914,14 +875,7 @@ async fn the_customers_commands_trust_neither_the_gateways_statement_nor_its_sum
                 async move { axum::Json(l) }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(palisade_tlog_service::https::serve(
-        listener,
-        tls,
-        router,
-        std::future::pending::<()>(),
-    ));
+    let port = serve_https(&pki, palisade_pki::Role::Gateway, "lying-gateway", router).await;
     let token = dir.path().join("token");
     std::fs::write(&token, "reader-token").unwrap();
     let run = |args: &[&str]| {
@@ -977,4 +931,39 @@ async fn the_customers_commands_trust_neither_the_gateways_statement_nor_its_sum
     assert!(!list.status.success(), "{}", said(&list));
     assert!(said(&list).contains("INVALID"), "{}", said(&list));
     assert!(!said(&list).contains("etcd.status"), "{}", said(&list));
+}
+
+/// Serves `router` over HTTPS on a free loopback port, with a certificate for `name`
+/// (role `role`) issued by the CA in `pki`; returns the port.
+async fn serve_https(
+    pki: &std::path::Path,
+    role: palisade_pki::Role,
+    name: &str,
+    router: axum::Router,
+) -> u16 {
+    let issued = palisade_pki::issue(
+        pki,
+        role,
+        &palisade_pki::CertName::new(name).unwrap(),
+        &[],
+        30,
+        false,
+    )
+    .unwrap();
+    let tls = palisade_pki::server_config(
+        &pki.join("ca.crt"),
+        &issued.cert,
+        &issued.key,
+        palisade_pki::ClientAuth::Optional,
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(palisade_tlog_service::https::serve(
+        listener,
+        tls,
+        router,
+        std::future::pending::<()>(),
+    ));
+    port
 }

@@ -123,15 +123,7 @@ async fn the_agent_result_key_rotates_with_an_overlap_and_the_customer_sees_both
     let mut stack = Stack::start();
     action_succeeds(&stack, "before rotating the agent's result key").await;
     let keys = stack.dir.join("agent/keys");
-    let os = |s: &str| std::ffi::OsString::from(s);
-    run_ok(&[
-        &os("policy"),
-        &os("keygen"),
-        &os("--name"),
-        &os("agent-next"),
-        &os("--out"),
-        keys.as_os_str(),
-    ]);
+    keygen("policy", "agent-next", &keys);
     let gateway_toml = stack.dir.join("gateway/gateway.toml");
     let agent_toml = stack.dir.join("agent/agent.toml");
     let old_pub = keys.join("agent.pub");
@@ -219,6 +211,18 @@ async fn the_agent_result_key_rotates_with_an_overlap_and_the_customer_sees_both
     );
 }
 
+/// `palisade <tool> keygen --name <name> --out <out>` (tool: policy, log or witness).
+fn keygen(tool: &str, name: &str, out: &std::path::Path) {
+    run_ok(&[
+        std::ffi::OsStr::new(tool),
+        std::ffi::OsStr::new("keygen"),
+        std::ffi::OsStr::new("--name"),
+        std::ffi::OsStr::new(name),
+        std::ffi::OsStr::new("--out"),
+        out.as_os_str(),
+    ]);
+}
+
 /// `palisade …` with `args`; asserts success and returns standard output and error.
 fn run_ok(args: &[&std::ffi::OsStr]) -> String {
     let out = palisade().args(args).output().expect("palisade");
@@ -240,14 +244,7 @@ async fn the_tuf_online_key_rotates_by_a_root_update_and_the_retired_key_signs_n
     let keys = trust.join("keys");
     let fresh = stack.tmp.path().join("online-next");
     let os = |s: &str| std::ffi::OsString::from(s);
-    run_ok(&[
-        &os("policy"),
-        &os("keygen"),
-        &os("--name"),
-        &os("online-2027"),
-        &os("--out"),
-        fresh.as_os_str(),
-    ]);
+    keygen("policy", "online-2027", &fresh);
     // The root (its key is the demo's trust/keys/root.key) names the new online key.
     let said = run_ok(&[
         &os("policy"),
@@ -383,14 +380,7 @@ async fn the_pipeline_key_rotates_by_a_root_update_and_the_retired_key_publishes
     );
     let fresh = stack.tmp.path().join("pipeline-next");
     let os = |s: &str| std::ffi::OsString::from(s);
-    run_ok(&[
-        &os("policy"),
-        &os("keygen"),
-        &os("--name"),
-        &os("pipeline-2027"),
-        &os("--out"),
-        fresh.as_os_str(),
-    ]);
+    keygen("policy", "pipeline-2027", &fresh);
     let said = run_ok(&[
         &os("policy"),
         &os("update-root"),
@@ -528,15 +518,7 @@ async fn the_log_key_rotates_with_one_origin_through_checkpoints_signed_by_both_
         .trim()
         .to_string();
     let next_dir = stack.dir.join("log/next-key");
-    let os = |s: &str| std::ffi::OsString::from(s);
-    run_ok(&[
-        &os("log"),
-        &os("keygen"),
-        &os("--name"),
-        &os("palisade.local/log"),
-        &os("--out"),
-        next_dir.as_os_str(),
-    ]);
+    keygen("log", "palisade.local/log", &next_dir);
     let new_key = next_dir.join("palisade.local_log.key");
     let new_pub = next_dir.join("palisade.local_log.pub");
     let new_text = std::fs::read_to_string(&new_pub)
@@ -655,14 +637,7 @@ async fn a_witness_key_rotates_with_an_overlap_through_a_second_witness() {
     let wdir = stack.dir.join("witness-2027");
     let pki = stack.dir.join("pki");
     // The new key, its witness (a certificate of its own), cosigning the same logs.
-    run_ok(&[
-        &os("witness"),
-        &os("keygen"),
-        &os("--name"),
-        &os("palisade.local/witness-2027"),
-        &os("--out"),
-        wdir.join("keys").as_os_str(),
-    ]);
+    keygen("witness", "palisade.local/witness-2027", &wdir.join("keys"));
     run_ok(&[
         &os("pki"),
         &os("issue"),
@@ -749,15 +724,7 @@ async fn the_gateway_signing_key_rotates_with_an_overlap() {
     let mut stack = Stack::start();
     action_succeeds(&stack, "before rotating the gateway key").await;
     let keys = stack.dir.join("gateway/keys");
-    let os = |s: &str| std::ffi::OsString::from(s);
-    run_ok(&[
-        &os("policy"),
-        &os("keygen"),
-        &os("--name"),
-        &os("gateway-2027"),
-        &os("--out"),
-        keys.as_os_str(),
-    ]);
+    keygen("policy", "gateway-2027", &keys);
     let agent_toml = stack.dir.join("agent/agent.toml");
     let gateway_toml = stack.dir.join("gateway/gateway.toml");
     let old = format!(

@@ -374,19 +374,24 @@ fn tenant_reader(gw: &Gateway, headers: &HeaderMap) -> Result<palisade_core::Ten
         })
 }
 
+/// A tenant route's answer: its JSON with `ok`, or the problem.
+fn answer(ok: StatusCode, r: Result<serde_json::Value, Problem>) -> Response {
+    match r {
+        Ok(v) => (ok, Json(v)).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
 async fn get_trust(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path((tenant, cluster)): Path<(String, String)>,
 ) -> Response {
-    let reader = match tenant_reader(&gw, &headers) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
+    let r = async {
+        let reader = tenant_reader(&gw, &headers)?;
+        gw.tenant_trust(&reader, &tenant, &cluster).await
     };
-    match gw.tenant_trust(&reader, &tenant, &cluster).await {
-        Ok(v) => Json(v).into_response(),
-        Err(p) => p.into_response(),
-    }
+    answer(StatusCode::OK, r.await)
 }
 
 async fn put_trust(
@@ -395,14 +400,11 @@ async fn put_trust(
     Path((tenant, cluster)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let reader = match tenant_reader(&gw, &headers) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
+    let r = async {
+        let reader = tenant_reader(&gw, &headers)?;
+        gw.put_tenant_trust(&reader, &tenant, &cluster, &body).await
     };
-    match gw.put_tenant_trust(&reader, &tenant, &cluster, &body).await {
-        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
-        Err(p) => p.into_response(),
-    }
+    answer(StatusCode::CREATED, r.await)
 }
 
 async fn get_webhook(
@@ -410,14 +412,11 @@ async fn get_webhook(
     headers: HeaderMap,
     Path((tenant, cluster)): Path<(String, String)>,
 ) -> Response {
-    let reader = match tenant_reader(&gw, &headers) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
+    let r = async {
+        let reader = tenant_reader(&gw, &headers)?;
+        gw.webhook(&reader, &tenant, &cluster).await
     };
-    match gw.webhook(&reader, &tenant, &cluster).await {
-        Ok(v) => Json(v).into_response(),
-        Err(p) => p.into_response(),
-    }
+    answer(StatusCode::OK, r.await)
 }
 
 async fn put_webhook(
@@ -426,14 +425,11 @@ async fn put_webhook(
     Path((tenant, cluster)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let reader = match tenant_reader(&gw, &headers) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
+    let r = async {
+        let reader = tenant_reader(&gw, &headers)?;
+        gw.put_webhook(&reader, &tenant, &cluster, &body).await
     };
-    match gw.put_webhook(&reader, &tenant, &cluster, &body).await {
-        Ok(v) => Json(v).into_response(),
-        Err(p) => p.into_response(),
-    }
+    answer(StatusCode::OK, r.await)
 }
 
 async fn delete_webhook(
@@ -441,14 +437,11 @@ async fn delete_webhook(
     headers: HeaderMap,
     Path((tenant, cluster)): Path<(String, String)>,
 ) -> Response {
-    let reader = match tenant_reader(&gw, &headers) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
+    let r = async {
+        let reader = tenant_reader(&gw, &headers)?;
+        gw.delete_webhook(&reader, &tenant, &cluster).await
     };
-    match gw.delete_webhook(&reader, &tenant, &cluster).await {
-        Ok(v) => Json(v).into_response(),
-        Err(p) => p.into_response(),
-    }
+    answer(StatusCode::OK, r.await)
 }
 
 async fn get_approvals(
@@ -456,14 +449,11 @@ async fn get_approvals(
     headers: HeaderMap,
     Path((tenant, cluster)): Path<(String, String)>,
 ) -> Response {
-    let reader = match tenant_reader(&gw, &headers) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
+    let r = async {
+        let reader = tenant_reader(&gw, &headers)?;
+        gw.approval_requests(&reader, &tenant, &cluster).await
     };
-    match gw.approval_requests(&reader, &tenant, &cluster).await {
-        Ok(v) => Json(v).into_response(),
-        Err(p) => p.into_response(),
-    }
+    answer(StatusCode::OK, r.await)
 }
 
 async fn post_approval(
@@ -472,14 +462,11 @@ async fn post_approval(
     Path((tenant, cluster)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let reader = match tenant_reader(&gw, &headers) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
+    let r = async {
+        let reader = tenant_reader(&gw, &headers)?;
+        gw.decide(&reader, &tenant, &cluster, &body).await
     };
-    match gw.decide(&reader, &tenant, &cluster, &body).await {
-        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
-        Err(p) => p.into_response(),
-    }
+    answer(StatusCode::CREATED, r.await)
 }
 
 async fn events(

@@ -66,6 +66,45 @@ pub fn verified_current_root(repo: &RepoDir, state: &RepoState) -> Result<TrustC
     state.trust()
 }
 
+/// Keeps in `root.keys` only the keys some role still uses.
+fn drop_unused_keys(root: &mut tough::schema::Root) {
+    let used: BTreeSet<String> = root
+        .roles
+        .values()
+        .flat_map(|r| r.keyids.iter().map(|id| hex::encode(id.as_ref())))
+        .collect();
+    root.keys
+        .retain(|id, _| used.contains(&hex::encode(id.as_ref())));
+}
+
+/// Checks a new `what` key (online or pipeline): its private half is `given`, and it
+/// is neither a root key nor `other` (the other of the two). Returns its key id.
+fn check_new_key(
+    what: &str,
+    new: &PublicKey,
+    given: &SigningKey,
+    other: &SigningKey,
+    is_root_key: &dyn Fn(&str) -> bool,
+) -> Result<String, TrustError> {
+    let id = new.key_id();
+    if id != given.key_id() {
+        return Err(TrustError::Invalid(format!(
+            "the new {what} key's private half must be the {what} key given"
+        )));
+    }
+    if is_root_key(&id) || id == other.key_id() {
+        let other_name = if what == "online" {
+            "pipeline"
+        } else {
+            "online"
+        };
+        return Err(TrustError::Invalid(format!(
+            "the {what} key must not be a root key or the {other_name} key"
+        )));
+    }
+    Ok(id)
+}
+
 /// What [`update_root`] wrote.
 #[derive(Debug)]
 pub struct RootUpdated {
@@ -187,27 +226,17 @@ pub fn update_root(
                 _extra: old_role._extra.clone(),
             },
         );
-        // Keep only keys some role still uses.
-        let used: BTreeSet<String> = root
-            .roles
-            .values()
-            .flat_map(|r| r.keyids.iter().map(|id| hex::encode(id.as_ref())))
-            .collect();
-        root.keys
-            .retain(|id, _| used.contains(&hex::encode(id.as_ref())));
+        drop_unused_keys(&mut root);
     }
+    let is_root_key = |id: &str| old_ids.contains(id) || new_root_ids.contains(id);
     if let Some(new_online) = &change.online_key {
-        let id = new_online.key_id();
-        if id != online.online.key_id() {
-            return Err(TrustError::Invalid(
-                "the new online key's private half must be the online key given".into(),
-            ));
-        }
-        if old_ids.contains(&id) || new_root_ids.contains(&id) || id == online.pipeline.key_id() {
-            return Err(TrustError::Invalid(
-                "the online key must not be a root key or the pipeline key".into(),
-            ));
-        }
+        let id = check_new_key(
+            "online",
+            new_online,
+            &online.online,
+            &online.pipeline,
+            &is_root_key,
+        )?;
         root.keys
             .insert(key_id_decoded(&id), new_online.key.clone());
         for role in [RoleType::Targets, RoleType::Snapshot, RoleType::Timestamp] {
@@ -216,26 +245,16 @@ pub fn update_root(
                 r.threshold = NonZeroU64::MIN;
             }
         }
-        let used: BTreeSet<String> = root
-            .roles
-            .values()
-            .flat_map(|r| r.keyids.iter().map(|id| hex::encode(id.as_ref())))
-            .collect();
-        root.keys
-            .retain(|id, _| used.contains(&hex::encode(id.as_ref())));
+        drop_unused_keys(&mut root);
     }
     if let Some(new_pipeline) = &change.pipeline_key {
-        let id = new_pipeline.key_id();
-        if id != online.pipeline.key_id() {
-            return Err(TrustError::Invalid(
-                "the new pipeline key's private half must be the pipeline key given".into(),
-            ));
-        }
-        if old_ids.contains(&id) || new_root_ids.contains(&id) || id == online.online.key_id() {
-            return Err(TrustError::Invalid(
-                "the pipeline key must not be a root key or the online key".into(),
-            ));
-        }
+        check_new_key(
+            "pipeline",
+            new_pipeline,
+            &online.pipeline,
+            &online.online,
+            &is_root_key,
+        )?;
         let pin = tuf::ComponentsPin {
             threshold: 1,
             keys: vec![new_pipeline.clone()],

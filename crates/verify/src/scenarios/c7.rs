@@ -759,6 +759,21 @@ impl ForgedLog {
         consistency_proof(old, self.frontier.size(), self.stored.as_slice())
             .map_err(|e| anyhow!("{e}"))
     }
+
+    /// The consistency proof from `old`, as a dispatch carries it.
+    fn consistency_from(&self, old: u64) -> anyhow::Result<Consistency> {
+        Ok(Consistency {
+            from_size: old,
+            hashes: self.consistency(old)?.iter().map(Hash::to_base64).collect(),
+        })
+    }
+
+    /// The real log up to the agent's view (`f.seen` entries), then the forged intent.
+    async fn extending_real_log(l: &crate::ctx::Local, f: &Forgery) -> anyhow::Result<Self> {
+        let mut entries = l.log_entries(f.seen).await?;
+        entries.push(f.entry.clone());
+        Self::with_entries(&entries)
+    }
 }
 
 const ORIGIN: &str = "palisade.local/log/demo";
@@ -832,14 +847,7 @@ fn forked(cx: &Ctx) -> BoxFut<'_> {
         entries.push(f.entry.clone());
         let longer = ForgedLog::with_entries(&entries)?;
         let note = longer.note(ORIGIN, &log_key, &[&witness, &tenant])?;
-        let cons = Consistency {
-            from_size: f.seen,
-            hashes: longer
-                .consistency(f.seen)?
-                .iter()
-                .map(Hash::to_base64)
-                .collect(),
-        };
+        let cons = longer.consistency_from(f.seen)?;
         let b = expect_code(
             &l.refused(&f.request(longer.proof(f.seen + 2, note)?, Some(cons)))
                 .await?,
@@ -862,19 +870,9 @@ fn provider_fork(cx: &Ctx) -> BoxFut<'_> {
         let l = cx.local()?;
         let f = forgery(l).await?;
         let (log_key, witness) = (l.log_signer()?, l.witness_signer()?);
-        // Same entries as the real log up to the agent's view, then the intent.
-        let mut entries = l.log_entries(f.seen).await?;
-        entries.push(f.entry.clone());
-        let fork = ForgedLog::with_entries(&entries)?;
+        let fork = ForgedLog::extending_real_log(l, &f).await?;
         let note = fork.note(ORIGIN, &log_key, &[&witness])?;
-        let cons = Consistency {
-            from_size: f.seen,
-            hashes: fork
-                .consistency(f.seen)?
-                .iter()
-                .map(Hash::to_base64)
-                .collect(),
-        };
+        let cons = fork.consistency_from(f.seen)?;
         let r = l
             .refused(&f.request(fork.proof(f.seen, note)?, Some(cons)))
             .await?;
@@ -903,22 +901,13 @@ fn untrusted_log_key(cx: &Ctx) -> BoxFut<'_> {
         let real = l.log_signer()?;
         let other = SignerKey::generate(real.name(), palisade_tlog::note::KeyType::Ed25519)
             .map_err(|e| anyhow!("{e}"))?;
-        let mut entries = l.log_entries(f.seen).await?;
-        entries.push(f.entry.clone());
-        let fork = ForgedLog::with_entries(&entries)?;
+        let fork = ForgedLog::extending_real_log(l, &f).await?;
         let note = fork.note(
             ORIGIN,
             &other,
             &[&l.witness_signer()?, &l.tenant_witness_signer()?],
         )?;
-        let cons = Consistency {
-            from_size: f.seen,
-            hashes: fork
-                .consistency(f.seen)?
-                .iter()
-                .map(Hash::to_base64)
-                .collect(),
-        };
+        let cons = fork.consistency_from(f.seen)?;
         let r = l
             .refused(&f.request(fork.proof(f.seen, note)?, Some(cons)))
             .await?;
