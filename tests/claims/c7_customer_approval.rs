@@ -36,10 +36,9 @@ fn approver(stack: &Stack, name: &str) -> SigningKey {
     key(stack, &format!("tenant-demo/approvers/{name}.key"))
 }
 
-/// A request for `action` logged as an `approval_request`, and the dispatch that
-/// would carry it out (its intent names the request).
+/// A request for `action` logged as an `approval_request` (`with` makes the
+/// dispatches that would carry it out).
 struct Requested {
-    prepared: Prepared,
     entry: Vec<u8>,
     index: u64,
     event: ApprovalRequestEvent,
@@ -94,7 +93,6 @@ impl Requested {
             proof,
             approvals,
         });
-        let _ = &self.prepared;
         p
     }
 }
@@ -145,9 +143,7 @@ async fn requested_until(
     let (entry, appended) = stack
         .log_event(&Event::ApprovalRequest(Box::new(event.clone())))
         .await;
-    let prepared = prepare_as(&req, id, Duration::from_secs(60), now).unwrap();
     Requested {
-        prepared,
         entry,
         index: appended.index,
         event,
