@@ -120,6 +120,10 @@ async fn alarm_disarm_clears_nospace_and_leaves_corrupt() {
     let agent = Etcd::new(&EtcdSettings {
         endpoints: vec![etcd.endpoint.clone()],
         tls: None,
+        metrics_url: None,
+        member_remove_after_secs: 300,
+        member: None,
+        peers: vec![],
     })
     .unwrap();
     let out = agent

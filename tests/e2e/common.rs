@@ -18,6 +18,12 @@ pub fn free_port_block() -> u16 {
         .expect("no block of free loopback ports found for palisade up")
 }
 
+/// A run of free loopback ports for `palisade up --instances n`.
+pub fn free_port_block_for(instances: u16) -> u16 {
+    palisade_core::ports::free_loopback_block(palisade_core::ports::up_ports(instances))
+        .expect("no block of free loopback ports found for palisade up")
+}
+
 /// A running child whose stdout lines are collected in the background.
 pub struct Running {
     pub child: Child,

@@ -224,6 +224,35 @@ pub struct EtcdSettings {
     /// Client TLS (for `https://` endpoints).
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// The member's metrics (`etcd.quota`), plain http: etcd's
+    /// `--listen-metrics-urls` address with `/metrics`. Default: the first endpoint's
+    /// `/metrics`, when that endpoint is `http://`.
+    #[serde(default)]
+    pub metrics_url: Option<String>,
+    /// How long (seconds) another member must have been seen unhealthy, without a
+    /// break, before `etcd.member-remove` removes it (default 300).
+    #[serde(default = "default_member_remove_after")]
+    pub member_remove_after_secs: u64,
+    /// This instance's member as the cluster knows it, for `etcd.member-join`.
+    #[serde(default)]
+    pub member: Option<MemberSettings>,
+    /// Client URLs of the cluster's other members: `etcd.member-join` reaches the
+    /// cluster through them while this instance's member has no data.
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+/// This instance's etcd member: the same `--name` and peer URL as its component's
+/// arguments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSettings {
+    pub name: String,
+    pub peer_url: String,
+}
+
+fn default_member_remove_after() -> u64 {
+    300
 }
 
 /// How to reach the local kube-apiserver.
@@ -264,6 +293,16 @@ pub struct ComponentSettings {
     /// `http://127.0.0.1:2379/health`).
     #[serde(default)]
     pub health_url: Option<String>,
+    /// The component's data directory (etcd's `--data-dir`). Once the component was
+    /// healthy on it, a missing or empty directory means its data was lost: the
+    /// supervisor does not start it again (an etcd member restarted empty under its
+    /// old identity would diverge) and waits for `etcd.member-join`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// This instance replaces a member of a running cluster: with an empty
+    /// `data_dir`, the component waits for `etcd.member-join` instead of starting.
+    #[serde(default)]
+    pub join: bool,
 }
 
 /// A certificate whose expiry is reported (name and dates only, never content).
@@ -344,6 +383,39 @@ impl ProcessConfig for AgentConfig {
                 return Err(FieldError::new(
                     format!("etcd.endpoints[{i}]"),
                     format!("{e:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        for (i, e) in self.etcd.peers.iter().enumerate() {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(FieldError::new(
+                    format!("etcd.peers[{i}]"),
+                    format!("{e:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if let Some(u) = &self.etcd.metrics_url {
+            if !u.starts_with("http://") {
+                return Err(FieldError::new(
+                    "etcd.metrics_url",
+                    "a plain http:// URL (etcd's --listen-metrics-urls)",
+                ));
+            }
+        }
+        if let Some(m) = &self.etcd.member {
+            if palisade_core::InstanceId::parse(&m.name).is_err() {
+                return Err(FieldError::new(
+                    "etcd.member.name",
+                    "a member name is an instance id (lower-case letters, digits, '-', '.')",
+                ));
+            }
+            if !(m.peer_url.starts_with("http://") || m.peer_url.starts_with("https://")) {
+                return Err(FieldError::new("etcd.member.peer_url", "an http(s) URL"));
+            }
+            if self.etcd.peers.is_empty() {
+                return Err(FieldError::new(
+                    "etcd.peers",
+                    "a member that can join needs the other members' client URLs",
                 ));
             }
         }
@@ -467,6 +539,11 @@ impl ProcessConfig for AgentConfig {
         }
         for c in &mut self.certs {
             v.push(("cert.path", &mut c.path));
+        }
+        for c in &mut self.components {
+            if let Some(d) = &mut c.data_dir {
+                v.push(("component.data_dir", d));
+            }
         }
         for d in &mut self.disks {
             v.push(("disks", d));

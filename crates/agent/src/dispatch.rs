@@ -569,4 +569,9 @@ pub struct Health {
     /// runs no action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_unverified: Option<String>,
+    /// Whether the etcd member this agent supervises is running and healthy
+    /// (absent when it supervises none): the gateway sends cluster actions to an
+    /// instance whose member is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_running: Option<bool>,
 }

@@ -64,6 +64,46 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 impl Services {
+    /// `etcd.member-join`: only a member awaiting join (its data gone) is added,
+    /// as a learner; it is started with the cluster's current membership and
+    /// promoted once it caught up.
+    async fn member_join(&self) -> Result<crate::etcd::MemberJoinOutput, String> {
+        let sup = self
+            .supervisor
+            .as_ref()
+            .ok_or("this agent supervises no components: it cannot start a member")?;
+        let status = sup.status(Some("etcd")).await.map_err(err)?;
+        let state = status
+            .components
+            .first()
+            .map(|c| c.state)
+            .ok_or("this agent does not supervise etcd")?;
+        if state != crate::supervisor::ComponentState::AwaitingJoin {
+            return Err(format!(
+                "etcd on this instance is {state}: only a member whose data is gone (awaiting-join) joins"
+            ));
+        }
+        let start = std::time::Instant::now();
+        let (id, initial, resumed) = self.etcd.add_learner().await.map_err(err)?;
+        sup.join(
+            "etcd",
+            vec![
+                ("--initial-cluster".into(), initial),
+                ("--initial-cluster-state".into(), "existing".into()),
+            ],
+        )
+        .await
+        .map_err(err)?;
+        let voters = self.etcd.promote(id).await.map_err(err)?;
+        Ok(crate::etcd::MemberJoinOutput {
+            member_id: format!("{id:x}"),
+            name: self.etcd.member_name().to_string(),
+            resumed,
+            voting_members: voters,
+            took_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
     /// Runs an accepted dispatch's handler.
     pub async fn execute(&self, a: &Accepted) -> Result<Output, String> {
         match tokio::time::timeout(HANDLER_TIMEOUT, self.run(a)).await {
@@ -93,6 +133,22 @@ impl Services {
             }
             "etcd.health" => reduce(schema, max, &self.etcd.health().await.map_err(err)?),
             "etcd.defragment" => reduce(schema, max, &self.etcd.defragment().await.map_err(err)?),
+            "etcd.compact" => {
+                let retain = v
+                    .int_param("retain_revisions")
+                    .ok_or("missing parameter retain_revisions")?;
+                reduce(schema, max, &self.etcd.compact(retain).await.map_err(err)?)
+            }
+            "etcd.quota" => reduce(schema, max, &self.etcd.quota().await.map_err(err)?),
+            "etcd.member-remove" => {
+                let member = v.str_param("member").ok_or("missing parameter member")?;
+                reduce(
+                    schema,
+                    max,
+                    &self.etcd.member_remove(member).await.map_err(err)?,
+                )
+            }
+            "etcd.member-join" => reduce(schema, max, &self.member_join().await?),
             "instance.resources" => {
                 let disks = self.disks.clone();
                 let out = tokio::task::spawn_blocking(move || host::resources(&disks))

@@ -233,9 +233,12 @@ impl Agent {
                 Err(e) => tracing::warn!(error = %e, "cannot look for incomplete backup objects"),
             }
         }
+        let etcd = Etcd::new(&cfg.etcd).map_err(|e| AgentError::Setup(e.to_string()))?;
+        // For etcd.member-remove: since when each member has been unhealthy.
+        etcd.spawn_member_tracker();
         let services = Services {
             backups,
-            etcd: Etcd::new(&cfg.etcd).map_err(|e| AgentError::Setup(e.to_string()))?,
+            etcd,
             kube,
             supervisor,
             certs: cfg.certs.clone(),
@@ -542,8 +545,17 @@ async fn health(State(agent): State<Arc<Agent>>) -> Response {
     let held = agent.acceptor.loaded_policy().await;
     let policy = held.policy.clone();
     let c = agent.acceptor.config();
+    let etcd_running = match &agent.services.supervisor {
+        Some(sup) => sup.status(Some("etcd")).await.ok().and_then(|s| {
+            s.components
+                .first()
+                .map(|e| e.state == crate::supervisor::ComponentState::Running)
+        }),
+        None => None,
+    };
     match agent.acceptor.log_size_seen().await {
         Ok(size) => Json(Health {
+            etcd_running,
             status: "ok".into(),
             cluster: c.cluster.clone(),
             instance: c.instance.clone(),

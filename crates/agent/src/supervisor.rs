@@ -109,6 +109,16 @@ pub enum SupervisorError {
     Config(String),
     #[error("the supervisor is shut down; {component} is no longer supervised")]
     ShutDown { component: String },
+    #[error("{component} lost its data ({} is empty) after it had run on it: it is not started again under its old identity; it waits for etcd.member-join", data_dir.display())]
+    AwaitingJoin {
+        component: String,
+        data_dir: PathBuf,
+    },
+    #[error("{component} is {state}: only a member whose data is gone (awaiting-join) can join")]
+    NotAwaitingJoin {
+        component: String,
+        state: ComponentState,
+    },
 }
 
 impl SupervisorError {
@@ -135,6 +145,10 @@ pub enum ComponentState {
     /// Not running and not restarted automatically: its binary could not be started
     /// (e.g. it changed on disk). Needs a restart or upgrade action.
     Failed,
+    /// Not started: its data directory is empty after it had run on it, or this
+    /// instance replaces a member. Needs `etcd.member-join`.
+    #[serde(rename = "awaiting-join")]
+    AwaitingJoin,
 }
 
 impl std::fmt::Display for ComponentState {
@@ -145,6 +159,7 @@ impl std::fmt::Display for ComponentState {
             Self::Backoff => "backoff",
             Self::Stopped => "stopped",
             Self::Failed => "failed",
+            Self::AwaitingJoin => "awaiting-join",
         })
     }
 }
@@ -521,6 +536,8 @@ type Reply = oneshot::Sender<Result<(), SupervisorError>>;
 enum Request {
     Restart(Reply),
     Switch(Artifact, Reply),
+    /// Start a component awaiting join, with these flags' values replaced.
+    Join(Vec<(String, String)>, Reply),
     Stop(oneshot::Sender<()>),
 }
 
@@ -688,6 +705,8 @@ impl Supervisor {
                 commands: rx,
                 snapshot: snapshot_tx,
                 backoff: BACKOFF_INITIAL,
+                first: true,
+                joined: None,
             };
             let name = runner.settings.name.clone();
             let task = tokio::spawn(runner.run(first_tx));
@@ -837,6 +856,33 @@ impl Supervisor {
         })
     }
 
+    /// Whether `component` waits for a join (its data is gone).
+    pub fn awaiting_join(&self, component: &str) -> Result<bool, SupervisorError> {
+        Ok(self.handle(component)?.snapshot.borrow().state == ComponentState::AwaitingJoin)
+    }
+
+    /// `etcd.member-join`'s start: a component awaiting join is started with the
+    /// given flags' values replaced (or added), e.g. `--initial-cluster-state
+    /// existing`. Refused unless it is awaiting join.
+    pub async fn join(
+        &self,
+        component: &str,
+        flags: Vec<(String, String)>,
+    ) -> Result<(), SupervisorError> {
+        let handle = self.handle(component)?;
+        let _op = handle.op.lock().await;
+        let state = handle.snapshot.borrow().state;
+        if state != ComponentState::AwaitingJoin {
+            return Err(SupervisorError::NotAwaitingJoin {
+                component: component.to_string(),
+                state,
+            });
+        }
+        let (reply, done) = oneshot::channel();
+        handle.send(component, Request::Join(flags, reply)).await?;
+        await_reply(component, done).await
+    }
+
     async fn persist_version(&self, component: &str, version: &str) -> Result<(), SupervisorError> {
         let _one_writer = self.versions.lock().await;
         let path = self.work_dir.join("versions.json");
@@ -879,7 +925,7 @@ async fn await_reply(
 /// A plain-HTTP client for local health endpoints. reqwest is built without a
 /// default TLS provider, so it is handed a TLS configuration (ring, no trusted roots:
 /// `https://` health URLs are refused at start anyway).
-fn health_client() -> Result<reqwest::Client, SupervisorError> {
+pub(crate) fn health_client() -> Result<reqwest::Client, SupervisorError> {
     let no_client =
         |e: String| SupervisorError::Config(format!("cannot build the health-check client: {e}"));
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -916,6 +962,10 @@ struct Runner {
     commands: mpsc::Receiver<Request>,
     snapshot: watch::Sender<Snapshot>,
     backoff: Duration,
+    /// Not started yet: a first start that finds the data gone is not an error.
+    first: bool,
+    /// Flags replaced by a join, kept until the component was healthy on its data.
+    joined: Option<Vec<(String, String)>>,
 }
 
 impl Runner {
@@ -923,6 +973,9 @@ impl Runner {
         let mut next = Next::Start(Some(first));
         loop {
             next = match next {
+                Next::Start(reply) if self.joined.is_none() && self.data_gone() => {
+                    self.await_join(reply).await
+                }
                 Next::Start(reply) => match self.spawn().await {
                     Ok(child) => {
                         answer(reply, Ok(()));
@@ -956,8 +1009,91 @@ impl Runner {
         }
     }
 
+    /// The marker that this component was healthy on its data directory.
+    fn member_marker(&self) -> PathBuf {
+        self.work_dir.join(format!("{}.member", self.settings.name))
+    }
+
+    /// Whether the data directory is missing or empty while it must not be: the
+    /// component ran on it before (the marker exists), or this instance joins a
+    /// running cluster.
+    fn data_gone(&self) -> bool {
+        let Some(dir) = &self.settings.data_dir else {
+            return false;
+        };
+        let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+        empty && (self.settings.join || self.member_marker().exists())
+    }
+
+    /// Records that the component is healthy on a non-empty data directory.
+    fn mark_member(&mut self) {
+        let Some(dir) = &self.settings.data_dir else {
+            return;
+        };
+        let has_data = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+        if !has_data {
+            return;
+        }
+        self.joined = None;
+        let marker = self.member_marker();
+        if !marker.exists() {
+            if let Err(e) = std::fs::write(&marker, b"healthy on its data\n") {
+                tracing::warn!(component = %self.settings.name, error = %e, "cannot record that the component runs on its data");
+            }
+        }
+    }
+
+    /// Waits, without starting the component, for a join (or a stop).
+    async fn await_join(&mut self, reply: Option<Reply>) -> Next {
+        let data_dir = self.settings.data_dir.clone().unwrap_or_default();
+        let refusal = || SupervisorError::AwaitingJoin {
+            component: self.settings.name.clone(),
+            data_dir: data_dir.clone(),
+        };
+        tracing::warn!(component = %self.settings.name, data_dir = %data_dir.display(), "data directory is empty after the component ran on it; waiting for etcd.member-join");
+        let message = refusal().to_string();
+        self.snapshot.send_modify(|s| {
+            s.state = ComponentState::AwaitingJoin;
+            s.started_at = None;
+            s.error = Some(message);
+        });
+        let first = std::mem::replace(&mut self.first, false);
+        answer(reply, if first { Ok(()) } else { Err(refusal()) });
+        loop {
+            match self.commands.recv().await {
+                Some(Request::Join(flags, reply)) => {
+                    self.joined = Some(flags);
+                    return Next::Start(Some(reply));
+                }
+                Some(Request::Restart(reply)) => answer(Some(reply), Err(refusal())),
+                Some(Request::Switch(artifact, reply)) => {
+                    self.artifact = artifact;
+                    answer(Some(reply), Err(refusal()));
+                }
+                Some(Request::Stop(done)) => return Next::Stop(Some(done)),
+                None => return Next::Stop(None),
+            }
+        }
+    }
+
+    /// The argument vector: the configured one, with a join's flags replaced.
+    fn args(&self) -> Vec<String> {
+        let mut args = self.settings.args.clone();
+        for (flag, value) in self.joined.iter().flatten() {
+            match args.iter().position(|a| a == flag) {
+                Some(i) if i + 1 < args.len() => args[i + 1] = value.clone(),
+                _ => {
+                    args.push(flag.clone());
+                    args.push(value.clone());
+                }
+            }
+        }
+        args
+    }
+
     /// Checks the installed binary against the verified digest, then starts it.
     async fn spawn(&mut self) -> Result<Child, SupervisorError> {
+        self.first = false;
         let name = &self.settings.name;
         let path = &self.artifact.path;
         let found = file_sha256(path).await?;
@@ -992,7 +1128,7 @@ impl Runner {
             Command::new(path)
         };
         command
-            .args(&self.settings.args)
+            .args(self.args())
             // Only the configured environment: the agent's own may hold secrets.
             .env_clear()
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
@@ -1068,6 +1204,7 @@ impl Runner {
                                 s.state = ComponentState::Running;
                             }
                         });
+                        self.mark_member();
                     }
                 }
             }
@@ -1091,6 +1228,11 @@ impl Runner {
             Some(Request::Restart(reply)) => Next::Start(Some(reply)),
             Some(Request::Switch(artifact, reply)) => {
                 self.artifact = artifact;
+                Next::Start(Some(reply))
+            }
+            // Only sent to a component awaiting join (checked by `Supervisor::join`).
+            Some(Request::Join(flags, reply)) => {
+                self.joined = Some(flags);
                 Next::Start(Some(reply))
             }
             Some(Request::Stop(done)) => Next::Stop(Some(done)),

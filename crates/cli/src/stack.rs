@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 /// One process of the stack.
 pub struct ProcessSpec {
-    pub name: &'static str,
-    pub what: &'static str,
+    pub name: String,
+    pub what: String,
     /// Arguments after `palisade`.
     pub args: Vec<String>,
     pub addr: SocketAddr,
@@ -32,23 +32,84 @@ pub struct Stack {
     /// The demo tenant's signed witness statement, registered once the gateway runs.
     pub tenant_statement: PathBuf,
     pub gateway_url: String,
+    /// The demo cluster's instances.
+    pub instances: Vec<String>,
 }
 
-/// The certificates the stack needs: (role, name).
+/// The certificates the stack needs besides one agent certificate per instance:
+/// (role, name).
 const CERTS: &[(Role, &str)] = &[
     (Role::Log, "log"),
     (Role::Witness, "witness"),
     (Role::Witness, "tenant-demo-witness"),
     (Role::Gateway, "gateway"),
-    (Role::Agent, "demo-0"),
     (Role::Operator, SCHEDULER),
 ];
+
+/// What `palisade up` was asked for.
+pub struct Options {
+    pub base_port: u16,
+    /// On the first run: the demo tenant requires customer approval.
+    pub approvals: bool,
+    /// The demo cluster's instances (each an agent and an etcd member); `None`: as
+    /// the directory has them, else one.
+    pub instances: Option<u16>,
+    /// On the first run: etcd's `--quota-backend-bytes` for the demo members.
+    pub etcd_quota_bytes: Option<u64>,
+}
+
+/// The most instances `palisade up` runs.
+pub const MAX_INSTANCES: u16 = 5;
+
+/// Where instance `i` of the demo cluster listens.
+#[derive(Debug, Clone, Copy)]
+struct InstancePorts {
+    agent: SocketAddr,
+    etcd_client: SocketAddr,
+    etcd_peer: SocketAddr,
+    metrics: SocketAddr,
+}
+
+/// Instance `i`'s name, `demo-<i>`.
+pub fn instance_name(i: u16) -> String {
+    format!("demo-{i}")
+}
+
+/// Instance `i`'s agent directory: `agent` for the first (as before there were
+/// several), `agent-demo-<i>` for the others.
+pub fn agent_dir(dir: &Path, i: u16) -> PathBuf {
+    if i == 0 {
+        dir.join("agent")
+    } else {
+        dir.join(format!("agent-{}", instance_name(i)))
+    }
+}
+
+/// Instance `i`'s etcd data directory.
+pub fn etcd_data_dir(dir: &Path, i: u16) -> PathBuf {
+    if i == 0 {
+        dir.join("etcd")
+    } else {
+        dir.join(format!("etcd-{}", instance_name(i)))
+    }
+}
+
+/// How many instances the directory's inventory gives the demo cluster.
+fn existing_instances(inventory: &Path) -> anyhow::Result<Option<u16>> {
+    if !inventory.exists() {
+        return Ok(None);
+    }
+    let inv = palisade_core::config::load::<Inventory>(inventory)?;
+    let n = inv.clusters.first().map_or(0, |c| c.instances.len());
+    Ok(Some(u16::try_from(n).unwrap_or(u16::MAX)))
+}
 
 /// The demo's automation identity: a `[[service]]` of the gateway that may take
 /// backups, authenticated by its pinned operator certificate.
 pub const SCHEDULER: &str = "scheduler";
 
-pub fn prepare(dir: &Path, base_port: u16, approvals: bool) -> anyhow::Result<Stack> {
+pub fn prepare(dir: &Path, options: &Options) -> anyhow::Result<Stack> {
+    let (base_port, approvals) = (options.base_port, options.approvals);
     let given = dir;
     // Configuration files resolve relative paths against their own directory, so
     // every path written into them is absolute.
@@ -60,8 +121,29 @@ pub fn prepare(dir: &Path, base_port: u16, approvals: bool) -> anyhow::Result<St
     if !CaPaths::in_dir(&pki_dir).cert.exists() {
         palisade_pki::init_ca(&pki_dir, false)?;
     }
-    for (role, name) in CERTS {
-        let name = CertName::new(name)?;
+    let inventory = dir.join("inventory.toml");
+    let instances = match (existing_instances(&inventory)?, options.instances) {
+        (Some(had), Some(asked)) if had != asked => anyhow::bail!(
+            "{} was created with {had} instance(s), not {asked}: use another --dir for a cluster of {asked}",
+            given.display()
+        ),
+        (Some(had), _) => had,
+        (None, asked) => asked.unwrap_or(1),
+    };
+    if instances == 0 || instances > MAX_INSTANCES || instances % 2 == 0 {
+        anyhow::bail!(
+            "--instances must be 1, 3 or 5 (an etcd cluster of an odd size up to {MAX_INSTANCES}), not {instances}"
+        );
+    }
+    let agent_certs: Vec<(Role, String)> = (0..instances)
+        .map(|i| (Role::Agent, instance_name(i)))
+        .collect();
+    for (role, name) in CERTS
+        .iter()
+        .map(|(r, n)| (*r, (*n).to_string()))
+        .chain(agent_certs)
+    {
+        let (role, name) = (&role, CertName::new(&name)?);
         if !IssuedPaths::in_dir(&pki_dir, *role, &name).cert.exists() {
             palisade_pki::issue(
                 &pki_dir,
@@ -80,9 +162,32 @@ pub fn prepare(dir: &Path, base_port: u16, approvals: bool) -> anyhow::Result<St
         Ok(SocketAddr::from(([127, 0, 0, 1], p)))
     };
 
-    let inventory = dir.join("inventory.toml");
+    let ports = (0..instances)
+        .map(|i| {
+            if i == 0 {
+                return Ok(InstancePorts {
+                    agent: port(3)?,
+                    etcd_client: port(4)?,
+                    etcd_peer: port(5)?,
+                    metrics: port(7)?,
+                });
+            }
+            let first = palisade_core::ports::UP_PORTS
+                + palisade_core::ports::PORTS_PER_EXTRA_INSTANCE * (i - 1);
+            Ok(InstancePorts {
+                agent: port(first)?,
+                etcd_client: port(first + 1)?,
+                etcd_peer: port(first + 2)?,
+                metrics: port(first + 3)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if !inventory.exists() {
-        let demo = Inventory::demo(&format!("https://{}", port(3)?));
+        let urls: Vec<String> = ports
+            .iter()
+            .map(|p| format!("https://{}", p.agent))
+            .collect();
+        let demo = Inventory::demo_instances(&urls);
         write_new(&inventory, &toml_text(&demo)?)?;
     }
     palisade_core::config::load::<Inventory>(&inventory)?;
@@ -100,9 +205,18 @@ pub fn prepare(dir: &Path, base_port: u16, approvals: bool) -> anyhow::Result<St
     )?;
     let trust = prepare_trust(dir)?;
     let kms = prepare_kms(dir, port(10)?)?;
-    let agent = prepare_agent(dir, &pki_dir, &trust, port(3)?, port(4)?, port(7)?)?;
-    let (gateway, operator) =
-        prepare_gateway(dir, &pki_dir, &inventory, &trust, port(0)?, port(1)?)?;
+    let agents = (0..instances)
+        .map(|i| prepare_agent(dir, &pki_dir, &trust, i, &ports, options.etcd_quota_bytes))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (gateway, operator) = prepare_gateway(
+        dir,
+        &pki_dir,
+        &inventory,
+        &trust,
+        port(0)?,
+        port(1)?,
+        instances,
+    )?;
     let credentials_flag = if given == Path::new(".palisade") {
         String::new()
     } else {
@@ -115,7 +229,12 @@ pub fn prepare(dir: &Path, base_port: u16, approvals: bool) -> anyhow::Result<St
         inventory,
         tenant_statement: dir.join(demo_tenant::TRUST_STATEMENT),
         gateway_url: format!("https://{}", port(0)?),
-        processes: vec![witness, tenant_witness, log, kms, agent, gateway],
+        instances: (0..instances).map(instance_name).collect(),
+        processes: [witness, tenant_witness, log, kms]
+            .into_iter()
+            .chain(agents)
+            .chain([gateway])
+            .collect(),
         next_steps: vec![
             format!(
                 "palisade op{credentials_flag} run etcd.status --cluster demo --ticket DEMO-1 --reason \"first look\"\n     \
@@ -204,6 +323,7 @@ fn prepare_gateway(
     trust: &Trust,
     addr: SocketAddr,
     log: SocketAddr,
+    instances: u16,
 ) -> anyhow::Result<(ProcessSpec, String)> {
     let gdir = dir.join("gateway");
     let keys = gdir.join("keys");
@@ -258,7 +378,7 @@ fn prepare_gateway(
              # Development logins (`palisade op login --dev NAME`): never on a real deployment.\n\
              [dev_issuer]\nkey = \"keys/dev-issuer.key\"\n\n\
              [[grant]]\nschedule = \"demo\"\nroles = [\"operator\", \"senior-operator\"]\nclusters = [\"*\"]\n\n\
-             [[agent]]\ninstance = \"demo-0\"\nkey = \"{agent_pub}\"\n\n\
+             {agents}\
              [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha256}\"\n\n\
              # The demo tenant's statement key: only statements it signed are recorded.\n\
              [[tenant_key]]\ntenant = \"demo\"\nkey = \"{tenant_pub}\"\n\n\
@@ -278,7 +398,13 @@ fn prepare_gateway(
             wkey = witness_key.trim(),
             repo = trust.repo.display(),
             root = trust.root.display(),
-            agent_pub = dir.join("agent/keys/agent.pub").display(),
+            agents = (0..instances)
+                .map(|i| format!(
+                    "[[agent]]\ninstance = \"{}\"\nkey = \"{}\"\n\n",
+                    instance_name(i),
+                    agent_dir(dir, i).join("keys/agent.pub").display()
+                ))
+                .collect::<String>(),
             tenant_pub = dir.join(demo_tenant::PUBLIC_KEY).display(),
         );
         write_new(&config, &header(&text))?;
@@ -326,8 +452,8 @@ fn prepare_gateway(
     )?;
     Ok((
         ProcessSpec {
-            name: "gateway",
-            what: "the administrative API: on-call operators run approved, logged actions",
+            name: "gateway".into(),
+            what: "the administrative API: on-call operators run approved, logged actions".into(),
             args: vec![
                 "gateway".into(),
                 "serve".into(),
@@ -424,8 +550,8 @@ fn witness_process(
         write_new(&config, &header(&text))?;
     }
     Ok(ProcessSpec {
-        name,
-        what,
+        name: name.into(),
+        what: what.into(),
         args: vec![
             "witness".into(),
             "serve".into(),
@@ -610,8 +736,8 @@ fn prepare_log(
         write_new(&config, &header(&text))?;
     }
     Ok(ProcessSpec {
-        name: "log",
-        what: "per-cluster tamper-evident logs (append: gateway/agent; read: tenants)",
+        name: "log".into(),
+        what: "per-cluster tamper-evident logs (append: gateway/agent; read: tenants)".into(),
         args: vec![
             "log".into(),
             "serve".into(),
@@ -762,19 +888,37 @@ fn publish_etcd_release(
     Ok(())
 }
 
-/// The `[[component]]` section that has the agent run etcd for instance demo-0.
-fn etcd_component(dir: &Path, etcd: SocketAddr) -> anyhow::Result<Option<String>> {
+/// The `[[component]]` section that has instance `i`'s agent run its etcd member,
+/// one of a cluster of `ports.len()`.
+fn etcd_component(
+    dir: &Path,
+    i: u16,
+    ports: &[InstancePorts],
+    quota: Option<u64>,
+) -> anyhow::Result<Option<String>> {
     let Some(binary) = find_etcd() else {
         return Ok(None);
     };
     let version = etcd_version(&binary)?;
-    let client = format!("http://{etcd}");
-    let peer = format!("http://127.0.0.1:{}", etcd.port() + 1);
-    let args = [
+    let me = ports
+        .get(usize::from(i))
+        .context("no ports for this instance")?;
+    let client = format!("http://{}", me.etcd_client);
+    let peer = format!("http://{}", me.etcd_peer);
+    let initial = (0..ports.len())
+        .zip(ports)
+        .map(|(n, p)| {
+            let n = u16::try_from(n).unwrap_or(u16::MAX);
+            format!("{}=http://{}", instance_name(n), p.etcd_peer)
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let data = etcd_data_dir(dir, i);
+    let mut args = vec![
         "--name".to_string(),
-        "demo-0".into(),
+        instance_name(i),
         "--data-dir".into(),
-        dir.join("etcd").display().to_string(),
+        data.display().to_string(),
         "--listen-client-urls".into(),
         client.clone(),
         "--advertise-client-urls".into(),
@@ -784,28 +928,41 @@ fn etcd_component(dir: &Path, etcd: SocketAddr) -> anyhow::Result<Option<String>
         "--initial-advertise-peer-urls".into(),
         peer.clone(),
         "--initial-cluster".into(),
-        format!("demo-0={peer}"),
+        initial,
+        "--initial-cluster-token".into(),
+        "demo".into(),
+        "--initial-cluster-state".into(),
+        "new".into(),
     ];
+    if let Some(q) = quota {
+        args.extend(["--quota-backend-bytes".to_string(), q.to_string()]);
+    }
     let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
     Ok(Some(format!(
         "\n[[component]]\nname = \"etcd\"\nversion = \"{version}\"\n\
-         health_url = \"{client}/health\"\nargs = [{}]\n",
-        args.join(", ")
+         health_url = \"{client}/health\"\ndata_dir = \"{data}\"\nargs = [{}]\n",
+        args.join(", "),
+        data = data.display(),
     )))
 }
 
-/// The demo instance's agent: its signing key, the gateway key it trusts, and its
-/// configuration (the demo cluster's log trust, the TUF repository, etcd).
+/// Instance `i`'s agent: its signing key, the gateway key it trusts, and its
+/// configuration (the demo cluster's log trust, the TUF repository, its etcd
+/// member and how to reach the others).
 fn prepare_agent(
     dir: &Path,
     pki: &Path,
     trust: &Trust,
-    addr: SocketAddr,
-    etcd: SocketAddr,
-    metrics: SocketAddr,
+    i: u16,
+    ports: &[InstancePorts],
+    quota: Option<u64>,
 ) -> anyhow::Result<ProcessSpec> {
     use palisade_policy::keys;
-    let adir = dir.join("agent");
+    let adir = agent_dir(dir, i);
+    let name = instance_name(i);
+    let me = *ports
+        .get(usize::from(i))
+        .context("no ports for this instance")?;
     if !adir.join("keys/agent.key").exists() {
         keys::generate("agent", &adir.join("keys"), false)?;
     }
@@ -820,8 +977,25 @@ fn prepare_agent(
             dir.join("witness/keys")
                 .join(format!("{}.pub", file_stem(WITNESS_NAME))),
         )?;
+        let peers = ports
+            .iter()
+            .filter(|p| p.agent != me.agent)
+            .map(|p| format!("\"http://{}\"", p.etcd_client))
+            .collect::<Vec<_>>();
+        let cluster = if peers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "# A member seen unhealthy this long may be removed (etcd.member-remove);\n\
+                 # short for the demo, 300 s by default.\n\
+                 member_remove_after_secs = 20\npeers = [{}]\n\
+                 member = {{ name = \"{name}\", peer_url = \"http://{}\" }}\n",
+                peers.join(", "),
+                me.etcd_peer
+            )
+        };
         let text = format!(
-            "listen = \"{addr}\"\ntenant = \"demo\"\ncluster = \"demo\"\ninstance = \"demo-0\"\n\
+            "listen = \"{addr}\"\ntenant = \"demo\"\ncluster = \"demo\"\ninstance = \"{name}\"\n\
              state = \"state.redb\"\nwork_dir = \"work\"\nsigning_key = \"keys/agent.key\"\n\
              gateway_keys = [\"{gateway_pub}\"]\ndisks = [\"{data}\"]\n\
              # The demo tenant's key: the agent acts only under its newest witness statement.\n\
@@ -829,39 +1003,48 @@ fn prepare_agent(
              [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
              [log]\norigin = \"{BASE_ORIGIN}/demo\"\nkey = \"{log_key}\"\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\n\n\
              [trust]\nrepo = \"{repo}\"\nroot = \"{root}\"\ndatastore = \"tuf-datastore\"\n\n\
-             [etcd]\nendpoints = [\"http://{etcd}\"]\n\n\
+             [etcd]\nendpoints = [\"http://{etcd}\"]\n{cluster}\n\
              [backup]\nstore = \"{backups}\"\nkms_socket = \"unix://{kms_socket}\"\n\n\
              [[cert]]\nname = \"agent-serving\"\npath = \"{cert}\"\n\n\
              [[cert]]\nname = \"palisade-ca\"\npath = \"{ca}\"\n",
+            addr = me.agent,
+            etcd = me.etcd_client,
+            metrics = me.metrics,
             gateway_pub = gdir.join("keys/gateway.pub").display(),
             tenant_pub = dir.join(demo_tenant::PUBLIC_KEY).display(),
             backups = dir.join("backups").display(),
             kms_socket = kms_socket(dir).display(),
             data = dir.display(),
             ca = pki.join("ca.crt").display(),
-            cert = pki.join("agent-demo-0.crt").display(),
-            key = pki.join("agent-demo-0.key").display(),
+            cert = pki.join(format!("agent-{name}.crt")).display(),
+            key = pki.join(format!("agent-{name}.key")).display(),
             log_key = log_key.trim(),
             wkey = witness_key.trim(),
             repo = trust.repo.display(),
             root = trust.root.display(),
         );
-        let text = match etcd_component(dir, etcd)? {
+        let text = match etcd_component(dir, i, ports, quota)? {
             Some(component) => format!("{text}{component}"),
             None => text,
         };
         write_new(&config, &header(&text))?;
     }
     Ok(ProcessSpec {
-        name: "agent",
-        what: "executes signed, logged dispatches on instance demo-0 (gateway certificates only)",
+        name: if i == 0 {
+            "agent".to_string()
+        } else {
+            format!("agent-{name}")
+        },
+        what: format!(
+            "executes signed, logged dispatches on instance {name} (gateway certificates only)"
+        ),
         args: vec![
             "agent".into(),
             "serve".into(),
             "--config".into(),
             config.display().to_string(),
         ],
-        addr,
+        addr: me.agent,
         unix_socket: None,
         warning: None,
     })
@@ -886,8 +1069,8 @@ fn prepare_kms(dir: &Path, metrics: SocketAddr) -> anyhow::Result<ProcessSpec> {
     }
     let socket = kms_socket(dir);
     Ok(ProcessSpec {
-        name: "kms",
-        what: "KMS v2 plugin wrapping backup keys",
+        name: "kms".into(),
+        what: "KMS v2 plugin wrapping backup keys".into(),
         args: vec![
             "kms".into(),
             "serve".into(),

@@ -37,6 +37,14 @@ pub struct UpArgs {
     /// demo approvers, whose keys are in DIR/tenant-demo/approvers/).
     #[arg(long)]
     no_customer_approval: bool,
+    /// On the first run, how many instances the demo cluster has (1, 3 or 5): each
+    /// an agent and a member of one etcd cluster. A later run keeps the number.
+    #[arg(long)]
+    instances: Option<u16>,
+    /// On the first run, etcd's backend quota for the demo members
+    /// (`--quota-backend-bytes`; etcd's default, 2 GiB, when absent).
+    #[arg(long, value_name = "BYTES")]
+    etcd_quota_bytes: Option<u64>,
 }
 
 /// How long a process may take to start serving.
@@ -56,7 +64,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 struct Running {
-    name: &'static str,
+    name: String,
     /// Its place in the stack's process list.
     spec: usize,
     /// `None` while it waits to be started again.
@@ -67,7 +75,13 @@ struct Running {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let stack = stack::prepare(&args.dir, args.base_port, !args.no_customer_approval)
+    let options = stack::Options {
+        base_port: args.base_port,
+        approvals: !args.no_customer_approval,
+        instances: args.instances,
+        etcd_quota_bytes: args.etcd_quota_bytes,
+    };
+    let stack = stack::prepare(&args.dir, &options)
         .with_context(|| format!("cannot prepare {}", args.dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the palisade executable")?;
 
@@ -133,7 +147,7 @@ fn spawn(exe: &Path, p: &stack::ProcessSpec) -> anyhow::Result<Child> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", p.name))?;
-    forward_output(p.name, &mut child);
+    forward_output(&p.name, &mut child);
     Ok(child)
 }
 
@@ -141,7 +155,7 @@ async fn start_all(exe: &Path, stack: &Stack, running: &mut Vec<Running>) -> any
     for (spec, p) in stack.processes.iter().enumerate() {
         let child = spawn(exe, p)?;
         running.push(Running {
-            name: p.name,
+            name: p.name.clone(),
             spec,
             child: Some(child),
             started: tokio::time::Instant::now(),
@@ -154,8 +168,9 @@ async fn start_all(exe: &Path, stack: &Stack, running: &mut Vec<Running>) -> any
 }
 
 /// Prefixes each line a child prints with its name.
-fn forward_output(name: &'static str, child: &mut Child) {
+fn forward_output(name: &str, child: &mut Child) {
     if let Some(out) = child.stdout.take() {
+        let name = name.to_string();
         tokio::spawn(async move {
             let mut lines = BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -164,6 +179,7 @@ fn forward_output(name: &'static str, child: &mut Child) {
         });
     }
     if let Some(err) = child.stderr.take() {
+        let name = name.to_string();
         tokio::spawn(async move {
             let mut lines = BufReader::new(err).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -176,7 +192,7 @@ fn forward_output(name: &'static str, child: &mut Child) {
 /// A process is serving once its port accepts connections: every Palisade server
 /// binds only after it has loaded and checked everything it needs.
 async fn wait_until_serving(p: &stack::ProcessSpec, running: &mut [Running]) -> anyhow::Result<()> {
-    let name = p.name;
+    let name = p.name.as_str();
     let addr = where_(p);
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
@@ -329,8 +345,11 @@ fn print_summary(stack: &Stack) {
         println!("  (no server processes exist in this build yet)");
     }
     println!("Certificates and keys: {}", stack.pki_dir.display());
+    let instances = &stack.instances;
     println!(
-        "Demo inventory: tenant demo, cluster demo, instance demo-0 ({})",
+        "Demo inventory: tenant demo, cluster demo, instance{} {} ({})",
+        if instances.len() == 1 { "" } else { "s" },
+        instances.join(", "),
         stack.inventory.display()
     );
     for hint in &stack.next_steps {

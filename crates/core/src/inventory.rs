@@ -60,6 +60,11 @@ pub struct Instance {
 impl Inventory {
     /// The inventory `palisade up` starts with.
     pub fn demo(agent_url: &str) -> Self {
+        Self::demo_instances(&[agent_url.to_string()])
+    }
+
+    /// The demo inventory with one instance per agent URL (`demo-0`, `demo-1`, …).
+    pub fn demo_instances(agent_urls: &[String]) -> Self {
         Inventory {
             tenants: vec![Tenant {
                 id: TenantId::from_literal("demo"),
@@ -68,10 +73,16 @@ impl Inventory {
             clusters: vec![Cluster {
                 id: ClusterId::from_literal("demo"),
                 tenant: TenantId::from_literal("demo"),
-                instances: vec![Instance {
-                    id: InstanceId::from_literal("demo-0"),
-                    agent_url: agent_url.to_string(),
-                }],
+                instances: agent_urls
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, url)| {
+                        Some(Instance {
+                            id: InstanceId::parse(&format!("demo-{i}")).ok()?,
+                            agent_url: url.clone(),
+                        })
+                    })
+                    .collect(),
             }],
         }
     }

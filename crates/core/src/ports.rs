@@ -17,6 +17,15 @@ fn ephemeral_start() -> u16 {
 /// agent, log, witness and KMS plugin.
 pub const UP_PORTS: u16 = 11;
 
+/// How many more ports each instance after the first takes: its agent, its etcd
+/// member (client, peer) and the agent's metrics.
+pub const PORTS_PER_EXTRA_INSTANCE: u16 = 4;
+
+/// How many consecutive ports `palisade up --instances n` listens on.
+pub fn up_ports(instances: u16) -> u16 {
+    UP_PORTS + PORTS_PER_EXTRA_INSTANCE * instances.saturating_sub(1)
+}
+
 /// The first of `n` consecutive loopback ports that are free now, or `None`.
 ///
 /// The block is taken at random **below** the ephemeral range, so that no outgoing

@@ -23,7 +23,7 @@ use palisade_agent::accept::LoadedPolicy;
 use palisade_agent::client::{prepare, CallError, Dispatcher, Request};
 use palisade_agent::dispatch::ResultOutcome;
 use palisade_core::event::{Actor, Event, GrantRef, Outcome, RefusalEvent, RefusalStage};
-use palisade_core::inventory::{Cluster, Inventory};
+use palisade_core::inventory::{Cluster, Instance, Inventory};
 use palisade_core::refusal::{LoggedAction, RefusalReason};
 use palisade_core::time::Timestamp;
 use palisade_core::{
@@ -697,7 +697,7 @@ impl Gateway {
                 ))
             }
             (None, palisade_policy::Target::Cluster) => {
-                cluster.instances.first().ok_or_else(|| {
+                self.healthy_instance(cluster).await.ok_or_else(|| {
                     refusal_problem(
                         404,
                         RefusalStage::Validate,
@@ -745,6 +745,31 @@ impl Gateway {
             },
             agent_url: instance.agent_url.clone(),
         })
+    }
+
+    /// The instance a cluster action goes to: of a cluster of several, the first
+    /// whose agent answers its health check within two seconds with its etcd member
+    /// running (all asked at once); the first instance when none does, so that the
+    /// dispatch fails with that agent's own error.
+    async fn healthy_instance<'c>(&self, cluster: &'c Cluster) -> Option<&'c Instance> {
+        if cluster.instances.len() < 2 {
+            return cluster.instances.first();
+        }
+        let asks = cluster.instances.iter().map(|i| async move {
+            let health = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                self.dispatcher.health(&i.agent_url),
+            )
+            .await;
+            matches!(health, Ok(Ok(h)) if h.etcd_running != Some(false) && h.trust_unverified.is_none())
+        });
+        let healthy = futures::future::join_all(asks).await;
+        cluster
+            .instances
+            .iter()
+            .zip(healthy)
+            .find_map(|(i, ok)| ok.then_some(i))
+            .or_else(|| cluster.instances.first())
     }
 
     /// Steps 5–7, as an operation.

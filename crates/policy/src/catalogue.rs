@@ -33,6 +33,12 @@ pub const NODE_NAME_PATTERN: &str =
 /// The longest node name Kubernetes accepts.
 pub const NODE_NAME_MAX: u32 = 253;
 
+/// An etcd member name (`--name`): the instance id, lower-case letters, digits, `-`
+/// and `.`, as inventory instance ids are.
+pub const MEMBER_NAME_PATTERN: &str = "[a-z0-9]([-a-z0-9.]*[a-z0-9])?";
+/// The longest member name accepted.
+pub const MEMBER_NAME_MAX: u32 = 63;
+
 /// A release version such as `3.5.17`, `v1.31.2` or `1.31.2-rc.1+build.5`
 /// (semantic-versioning shaped; the artifact itself must still be in the TUF
 /// repository with its approvals).
@@ -260,6 +266,22 @@ pub const HANDLERS: &[Handler] = &[
         params: &[],
     },
     Handler {
+        id: "etcd.compact",
+        summary: "Compact etcd's history to the current revision minus `retain_revisions` (numbers only).",
+        target: Cluster,
+        risk: Mutate,
+        mutates: true,
+        output_schema: "palisade.dev/output/etcd-compact/v1",
+        params: &[HandlerParam {
+            name: "retain_revisions",
+            required: true,
+            ty: HandlerParamType::Integer {
+                min: 0,
+                max: 100_000_000,
+            },
+        }],
+    },
+    Handler {
         id: "etcd.defragment",
         summary: "Defragment the instance's etcd member (blocks that member while it runs).",
         target: Instance,
@@ -278,12 +300,46 @@ pub const HANDLERS: &[Handler] = &[
         params: &[],
     },
     Handler {
+        id: "etcd.member-join",
+        summary: "Join this (replacement) instance's empty etcd member to the cluster: added as a learner, caught up, promoted.",
+        target: Instance,
+        risk: Disruptive,
+        mutates: true,
+        output_schema: "palisade.dev/output/etcd-member-join/v1",
+        params: &[],
+    },
+    Handler {
+        id: "etcd.member-remove",
+        summary: "Remove one etcd member that has been unhealthy for the configured time, only if quorum remains without it.",
+        target: Cluster,
+        risk: Disruptive,
+        mutates: true,
+        output_schema: "palisade.dev/output/etcd-member-remove/v1",
+        params: &[HandlerParam {
+            name: "member",
+            required: true,
+            ty: HandlerParamType::String {
+                pattern: MEMBER_NAME_PATTERN,
+                max_length: MEMBER_NAME_MAX,
+            },
+        }],
+    },
+    Handler {
         id: "etcd.members",
         summary: "etcd cluster membership: member ids, names, peer URLs, learner flags.",
         target: Cluster,
         risk: Read,
         mutates: false,
         output_schema: "palisade.dev/output/etcd-members/v1",
+        params: &[],
+    },
+    Handler {
+        id: "etcd.quota",
+        summary: "The member's database size, the part in use and its backend quota (numbers only).",
+        target: Instance,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/etcd-quota/v1",
         params: &[],
     },
     Handler {

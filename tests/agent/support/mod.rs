@@ -202,6 +202,8 @@ impl EtcdPorts {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             health_url: Some(self.health_url()),
+            data_dir: None,
+            join: false,
         }
     }
 }

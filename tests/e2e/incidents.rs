@@ -1,0 +1,378 @@
+//! The incidents an on-call meets on a managed control plane, on a real
+//! three-member etcd cluster (`palisade up --instances 3`), recovered with typed
+//! actions only (`palisade op run`): etcd out of space (NOSPACE), and a failed member
+//! replaced. The test reads and writes etcd directly only as the customer's workload
+//! would (`etcdctl`), to fill it and to check that nothing of it was lost.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{free_port_block_for, palisade, Running};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const READY: Duration = Duration::from_secs(90);
+/// The demo's `member_remove_after_secs`.
+const REMOVE_AFTER: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    base: u16,
+    up: Running,
+}
+
+impl Cluster {
+    fn start(extra: &[&str]) -> Cluster {
+        for (tool, package) in [("etcd", "etcd-server"), ("etcdctl", "etcd-client")] {
+            let found = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+            assert!(
+                found,
+                "`{tool}` is not installed: apt-get install {package}"
+            );
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("stack");
+        let base = free_port_block_for(3);
+        let mut cmd = palisade();
+        cmd.arg("up")
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--base-port", &base.to_string()])
+            .args(["--instances", "3", "--no-customer-approval"])
+            .args(extra);
+        let mut up = Running::spawn(cmd);
+        up.wait_for("ready", READY);
+        let c = Cluster {
+            _tmp: tmp,
+            dir,
+            base,
+            up,
+        };
+        c.wait_cluster_healthy(&[0, 1, 2]);
+        c
+    }
+
+    /// Instance `i`'s etcd client URL (the layout of `palisade up`).
+    fn endpoint(&self, i: u16) -> String {
+        let port = if i == 0 {
+            self.base + 4
+        } else {
+            self.base + palisade_core::ports::UP_PORTS + 4 * (i - 1) + 1
+        };
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn etcdctl(&self, i: u16, args: &[&str]) -> std::process::Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint(i), "--command-timeout", "10s"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run etcdctl")
+    }
+
+    fn etcdctl_ok(&self, i: u16, args: &[&str]) -> String {
+        let out = self.etcdctl(i, args);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} on demo-{i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_cluster_healthy(&self, members: &[u16]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let all = members
+                .iter()
+                .all(|i| self.etcdctl(*i, &["endpoint", "health"]).status.success());
+            if all {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd members {members:?} not healthy"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The number of keys, read (serializably) from member `i` alone.
+    fn key_count(&self, i: u16) -> usize {
+        self.etcdctl_ok(
+            i,
+            &["get", "", "--prefix", "--keys-only", "--consistency", "s"],
+        )
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+    }
+
+    /// `palisade op run ACTION` as the demo's on-call operator; (succeeded, what it printed).
+    fn op(&self, action: &str, instance: Option<&str>, params: &[&str]) -> (bool, String) {
+        let mut cmd = palisade();
+        cmd.arg("op")
+            .arg("--credentials")
+            .arg(self.dir.join("op/credentials.json"))
+            .args(["run", action, "--cluster", "demo"])
+            .args([
+                "--ticket",
+                "INC-7",
+                "--reason",
+                "incident runbook, step by step",
+            ]);
+        if let Some(i) = instance {
+            cmd.args(["--instance", i]);
+        }
+        for p in params {
+            cmd.args(["--param", p]);
+        }
+        let out = cmd.stdin(Stdio::null()).output().expect("palisade op run");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            out.status.success() && text.contains("status     succeeded"),
+            text,
+        )
+    }
+
+    fn run(&self, action: &str, instance: Option<&str>, params: &[&str]) -> String {
+        let (ok, text) = self.op(action, instance, params);
+        assert!(ok, "{action} {params:?} did not succeed:\n{text}");
+        text
+    }
+
+    fn refused(&self, action: &str, instance: Option<&str>, params: &[&str], why: &str) {
+        let (ok, text) = self.op(action, instance, params);
+        assert!(!ok, "{action} {params:?} ran:\n{text}");
+        assert!(text.contains(why), "{action}: expected {why:?} in:\n{text}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.up.signal("TERM");
+        self.up.wait_exit(Duration::from_secs(30));
+    }
+}
+
+/// A number printed as `name: N` in an action's output.
+fn field(text: &str, name: &str) -> i64 {
+    let prefix = format!("{name}: ");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+fn write_value(dir: &Path, bytes: usize) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("value.txt");
+    let mut f = std::fs::File::create(&path).unwrap();
+    // Incompressible enough, and printable for etcdctl's standard input.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let text: String = (0..bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + u8::try_from(x % 26).unwrap())
+        })
+        .collect();
+    f.write_all(text.as_bytes()).unwrap();
+    path
+}
+
+#[test]
+fn etcd_out_of_space_is_recovered_with_actions_only_and_writes_succeed_again() {
+    let c = Cluster::start(&["--etcd-quota-bytes", "16777216"]);
+    c.etcdctl_ok(1, &["put", "/canary/nospace", "before-the-incident"]);
+
+    // The customer's workload fills etcd until it raises NOSPACE.
+    let value = write_value(&c.dir, 700_000);
+    let mut raised = false;
+    for i in 0..80 {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &c.endpoint(0),
+                "put",
+                &format!("/fill/{}", i % 3),
+            ])
+            .stdin(std::fs::File::open(&value).unwrap())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("database space exceeded"), "{err}");
+            raised = true;
+            break;
+        }
+    }
+    assert!(raised, "etcd never ran out of its 16 MiB quota");
+    let blocked = c.etcdctl(1, &["put", "/after", "x"]);
+    assert!(
+        !blocked.status.success(),
+        "writes still succeed under NOSPACE"
+    );
+
+    // What the on-call sees: the alarm, and the member at its quota.
+    let alarms = c.run("etcd.alarms", None, &[]);
+    assert!(alarms.contains("NOSPACE"), "{alarms}");
+    let quota = c.run("etcd.quota", Some("demo-0"), &[]);
+    assert_eq!(field(&quota, "quota_bytes"), 16_777_216, "{quota}");
+    assert!(field(&quota, "used_percent") >= 95, "{quota}");
+
+    // Recovery: compact the history, defragment each member in turn, disarm.
+    let compact = c.run("etcd.compact", None, &["retain_revisions=1"]);
+    assert_eq!(field(&compact, "retained_revisions"), 1, "{compact}");
+    for i in 0..3 {
+        let out = c.run("etcd.defragment", Some(&format!("demo-{i}")), &[]);
+        assert!(
+            field(&out, "db_size_after") < field(&out, "db_size_before") / 2,
+            "defragmenting demo-{i} reclaimed little:\n{out}"
+        );
+    }
+    let disarmed = c.run("etcd.alarm-disarm", None, &[]);
+    assert!(disarmed.contains("NOSPACE"), "{disarmed}");
+    let left = c.etcdctl_ok(0, &["alarm", "list"]);
+    assert!(left.trim().is_empty(), "alarms left: {left}");
+
+    // Writes succeed again, and the customer's data is as it was.
+    c.etcdctl_ok(1, &["put", "/after", "writes-are-back"]);
+    assert_eq!(
+        c.etcdctl_ok(2, &["get", "/canary/nospace", "--print-value-only"])
+            .trim(),
+        "before-the-incident"
+    );
+    let quota = c.run("etcd.quota", Some("demo-1"), &[]);
+    assert!(field(&quota, "used_percent") < 50, "{quota}");
+}
+
+#[test]
+fn a_failed_member_is_replaced_with_actions_only_and_no_key_is_lost() {
+    let c = Cluster::start(&[]);
+    for k in 0..50 {
+        c.etcdctl_ok(k % 3, &["put", &format!("/workload/{k}"), &format!("v{k}")]);
+    }
+    c.etcdctl_ok(1, &["put", "/canary/member", "before-the-incident"]);
+    let keys = c.key_count(1);
+
+    // Refused while every member is healthy.
+    c.refused(
+        "etcd.member-remove",
+        None,
+        &["member=demo-0"],
+        "has been unhealthy for 0s",
+    );
+    c.refused(
+        "etcd.member-join",
+        Some("demo-0"),
+        &[],
+        "etcd on this instance is running",
+    );
+
+    // demo-0 fails: its member is killed and its data lost.
+    let data = c.dir.join("etcd");
+    let pid = Command::new("pgrep")
+        .args(["-f", &format!("data-dir {}", data.display())])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&pid.stdout)
+        .lines()
+        .next()
+        .expect("demo-0's etcd process")
+        .to_string();
+    std::fs::remove_dir_all(&data).unwrap();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let failed_at = Instant::now();
+
+    // Its agent does not start it again on empty data under its old identity.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = c.run("component.status", Some("demo-0"), &["component=etcd"]);
+        if status.contains("state: awaiting-join") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo-0's etcd is not awaiting a join:\n{status}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        !data.join("member").exists(),
+        "etcd was started again on empty data"
+    );
+
+    // Cluster actions go to a healthy instance; a defragment, which blocks its
+    // member, is refused while another member is down; the removal waits for the
+    // configured time.
+    let members = c.run("etcd.members", None, &[]);
+    assert!(members.contains("on demo/demo-1"), "{members}");
+    c.refused("etcd.defragment", Some("demo-1"), &[], "does not answer");
+    c.refused(
+        "etcd.member-remove",
+        None,
+        &["member=demo-0"],
+        "it may be removed after 20s",
+    );
+    if let Some(left) = REMOVE_AFTER.checked_sub(failed_at.elapsed()) {
+        std::thread::sleep(left + Duration::from_secs(4));
+    }
+    let removed = c.run("etcd.member-remove", None, &["member=demo-0"]);
+    assert_eq!(field(&removed, "voting_members_after"), 2, "{removed}");
+    assert_eq!(
+        field(&removed, "healthy_voting_members_after"),
+        2,
+        "{removed}"
+    );
+
+    // The replacement joins: added as a learner, caught up, promoted.
+    let joined = c.run("etcd.member-join", Some("demo-0"), &[]);
+    assert_eq!(field(&joined, "voting_members"), 3, "{joined}");
+    c.wait_cluster_healthy(&[0, 1, 2]);
+    let list = c.etcdctl_ok(1, &["member", "list"]);
+    assert_eq!(
+        list.lines().filter(|l| l.contains(", started, ")).count(),
+        3,
+        "{list}"
+    );
+    assert!(!list.contains("true"), "a learner is left: {list}");
+
+    // Nothing was lost, as seen from the new member's own copy.
+    assert_eq!(c.key_count(0), keys);
+    assert_eq!(
+        c.etcdctl_ok(
+            0,
+            &[
+                "get",
+                "/canary/member",
+                "--print-value-only",
+                "--consistency",
+                "s"
+            ]
+        )
+        .trim(),
+        "before-the-incident"
+    );
+    // A healthy member is never removed.
+    c.refused(
+        "etcd.member-remove",
+        None,
+        &["member=demo-2"],
+        "has been unhealthy for 0s",
+    );
+}
