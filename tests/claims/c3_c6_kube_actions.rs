@@ -288,6 +288,11 @@ const DENIED: &[(&str, &str)] = &[
     ("/logs", "non-resource URL /logs"),
     ("/version", "non-resource URL /version"),
     ("api/v1/nodes", "nodes"),
+    // The metrics: GET of exactly `/metrics` only.
+    ("/metrics?format=json", "non-resource URL /metrics"),
+    ("/metrics/", "non-resource URL /metrics"),
+    ("/metrics/../api/v1/secrets", "secrets"),
+    ("/metrics/cadvisor", "non-resource URL /metrics/cadvisor"),
 ];
 
 #[test]
@@ -313,8 +318,15 @@ fn check_request_refuses_content_and_everything_off_the_allowlist() {
 }
 
 #[test]
-fn check_request_allows_exactly_the_three_requests() {
+fn check_request_allows_exactly_the_four_requests() {
     assert!(check_request("GET", "/api/v1/nodes").is_ok());
+    assert!(check_request("GET", "/metrics").is_ok());
+    for method in ["PATCH", "POST", "PUT", "DELETE"] {
+        assert!(
+            check_request(method, "/metrics").is_err(),
+            "{method} /metrics"
+        );
+    }
     for name in [
         "node-a",
         "ip-10-0-3-17.eu-west-1.compute.internal",

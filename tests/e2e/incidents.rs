@@ -229,6 +229,19 @@ fn etcd_out_of_space_is_recovered_with_actions_only_and_writes_succeed_again() {
     assert!(alarms.contains("NOSPACE"), "{alarms}");
     let quota = c.run("etcd.quota", Some("demo-0"), &[]);
     assert_eq!(field(&quota, "quota_bytes"), 16_777_216, "{quota}");
+    // The member's real metrics, reduced: names and numbers, no peer ids, no keys.
+    let metrics = c.run("component.metrics", Some("demo-0"), &["component=etcd"]);
+    for family in [
+        "etcd_server_quota_backend_bytes",
+        "etcd_mvcc_db_total_size_in_bytes",
+        "etcd_disk_wal_fsync_duration_seconds",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
+    assert!(field(&metrics, "dropped_families") > 0, "{metrics}");
+    for leaked in ["/fill/", "/canary", "To:", "127.0.0.1"] {
+        assert!(!metrics.contains(leaked), "{leaked} in:\n{metrics}");
+    }
     assert!(field(&quota, "used_percent") >= 95, "{quota}");
 
     // Recovery: compact the history, defragment each member in turn, disarm.

@@ -303,6 +303,11 @@ pub struct ComponentSettings {
     /// `data_dir`, the component waits for `etcd.member-join` instead of starting.
     #[serde(default)]
     pub join: bool,
+    /// The component's Prometheus metrics, plain `http://`, for `component.metrics`
+    /// (etcd's default: `[etcd] metrics_url`; kube-apiserver's: `/metrics` through
+    /// `[kube]`).
+    #[serde(default)]
+    pub metrics_url: Option<String>,
 }
 
 /// A certificate whose expiry is reported (name and dates only, never content).

@@ -559,21 +559,26 @@ impl Etcd {
         })
     }
 
-    /// `etcd.quota`: the member's sizes and its backend quota (from its metrics).
-    pub async fn quota(&self) -> Result<QuotaOutput, EtcdError> {
-        let mut c = self.client().await?;
-        let s = c.status().await.map_err(self.call("status"))?;
+    /// The member's Prometheus text, from its metrics URL.
+    pub async fn metrics_text(&self) -> Result<String, EtcdError> {
         let url = self.metrics_url.as_deref().ok_or_else(|| {
             EtcdError::Refused(
                 "no metrics URL for this member: set [etcd] metrics_url (etcd's --listen-metrics-urls)"
                     .into(),
             )
         })?;
-        let text = fetch_metrics(url).await?;
+        fetch_metrics(url).await
+    }
+
+    /// `etcd.quota`: the member's sizes and its backend quota (from its metrics).
+    pub async fn quota(&self) -> Result<QuotaOutput, EtcdError> {
+        let mut c = self.client().await?;
+        let s = c.status().await.map_err(self.call("status"))?;
+        let text = self.metrics_text().await?;
         let quota = metric_value(&text, "etcd_server_quota_backend_bytes").ok_or_else(|| {
             EtcdError::Call {
                 op: "metrics",
-                reason: format!("{url} has no etcd_server_quota_backend_bytes"),
+                reason: "the member's metrics have no etcd_server_quota_backend_bytes".into(),
             }
         })?;
         let quota = quota as i64;

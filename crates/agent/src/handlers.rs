@@ -29,6 +29,8 @@ pub struct Services {
     pub certs: Vec<NamedCert>,
     pub disks: Vec<PathBuf>,
     pub max_output_bytes: usize,
+    /// `[[component]] metrics_url` by component name.
+    pub metrics_urls: std::collections::BTreeMap<String, String>,
 }
 
 /// A handler's reduced output.
@@ -181,6 +183,27 @@ impl Services {
                     .await
                     .map_err(err)?;
                 reduce(schema, max, &out)
+            }
+            "component.metrics" => {
+                let c = v
+                    .str_param("component")
+                    .ok_or("missing parameter component")?;
+                let text = match (self.metrics_urls.get(c), c, &self.kube) {
+                    (Some(url), _, _) => crate::etcd::fetch_metrics(url).await.map_err(err)?,
+                    (None, "etcd", _) => self.etcd.metrics_text().await.map_err(err)?,
+                    (None, "kube-apiserver", Some(kube)) => {
+                        let who = Impersonation {
+                            pseudonym: a.dispatch.actor.clone(),
+                            event_id: a.dispatch.event_id.clone(),
+                            log_entry: format!("{}#{}", a.log_origin, a.log_index),
+                        };
+                        kube.metrics(&who).await.map_err(err)?
+                    }
+                    (None, other, _) => return Err(format!(
+                        "no metrics for {other} on this agent: set its [[component]] metrics_url"
+                    )),
+                };
+                reduce(schema, max, &crate::prom::reduce(c, &text))
             }
             "component.status" | "component.restart" | "component.upgrade" => {
                 let sup = self

@@ -31,9 +31,10 @@
 //!    path would reach once a server percent-decoded it and resolved `..`;
 //! 2. a **syntax** check: only `a-z 0-9 - . /`, so no query string, no fragment, no
 //!    percent-escape, no upper case; no empty, `.` or `..` segment; no trailing slash;
-//! 3. an **allowlist** that is exactly `GET /api/v1/nodes`, `GET /api/v1/nodes/{name}`
-//!    and `PATCH /api/v1/nodes/{name}`, `{name}` a DNS-1123 subdomain of at most 253
-//!    bytes.
+//! 3. an **allowlist** that is exactly `GET /api/v1/nodes`, `GET /api/v1/nodes/{name}`,
+//!    `PATCH /api/v1/nodes/{name}`, `{name}` a DNS-1123 subdomain of at most 253
+//!    bytes, and `GET /metrics` (reduced to an allowlist of families and labels by
+//!    `component.metrics` before anything leaves the agent, see `prom.rs`).
 //!
 //! The URL actually sent is built from the checked request and compared again with it;
 //! redirects are never followed and no proxy is used, so what was checked is what the
@@ -321,6 +322,8 @@ enum Allowed {
     ListNodes,
     GetNode(String),
     PatchNode(String),
+    /// The apiserver's own Prometheus metrics (reduced before they leave the agent).
+    Metrics,
 }
 
 impl Allowed {
@@ -344,6 +347,7 @@ impl Allowed {
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         match (method, segments.as_slice()) {
             ("GET", ["api", "v1", "nodes"]) => Ok(Allowed::ListNodes),
+            ("GET", ["metrics"]) => Ok(Allowed::Metrics),
             ("GET" | "PATCH", ["api", "v1", "nodes", name]) => {
                 if !is_dns1123_subdomain(name) {
                     return Err(deny(format!(
@@ -369,7 +373,7 @@ impl Allowed {
 
     fn method(&self) -> Method {
         match self {
-            Allowed::ListNodes | Allowed::GetNode(_) => Method::GET,
+            Allowed::ListNodes | Allowed::GetNode(_) | Allowed::Metrics => Method::GET,
             Allowed::PatchNode(_) => Method::PATCH,
         }
     }
@@ -377,6 +381,7 @@ impl Allowed {
     fn path(&self) -> String {
         match self {
             Allowed::ListNodes => "/api/v1/nodes".to_string(),
+            Allowed::Metrics => "/metrics".to_string(),
             Allowed::GetNode(n) | Allowed::PatchNode(n) => format!("/api/v1/nodes/{n}"),
         }
     }
@@ -707,6 +712,13 @@ impl KubeClient {
         Ok(NodesOutput { nodes, truncated })
     }
 
+    /// The apiserver's `/metrics` text, for `component.metrics` (which reduces it to
+    /// its allowlist before anything leaves the agent).
+    pub async fn metrics(&self, who: &Impersonation) -> Result<String, KubeError> {
+        let body = self.send(who, "GET", "/metrics", None).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     /// `kube.cordon` (`unschedulable = true`) and `kube.uncordon` (`false`): reads the
     /// node, and only if it is not already in the wanted state sends kubectl's patch.
     pub async fn set_unschedulable(
@@ -764,7 +776,7 @@ impl KubeClient {
         };
         let body = match (&allowed, patch) {
             (Allowed::PatchNode(_), Some(p)) => Some(p),
-            (Allowed::ListNodes | Allowed::GetNode(_), None) => None,
+            (Allowed::ListNodes | Allowed::GetNode(_) | Allowed::Metrics, None) => None,
             _ => {
                 return Err(KubeError::Denied {
                     method: echo(method),
@@ -781,7 +793,11 @@ impl KubeClient {
         }
         headers.insert(
             reqwest::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
+            HeaderValue::from_static(if allowed == Allowed::Metrics {
+                "text/plain"
+            } else {
+                "application/json"
+            }),
         );
         let mut request = self.http.request(allowed.method(), url).headers(headers);
         if let Some(p) = body {

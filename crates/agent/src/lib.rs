@@ -22,6 +22,7 @@ pub mod kube;
 pub mod leftover;
 pub mod metrics;
 pub mod node_conditions;
+pub mod prom;
 pub mod server;
 pub mod supervisor;
 pub mod view;

@@ -244,6 +244,11 @@ impl Agent {
             certs: cfg.certs.clone(),
             disks: cfg.disks.clone(),
             max_output_bytes: cfg.max_output_bytes,
+            metrics_urls: cfg
+                .components
+                .iter()
+                .filter_map(|c| Some((c.name.clone(), c.metrics_url.clone()?)))
+                .collect(),
         };
         let agent = Agent {
             acceptor,

@@ -145,6 +145,19 @@ pub const HANDLERS: &[Handler] = &[
         params: &[],
     },
     Handler {
+        id: "component.metrics",
+        summary: "Allowlisted metric families of a running component: names and numbers, labels allowlisted, built-in resources only.",
+        target: Instance,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/component-metrics/v1",
+        params: &[HandlerParam {
+            name: "component",
+            required: true,
+            ty: COMPONENT,
+        }],
+    },
+    Handler {
         id: "component.restart",
         summary: "Restart one supervised component on the instance from its verified artifact.",
         target: Instance,

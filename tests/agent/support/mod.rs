@@ -204,6 +204,7 @@ impl EtcdPorts {
             health_url: Some(self.health_url()),
             data_dir: None,
             join: false,
+            metrics_url: None,
         }
     }
 }

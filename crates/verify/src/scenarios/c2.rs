@@ -16,8 +16,9 @@ pub fn add(v: &mut Vec<Scenario>) {
         "Customer Secrets and ConfigMaps carrying a canary are written to the cluster's etcd",
         plant,
     );
-    let reads: [(&str, &str); 8] = [
+    let reads: [(&str, &str); 9] = [
         ("etcd.status", "c2-etcd-status-no-content"),
+        ("etcd.quota", "c2-etcd-quota-no-content"),
         ("etcd.members", "c2-etcd-members-no-content"),
         ("etcd.alarms", "c2-etcd-alarms-no-content"),
         ("etcd.health", "c2-etcd-health-no-content"),
@@ -52,6 +53,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         "c2-mutating-actions-no-content",
         "Mutating etcd actions (defragment, alarm-disarm) return no content",
         mutating,
+    );
+    push(
+        v,
+        C2,
+        Scope::Local,
+        "c2-incident-actions-no-content",
+        "Incident actions (compact, component.metrics, member-remove, member-join) return no content, whether they run or are refused",
+        incident,
     );
     push(
         v,
@@ -244,6 +253,58 @@ fn mutating(cx: &Ctx) -> BoxFut<'_> {
                 "{action}: intent {}, succeeded, no content",
                 done.intent_index
             ));
+        }
+        Ok(ev)
+    })
+}
+
+/// The incident actions on the canary-holding etcd: a compaction and a metrics read
+/// run; removing
+/// the healthy member and joining the running one are refused by the agent. Every
+/// result is searched for the canary.
+fn incident(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let l = cx.local()?;
+        let mut ev = Vec::new();
+        // (action, parameters, whether it runs, what the refusal says)
+        type Run<'a> = (&'a str, &'a [(&'a str, &'a str)], bool, &'a str);
+        let runs: [Run; 4] = [
+            ("etcd.compact", &[("retain_revisions", "1")], true, ""),
+            ("component.metrics", &[("component", "etcd")], true, ""),
+            (
+                "etcd.member-remove",
+                &[("member", "demo-0")],
+                false,
+                "has been unhealthy for",
+            ),
+            (
+                "etcd.member-join",
+                &[],
+                false,
+                "only a member whose data is gone",
+            ),
+        ];
+        for (action, params, runs, refusal) in runs {
+            let done = l.execute(action, params).await?;
+            let text = serde_json::to_string(&done.result)?;
+            cx.record_output(text.clone());
+            let found = leaks(cx, &text);
+            if !found.is_empty() {
+                bail!("{action} returned {found:?}");
+            }
+            let error = done.result.error.clone().unwrap_or_default();
+            match (runs, done.result.outcome) {
+                (true, ResultOutcome::Succeeded) => ev.push(format!(
+                    "{action}: intent {}, succeeded, numbers only",
+                    done.intent_index
+                )),
+                (false, ResultOutcome::Failed) if error.contains(refusal) => ev.push(format!(
+                    "{action}: intent {}, refused by the agent ({}), no content",
+                    done.intent_index,
+                    short(&error)
+                )),
+                (_, outcome) => bail!("{action}: {outcome:?} {error}"),
+            }
         }
         Ok(ev)
     })
