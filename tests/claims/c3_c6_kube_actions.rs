@@ -7,10 +7,13 @@
 #[path = "../agent/kube_support/mod.rs"]
 mod kube_support;
 
-use kube_support::{status_json, token_settings, ApiServer, Canned, Pki, LEAKS};
+use kube_support::{
+    status_json, token_settings, webhook_config_json, ApiServer, Canned, Pki, LEAKS,
+};
 use palisade_agent::config::KubeSettings;
 use palisade_agent::kube::{
-    check_request, Impersonation, KubeClient, KubeError, NodeOutput, MAX_NODES, MAX_REASON_BYTES,
+    check_request, Impersonation, KubeClient, KubeError, NodeOutput, WebhookBypassOutput,
+    WebhookKind, WebhookSummary, MAX_NODES, MAX_REASON_BYTES,
 };
 use palisade_core::{EventId, OperatorId};
 use palisade_pki::Role;
@@ -293,6 +296,23 @@ const DENIED: &[(&str, &str)] = &[
     ("/metrics/", "non-resource URL /metrics"),
     ("/metrics/../api/v1/secrets", "secrets"),
     ("/metrics/cadvisor", "non-resource URL /metrics/cadvisor"),
+    // Of the admission group, only webhook configurations, only v1, no subresource.
+    (
+        "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+        "validatingadmissionpolicies.admissionregistration.k8s.io",
+    ),
+    (
+        "/apis/admissionregistration.k8s.io/v1beta1/validatingwebhookconfigurations",
+        "validatingwebhookconfigurations.admissionregistration.k8s.io",
+    ),
+    (
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/mesh/status",
+        "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+    ),
+    (
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/../../../../api/v1/secrets",
+        "secrets",
+    ),
 ];
 
 #[test]
@@ -326,6 +346,18 @@ fn check_request_allows_exactly_the_four_requests() {
             check_request(method, "/metrics").is_err(),
             "{method} /metrics"
         );
+    }
+    for kind in ["validating", "mutating"] {
+        let list = format!("/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations");
+        let one = format!("{list}/payments-policy");
+        assert!(check_request("GET", &list).is_ok(), "{list}");
+        assert!(check_request("GET", &one).is_ok(), "{one}");
+        assert!(check_request("PATCH", &one).is_ok(), "{one}");
+        for method in ["POST", "PUT", "DELETE"] {
+            assert!(check_request(method, &one).is_err(), "{method} {one}");
+            assert!(check_request(method, &list).is_err(), "{method} {list}");
+        }
+        assert!(check_request("PATCH", &list).is_err(), "PATCH {list}");
     }
     for name in [
         "node-a",
@@ -659,4 +691,242 @@ async fn an_empty_token_file_is_a_config_error_that_sends_nothing() {
     let err = client(&server, &pki).nodes(&operator()).await.unwrap_err();
     assert!(matches!(err, KubeError::Config(_)), "{err:?}");
     assert!(server.requests().is_empty());
+}
+
+const WEBHOOK_METRICS: &str = "# TYPE apiserver_admission_webhook_rejection_count counter
+apiserver_admission_webhook_rejection_count{error_type=\"no_error\",name=\"policy.payments.example.com\",operation=\"CREATE\",rejection_code=\"403\",type=\"validating\"} 17
+apiserver_admission_webhook_rejection_count{error_type=\"calling_webhook_error\",name=\"policy.payments.example.com\",operation=\"CREATE\",rejection_code=\"0\",type=\"validating\"} 230
+apiserver_admission_webhook_rejection_count{error_type=\"calling_webhook_error\",name=\"policy.payments.example.com\",operation=\"UPDATE\",rejection_code=\"0\",type=\"validating\"} 3
+apiserver_admission_webhook_rejection_count{error_type=\"calling_webhook_error\",name=\"inject.mesh.example.com\",operation=\"CREATE\",rejection_code=\"0\",type=\"admit\"} 4
+";
+
+async fn webhook_server(pki: &Pki) -> ApiServer {
+    let server = ApiServer::start(pki, &[]).await;
+    server.add_webhook_config(
+        "validatingwebhookconfigurations",
+        webhook_config_json(
+            "Validating",
+            "payments-policy",
+            &[
+                (
+                    "policy.payments.example.com",
+                    Some("Fail"),
+                    "gatekeeper.payments",
+                ),
+                (
+                    "audit.payments.example.com",
+                    None,
+                    "https://audit.example.net:8443/MARKER",
+                ),
+            ],
+        ),
+    );
+    server.add_webhook_config(
+        "mutatingwebhookconfigurations",
+        webhook_config_json(
+            "Mutating",
+            "mesh-injector",
+            &[("inject.mesh.example.com", Some("Ignore"), "injector.mesh")],
+        ),
+    );
+    server
+}
+
+fn summary(
+    kind: WebhookKind,
+    configuration: &str,
+    name: &str,
+    policy: &str,
+    host: &str,
+    counts: Option<(u64, u64)>,
+) -> WebhookSummary {
+    WebhookSummary {
+        kind,
+        configuration: configuration.into(),
+        name: name.into(),
+        failure_policy: policy.into(),
+        timeout_seconds: 5,
+        target_host: host.into(),
+        rejections: counts.map(|c| c.0),
+        call_errors: counts.map(|c| c.1),
+    }
+}
+
+#[tokio::test]
+async fn webhooks_lists_names_policies_hosts_and_counts_and_nothing_else() {
+    use WebhookKind::{Mutating, Validating};
+    let pki = Pki::new();
+    let server = webhook_server(&pki).await;
+    server.set_metrics(WEBHOOK_METRICS);
+    let out = client(&server, &pki).webhooks(&operator()).await.unwrap();
+    assert_eq!(
+        out.webhooks,
+        [
+            summary(
+                Validating,
+                "payments-policy",
+                "policy.payments.example.com",
+                "Fail",
+                "gatekeeper.payments.svc",
+                Some((17, 233))
+            ),
+            // No failurePolicy is the API's default, Fail; a URL target shows its host.
+            summary(
+                Validating,
+                "payments-policy",
+                "audit.payments.example.com",
+                "Fail",
+                "audit.example.net",
+                Some((0, 0))
+            ),
+            summary(
+                Mutating,
+                "mesh-injector",
+                "inject.mesh.example.com",
+                "Ignore",
+                "injector.mesh.svc",
+                Some((0, 4))
+            ),
+        ]
+    );
+    assert!(!out.truncated);
+    assert_eq!(out.counts_error, None);
+    let text = serde_json::to_string(&out).unwrap();
+    for leak in LEAKS {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    for leak in ["caBundle", "TUFSS0VS", "8443", "rules", "validate-"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    let reqs = server.requests();
+    let sent: Vec<(&str, &str)> = reqs
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (
+                "GET",
+                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+            ),
+            (
+                "GET",
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+            ),
+            ("GET", "/metrics"),
+        ]
+    );
+    for r in &reqs {
+        assert_impersonates_operator(r);
+    }
+}
+
+#[tokio::test]
+async fn webhooks_without_the_metrics_still_list_and_say_why_the_counts_are_missing() {
+    let pki = Pki::new();
+    let server = webhook_server(&pki).await;
+    let out = client(&server, &pki).webhooks(&operator()).await.unwrap();
+    assert_eq!(out.webhooks.len(), 3);
+    assert!(out.webhooks.iter().all(|w| w.rejections.is_none()));
+    let why = out.counts_error.expect("a reason");
+    assert!(why.contains("403"), "{why}");
+}
+
+#[tokio::test]
+async fn webhook_bypass_sets_ignore_on_exactly_one_webhook_by_a_tested_json_patch() {
+    let pki = Pki::new();
+    let server = webhook_server(&pki).await;
+    let kube = client(&server, &pki);
+    let bypass = |kind, configuration: &'static str, webhook: &'static str| {
+        let kube = &kube;
+        async move {
+            kube.bypass_webhook(&operator(), kind, configuration, webhook)
+                .await
+        }
+    };
+    let out = bypass(
+        WebhookKind::Validating,
+        "payments-policy",
+        "policy.payments.example.com",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        WebhookBypassOutput {
+            kind: WebhookKind::Validating,
+            configuration: "payments-policy".into(),
+            webhook: "policy.payments.example.com".into(),
+            failure_policy_before: "Fail".into(),
+            failure_policy_after: "Ignore".into(),
+            changed: true,
+        }
+    );
+    let stored = server
+        .webhook_config("validatingwebhookconfigurations", "payments-policy")
+        .unwrap();
+    assert_eq!(stored["webhooks"][0]["failurePolicy"], "Ignore");
+    assert!(
+        stored["webhooks"][1].get("failurePolicy").is_none(),
+        "the other webhook changed"
+    );
+    let reqs = server.requests();
+    let patch = reqs.iter().find(|r| r.method == "PATCH").expect("a PATCH");
+    assert_eq!(
+        patch.header("content-type"),
+        Some("application/json-patch+json")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&patch.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "7001"},
+            {"op": "test", "path": "/webhooks/0/name", "value": "policy.payments.example.com"},
+            {"op": "add", "path": "/webhooks/0/failurePolicy", "value": "Ignore"},
+        ])
+    );
+    for r in &reqs {
+        assert_impersonates_operator(r);
+    }
+
+    // Already Ignore: only the GET is sent.
+    let before = server.requests().len();
+    let again = bypass(
+        WebhookKind::Validating,
+        "payments-policy",
+        "policy.payments.example.com",
+    )
+    .await
+    .unwrap();
+    assert!(!again.changed);
+    assert_eq!(server.requests().len(), before + 1);
+
+    // A webhook the configuration does not have: refused after the GET alone.
+    let missing = bypass(
+        WebhookKind::Validating,
+        "payments-policy",
+        "nope.example.com",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(missing, KubeError::Missing(_)), "{missing}");
+    // The same name under the other kind is another object, which does not exist.
+    let other = bypass(
+        WebhookKind::Mutating,
+        "payments-policy",
+        "policy.payments.example.com",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(other, KubeError::Status { code: 404, .. }),
+        "{other}"
+    );
+    let patches = server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .count();
+    assert_eq!(patches, 1);
 }

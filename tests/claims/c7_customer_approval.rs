@@ -963,3 +963,91 @@ async fn serve_https(
     ));
     port
 }
+
+/// `kube.webhook-bypass` changes an object the customer owns: it needs the customer's
+/// approval whatever the tenant's statement reserves for approval. With a statement
+/// that names no approvers, the gateway refuses it (and logs the refusal) and the
+/// agent refuses a dispatch of it even from a gateway that logged its intent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_to_a_customer_object_needs_approval_even_from_a_tenant_without_approvers() {
+    let stack = Stack::start();
+    let params = [
+        ("kind", "validating"),
+        ("configuration", "payments-policy"),
+        ("webhook", "policy.payments.example.com"),
+    ];
+    refused(
+        &stack,
+        &stack.prepare("kube.webhook-bypass", &params),
+        "runs only with the customer's approval",
+    )
+    .await;
+    // A tenant with approvers, whose statement reserves only backups for approval:
+    // the bypass still needs one.
+    let files =
+        palisade_policy::keys::generate("ana", &stack.dir.join("other-approver"), false).unwrap();
+    let ana = SigningKey::read(&files.private).unwrap();
+    let only_backups = ApprovalPolicy {
+        all: false,
+        risks: vec![],
+        actions: vec!["etcd.backup".into()],
+        approvers: vec![Approver::of(ana.public()).unwrap()],
+        threshold: 1,
+        approval_ttl_secs: 3600,
+        request_ttl_secs: 3600,
+    };
+    tenant_states(&stack, 2, Some(only_backups));
+    refused(
+        &stack,
+        &stack.prepare("kube.webhook-bypass", &params),
+        "needs the customer's approval",
+    )
+    .await;
+    // (Recorded only with the agent's dispatcher: the gateway keeps the statement
+    // without approvers.)
+
+    let gw = stack.gateway();
+    let token = gw.dev_token(&stack.operator()).await;
+    let (status, body) = gw
+        .run(
+            &token,
+            "demo",
+            "kube.webhook-bypass",
+            None,
+            &params,
+            "INC-9",
+            "a webhook blocks every pod creation",
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("names no approvers"), "{body}");
+    // The refusal is in the customer's access log, with its reason.
+    let (status, events) = gw
+        .call(
+            "GET",
+            "/v1/tenants/demo/clusters/demo/events",
+            Some(&stack.tenant_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{events}");
+    assert!(events.to_string().contains("no-approvers"), "{events}");
+    // A read of the same webhooks needs nothing of the kind (it fails here only
+    // because the demo agent has no kube-apiserver).
+    let (status, body) = gw
+        .run(
+            &token,
+            "demo",
+            "kube.webhooks",
+            None,
+            &[],
+            "INC-9",
+            "which webhook blocks pods",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.to_string().contains("no kube-apiserver configured"),
+        "{body}"
+    );
+}

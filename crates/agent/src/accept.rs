@@ -437,14 +437,30 @@ impl Acceptor {
         check_fresh(&verified, log_policy, c, now)?;
         // 8b. The customer's approval, when the tenant's statement in force requires
         // it for this action.
+        // Some handlers change what the customer owns: those always need it.
+        let always = palisade_policy::catalogue::needs_customer_approval(action.handler());
         let approval = match in_force.as_ref().and_then(|t| {
             let seq = t.opened.trust.seq;
             t.opened.trust.approval.as_ref().map(|a| (a, seq))
         }) {
-            Some((policy, seq)) if policy.requires(action.name().as_str(), action.risk()) => Some(
-                self.check_approval(policy, seq, req, &event, log_policy, now)
-                    .await?,
-            ),
+            Some((policy, seq))
+                if always || policy.requires(action.name().as_str(), action.risk()) =>
+            {
+                Some(
+                    self.check_approval(policy, seq, req, &event, log_policy, now)
+                        .await?,
+                )
+            }
+            None if always => {
+                return Err(refuse(
+                    RefusalCode::NotApproved,
+                    format!(
+                        "{} changes an object the customer owns: it runs only with the \
+                         customer's approval, and the tenant's statement in force names no approvers",
+                        action.name()
+                    ),
+                ))
+            }
             _ => None,
         };
         let trust = self.enforced(in_force.as_ref().map(|t| t.opened.reference()));

@@ -164,7 +164,11 @@ impl Services {
                 max,
                 &host::certs_expiry(&self.certs, Timestamp::now()),
             ),
-            "kube.nodes" | "kube.cordon" | "kube.uncordon" => {
+            "kube.nodes"
+            | "kube.cordon"
+            | "kube.uncordon"
+            | "kube.webhooks"
+            | "kube.webhook-bypass" => {
                 let kube = self
                     .kube
                     .as_ref()
@@ -174,8 +178,29 @@ impl Services {
                     event_id: a.dispatch.event_id.clone(),
                     log_entry: format!("{}#{}", a.log_origin, a.log_index),
                 };
-                if v.handler() == "kube.nodes" {
-                    return reduce(schema, max, &kube.nodes(&who).await.map_err(err)?);
+                match v.handler() {
+                    "kube.nodes" => {
+                        return reduce(schema, max, &kube.nodes(&who).await.map_err(err)?)
+                    }
+                    "kube.webhooks" => {
+                        return reduce(schema, max, &kube.webhooks(&who).await.map_err(err)?)
+                    }
+                    "kube.webhook-bypass" => {
+                        let kind = v
+                            .str_param("kind")
+                            .and_then(crate::kube::WebhookKind::parse)
+                            .ok_or("missing or unknown parameter kind")?;
+                        let configuration = v
+                            .str_param("configuration")
+                            .ok_or("missing parameter configuration")?;
+                        let webhook = v.str_param("webhook").ok_or("missing parameter webhook")?;
+                        let out = kube
+                            .bypass_webhook(&who, kind, configuration, webhook)
+                            .await
+                            .map_err(err)?;
+                        return reduce(schema, max, &out);
+                    }
+                    _ => {}
                 }
                 let node = v.str_param("node").ok_or("missing parameter node")?;
                 let out = kube
@@ -199,9 +224,11 @@ impl Services {
                         };
                         kube.metrics(&who).await.map_err(err)?
                     }
-                    (None, other, _) => return Err(format!(
+                    (None, other, _) => {
+                        return Err(format!(
                         "no metrics for {other} on this agent: set its [[component]] metrics_url"
-                    )),
+                    ))
+                    }
                 };
                 reduce(schema, max, &crate::prom::reduce(c, &text))
             }

@@ -122,15 +122,26 @@ const MAX_ECHO_CHARS: usize = 200;
 const CORDON_PATCH: &str = r#"{"spec":{"unschedulable":true}}"#;
 const UNCORDON_PATCH: &str = r#"{"spec":{"unschedulable":null}}"#;
 const PATCH_CONTENT_TYPE: &str = "application/strategic-merge-patch+json";
+const JSON_PATCH_CONTENT_TYPE: &str = "application/json-patch+json";
 
+/// A PATCH body: kubectl's node patches, or a JSON patch built by
+/// [`KubeClient::bypass_webhook`] from checked values.
+#[derive(Debug)]
+enum Patch {
+    StrategicMerge(&'static str),
+    Json(String),
+}
+
+/// The most webhooks `kube.webhooks` lists.
+const MAX_WEBHOOKS: usize = 500;
 /// What went wrong. Messages never contain the credential or a response body.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
     /// The guard refused the request; nothing was sent.
     #[error(
         "refused {method} {path:?}: it reaches {resource}; {why}. The agent only sends \
-         GET /api/v1/nodes, GET /api/v1/nodes/<name> and PATCH /api/v1/nodes/<name> \
-         (claim C3)"
+         GET /api/v1/nodes, GET /api/v1/nodes/<name>, PATCH /api/v1/nodes/<name>, \
+         GET /metrics and GET or PATCH of admission webhook configurations (claim C3)"
     )]
     Denied {
         method: String,
@@ -156,6 +167,9 @@ pub enum KubeError {
     /// The agent's `[kube]` settings or credential files are unusable.
     #[error("kube settings: {0}")]
     Config(String),
+    /// What the action names does not exist (nothing was changed).
+    #[error("{0}")]
+    Missing(String),
 }
 
 fn reason_suffix(reason: &Option<String>) -> String {
@@ -173,8 +187,8 @@ fn status_hint(code: u16) -> &'static str {
             "the request or the impersonation was forbidden; check the palisade-agent and \
              palisade-operator ClusterRoles (deploy/kubernetes/palisade-agent-rbac.yaml)"
         }
-        404 => "no such node",
-        409 => "the node changed meanwhile; try again",
+        404 => "no such node or webhook configuration",
+        409 | 422 => "the object changed meanwhile; try again",
         429 => "the kube-apiserver is throttling; try again later",
         500..=599 => "the kube-apiserver failed; try again later",
         _ => "the action was not carried out",
@@ -306,6 +320,68 @@ pub struct NodeOutput {
     pub changed: bool,
 }
 
+/// Output of `kube.webhooks` (schema `palisade.dev/output/kube-webhooks/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhooksOutput {
+    pub webhooks: Vec<WebhookSummary>,
+    /// More than [`MAX_WEBHOOKS`] existed.
+    pub truncated: bool,
+    /// Why the counts are absent (the apiserver's `/metrics` could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts_error: Option<String>,
+}
+
+/// One admission webhook: names and numbers only (never its CA bundle, rules,
+/// selectors or path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSummary {
+    pub kind: WebhookKind,
+    pub configuration: String,
+    pub name: String,
+    /// `Fail` or `Ignore`.
+    pub failure_policy: String,
+    pub timeout_seconds: i64,
+    /// The service's `name.namespace.svc`, or the URL's host.
+    pub target_host: String,
+    /// Requests the webhook rejected, from the apiserver's metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejections: Option<u64>,
+    /// Calls to the webhook that failed or timed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_errors: Option<u64>,
+}
+
+/// Output of `kube.webhook-bypass` (schema `palisade.dev/output/kube-webhook-bypass/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookBypassOutput {
+    pub kind: WebhookKind,
+    pub configuration: String,
+    pub webhook: String,
+    pub failure_policy_before: String,
+    pub failure_policy_after: String,
+    /// `false` if it already was `Ignore` and nothing was sent.
+    pub changed: bool,
+}
+
+/// A name from the apiserver as it may leave the agent: a DNS-1123 subdomain, else
+/// a placeholder.
+fn shown_name(name: &str) -> String {
+    if is_dns1123_subdomain(name) {
+        name.to_string()
+    } else {
+        "(not a DNS name)".to_string()
+    }
+}
+
+fn shown_policy(policy: Option<&str>) -> String {
+    match policy {
+        // The API's default.
+        None | Some("Fail") => "Fail".into(),
+        Some("Ignore") => "Ignore".into(),
+        Some(_) => "(unknown)".into(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The guard (claim C3)
 // ---------------------------------------------------------------------------------------
@@ -324,6 +400,75 @@ enum Allowed {
     PatchNode(String),
     /// The apiserver's own Prometheus metrics (reduced before they leave the agent).
     Metrics,
+    ListWebhookConfigs(WebhookKind),
+    GetWebhookConfig(WebhookKind, String),
+    PatchWebhookConfig(WebhookKind, String),
+}
+
+/// The group of admission webhook configurations, the one non-core group reached.
+const ADMISSION_GROUP: &str = "admissionregistration.k8s.io";
+
+/// Validating or mutating admission webhook configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookKind {
+    Validating,
+    Mutating,
+}
+
+impl WebhookKind {
+    pub const ALL: [WebhookKind; 2] = [WebhookKind::Validating, WebhookKind::Mutating];
+
+    /// `validating` or `mutating`, as `kube.webhook-bypass`'s `kind`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "validating" => Some(Self::Validating),
+            "mutating" => Some(Self::Mutating),
+            _ => None,
+        }
+    }
+
+    fn resource(self) -> &'static str {
+        match self {
+            Self::Validating => "validatingwebhookconfigurations",
+            Self::Mutating => "mutatingwebhookconfigurations",
+        }
+    }
+
+    fn of_resource(resource: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.resource() == resource)
+    }
+
+    fn list_kind(self) -> &'static str {
+        match self {
+            Self::Validating => "ValidatingWebhookConfigurationList",
+            Self::Mutating => "MutatingWebhookConfigurationList",
+        }
+    }
+
+    fn object_kind(self) -> &'static str {
+        match self {
+            Self::Validating => "ValidatingWebhookConfiguration",
+            Self::Mutating => "MutatingWebhookConfiguration",
+        }
+    }
+
+    /// The `type` label of the apiserver's webhook metrics.
+    fn metric_type(self) -> &'static str {
+        match self {
+            Self::Validating => "validating",
+            Self::Mutating => "admit",
+        }
+    }
+}
+
+impl fmt::Display for WebhookKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Validating => "validating",
+            Self::Mutating => "mutating",
+        })
+    }
 }
 
 impl Allowed {
@@ -348,6 +493,26 @@ impl Allowed {
         match (method, segments.as_slice()) {
             ("GET", ["api", "v1", "nodes"]) => Ok(Allowed::ListNodes),
             ("GET", ["metrics"]) => Ok(Allowed::Metrics),
+            ("GET", ["apis", ADMISSION_GROUP, "v1", resource]) => {
+                WebhookKind::of_resource(resource)
+                    .map(Allowed::ListWebhookConfigs)
+                    .ok_or_else(|| deny("it is not on the allowlist".into()))
+            }
+            ("GET" | "PATCH", ["apis", ADMISSION_GROUP, "v1", resource, name]) => {
+                let kind = WebhookKind::of_resource(resource)
+                    .ok_or_else(|| deny("it is not on the allowlist".into()))?;
+                if !is_dns1123_subdomain(name) {
+                    return Err(deny(format!(
+                        "configuration name {:?} is not a DNS-1123 subdomain",
+                        echo(name)
+                    )));
+                }
+                Ok(if method == "GET" {
+                    Allowed::GetWebhookConfig(kind, (*name).to_string())
+                } else {
+                    Allowed::PatchWebhookConfig(kind, (*name).to_string())
+                })
+            }
             ("GET" | "PATCH", ["api", "v1", "nodes", name]) => {
                 if !is_dns1123_subdomain(name) {
                     return Err(deny(format!(
@@ -373,8 +538,12 @@ impl Allowed {
 
     fn method(&self) -> Method {
         match self {
-            Allowed::ListNodes | Allowed::GetNode(_) | Allowed::Metrics => Method::GET,
-            Allowed::PatchNode(_) => Method::PATCH,
+            Allowed::ListNodes
+            | Allowed::GetNode(_)
+            | Allowed::Metrics
+            | Allowed::ListWebhookConfigs(_)
+            | Allowed::GetWebhookConfig(..) => Method::GET,
+            Allowed::PatchNode(_) | Allowed::PatchWebhookConfig(..) => Method::PATCH,
         }
     }
 
@@ -382,6 +551,12 @@ impl Allowed {
         match self {
             Allowed::ListNodes => "/api/v1/nodes".to_string(),
             Allowed::Metrics => "/metrics".to_string(),
+            Allowed::ListWebhookConfigs(k) => {
+                format!("/apis/{ADMISSION_GROUP}/v1/{}", k.resource())
+            }
+            Allowed::GetWebhookConfig(k, n) | Allowed::PatchWebhookConfig(k, n) => {
+                format!("/apis/{ADMISSION_GROUP}/v1/{}/{n}", k.resource())
+            }
             Allowed::GetNode(n) | Allowed::PatchNode(n) => format!("/api/v1/nodes/{n}"),
         }
     }
@@ -467,9 +642,14 @@ impl Target {
                 ("serviceaccounts", Some("token")) => Some("it mints credentials"),
                 _ => None,
             },
+            Target::Group { group, resource }
+                if group == ADMISSION_GROUP && WebhookKind::of_resource(resource).is_some() =>
+            {
+                None
+            }
             Target::Group { .. } => Some(
                 "resources of non-core API groups (custom resources included) are never \
-                 reached",
+                 reached, but admission webhook configurations",
             ),
             Target::NonResource(_) => None,
         }
@@ -719,6 +899,132 @@ impl KubeClient {
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// `kube.webhooks`: every validating and mutating admission webhook, with the
+    /// rejection and call-error counts of the apiserver's metrics.
+    pub async fn webhooks(&self, who: &Impersonation) -> Result<WebhooksOutput, KubeError> {
+        let mut webhooks = Vec::new();
+        let mut truncated = false;
+        for kind in WebhookKind::ALL {
+            let path = format!("/apis/{ADMISSION_GROUP}/v1/{}", kind.resource());
+            let list: wire::WebhookConfigList =
+                decode(&self.send(who, "GET", &path, None).await?, kind.list_kind())?;
+            for config in list.items {
+                for w in config.webhooks {
+                    if webhooks.len() >= MAX_WEBHOOKS {
+                        truncated = true;
+                        break;
+                    }
+                    webhooks.push(WebhookSummary {
+                        kind,
+                        configuration: shown_name(&config.metadata.name),
+                        name: shown_name(&w.name),
+                        failure_policy: shown_policy(w.failure_policy.as_deref()),
+                        timeout_seconds: w.timeout_seconds.unwrap_or(10).clamp(0, 30),
+                        target_host: w.client_config.host(),
+                        rejections: None,
+                        call_errors: None,
+                    });
+                }
+            }
+        }
+        let counts_error = match self.metrics(who).await {
+            Ok(text) => {
+                let counts = webhook_counts(&text);
+                for w in &mut webhooks {
+                    let key = (w.kind.metric_type().to_string(), w.name.clone());
+                    let (rejected, errors) = counts.get(&key).copied().unwrap_or_default();
+                    w.rejections = Some(rejected);
+                    w.call_errors = Some(errors);
+                }
+                None
+            }
+            Err(e) => Some(e.to_string().chars().take(256).collect()),
+        };
+        Ok(WebhooksOutput {
+            webhooks,
+            truncated,
+            counts_error,
+        })
+    }
+
+    /// `kube.webhook-bypass`: sets `failurePolicy: Ignore` on one webhook of one
+    /// configuration, by a JSON patch that first tests the configuration's
+    /// `resourceVersion` and the webhook's name at its index, so that it changes
+    /// exactly the webhook read, or nothing.
+    pub async fn bypass_webhook(
+        &self,
+        who: &Impersonation,
+        kind: WebhookKind,
+        configuration: &str,
+        webhook: &str,
+    ) -> Result<WebhookBypassOutput, KubeError> {
+        let path = format!(
+            "/apis/{ADMISSION_GROUP}/v1/{}/{configuration}",
+            kind.resource()
+        );
+        let before: wire::WebhookConfig = decode(
+            &self.send(who, "GET", &path, None).await?,
+            kind.object_kind(),
+        )?;
+        if before.metadata.name != configuration {
+            return Err(KubeError::Decode(format!(
+                "asked for {kind} configuration {}, got another one",
+                echo(configuration)
+            )));
+        }
+        let index = before
+            .webhooks
+            .iter()
+            .position(|w| w.name == webhook)
+            .ok_or_else(|| {
+                KubeError::Missing(format!(
+                    "{kind} configuration {configuration} has no webhook {} (it has {})",
+                    echo(webhook),
+                    before
+                        .webhooks
+                        .iter()
+                        .map(|w| shown_name(&w.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        let was = shown_policy(before.webhooks[index].failure_policy.as_deref());
+        let output = |after: String, changed: bool| WebhookBypassOutput {
+            kind,
+            configuration: configuration.to_string(),
+            webhook: webhook.to_string(),
+            failure_policy_before: was.clone(),
+            failure_policy_after: after,
+            changed,
+        };
+        if was == "Ignore" {
+            return Ok(output(was.clone(), false));
+        }
+        let version = before
+            .metadata
+            .resource_version
+            .ok_or_else(|| KubeError::Decode("the configuration has no resourceVersion".into()))?;
+        let patch = serde_json::json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": version},
+            {"op": "test", "path": format!("/webhooks/{index}/name"), "value": webhook},
+            {"op": "add", "path": format!("/webhooks/{index}/failurePolicy"), "value": "Ignore"},
+        ])
+        .to_string();
+        let after: wire::WebhookConfig = decode(
+            &self
+                .send(who, "PATCH", &path, Some(Patch::Json(patch)))
+                .await?,
+            kind.object_kind(),
+        )?;
+        let now = after
+            .webhooks
+            .iter()
+            .find(|w| w.name == webhook)
+            .map(|w| shown_policy(w.failure_policy.as_deref()))
+            .unwrap_or_else(|| "(missing)".into());
+        Ok(output(now, true))
+    }
+
     /// `kube.cordon` (`unschedulable = true`) and `kube.uncordon` (`false`): reads the
     /// node, and only if it is not already in the wanted state sends kubectl's patch.
     pub async fn set_unschedulable(
@@ -744,8 +1050,12 @@ impl KubeClient {
         } else {
             UNCORDON_PATCH
         };
-        let after: wire::Node =
-            decode(&self.send(who, "PATCH", &path, Some(patch)).await?, "Node")?;
+        let after: wire::Node = decode(
+            &self
+                .send(who, "PATCH", &path, Some(Patch::StrategicMerge(patch)))
+                .await?,
+            "Node",
+        )?;
         after.expect_name(node)?;
         Ok(NodeOutput {
             node: node.to_string(),
@@ -762,7 +1072,7 @@ impl KubeClient {
         who: &Impersonation,
         method: &str,
         path: &str,
-        patch: Option<&'static str>,
+        patch: Option<Patch>,
     ) -> Result<Vec<u8>, KubeError> {
         let allowed = match Allowed::parse(method, path) {
             Ok(a) => a,
@@ -775,8 +1085,16 @@ impl KubeClient {
             }
         };
         let body = match (&allowed, patch) {
-            (Allowed::PatchNode(_), Some(p)) => Some(p),
-            (Allowed::ListNodes | Allowed::GetNode(_) | Allowed::Metrics, None) => None,
+            (Allowed::PatchNode(_), Some(p @ Patch::StrategicMerge(_)))
+            | (Allowed::PatchWebhookConfig(..), Some(p @ Patch::Json(_))) => Some(p),
+            (
+                Allowed::ListNodes
+                | Allowed::GetNode(_)
+                | Allowed::Metrics
+                | Allowed::ListWebhookConfigs(_)
+                | Allowed::GetWebhookConfig(..),
+                None,
+            ) => None,
             _ => {
                 return Err(KubeError::Denied {
                     method: echo(method),
@@ -801,12 +1119,16 @@ impl KubeClient {
         );
         let mut request = self.http.request(allowed.method(), url).headers(headers);
         if let Some(p) = body {
+            let (content_type, body) = match p {
+                Patch::StrategicMerge(b) => (PATCH_CONTENT_TYPE, b.to_string()),
+                Patch::Json(b) => (JSON_PATCH_CONTENT_TYPE, b),
+            };
             request = request
                 .header(
                     reqwest::header::CONTENT_TYPE,
-                    HeaderValue::from_static(PATCH_CONTENT_TYPE),
+                    HeaderValue::from_static(content_type),
                 )
-                .body(p);
+                .body(body);
         }
         tracing::info!(
             method = %allowed.method(), path = %allowed.path(),
@@ -850,6 +1172,35 @@ impl KubeClient {
         }
         Ok(url)
     }
+}
+
+/// Per (metric `type`, webhook name): (rejections, call errors), from the
+/// apiserver's `apiserver_admission_webhook_rejection_count`.
+fn webhook_counts(text: &str) -> std::collections::HashMap<(String, String), (u64, u64)> {
+    let mut counts: std::collections::HashMap<(String, String), (u64, u64)> = Default::default();
+    for line in text.lines() {
+        if !line.starts_with("apiserver_admission_webhook_rejection_count{") {
+            continue;
+        }
+        let Some((_, labels, value)) = crate::prom::parse_sample(line) else {
+            continue;
+        };
+        let (Some(name), Some(kind)) = (labels.get("name"), labels.get("type")) else {
+            continue;
+        };
+        let n = if value.is_finite() && value > 0.0 {
+            value as u64
+        } else {
+            0
+        };
+        let entry = counts.entry((kind.clone(), name.clone())).or_default();
+        match labels.get("error_type").map(String::as_str) {
+            Some("no_error") => entry.0 += n,
+            Some("calling_webhook_error") => entry.1 += n,
+            _ => {}
+        }
+    }
+    counts
 }
 
 /// `https://host[:port]` from `kube.url`; anything but a bare https origin is refused.
@@ -991,6 +1342,86 @@ mod wire {
     pub(super) struct Status {
         pub kind: Option<String>,
         pub reason: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct WebhookConfigList {
+        kind: Option<String>,
+        #[serde(default)]
+        pub items: Vec<WebhookConfig>,
+    }
+
+    impl Kind for WebhookConfigList {
+        fn kind(&self) -> Option<&str> {
+            self.kind.as_deref()
+        }
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub(super) struct WebhookConfig {
+        kind: Option<String>,
+        pub metadata: WebhookMeta,
+        pub webhooks: Vec<Webhook>,
+    }
+
+    impl Kind for WebhookConfig {
+        fn kind(&self) -> Option<&str> {
+            self.kind.as_deref()
+        }
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct WebhookMeta {
+        pub name: String,
+        pub resource_version: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct Webhook {
+        pub name: String,
+        pub failure_policy: Option<String>,
+        pub timeout_seconds: Option<i64>,
+        pub client_config: ClientConfig,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub(super) struct ClientConfig {
+        url: Option<String>,
+        service: Option<ServiceRef>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct ServiceRef {
+        name: String,
+        namespace: String,
+    }
+
+    impl ClientConfig {
+        /// The target's host only: `name.namespace.svc`, or the URL's host.
+        pub fn host(&self) -> String {
+            let host = match (&self.service, &self.url) {
+                (Some(s), _) => format!("{}.{}.svc", s.name, s.namespace),
+                (None, Some(u)) => Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_default(),
+                (None, None) => String::new(),
+            };
+            let ip = host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok();
+            if ip || is_dns1123_subdomain(&host) {
+                host
+            } else {
+                "(not a host name)".into()
+            }
+        }
     }
 
     #[derive(Deserialize)]

@@ -277,7 +277,7 @@ fn render(v: f64) -> String {
 }
 
 /// `name{k="v",…} value [timestamp]`, or `None` if the line is not exactly that.
-fn parse_sample(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
+pub(crate) fn parse_sample(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
     let name_end = line
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(line.len());

@@ -43,6 +43,9 @@ pub enum RefusalReason {
     /// A summary: more refusals than the log takes one by one came from this
     /// operator on this cluster; the event's `not_logged` counts them.
     RefusalsNotLogged,
+    /// The action changes an object the customer owns, which needs the customer's
+    /// approval, and the tenant's statement names no approvers.
+    NoApprovers,
 }
 
 impl RefusalReason {
@@ -62,6 +65,7 @@ impl RefusalReason {
             Self::OncallFeedStale => "oncall-feed-stale",
             Self::TrustMetadata => "trust-metadata",
             Self::RefusalsNotLogged => "refusals-not-logged",
+            Self::NoApprovers => "no-approvers",
         }
     }
 }

@@ -660,6 +660,22 @@ impl Gateway {
                     e.to_string(),
                 )
             })?;
+        // An action on what the customer owns runs only with their approval: with no
+        // approvers in the tenant's statement, it cannot run at all.
+        if palisade_policy::catalogue::needs_customer_approval(validated.handler())
+            && self.approval_policy(cluster_id).is_none()
+        {
+            return Err(refusal_problem(
+                403,
+                RefusalStage::Authorize,
+                RefusalReason::NoApprovers,
+                format!(
+                    "{action} changes an object the customer owns: it runs only with the \
+                     customer's approval, and tenant {}'s statement in force names no approvers",
+                    cluster.tenant
+                ),
+            ));
+        }
         let instance = match (&body.instance, validated.target()) {
             (Some(i), _) => cluster
                 .instances
@@ -855,7 +871,13 @@ impl Gateway {
                 .await
                 .action(&checked.request.action)
                 .map(|a| a.risk);
-            if risk.is_some_and(|r| approval.requires(checked.request.action.as_str(), r)) {
+            let always = self
+                .policy()
+                .await
+                .action(&checked.request.action)
+                .is_some_and(|a| palisade_policy::catalogue::needs_customer_approval(&a.handler));
+            if always || risk.is_some_and(|r| approval.requires(checked.request.action.as_str(), r))
+            {
                 return self
                     .request_approval(
                         operation,

@@ -20,6 +20,20 @@ pub const COMPONENTS: &[&str] = &[
     "kube-scheduler",
 ];
 
+/// Handlers that change an object the customer owns: they run only with the
+/// customer's approval, whatever the tenant's statement reserves for approval, and a
+/// tenant whose statement names no approvers cannot have them run at all. The gateway
+/// asks for the approval and the agent refuses a dispatch that does not carry it.
+pub const CUSTOMER_APPROVAL_REQUIRED: &[&str] = &["kube.webhook-bypass"];
+
+/// Whether handler `id` always needs the customer's approval.
+pub fn needs_customer_approval(id: &str) -> bool {
+    CUSTOMER_APPROVAL_REQUIRED.contains(&id)
+}
+
+/// The kinds of admission webhook configuration (`kube.webhook-bypass`'s `kind`).
+pub const WEBHOOK_KINDS: &[&str] = &["mutating", "validating"];
+
 /// The etcd alarms an action may disarm (`etcd.alarm-disarm`'s `alarm`, which
 /// defaults to the only one). CORRUPT is absent on purpose: recovering from it is
 /// replacing the member, never disarming.
@@ -399,6 +413,46 @@ pub const HANDLERS: &[Handler] = &[
         mutates: true,
         output_schema: "palisade.dev/output/kube-node/v1",
         params: &[NODE],
+    },
+    Handler {
+        id: "kube.webhook-bypass",
+        summary: "Set failurePolicy Ignore on one admission webhook that blocks the API server; needs the customer's approval.",
+        target: Cluster,
+        risk: Disruptive,
+        mutates: true,
+        output_schema: "palisade.dev/output/kube-webhook-bypass/v1",
+        params: &[
+            HandlerParam {
+                name: "kind",
+                required: true,
+                ty: HandlerParamType::Enum(WEBHOOK_KINDS),
+            },
+            HandlerParam {
+                name: "configuration",
+                required: true,
+                ty: HandlerParamType::String {
+                    pattern: NODE_NAME_PATTERN,
+                    max_length: NODE_NAME_MAX,
+                },
+            },
+            HandlerParam {
+                name: "webhook",
+                required: true,
+                ty: HandlerParamType::String {
+                    pattern: NODE_NAME_PATTERN,
+                    max_length: NODE_NAME_MAX,
+                },
+            },
+        ],
+    },
+    Handler {
+        id: "kube.webhooks",
+        summary: "Admission webhooks: names, failurePolicy, timeout, target host, rejection and call-error counts.",
+        target: Cluster,
+        risk: Read,
+        mutates: false,
+        output_schema: "palisade.dev/output/kube-webhooks/v1",
+        params: &[],
     },
 ];
 

@@ -94,6 +94,10 @@ struct Shared {
     long_reason: Option<String>,
     /// One more condition sent on every node (what any `nodes/status` writer can add).
     extra_condition: Option<Value>,
+    /// Admission webhook configurations: (resource, name) → object.
+    webhook_configs: BTreeMap<(String, String), Value>,
+    /// What `GET /metrics` answers.
+    metrics: Option<String>,
 }
 
 /// The CA, the server's certificate, an agent client certificate and a second,
@@ -222,6 +226,98 @@ impl ApiServer {
     pub fn add_condition(&self, condition: Value) {
         self.shared.lock().unwrap().extra_condition = Some(condition);
     }
+
+    /// Adds a webhook configuration (`resource` is `validatingwebhookconfigurations`
+    /// or `mutatingwebhookconfigurations`).
+    pub fn add_webhook_config(&self, resource: &str, config: Value) {
+        let name = config["metadata"]["name"].as_str().unwrap().to_string();
+        self.shared
+            .lock()
+            .unwrap()
+            .webhook_configs
+            .insert((resource.to_string(), name), config);
+    }
+
+    pub fn webhook_config(&self, resource: &str, name: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .unwrap()
+            .webhook_configs
+            .get(&(resource.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// What `GET /metrics` answers from now on.
+    pub fn set_metrics(&self, text: &str) {
+        self.shared.lock().unwrap().metrics = Some(text.to_string());
+    }
+}
+
+/// A realistic webhook configuration of `kind` (`Validating` or `Mutating`): a CA
+/// bundle, rules, selectors and a service path, each carrying `MARKER`; `webhooks` is
+/// (name, failurePolicy, service or URL target).
+pub fn webhook_config_json(
+    kind: &str,
+    name: &str,
+    webhooks: &[(&str, Option<&str>, &str)],
+) -> Value {
+    let hooks: Vec<Value> = webhooks
+        .iter()
+        .map(|(n, policy, target)| {
+            let client = if target.starts_with("https://") {
+                json!({"url": target, "caBundle": "TUFSS0VSLWNhLWJ1bmRsZQ=="})
+            } else {
+                let (svc, ns) = target.split_once('.').unwrap();
+                json!({"service": {"name": svc, "namespace": ns, "path": "/validate-MARKER", "port": 443},
+                       "caBundle": "TUFSS0VSLWNhLWJ1bmRsZQ=="})
+            };
+            let mut w = json!({
+                "name": n,
+                "clientConfig": client,
+                "rules": [{"apiGroups": ["MARKER.example.com"], "apiVersions": ["v1"],
+                           "operations": ["CREATE"], "resources": ["MARKERwidgets"], "scope": "*"}],
+                "namespaceSelector": {"matchLabels": {"team": "MARKER-payments"}},
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+            });
+            if let Some(p) = policy {
+                w["failurePolicy"] = json!(p);
+            }
+            w
+        })
+        .collect();
+    json!({
+        "kind": format!("{kind}WebhookConfiguration"),
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "metadata": {"name": name, "resourceVersion": "7001",
+                     "annotations": {"owner": "MARKER-team@example.com"}},
+        "webhooks": hooks,
+    })
+}
+
+/// Applies the `test`, `add` and `replace` operations of an RFC 6902 patch.
+fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
+    for op in patch.as_array().ok_or("not a JSON patch")? {
+        let path = op["path"].as_str().ok_or("no path")?;
+        match op["op"].as_str() {
+            Some("test") => {
+                if doc.pointer(path) != Some(&op["value"]) {
+                    return Err(format!("test of {path} failed"));
+                }
+            }
+            Some("add" | "replace") => {
+                let (parent, key) = path.rsplit_once('/').ok_or("bad path")?;
+                let target = doc.pointer_mut(parent).ok_or("no parent")?;
+                target
+                    .as_object_mut()
+                    .ok_or("parent is not an object")?
+                    .insert(key.to_string(), op["value"].clone());
+            }
+            _ => return Err("unsupported operation".into()),
+        }
+    }
+    Ok(())
 }
 
 async fn handle(
@@ -312,6 +408,59 @@ async fn handle(
             };
             s.nodes.insert(name.to_string(), new);
             json_response(200, node_json(name, new, reason.as_deref()))
+        }
+        ("GET", ["metrics"]) => match &s.metrics {
+            Some(text) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                text.clone(),
+            )
+                .into_response(),
+            None => status_response(403, "Forbidden", "metrics are forbidden"),
+        },
+        ("GET", ["apis", "admissionregistration.k8s.io", "v1", resource]) => {
+            let kind = if resource.starts_with("validating") {
+                "Validating"
+            } else {
+                "Mutating"
+            };
+            let items: Vec<Value> = s
+                .webhook_configs
+                .iter()
+                .filter(|((r, _), _)| r == resource)
+                .map(|(_, v)| v.clone())
+                .collect();
+            json_response(
+                200,
+                json!({"kind": format!("{kind}WebhookConfigurationList"),
+                       "apiVersion": "admissionregistration.k8s.io/v1",
+                       "metadata": {"resourceVersion": "7001"}, "items": items}),
+            )
+        }
+        ("GET", ["apis", "admissionregistration.k8s.io", "v1", resource, name]) => {
+            match s
+                .webhook_configs
+                .get(&(resource.to_string(), name.to_string()))
+            {
+                Some(v) => json_response(200, v.clone()),
+                None => not_found(name),
+            }
+        }
+        ("PATCH", ["apis", "admissionregistration.k8s.io", "v1", resource, name]) => {
+            let key = (resource.to_string(), name.to_string());
+            let Some(mut doc) = s.webhook_configs.get(&key).cloned() else {
+                return not_found(name);
+            };
+            let patch: Value = match serde_json::from_slice(&recorded.body) {
+                Ok(v) => v,
+                Err(_) => return status_response(400, "BadRequest", "bad patch"),
+            };
+            if let Err(e) = json_patch(&mut doc, &patch) {
+                return status_response(422, "Invalid", &e);
+            }
+            doc["metadata"]["resourceVersion"] = json!("7002");
+            s.webhook_configs.insert(key, doc.clone());
+            json_response(200, doc)
         }
         _ => status_response(
             404,

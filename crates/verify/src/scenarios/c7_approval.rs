@@ -27,6 +27,15 @@ use std::time::Duration;
 const ACTION: &str = "etcd.health";
 
 pub fn add(v: &mut Vec<Scenario>) {
+    // Before the scenario below records a statement with approvers.
+    push(
+        v,
+        C7,
+        Scope::Local,
+        "c7-customer-object-change-needs-approval",
+        "kube.webhook-bypass, which changes an object the customer owns, needs the customer's approval though the tenant reserves nothing: with no approvers, the gateway refuses it (logged) and the agent refuses its logged dispatch",
+        customer_object,
+    );
     push(
         v,
         C7,
@@ -35,6 +44,38 @@ pub fn add(v: &mut Vec<Scenario>) {
         "With an action reserved for the customer's approval, the gateway only logs a request; the agent refuses it with no approval, one signed with the gateway's key, a denial, an expired approval, one of another request or cluster, a spent one, and a provider-signed statement dropping the requirement; the approver's signature runs it once",
         approval,
     );
+}
+
+fn customer_object(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        let params = [
+            ("kind", "validating"),
+            ("configuration", "payments-policy"),
+            ("webhook", "policy.payments.example.com"),
+        ];
+        let got = cx.op_run("kube.webhook-bypass", &params).await?;
+        if !got.1.to_string().contains("names no approvers") {
+            bail!("the gateway's refusal does not say why: {}", got.1);
+        }
+        let mut ev = cx
+            .expect_refusal("kube.webhook-bypass", got, 403, "authorize")
+            .await?;
+        let l = cx.local()?;
+        let (req, index) = l
+            .logged_request(&l.prepare("kube.webhook-bypass", &params)?)
+            .await?;
+        let r = l.refused(&req).await?;
+        if r.code != RefusalCode::NotApproved
+            || !r.detail.contains("runs only with the customer's approval")
+        {
+            bail!("the agent did not refuse it for want of approval: {r}");
+        }
+        ev.push(format!(
+            "a dispatch whose intent is logged at {index}, from the gateway's key: refused by the agent ({})",
+            short(&r.detail)
+        ));
+        Ok(ev)
+    })
 }
 
 /// `PUT` of a statement through the gateway (the tenant's reader token); the local
