@@ -10,7 +10,7 @@ use palisade_core::config::{check_listen, FieldError, ProcessConfig};
 use palisade_core::id::{ClusterId, InstanceId, TenantId};
 use palisade_tlog::note::{KeyType, VerifierKey};
 use palisade_tlog_service::config::TlsFiles;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The longest a dispatch may be valid (`expires_at - issued_at`).
@@ -311,11 +311,59 @@ pub struct ComponentSettings {
 }
 
 /// A certificate whose expiry is reported (name and dates only, never content).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamedCert {
     pub name: String,
     pub path: PathBuf,
+    /// For `certs.rotate`: the supervised component that uses it…
+    #[serde(default)]
+    pub component: Option<String>,
+    /// …as which certificate.
+    #[serde(default)]
+    pub kind: Option<CertKind>,
+    /// Its private key, replaced with it.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The CA certificate and key on this instance that issued it.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_key: Option<PathBuf>,
+    /// How many days a renewed certificate is valid (default 365, never beyond the
+    /// CA).
+    #[serde(default)]
+    pub renew_days: Option<u32>,
+}
+
+/// Which certificate of a component a `[[cert]]` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertKind {
+    Serving,
+    Peer,
+    Client,
+}
+
+impl CertKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "serving" => Some(Self::Serving),
+            "peer" => Some(Self::Peer),
+            "client" => Some(Self::Client),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Serving => "serving",
+            Self::Peer => "peer",
+            Self::Client => "client",
+        })
+    }
 }
 
 impl ProcessConfig for AgentConfig {
@@ -421,6 +469,42 @@ impl ProcessConfig for AgentConfig {
                 return Err(FieldError::new(
                     "etcd.peers",
                     "a member that can join needs the other members' client URLs",
+                ));
+            }
+        }
+        let mut renewable = std::collections::BTreeSet::new();
+        for (i, c) in self.certs.iter().enumerate() {
+            let field = format!("cert[{i}]");
+            match (&c.component, c.kind) {
+                (None, None) => continue,
+                (Some(component), Some(kind)) => {
+                    if !palisade_policy::catalogue::COMPONENTS.contains(&component.as_str()) {
+                        return Err(FieldError::new(
+                            format!("{field}.component"),
+                            format!(
+                                "one of {}",
+                                palisade_policy::catalogue::COMPONENTS.join(", ")
+                            ),
+                        ));
+                    }
+                    if !renewable.insert((component.clone(), kind)) {
+                        return Err(FieldError::new(
+                            field,
+                            format!("a second [[cert]] for {component}'s {kind} certificate"),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(FieldError::new(
+                        field,
+                        "a renewable certificate names both component and kind",
+                    ))
+                }
+            }
+            if c.key.is_none() || c.ca_cert.is_none() || c.ca_key.is_none() {
+                return Err(FieldError::new(
+                    field,
+                    "a renewable certificate names its key, ca_cert and ca_key",
                 ));
             }
         }
@@ -544,6 +628,12 @@ impl ProcessConfig for AgentConfig {
         }
         for c in &mut self.certs {
             v.push(("cert.path", &mut c.path));
+            for p in [&mut c.key, &mut c.ca_cert, &mut c.ca_key]
+                .into_iter()
+                .flatten()
+            {
+                v.push(("cert.key", p));
+            }
         }
         for c in &mut self.components {
             if let Some(d) = &mut c.data_dir {

@@ -159,6 +159,23 @@ impl Services {
                     .map_err(err)?;
                 reduce(schema, max, &out)
             }
+            "certs.rotate" => {
+                let sup = self
+                    .supervisor
+                    .as_ref()
+                    .ok_or("this agent supervises no components")?;
+                let component = v
+                    .str_param("component")
+                    .ok_or("missing parameter component")?;
+                let kind = v
+                    .str_param("kind")
+                    .and_then(crate::config::CertKind::parse)
+                    .ok_or("missing or unknown parameter kind")?;
+                let out = crate::renew::rotate(&self.certs, sup, component, kind)
+                    .await
+                    .map_err(err)?;
+                reduce(schema, max, &out)
+            }
             "certs.expiry" => reduce(
                 schema,
                 max,

@@ -184,6 +184,7 @@ mod tests {
             &[NamedCert {
                 name: "apiserver".into(),
                 path: bad,
+                ..NamedCert::default()
             }],
             Timestamp::now(),
         );

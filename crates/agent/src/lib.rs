@@ -23,6 +23,7 @@ pub mod leftover;
 pub mod metrics;
 pub mod node_conditions;
 pub mod prom;
+pub mod renew;
 pub mod server;
 pub mod supervisor;
 pub mod view;

@@ -31,6 +31,9 @@ pub fn needs_customer_approval(id: &str) -> bool {
     CUSTOMER_APPROVAL_REQUIRED.contains(&id)
 }
 
+/// Which certificate of a component `certs.rotate` renews.
+pub const CERT_KINDS: &[&str] = &["client", "peer", "serving"];
+
 /// The kinds of admission webhook configuration (`kube.webhook-bypass`'s `kind`).
 pub const WEBHOOK_KINDS: &[&str] = &["mutating", "validating"];
 
@@ -157,6 +160,26 @@ pub const HANDLERS: &[Handler] = &[
         mutates: false,
         output_schema: "palisade.dev/output/certs-expiry/v1",
         params: &[],
+    },
+    Handler {
+        id: "certs.rotate",
+        summary: "Renew one certificate of a component from the CA on the instance (new key, same names) and restart it with a health wait.",
+        target: Instance,
+        risk: Disruptive,
+        mutates: true,
+        output_schema: "palisade.dev/output/certs-rotate/v1",
+        params: &[
+            HandlerParam {
+                name: "component",
+                required: true,
+                ty: COMPONENT,
+            },
+            HandlerParam {
+                name: "kind",
+                required: true,
+                ty: HandlerParamType::Enum(CERT_KINDS),
+            },
+        ],
     },
     Handler {
         id: "component.metrics",

@@ -59,7 +59,7 @@ pub fn add(v: &mut Vec<Scenario>) {
         C2,
         Scope::Local,
         "c2-incident-actions-no-content",
-        "Incident actions (compact, component.metrics, member-remove, member-join) return no content, whether they run or are refused",
+        "Incident actions (compact, component.metrics, member-remove, member-join, certs.rotate) return no content, whether they run or are refused",
         incident,
     );
     push(
@@ -268,7 +268,7 @@ fn incident(cx: &Ctx) -> BoxFut<'_> {
         let mut ev = Vec::new();
         // (action, parameters, whether it runs, what the refusal says)
         type Run<'a> = (&'a str, &'a [(&'a str, &'a str)], bool, &'a str);
-        let runs: [Run; 4] = [
+        let runs: [Run; 5] = [
             ("etcd.compact", &[("retain_revisions", "1")], true, ""),
             ("component.metrics", &[("component", "etcd")], true, ""),
             (
@@ -282,6 +282,12 @@ fn incident(cx: &Ctx) -> BoxFut<'_> {
                 &[],
                 false,
                 "only a member whose data is gone",
+            ),
+            (
+                "certs.rotate",
+                &[("component", "etcd"), ("kind", "serving")],
+                false,
+                "renews etcd's serving certificate",
             ),
         ];
         for (action, params, runs, refusal) in runs {
