@@ -112,8 +112,8 @@ pub fn add(v: &mut Vec<Scenario>) {
         v,
         C3,
         Scope::Any,
-        "c3-policy-kube-actions-are-node-only",
-        "The approved policy's Kubernetes actions are node actions only",
+        "c3-policy-kube-actions-are-allowlisted",
+        "The approved policy's Kubernetes actions are node and admission-webhook actions only, and the webhook change needs the customer's approval",
         policy_kube,
     );
     push(v, C3, Scope::Local, "c3-nodes-output-drops-data-plane-detail", "kube.nodes reduces Nodes to name, version, conditions: labels, annotations, addresses, images dropped", nodes_output);
@@ -245,9 +245,20 @@ fn policy_kube(cx: &Ctx) -> BoxFut<'_> {
             .map(str::to_string)
             .collect();
         for n in &kube {
-            if !["kube.nodes", "kube.cordon", "kube.uncordon"].contains(&n.as_str()) {
-                bail!("Kubernetes action beyond nodes: {n}");
+            if ![
+                "kube.nodes",
+                "kube.cordon",
+                "kube.uncordon",
+                "kube.webhooks",
+                "kube.webhook-bypass",
+            ]
+            .contains(&n.as_str())
+            {
+                bail!("Kubernetes action beyond nodes and admission webhooks: {n}");
             }
+        }
+        if !palisade_policy::catalogue::needs_customer_approval("kube.webhook-bypass") {
+            bail!("kube.webhook-bypass runs without the customer's approval");
         }
         if kube.is_empty() {
             bail!("no Kubernetes action listed: {}", short(&v.to_string()));
