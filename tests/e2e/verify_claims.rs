@@ -79,3 +79,29 @@ fn verify_claims_attacks_every_claim_and_all_hold() {
     assert!(!html.contains("<link"), "report.html links an asset");
     assert!(html.contains("<details"), "evidence is not expandable");
 }
+
+/// The same attacks on a three-member etcd cluster (`palisade up --instances 3`):
+/// every existing action and scenario holds with instance demo-0 one of three.
+#[test]
+fn verify_claims_hold_on_a_three_member_cluster() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let report_dir = out.path().join("report");
+    let run = palisade()
+        .args(["verify-claims", "--instances", "3", "--out"])
+        .arg(&report_dir)
+        .output()
+        .expect("run palisade verify-claims");
+    assert!(
+        run.status.success(),
+        "verify-claims --instances 3 failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(report_dir.join("report.json")).expect("read report.json"),
+    )
+    .expect("report.json is JSON");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    assert!(scenarios.len() >= 120, "only {} scenarios", scenarios.len());
+    assert!(scenarios.iter().all(|s| s["verdict"] == "pass"));
+}

@@ -28,6 +28,10 @@ pub struct VerifyArgs {
     /// Only scenarios whose id contains this text (repeatable; local runs only).
     #[arg(long, conflicts_with = "against")]
     only: Vec<String>,
+    /// The demo cluster's instances (1, 3 or 5): each an agent and a member of one
+    /// etcd cluster. The scenarios attack instance demo-0.
+    #[arg(long, default_value_t = 1, conflicts_with = "against")]
+    instances: u16,
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -41,6 +45,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 keep: args.keep,
                 exe,
                 only: args.only.clone(),
+                instances: args.instances,
             })?
         }
     };

@@ -99,10 +99,11 @@ pub fn require_tool(tool: &str, install: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ten consecutive free loopback ports.
-fn free_port_block() -> anyhow::Result<u16> {
-    palisade_core::ports::free_loopback_block(palisade_core::ports::UP_PORTS)
-        .ok_or_else(|| anyhow!("no block of 10 free loopback ports found; pass --base-port"))
+/// Consecutive free loopback ports for `palisade up --instances n`.
+fn free_port_block(instances: u16) -> anyhow::Result<u16> {
+    let n = palisade_core::ports::up_ports(instances);
+    palisade_core::ports::free_loopback_block(n)
+        .ok_or_else(|| anyhow!("no block of {n} free loopback ports found; pass --base-port"))
 }
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
@@ -137,12 +138,14 @@ fn spawn_up(
     exe: &Path,
     dir: &Path,
     base: u16,
+    instances: u16,
     lines: &Arc<Mutex<Vec<String>>>,
 ) -> anyhow::Result<Child> {
     let mut child = Command::new(exe)
         .args(["up", "--dir"])
         .arg(dir)
         .args(["--base-port", &base.to_string()])
+        .args(["--instances", &instances.to_string()])
         // The scenarios of the other claims run disruptive actions as operators
         // would without a customer's approval policy; approvals have their own.
         .arg("--no-customer-approval")
@@ -375,7 +378,7 @@ pub async fn start(opts: &LocalOptions) -> anyhow::Result<(Ctx, Guard)> {
     std::fs::create_dir_all(&scratch)?;
     let base = match opts.base_port {
         Some(p) => p,
-        None => free_port_block()?,
+        None => free_port_block(opts.instances)?,
     };
     write_rota(&dir)?;
     let canary = format!("canary-{}", random_hex(8)?);
@@ -395,7 +398,7 @@ pub async fn start(opts: &LocalOptions) -> anyhow::Result<(Ctx, Guard)> {
     // First start writes every file; the agent then gets its [kube] table and the
     // stack starts again with it (as an operator would configure a real instance).
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let mut up = spawn_up(&opts.exe, &dir, base, &lines)?;
+    let mut up = spawn_up(&opts.exe, &dir, base, opts.instances, &lines)?;
     let started = wait_ready(&mut up, &lines, 0).await;
     guard.up = Some(up);
     started?;
@@ -408,7 +411,7 @@ pub async fn start(opts: &LocalOptions) -> anyhow::Result<(Ctx, Guard)> {
             stop_child(&mut first, Duration::from_secs(20));
         }
         let from = lines.lock().map(|l| l.len()).unwrap_or(0);
-        let mut up = spawn_up(&opts.exe, &dir, base, &lines)?;
+        let mut up = spawn_up(&opts.exe, &dir, base, opts.instances, &lines)?;
         let started = wait_ready(&mut up, &lines, from).await;
         guard.up = Some(up);
         started?;

@@ -131,6 +131,8 @@ pub struct LocalOptions {
     pub exe: PathBuf,
     /// Only scenarios whose id contains one of these (all when empty).
     pub only: Vec<String>,
+    /// The demo cluster's instances (`palisade up --instances`): 1, 3 or 5.
+    pub instances: u16,
 }
 
 /// Starts a deployment, runs every scenario against it, and returns the report.
