@@ -982,6 +982,14 @@ async fn a_change_to_a_customer_object_needs_approval_even_from_a_tenant_without
         "runs only with the customer's approval",
     )
     .await;
+    // A restore rewrites the customer's data: the same.
+    let restore = [("backup_id", "20261207T101500Z-0a1b2c3d")];
+    refused(
+        &stack,
+        &stack.prepare("etcd.restore", &restore),
+        "runs only with the customer's approval",
+    )
+    .await;
     // A tenant with approvers, whose statement reserves only backups for approval:
     // the bypass still needs one.
     let files =

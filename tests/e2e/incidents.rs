@@ -25,6 +25,12 @@ struct Cluster {
 
 impl Cluster {
     fn start(extra: &[&str]) -> Cluster {
+        Self::start_as(extra, false)
+    }
+
+    /// With `approvals`, the demo tenant approves disruptive actions (`palisade up`'s
+    /// default); without, it requires no approval.
+    fn start_as(extra: &[&str], approvals: bool) -> Cluster {
         for (tool, package) in [("etcd", "etcd-server"), ("etcdctl", "etcd-client")] {
             let found = std::env::var_os("PATH")
                 .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
@@ -41,8 +47,11 @@ impl Cluster {
             .arg("--dir")
             .arg(&dir)
             .args(["--base-port", &base.to_string()])
-            .args(["--instances", "3", "--no-customer-approval"])
+            .args(["--instances", "3"])
             .args(extra);
+        if !approvals {
+            cmd.arg("--no-customer-approval");
+        }
         let mut up = Running::spawn(cmd);
         up.wait_for("ready", READY);
         let c = Cluster {
@@ -148,6 +157,66 @@ impl Cluster {
         let (ok, text) = self.op(action, instance, params);
         assert!(ok, "{action} {params:?} did not succeed:\n{text}");
         text
+    }
+
+    /// `palisade customer ARGS` as the demo tenant.
+    fn customer(&self, args: &[&str]) -> String {
+        let d = self.dir.display().to_string();
+        let out = palisade()
+            .arg("customer")
+            .args(args)
+            .args(["--gateway", &format!("https://127.0.0.1:{}", self.base)])
+            .args(["--ca", &format!("{d}/pki/ca.crt")])
+            .args(["--token", &format!("@{d}/tenant-demo.token")])
+            .args(["--tenant", "demo", "--cluster", "demo"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("palisade customer");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "customer {args:?}:\n{text}");
+        text
+    }
+
+    /// An action that waits for the customer's approval: requested, approved by the
+    /// demo approver `ana`, then followed until it ends; what `op show` printed.
+    fn run_approved(&self, action: &str, instance: &str, params: &[&str]) -> String {
+        let (ok, text) = self.op(action, Some(instance), params);
+        assert!(
+            !ok && text.contains("awaiting"),
+            "{action} did not wait:\n{text}"
+        );
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("operation"))
+            .map(|l| l.trim().to_string())
+            .unwrap_or_else(|| panic!("no operation id in:\n{text}"));
+        let key = self.dir.join("tenant-demo/approvers/ana.key");
+        self.customer(&["approve", &id, "--key", &key.display().to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let out = palisade()
+                .arg("op")
+                .arg("--credentials")
+                .arg(self.dir.join("op/credentials.json"))
+                .args(["show", &id])
+                .stdin(Stdio::null())
+                .output()
+                .expect("palisade op show");
+            let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+            if shown.contains("status     succeeded") {
+                return shown;
+            }
+            assert!(
+                !shown.contains("status     failed") && Instant::now() < deadline,
+                "{action} on {instance}:\n{shown}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn refused(&self, action: &str, instance: Option<&str>, params: &[&str], why: &str) {
@@ -387,5 +456,56 @@ fn a_failed_member_is_replaced_with_actions_only_and_no_key_is_lost() {
         None,
         &["member=demo-2"],
         "has been unhealthy for 0s",
+    );
+}
+
+#[test]
+fn a_cluster_is_restored_from_an_encrypted_backup_with_the_customers_approval() {
+    let c = Cluster::start_as(&[], true);
+    c.etcdctl_ok(1, &["put", "/canary/restore", "as-backed-up"]);
+    let backup = c.run("etcd.backup", None, &[]);
+    let id = backup
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("backup_id: "))
+        .unwrap_or_else(|| panic!("no backup_id in:\n{backup}"))
+        .to_string();
+    c.etcdctl_ok(2, &["put", "/canary/restore", "changed-after-the-backup"]);
+    c.etcdctl_ok(0, &["put", "/after-the-backup", "x"]);
+
+    // Each member in turn, each with the customer's approval: the tenant's approver
+    // signs the exact request (this instance, this backup).
+    for i in 0..3 {
+        let done = c.run_approved(
+            "etcd.restore",
+            &format!("demo-{i}"),
+            &[&format!("backup_id={id}")],
+        );
+        assert!(done.contains(&format!("backup_id: {id}")), "{done}");
+        assert!(done.contains("cluster_members: 3"), "{done}");
+        assert!(
+            !done.contains("as-backed-up"),
+            "content in the output:\n{done}"
+        );
+    }
+    c.wait_cluster_healthy(&[0, 1, 2]);
+    for i in 0..3 {
+        assert_eq!(
+            c.etcdctl_ok(i, &["get", "/canary/restore", "--print-value-only"])
+                .trim(),
+            "as-backed-up",
+            "demo-{i}"
+        );
+    }
+    assert!(
+        c.etcdctl_ok(1, &["get", "/after-the-backup"])
+            .trim()
+            .is_empty(),
+        "a key written after the backup survived the restore"
+    );
+    let list = c.etcdctl_ok(1, &["member", "list"]);
+    assert_eq!(
+        list.lines().filter(|l| l.contains(", started, ")).count(),
+        3,
+        "{list}"
     );
 }

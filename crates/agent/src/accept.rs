@@ -455,7 +455,7 @@ impl Acceptor {
                 return Err(refuse(
                     RefusalCode::NotApproved,
                     format!(
-                        "{} changes an object the customer owns: it runs only with the \
+                        "{} changes what the customer owns: it runs only with the \
                          customer's approval, and the tenant's statement in force names no approvers",
                         action.name()
                     ),

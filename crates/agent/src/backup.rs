@@ -42,6 +42,10 @@ pub enum BackupError {
     Take(#[from] palisade_backup::take::TakeError),
     #[error("another backup is running on this agent")]
     Busy,
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Restore(#[from] palisade_backup::restore::RestoreError),
 }
 
 /// What `etcd.backup` returns: the manifest's metadata, never key material.
@@ -144,7 +148,12 @@ impl Backups {
                 credentials_file: settings.credentials_file.clone(),
             },
         )?;
-        let trusted = vec![signer.public().clone()];
+        let mut trusted = vec![signer.public().clone()];
+        for path in &settings.trusted_keys {
+            trusted.push(PublicKey::read(path).map_err(|e| {
+                BackupError::Config(format!("backup.trusted_keys {}: {e}", path.display()))
+            })?);
+        }
         Ok(Self {
             store,
             kms_socket: settings.kms_socket.clone(),
@@ -226,6 +235,42 @@ impl Backups {
             key_id: m.key_id,
             took_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
+    }
+
+    /// Verifies backup `backup_id` of this cluster (its manifest signed by one of the
+    /// cluster's agents) and decrypts its snapshot to `out` with the customer's KMS
+    /// plugin; nothing is left at `out` if any check fails.
+    pub async fn restore_snapshot(
+        &self,
+        backup_id: &str,
+        out: &std::path::Path,
+    ) -> Result<palisade_backup::restore::Restored, BackupError> {
+        let _one = self.running.try_lock().map_err(|_| BackupError::Busy)?;
+        let manifest = self
+            .store
+            .read_small(&take::manifest_name(&self.cluster, backup_id), 1 << 20)
+            .await?;
+        let mut kms = KmsClient::connect(&self.kms_socket)
+            .await
+            .map_err(|e| BackupError::Kms {
+                socket: self.kms_socket.clone(),
+                reason: e.to_string(),
+            })?;
+        let expected = palisade_backup::restore::Expected {
+            backup_id: Some(backup_id.to_string()),
+            cluster: Some(self.cluster.clone()),
+            manifest_sha256: None,
+        };
+        Ok(palisade_backup::restore::restore(
+            &manifest,
+            &self.trusted,
+            &expected,
+            &self.store,
+            &mut kms,
+            out,
+            &mut |_| {},
+        )
+        .await?)
     }
 
     pub async fn list(&self) -> Result<BackupsOutput, BackupError> {

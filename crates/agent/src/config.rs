@@ -59,6 +59,9 @@ pub struct AgentConfig {
     /// Where supervised components' binaries are unpacked and their output kept.
     #[serde(default)]
     pub work_dir: Option<PathBuf>,
+    /// Tools actions run (`etcdctl` for `etcd.restore`), from approved releases.
+    #[serde(default, rename = "tool")]
+    pub tools: Vec<ToolSettings>,
     /// Control-plane certificates whose expiry `certs.expiry` reports.
     #[serde(default, rename = "cert")]
     pub certs: Vec<NamedCert>,
@@ -104,7 +107,23 @@ pub struct BackupSettings {
     /// `etcd.backup-prune` never leaves fewer good backups than this (1 to 1000).
     #[serde(default = "default_prune_min_count")]
     pub prune_min_count: u32,
+    /// The public keys of the cluster's other agents: their backups' manifests are
+    /// listed and restored here too (this agent's own key always is).
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
 }
+
+/// A tool the agent runs for an action, from an approved release like a component:
+/// only `etcdctl` (for `etcd.restore`), verified in the TUF repository before each use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSettings {
+    pub name: String,
+    pub version: String,
+}
+
+/// The tools an action may run.
+pub const TOOLS: &[&str] = &["etcdctl"];
 
 fn default_part_size() -> u32 {
     8
@@ -472,6 +491,14 @@ impl ProcessConfig for AgentConfig {
                 ));
             }
         }
+        for (i, t) in self.tools.iter().enumerate() {
+            if !TOOLS.contains(&t.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("tool[{i}].name"),
+                    format!("one of {}", TOOLS.join(", ")),
+                ));
+            }
+        }
         let mut renewable = std::collections::BTreeSet::new();
         for (i, c) in self.certs.iter().enumerate() {
             let field = format!("cert[{i}]");
@@ -649,6 +676,9 @@ impl ProcessConfig for AgentConfig {
             }
             if let Some(f) = &mut b.credentials_file {
                 v.push(("backup.credentials_file", f));
+            }
+            for k in &mut b.trusted_keys {
+                v.push(("backup.trusted_keys", k));
             }
         }
         v

@@ -31,6 +31,9 @@ pub struct Services {
     pub max_output_bytes: usize,
     /// `[[component]] metrics_url` by component name.
     pub metrics_urls: std::collections::BTreeMap<String, String>,
+    /// `etcd.restore`, when etcd is supervised with a data directory and `etcdctl`
+    /// is configured as a tool.
+    pub restorer: Option<crate::restore::Restorer>,
 }
 
 /// A handler's reduced output.
@@ -151,6 +154,23 @@ impl Services {
                 )
             }
             "etcd.member-join" => reduce(schema, max, &self.member_join().await?),
+            "etcd.restore" => {
+                let id = v
+                    .str_param("backup_id")
+                    .ok_or("missing parameter backup_id")?;
+                let restorer = self.restorer.as_ref().ok_or(
+                    "this agent cannot restore: it needs a supervised etcd with a data_dir and the etcdctl tool",
+                )?;
+                let backups = self
+                    .backups
+                    .as_ref()
+                    .ok_or("this agent has no [backup] store configured")?;
+                let sup = self
+                    .supervisor
+                    .as_ref()
+                    .ok_or("this agent supervises no components")?;
+                reduce(schema, max, &restorer.restore(backups, sup, id).await?)
+            }
             "instance.resources" => {
                 let disks = self.disks.clone();
                 let out = tokio::task::spawn_blocking(move || host::resources(&disks))

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod node_conditions;
 pub mod prom;
 pub mod renew;
+pub mod restore;
 pub mod server;
 pub mod supervisor;
 pub mod view;

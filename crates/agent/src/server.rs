@@ -244,6 +244,20 @@ impl Agent {
             certs: cfg.certs.clone(),
             disks: cfg.disks.clone(),
             max_output_bytes: cfg.max_output_bytes,
+            restorer: match (
+                cfg.components.iter().find(|c| c.name == "etcd"),
+                cfg.tools.iter().find(|t| t.name == "etcdctl"),
+                &cfg.work_dir,
+            ) {
+                (Some(etcd), Some(tool), Some(work_dir)) if etcd.data_dir.is_some() => {
+                    Some(crate::restore::Restorer {
+                        etcd: etcd.clone(),
+                        etcdctl_version: tool.version.clone(),
+                        work_dir: work_dir.clone(),
+                    })
+                }
+                _ => None,
+            },
             metrics_urls: cfg
                 .components
                 .iter()

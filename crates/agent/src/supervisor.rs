@@ -538,6 +538,12 @@ enum Request {
     Switch(Artifact, Reply),
     /// Start a component awaiting join, with these flags' values replaced.
     Join(Vec<(String, String)>, Reply),
+    /// Stop the component, say so, wait for `resume`, then start it again.
+    Hold {
+        stopped: oneshot::Sender<()>,
+        resume: oneshot::Receiver<()>,
+        reply: Reply,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -856,6 +862,62 @@ impl Supervisor {
         })
     }
 
+    /// Verifies tool `name` at `version` in the TUF repository (as a component's
+    /// release) and installs it; returns the path to run, whose SHA-256 was checked
+    /// just now.
+    pub async fn install_tool(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<PathBuf, SupervisorError> {
+        let artifact = self.trust.verify_and_install(name, version).await?;
+        let found = file_sha256(&artifact.path).await?;
+        if found != artifact.sha256 {
+            return Err(SupervisorError::ArtifactChanged {
+                component: name.to_string(),
+                path: artifact.path.clone(),
+                expected: artifact.sha256,
+                found,
+            });
+        }
+        Ok(artifact.path)
+    }
+
+    /// Stops `component`, runs `work`, and starts the component again (whatever
+    /// `work` returned); returns what `work` returned and how the start went.
+    pub async fn while_stopped<T, F, Fut>(
+        &self,
+        component: &str,
+        work: F,
+    ) -> Result<(T, Result<(), SupervisorError>), SupervisorError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let handle = self.handle(component)?;
+        let _op = handle.op.lock().await;
+        let (stopped_tx, stopped) = oneshot::channel();
+        let (resume, resume_rx) = oneshot::channel();
+        let (reply, done) = oneshot::channel();
+        handle
+            .send(
+                component,
+                Request::Hold {
+                    stopped: stopped_tx,
+                    resume: resume_rx,
+                    reply,
+                },
+            )
+            .await?;
+        stopped.await.map_err(|_| SupervisorError::ShutDown {
+            component: component.to_string(),
+        })?;
+        let out = work().await;
+        let _ = resume.send(());
+        let started = await_reply(component, done).await;
+        Ok((out, started))
+    }
+
     /// Whether `component` waits for a join (its data is gone).
     pub fn awaiting_join(&self, component: &str) -> Result<bool, SupervisorError> {
         Ok(self.handle(component)?.snapshot.borrow().state == ComponentState::AwaitingJoin)
@@ -1070,10 +1132,31 @@ impl Runner {
                     self.artifact = artifact;
                     answer(Some(reply), Err(refusal()));
                 }
+                Some(Request::Hold {
+                    stopped,
+                    resume,
+                    reply,
+                }) => return self.hold(stopped, resume, reply).await,
                 Some(Request::Stop(done)) => return Next::Stop(Some(done)),
                 None => return Next::Stop(None),
             }
         }
+    }
+
+    /// Held stopped (the process already is): says so, waits to be resumed, starts.
+    async fn hold(
+        &mut self,
+        stopped: oneshot::Sender<()>,
+        resume: oneshot::Receiver<()>,
+        reply: Reply,
+    ) -> Next {
+        self.snapshot.send_modify(|s| {
+            s.state = ComponentState::Stopped;
+            s.started_at = None;
+        });
+        let _ = stopped.send(());
+        let _ = resume.await;
+        Next::Start(Some(reply))
     }
 
     /// The argument vector: the configured one, with a join's flags replaced.
@@ -1235,6 +1318,11 @@ impl Runner {
                 self.joined = Some(flags);
                 Next::Start(Some(reply))
             }
+            Some(Request::Hold {
+                stopped,
+                resume,
+                reply,
+            }) => self.hold(stopped, resume, reply).await,
             Some(Request::Stop(done)) => Next::Stop(Some(done)),
             // The supervisor is gone.
             None => Next::Stop(None),

@@ -269,7 +269,7 @@ pub async fn restore(
     store: &BackupStore,
     kms: &mut KmsClient,
     out: &Path,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Restored, RestoreError> {
     let out_err = |reason: String| RestoreError::Output {
         path: out.to_path_buf(),

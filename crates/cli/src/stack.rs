@@ -809,7 +809,18 @@ fn prepare_trust(dir: &Path) -> anyhow::Result<Trust> {
     let online = OnlineKeys::load(&keys_dir)?;
     palisade_policy::trusted_policy::publish_policy(&repo, &online, &proposal.id, &life)?;
     if let Some(etcd) = find_etcd() {
-        publish_etcd_release(&repo, &keys_dir, &online, &etcd)?;
+        publish_etcd_release(
+            &repo,
+            &keys_dir,
+            &online,
+            "etcd",
+            &etcd,
+            &etcd_version(&etcd)?,
+        )?;
+    }
+    if let Some(etcdctl) = find_binary("etcdctl") {
+        let version = etcdctl_version(&etcdctl)?;
+        publish_etcd_release(&repo, &keys_dir, &online, "etcdctl", &etcdctl, &version)?;
     }
     // The root agents and gateways trust, handed to them out of band (here: a copy).
     std::fs::copy(&report.root_json, &trust.root)
@@ -819,11 +830,31 @@ fn prepare_trust(dir: &Path) -> anyhow::Result<Trust> {
 
 /// The etcd binary `up` has the agent supervise, if one is installed.
 pub fn find_etcd() -> Option<PathBuf> {
+    find_binary("etcd")
+}
+
+/// `name` on the PATH.
+fn find_binary(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|d| d.join("etcd"))
+            .map(|d| d.join(name))
             .find(|p| p.is_file())
     })
+}
+
+/// The installed etcdctl's version, from `etcdctl version` (`etcdctl version: 3.4.23`).
+fn etcdctl_version(etcdctl: &Path) -> anyhow::Result<String> {
+    let out = std::process::Command::new(etcdctl)
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .with_context(|| format!("cannot run {} version", etcdctl.display()))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("etcdctl version:"))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .with_context(|| format!("{} version printed no version", etcdctl.display()))
 }
 
 /// The installed etcd's version, from `etcd --version` (`etcd Version: 3.4.23`).
@@ -840,18 +871,19 @@ fn etcd_version(etcd: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("{} --version printed no version", etcd.display()))
 }
 
-/// Publishes the installed etcd as an approved release, the way the pipeline would:
-/// the (demo) CI key attests that its tests passed, alice proposes, bob and carol
-/// approve, the pipeline key publishes.
+/// Publishes an installed etcd binary (`etcd`, or the `etcdctl` tool) as an
+/// approved release, the way the pipeline would: the (demo) CI key attests that its
+/// tests passed, alice proposes, bob and carol approve, the pipeline key publishes.
 fn publish_etcd_release(
     repo: &palisade_policy::tuf::RepoDir,
     keys_dir: &Path,
     online: &palisade_policy::tuf::OnlineKeys,
+    name: &str,
     etcd: &Path,
+    version: &str,
 ) -> anyhow::Result<()> {
     use palisade_policy::keys::SigningKey;
     use palisade_policy::release::{self, TestOutcome, TestResult};
-    let version = etcd_version(etcd)?;
     let artifact =
         std::fs::read(etcd).with_context(|| format!("cannot read {}", etcd.display()))?;
     let ci = SigningKey::read(&keys_dir.join("ci/ci.key"))?;
@@ -863,13 +895,13 @@ fn publish_etcd_release(
         warned_tests: vec![],
         failed_tests: vec![],
     };
-    let attestation = release::attest("etcd", &artifact, result, &ci)?;
+    let attestation = release::attest(name, &artifact, result, &ci)?;
     let id = release::propose_release(
         repo,
         &SigningKey::read(&keys_dir.join("reviewers/alice.key"))?,
-        "etcd",
-        &version,
-        "etcd",
+        name,
+        version,
+        name,
         &artifact,
         attestation,
         &[],
@@ -1004,9 +1036,23 @@ fn prepare_agent(
              [log]\norigin = \"{BASE_ORIGIN}/demo\"\nkey = \"{log_key}\"\nwitnesses = [\"{wkey}\"]\nwitness_quorum = 1\n\n\
              [trust]\nrepo = \"{repo}\"\nroot = \"{root}\"\ndatastore = \"tuf-datastore\"\n\n\
              [etcd]\nendpoints = [\"http://{etcd}\"]\n{cluster}\n\
-             [backup]\nstore = \"{backups}\"\nkms_socket = \"unix://{kms_socket}\"\n\n\
+             [backup]\nstore = \"{backups}\"\nkms_socket = \"unix://{kms_socket}\"\n{trusted_keys}\n\
              [[cert]]\nname = \"agent-serving\"\npath = \"{cert}\"\n\n\
              [[cert]]\nname = \"palisade-ca\"\npath = \"{ca}\"\n",
+            trusted_keys = if ports.len() > 1 {
+                format!(
+                    "# The other agents of the cluster: their backups list and restore here too.\n\
+                     trusted_keys = [{}]\n",
+                    (0..ports.len())
+                        .filter_map(|n| u16::try_from(n).ok())
+                        .filter(|n| *n != i)
+                        .map(|n| format!("{:?}", agent_dir(dir, n).join("keys/agent.pub").display().to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                String::new()
+            },
             addr = me.agent,
             etcd = me.etcd_client,
             metrics = me.metrics,
@@ -1026,6 +1072,13 @@ fn prepare_agent(
         let text = match etcd_component(dir, i, ports, quota)? {
             Some(component) => format!("{text}{component}"),
             None => text,
+        };
+        // etcd.restore runs the approved etcdctl release.
+        let text = match find_binary("etcdctl").map(|p| etcdctl_version(&p)) {
+            Some(Ok(version)) => {
+                format!("{text}\n[[tool]]\nname = \"etcdctl\"\nversion = \"{version}\"\n")
+            }
+            _ => text,
         };
         write_new(&config, &header(&text))?;
     }

@@ -670,7 +670,7 @@ impl Gateway {
                 RefusalStage::Authorize,
                 RefusalReason::NoApprovers,
                 format!(
-                    "{action} changes an object the customer owns: it runs only with the \
+                    "{action} changes what the customer owns: it runs only with the \
                      customer's approval, and tenant {}'s statement in force names no approvers",
                     cluster.tenant
                 ),

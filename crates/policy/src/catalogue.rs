@@ -24,7 +24,10 @@ pub const COMPONENTS: &[&str] = &[
 /// customer's approval, whatever the tenant's statement reserves for approval, and a
 /// tenant whose statement names no approvers cannot have them run at all. The gateway
 /// asks for the approval and the agent refuses a dispatch that does not carry it.
-pub const CUSTOMER_APPROVAL_REQUIRED: &[&str] = &["kube.webhook-bypass"];
+pub const CUSTOMER_APPROVAL_REQUIRED: &[&str] = &["etcd.restore", "kube.webhook-bypass"];
+
+/// A backup id as `etcd.backup` makes them: `YYYYMMDDTHHMMSSZ-` and 8 hex digits.
+pub const BACKUP_ID_PATTERN: &str = "[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}";
 
 /// Whether handler `id` always needs the customer's approval.
 pub fn needs_customer_approval(id: &str) -> bool {
@@ -391,6 +394,22 @@ pub const HANDLERS: &[Handler] = &[
         mutates: false,
         output_schema: "palisade.dev/output/etcd-quota/v1",
         params: &[],
+    },
+    Handler {
+        id: "etcd.restore",
+        summary: "Restore this instance's etcd member from an encrypted backup (decrypted by the customer's KMS plugin); needs the customer's approval. Run on every member.",
+        target: Instance,
+        risk: Disruptive,
+        mutates: true,
+        output_schema: "palisade.dev/output/etcd-restore/v1",
+        params: &[HandlerParam {
+            name: "backup_id",
+            required: true,
+            ty: HandlerParamType::String {
+                pattern: BACKUP_ID_PATTERN,
+                max_length: 32,
+            },
+        }],
     },
     Handler {
         id: "etcd.status",

@@ -33,7 +33,7 @@ pub fn add(v: &mut Vec<Scenario>) {
         C7,
         Scope::Local,
         "c7-customer-object-change-needs-approval",
-        "kube.webhook-bypass, which changes an object the customer owns, needs the customer's approval though the tenant reserves nothing: with no approvers, the gateway refuses it (logged) and the agent refuses its logged dispatch",
+        "kube.webhook-bypass and etcd.restore, which change what the customer owns, need the customer's approval though the tenant reserves nothing: with no approvers, the gateway refuses (logged) and the agent refuses their logged dispatches",
         customer_object,
     );
     push(
@@ -61,19 +61,23 @@ fn customer_object(cx: &Ctx) -> BoxFut<'_> {
             .expect_refusal("kube.webhook-bypass", got, 403, "authorize")
             .await?;
         let l = cx.local()?;
-        let (req, index) = l
-            .logged_request(&l.prepare("kube.webhook-bypass", &params)?)
-            .await?;
-        let r = l.refused(&req).await?;
-        if r.code != RefusalCode::NotApproved
-            || !r.detail.contains("runs only with the customer's approval")
-        {
-            bail!("the agent did not refuse it for want of approval: {r}");
+        let restore = [("backup_id", "20261207T101500Z-0a1b2c3d")];
+        for (action, params) in [
+            ("kube.webhook-bypass", &params[..]),
+            ("etcd.restore", &restore[..]),
+        ] {
+            let (req, index) = l.logged_request(&l.prepare(action, params)?).await?;
+            let r = l.refused(&req).await?;
+            if r.code != RefusalCode::NotApproved
+                || !r.detail.contains("runs only with the customer's approval")
+            {
+                bail!("the agent did not refuse {action} for want of approval: {r}");
+            }
+            ev.push(format!(
+                "{action}: a dispatch whose intent is logged at {index}, from the gateway's key: refused by the agent ({})",
+                short(&r.detail)
+            ));
         }
-        ev.push(format!(
-            "a dispatch whose intent is logged at {index}, from the gateway's key: refused by the agent ({})",
-            short(&r.detail)
-        ));
         Ok(ev)
     })
 }
