@@ -411,6 +411,8 @@ fn a_failed_member_is_replaced_with_actions_only_and_no_key_is_lost() {
         &["member=demo-0"],
         "it may be removed after 20s",
     );
+    // Joining before the failed member is removed is refused.
+    c.refused("etcd.member-join", Some("demo-0"), &[], "remove it first");
     if let Some(left) = REMOVE_AFTER.checked_sub(failed_at.elapsed()) {
         std::thread::sleep(left + Duration::from_secs(4));
     }

@@ -602,6 +602,7 @@ impl Acceptor {
             || request.instance != intent.instance
             || request.action != intent.action
             || request.parameters != intent.parameters
+            || request.policy != intent.policy
         {
             return Err(no(format!(
                 "request {} is for {} {:?} on {}/{}, not this action",

@@ -491,6 +491,20 @@ impl ProcessConfig for AgentConfig {
                 ));
             }
         }
+        for (i, c) in self.components.iter().enumerate() {
+            if c.data_dir.is_some() && c.health_url.is_none() {
+                return Err(FieldError::new(
+                    format!("component[{i}].health_url"),
+                    "a component with a data_dir needs a health_url: its data is recorded as its own once it is healthy on it",
+                ));
+            }
+        }
+        if self.etcd.member_remove_after_secs < 10 {
+            return Err(FieldError::new(
+                "etcd.member_remove_after_secs",
+                "at least 10: a member is removed only after it has been unhealthy that long",
+            ));
+        }
         for (i, t) in self.tools.iter().enumerate() {
             if !TOOLS.contains(&t.name.as_str()) {
                 return Err(FieldError::new(

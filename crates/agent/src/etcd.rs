@@ -441,10 +441,11 @@ impl Etcd {
             if m.id() == own || m.is_learner() {
                 continue;
             }
-            if !self.probe(m.client_urls()).await {
+            if !self.probe_read(m.client_urls()).await {
                 return Err(EtcdError::Refused(format!(
-                    "member {} ({}) does not answer: defragmenting blocks this member, so it \
-                     runs only while every other member serves (one member at a time)",
+                    "member {} ({}) does not answer a read (down, or defragmenting): \
+                     defragmenting blocks this member, so it runs only while every other \
+                     member serves (one member at a time)",
                     id_hex(m.id()),
                     m.name().chars().take(64).collect::<String>()
                 )));
@@ -473,6 +474,33 @@ impl Etcd {
         let attempt = async {
             let mut c = Client::connect(urls, Some(options)).await.ok()?;
             c.status().await.ok()
+        };
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT * 2, attempt).await,
+            Ok(Some(_))
+        )
+    }
+
+    /// Whether a member answers a serializable read (of the key `health`, whose
+    /// value is not looked at) within [`PROBE_TIMEOUT`]: a member that defragments
+    /// answers status calls but not reads.
+    async fn probe_read(&self, urls: &[String]) -> bool {
+        if urls.is_empty() {
+            return false;
+        }
+        let options = self.options.clone().with_timeout(PROBE_TIMEOUT);
+        let attempt = async {
+            let mut c = Client::connect(urls, Some(options)).await.ok()?;
+            c.get(
+                "health",
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_serializable()
+                        .with_keys_only(),
+                ),
+            )
+            .await
+            .ok()
         };
         matches!(
             tokio::time::timeout(PROBE_TIMEOUT * 2, attempt).await,
@@ -603,6 +631,12 @@ impl Etcd {
         let mut c = self.client().await?;
         let list = c.member_list().await.map_err(self.call("member list"))?;
         let members = list.members();
+        let named = members.iter().filter(|m| m.name() == name).count();
+        if named > 1 {
+            return Err(EtcdError::Refused(format!(
+                "{named} members are named {name:?}: remove by name only when it is unique"
+            )));
+        }
         let target = members.iter().find(|m| m.name() == name).ok_or_else(|| {
             EtcdError::Refused(format!(
                 "no member named {:?} (members: {})",
@@ -649,6 +683,13 @@ impl Etcd {
                 after.len()
             )));
         }
+        // Once more, just before: it may have come back while the others were probed.
+        if self.probe(target.client_urls()).await {
+            self.health_lock().unhealthy_since.remove(&target.id());
+            return Err(EtcdError::Refused(format!(
+                "member {name} answers now: it is not removed"
+            )));
+        }
         c.member_remove(target.id())
             .await
             .map_err(self.call("member remove"))?;
@@ -676,8 +717,22 @@ impl Etcd {
         let existing = list
             .members()
             .iter()
-            .find(|m| m.peer_urls().iter().any(|u| u == &me.peer_url))
+            .find(|m| m.peer_urls().iter().any(|u| same_url(u, &me.peer_url)))
             .cloned();
+        // Adding a voter while another is down lowers what the cluster survives:
+        // the dead member is removed first.
+        for m in list.members() {
+            if m.is_learner() || existing.as_ref().is_some_and(|e| e.id() == m.id()) {
+                continue;
+            }
+            if !self.probe(m.client_urls()).await {
+                return Err(EtcdError::Refused(format!(
+                    "member {} ({}) does not answer: remove it first (etcd.member-remove), then join",
+                    id_hex(m.id()),
+                    m.name().chars().take(64).collect::<String>()
+                )));
+            }
+        }
         let (id, members, resumed) = match existing {
             Some(m) if !m.is_learner() => {
                 return Err(EtcdError::Refused(format!(
@@ -716,6 +771,21 @@ impl Etcd {
             })
             .collect();
         Ok((id, initial.join(","), resumed))
+    }
+
+    /// This instance's member, when the cluster lists it as a learner (a join whose
+    /// promotion did not finish).
+    pub async fn own_learner(&self) -> Result<Option<u64>, EtcdError> {
+        let Some(me) = self.member.as_ref() else {
+            return Ok(None);
+        };
+        let mut c = self.peers_client().await?;
+        let list = c.member_list().await.map_err(call("member list"))?;
+        Ok(list
+            .members()
+            .iter()
+            .find(|m| m.is_learner() && m.peer_urls().iter().any(|u| same_url(u, &me.peer_url)))
+            .map(|m| m.id()))
     }
 
     /// `etcd.member-join`, once this member runs: promotes the learner as soon as
@@ -800,6 +870,11 @@ impl Etcd {
             stream: Box::pin(stream),
         })
     }
+}
+
+/// Whether two peer URLs name the same endpoint (a trailing `/` aside).
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// The text of a plain-http Prometheus endpoint (at most 4 MiB).

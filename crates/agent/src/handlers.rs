@@ -83,12 +83,23 @@ impl Services {
             .first()
             .map(|c| c.state)
             .ok_or("this agent does not supervise etcd")?;
+        let start = std::time::Instant::now();
         if state != crate::supervisor::ComponentState::AwaitingJoin {
+            // A join whose promotion did not finish: the learner runs; promote it.
+            if let Some(id) = self.etcd.own_learner().await.map_err(err)? {
+                let voters = self.etcd.promote(id).await.map_err(err)?;
+                return Ok(crate::etcd::MemberJoinOutput {
+                    member_id: format!("{id:x}"),
+                    name: self.etcd.member_name().to_string(),
+                    resumed: true,
+                    voting_members: voters,
+                    took_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                });
+            }
             return Err(format!(
                 "etcd on this instance is {state}: only a member whose data is gone (awaiting-join) joins"
             ));
         }
-        let start = std::time::Instant::now();
         let (id, initial, resumed) = self.etcd.add_learner().await.map_err(err)?;
         sup.join(
             "etcd",

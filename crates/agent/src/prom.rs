@@ -16,7 +16,9 @@ pub const METRICS_SCHEMA: &str = "palisade.dev/output/component-metrics/v1";
 /// The most samples one output carries; the rest are dropped and counted.
 pub const MAX_SAMPLES: usize = 2_000;
 
-/// Label names a kept sample may carry.
+/// Label names a kept sample may carry. (`type` is not one: the apiserver's etcd
+/// request metrics put a resource's group-qualified name in it, a custom resource's
+/// included.)
 pub const ALLOWED_LABELS: &[&str] = &[
     "code",
     "le",
@@ -26,9 +28,12 @@ pub const ALLOWED_LABELS: &[&str] = &[
     "resource",
     "result",
     "scope",
-    "type",
     "verb",
 ];
+
+/// Labels removed from a sample before it is kept (samples then equal are summed):
+/// they only refine a built-in `resource` or say how the apiserver served it.
+pub const STRIPPED_LABELS: &[&str] = &["component", "dry_run", "group", "subresource", "version"];
 
 /// The values a `resource` label may have: Kubernetes' built-in resources (plural,
 /// lower case). A custom resource's name is the customer's and is dropped.
@@ -118,7 +123,6 @@ pub fn allowed_families(component: &str) -> &'static [&'static str] {
         "apiserver_request_duration_seconds",
         "apiserver_request_total",
         "apiserver_storage_objects",
-        "etcd_request_duration_seconds",
         "go_goroutines",
         "process_cpu_seconds_total",
         "process_open_fds",
@@ -181,11 +185,15 @@ pub struct MetricsOutput {
     pub dropped_samples: u64,
 }
 
+/// A family's kept samples: (sample name, labels) → summed value.
+type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
 /// Reduces Prometheus text exposition `text` of `component` to the allowlist.
 pub fn reduce(component: &str, text: &str) -> MetricsOutput {
     let allowed = allowed_families(component);
     let mut kinds: BTreeMap<String, String> = BTreeMap::new();
-    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    // family → (sample name, labels) → summed value
+    let mut families: BTreeMap<String, Samples> = BTreeMap::new();
     let mut dropped: std::collections::BTreeSet<String> = Default::default();
     let mut dropped_samples = 0u64;
     let mut kept = 0usize;
@@ -206,7 +214,7 @@ pub fn reduce(component: &str, text: &str) -> MetricsOutput {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((name, labels, value)) = parse_sample(line) else {
+        let Some((name, mut labels, value)) = parse_sample(line) else {
             dropped_samples += 1;
             continue;
         };
@@ -215,36 +223,49 @@ pub fn reduce(component: &str, text: &str) -> MetricsOutput {
             dropped.insert(family);
             continue;
         }
+        labels.retain(|k, _| !STRIPPED_LABELS.contains(&k.as_str()));
         let labels_ok = labels.iter().all(|(k, v)| {
             ALLOWED_LABELS.contains(&k.as_str())
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:+-".contains(&b))
                 && (k != "resource" || BUILT_IN_RESOURCES.contains(&v.as_str()))
         });
-        if !labels_ok || kept >= MAX_SAMPLES {
+        if !labels_ok {
             dropped_samples += 1;
             continue;
         }
-        kept += 1;
-        let kind = kinds
-            .get(&family)
-            .cloned()
-            .unwrap_or_else(|| "untyped".to_string());
-        families
-            .entry(family.clone())
-            .or_insert_with(|| Family {
-                name: family,
-                kind,
-                samples: Vec::new(),
-            })
-            .samples
-            .push(Sample {
-                name,
-                labels,
-                value: render(value),
-            });
+        let samples = families.entry(family).or_default();
+        let key = (name, labels);
+        if !samples.contains_key(&key) {
+            if kept >= MAX_SAMPLES {
+                dropped_samples += 1;
+                continue;
+            }
+            kept += 1;
+        }
+        *samples.entry(key).or_insert(0.0) += value;
     }
     MetricsOutput {
         component: component.to_string(),
-        families: families.into_values().collect(),
+        families: families
+            .into_iter()
+            .map(|(name, samples)| Family {
+                kind: kinds
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| "untyped".to_string()),
+                name,
+                samples: samples
+                    .into_iter()
+                    .map(|((name, labels), value)| Sample {
+                        name,
+                        labels,
+                        value: render(value),
+                    })
+                    .collect(),
+            })
+            .collect(),
         dropped_families: u64::try_from(dropped.len()).unwrap_or(u64::MAX),
         dropped_samples,
     }

@@ -4,9 +4,11 @@
 //! The new certificate keeps the old one's subject, subject alternative names and
 //! extended key usages; it gets a new P-256 key, a random serial and `renew_days` of
 //! validity (never beyond the CA's). The old certificate must have been issued by the
-//! configured CA. Files are replaced by rename (key first, then certificate), the
-//! previous ones kept as `<file>.prev`; if the component does not come back healthy
-//! on the new pair, the previous pair is put back and the component restarted again.
+//! configured CA. Both new files are written and synced beside the live ones, then
+//! renamed in place back to back, the previous ones copied to `<file>.prev` (mode
+//! 0600); if the component does not come back healthy on the new pair, the previous
+//! pair is put back and the component restarted again; once it is healthy, the
+//! `.prev` copies are deleted. One renewal runs at a time.
 //! The output is names, dates and serials: never a key, a certificate or a path.
 
 use crate::config::{CertKind, NamedCert};
@@ -69,6 +71,10 @@ pub async fn rotate(
             component: component.to_string(),
             kind,
         })?;
+    // One renewal at a time on this agent: a second would overwrite the `.prev`
+    // files the first may need to put back.
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ONE.lock().await;
     let renewed = {
         let cert = cert.clone();
         tokio::task::spawn_blocking(move || renew(&cert, Timestamp::now()))
@@ -76,16 +82,20 @@ pub async fn rotate(
             .map_err(|e| RotateError::Component(e.to_string()))??
     };
     match supervisor.restart(component, true).await {
-        Ok(r) if r.healthy != Some(false) => Ok(RotateOutput {
-            component: component.to_string(),
-            kind,
-            name: cert.name.clone(),
-            serial_before: renewed.serial_before,
-            serial_after: renewed.serial_after,
-            not_after_before: renewed.not_after_before,
-            not_after_after: renewed.not_after_after,
-            healthy: r.healthy.unwrap_or(true),
-        }),
+        Ok(r) if r.healthy != Some(false) => {
+            // The old key is no longer needed to go back: it does not stay on disk.
+            renewed.forget();
+            Ok(RotateOutput {
+                component: component.to_string(),
+                kind,
+                name: cert.name.clone(),
+                serial_before: renewed.serial_before,
+                serial_after: renewed.serial_after,
+                not_after_before: renewed.not_after_before,
+                not_after_after: renewed.not_after_after,
+                healthy: r.healthy.unwrap_or(true),
+            })
+        }
         outcome => {
             let why = match outcome {
                 Ok(_) => "it did not report healthy".to_string(),
@@ -121,6 +131,12 @@ impl Renewed {
             std::fs::copy(prev, live)?;
         }
         Ok(())
+    }
+
+    fn forget(&self) {
+        for (_, prev) in &self.replaced {
+            let _ = std::fs::remove_file(prev);
+        }
     }
 }
 
@@ -252,17 +268,45 @@ fn renew(c: &NamedCert, now: Timestamp) -> Result<Renewed, RotateError> {
         .signed_by(&key, &issuer)
         .map_err(|_| material(name, "cannot sign the renewed certificate"))?;
 
-    let mut replaced = Vec::new();
-    for (live, content, mode) in [
+    if key_path == &c.path {
+        return Err(material(name, "its key and certificate are the same file"));
+    }
+    // Everything is written and synced beside the live files first; then the two
+    // renames, back to back. A failure before them changes nothing; between or
+    // after them, the previous pair is put back.
+    let files = [
         (key_path.as_path(), key.serialize_pem(), 0o600),
         (c.path.as_path(), cert.pem(), 0o644),
-    ] {
+    ];
+    let mut replaced = Vec::new();
+    let mut staged = Vec::new();
+    for (live, content, mode) in &files {
         let prev = PathBuf::from(format!("{}.prev", live.display()));
-        std::fs::copy(live, &prev)
+        copy_private(live, &prev)
             .map_err(|e| material(name, format!("cannot keep the previous file: {}", e.kind())))?;
-        replace(live, content.as_bytes(), mode)
-            .map_err(|e| material(name, format!("cannot write the renewed file: {}", e.kind())))?;
         replaced.push((live.to_path_buf(), prev));
+        let tmp = stage(live, content.as_bytes(), *mode)
+            .map_err(|e| material(name, format!("cannot write the renewed file: {}", e.kind())))?;
+        staged.push((tmp, live.to_path_buf()));
+    }
+    for (tmp, live) in &staged {
+        if let Err(e) = std::fs::rename(tmp, live) {
+            let back = Renewed {
+                serial_before: String::new(),
+                serial_after: String::new(),
+                not_after_before: now,
+                not_after_after: now,
+                replaced: replaced.clone(),
+            };
+            let _ = back.put_back();
+            for (t, _) in &staged {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(material(
+                name,
+                format!("cannot put the renewed file in place: {}", e.kind()),
+            ));
+        }
     }
     Ok(Renewed {
         serial_before: hex::encode(old.raw_serial()),
@@ -273,9 +317,9 @@ fn renew(c: &NamedCert, now: Timestamp) -> Result<Renewed, RotateError> {
     })
 }
 
-/// Writes `bytes` to a temporary file beside `path` with `mode`, syncs it and
-/// renames it over `path`.
-fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+/// Writes `bytes` to a temporary file beside `path` with `mode` and syncs it;
+/// returns the temporary file.
+fn stage(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = PathBuf::from(format!("{}.renewing", path.display()));
@@ -287,5 +331,12 @@ fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    Ok(tmp)
+}
+
+/// Copies `from` to `to` readable by the owner only (a key's copy stays private).
+fn copy_private(from: &Path, to: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(from)?;
+    let tmp = stage(to, &bytes, 0o600)?;
+    std::fs::rename(tmp, to)
 }

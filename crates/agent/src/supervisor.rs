@@ -1076,15 +1076,15 @@ impl Runner {
         self.work_dir.join(format!("{}.member", self.settings.name))
     }
 
-    /// Whether the data directory is missing or empty while it must not be: the
-    /// component ran on it before (the marker exists), or this instance joins a
-    /// running cluster.
+    /// Whether the member's data is missing while it must not be: the component ran
+    /// on it before (the marker exists), or this instance joins a running cluster.
+    /// The data is etcd's `member` directory: a volume with only `lost+found` or a
+    /// stray file in it holds none.
     fn data_gone(&self) -> bool {
         let Some(dir) = &self.settings.data_dir else {
             return false;
         };
-        let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
-        empty && (self.settings.join || self.member_marker().exists())
+        !has_member_data(dir) && (self.settings.join || self.member_marker().exists())
     }
 
     /// Records that the component is healthy on a non-empty data directory.
@@ -1092,8 +1092,7 @@ impl Runner {
         let Some(dir) = &self.settings.data_dir else {
             return;
         };
-        let has_data = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
-        if !has_data {
+        if !has_member_data(dir) {
             return;
         }
         self.joined = None;
@@ -1128,10 +1127,9 @@ impl Runner {
                     return Next::Start(Some(reply));
                 }
                 Some(Request::Restart(reply)) => answer(Some(reply), Err(refusal())),
-                Some(Request::Switch(artifact, reply)) => {
-                    self.artifact = artifact;
-                    answer(Some(reply), Err(refusal()));
-                }
+                // Refused, and not kept: the release to join with is the one running
+                // before the data was lost.
+                Some(Request::Switch(_, reply)) => answer(Some(reply), Err(refusal())),
                 Some(Request::Hold {
                     stopped,
                     resume,
@@ -1373,6 +1371,11 @@ impl Runner {
     }
 }
 
+/// Whether `dir` holds an etcd member's data (its `member/wal` directory).
+fn has_member_data(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("member").join("wal")).is_ok_and(|mut d| d.next().is_some())
+}
+
 /// The SHA-256 of the file at `path`, read off the async workers.
 async fn file_sha256(path: &Path) -> Result<String, SupervisorError> {
     let owned = path.to_path_buf();
@@ -1438,5 +1441,31 @@ fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_member_data;
+
+    #[test]
+    fn only_an_etcd_member_directory_counts_as_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("etcd");
+        assert!(!has_member_data(&data), "a missing directory holds no data");
+        std::fs::create_dir_all(data.join("lost+found")).expect("mkdir");
+        std::fs::write(data.join("stray"), b"x").expect("write");
+        assert!(!has_member_data(&data), "a fresh volume holds no member");
+        std::fs::create_dir_all(data.join("member/wal")).expect("mkdir");
+        assert!(
+            !has_member_data(&data),
+            "an empty WAL directory holds no member"
+        );
+        std::fs::write(
+            data.join("member/wal/0000000000000000-0000000000000000.wal"),
+            b"w",
+        )
+        .expect("write");
+        assert!(has_member_data(&data));
     }
 }
