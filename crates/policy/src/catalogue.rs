@@ -536,6 +536,29 @@ mod tests {
         }
     }
 
+    /// Every handler has its row in the policy guide's catalogue and a place in an
+    /// incident runbook.
+    #[test]
+    fn every_handler_is_documented() {
+        let policy = include_str!("../../../docs/policy.md");
+        let runbooks = include_str!("../../../docs/runbooks.md");
+        for h in HANDLERS {
+            assert!(
+                policy.contains(&format!("| `{}` |", h.id)),
+                "{} has no row in docs/policy.md",
+                h.id
+            );
+            assert!(
+                runbooks.contains(h.id),
+                "{} is in no runbook of docs/runbooks.md",
+                h.id
+            );
+        }
+        for id in CUSTOMER_APPROVAL_REQUIRED {
+            assert!(handler_by_id(id).is_some(), "{id} is not a handler");
+        }
+    }
+
     #[test]
     fn backup_prune_bounds() {
         let h = handler_by_id("etcd.backup-prune").expect("listed");
