@@ -168,6 +168,16 @@ impl Backups {
         })
     }
 
+    /// A connection to the customer's KMS plugin.
+    async fn kms(&self) -> Result<KmsClient, BackupError> {
+        KmsClient::connect(&self.kms_socket)
+            .await
+            .map_err(|e| BackupError::Kms {
+                socket: self.kms_socket.clone(),
+                reason: e.to_string(),
+            })
+    }
+
     /// Removes what a backup cut short by a kill of the agent left in the store (a
     /// local store's staging file): called at start, before any backup runs.
     pub async fn remove_incomplete(&self) -> Result<Vec<String>, BackupError> {
@@ -177,12 +187,7 @@ impl Backups {
     pub async fn backup(&self, etcd: &Etcd, a: &Accepted) -> Result<BackupOutput, BackupError> {
         let _one = self.running.try_lock().map_err(|_| BackupError::Busy)?;
         let start = std::time::Instant::now();
-        let mut kms = KmsClient::connect(&self.kms_socket)
-            .await
-            .map_err(|e| BackupError::Kms {
-                socket: self.kms_socket.clone(),
-                reason: e.to_string(),
-            })?;
+        let mut kms = self.kms().await?;
         let source = etcd.snapshot().await?;
         let subject = BackupSubject {
             tenant: self.tenant.clone(),
@@ -250,12 +255,7 @@ impl Backups {
             .store
             .read_small(&take::manifest_name(&self.cluster, backup_id), 1 << 20)
             .await?;
-        let mut kms = KmsClient::connect(&self.kms_socket)
-            .await
-            .map_err(|e| BackupError::Kms {
-                socket: self.kms_socket.clone(),
-                reason: e.to_string(),
-            })?;
+        let mut kms = self.kms().await?;
         let expected = palisade_backup::restore::Expected {
             backup_id: Some(backup_id.to_string()),
             cluster: Some(self.cluster.clone()),
