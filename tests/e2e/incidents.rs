@@ -399,9 +399,10 @@ fn a_failed_member_is_replaced_with_actions_only_and_no_key_is_lost() {
         "etcd was started again on empty data"
     );
 
-    // Cluster actions go to a healthy instance; a defragment, which blocks its
-    // member, is refused while another member is down; the removal waits for the
-    // configured time.
+    // Cluster actions go to a healthy instance (once the gateway's last health
+    // answers, kept 2 s, are out of date); a defragment, which blocks its member, is
+    // refused while another member is down; the removal waits for the configured time.
+    std::thread::sleep(Duration::from_secs(3));
     let members = c.run("etcd.members", None, &[]);
     assert!(members.contains("on demo/demo-1"), "{members}");
     c.refused("etcd.defragment", Some("demo-1"), &[], "does not answer");

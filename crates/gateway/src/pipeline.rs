@@ -119,6 +119,9 @@ impl AttemptCounter {
     }
 }
 
+/// How long an agent's health answer chooses the instance of cluster actions.
+const HEALTH_REUSE: Duration = Duration::from_secs(2);
+
 pub struct Gateway {
     pub(crate) inventory: Inventory,
     policy: RwLock<LoadedPolicy>,
@@ -138,6 +141,9 @@ pub struct Gateway {
     pub(crate) process_id: String,
     /// The operations this process is driving now.
     inflight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Each agent's last health answer (when, whether its etcd ran), for choosing
+    /// the instance of a cluster action.
+    instance_health: std::sync::Mutex<HashMap<String, (std::time::Instant, bool)>>,
     /// Whether the state is this process's alone (an embedded file): then a record
     /// another owner left is taken over at once.
     pub(crate) exclusive_state: bool,
@@ -200,6 +206,7 @@ impl Gateway {
                 .map(|e| e.to_string())
                 .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
             inflight: std::sync::Mutex::new(std::collections::HashSet::new()),
+            instance_health: std::sync::Mutex::new(HashMap::new()),
             refusals: crate::refusals::RefusalThrottle::new(config.refusal_log),
             inventory,
             policy: RwLock::new(policy),
@@ -765,19 +772,35 @@ impl Gateway {
 
     /// The instance a cluster action goes to: of a cluster of several, the first
     /// whose agent answers its health check within two seconds with its etcd member
-    /// running (all asked at once); the first instance when none does, so that the
-    /// dispatch fails with that agent's own error.
+    /// running (all asked at once; an answer is reused for [`HEALTH_REUSE`]); the
+    /// first instance when none does, so that the dispatch fails with that agent's
+    /// own error.
     async fn healthy_instance<'c>(&self, cluster: &'c Cluster) -> Option<&'c Instance> {
         if cluster.instances.len() < 2 {
             return cluster.instances.first();
         }
+        let known = |url: &str| {
+            self.instance_health
+                .lock()
+                .ok()
+                .and_then(|m| m.get(url).copied())
+                .filter(|(at, _)| at.elapsed() < HEALTH_REUSE)
+                .map(|(_, ok)| ok)
+        };
         let asks = cluster.instances.iter().map(|i| async move {
+            if let Some(ok) = known(&i.agent_url) {
+                return ok;
+            }
             let health = tokio::time::timeout(
                 std::time::Duration::from_secs(2),
                 self.dispatcher.health(&i.agent_url),
             )
             .await;
-            matches!(health, Ok(Ok(h)) if h.etcd_running != Some(false) && h.trust_unverified.is_none())
+            let ok = matches!(health, Ok(Ok(h)) if h.etcd_running != Some(false) && h.trust_unverified.is_none());
+            if let Ok(mut m) = self.instance_health.lock() {
+                m.insert(i.agent_url.clone(), (std::time::Instant::now(), ok));
+            }
+            ok
         });
         let healthy = futures::future::join_all(asks).await;
         cluster
