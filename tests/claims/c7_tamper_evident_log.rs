@@ -435,13 +435,13 @@ async fn the_enforced_policy_is_recorded_in_the_governance_log_tenants_read() {
             r.bytes().await.expect("body")
         }
     };
-    // The gateway records the policy and the released etcd when it has verified
-    // them, just after start.
+    // The gateway records the policy and the released etcd and etcdctl when it has
+    // verified them, just after start.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let size = loop {
         let note = Note::parse(&get("checkpoint".into()).await).expect("note");
         let size = Checkpoint::parse(note.text()).expect("checkpoint").size();
-        if size >= 2 {
+        if size >= 3 {
             break size;
         }
         assert!(
@@ -476,10 +476,20 @@ async fn the_enforced_policy_is_recorded_in_the_governance_log_tenants_read() {
     assert_eq!(r["digest"], verified.digest);
     assert_eq!(r["proposal"], verified.proposal);
 
-    // The released etcd: one record, naming what the repository verifies to.
+    // The released etcd and etcdctl (the tool etcd.restore runs): one record each,
+    // naming what the repository verifies to.
     let release: Vec<_> = records.iter().filter(|r| r["kind"] == "release").collect();
-    assert_eq!(release.len(), 1, "one record per release: {records:?}");
-    let r = release[0];
+    let mut components: Vec<_> = release.iter().map(|r| r["component"].clone()).collect();
+    components.sort_by_key(|c| c.to_string());
+    assert_eq!(
+        components,
+        [serde_json::json!("etcd"), serde_json::json!("etcdctl")],
+        "one record per release: {records:?}"
+    );
+    let r = release
+        .iter()
+        .find(|r| r["component"] == "etcd")
+        .expect("the etcd release");
     assert_eq!(r["schema"], "palisade.dev/governance/v1");
     assert_eq!(r["component"], "etcd");
     assert_eq!(r["test_result"], "PASSED");
@@ -490,16 +500,19 @@ async fn the_enforced_policy_is_recorded_in_the_governance_log_tenants_read() {
     )
     .await
     .expect("the repository verifies");
-    let [Ok(etcd)] = &published[..] else {
-        panic!("expected one verified release: {published:?}")
-    };
+    let etcd = published
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .find(|p| p.target.starts_with("components/etcd/"))
+        .unwrap_or_else(|| panic!("no verified etcd release: {published:?}"));
+    assert_eq!(published.len(), 2, "{published:?}");
     assert_eq!(r["version"], etcd.version);
     assert_eq!(r["target"], etcd.target);
     assert_eq!(r["sha256"], etcd.sha256);
     assert_eq!(r["author"], etcd.author);
     assert_eq!(r["approvers"], serde_json::json!(etcd.approvers));
     assert_eq!(r["proposal"], etcd.proposal);
-    assert_eq!(size, 2, "nothing else is recorded: {records:?}");
+    assert_eq!(size, 3, "nothing else is recorded: {records:?}");
 
     // A restarted gateway (nothing in memory) finds both already recorded in its
     // state store and appends neither again.
@@ -519,8 +532,8 @@ async fn the_enforced_policy_is_recorded_in_the_governance_log_tenants_read() {
     let note = Note::parse(&get("checkpoint".into()).await).expect("note");
     assert_eq!(
         Checkpoint::parse(note.text()).expect("checkpoint").size(),
-        2,
-        "a restarted gateway recorded the policy or the release again"
+        3,
+        "a restarted gateway recorded the policy or a release again"
     );
 }
 
