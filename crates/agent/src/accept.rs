@@ -57,42 +57,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, RwLock};
 
-/// Where the agent's verified policy comes from, so that it can be re-verified.
-#[async_trait::async_trait]
-pub trait PolicySource: Send + Sync {
-    /// Verifies the currently published policy (TUF chain, approvals, no rollback).
-    /// When the repository cannot be verified now but a policy was verified before,
-    /// that one comes back with [`LoadedPolicy::unverified`] saying why.
-    async fn load(&self) -> Result<LoadedPolicy, String>;
-}
-
-/// A policy as the agent holds it.
-#[derive(Debug, Clone)]
-pub struct LoadedPolicy {
-    pub policy: Arc<palisade_policy::Policy>,
-    /// When its verification lapses: the earliest expiry of the metadata it rested on.
-    pub expires: Timestamp,
-    /// Why the repository could not be verified at the last try, when this is the
-    /// policy verified before; `None` when it verified just now.
-    pub unverified: Option<String>,
-}
-
-impl LoadedPolicy {
-    /// Whether actions may run on it at `now`: it verified at the last try, and that
-    /// verification has not lapsed.
-    pub fn holds(&self, now: Timestamp) -> bool {
-        self.unverified.is_none() && now < self.expires
-    }
-
-    /// A policy that verified just now, valid until `expires`.
-    pub fn verified(policy: palisade_policy::Policy, expires: Timestamp) -> Self {
-        Self {
-            policy: Arc::new(policy),
-            expires,
-            unverified: None,
-        }
-    }
-}
+pub use palisade_protocol::trust::{LoadedPolicy, PolicySource};
 
 /// What the agent trusts and who it is.
 pub struct AcceptorConfig {

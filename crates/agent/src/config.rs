@@ -8,7 +8,6 @@
 
 use palisade_core::config::{check_listen, FieldError, ProcessConfig};
 use palisade_core::id::{ClusterId, InstanceId, TenantId};
-use palisade_tlog::note::{KeyType, VerifierKey};
 use palisade_tlog_service::config::TlsFiles;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -156,83 +155,7 @@ fn default_max_output() -> usize {
     256 * 1024
 }
 
-/// What makes a checkpoint trustworthy for this cluster.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogTrust {
-    /// `<base-origin>/<cluster-id>`.
-    pub origin: String,
-    /// The log's verifier key (`<name>+<hexid>+<base64>`).
-    pub key: String,
-    /// Log keys retired by a key rotation: the checkpoint this agent stored before
-    /// the rotation still opens with them (so that its view of the log survives);
-    /// a checkpoint from the network must be signed by `key`.
-    #[serde(default)]
-    pub retired_keys: Vec<String>,
-    /// Witness verifier keys (cosignature type).
-    #[serde(default)]
-    pub witnesses: Vec<String>,
-    /// How many of them must have cosigned a checkpoint.
-    #[serde(default)]
-    pub witness_quorum: usize,
-    /// How old (in seconds) the quorum's cosignatures of a checkpoint may be.
-    #[serde(default = "default_max_cosignature_age")]
-    pub max_cosignature_age_secs: u64,
-}
-
-fn default_max_cosignature_age() -> u64 {
-    300
-}
-
-impl LogTrust {
-    /// The checkpoint policy these settings describe.
-    pub fn policy(&self) -> Result<palisade_tlog::checkpoint::LogPolicy, String> {
-        let key = VerifierKey::parse(&self.key).map_err(|e| format!("log.key: {e}"))?;
-        let mut witnesses = Vec::new();
-        for (i, w) in self.witnesses.iter().enumerate() {
-            let k = VerifierKey::parse(w).map_err(|e| format!("log.witnesses[{i}]: {e}"))?;
-            if k.key_type() != KeyType::Cosignature {
-                return Err(format!(
-                    "log.witnesses[{i}]: must be a cosignature (type 0x04) verifier key"
-                ));
-            }
-            witnesses.push(k);
-        }
-        palisade_tlog::checkpoint::LogPolicy::new(&self.origin, key)
-            .and_then(|p| p.with_witnesses(witnesses, self.witness_quorum))
-            .map_err(|e| format!("log: {e}"))
-    }
-
-    /// The keys of `retired_keys` (Ed25519 verifier keys, none of them `key`).
-    pub fn retired(&self) -> Result<Vec<VerifierKey>, String> {
-        let mut out = Vec::new();
-        for (i, text) in self.retired_keys.iter().enumerate() {
-            let k = VerifierKey::parse(text).map_err(|e| format!("log.retired_keys[{i}]: {e}"))?;
-            if k.key_type() != KeyType::Ed25519 {
-                return Err(format!(
-                    "log.retired_keys[{i}]: must be an Ed25519 (type 0x01) verifier key"
-                ));
-            }
-            if text.trim() == self.key.trim() {
-                return Err(format!("log.retired_keys[{i}]: is the log's key itself"));
-            }
-            out.push(k);
-        }
-        Ok(out)
-    }
-}
-
-/// The TUF repository the policy and releases come from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrustFiles {
-    /// The repository directory (`metadata/`, `targets/`).
-    pub repo: PathBuf,
-    /// The trusted root metadata this agent was installed with.
-    pub root: PathBuf,
-    /// The agent's own TUF datastore (rollback and freeze protection).
-    pub datastore: PathBuf,
-}
+pub use palisade_protocol::trust::{LogTrust, TrustFiles};
 
 /// How to reach this instance's etcd.
 #[derive(Debug, Clone, Deserialize)]
@@ -715,7 +638,7 @@ mod tests {
     use super::*;
     use palisade_backup::StoreUrl;
     use palisade_core::config::{parse_with, ConfigError};
-    use palisade_tlog::note::SignerKey;
+    use palisade_tlog::note::{KeyType, SignerKey};
     use std::path::Path;
 
     /// A minimal valid agent.toml with the given `[backup]` store line.

@@ -10,11 +10,11 @@
 //! releases verified in the TUF repository.
 #![forbid(unsafe_code)]
 
+pub use palisade_protocol::{client, dispatch};
+
 pub mod accept;
 pub mod backup;
-pub mod client;
 pub mod config;
-pub mod dispatch;
 pub mod etcd;
 pub mod handlers;
 pub mod host;

@@ -3,7 +3,6 @@
 //! routes are fixed. No label carries an operator, a parameter or customer data:
 //! outcomes and refusal codes are fixed sets, components are the configured names.
 
-use crate::accept::LoadedPolicy;
 use crate::dispatch::{RefusalCode, ResultOutcome};
 use palisade_core::time::Timestamp;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -35,37 +34,7 @@ fn code_name(code: RefusalCode) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// `palisade_trust_expires_in_seconds` and `palisade_trust_unverified`: the same two
-/// gauges on every verifier of the policy repository (agent and gateway).
-#[derive(Clone, Default)]
-pub struct TrustGauges {
-    expires_in: Gauge,
-    unverified: Gauge,
-}
-
-impl TrustGauges {
-    /// Registers both gauges, without a prefix, in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
-        let g = Self::default();
-        registry.register(
-            "palisade_trust_expires_in_seconds",
-            "Seconds until the trust metadata the policy was verified with expires (negative: expired; new actions are refused)",
-            g.expires_in.clone(),
-        );
-        registry.register(
-            "palisade_trust_unverified",
-            "1 while the policy repository did not verify at the last try (components keep running, new actions are refused)",
-            g.unverified.clone(),
-        );
-        g
-    }
-
-    pub fn set(&self, held: &LoadedPolicy, now: Timestamp) {
-        self.expires_in
-            .set(held.expires.unix_seconds() - now.unix_seconds());
-        self.unverified.set(i64::from(held.unverified.is_some()));
-    }
-}
+pub use palisade_protocol::trust::TrustGauges;
 
 /// The agent's metrics.
 pub struct Metrics {

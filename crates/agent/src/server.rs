@@ -16,8 +16,8 @@
 //! event id. A dispatch the agent itself stopped in (it was killed or restarted) is
 //! given a signed `failed` result at the next start, saying it was interrupted.
 
-use crate::accept::{Acceptor, AcceptorConfig, LoadedPolicy, PolicySource};
-use crate::config::{AgentConfig, TrustFiles};
+use crate::accept::{Acceptor, AcceptorConfig};
+use crate::config::AgentConfig;
 use crate::dispatch::{
     AgentResult, DispatchRequest, Health, Refusal, RefusalCode, ResultOutcome, Running,
     DISPATCH_PATH, HEALTH_PATH, MAX_REQUEST_BYTES, RESULTS_KEPT_SECS, RESULTS_PATH, RESULT_SCHEMA,
@@ -36,7 +36,6 @@ use axum::{Json, Router};
 use palisade_core::time::Timestamp;
 use palisade_pki::{ClientAuth, Role};
 use palisade_policy::keys::{PublicKey, SigningKey};
-use palisade_policy::tuf::RepoDir;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,91 +52,7 @@ fn setup(what: &str) -> impl FnOnce(String) -> AgentError + '_ {
     move |e| AgentError::Setup(format!("{what}: {e}"))
 }
 
-/// The policy as the agent verifies it itself: the TUF chain from its own root,
-/// approvals, no rollback below what its datastore accepted.
-pub struct TufPolicy {
-    pub trust: TrustFiles,
-}
-
-impl TufPolicy {
-    /// Verifies the published policy; the answer keeps who wrote and approved it.
-    pub async fn load_verified(
-        &self,
-    ) -> Result<palisade_policy::trusted_policy::VerifiedPolicy, String> {
-        self.verify().await.map_err(|e| self.does_not_verify(&e))
-    }
-
-    async fn verify(
-        &self,
-    ) -> Result<palisade_policy::trusted_policy::VerifiedPolicy, palisade_policy::tuf::TrustError>
-    {
-        let root = std::fs::read(&self.trust.root).map_err(|e| {
-            palisade_policy::tuf::TrustError::Invalid(format!(
-                "trusted root {}: {e}",
-                self.trust.root.display()
-            ))
-        })?;
-        let repo = RepoDir::new(&self.trust.repo);
-        palisade_policy::trusted_policy::verify_policy(&repo, &root, &self.trust.datastore).await
-    }
-
-    fn does_not_verify(&self, e: &palisade_policy::tuf::TrustError) -> String {
-        format!(
-            "the policy in {} does not verify: {e}",
-            self.trust.repo.display()
-        )
-    }
-}
-
-/// How long before the trust metadata expires a verifier starts warning.
-pub const EXPIRY_WARNING_SECS: i64 = 48 * 3600;
-
-/// Logs an error when the policy repository did not verify or its metadata expired,
-/// and a warning from [`EXPIRY_WARNING_SECS`] before it expires.
-pub fn warn_if_expiring(held: &LoadedPolicy, now: Timestamp) {
-    let left = held.expires.unix_seconds() - now.unix_seconds();
-    if let Some(why) = &held.unverified {
-        tracing::error!(reason = %why, "the policy repository cannot be verified: components keep running, no new action is accepted");
-    } else if left <= 0 {
-        tracing::error!(expires = %held.expires, "the policy repository's trust metadata has expired: no new action is accepted until `palisade policy refresh` re-signs it");
-    } else if left < EXPIRY_WARNING_SECS {
-        tracing::warn!(
-            expires = %held.expires,
-            hours_left = left / 3600,
-            "the policy repository's trust metadata expires soon: run `palisade policy refresh` (deploy/systemd/palisade-policy-refresh.timer runs it daily)"
-        );
-    }
-}
-
-/// A TUF expiry as the agent's timestamps count time.
-pub fn expiry(t: jiff::Timestamp) -> Timestamp {
-    Timestamp::from_unix_seconds(t.as_second())
-}
-
-#[async_trait::async_trait]
-impl PolicySource for TufPolicy {
-    /// The policy that verifies now; or, when the repository cannot be verified (its
-    /// metadata expired, it is unreadable, it was rolled back), the policy verified
-    /// before, marked unverified: the instance keeps running, and takes no action.
-    async fn load(&self) -> Result<LoadedPolicy, String> {
-        match self.verify().await {
-            Ok(v) => Ok(LoadedPolicy::verified(v.policy, expiry(v.expires))),
-            Err(e) if e.repository_unverifiable() => {
-                let why = self.does_not_verify(&e);
-                match palisade_policy::trusted_policy::last_verified_policy(&self.trust.datastore) {
-                    Ok(Some(v)) => Ok(LoadedPolicy {
-                        policy: Arc::new(v.policy),
-                        expires: expiry(v.expires),
-                        unverified: Some(why),
-                    }),
-                    Ok(None) => Err(why),
-                    Err(kept) => Err(format!("{why}; and the policy verified before: {kept}")),
-                }
-            }
-            Err(e) => Err(self.does_not_verify(&e)),
-        }
-    }
-}
+pub use palisade_protocol::trust::{expiry, warn_if_expiring, TufPolicy, EXPIRY_WARNING_SECS};
 
 /// A running agent.
 pub struct Agent {
@@ -495,17 +410,16 @@ impl Agent {
 pub const INTERRUPTED: &str =
     "interrupted: the agent stopped while the action ran; it may have partly run";
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::FORBIDDEN);
-        let body = serde_json::to_vec(&self).unwrap_or_default();
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/problem+json")],
-            body,
-        )
-            .into_response()
-    }
+/// A refusal as the agent answers it: its status and the problem JSON.
+fn refused(r: Refusal) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
+    let body = serde_json::to_vec(&r).unwrap_or_default();
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body,
+    )
+        .into_response()
 }
 
 async fn dispatch(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
@@ -515,7 +429,7 @@ async fn dispatch(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
             let r = Refusal::new(RefusalCode::Malformed, format!("request body: {e}"));
             tracing::warn!(code = "malformed", "dispatch refused");
             agent.metrics.refused(r.code);
-            return r.into_response();
+            return refused(r);
         }
     };
     match agent.handle(&req).await {
@@ -523,7 +437,7 @@ async fn dispatch(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
         Err(r) => {
             tracing::warn!(refusal = %r, "dispatch refused");
             agent.metrics.refused(r.code);
-            agent.signed(r, &req).await.into_response()
+            refused(agent.signed(r, &req).await)
         }
     }
 }
@@ -531,7 +445,7 @@ async fn dispatch(State(agent): State<Arc<Agent>>, body: Bytes) -> Response {
 async fn result_of(State(agent): State<Arc<Agent>>, Path(event_id): Path<String>) -> Response {
     // An event id is 32 hex digits; anything else was never accepted.
     let Ok(id) = palisade_core::EventId::parse(&event_id) else {
-        return Refusal::new(RefusalCode::Malformed, "not an event id").into_response();
+        return refused(Refusal::new(RefusalCode::Malformed, "not an event id"));
     };
     match agent.outcome(&event_id).await {
         Ok(Some(StoredOutcome::Done { envelope, .. })) => Json(envelope).into_response(),
@@ -556,7 +470,7 @@ async fn result_of(State(agent): State<Arc<Agent>>, Path(event_id): Path<String>
             .to_string(),
         )
             .into_response(),
-        Err(e) => Refusal::new(RefusalCode::Unavailable, e).into_response(),
+        Err(e) => refused(Refusal::new(RefusalCode::Unavailable, e)),
     }
 }
 
@@ -585,7 +499,7 @@ async fn health(State(agent): State<Arc<Agent>>) -> Response {
             trust_unverified: held.unverified,
         })
         .into_response(),
-        Err(e) => Refusal::new(RefusalCode::Unavailable, e).into_response(),
+        Err(e) => refused(Refusal::new(RefusalCode::Unavailable, e)),
     }
 }
 

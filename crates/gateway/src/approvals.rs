@@ -17,8 +17,6 @@ use crate::pipeline::Gateway;
 use crate::problem::Problem;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use palisade_agent::client::Request;
-use palisade_agent::dispatch::ApprovalBundle;
 use palisade_core::event::{
     ApprovalDecision, ApprovalEvent, ApprovalRef, ApprovalRequestEvent, Event, SignedEnvelope,
 };
@@ -29,6 +27,8 @@ use palisade_policy::customer_approval::{
 };
 use palisade_policy::dsse::Envelope;
 use palisade_policy::tenant::TenantTrust;
+use palisade_protocol::client::Request;
+use palisade_protocol::dispatch::ApprovalBundle;
 use palisade_state::Namespace;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -124,7 +124,7 @@ impl Gateway {
             .await
         {
             Ok(r) => r.index,
-            Err(palisade_agent::client::CallError::Unwitnessed { index, .. }) => index,
+            Err(palisade_protocol::client::CallError::Unwitnessed { index, .. }) => index,
             Err(e) => {
                 return Err(Problem::new(
                     503,
@@ -364,7 +364,7 @@ impl Gateway {
             .map_err(|e| bad(format!("the decision is too large to log: {e}")))?;
         let index = match self.dispatcher().append(cid.as_str(), &entry).await {
             Ok(r) => r.index,
-            Err(palisade_agent::client::CallError::Unwitnessed { index, .. }) => index,
+            Err(palisade_protocol::client::CallError::Unwitnessed { index, .. }) => index,
             Err(e) => {
                 return Err(Problem::new(
                     503,
@@ -636,7 +636,7 @@ impl Gateway {
         let pending = claimed;
         let event_id =
             EventId::parse(id).map_err(|e| Problem::new(500, "internal error", e.to_string()))?;
-        let mut prepared = palisade_agent::client::prepare_as(
+        let mut prepared = palisade_protocol::client::prepare_as(
             &pending.request,
             event_id.clone(),
             Duration::from_secs(self.config().dispatch_ttl_secs),

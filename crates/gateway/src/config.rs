@@ -40,7 +40,7 @@ pub struct GatewayConfig {
     pub result_deadline_secs: u64,
     pub tls: TlsFiles,
     pub log: LogSettings,
-    pub trust: palisade_agent::config::TrustFiles,
+    pub trust: palisade_protocol::trust::TrustFiles,
     #[serde(default)]
     pub oidc: Option<palisade_authn::OidcSettings>,
     /// The development issuer (`palisade op login --dev`): only for `palisade up` and
@@ -183,7 +183,7 @@ impl LogSettings {
         &self,
         cluster: &ClusterId,
     ) -> Result<palisade_tlog::checkpoint::LogPolicy, String> {
-        palisade_agent::config::LogTrust {
+        palisade_protocol::trust::LogTrust {
             origin: format!("{}/{cluster}", self.base_origin),
             key: self.key.clone(),
             retired_keys: Vec::new(),

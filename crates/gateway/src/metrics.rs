@@ -39,7 +39,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     /// Unprefixed: the same trust gauges as the agent's.
     shared: Arc<Registry>,
-    pub(crate) trust: palisade_agent::metrics::TrustGauges,
+    pub(crate) trust: palisade_protocol::trust::TrustGauges,
     refusals: Family<StageLabel, Counter>,
     refusals_not_logged: Counter,
     feed_age: Family<ScheduleLabel, Gauge>,
@@ -52,7 +52,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut shared = Registry::default();
-        let trust = palisade_agent::metrics::TrustGauges::register(&mut shared);
+        let trust = palisade_protocol::trust::TrustGauges::register(&mut shared);
         let mut registry = Registry::with_prefix("palisade_gateway");
         let refusals = Family::<StageLabel, Counter>::default();
         let refusals_not_logged = Counter::default();

@@ -19,9 +19,6 @@
 use crate::config::GatewayConfig;
 use crate::ops::{Idem, OpStatus, Operation, Ops};
 use crate::problem::Problem;
-use palisade_agent::accept::LoadedPolicy;
-use palisade_agent::client::{prepare, CallError, Dispatcher, Request};
-use palisade_agent::dispatch::ResultOutcome;
 use palisade_core::event::{Actor, Event, GrantRef, Outcome, RefusalEvent, RefusalStage};
 use palisade_core::inventory::{Cluster, Instance, Inventory};
 use palisade_core::refusal::{LoggedAction, RefusalReason};
@@ -32,6 +29,9 @@ use palisade_core::{
 use palisade_pki::CertName;
 use palisade_policy::keys::PublicKey;
 use palisade_policy::Policy;
+use palisade_protocol::client::{prepare, CallError, Dispatcher, Request};
+use palisade_protocol::dispatch::ResultOutcome;
+use palisade_protocol::trust::LoadedPolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -244,10 +244,10 @@ impl Gateway {
         if held.holds(now) {
             return Ok(held.policy);
         }
-        let source = palisade_agent::server::TufPolicy {
+        let source = palisade_protocol::trust::TufPolicy {
             trust: self.config.trust.clone(),
         };
-        let why = match palisade_agent::accept::PolicySource::load(&source).await {
+        let why = match palisade_protocol::trust::PolicySource::load(&source).await {
             Ok(fresh) if fresh.unverified.is_none() => {
                 tracing::info!(
                     version = fresh.policy.version(),
@@ -939,7 +939,7 @@ impl Gateway {
         &self,
         mut operation: Operation,
         checked: Checked,
-        prepared: palisade_agent::client::Prepared,
+        prepared: palisade_protocol::client::Prepared,
     ) -> Operation {
         let started = std::time::Instant::now();
         let cluster = checked.request.cluster.clone();
@@ -1005,7 +1005,7 @@ impl Gateway {
         operation: &mut Operation,
         unresolved: &mut crate::results::Unresolved,
         checked: &Checked,
-        prepared: &palisade_agent::client::Prepared,
+        prepared: &palisade_protocol::client::Prepared,
         policy: &palisade_tlog::checkpoint::LogPolicy,
         keys: &[PublicKey],
         started: std::time::Instant,

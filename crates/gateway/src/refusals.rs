@@ -13,11 +13,11 @@
 //! limit applies per replica, and a replica that stops loses at most one period's
 //! count (docs/operations.md).
 
-use palisade_agent::client::CallError;
 use palisade_core::event::{Event, NotLogged, RefusalEvent, RefusalStage};
 use palisade_core::refusal::{LoggedAction, RefusalReason};
 use palisade_core::time::Timestamp;
 use palisade_core::{ClusterId, EventId, OperatorId};
+use palisade_protocol::client::CallError;
 use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

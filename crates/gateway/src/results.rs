@@ -24,10 +24,10 @@
 
 use crate::ops::{OpStatus, Operation};
 use crate::pipeline::Gateway;
-use palisade_agent::client::{CallError, Lookup};
 use palisade_core::event::{Event, Outcome, ResultEvent};
 use palisade_core::time::Timestamp;
 use palisade_core::{ClusterId, EventId, Sha256Digest};
+use palisade_protocol::client::{CallError, Lookup};
 use palisade_state::{Namespace, StateError, StateStore};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -336,8 +336,8 @@ impl Gateway {
                 Ok(Lookup::Done(done)) => {
                     let (result, envelope) = *done;
                     let outcome = match result.outcome {
-                        palisade_agent::dispatch::ResultOutcome::Succeeded => Outcome::Succeeded,
-                        palisade_agent::dispatch::ResultOutcome::Failed => Outcome::Failed,
+                        palisade_protocol::dispatch::ResultOutcome::Succeeded => Outcome::Succeeded,
+                        palisade_protocol::dispatch::ResultOutcome::Failed => Outcome::Failed,
                     };
                     let attestation = result.attestation(&envelope);
                     (outcome, result.output_digest, result.output, result.error, attestation)

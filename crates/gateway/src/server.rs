@@ -6,11 +6,11 @@ use crate::config::GatewayConfig;
 use crate::oncall::OnCall;
 use crate::ops::Ops;
 use crate::pipeline::Gateway;
-use palisade_agent::accept::PolicySource;
-use palisade_agent::client::Dispatcher;
-use palisade_agent::server::TufPolicy;
 use palisade_core::inventory::Inventory;
 use palisade_policy::keys::{PublicKey, SigningKey};
+use palisade_protocol::client::Dispatcher;
+use palisade_protocol::trust::PolicySource;
+use palisade_protocol::trust::TufPolicy;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub async fn start(cfg: GatewayConfig) -> Result<Arc<Gateway>, GatewayError> {
     .load()
     .await
     .map_err(setup("policy"))?;
-    palisade_agent::server::warn_if_expiring(&policy, palisade_core::time::Timestamp::now());
+    palisade_protocol::trust::warn_if_expiring(&policy, palisade_core::time::Timestamp::now());
     let store = cfg
         .state
         .backend()
@@ -246,7 +246,7 @@ async fn record_governance(gw: &Gateway, key: &str, record: &[u8]) -> bool {
         }
         // In the log, witnessed with a later batch: appending it again would record
         // it twice.
-        Err(palisade_agent::client::CallError::Unwitnessed { index, reason }) => {
+        Err(palisade_protocol::client::CallError::Unwitnessed { index, reason }) => {
             tracing::warn!(key, index, %reason, "recorded in the governance log, not yet witnessed");
             true
         }
@@ -269,7 +269,7 @@ async fn record_policy(gw: &Gateway, v: &palisade_policy::trusted_policy::Verifi
 /// Returns whether every release that verifies is recorded.
 async fn record_releases(
     gw: &Gateway,
-    trust: &palisade_agent::config::TrustFiles,
+    trust: &palisade_protocol::trust::TrustFiles,
     recorded: &mut std::collections::HashSet<String>,
 ) -> bool {
     let root = match std::fs::read(&trust.root) {
@@ -368,11 +368,11 @@ async fn refresh(gw: Arc<Gateway>, feeds: Vec<(String, String)>) {
                 if v.policy.digest() != current.policy.digest() {
                     tracing::info!(version = v.version, digest = %v.digest, "a newer approved policy was loaded");
                 }
-                let held = palisade_agent::accept::LoadedPolicy::verified(
+                let held = palisade_protocol::trust::LoadedPolicy::verified(
                     v.policy.clone(),
-                    palisade_agent::server::expiry(v.expires),
+                    palisade_protocol::trust::expiry(v.expires),
                 );
-                palisade_agent::server::warn_if_expiring(
+                palisade_protocol::trust::warn_if_expiring(
                     &held,
                     palisade_core::time::Timestamp::now(),
                 );

@@ -201,12 +201,12 @@ impl Gateway {
                 });
                 let appended = match event.to_log_entry() {
                     Ok(entry) => self.dispatcher().append(cluster.id.as_str(), &entry).await,
-                    Err(e) => Err(palisade_agent::client::CallError::Setup(e.to_string())),
+                    Err(e) => Err(palisade_protocol::client::CallError::Setup(e.to_string())),
                 };
                 match appended {
                     // In the log, witnessed or not (an unwitnessed append is still an
                     // entry): recorded.
-                    Ok(_) | Err(palisade_agent::client::CallError::Unwitnessed { .. }) => {}
+                    Ok(_) | Err(palisade_protocol::client::CallError::Unwitnessed { .. }) => {}
                     Err(e) => {
                         tracing::warn!(instance = %name, error = %e, "cannot record the agent key in the log yet");
                         let _ = self
