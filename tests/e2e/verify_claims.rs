@@ -91,11 +91,20 @@ fn verify_claims_hold_on_a_three_member_cluster() {
         .arg(&report_dir)
         .output()
         .expect("run palisade verify-claims");
+    let failed: Vec<String> = std::fs::read(report_dir.join("report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|r| r["scenarios"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s["verdict"] != "pass")
+        .map(|s| format!("{}: {}", s["id"], s["evidence"]))
+        .collect();
     assert!(
         run.status.success(),
-        "verify-claims --instances 3 failed:\n{}\n{}",
+        "verify-claims --instances 3 failed:\n{}\nfailed scenarios:\n{}",
         String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+        failed.join("\n")
     );
     let report: Value = serde_json::from_slice(
         &std::fs::read(report_dir.join("report.json")).expect("read report.json"),

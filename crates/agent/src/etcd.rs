@@ -22,8 +22,9 @@ pub const QUOTA_SCHEMA: &str = "palisade.dev/output/etcd-quota/v1";
 pub const MEMBER_REMOVE_SCHEMA: &str = "palisade.dev/output/etcd-member-remove/v1";
 pub const MEMBER_JOIN_SCHEMA: &str = "palisade.dev/output/etcd-member-join/v1";
 
-/// How long a probe of another member may take before it counts as unhealthy.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a probe of another member may take before it counts as unhealthy
+/// (generous: a busy machine must not make a healthy member look down).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the agent looks at every member's health (for `etcd.member-remove`).
 pub const TRACK_EVERY: Duration = Duration::from_secs(3);
 /// How long `etcd.member-join` waits for the new learner to catch up.

@@ -86,7 +86,8 @@ impl Services {
         let start = std::time::Instant::now();
         if state != crate::supervisor::ComponentState::AwaitingJoin {
             // A join whose promotion did not finish: the learner runs; promote it.
-            if let Some(id) = self.etcd.own_learner().await.map_err(err)? {
+            // (The cluster unreachable: not a learner this agent can promote.)
+            if let Some(id) = self.etcd.own_learner().await.unwrap_or(None) {
                 let voters = self.etcd.promote(id).await.map_err(err)?;
                 return Ok(crate::etcd::MemberJoinOutput {
                     member_id: format!("{id:x}"),
