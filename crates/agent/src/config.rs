@@ -179,7 +179,8 @@ pub struct EtcdSettings {
     #[serde(default)]
     pub member: Option<MemberSettings>,
     /// Client URLs of the cluster's other members: `etcd.member-join` reaches the
-    /// cluster through them while this instance's member has no data.
+    /// cluster through them while this instance's member has no data. With them,
+    /// the agent also tracks every member's health (for `etcd.member-remove`).
     #[serde(default)]
     pub peers: Vec<String>,
 }

@@ -468,44 +468,37 @@ impl Etcd {
     /// Whether a member answers a status call on one of its client URLs within
     /// [`PROBE_TIMEOUT`].
     async fn probe(&self, urls: &[String]) -> bool {
-        if urls.is_empty() {
-            return false;
-        }
-        let options = self.options.clone().with_timeout(PROBE_TIMEOUT);
-        let attempt = async {
-            let mut c = Client::connect(urls, Some(options)).await.ok()?;
-            c.status().await.ok()
-        };
-        matches!(
-            tokio::time::timeout(PROBE_TIMEOUT * 2, attempt).await,
-            Ok(Some(_))
-        )
+        self.answers(urls, false).await
     }
 
     /// Whether a member answers a serializable read (of the key `health`, whose
     /// value is not looked at) within [`PROBE_TIMEOUT`]: a member that defragments
     /// answers status calls but not reads.
     async fn probe_read(&self, urls: &[String]) -> bool {
+        self.answers(urls, true).await
+    }
+
+    /// Whether a member answers a status call (or, with `read`, a serializable read
+    /// of keys only) on one of its client URLs within [`PROBE_TIMEOUT`].
+    async fn answers(&self, urls: &[String], read: bool) -> bool {
         if urls.is_empty() {
             return false;
         }
         let options = self.options.clone().with_timeout(PROBE_TIMEOUT);
         let attempt = async {
             let mut c = Client::connect(urls, Some(options)).await.ok()?;
-            c.get(
-                "health",
-                Some(
-                    etcd_client::GetOptions::new()
-                        .with_serializable()
-                        .with_keys_only(),
-                ),
-            )
-            .await
-            .ok()
+            if read {
+                let keys_only = etcd_client::GetOptions::new()
+                    .with_serializable()
+                    .with_keys_only();
+                c.get("health", Some(keys_only)).await.ok().map(|_| ())
+            } else {
+                c.status().await.ok().map(|_| ())
+            }
         };
         matches!(
             tokio::time::timeout(PROBE_TIMEOUT * 2, attempt).await,
-            Ok(Some(_))
+            Ok(Some(()))
         )
     }
 

@@ -64,6 +64,16 @@ fn reduce<T: Serialize>(schema: &'static str, max: usize, out: &T) -> Result<Out
     })
 }
 
+/// Who a Kubernetes request of this dispatch is made as: the operator's pseudonym,
+/// with the access event and its log entry.
+fn impersonation(a: &Accepted) -> Impersonation {
+    Impersonation {
+        pseudonym: a.dispatch.actor.clone(),
+        event_id: a.dispatch.event_id.clone(),
+        log_entry: format!("{}#{}", a.log_origin, a.log_index),
+    }
+}
+
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -84,33 +94,27 @@ impl Services {
             .map(|c| c.state)
             .ok_or("this agent does not supervise etcd")?;
         let start = std::time::Instant::now();
-        if state != crate::supervisor::ComponentState::AwaitingJoin {
+        let (id, resumed) = if state == crate::supervisor::ComponentState::AwaitingJoin {
+            let (id, initial, resumed) = self.etcd.add_learner().await.map_err(err)?;
+            sup.join(
+                "etcd",
+                vec![
+                    ("--initial-cluster".into(), initial),
+                    ("--initial-cluster-state".into(), "existing".into()),
+                ],
+            )
+            .await
+            .map_err(err)?;
+            (id, resumed)
+        } else if let Some(id) = self.etcd.own_learner().await.unwrap_or(None) {
             // A join whose promotion did not finish: the learner runs; promote it.
             // (The cluster unreachable: not a learner this agent can promote.)
-            if let Some(id) = self.etcd.own_learner().await.unwrap_or(None) {
-                let voters = self.etcd.promote(id).await.map_err(err)?;
-                return Ok(crate::etcd::MemberJoinOutput {
-                    member_id: format!("{id:x}"),
-                    name: self.etcd.member_name().to_string(),
-                    resumed: true,
-                    voting_members: voters,
-                    took_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
-                });
-            }
+            (id, true)
+        } else {
             return Err(format!(
                 "etcd on this instance is {state}: only a member whose data is gone (awaiting-join) joins"
             ));
-        }
-        let (id, initial, resumed) = self.etcd.add_learner().await.map_err(err)?;
-        sup.join(
-            "etcd",
-            vec![
-                ("--initial-cluster".into(), initial),
-                ("--initial-cluster-state".into(), "existing".into()),
-            ],
-        )
-        .await
-        .map_err(err)?;
+        };
         let voters = self.etcd.promote(id).await.map_err(err)?;
         Ok(crate::etcd::MemberJoinOutput {
             member_id: format!("{id:x}"),
@@ -222,11 +226,7 @@ impl Services {
                     .kube
                     .as_ref()
                     .ok_or("this agent has no kube-apiserver configured")?;
-                let who = Impersonation {
-                    pseudonym: a.dispatch.actor.clone(),
-                    event_id: a.dispatch.event_id.clone(),
-                    log_entry: format!("{}#{}", a.log_origin, a.log_index),
-                };
+                let who = impersonation(a);
                 match v.handler() {
                     "kube.nodes" => {
                         return reduce(schema, max, &kube.nodes(&who).await.map_err(err)?)
@@ -266,12 +266,7 @@ impl Services {
                     (Some(url), _, _) => crate::etcd::fetch_metrics(url).await.map_err(err)?,
                     (None, "etcd", _) => self.etcd.metrics_text().await.map_err(err)?,
                     (None, "kube-apiserver", Some(kube)) => {
-                        let who = Impersonation {
-                            pseudonym: a.dispatch.actor.clone(),
-                            event_id: a.dispatch.event_id.clone(),
-                            log_entry: format!("{}#{}", a.log_origin, a.log_index),
-                        };
-                        kube.metrics(&who).await.map_err(err)?
+                        kube.metrics(&impersonation(a)).await.map_err(err)?
                     }
                     (None, other, _) => {
                         return Err(format!(

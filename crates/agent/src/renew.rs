@@ -127,10 +127,7 @@ struct Renewed {
 
 impl Renewed {
     fn put_back(&self) -> std::io::Result<()> {
-        for (live, prev) in &self.replaced {
-            std::fs::copy(prev, live)?;
-        }
-        Ok(())
+        put_back(&self.replaced)
     }
 
     fn forget(&self) {
@@ -291,14 +288,7 @@ fn renew(c: &NamedCert, now: Timestamp) -> Result<Renewed, RotateError> {
     }
     for (tmp, live) in &staged {
         if let Err(e) = std::fs::rename(tmp, live) {
-            let back = Renewed {
-                serial_before: String::new(),
-                serial_after: String::new(),
-                not_after_before: now,
-                not_after_after: now,
-                replaced: replaced.clone(),
-            };
-            let _ = back.put_back();
+            let _ = put_back(&replaced);
             for (t, _) in &staged {
                 let _ = std::fs::remove_file(t);
             }
@@ -315,6 +305,14 @@ fn renew(c: &NamedCert, now: Timestamp) -> Result<Renewed, RotateError> {
         not_after_after: Timestamp::from_unix_seconds(end),
         replaced,
     })
+}
+
+/// Copies each previous file (`.prev`) back over its live one.
+fn put_back(replaced: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
+    for (live, prev) in replaced {
+        std::fs::copy(prev, live)?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to a temporary file beside `path` with `mode` and syncs it;

@@ -150,7 +150,11 @@ impl Agent {
         }
         let etcd = Etcd::new(&cfg.etcd).map_err(|e| AgentError::Setup(e.to_string()))?;
         // For etcd.member-remove: since when each member has been unhealthy.
-        etcd.spawn_member_tracker();
+        // Only a member of a cluster of several (it has peers) can have another
+        // removed; a lone member's agent probes nothing.
+        if !cfg.etcd.peers.is_empty() {
+            etcd.spawn_member_tracker();
+        }
         let services = Services {
             backups,
             etcd,

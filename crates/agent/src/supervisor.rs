@@ -330,15 +330,7 @@ impl Trust {
                     format!("{e}; and this agent never verified this release before"),
                 )
             })?;
-        let found = file_sha256(&kept.file).await?;
-        if found != kept.sha256 {
-            return Err(SupervisorError::ArtifactChanged {
-                component: name.to_string(),
-                path: kept.file,
-                expected: kept.sha256,
-                found,
-            });
-        }
+        check_unchanged(name, &kept.file, &kept.sha256).await?;
         tracing::warn!(
             component = name,
             version,
@@ -871,15 +863,7 @@ impl Supervisor {
         version: &str,
     ) -> Result<PathBuf, SupervisorError> {
         let artifact = self.trust.verify_and_install(name, version).await?;
-        let found = file_sha256(&artifact.path).await?;
-        if found != artifact.sha256 {
-            return Err(SupervisorError::ArtifactChanged {
-                component: name.to_string(),
-                path: artifact.path.clone(),
-                expected: artifact.sha256,
-                found,
-            });
-        }
+        check_unchanged(name, &artifact.path, &artifact.sha256).await?;
         Ok(artifact.path)
     }
 
@@ -1177,15 +1161,7 @@ impl Runner {
         self.first = false;
         let name = &self.settings.name;
         let path = &self.artifact.path;
-        let found = file_sha256(path).await?;
-        if found != self.artifact.sha256 {
-            return Err(SupervisorError::ArtifactChanged {
-                component: name.clone(),
-                path: path.clone(),
-                expected: self.artifact.sha256.clone(),
-                found,
-            });
-        }
+        check_unchanged(name, path, &self.artifact.sha256).await?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -1374,6 +1350,20 @@ impl Runner {
 /// Whether `dir` holds an etcd member's data (its `member/wal` directory).
 fn has_member_data(dir: &Path) -> bool {
     std::fs::read_dir(dir.join("member").join("wal")).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// Refuses an installed file whose SHA-256 is no longer the verified one.
+async fn check_unchanged(name: &str, path: &Path, expected: &str) -> Result<(), SupervisorError> {
+    let found = file_sha256(path).await?;
+    if found != expected {
+        return Err(SupervisorError::ArtifactChanged {
+            component: name.to_string(),
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            found,
+        });
+    }
+    Ok(())
 }
 
 /// The SHA-256 of the file at `path`, read off the async workers.

@@ -889,18 +889,15 @@ impl Gateway {
         // An action the tenant's statement in force reserves for approval is logged
         // as a request and waits for the customer ([`crate::approvals`]).
         if let Some((approval, seq)) = self.approval_policy(&cluster.id) {
-            let risk = self
+            let needed = self
                 .policy()
                 .await
                 .action(&checked.request.action)
-                .map(|a| a.risk);
-            let always = self
-                .policy()
-                .await
-                .action(&checked.request.action)
-                .is_some_and(|a| palisade_policy::catalogue::needs_customer_approval(&a.handler));
-            if always || risk.is_some_and(|r| approval.requires(checked.request.action.as_str(), r))
-            {
+                .is_some_and(|a| {
+                    palisade_policy::catalogue::needs_customer_approval(&a.handler)
+                        || approval.requires(checked.request.action.as_str(), a.risk)
+                });
+            if needed {
                 return self
                     .request_approval(
                         operation,
