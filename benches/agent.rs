@@ -1,5 +1,5 @@
-//! The agent's cost of verifying one dispatch (issue 5; docs/performance.md records
-//! the figures):
+//! The agent's cost of verifying one dispatch (docs/performance.md records the
+//! figures):
 //!
 //! ```sh
 //! cargo bench -p palisade-benches --bench agent

@@ -1,4 +1,4 @@
-//! Encrypted etcd backups (issue 8; docs/performance.md records the figures):
+//! Encrypted etcd backups (docs/performance.md records the figures):
 //!
 //! ```sh
 //! cargo build --release -p palisade                     # the stack runs the release binary

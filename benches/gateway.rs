@@ -1,5 +1,4 @@
-//! The gateway pipeline end to end (issues 5 and 6; docs/performance.md records the
-//! figures):
+//! The gateway pipeline end to end (docs/performance.md records the figures):
 //!
 //! ```sh
 //! cargo build --release -p palisade                      # the stack runs the release binary
@@ -39,7 +38,8 @@
 //! the gateway reads at most 256 schedules). At most 58 requests per operator are
 //! sent (the policy allows 60 a minute), so a run stops early at 14,500 requests:
 //! 15 s at up to ~970/s. `GATEWAY_BENCH_LOG_PUBLISH_MS` sets the logs'
-//! `batch.publish_interval_ms` (default: the log's own).
+//! `batch.publish_interval_ms` (default: the log's own). `GATEWAY_BENCH_TENANT_WITNESS=0`
+//! drops the tenant's witness (no tenant key on the agents, the log does not ask it).
 #![forbid(unsafe_code)]
 
 #[path = "support/mod.rs"]

@@ -1,4 +1,4 @@
-//! KMS plugin benchmarks (figures recorded in docs/kms.md, "Performance"):
+//! KMS plugin benchmarks (docs/performance.md records the figures):
 //!
 //! ```sh
 //! cargo bench -p palisade-benches --bench kms                 # every backend
@@ -14,7 +14,7 @@
 //! latency over the socket / in-process). SoftHSM2 and moto are started by the
 //! benchmark; a missing tool fails it with an install hint. The PKCS#11 backend uses
 //! the plugin's default session pool unless `KMS_BENCH_PKCS11_SESSIONS` sets its size
-//! (1 = every HSM call on one session, as before the pool).
+//! (1 = every HSM call on one session).
 #![forbid(unsafe_code)]
 
 #[path = "../crates/kms/tests/support/mod.rs"]

@@ -12,6 +12,18 @@
 //! - proofs: inclusion proofs generated from the tiles of a stored log, per second;
 //! - memory: resident memory of the process after 1M and 10M appended entries (small
 //!   entries, to keep the disk use reasonable), to show it does not grow with the log.
+//!
+//! Each runs the real sequencer on a fresh directory under `$TMPDIR` (point it at the
+//! disk to measure), fsync on every write, no witnesses (a witness adds its round trip
+//! to every batch), batching as `BatchConfig::default()` (up to 1,024 entries, 5 ms).
+//!
+//! Knobs (environment): `BENCH_ENTRIES` (throughput: default 200,000; proofs: the
+//! log's size, default 1,000,000), `BENCH_IN_FLIGHT` (appends in flight, default
+//! 4,096), `BENCH_BATCH` (entries per batch), `BENCH_PUBLISH_MS` (the journal's publish
+//! interval; default 0: tiles and checkpoint written by every batch), `BENCH_RATE`
+//! (latency: appends/s, default 1,000), `BENCH_SECONDS` (latency: default 10),
+//! `BENCH_PROOFS` (default 20,000), `BENCH_MEMORY_SMALL` and `BENCH_MEMORY_LARGE`
+//! (default 1,000,000 and 10,000,000 entries).
 #![forbid(unsafe_code)]
 
 use bytes::Bytes;

@@ -1,4 +1,4 @@
-//! Policy validator benchmark (docs/policy.md records the figures):
+//! Policy validator benchmark (docs/performance.md records the figures):
 //!
 //! ```sh
 //! cargo bench -p palisade-benches --bench policy

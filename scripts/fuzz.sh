@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fuzzing campaign: every target of fuzz/ (docs/fuzzing.md) for a set time each.
+# The fuzzing campaign: every target of fuzz/ (docs/testing.md, "Fuzzing") for a set time each.
 #   scripts/fuzz.sh [seconds per target, default 600] [target ...]
 # Seeds are written into fuzz/corpus/<target>/, the corpus is minimised after the run
 # (it is kept in the repository and replayed by `cargo test -p palisade-fuzz`), and a

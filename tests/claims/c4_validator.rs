@@ -1,5 +1,5 @@
 //! Claim C4 (the administrative API's allowlist): the action validator refuses every
-//! attack class of PROTOCOLS.md, naming the parameter and the reason, and a policy
+//! attack class of docs/threat-model.md, naming the parameter and the reason, and a policy
 //! cannot widen what a built-in handler accepts.
 //!
 //! Table-driven: each row is one adversarial input and the exact refusal expected.

@@ -231,7 +231,7 @@ async fn policy_action_and_parameters_are_checked_again_at_the_agent() {
     }
 
     // Parameters a compromised gateway might send, logged faithfully: every attack
-    // class from PROTOCOLS.md against the typed parameters of real actions.
+    // class of docs/threat-model.md against the typed parameters of real actions.
     let s = |v: &str| ParamValue::Str(v.to_string());
     let cases: Vec<(&str, Vec<(&str, ParamValue)>)> = vec![
         ("kube.cordon", vec![("node", s("-rf"))]),

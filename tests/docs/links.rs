@@ -1,7 +1,8 @@
 //! Every relative link in README.md and docs/ resolves: the file exists and, for a
 //! `#fragment` into a Markdown page, a heading of that page has that anchor (as
 //! GitHub derives it: lower case, punctuation but `-` and `_` dropped, spaces as `-`,
-//! repeated headings numbered `-1`, `-2`, …).
+//! repeated headings numbered `-1`, `-2`, …). The pages also stay within their size
+//! budget.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -139,6 +140,38 @@ fn every_relative_link_in_the_docs_resolves() {
         "only {checked} links found: is the parser right?"
     );
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The pages a newcomer reads stay short, and docs/ as a whole stays a size one can
+/// read: reference pages are looked up, but facts live in one place each.
+#[test]
+fn the_docs_stay_within_their_size_budget() {
+    let size = |rel: &str| {
+        std::fs::metadata(root().join(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .len()
+    };
+    let reader: u64 = ["README.md", "docs/architecture.md", "docs/threat-model.md"]
+        .iter()
+        .map(|p| size(p))
+        .sum();
+    assert!(
+        reader <= 70_000,
+        "README, architecture and threat model hold {reader} bytes together (budget 70,000)"
+    );
+    let docs: u64 = pages()
+        .iter()
+        .filter(|p| p.starts_with(root().join("docs")))
+        .filter(|p| {
+            !p.components()
+                .any(|c| c.as_os_str() == "verify-claims-report")
+        })
+        .map(|p| std::fs::metadata(p).expect("page").len())
+        .sum();
+    assert!(
+        docs <= 250_000,
+        "docs/ holds {docs} bytes of Markdown besides the generated report (budget 250,000)"
+    );
 }
 
 #[test]

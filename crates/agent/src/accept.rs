@@ -29,12 +29,24 @@
 //!    within the last `max_cosignature_age` (C2SP cosignatures carry their time; the
 //!    log has its checkpoint cosigned again at least every minute, idle or not), so
 //!    a frozen or long-withheld view cannot be fed to the agent.
+//!
+//!    8b. **Customer approval**: when the tenant's statement in force reserves this
+//!    action for approval (by name or by its risk), the dispatch carries the request
+//!    as logged (its entry hashes to the digest the intent names, proven in the
+//!    cluster's log, for exactly this action, parameters and instance, not expired)
+//!    and approvals of it by at least the threshold of distinct approvers of that
+//!    statement, each within its validity; and the request was not spent before.
 //! 9. **View**: that checkpoint is consistent with the newest checkpoint this agent
 //!    accepted before (same root at the same size; a valid consistency proof from the
 //!    older size), so a forked, rewritten or rolled-back log is refused.
 //! 10. **Commit**: advance the view and the tenant statement (with no commit of
-//!     their own on redb), then spend the nonce, whose commit makes them durable;
-//!     under one lock.
+//!     their own on redb), then spend the approved request, if any, and the nonce,
+//!     whose commit makes them durable; under one lock. A dispatch that ran always
+//!     has its view stored.
+//!
+//! Because the nonce is spent only at step 10, a refused dispatch can be sent again
+//! unchanged (with fresher proofs after `stale_view`); an accepted one never runs
+//! twice. A failure to read or write the agent's state at any step is `unavailable`.
 
 use crate::dispatch::{Dispatch, DispatchRequest, Refusal, RefusalCode, DISPATCH_PAYLOAD_TYPE};
 use crate::view::AgentState;

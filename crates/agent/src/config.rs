@@ -34,16 +34,20 @@ pub struct AgentConfig {
     /// The tenant's public key (`.pub`, from `palisade customer keygen`). With it,
     /// the agent acts only under the newest witness statement signed by this key it
     /// has seen, and requires the tenant's witnesses to cosign as well as the log's.
+    /// The statement travels with each dispatch; one older than the newest seen is
+    /// refused, also after a restart. An agent whose state holds a statement does not
+    /// start without this key.
     #[serde(default)]
     pub tenant_key: Option<PathBuf>,
     /// Longest validity a dispatch may claim, in seconds (≤ 600).
     #[serde(default = "default_max_ttl")]
     pub max_dispatch_ttl_secs: u64,
-    /// Tolerated clock difference with the gateway, in seconds (≤ 120).
+    /// Tolerated clock difference with the gateway, in seconds (≤ 120): `issued_at`
+    /// may be this far in the future and `expires_at` this far in the past.
     #[serde(default = "default_skew")]
     pub clock_skew_secs: u64,
     /// The largest action output returned, in bytes (1 KiB to 1 MiB; `kube.nodes`
-    /// takes about 600 bytes per node).
+    /// takes about 600 bytes per node). A larger output makes the result `failed`.
     #[serde(default = "default_max_output")]
     pub max_output_bytes: usize,
     pub tls: TlsFiles,
@@ -55,7 +59,9 @@ pub struct AgentConfig {
     /// Components the agent supervises (started only from approved releases).
     #[serde(default, rename = "component")]
     pub components: Vec<ComponentSettings>,
-    /// Where supervised components' binaries are unpacked and their output kept.
+    /// Where supervised components' binaries are unpacked and their output kept
+    /// (`bin/`, `logs/`, `versions.json`, `<name>.member`); created with mode 0700.
+    /// Required when any `[[component]]` is configured.
     #[serde(default)]
     pub work_dir: Option<PathBuf>,
     /// Tools actions run (`etcdctl` for `etcd.restore`), from approved releases.
@@ -161,7 +167,8 @@ pub use palisade_protocol::trust::{LogTrust, TrustFiles};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdSettings {
-    /// Client URLs of this instance's member, e.g. `http://127.0.0.1:2379`.
+    /// Client URLs of this instance's member, e.g. `http://127.0.0.1:2379`; the etcd
+    /// actions talk only to the first.
     pub endpoints: Vec<String>,
     /// Client TLS (for `https://` endpoints).
     #[serde(default)]
@@ -180,7 +187,8 @@ pub struct EtcdSettings {
     pub member: Option<MemberSettings>,
     /// Client URLs of the cluster's other members: `etcd.member-join` reaches the
     /// cluster through them while this instance's member has no data. With them,
-    /// the agent also tracks every member's health (for `etcd.member-remove`).
+    /// the agent also probes every member's health every 3 s (for
+    /// `etcd.member-remove`); a lone member's agent probes nothing.
     #[serde(default)]
     pub peers: Vec<String>,
 }
@@ -207,7 +215,8 @@ pub struct KubeSettings {
     /// CA certificate that signed the apiserver's serving certificate.
     pub ca: PathBuf,
     /// A bearer token file for the agent's own service account (bound to the
-    /// `palisade-agent` ClusterRole in deploy/kubernetes/). Secret.
+    /// `palisade-agent` ClusterRole in deploy/kubernetes/), read again for every
+    /// request so that a rotated token is picked up. Secret.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// Or a client certificate and key.
@@ -225,21 +234,27 @@ pub struct ComponentSettings {
     /// One of the catalogue's components (`etcd`, `kube-apiserver`, …).
     pub name: String,
     /// The approved release to start (`components/<name>/<version>/…` in the repo).
+    /// A version recorded in `<work_dir>/versions.json` by an upgrade takes
+    /// precedence.
     pub version: String,
     /// The fixed argument vector (never from a dispatch).
     #[serde(default)]
     pub args: Vec<String>,
-    /// Extra environment (fixed, from this file only).
+    /// The component's whole environment, as `["NAME", "value"]` pairs (fixed, from
+    /// this file only); the agent's own environment is not passed on.
     #[serde(default)]
     pub env: Vec<(String, String)>,
     /// A URL that answers 200 when the component is healthy (e.g. etcd's
-    /// `http://127.0.0.1:2379/health`).
+    /// `http://127.0.0.1:2379/health`), plain `http://`. Checked when the supervisor
+    /// starts, not by `palisade agent check`.
     #[serde(default)]
     pub health_url: Option<String>,
     /// The component's data directory (etcd's `--data-dir`). Once the component was
     /// healthy on it, a missing or empty directory means its data was lost: the
     /// supervisor does not start it again (an etcd member restarted empty under its
-    /// old identity would diverge) and waits for `etcd.member-join`.
+    /// old identity would diverge) and waits for `etcd.member-join` (state
+    /// `awaiting-join`). That it was healthy is recorded as `<work_dir>/<name>.member`.
+    /// Needs `health_url`.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
     /// This instance replaces a member of a running cluster: with an empty

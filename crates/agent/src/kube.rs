@@ -1,5 +1,6 @@
-//! Kubernetes API actions: `kube.nodes`, `kube.cordon {node}`, `kube.uncordon {node}`
-//! (claims C3 and C6 in DESIGN.md).
+//! Kubernetes API actions: `kube.nodes`, `kube.cordon {node}`, `kube.uncordon {node}`,
+//! `kube.webhooks` and `kube.webhook-bypass` (claims C3 and C6 in
+//! docs/threat-model.md).
 //!
 //! These are the operators' only ways into the cluster's Kubernetes API. The agent
 //! calls the *local* kube-apiserver with its own credential (a service-account token
@@ -27,18 +28,28 @@
 //! 1. a **deny list** of what holds or reaches customer content — `secrets`,
 //!    `configmaps`, `pods/exec`, `pods/attach`, `pods/log`, `pods/portforward`,
 //!    `pods/proxy`, `nodes/proxy`, `services/proxy`, `serviceaccounts/token`, and every
-//!    resource of a non-core API group (custom resources included) — judged on what the
-//!    path would reach once a server percent-decoded it and resolved `..`;
+//!    resource of a non-core API group (custom resources included) but the two
+//!    webhook configuration resources of `admissionregistration.k8s.io` — judged on
+//!    what the path would reach once a server percent-decoded it and resolved `..`;
 //! 2. a **syntax** check: only `a-z 0-9 - . /`, so no query string, no fragment, no
 //!    percent-escape, no upper case; no empty, `.` or `..` segment; no trailing slash;
 //! 3. an **allowlist** that is exactly `GET /api/v1/nodes`, `GET /api/v1/nodes/{name}`,
 //!    `PATCH /api/v1/nodes/{name}`, `{name}` a DNS-1123 subdomain of at most 253
-//!    bytes, and `GET /metrics` (reduced to an allowlist of families and labels by
-//!    `component.metrics` before anything leaves the agent, see `prom.rs`).
+//!    bytes, `GET /metrics` (reduced to an allowlist of families and labels by
+//!    `component.metrics` before anything leaves the agent, see `prom.rs`), and, in
+//!    `admissionregistration.k8s.io/v1`, `GET` of the list and `GET` and `PATCH` of
+//!    one `validatingwebhookconfigurations` or `mutatingwebhookconfigurations` object
+//!    (the patch only for `kube.webhook-bypass`, which always needs the customer's
+//!    approval: `palisade_policy::catalogue::CUSTOMER_APPROVAL_REQUIRED`).
 //!
 //! The URL actually sent is built from the checked request and compared again with it;
 //! redirects are never followed and no proxy is used, so what was checked is what the
-//! apiserver receives.
+//! apiserver receives. The client speaks https only and trusts only `kube.ca`; its
+//! token file is read again for every request. `kube.cordon` and `kube.uncordon` read
+//! the node first and send kubectl's strategic-merge patch only if it is not already
+//! in the wanted state. The cluster's RBAC
+//! (`deploy/kubernetes/palisade-agent-rbac.yaml`) enforces the same scope a second
+//! time.
 //!
 //! # Outputs
 //!
@@ -386,7 +397,7 @@ fn shown_policy(policy: Option<&str>) -> String {
 // The guard (claim C3)
 // ---------------------------------------------------------------------------------------
 
-/// Refuses every request but the three the actions need; see the module docs for the
+/// Refuses every request off the allowlist the actions need; see the module docs for the
 /// rules and their order. Nothing may be sent to the kube-apiserver without passing it.
 pub fn check_request(method: &str, path: &str) -> Result<(), KubeError> {
     Allowed::parse(method, path).map(|_| ())

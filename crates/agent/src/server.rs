@@ -1,4 +1,4 @@
-//! The agent process: its two routes, and how a dispatch flows through them.
+//! The agent process: its three routes, and how a dispatch flows through them.
 //!
 //! | route | who | what |
 //! |---|---|---|
@@ -15,6 +15,16 @@
 //! the signed result when it ends, so a gateway that lost the answer asks again by
 //! event id. A dispatch the agent itself stopped in (it was killed or restarted) is
 //! given a signed `failed` result at the next start, saying it was interrupted.
+//!
+//! Start-up fails closed, before the port is bound: reading the agent's signing key
+//! and the gateway public keys, the log trust (log key, witness keys, quorum), the
+//! state file, verifying the action policy from the TUF repository with the agent's
+//! own root and datastore, checking that the stored view of the log still verifies,
+//! the Kubernetes client if configured, and verifying and starting every supervised
+//! component. Every 10 minutes the agent re-verifies the policy and prunes the replay
+//! cache (a nonce is dropped once its dispatch expired more than `clock_skew_secs` +
+//! 60 s ago, when it would be refused as `expired` anyway) and the results kept for
+//! `GET /v1/results/<event id>` (7 days).
 
 use crate::accept::{Acceptor, AcceptorConfig};
 use crate::config::AgentConfig;

@@ -23,6 +23,32 @@
 //! here, the version must be a release approved in the repository. Arguments and
 //! environment come from the agent's configuration file only; the child's output goes
 //! to `<work_dir>/logs/<name>.log` and is never returned by any action.
+//!
+//! More of the rules, in the order a component meets them:
+//!
+//! - At start every configured release is verified before any component starts; one
+//!   failure and nothing starts. A version recorded in `<work_dir>/versions.json` by
+//!   an upgrade takes precedence over the configured one (and is verified again).
+//! - The child runs with the agent's environment cleared, in its own process group,
+//!   with working directory `work_dir` and standard input `/dev/null`. A changed
+//!   installed file is not run: the component goes to `failed` and waits for a
+//!   `component.restart` or `component.upgrade`.
+//! - With a `health_url` the component is `starting` until that URL answers 200
+//!   (polled every 200 ms), then `running`. Stopping sends SIGTERM, then SIGKILL
+//!   after 10 s.
+//! - With a `data_dir`, a directory found missing or empty after the component was
+//!   once healthy on it (`<work_dir>/<name>.member`) is not started again: the state
+//!   is `awaiting-join` until `etcd.member-join` adds the member back as a learner.
+//! - `component.upgrade` verifies the requested version first (the running process is
+//!   untouched if it does not verify, or is lower than the running one without being
+//!   an approved rollback), then stops the old process, starts the new one, records
+//!   the version in `versions.json` and waits up to 30 s for health. One restart or
+//!   upgrade runs at a time per component.
+//! - Every release verified and installed is recorded in
+//!   `<work_dir>/verified-releases.json`: when the repository cannot be verified at
+//!   start (expired, unreadable, rolled back), that same release is started again,
+//!   re-hashed, while the agent refuses every dispatch (`trust_metadata`) until fresh
+//!   metadata verifies.
 
 use crate::config::{ComponentSettings, TrustFiles};
 use palisade_policy::release::{release_target_name, verify_release};

@@ -1,4 +1,4 @@
-//! Operator authentication for Palisade's gateway (DESIGN.md, Gateway, step 1,
+//! Operator authentication for Palisade's gateway (docs/architecture.md, the pipeline, step 1,
 //! "Authenticate"): an OIDC ID or access token in, an [`Identity`] out.
 //!
 //! [`Verifier`] checks a compact JWT against the issuer's published keys (a JWK Set

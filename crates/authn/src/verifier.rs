@@ -1,4 +1,4 @@
-//! Step 1 of the gateway's pipeline (DESIGN.md, Gateway, "Authenticate"): an OIDC
+//! Step 1 of the gateway's pipeline (docs/architecture.md, "Authenticate"): an OIDC
 //! token in, an [`Identity`] out, or a refusal.
 
 use std::sync::{Arc, OnceLock, Weak};

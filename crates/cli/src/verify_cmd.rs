@@ -22,7 +22,7 @@ pub struct VerifyArgs {
     #[arg(long, conflicts_with = "against")]
     keep: bool,
     /// Run the non-destructive subset against an existing deployment described by
-    /// this TOML file (docs/verify-claims.md has its format).
+    /// this TOML file (its format: docs/threat-model.md, section "--against CONFIG").
     #[arg(long, value_name = "CONFIG")]
     against: Option<PathBuf>,
     /// Only scenarios whose id contains this text (repeatable; local runs only).

@@ -20,14 +20,20 @@ pub struct GatewayConfig {
     /// `PALISADE_GATEWAY_SIGNING_KEY`.
     pub signing_key: PathBuf,
     /// The secret that turns operator names into stable pseudonyms (any file of at
-    /// least 32 random bytes). Secret: `PALISADE_GATEWAY_PSEUDONYM_KEY`.
+    /// least 32 random bytes, used as they are). An operator appears in a tenant's
+    /// log as `op-` and 16 hex digits derived from this secret, the tenant and the
+    /// name, so one operator has a different pseudonym in each tenant's log. Changing
+    /// it changes every pseudonym; gateway replicas must share it. Secret:
+    /// `PALISADE_GATEWAY_PSEUDONYM_KEY`.
     pub pseudonym_key: PathBuf,
     pub inventory: PathBuf,
     /// Where operations, idempotency keys and rate-limit counters live: a redb file
     /// path (one gateway), or a `[state]` table (`kind = "etcd"` for several gateway
-    /// replicas sharing state; see docs/configuration.md).
+    /// replicas sharing state; see docs/configuration.md). The redb file's directory
+    /// also receives `dev-jwks.json` when the development issuer is on.
     pub state: StateSetting,
-    /// How long a dispatch is valid, in seconds (≤ the agents' maximum).
+    /// How long a dispatch is valid, in seconds (5–600). More than the agents'
+    /// `max_dispatch_ttl_secs`, and they refuse every dispatch as `ttl_too_long`.
     #[serde(default = "default_ttl")]
     pub dispatch_ttl_secs: u64,
     /// How long a request waits for its action before answering 202 with an
@@ -35,7 +41,8 @@ pub struct GatewayConfig {
     #[serde(default = "default_wait")]
     pub wait_secs: u64,
     /// How long after a dispatch expired the gateway keeps asking an agent that does
-    /// not answer how it ended, before it logs the result `outcome_unknown`.
+    /// not answer how it ended, before it logs the result `outcome_unknown`
+    /// (10–604800 s; agents keep results for 7 days).
     #[serde(default = "default_result_deadline")]
     pub result_deadline_secs: u64,
     pub tls: TlsFiles,
@@ -49,15 +56,19 @@ pub struct GatewayConfig {
     pub dev_issuer: Option<DevIssuerSettings>,
     /// Whether operators may authenticate with a client certificate (role
     /// `operator`) instead of a token. Off by default: whoever holds a CA key could
-    /// mint one for anyone on call.
+    /// mint one for anyone on call. The operator's name is the certificate's common
+    /// name.
     #[serde(default)]
     pub operator_certificates: bool,
     /// The CA certificates (PEM bundle) an operator certificate must chain to; no CA
-    /// by default. Required when `operator_certificates` is on.
+    /// by default. Required when `operator_certificates` is on. Name a CA of its
+    /// own, held by whoever vouches for operators, not the deployment's `[tls] ca`,
+    /// which issues the components' certificates.
     #[serde(default)]
     pub operator_ca: Option<PathBuf>,
     /// The CA certificates (PEM bundle) a tenant's approval webhook must chain to;
-    /// by default, the platform's trust store.
+    /// by default, the platform's trust store. Webhooks are reached over `https`
+    /// only, and redirects are not followed.
     #[serde(default)]
     pub webhook_ca: Option<PathBuf>,
     /// YAML rota files.
@@ -67,24 +78,35 @@ pub struct GatewayConfig {
     #[serde(default, rename = "ical")]
     pub icals: Vec<IcalFeed>,
     /// How old, in seconds, the last successful fetch of an iCalendar feed from a URL
-    /// may be for its shifts to grant anything (default 900: three missed refreshes).
+    /// may be for its shifts to grant anything (default 900: three missed refreshes;
+    /// 1–86400). Beyond it, and before the first good fetch, the feed's schedule
+    /// grants nothing, a request that finds no other grant is refused with
+    /// `oncall-feed-stale`, and `palisade_gateway_oncall_feed_stale{schedule}` is 1.
     #[serde(default = "default_feed_max_age")]
     pub oncall_feed_max_age_secs: u64,
     /// Which schedules grant which roles on which clusters.
     #[serde(default, rename = "grant")]
     pub grants: Vec<Grant>,
-    /// Agents' public result-signing keys.
+    /// Agents' public result-signing keys. List every instance of the inventory: the
+    /// gateway still dispatches to an instance without one (the intent is logged and
+    /// the action runs), but cannot verify its answer, so the operation and the
+    /// logged result say `failed` although the action ran.
     #[serde(default, rename = "agent")]
     pub agents: Vec<AgentKey>,
     /// Tenants' bearer tokens for the customer access-log API.
     #[serde(default, rename = "reader")]
     pub readers: Vec<Reader>,
     /// Tenants' public keys (`tenant.pub`): a witness statement is recorded only if
-    /// the tenant's key signed it, so a reader token alone cannot lock a cluster.
+    /// the tenant's key signed it, so a reader token alone cannot lock a cluster. A
+    /// tenant without one gets `403` from `PUT …/trust`.
     #[serde(default, rename = "tenant_key")]
     pub tenant_keys: Vec<TenantKey>,
     /// How many refusals of one operator on one cluster are logged one by one
-    /// ([`crate::refusals`]).
+    /// ([`crate::refusals`]). Beyond `max` within `per_secs`, a refusal is still
+    /// answered with its status, its detail saying `not logged individually`, and
+    /// counted; at most once per `per_secs` the count is logged as one refusal entry
+    /// (action `refusals-not-logged`, stage `rate_limit`). Counts not yet logged are
+    /// logged when the gateway stops.
     #[serde(default)]
     pub refusal_log: crate::refusals::RefusalLogLimit,
     /// Automation identities (scheduled backups): who they are, and what they may run.
@@ -198,9 +220,14 @@ impl LogSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DevIssuerSettings {
-    /// The issuer's key file (created by `palisade up`).
+    /// The issuer's Ed25519 key file (PKCS#8 PEM, mode 0600; created by `palisade
+    /// up`). Its tokens (`POST /v1/dev/login`) are EdDSA JWTs with audience
+    /// `palisade-gateway` and issuer `https://<listen>/dev`, checked like an OIDC
+    /// issuer's against `dev-jwks.json`, which the gateway writes beside its state
+    /// file at start. Secret: `PALISADE_GATEWAY_DEV_ISSUER_KEY`.
     pub key: PathBuf,
-    /// Token lifetime, seconds.
+    /// Token lifetime, seconds: at most 86400, or every development login fails
+    /// with 422.
     #[serde(default = "default_dev_ttl")]
     pub token_ttl_secs: u64,
 }
@@ -209,6 +236,12 @@ fn default_dev_ttl() -> u64 {
     12 * 3600
 }
 
+/// `[[ical]]`: one schedule from an iCalendar feed, `file` (read at start) or `url`
+/// (`https://`, fetched at start and every five minutes with the platform's trust
+/// store and a 30 s timeout). A failed fetch or parse keeps the previous shifts and is
+/// logged (`on-call feed unavailable`, `on-call feed refused; keeping the last one`),
+/// for at most `oncall_feed_max_age_secs`. A feed may share its schedule name with a
+/// rota schedule; the shifts add up.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcalFeed {

@@ -6,6 +6,18 @@
 //! The entries and proofs come from the cluster's log and are verified here against
 //! the log's key and witnesses before they are served; the customer can (and should)
 //! verify them again with `palisade audit`.
+//!
+//! `GET /v1/tenants/{tenant}/clusters/{cluster}/events[?format=native|k8s-audit][&from=N][&limit=L]`:
+//! the bearer token is looked up by its SHA-256 among the `[[reader]]` entries before
+//! anything else (no token and an unknown token get the same 401, whatever the path).
+//! A tenant in the path other than the token's, a cluster that does not exist and a
+//! cluster of another tenant all get the same 404 (`no cluster "<name>" readable with
+//! this token`). A page holds up to `limit` (1–[`MAX_PAGE`], default [`MAX_PAGE`])
+//! events from index `from` (default 0), each with a tlog-proof against the log's
+//! current checkpoint, and says where the next page starts (`next`).
+//! `format=k8s-audit` answers `application/jsonl`, one `audit.k8s.io/v1` Event per
+//! line. The page is a view: `palisade audit verify` against the log's read API
+//! remains the complete check.
 
 use crate::pipeline::Gateway;
 use crate::problem::Problem;

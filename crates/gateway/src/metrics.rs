@@ -1,5 +1,18 @@
 //! Prometheus metrics (`GET /metrics`): refusals by stage, dispatches by outcome and
 //! their latency, on-call feeds' ages. No label carries an operator, a parameter or a cluster's data.
+//!
+//! OpenMetrics text, prefix `palisade_gateway_` (plus the unprefixed trust gauges
+//! shared with the agent, `palisade_trust_expires_in_seconds` and
+//! `palisade_trust_unverified`):
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `refusals_total` | `stage`: `Authenticate`, `Authorize`, `Validate`, `RateLimit` | requests refused at steps 1–4, logged or not |
+//! | `refusals_not_logged_total` | — | refusals beyond an operator's budget, counted in summary entries |
+//! | `dispatches_total` | `outcome`: `succeeded`, `failed`, `agent_refused`, `not_dispatched`, `outcome_unknown`, `log_unavailable`, `state_unavailable` | requests that reached step 5 |
+//! | `dispatch_seconds` | — (histogram, 5 ms to 60 s) | from logging the intent to logging the result |
+//! | `unresolved_operations` | — | the reconciler's queue after its last pass |
+//! | `oncall_feed_age_seconds`, `oncall_feed_stale` | `schedule` | age of each URL feed's last good fetch (-1: never); 1 while too old to grant |
 
 use palisade_core::event::RefusalStage;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};

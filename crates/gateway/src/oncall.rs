@@ -40,7 +40,7 @@ fn ours(t: jiff::Timestamp) -> Timestamp {
 
 impl OnCall {
     /// Loads every rota file and iCalendar file of the configuration (URL feeds are
-    /// fetched by [`OnCall::refresh_feeds`]).
+    /// fetched by the gateway and installed with [`OnCall::set_feed`]).
     pub fn load(cfg: &GatewayConfig) -> Result<Self, String> {
         let mut schedules = Schedules::new();
         for path in &cfg.rotas {

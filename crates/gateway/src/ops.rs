@@ -1,5 +1,27 @@
 //! Operations, idempotency keys and rate limits ([`crate::limits`]), behind the state trait (redb
 //! on one machine, etcd for several gateway replicas).
+//!
+//! Every request that passes validation (pipeline step 4) becomes an **operation**
+//! whose id is the intent's event id, stored before the intent is logged and updated
+//! after each step; operations are never removed. The request waits up to
+//! `wait_secs` for the pipeline to finish, then answers the operation:
+//!
+//! | status | HTTP | meaning |
+//! |---|---|---|
+//! | `succeeded` | 200 | the agent ran the action; `output` is its typed output |
+//! | `failed` | 200 | the action failed, the agent refused the dispatch, or how it ended could not be learnt (`outcome` says which) |
+//! | `running` | 202 | still being logged, dispatched or reconciled: poll `GET /v1/operations/{id}` |
+//! | `awaiting_approval` | 202 | logged as a request for the customer's approval |
+//! | `denied`, `expired` | 200 | the customer denied the request, or it lapsed: nothing was dispatched |
+//! | `refused` | 503 | nothing was dispatched (`outcome` `not_dispatched`): the log or its witnesses, the state store, or the agent could not be reached |
+//!
+//! **Idempotency keys** (`Idempotency-Key`, 1–128 printable ASCII characters, else
+//! 400) are claimed per operator (`<operator>/<key>`, with `insert_new`) together
+//! with a digest of the request (cluster, instance, action, validated parameters,
+//! ticket, reason), only after step 4, so a refused request claims nothing. The same
+//! key with the same request answers the existing operation (409 `request in
+//! progress` while its record cannot be read yet); with another request it is 422
+//! `idempotency key reused`. Keys do not expire.
 
 use palisade_core::time::Timestamp;
 use palisade_state::{Namespace, StateError, StateStore};
@@ -110,7 +132,7 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StateError> {
 
 impl Ops {
     /// Claims the right to record `key` in the governance log: true for exactly one
-    /// caller among the gateways sharing this store (until [`Ops::unclaim`]).
+    /// caller among the gateways sharing this store (until [`Ops::unclaim_governance_record`]).
     pub async fn claim_governance_record(&self, key: &str) -> Result<bool, StateError> {
         self.store.insert_new(GOVERNANCE, key, b"1".to_vec()).await
     }

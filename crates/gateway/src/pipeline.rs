@@ -1,5 +1,5 @@
 //! The request pipeline: the only path from an operator to a control plane, in the
-//! order DESIGN.md gives, failing closed at each step ([`Gateway::run`]).
+//! order docs/architecture.md gives, failing closed at each step ([`Gateway::run`]).
 //!
 //! 1. **Authenticate**: an OIDC token (or the development issuer's, when enabled), or
 //!    an operator certificate.
@@ -15,6 +15,19 @@
 //! Every refusal at steps 1–4 is itself appended to the cluster's log (when the
 //! cluster exists), so attempts are visible to the customer too. There is no other
 //! path: no role, flag or setting skips a step.
+//!
+//! Details of the order: authentication comes before the body, the
+//! `Idempotency-Key` header and the cluster are even read, so an unauthenticated
+//! caller gets the same 401 whatever the cluster (its attempt is logged in the
+//! background, at most [`UNAUTHENTICATED_LOGGED_PER_MINUTE`] per source address and
+//! minute). An unknown cluster is a 404 that nothing logs: it has no log. At step 2,
+//! of the grants carrying the action's role the one whose shift ends last is used;
+//! its `ends_at` is logged with the intent. At step 4 a cluster action goes to the
+//! first instance whose agent's health answer shows its etcd member running and its
+//! trust verified (the first instance if none does). The problem document of a
+//! logged refusal carries its `log_index`; a refusal the log did not take still
+//! stands, and its detail says so. Steps 5–7 run in a task of their own, so an
+//! operator who hangs up does not stop the result from being logged.
 
 use crate::config::GatewayConfig;
 use crate::ops::{Idem, OpStatus, Operation, Ops};

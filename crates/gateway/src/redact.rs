@@ -1,7 +1,7 @@
 //! What the gateway writes about an operator in a tenant's log: keyed pseudonyms,
 //! one set per tenant, so that a customer can follow one operator through its own
 //! log but cannot link them across tenants, nor learn their name, e-mail, groups or
-//! schedules (docs/formats.md, "Actor").
+//! schedules (docs/formats.md, "Intent").
 //!
 //! A pseudonym is `SHA-256("palisade pseudonym v2\0" ‖ key ‖ len‖tenant ‖ len‖kind ‖
 //! len‖value)` cut to 64 bits, under the gateway's secret pseudonym key; each field is

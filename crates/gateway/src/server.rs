@@ -1,5 +1,19 @@
 //! Starting the gateway: load and verify everything it trusts (fail closed), then
 //! serve the API over TLS (operator certificates optional: tokens are the default).
+//!
+//! [`start`] fails, before the port is bound, if any of these fails: loading the
+//! inventory; verifying the action policy from the TUF repository with the gateway's
+//! own trusted root and datastore; opening the state store; building the OIDC
+//! verifier (at least one usable key in the issuer's JWK Set) and the development
+//! issuer, if configured; loading every rota and iCalendar file; reading the dispatch
+//! signing key, the agents' result keys and the pseudonym key (at least 32 bytes);
+//! building each inventory cluster's log trust. Only then does it print
+//! `gateway listening on https://<addr>`.
+//!
+//! Afterwards it re-verifies the TUF repository every minute (a newer approved
+//! policy replaces the one in memory; a repository that stops verifying keeps the
+//! last verified policy) and fetches the iCalendar feeds given by URL every five
+//! minutes (`https://` only, 30 s timeout).
 
 use crate::auth::Authenticators;
 use crate::config::GatewayConfig;

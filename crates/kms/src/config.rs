@@ -65,7 +65,8 @@ pub enum BackendSettings {
         #[serde(default = "default_sessions")]
         sessions: usize,
     },
-    /// A customer-owned key in AWS KMS; credentials from the environment.
+    /// A customer-owned key in AWS KMS; credentials from the standard AWS chain
+    /// (environment, shared profile, web identity, container, instance metadata).
     Aws {
         region: String,
         /// The KMS endpoint, if not the region's public one.
@@ -233,8 +234,8 @@ pub enum ConfigError {
 }
 
 impl KmsConfig {
-    /// What the server needs. The AWS backend reads its credentials from the
-    /// environment here.
+    /// What the server needs. The AWS backend resolves its credentials (the standard
+    /// AWS chain) here.
     pub fn into_serve_config(self) -> Result<ServeConfig, ConfigError> {
         let backend = match self.backend {
             BackendSettings::Pkcs11 {

@@ -1,6 +1,7 @@
 //! The configured keys: the first is the primary (Encrypt), every one decrypts what it
 //! wrapped, looked up by key_id. An unknown key_id is an error, never a fallback to
-//! another key — that is what makes rotation safe (docs/kms.md, "Rotation").
+//! another key — that is what makes rotation safe (docs/kms.md, "Rotation without
+//! downtime").
 
 use crate::kek::{Kek, KeyId};
 use std::collections::HashMap;

@@ -1,5 +1,5 @@
 //! Requests from the socket become bounded, typed values here, before any backend
-//! sees them (the bounds are kube-apiserver's own, PROTOCOLS.md "KMS v2"). A request
+//! sees them (the bounds are kube-apiserver's own, from the Kubernetes KMS v2 API). A request
 //! that does not fit is an `InvalidArgument`, never a panic.
 
 use crate::kek::{KeyId, KeyIdError};

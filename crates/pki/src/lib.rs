@@ -1,7 +1,7 @@
 //! Palisade's private PKI: one CA per installation, certificates that say *what* their
 //! holder is, and the mutual-TLS configurations every Palisade process uses.
 //!
-//! DESIGN.md asks for "encryption in transit everywhere (TLS/mTLS)". A CA signature alone
+//! Every connection between Palisade processes is mutual TLS. A CA signature alone
 //! only says *someone we issued a certificate to* is calling; Palisade also needs to know
 //! whether that someone is the gateway (which may dispatch to an agent) or an operator
 //! (which may not). So every certificate carries exactly one **role** —

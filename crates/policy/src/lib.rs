@@ -10,7 +10,7 @@
 //! The [`validate`] module turns an untrusted request (raw JSON bytes, or CLI
 //! `name=value` pairs) into a [`ValidatedAction`], the only type handlers accept, or a
 //! [`ValidationError`] naming the parameter and the reason. It resists the attack
-//! classes listed in PROTOCOLS.md: option injection, shell metacharacters, globs,
+//! classes listed in docs/threat-model.md: option injection, shell metacharacters, globs,
 //! path traversal, control characters, Unicode look-alikes, oversize input, integer
 //! overflow, duplicated keys and type confusion (tests/claims/c4_validator.rs).
 //!

@@ -2,7 +2,7 @@
 //!
 //! Parse, don't validate: a [`ValidatedAction`] can only be made here, so a handler
 //! that takes one cannot run on parameters that skipped a check. The validator
-//! resists the attack classes of PROTOCOLS.md, whatever the policy's patterns say:
+//! resists the attack classes of docs/threat-model.md, whatever the policy's patterns say:
 //!
 //! - **bytes**: at most [`MAX_PARAMS_BYTES`]; invalid UTF-8 is refused at the byte
 //!   boundary, before JSON parsing;

@@ -1,12 +1,24 @@
 //! The gateway's side of a dispatch: build the dispatch and its intent event, log the
 //! intent first, send the dispatch with its proofs, and open the signed result.
 //!
-//! [`Dispatcher::execute`] is steps 4–6 of the gateway pipeline (DESIGN.md) for one
-//! instance. It remembers, per agent, the newest checkpoint size that agent has
-//! seen, so it can send the consistency proof the agent needs without a round trip;
-//! when it guessed wrong (or a concurrent dispatch moved the agent's view past this
-//! one's checkpoint), the agent's `stale_view` refusal names the size and the dispatch
-//! is re-sent with proofs against the log's current checkpoint, a few times at most.
+//! [`Dispatcher::execute`] is steps 5–7 of the gateway pipeline
+//! (docs/architecture.md) for one instance; the gateway calls its two halves,
+//! [`Dispatcher::log_intent`] and [`Dispatcher::dispatch_logged`], so that it can
+//! record the intent's index in between.
+//!
+//! It remembers, per agent, the newest checkpoint size that agent has seen, and asks
+//! the log for a consistency proof from that size with the append
+//! (`?consistency_from=`), so the dispatch carries the proof the agent needs without
+//! a round trip. When it guessed wrong (or a concurrent dispatch moved the agent's
+//! view past this one's checkpoint), the agent's `stale_view` refusal names the size,
+//! and the same signed dispatch (its nonce unspent) is re-sent with proofs against
+//! the log's current checkpoint, for as long as each refusal names a larger view than
+//! the one before, up to 64 sends. A view that did not move means the log is behind
+//! the agent, and the refusal is returned as is.
+//!
+//! Timeouts: 5 s to connect, 30 s per log request, 330 s per agent request (a
+//! handler has 300 s). The answer must be a DSSE envelope signed by one of the
+//! instance's result keys, naming this dispatch's digest and event id.
 
 use crate::dispatch::{
     AgentResult, ApprovalBundle, Consistency, Dispatch, DispatchRequest, Health, Refusal,

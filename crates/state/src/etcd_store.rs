@@ -1,4 +1,4 @@
-//! [`StateStore`] on etcd, shared by gateway replicas (DESIGN.md, "State and scale").
+//! [`StateStore`] on etcd, shared by gateway replicas.
 //!
 //! Every key lives at `<prefix>/<namespace>/<key>`. Namespace names cannot contain `/`,
 //! so two namespaces never share keys; the prefix (e.g. `/palisade`) lets one etcd hold

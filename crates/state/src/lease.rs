@@ -1,5 +1,5 @@
-//! A leader lease on etcd: one holder per name at a time (DESIGN.md, "State and
-//! scale": each log has one sequencer at a time, chosen by an etcd lease).
+//! A leader lease on etcd: one holder per name at a time (each log has one sequencer
+//! at a time, chosen by an etcd lease).
 //!
 //! Taking leadership is one transaction: grant an etcd lease of `ttl`, then
 //! `if create_revision(<prefix>/.leaders/<name>) == 0 then put(holder, lease)`. The key

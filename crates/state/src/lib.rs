@@ -3,7 +3,7 @@
 //! Processes keep small amounts of durable state: the agent's replay cache and its
 //! view of the log, the gateway's operations and idempotency keys, the witness's last
 //! checkpoint per origin. [`StateStore`] is the one interface they use, with two
-//! implementations (DESIGN.md, "State and scale"):
+//! implementations:
 //!
 //! - [`RedbStore`], one [redb](https://docs.rs/redb) file, for a single machine: an
 //!   embedded, crash-safe, pure-Rust B-tree with ACID transactions — chosen over

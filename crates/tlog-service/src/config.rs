@@ -41,11 +41,16 @@ pub struct LogConfig {
     /// Witnesses asked to cosign every checkpoint.
     #[serde(default, rename = "witness")]
     pub witnesses: Vec<WitnessEntry>,
-    /// How many witness cosignatures an append needs before it is acknowledged.
+    /// How many witness cosignatures an append needs before it is acknowledged; at
+    /// most the number of `[[witness]]` entries, and at start every log must have at
+    /// least this many witnesses that apply to it, or the log does not start. 0:
+    /// appends are acknowledged once the log-signed checkpoint is stored.
     #[serde(default)]
     pub witness_quorum: usize,
     /// Several log processes on one storage: only the holder of this etcd lease
-    /// sequences and serves; the others stand by and take over when it is lost.
+    /// sequences and serves; the others stand by and take over when it is lost. A
+    /// process writes storage only while its lease holds, and on S3 writes
+    /// checkpoints conditionally.
     #[serde(default)]
     pub leader: Option<LeaderSettings>,
     /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) on this loopback
@@ -81,10 +86,14 @@ pub enum StorageConfig {
     S3 {
         bucket: String,
         region: String,
+        /// The endpoint of a non-AWS service, e.g. `http://127.0.0.1:9000`:
+        /// path-style requests, and plain `http://` only when the endpoint says so.
         #[serde(default)]
         endpoint: Option<String>,
-        /// A file holding `<access key id>:<secret access key>`; without it, the
-        /// usual AWS environment variables are used.
+        /// A file holding `<access key id>:<secret access key>` on one line; without
+        /// it, the standard AWS credential chain: environment variables, the shared
+        /// profile, web identity, the ECS container endpoint, then EC2 instance
+        /// metadata, with temporary credentials renewed before they expire.
         #[serde(default)]
         credentials_file: Option<PathBuf>,
     },
@@ -93,12 +102,21 @@ pub enum StorageConfig {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSettings {
+    /// At most this many entries per batch (1–4096). A larger batch writes the same
+    /// few objects (partial tiles, bundles, checkpoint) for more entries: more
+    /// throughput under load, no effect on an idle log.
     #[serde(default = "default_max_entries")]
     pub max_entries: usize,
+    /// How long the first entry of a batch waits for more beyond those already
+    /// queued (0–10000 ms). With 0, a batch is whatever queued while the previous
+    /// one was written (group commit): no added latency, batches grow with load.
     #[serde(default = "default_max_delay_ms")]
     pub max_delay_ms: u64,
-    /// With local storage: how often the tiles, bundles and checkpoint of the batches
-    /// in the journal are written out (0: by every batch, without a journal).
+    /// With local storage: each batch is made durable as one record in the log's
+    /// `journal` file, and the tiles, bundles and checkpoints are written out at most
+    /// this often (0–60000 ms), and when the log starts and stops; storage can lag
+    /// this much behind the read API, which serves the newest. 0: every batch writes
+    /// them before it is acknowledged, without a journal (as S3 storage always does).
     #[serde(default = "default_publish_interval_ms")]
     pub publish_interval_ms: u64,
 }
@@ -189,7 +207,9 @@ pub fn check_readers(readers: &[Reader]) -> Result<(), FieldError> {
 #[serde(deny_unknown_fields)]
 pub struct Reader {
     pub tenant: TenantId,
-    /// Lower-case hex SHA-256 of the bearer token (the token itself is never stored).
+    /// Lower-case hex SHA-256 of the bearer token (the token itself is never stored;
+    /// `printf %s "$TOKEN" | sha256sum`). Whitespace around a presented token is
+    /// ignored.
     pub token_sha256: String,
 }
 

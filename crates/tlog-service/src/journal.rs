@@ -9,9 +9,10 @@
 //! journal is emptied. Opening the log replays what the journal holds beyond the
 //! stored checkpoint.
 //!
-//! A record is `u32` body length (big-endian), the first 8 bytes of the body's
-//! SHA-256, then the body: `u64` index of the first entry, `u32` entry count, each
-//! entry as `u32` length and bytes, and the checkpoint note as `u32` length and bytes.
+//! A record is `u32` body length (big-endian), the first 8 bytes of SHA-256 over
+//! that length and the body, then the body: `u64` index of the first entry, `u32`
+//! entry count, each entry as `u32` length and bytes, and the checkpoint note as `u32`
+//! length and bytes.
 //! A record is acknowledged only after its `fdatasync`, so a torn or zeroed last
 //! record (a crash while writing) was never acknowledged: it is cut off when the
 //! journal is opened. A damaged record with more after it is not a crash but damage,
@@ -201,6 +202,8 @@ pub fn encode(record: &Record) -> Vec<u8> {
 
 /// The whole records at the start of `data`, and how many bytes they take; what
 /// follows them is a torn last record. An error if a damaged record has more after it.
+/// Looking for a whole record at every byte after a damaged one costs up to O(n²)
+/// hashing for a damaged journal of n bytes before the log refuses to open.
 pub fn decode_all(data: &[u8]) -> Result<(Vec<Record>, usize), String> {
     let mut records = Vec::new();
     let mut at = 0;

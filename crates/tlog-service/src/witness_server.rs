@@ -4,7 +4,7 @@
 //! A witness remembers, for every log it witnesses, the last checkpoint it cosigned,
 //! and cosigns a new one only if the log signed it and it is consistent with that
 //! one. A log that shows two parties two different histories therefore cannot get
-//! both cosigned by the same honest witness (DESIGN.md, "Witness").
+//! both cosigned by the same honest witness (docs/threat-model.md, C7).
 //!
 //! The request pipeline, top to bottom in [`add_checkpoint_handler`] and
 //! [`Witness::add_checkpoint`]:

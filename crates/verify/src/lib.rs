@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 pub use ctx::Ctx;
 
-/// The eight claims of DESIGN.md.
+/// The eight claims (docs/threat-model.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Claim {
     C1,

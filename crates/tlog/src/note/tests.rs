@@ -1,6 +1,6 @@
 use super::*;
 
-/// PROTOCOLS.md vector (signed-note).
+/// The C2SP signed-note specification's vector.
 const FOO_KEY: &str = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k";
 const FOO_SIG: &str =
     "Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=";

@@ -2,7 +2,7 @@ use super::*;
 use crate::hash::{empty_root, leaf_hash, Hash};
 use crate::testutil::{leaf_data, stored, stored_via_frontier, RefTree, Rng};
 
-/// PROTOCOLS.md / RFC 6962 test vectors: leaves and roots for sizes 1..8.
+/// RFC 6962 test vectors: leaves and roots for sizes 1..8.
 const LEAVES: [&str; 8] = [
     "",
     "00",

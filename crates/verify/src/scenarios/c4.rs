@@ -1,5 +1,5 @@
 //! C4: the allowlist is the approved policy and nothing else. Every parameter attack
-//! class of PROTOCOLS.md is refused by the gateway (422, logged) and again by the
+//! class of docs/threat-model.md is refused by the gateway (422, logged) and again by the
 //! agent; policy changes need M-of-N non-author approvals; a tampered or rolled-back
 //! policy does not verify; the agent runs only the policy it verified.
 
