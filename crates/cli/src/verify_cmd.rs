@@ -15,7 +15,8 @@ pub struct VerifyArgs {
     /// Directory for report.json, report.md and report.html.
     #[arg(long, default_value = "verify-claims-report")]
     out: PathBuf,
-    /// First of ten consecutive loopback ports for the deployment (default: free ones).
+    /// First of the deployment's consecutive loopback ports (11, and 4 more per extra
+    /// instance; default: free ones).
     #[arg(long, conflicts_with = "against")]
     base_port: Option<u16>,
     /// Keep the deployment's directory after the run.
