@@ -20,7 +20,22 @@
 //!
 //! Knobs: `AGENT_BENCH_N` (dispatches, default 2,000), `AGENT_BENCH_LOG_SIZE` (entries
 //! already in the log, default 100,000).
+//!
+//! `cargo bench -p palisade-benches --bench agent -- memory` measures instead an idle
+//! agent's resident memory, as processes: `palisade up` (release build) and its
+//! agent, which supervises etcd; then two agents of the same configuration without
+//! components (as an instance whose etcd another agent supervises), one started as
+//! `palisade agent serve` and one from the instance binary `palisade-agent`
+//! (`cargo build --profile agent -p palisade --bin palisade-agent`, or
+//! `PALISADE_AGENT_BIN`). Each is read from `/proc/<pid>/smaps_rollup`
+//! `AGENT_BENCH_SETTLE_SECS` (default 10) after it is ready: resident in all,
+//! anonymous (what the agent allocated), and the rest (mapped code and data of the
+//! binary and libraries: clean pages shared with the page cache).
 #![forbid(unsafe_code)]
+
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
 
 use palisade_agent::accept::{Acceptor, AcceptorConfig, LoadedPolicy, PolicySource};
 use palisade_agent::client::{prepare, Request};
@@ -103,8 +118,144 @@ fn stats(name: &str, mut d: Vec<Duration>) {
     );
 }
 
+/// Resident and anonymous memory of a process, KiB (`smaps_rollup`).
+fn resident(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Anonymous:"))
+}
+
+/// The instance binary: `PALISADE_AGENT_BIN`, or `target/agent/palisade-agent`.
+fn instance_agent_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PALISADE_AGENT_BIN") {
+        return p.into();
+    }
+    let release = support::palisade_bin();
+    let bin = release
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|t| t.join("agent/palisade-agent"))
+        .expect("target dir");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --profile agent -p palisade --bin palisade-agent` (same CARGO_TARGET_DIR) or set PALISADE_AGENT_BIN",
+        bin.display()
+    );
+    bin
+}
+
+fn idle_memory() {
+    use std::process::Command;
+    use support::{free_port_block, mib, Proc};
+    let settle = Duration::from_secs(env_u64("AGENT_BENCH_SETTLE_SECS", 10));
+    let bin = support::palisade_bin();
+    let instance_bin = instance_agent_bin();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("state");
+    let base = free_port_block(palisade_core::ports::up_ports(1));
+    let mut up = Command::new(&bin);
+    up.args([
+        "up",
+        "--dir",
+        &dir.display().to_string(),
+        "--base-port",
+        &base.to_string(),
+    ]);
+    let mut up = Proc::spawn(up, Duration::from_secs(15));
+    up.wait_for("ready", Duration::from_secs(180));
+
+    // Two more agents of demo-0's configuration, without its components, each on
+    // ports and files of its own.
+    let config = std::fs::read_to_string(dir.join("agent/agent.toml")).expect("agent.toml");
+    let config = &config[..config.find("[[component]]").unwrap_or(config.len())];
+    let listen = format!("127.0.0.1:{}", base + 3);
+    let metrics = format!("127.0.0.1:{}", base + 7);
+    let mut extra = Vec::new();
+    for (label, program, prefix) in [
+        (
+            "palisade agent serve, no components",
+            &bin,
+            vec!["agent", "serve"],
+        ),
+        (
+            "palisade-agent serve, no components",
+            &instance_bin,
+            vec!["serve"],
+        ),
+    ] {
+        let own = tmp.path().join(format!("agent-{}", extra.len()));
+        std::fs::create_dir_all(&own).expect("dir");
+        let port = free_port_block(2);
+        let text = config
+            .replace(&listen, &format!("127.0.0.1:{port}"))
+            .replace(&metrics, &format!("127.0.0.1:{}", port + 1))
+            .replace(
+                "state = \"state.redb\"",
+                &format!("state = \"{}/state.redb\"", own.display()),
+            )
+            .replace(
+                "work_dir = \"work\"",
+                &format!("work_dir = \"{}/work\"", own.display()),
+            )
+            .replace(
+                "datastore = \"tuf-datastore\"",
+                &format!("datastore = \"{}/tuf\"", own.display()),
+            )
+            .replace(
+                "signing_key = \"keys/",
+                &format!("signing_key = \"{}/agent/keys/", dir.display()),
+            );
+        let path = own.join("agent.toml");
+        std::fs::write(&path, text).expect("agent.toml");
+        let mut cmd = Command::new(program);
+        cmd.args(&prefix).args([
+            "--config",
+            &path.display().to_string(),
+            "--exit-with-parent",
+        ]);
+        let mut p = Proc::spawn(cmd, Duration::from_secs(10));
+        p.wait_for("listening on", Duration::from_secs(60));
+        extra.push((label, p));
+    }
+    std::thread::sleep(settle);
+    up.drain();
+    let up_agent = support::child_pid(up.child.id(), "agent serve").expect("up's agent");
+    println!(
+        "idle agent, resident memory {} s after start (MiB)",
+        settle.as_secs()
+    );
+    println!(
+        "{:<44} {:>9} {:>10} {:>10}",
+        "agent", "resident", "anonymous", "mapped"
+    );
+    let mut rows = vec![("palisade agent serve, supervising etcd", up_agent)];
+    rows.extend(extra.iter().map(|(l, p)| (*l, p.child.id())));
+    for (label, pid) in rows {
+        let (rss, anon) = resident(pid);
+        println!(
+            "{label:<44} {:>9.1} {:>10.1} {:>10.1}",
+            mib(rss),
+            mib(anon),
+            mib(rss.saturating_sub(anon))
+        );
+    }
+    for (_, mut p) in extra {
+        p.terminate();
+    }
+    up.terminate();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::args().any(|a| a == "memory") {
+        return tokio::task::block_in_place(idle_memory);
+    }
     let n = env_u64("AGENT_BENCH_N", 2_000);
     let prefill = env_u64("AGENT_BENCH_LOG_SIZE", 100_000);
     let tmp = tempfile::tempdir().expect("tempdir");

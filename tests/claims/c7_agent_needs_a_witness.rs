@@ -1,7 +1,8 @@
 //! Claim C7 at the agent: a checkpoint is trusted only with the cosignatures of
 //! witnesses, so an agent configured to need none (no witness listed, or a quorum of
 //! 0) would accept a fork only the log's key signed. Such a configuration does not
-//! start, and `palisade agent check` says why.
+//! start, and `palisade agent check` says why — as does `palisade-agent`, the agent
+//! binary built for instances.
 
 #[path = "../e2e/common.rs"]
 mod common;
@@ -14,13 +15,21 @@ fn variant(edit: impl Fn(&str) -> Option<String>) -> String {
     EXAMPLE.lines().filter_map(edit).map(|l| l + "\n").collect()
 }
 
-/// `palisade agent <sub> --config <text>`: its exit status and standard error.
-fn agent(sub: &str, text: &str) -> (bool, String) {
+/// `palisade agent <sub> --config <text>` (or `palisade-agent <sub> …` when
+/// `dedicated`): its exit status and standard error.
+fn agent_with(dedicated: bool, sub: &str, text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, text).expect("write config");
-    let out = palisade()
-        .args(["agent", sub, "--config"])
+    let mut cmd = if dedicated {
+        std::process::Command::new(env!("CARGO_BIN_EXE_palisade-agent"))
+    } else {
+        let mut c = palisade();
+        c.arg("agent");
+        c
+    };
+    let out = cmd
+        .args([sub, "--config"])
         .arg(&path)
         .stdin(std::process::Stdio::null())
         .output()
@@ -29,6 +38,10 @@ fn agent(sub: &str, text: &str) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn agent(sub: &str, text: &str) -> (bool, String) {
+    agent_with(false, sub, text)
 }
 
 #[test]
@@ -74,12 +87,14 @@ fn an_agent_without_witnesses_or_with_quorum_zero_does_not_start() {
         (&quorum_zero, "log.witness_quorum", "must be at least 1"),
     ] {
         for sub in ["check", "serve"] {
-            let (ok, err) = agent(sub, config);
-            assert!(
-                !ok,
-                "palisade agent {sub} accepted a configuration with {field} unset"
-            );
-            assert!(err.contains(field) && err.contains(why), "{sub}: {err}");
+            for dedicated in [false, true] {
+                let (ok, err) = agent_with(dedicated, sub, config);
+                assert!(
+                    !ok,
+                    "agent {sub} (dedicated binary: {dedicated}) accepted a configuration with {field} unset"
+                );
+                assert!(err.contains(field) && err.contains(why), "{sub}: {err}");
+            }
         }
     }
 }

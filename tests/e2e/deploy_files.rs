@@ -134,10 +134,18 @@ fn systemd_units_and_timers_pass_systemd_analyze_verify() {
             .and_then(|n| n.to_str())
             .expect("name")
             .to_string();
-        // The binary as installed is /usr/local/bin/palisade; here, the one built.
+        // The binaries as installed are /usr/local/bin/palisade and, on instances,
+        // /usr/local/bin/palisade-agent; here, the ones built.
         let text = std::fs::read_to_string(&p)
             .expect("unit")
-            .replace("/usr/local/bin/palisade", env!("CARGO_BIN_EXE_palisade"));
+            .replace(
+                "/usr/local/bin/palisade-agent",
+                env!("CARGO_BIN_EXE_palisade-agent"),
+            )
+            .replace(
+                "/usr/local/bin/palisade ",
+                &format!("{} ", env!("CARGO_BIN_EXE_palisade")),
+            );
         // A template is verified as an instance of it (`@demo`).
         let name = name.replace("@.", "@demo.");
         std::fs::write(tmp.path().join(&name), text).expect("copy");

@@ -51,8 +51,8 @@
 //!   metadata verifies.
 
 use crate::config::{ComponentSettings, TrustFiles};
-use palisade_policy::release::{release_target_name, verify_release};
-use palisade_policy::tuf::{sha256_hex, RepoDir};
+use palisade_policy::release::{release_target_name, verify_measured_release, Measured};
+use palisade_policy::tuf::RepoDir;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -322,11 +322,11 @@ impl Trust {
         version: &str,
     ) -> Result<Artifact, SupervisorError> {
         let _one_at_a_time = self.lock.lock().await;
-        let (verified, bytes) = self
+        let (verified, source) = self
             .verify_locked(name, version)
             .await
             .map_err(|e| not_approved(name, version, e.to_string()))?;
-        self.install_verified(name, version, verified, bytes).await
+        self.install_verified(name, version, verified, source).await
     }
 
     /// What a start runs: the release as it verifies now; or, when the repository
@@ -340,8 +340,8 @@ impl Trust {
     ) -> Result<Artifact, SupervisorError> {
         let _one_at_a_time = self.lock.lock().await;
         let e = match self.verify_locked(name, version).await {
-            Ok((verified, bytes)) => {
-                return self.install_verified(name, version, verified, bytes).await
+            Ok((verified, source)) => {
+                return self.install_verified(name, version, verified, source).await
             }
             Err(e) if e.repository_unverifiable() => e,
             Err(e) => return Err(not_approved(name, version, e.to_string())),
@@ -372,37 +372,36 @@ impl Trust {
         })
     }
 
-    /// Verifies release `name` `version` against the repository; the caller holds
-    /// the lock.
+    /// Verifies release `name` `version` against the repository, streaming the
+    /// artifact through SHA-256 (never held in memory); returns it with the
+    /// repository's path of the artifact. The caller holds the lock.
     async fn verify_locked(
         &self,
         name: &str,
         version: &str,
     ) -> Result<
-        (palisade_policy::release::VerifiedRelease, Vec<u8>),
+        (palisade_policy::release::VerifiedRelease, PathBuf),
         palisade_policy::tuf::TrustError,
     > {
         use palisade_policy::tuf::TrustError;
         let target =
             release_target_name(&self.repo, &self.root, &self.datastore, name, version).await?;
         let source = self.repo.target_path(&target);
-        let bytes = tokio::fs::read(&source)
-            .await
-            .map_err(|e| TrustError::Tuf {
-                location: source.display().to_string(),
-                detail: format!("cannot read the artifact: {e}"),
-            })?;
-        let verified = verify_release(
+        let measured = measure_file(&source).await.map_err(|e| TrustError::Tuf {
+            location: source.display().to_string(),
+            detail: format!("cannot read the artifact: {e}"),
+        })?;
+        let verified = verify_measured_release(
             &self.repo,
             &self.root,
             &self.datastore,
             name,
             version,
-            &bytes,
+            &measured,
             &[],
         )
         .await?;
-        Ok((verified, bytes))
+        Ok((verified, source))
     }
 
     /// Records `artifact` in [`KeptReleases`].
@@ -424,7 +423,7 @@ impl Trust {
         name: &str,
         version: &str,
         verified: palisade_policy::release::VerifiedRelease,
-        bytes: Vec<u8>,
+        source: PathBuf,
     ) -> Result<Artifact, SupervisorError> {
         let prefix = verified
             .sha256
@@ -432,9 +431,18 @@ impl Trust {
             .unwrap_or(&verified.sha256);
         let path = self.bin_dir.join(format!("{name}-{version}-{prefix}"));
         let install_to = path.clone();
-        tokio::task::spawn_blocking(move || install(&install_to, &bytes))
+        let expected = verified.sha256.clone();
+        let copied = tokio::task::spawn_blocking(move || install(&source, &install_to, &expected))
             .await
             .map_err(|e| SupervisorError::io(&path, std::io::Error::other(e)))??;
+        if let Some(found) = copied {
+            return Err(SupervisorError::ArtifactChanged {
+                component: name.to_string(),
+                path,
+                expected: verified.sha256,
+                found,
+            });
+        }
         tracing::info!(
             component = name,
             version,
@@ -454,9 +462,13 @@ impl Trust {
     }
 }
 
-/// Writes `bytes` to `path` atomically with mode 0500.
-fn install(path: &Path, bytes: &[u8]) -> Result<(), SupervisorError> {
-    use std::io::Write;
+/// Copies `source` to `path` atomically with mode 0500 (temporary file, fsync,
+/// rename), hashing the bytes it writes. When they are not the verified `sha256`
+/// (the repository's file changed since it was verified), nothing is installed and
+/// the digest found is returned.
+fn install(source: &Path, path: &Path, sha256: &str) -> Result<Option<String>, SupervisorError> {
+    use sha2::Digest;
+    use std::io::{Read, Write};
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -470,13 +482,64 @@ fn install(path: &Path, bytes: &[u8]) -> Result<(), SupervisorError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| SupervisorError::io(&tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| SupervisorError::io(&tmp, e))?;
+    let mut from = std::fs::File::open(source).map_err(|e| SupervisorError::io(source, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; STREAM_CHUNK];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(SupervisorError::io(source, e));
+            }
+        };
+        hasher.update(&buf[..n]);
+        if let Err(e) = f.write_all(&buf[..n]) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SupervisorError::io(&tmp, e));
+        }
+    }
+    let found = hex::encode(hasher.finalize());
+    if found != sha256 {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(Some(found));
+    }
     f.set_permissions(std::fs::Permissions::from_mode(0o500))
         .map_err(|e| SupervisorError::io(&tmp, e))?;
     f.sync_all().map_err(|e| SupervisorError::io(&tmp, e))?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| SupervisorError::io(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| SupervisorError::io(path, e))?;
+    Ok(None)
+}
+
+/// How much of a file is read at a time when it is hashed or copied: component
+/// binaries are hundreds of MiB, and an idle agent holds a few MiB in all.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// The SHA-256 (hex) and length of the file at `path`, read in chunks.
+fn measure(path: &Path) -> std::io::Result<Measured> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let length = std::io::copy(
+        &mut std::io::BufReader::with_capacity(STREAM_CHUNK, &mut file),
+        &mut hasher,
+    )?;
+    Ok(Measured {
+        sha256: hex::encode(hasher.finalize()),
+        length,
+    })
+}
+
+/// [`measure`], off the async workers.
+async fn measure_file(path: &Path) -> std::io::Result<Measured> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || measure(&owned))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Creates `dir` (and parents) and makes it private to the agent (0700).
@@ -1395,7 +1458,7 @@ async fn check_unchanged(name: &str, path: &Path, expected: &str) -> Result<(), 
 /// The SHA-256 of the file at `path`, read off the async workers.
 async fn file_sha256(path: &Path) -> Result<String, SupervisorError> {
     let owned = path.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::read(&owned).map(|b| sha256_hex(&b)))
+    tokio::task::spawn_blocking(move || measure(&owned).map(|m| m.sha256))
         .await
         .map_err(|e| SupervisorError::io(path, std::io::Error::other(e)))?
         .map_err(|e| SupervisorError::io(path, e))
@@ -1462,7 +1525,50 @@ fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
 
 #[cfg(test)]
 mod tests {
-    use super::has_member_data;
+    use super::{has_member_data, install, measure, STREAM_CHUNK};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A release is copied in chunks, hashed as it is written, and installed only when
+    /// the bytes written are the verified ones.
+    #[test]
+    fn install_streams_and_refuses_bytes_that_are_not_the_verified_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = dir.path().join("artifact");
+        // Several chunks and a partial one.
+        let body: Vec<u8> = (0..(3 * STREAM_CHUNK + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&source, &body).expect("write");
+        let measured = measure(&source).expect("measure");
+        assert_eq!(measured.length, body.len() as u64);
+        assert_eq!(measured.sha256, palisade_policy::tuf::sha256_hex(&body));
+
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        let to = bin.join("etcd-3.4.23-abc");
+        assert_eq!(
+            install(&source, &to, &measured.sha256).expect("install"),
+            None
+        );
+        assert_eq!(std::fs::read(&to).expect("installed"), body);
+        let mode = std::fs::metadata(&to).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o500);
+
+        // The repository's file changed after it was verified: nothing is installed.
+        std::fs::write(&source, b"something else").expect("rewrite");
+        let other = bin.join("etcd-3.4.24-def");
+        let found = install(&source, &other, &measured.sha256).expect("install");
+        assert_eq!(
+            found,
+            Some(palisade_policy::tuf::sha256_hex(b"something else"))
+        );
+        assert!(!other.exists());
+        let left: Vec<_> = std::fs::read_dir(&bin)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "no temporary file is left: {left:?}");
+    }
 
     #[test]
     fn only_an_etcd_member_directory_counts_as_data() {

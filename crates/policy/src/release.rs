@@ -433,17 +433,51 @@ pub async fn verify_release(
     artifact: &[u8],
     extra_ci_keys: &[PublicKey],
 ) -> Result<VerifiedRelease, TrustError> {
+    let measured = Measured {
+        sha256: tuf::sha256_hex(artifact),
+        length: artifact.len() as u64,
+    };
+    verify_measured_release(
+        repo,
+        root,
+        datastore,
+        component,
+        version,
+        &measured,
+        extra_ci_keys,
+    )
+    .await
+}
+
+/// An artifact's SHA-256 (lower-case hex) and length, measured by the caller while
+/// streaming it (a component binary of hundreds of MiB is never held in memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measured {
+    pub sha256: String,
+    pub length: u64,
+}
+
+/// [`verify_release`] for an artifact the caller measured: the same checks, with
+/// `measured` standing for the artifact's bytes.
+pub async fn verify_measured_release(
+    repo: &RepoDir,
+    root: &[u8],
+    datastore: &Path,
+    component: &str,
+    version: &str,
+    measured: &Measured,
+    extra_ci_keys: &[PublicKey],
+) -> Result<VerifiedRelease, TrustError> {
     check_segment("component", component)?;
     check_segment("version", version)?;
     let loaded = tuf::load(repo, root, datastore).await?;
     let trust = tuf::verified_trust(&loaded)?;
     let (name, target) = find_release(&loaded, component, version)?;
     let expected_sha = hex::encode(target.hashes.sha256.as_ref());
-    let found = tuf::sha256_hex(artifact);
-    if found != expected_sha || artifact.len() as u64 != target.length {
+    if measured.sha256 != expected_sha || measured.length != target.length {
         return Err(TrustError::ArtifactDigest {
             expected: expected_sha,
-            found,
+            found: measured.sha256.clone(),
         });
     }
     verify_signed_release(&trust, name, target, component, version, extra_ci_keys)
