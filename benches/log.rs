@@ -12,6 +12,16 @@
 //! - proofs: inclusion proofs generated from the tiles of a stored log, per second;
 //! - memory: resident memory of the process after 1M and 10M appended entries (small
 //!   entries, to keep the disk use reasonable), to show it does not grow with the log.
+//! - fleet (only when named: `-- fleet`): one log service and one witness as
+//!   processes (`palisade log serve`, `palisade witness serve`, release build), with
+//!   an inventory of 1,000 and then 10,000 clusters (`FLEET_LOGS`, default
+//!   `1000,10000`), heartbeats every `FLEET_HEARTBEAT_SECS` (default 60, the
+//!   production default). For each size: the time until every log's first checkpoint
+//!   is cosigned, resident memory per log (above a service with no cluster), the CPU
+//!   of both processes over `FLEET_WINDOW_SECS` (default 120) of idle heartbeats, as a
+//!   share of one core and per cosigned checkpoint; then appends to a few logs through
+//!   the API, and 100 clusters added to the inventory while the service runs, timed
+//!   until their logs answer.
 //!
 //! Each runs the real sequencer on a fresh directory under `$TMPDIR` (point it at the
 //! disk to measure), fsync on every write, no witnesses (a witness adds its round trip
@@ -25,6 +35,10 @@
 //! `BENCH_PROOFS` (default 20,000), `BENCH_MEMORY_SMALL` and `BENCH_MEMORY_LARGE`
 //! (default 1,000,000 and 10,000,000 entries).
 #![forbid(unsafe_code)]
+
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -184,12 +198,309 @@ async fn memory() {
     );
 }
 
+/// `utime + stime` of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks as f64 / clock_ticks()
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// `VmRSS` of a process, KiB.
+fn rss_of(pid: u32) -> u64 {
+    support::memory(pid).0
+}
+
+/// The number the witness's `/metrics` (plain HTTP at `addr`) reports for
+/// `palisade_witness_cosignatures_total`, summed over origins.
+fn cosigned_total(addr: &str) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: metrics\r\n\r\n");
+    let mut body = String::new();
+    let _ = tcp.read_to_string(&mut body);
+    body.lines()
+        .filter(|l| l.starts_with("palisade_witness_cosignatures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn fleet() {
+    use std::process::Command;
+    use support::{free_port_block, mib, palisade_bin, Proc};
+    let sizes: Vec<usize> = std::env::var("FLEET_LOGS")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let heartbeat = env_u64("FLEET_HEARTBEAT_SECS", 60);
+    let window = Duration::from_secs(env_u64("FLEET_WINDOW_SECS", 120));
+    let bin = palisade_bin();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("up");
+    // `palisade up` once, for a CA, certificates and keys as a deployment has them.
+    let base = free_port_block(palisade_core::ports::up_ports(1));
+    let mut up = Command::new(&bin);
+    up.args([
+        "up",
+        "--dir",
+        &dir.display().to_string(),
+        "--base-port",
+        &base.to_string(),
+    ]);
+    let mut up = Proc::spawn(up, Duration::from_secs(15));
+    up.wait_for("ready", Duration::from_secs(180));
+    up.terminate();
+    let log_key = std::fs::read_to_string(dir.join("log/keys/palisade.local_log.pub"))
+        .expect("log public key");
+    let pki = dir.join("pki");
+    let ports = free_port_block(4);
+    let (log_addr, witness_addr, witness_metrics) = (
+        format!("127.0.0.1:{ports}"),
+        format!("127.0.0.1:{}", ports + 1),
+        format!("127.0.0.1:{}", ports + 2),
+    );
+    let token = "fleet-reader-token";
+    let token_sha = palisade_policy::tuf::sha256_hex(token.as_bytes());
+    let fleet_dir = tmp.path().join("fleet");
+    let inventory = |n: usize, from: usize| {
+        let mut text = String::from("[[tenant]]\nid = \"demo\"\n");
+        for i in from..from + n {
+            text.push_str(&format!(
+                "\n[[cluster]]\nid = \"c{i:05}\"\ntenant = \"demo\"\n"
+            ));
+        }
+        text
+    };
+    println!(
+        "fleet: one log service, one witness, heartbeat every {heartbeat} s, window {} s",
+        window.as_secs()
+    );
+    println!(
+        "{:>7} {:>10} {:>10} {:>8} {:>10} {:>10} {:>13} {:>13}",
+        "logs",
+        "start (s)",
+        "RSS (MiB)",
+        "KiB/log",
+        "log CPU %",
+        "witness %",
+        "log µs/ckpt",
+        "witness µs/ckpt"
+    );
+    let mut baseline_rss = None;
+    for n in std::iter::once(0).chain(sizes.iter().copied()) {
+        let _ = std::fs::remove_dir_all(&fleet_dir);
+        std::fs::create_dir_all(fleet_dir.join("tiles")).expect("dir");
+        std::fs::write(fleet_dir.join("inventory.toml"), inventory(n, 0)).expect("inventory");
+        let tls = format!(
+            "[tls]\nca = \"{ca}\"\ncert = \"{pki}/log-log.crt\"\nkey = \"{pki}/log-log.key\"\n",
+            ca = pki.join("ca.crt").display(),
+            pki = pki.display()
+        );
+        std::fs::write(
+            fleet_dir.join("log.toml"),
+            format!(
+                "listen = \"{log_addr}\"\nbase_origin = \"palisade.local/log\"\n\
+                 key_file = \"{key}\"\ninventory = \"inventory.toml\"\nwitness_quorum = 1\n\n\
+                 [checkpoint]\nmax_interval_secs = {heartbeat}\n\n[storage]\nkind = \"local\"\ndir = \"tiles\"\n\n{tls}\n\
+                 [[reader]]\ntenant = \"demo\"\ntoken_sha256 = \"{token_sha}\"\n\n\
+                 [[witness]]\nname = \"palisade.local/witness\"\nurl = \"https://{witness_addr}\"\nkey = \"{wkey}\"\n",
+                key = dir.join("log/keys/palisade.local_log.key").display(),
+                wkey = std::fs::read_to_string(dir.join("witness/keys/palisade.local_witness.pub"))
+                    .expect("witness public key")
+                    .trim(),
+            ),
+        )
+        .expect("log.toml");
+        std::fs::write(
+            fleet_dir.join("witness.toml"),
+            format!(
+                "listen = \"{witness_addr}\"\nkey_file = \"{key}\"\nstate_file = \"witness.redb\"\n\
+                 metrics_listen = \"{witness_metrics}\"\n\n\
+                 [tls]\nca = \"{ca}\"\ncert = \"{pki}/witness-witness.crt\"\nkey = \"{pki}/witness-witness.key\"\n\n\
+                 [[log]]\norigin_prefix = \"palisade.local/log/\"\nkey = \"{log_key}\"\n",
+                key = dir.join("witness/keys/palisade.local_witness.key").display(),
+                ca = pki.join("ca.crt").display(),
+                pki = pki.display(),
+                log_key = log_key.trim(),
+            ),
+        )
+        .expect("witness.toml");
+        let serve = |what: &str| {
+            let mut cmd = Command::new(&bin);
+            cmd.current_dir(&fleet_dir).args([
+                what,
+                "serve",
+                "--config",
+                &fleet_dir.join(format!("{what}.toml")).display().to_string(),
+                "--exit-with-parent",
+            ]);
+            cmd
+        };
+        let mut witness = Proc::spawn(serve("witness"), Duration::from_secs(10));
+        witness.wait_for("witness serving", Duration::from_secs(30));
+        let metrics_url = witness_metrics.clone();
+        let started = Instant::now();
+        let mut log = Proc::spawn(serve("log"), Duration::from_secs(20));
+        log.wait_for("log listening", Duration::from_secs(600));
+        // Every log (and the governance log) is cosigned once at start.
+        while cosigned_total(&metrics_url) < n as u64 + 1 {
+            log.drain();
+            witness.drain();
+            assert!(
+                started.elapsed() < Duration::from_secs(1800),
+                "the logs' first checkpoints were not all cosigned"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let start_secs = started.elapsed().as_secs_f64();
+        let (log_pid, witness_pid) = (log.child.id(), witness.child.id());
+        let (c0, l0, w0) = (
+            cosigned_total(&metrics_url),
+            cpu_secs(log_pid),
+            cpu_secs(witness_pid),
+        );
+        let t0 = Instant::now();
+        while t0.elapsed() < window {
+            log.drain();
+            witness.drain();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let (c1, l1, w1) = (
+            cosigned_total(&metrics_url),
+            cpu_secs(log_pid),
+            cpu_secs(witness_pid),
+        );
+        let rss = rss_of(log_pid);
+        let per_log = match baseline_rss {
+            None => {
+                baseline_rss = Some(rss);
+                0.0
+            }
+            Some(b) => rss.saturating_sub(b) as f64 / n as f64,
+        };
+        let checkpoints = c1.saturating_sub(c0).max(1);
+        if n == 0 {
+            // The governance log alone: the baseline of memory.
+            println!("{:>7} {:>10.1} {:>10.1}", n, start_secs, mib(rss));
+            log.terminate();
+            witness.terminate();
+            continue;
+        }
+        println!(
+            "{:>7} {:>10.1} {:>10.1} {:>8.1} {:>10.2} {:>10.2} {:>13.0} {:>13.0}",
+            n,
+            start_secs,
+            mib(rss),
+            per_log,
+            100.0 * (l1 - l0) / secs,
+            100.0 * (w1 - w0) / secs,
+            1e6 * (l1 - l0) / checkpoints as f64,
+            1e6 * (w1 - w0) / checkpoints as f64,
+        );
+        if n > 0 && n == *sizes.last().expect("sizes") {
+            grow(
+                &fleet_dir,
+                &log_addr,
+                &pki,
+                token,
+                n,
+                &inventory(n + 100, 0),
+            );
+        }
+        log.terminate();
+        witness.terminate();
+    }
+}
+
+/// Appends to a few logs through the API, then adds 100 clusters to the inventory
+/// of the running service and times until the last one's log answers its tenant.
+fn grow(
+    fleet_dir: &std::path::Path,
+    log_addr: &str,
+    pki: &std::path::Path,
+    token: &str,
+    n: usize,
+    bigger: &str,
+) {
+    let tls = palisade_pki::client_config(
+        &pki.join("ca.crt"),
+        &pki.join("gateway-gateway.crt"),
+        &pki.join("gateway-gateway.key"),
+        &[palisade_pki::Role::Log],
+    )
+    .expect("gateway TLS");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .expect("client");
+        let started = Instant::now();
+        for i in [0, n / 2, n - 1] {
+            let resp = client
+                .post(format!("https://{log_addr}/logs/c{i:05}/append"))
+                .body(format!("entry for c{i:05}"))
+                .send()
+                .await
+                .expect("append");
+            assert!(resp.status().is_success(), "append: {}", resp.status());
+        }
+        println!(
+            "3 appends to logs among {n}, each until witnessed: {:.0} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        std::fs::write(fleet_dir.join("inventory.toml"), bigger).expect("inventory");
+        let started = Instant::now();
+        let last = format!("https://{log_addr}/logs/c{:05}/checkpoint", n + 99);
+        loop {
+            let resp = client.get(&last).bearer_auth(token).send().await;
+            if resp.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the added clusters' logs did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "100 clusters added to the inventory of the running service: the last one's log answered after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    });
+}
+
 fn main() {
     let which: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
     let run = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    if which.iter().any(|w| w == "fleet") {
+        return fleet();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

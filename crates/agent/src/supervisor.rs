@@ -107,6 +107,13 @@ pub enum SupervisorError {
         expected: String,
         found: String,
     },
+    #[error("the repository's file of {component} at {} changed while it was installed (verified sha256:{expected}, copied sha256:{found}); nothing was installed. The repository host changed a published artifact: check it, then retry", source_path.display())]
+    ReleaseChanged {
+        component: String,
+        source_path: PathBuf,
+        expected: String,
+        found: String,
+    },
     #[error("cannot start {component}: {source}")]
     Spawn {
         component: String,
@@ -432,13 +439,14 @@ impl Trust {
         let path = self.bin_dir.join(format!("{name}-{version}-{prefix}"));
         let install_to = path.clone();
         let expected = verified.sha256.clone();
-        let copied = tokio::task::spawn_blocking(move || install(&source, &install_to, &expected))
+        let from = source.clone();
+        let copied = tokio::task::spawn_blocking(move || install(&from, &install_to, &expected))
             .await
             .map_err(|e| SupervisorError::io(&path, std::io::Error::other(e)))??;
         if let Some(found) = copied {
-            return Err(SupervisorError::ArtifactChanged {
+            return Err(SupervisorError::ReleaseChanged {
                 component: name.to_string(),
-                path,
+                source_path: source,
                 expected: verified.sha256,
                 found,
             });
@@ -482,7 +490,23 @@ fn install(source: &Path, path: &Path, sha256: &str) -> Result<Option<String>, S
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| SupervisorError::io(&tmp, e))?;
-    let mut from = std::fs::File::open(source).map_err(|e| SupervisorError::io(source, e))?;
+    let opened = std::fs::File::open(source).and_then(|f| {
+        if f.metadata()?.is_file() {
+            Ok(f)
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ))
+        }
+    });
+    let mut from = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SupervisorError::io(source, e));
+        }
+    };
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; STREAM_CHUNK];
     loop {
@@ -519,10 +543,17 @@ fn install(source: &Path, path: &Path, sha256: &str) -> Result<Option<String>, S
 /// binaries are hundreds of MiB, and an idle agent holds a few MiB in all.
 const STREAM_CHUNK: usize = 64 * 1024;
 
-/// The SHA-256 (hex) and length of the file at `path`, read in chunks.
+/// The SHA-256 (hex) and length of the regular file at `path`, read in chunks (a
+/// FIFO or device, which may never end, is refused).
 fn measure(path: &Path) -> std::io::Result<Measured> {
     use sha2::Digest;
     let mut file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
     let mut hasher = sha2::Sha256::new();
     let length = std::io::copy(
         &mut std::io::BufReader::with_capacity(STREAM_CHUNK, &mut file),
@@ -1568,6 +1599,12 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(left.len(), 1, "no temporary file is left: {left:?}");
+
+        // A file that may never end is not read at all.
+        let endless = std::path::Path::new("/dev/zero");
+        assert!(measure(endless).is_err());
+        assert!(install(endless, &bin.join("zero"), &measured.sha256).is_err());
+        assert!(!bin.join("zero").exists());
     }
 
     #[test]

@@ -497,10 +497,6 @@ fn prepare_witness(
     if !keys.join(format!("{stem}.key")).exists() {
         write_key_pair(WITNESS_NAME, KeyType::Cosignature, &keys, false)?;
     }
-    let inventory: Inventory = palisade_core::config::load(&dir.join("inventory.toml"))?;
-    let logs: Vec<String> = std::iter::once("governance".to_string())
-        .chain(inventory.clusters.iter().map(|c| c.id.to_string()))
-        .collect();
     witness_process(
         dir,
         pki,
@@ -508,7 +504,7 @@ fn prepare_witness(
         &wdir,
         &format!("keys/{stem}.key"),
         "witness",
-        &logs,
+        Witnessed::EveryLog,
         Some(metrics),
         ("witness", "cosigns checkpoints after checking consistency"),
     )
@@ -516,6 +512,14 @@ fn prepare_witness(
 
 /// A witness's configuration (written once) and its process: it cosigns with
 /// `key_file`, serves TLS as the witness certificate `cert_name`, for `logs`.
+/// The logs a witness of `up` cosigns for.
+enum Witnessed {
+    /// Every log of the log service (an origin prefix).
+    EveryLog,
+    /// These clusters' logs only (the tenant's witness).
+    Clusters(Vec<String>),
+}
+
 #[allow(clippy::too_many_arguments)]
 fn witness_process(
     dir: &Path,
@@ -524,7 +528,7 @@ fn witness_process(
     wdir: &Path,
     key_file: &str,
     cert_name: &str,
-    logs: &[String],
+    logs: Witnessed,
     metrics: Option<SocketAddr>,
     (name, what): (&'static str, &'static str),
 ) -> anyhow::Result<ProcessSpec> {
@@ -541,11 +545,21 @@ fn witness_process(
             cert = pki.join(format!("witness-{cert_name}.crt")).display(),
             key = pki.join(format!("witness-{cert_name}.key")).display(),
         );
-        for log in logs {
-            text.push_str(&format!(
-                "\n[[log]]\norigin = \"{BASE_ORIGIN}/{log}\"\nkey = \"{}\"\n",
+        match logs {
+            // The provider's witness: every log of the service, those of clusters
+            // added later included.
+            Witnessed::EveryLog => text.push_str(&format!(
+                "\n[[log]]\norigin_prefix = \"{BASE_ORIGIN}/\"\nkey = \"{}\"\n",
                 log_key.trim()
-            ));
+            )),
+            Witnessed::Clusters(clusters) => {
+                for log in clusters {
+                    text.push_str(&format!(
+                        "\n[[log]]\norigin = \"{BASE_ORIGIN}/{log}\"\nkey = \"{}\"\n",
+                        log_key.trim()
+                    ));
+                }
+            }
         }
         write_new(&config, &header(&text))?;
     }
@@ -600,7 +614,7 @@ fn prepare_tenant(
         &wdir,
         &dir.join(demo_tenant::WITNESS_KEY).display().to_string(),
         "tenant-demo-witness",
-        &demo_tenant_clusters(dir)?,
+        Witnessed::Clusters(demo_tenant_clusters(dir)?),
         None,
         (
             "tenant-witness",

@@ -480,6 +480,13 @@ struct Sequencer {
     journal: Option<Journaled>,
     /// When the witness quorum last cosigned the checkpoint.
     last_witnessed: tokio::time::Instant,
+    /// The size of the tree whose witnessed `checkpoint` and commit point were last
+    /// stored durably by [`Sequencer::publish`]: an idle refresh of that same tree
+    /// rewrites only the public checkpoint, without fsync.
+    durable_size: Option<u64>,
+    /// Taken at the first cosigning: how much earlier than a full interval the next
+    /// refresh comes, once.
+    phase: Option<Duration>,
 }
 
 struct Journaled {
@@ -593,6 +600,8 @@ pub async fn start(
         last_witnessed: tokio::time::Instant::now()
             .checked_sub(batch.max_checkpoint_interval)
             .unwrap_or_else(tokio::time::Instant::now),
+        durable_size: None,
+        phase: Some(phase(origin, batch.max_checkpoint_interval)),
     };
     let batch = BatchConfig {
         max_entries: batch.max_entries.clamp(1, MAX_BATCH_ENTRIES),
@@ -605,6 +614,15 @@ pub async fn start(
         published: published_rx,
         unpublished,
     })
+}
+
+/// Where in `interval` a log's refreshes fall: a fixed function of its origin.
+fn phase(origin: &str, interval: Duration) -> Duration {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(origin.as_bytes());
+    let millis = interval.as_millis().max(1) as u64;
+    Duration::from_millis(h.finish() % millis)
 }
 
 /// Loads the log from storage and, with a journal, replays what the journal holds
@@ -696,8 +714,17 @@ async fn recover(
     };
     let storage =
         |e: crate::store::StoreError| OpenError::Storage(e.to_string(), origin.to_string());
-    let public = stored_note(origin, keys, store, "checkpoint").await?;
     let commit = stored_note(origin, keys, store, COMMIT_CHECKPOINT).await?;
+    let public = match stored_note(origin, keys, store, "checkpoint").await {
+        // An idle refresh rewrites the public checkpoint without fsync: after a power
+        // loss it may be empty or torn. The commit point, stored durably and never
+        // behind it, stands for it; the start cosigns and publishes it again.
+        Err(OpenError::Corrupt { reason, .. }) if commit.is_some() => {
+            tracing::warn!(%origin, %reason, "the public checkpoint is damaged; continuing from the commit point");
+            None
+        }
+        other => other?,
+    };
     // The newer of the two; the cosigned one when they are of the same size, which
     // must then be the same tree.
     if let (Some((_, p)), Some((_, c))) = (&public, &commit) {
@@ -989,6 +1016,7 @@ impl Sequencer {
                         u.written();
                         self.recent = u.tiles();
                     }
+                    self.durable_size = witnessed.then(|| self.edge.frontier.size());
                     return;
                 }
                 Err(e) => e.to_string(),
@@ -1165,8 +1193,22 @@ impl Sequencer {
                     note: Bytes::from(self.note.to_bytes()),
                 });
                 // With a journal, the checkpoint reaches storage with the next
-                // publication; here, at once.
-                self.publish(true).await;
+                // publication; here, at once. When storage already holds this tree,
+                // witnessed, and the journal nothing more, only the new cosignatures
+                // are new: the public checkpoint alone is rewritten, without fsync
+                // (lost in a crash, it is the previous cosigning of the same tree, and
+                // a restarted log cosigns and publishes again at once).
+                let size = self.edge.frontier.size();
+                let refresh_only = self.durable_size == Some(size)
+                    && self.journal.as_ref().is_some_and(|j| j.journal.is_empty());
+                if refresh_only {
+                    let note = Bytes::from(self.note.to_bytes());
+                    if let Err(e) = self.store.write_unsynced("checkpoint", note).await {
+                        tracing::warn!(origin = %self.origin, error = %e, "the refreshed checkpoint was not stored; the previous one stays");
+                    }
+                } else {
+                    self.publish(true).await;
+                }
             }
             Err((got, need, detail)) => {
                 // Tried again after the interval: a witness outage must not turn
@@ -1251,7 +1293,14 @@ impl Sequencer {
             self.note = note;
         }
         if met {
-            self.last_witnessed = tokio::time::Instant::now();
+            let now = tokio::time::Instant::now();
+            // The logs of a service start together: after its first cosigning, each
+            // refreshes at its own phase of the interval (from its origin), so that
+            // thousands of idle logs ask the witnesses evenly, not in the same second.
+            self.last_witnessed = match self.phase.take() {
+                Some(p) => now.checked_sub(p).unwrap_or(now),
+                None => now,
+            };
             crate::metrics::METRICS.quorum(&self.origin);
             Ok(())
         } else {

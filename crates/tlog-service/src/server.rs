@@ -13,6 +13,13 @@
 //! A tenant never reads another tenant's log: a cluster that does not exist and a
 //! cluster of another tenant get the same 404, so a tenant cannot even learn which
 //! cluster names exist.
+//!
+//! The inventory is read again when its file changes (checked every
+//! [`INVENTORY_CHECK`], and at once, at most every second, when a request names a log
+//! it does not know): a new cluster's log starts, with its heartbeat, without a
+//! restart. A cluster removed from the inventory can no longer be appended to or
+//! read; its sequencer stops at the next restart. An inventory that does not load
+//! leaves the one in force unchanged.
 
 use crate::config::{LogConfig, StorageConfig, GOVERNANCE};
 use crate::https::{serve, Peer};
@@ -63,11 +70,59 @@ pub struct LogService {
     config: LogConfig,
     keys: LogKeys,
     storage: TileStore,
-    inventory: Inventory,
+    clusters: std::sync::RwLock<Arc<Clusters>>,
+    /// When the inventory file was last looked at for a request naming an unknown log.
+    looked: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Held by one inventory refresh at a time, so that an older read never replaces
+    /// a newer one.
+    refreshing: tokio::sync::Mutex<()>,
     readers: HashMap<[u8; 32], TenantId>,
     witness_http: Option<reqwest::Client>,
     /// `None` once [`LogService::close`] ran: no sequencer starts after that.
     logs: Mutex<Option<HashMap<String, LogWriter>>>,
+}
+
+/// How often the inventory file is checked for changes.
+pub const INVENTORY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The inventory's clusters as the service uses them: by id, each with its tenant and
+/// the instances whose agents may append to its log.
+struct Clusters {
+    by_id: HashMap<String, (TenantId, std::collections::HashSet<String>)>,
+    /// The SHA-256 of the file's bytes as read.
+    stamp: Option<[u8; 32]>,
+}
+
+impl Clusters {
+    fn read(path: &std::path::Path) -> Result<Clusters, LogServiceError> {
+        let stamp = file_stamp(path);
+        let inventory: Inventory = palisade_core::config::load(path)
+            .map_err(|e| LogServiceError::Inventory(e.to_string()))?;
+        if inventory
+            .clusters
+            .iter()
+            .any(|c| c.id.as_str() == GOVERNANCE)
+        {
+            return Err(LogServiceError::Inventory(format!(
+                "a cluster may not be named {GOVERNANCE:?}: that is the governance log"
+            )));
+        }
+        let by_id = inventory
+            .clusters
+            .into_iter()
+            .map(|c| {
+                let instances = c.instances.iter().map(|i| i.id.to_string()).collect();
+                (c.id.to_string(), (c.tenant, instances))
+            })
+            .collect();
+        Ok(Clusters { by_id, stamp })
+    }
+}
+
+/// The SHA-256 of a file's bytes, to notice that it changed (whatever its
+/// modification time says).
+fn file_stamp(path: &std::path::Path) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
 }
 
 /// Why a request for a log's data is refused.
@@ -177,17 +232,7 @@ impl LogService {
                 .to_string(),
             reason,
         })?;
-        let inventory: Inventory = palisade_core::config::load(&config.inventory)
-            .map_err(|e| LogServiceError::Inventory(e.to_string()))?;
-        if inventory
-            .clusters
-            .iter()
-            .any(|c| c.id.as_str() == GOVERNANCE)
-        {
-            return Err(LogServiceError::Inventory(format!(
-                "a cluster may not be named {GOVERNANCE:?}: that is the governance log"
-            )));
-        }
+        let clusters = Clusters::read(&config.inventory)?;
         let storage = match fence {
             Some(f) => open_storage(&config.storage)?.fenced(f),
             None => open_storage(&config.storage)?,
@@ -216,7 +261,9 @@ impl LogService {
             config,
             keys,
             storage,
-            inventory,
+            clusters: std::sync::RwLock::new(Arc::new(clusters)),
+            looked: std::sync::Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
             readers,
             witness_http,
             logs: Mutex::new(Some(HashMap::new())),
@@ -229,7 +276,84 @@ impl LogService {
     }
 
     fn exists(&self, log: &str) -> bool {
-        log == GOVERNANCE || self.inventory.clusters.iter().any(|c| c.id.as_str() == log)
+        log == GOVERNANCE || self.clusters().by_id.contains_key(log)
+    }
+
+    fn clusters(&self) -> Arc<Clusters> {
+        self.clusters
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The clusters of the inventory in force.
+    pub fn cluster_ids(&self) -> Vec<String> {
+        self.clusters().by_id.keys().cloned().collect()
+    }
+
+    /// Reads the inventory again if its file changed, and starts the logs of the
+    /// clusters it adds (returned). A file that does not load changes nothing.
+    pub async fn refresh_inventory(&self) -> Result<Vec<String>, LogServiceError> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        let path = self.config.inventory.clone();
+        let old = self.clusters();
+        let stamp = {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || file_stamp(&p))
+                .await
+                .ok()
+                .flatten()
+        };
+        if stamp.is_some() && stamp == old.stamp {
+            return Ok(Vec::new());
+        }
+        let new = tokio::task::spawn_blocking(move || Clusters::read(&path))
+            .await
+            .map_err(|e| LogServiceError::Inventory(e.to_string()))??;
+        let mut added: Vec<String> = new
+            .by_id
+            .keys()
+            .filter(|id| !old.by_id.contains_key(*id))
+            .cloned()
+            .collect();
+        added.sort();
+        let removed = old
+            .by_id
+            .keys()
+            .filter(|id| !new.by_id.contains_key(*id))
+            .count();
+        if let Ok(mut c) = self.clusters.write() {
+            *c = Arc::new(new);
+        }
+        if !added.is_empty() || removed > 0 {
+            tracing::info!(added = added.len(), removed, "inventory read again");
+        }
+        // Each added log starts on its own: one that cannot (too few witnesses apply
+        // to it) starts on its first request, and says why then.
+        for id in &added {
+            if let Err(e) = self.log(id).await {
+                tracing::warn!(log = %id, error = %e, "the log of an added cluster did not start");
+            }
+        }
+        Ok(added)
+    }
+
+    /// For a request refused as naming no log it may use: the inventory is read again
+    /// if it changed, at most once a second. (Done for every such refusal, whether or
+    /// not the log exists for someone else, so that timing tells a tenant nothing.)
+    async fn refresh_for_unknown(&self) {
+        {
+            let Ok(mut looked) = self.looked.lock() else {
+                return;
+            };
+            if looked.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+                return;
+            }
+            *looked = Some(std::time::Instant::now());
+        }
+        if let Err(e) = self.refresh_inventory().await {
+            tracing::warn!(error = %e, "the inventory could not be read again; the one in force stays");
+        }
     }
 
     /// Stops every sequencer, waiting at most `timeout` for what is queued to be
@@ -339,13 +463,8 @@ impl LogService {
         if log == GOVERNANCE {
             return Ok(());
         }
-        match self
-            .inventory
-            .clusters
-            .iter()
-            .find(|c| c.id.as_str() == log)
-        {
-            Some(c) if &c.tenant == tenant => Ok(()),
+        match self.clusters().by_id.get(log) {
+            Some((owner, _)) if owner == tenant => Ok(()),
             _ => Err(not_found()),
         }
     }
@@ -362,10 +481,11 @@ impl LogService {
                 "only the gateway appends to the governance log",
             )),
             Some((Role::Agent, name)) => {
-                let own = self.inventory.clusters.iter().any(|c| {
-                    c.id.as_str() == log
-                        && c.instances.iter().any(|i| i.id.as_str() == name.as_str())
-                });
+                let own = self
+                    .clusters()
+                    .by_id
+                    .get(log)
+                    .is_some_and(|(_, instances)| instances.contains(name.as_str()));
                 if own {
                     Ok(())
                 } else {
@@ -445,6 +565,11 @@ async fn append(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Json<AppendResponse>, Refused> {
+    // A new cluster, or a new instance of one, is found without waiting for the
+    // next check of the inventory.
+    if let Err(Refused::NotFound(_) | Refused::Forbidden(_)) = svc.authorize_append(&peer, &log) {
+        svc.refresh_for_unknown().await;
+    }
     svc.authorize_append(&peer, &log)?;
     let options = options_of(query.as_deref())?;
     let writer = svc
@@ -476,6 +601,9 @@ async fn checkpoint(
     headers: HeaderMap,
     Path(log): Path<String>,
 ) -> Result<Response, Refused> {
+    if let Err(Refused::NotFound(_)) = svc.authorize_read(&peer, &headers, &log) {
+        svc.refresh_for_unknown().await;
+    }
     svc.authorize_read(&peer, &headers, &log)?;
     // Creates the log on first use, so a new cluster's log reads as size 0.
     let writer = svc
@@ -501,6 +629,9 @@ async fn tile(
     headers: HeaderMap,
     Path((log, rest)): Path<(String, String)>,
 ) -> Result<Response, Refused> {
+    if let Err(Refused::NotFound(_)) = svc.authorize_read(&peer, &headers, &log) {
+        svc.refresh_for_unknown().await;
+    }
     svc.authorize_read(&peer, &headers, &log)?;
     let rel = format!("tile/{rest}");
     let parsed = TilePath::parse(&rel).map_err(|e| Refused::Bad(e.to_string()))?;
@@ -673,15 +804,25 @@ pub async fn run(
     let svc = LogService::open_fenced(config, lease.as_ref().map(|g| g.fence())).await?;
     // The governance log and every cluster's log exist from the start.
     svc.log(GOVERNANCE).await?;
-    let clusters: Vec<String> = svc
-        .inventory
-        .clusters
-        .iter()
-        .map(|c| c.id.to_string())
-        .collect();
+    let mut clusters = svc.cluster_ids();
+    clusters.sort();
     for c in &clusters {
         svc.log(c).await?;
     }
+    // Clusters added to the inventory later get their logs without a restart.
+    let watcher = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(INVENTORY_CHECK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = svc.refresh_inventory().await {
+                    tracing::warn!(error = %e, "the inventory could not be read again; the one in force stays");
+                }
+            }
+        })
+    };
     let listener =
         tokio::net::TcpListener::bind(&listen)
             .await
@@ -716,6 +857,7 @@ pub async fn run(
             })?;
         lease_lost
     };
+    watcher.abort();
     svc.close(std::time::Duration::from_secs(10)).await;
     if let Some(t) = metrics {
         t.abort();

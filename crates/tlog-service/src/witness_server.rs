@@ -19,7 +19,10 @@
 //!    `compare_and_swap` the new state (expected = the bytes just read). The state
 //!    store commits with fsync before the swap returns, so the cosignature never
 //!    leaves before the state that forbids a conflicting one is on disk. A lost swap
-//!    (someone else changed the state) is answered 409 with the size now stored.
+//!    (someone else changed the state) is answered 409 with the size now stored. A
+//!    request for the tree already stored (a log refreshing its cosignatures) writes
+//!    nothing: the state is the witness's own redb file, so what was read under the
+//!    lock is what is stored.
 //!    The decision runs in its own task, so a client hanging up cannot cut it short.
 //! 4. **Answer**: 200 with the cosignature line, or the spec's status for the
 //!    [`Refusal`] (409 carries the stored size as `text/x.tlog.size`).
@@ -93,23 +96,42 @@ pub struct WitnessConfig {
 
 pub use crate::config::TlsFiles;
 
-/// One `[[log]]` entry: a log's origin and the verifier key of its checkpoints.
+/// One `[[log]]` entry: a log's origin (or a prefix of origins) and the verifier key
+/// of its checkpoints.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WitnessedLogConfig {
-    pub origin: String,
+    /// The log's origin: the first line of its checkpoints.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Instead of `origin`: every origin that starts with this prefix and is signed
+    /// by `key`. For a log service whose logs come and go with the inventory
+    /// (`<base_origin>/`): a new cluster's log is witnessed without a restart. Each
+    /// origin still has its own state and consistency; an exact `origin` entry wins.
+    #[serde(default)]
+    pub origin_prefix: Option<String>,
     /// The log's Ed25519 verifier key text (`<name>+<hex id>+<base64>`). Its name
     /// need not equal the origin.
     pub key: String,
 }
 
-/// The witnessed logs, checked: distinct origins, each with an Ed25519 key.
+/// The witnessed logs, checked: distinct origins and prefixes, each with an Ed25519
+/// key.
 #[derive(Debug, Clone)]
-pub struct WitnessedLogs(Vec<(String, VerifierKey)>);
+pub struct WitnessedLogs {
+    exact: Vec<(String, VerifierKey)>,
+    prefixes: Vec<(String, VerifierKey)>,
+}
 
 impl WitnessedLogs {
     /// Checks a list of `(origin, key)`; errors name the offending `log[i]` field.
     pub fn new(logs: Vec<(String, VerifierKey)>) -> Result<WitnessedLogs, FieldError> {
+        let marked = logs.into_iter().map(|(o, k)| (false, o, k)).collect();
+        WitnessedLogs::checked(marked)
+    }
+
+    /// Checks `(is a prefix, origin or prefix, key)` entries.
+    fn checked(logs: Vec<(bool, String, VerifierKey)>) -> Result<WitnessedLogs, FieldError> {
         if logs.is_empty() {
             return Err(FieldError::new(
                 "log",
@@ -117,8 +139,14 @@ impl WitnessedLogs {
             ));
         }
         let mut seen = HashMap::new();
-        for (i, (origin, key)) in logs.iter().enumerate() {
+        for (i, (prefix, origin, key)) in logs.iter().enumerate() {
             check_origin(i, origin)?;
+            if *prefix && !origin.ends_with('/') {
+                return Err(FieldError::new(
+                    format!("log[{i}].origin_prefix"),
+                    format!("{origin:?} must end with '/': a prefix names the logs below one path"),
+                ));
+            }
             if key.key_type() != KeyType::Ed25519 {
                 return Err(FieldError::new(
                     format!("log[{i}].key"),
@@ -129,14 +157,21 @@ impl WitnessedLogs {
                     ),
                 ));
             }
-            if let Some(first) = seen.insert(origin.as_str(), i) {
+            if let Some(first) = seen.insert((*prefix, origin.as_str()), i) {
+                let field = if *prefix { "origin_prefix" } else { "origin" };
                 return Err(FieldError::new(
-                    format!("log[{i}].origin"),
-                    format!("origin {origin:?} is already listed as log[{first}]"),
+                    format!("log[{i}].{field}"),
+                    format!("{origin:?} is already listed as log[{first}]"),
                 ));
             }
         }
-        Ok(WitnessedLogs(logs))
+        let (prefixes, exact): (Vec<_>, Vec<_>) = logs.into_iter().partition(|(p, _, _)| *p);
+        let strip =
+            |v: Vec<(bool, String, VerifierKey)>| v.into_iter().map(|(_, o, k)| (o, k)).collect();
+        Ok(WitnessedLogs {
+            exact: strip(exact),
+            prefixes: strip(prefixes),
+        })
     }
 
     /// Parses the `[[log]]` entries of a configuration.
@@ -145,16 +180,27 @@ impl WitnessedLogs {
             .iter()
             .enumerate()
             .map(|(i, log)| {
+                let (prefix, origin) = match (&log.origin, &log.origin_prefix) {
+                    (Some(o), None) => (false, o.clone()),
+                    (None, Some(p)) => (true, p.clone()),
+                    _ => {
+                        return Err(FieldError::new(
+                            format!("log[{i}]"),
+                            "give exactly one of origin and origin_prefix",
+                        ))
+                    }
+                };
                 VerifierKey::parse(log.key.trim())
-                    .map(|key| (log.origin.clone(), key))
+                    .map(|key| (prefix, origin, key))
                     .map_err(|e| FieldError::new(format!("log[{i}].key"), e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        WitnessedLogs::new(parsed)
+        WitnessedLogs::checked(parsed)
     }
 
+    /// The exact origins listed.
     pub fn origins(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(o, _)| o.as_str())
+        self.exact.iter().map(|(o, _)| o.as_str())
     }
 }
 
@@ -246,15 +292,19 @@ pub enum WitnessError {
 }
 
 /// One witnessed log: its keys, and the lock that serialises its check-and-persist.
-struct WitnessedLog {
-    keys: Vec<VerifierKey>,
-    lock: tokio::sync::Mutex<()>,
-}
+/// How many locks serialise the decisions of the origins (by a hash of the origin):
+/// one origin's requests are decided one after the other, a bounded set of locks
+/// however many origins a prefix admits.
+const ORIGIN_LOCKS: usize = 256;
 
 /// The witness: its cosignature key, the logs it witnesses and its durable state.
 pub struct Witness {
     key: SignerKey,
-    logs: HashMap<String, WitnessedLog>,
+    /// Exact origins and their keys.
+    logs: HashMap<String, Vec<VerifierKey>>,
+    /// Origin prefixes and their keys, longest first.
+    prefixes: Vec<(String, Vec<VerifierKey>)>,
+    locks: Box<[tokio::sync::Mutex<()>]>,
     store: Arc<dyn StateStore>,
 }
 
@@ -263,6 +313,10 @@ impl std::fmt::Debug for Witness {
         f.debug_struct("Witness")
             .field("key", &self.key)
             .field("logs", &self.logs.keys().collect::<Vec<_>>())
+            .field(
+                "prefixes",
+                &self.prefixes.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -291,18 +345,42 @@ impl Witness {
                 key_type: key.key_type(),
             });
         }
-        let logs = logs
-            .0
+        let mut prefixes: Vec<(String, Vec<VerifierKey>)> = logs
+            .prefixes
             .into_iter()
-            .map(|(origin, key)| {
-                let log = WitnessedLog {
-                    keys: vec![key],
-                    lock: tokio::sync::Mutex::new(()),
-                };
-                (origin, log)
-            })
+            .map(|(p, k)| (p, vec![k]))
             .collect();
-        Ok(Witness { key, logs, store })
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        Ok(Witness {
+            key,
+            logs: logs.exact.into_iter().map(|(o, k)| (o, vec![k])).collect(),
+            prefixes,
+            locks: (0..ORIGIN_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            store,
+        })
+    }
+
+    /// The keys that sign `origin`'s checkpoints: its own entry, else the longest
+    /// prefix it starts with.
+    fn keys_of(&self, origin: &str) -> Option<&[VerifierKey]> {
+        if let Some(keys) = self.logs.get(origin) {
+            return Some(keys);
+        }
+        self.prefixes
+            .iter()
+            .find(|(p, _)| origin.starts_with(p.as_str()) && origin.len() > p.len())
+            .map(|(_, k)| k.as_slice())
+    }
+
+    /// The lock under which `origin`'s requests are decided.
+    fn lock_of(&self, origin: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::Hasher;
+        // Fixed keys: the same origin always maps to the same lock.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write(origin.as_bytes());
+        &self.locks[(h.finish() as usize) % self.locks.len()]
     }
 
     /// The key that verifies this witness's cosignatures.
@@ -320,7 +398,7 @@ impl Witness {
     /// atomically (see the module documentation), then answer.
     pub async fn add_checkpoint(&self, request: &AddCheckpointRequest) -> Answer {
         let origin = request.origin();
-        let Some(log) = self.logs.get(origin) else {
+        let Some(keys) = self.keys_of(origin) else {
             return refuse(
                 request,
                 None,
@@ -330,9 +408,8 @@ impl Witness {
             );
         };
         // Held across read → decide → swap, so that two requests for one log are
-        // decided one after the other; the compare-and-swap then also catches any
-        // writer outside this process (a shared store).
-        let _guard = log.lock.lock().await;
+        // decided one after the other.
+        let _guard = self.lock_of(origin).lock().await;
         let previous = match self.store.get(STATE_NAMESPACE, origin).await {
             Ok(bytes) => bytes,
             Err(e) => return failed(request, format!("cannot read the witness state: {e}")),
@@ -346,30 +423,47 @@ impl Witness {
             Err(e) => return failed(request, e.to_string()),
         };
         let cosigned = match unix_now()
-            .and_then(|now| add_checkpoint(request, Some(&log.keys), stored, &self.key, now))
+            .and_then(|now| add_checkpoint(request, Some(keys), stored, &self.key, now))
         {
             Ok(cosigned) => cosigned,
             Err(refusal) => return refuse(request, stored, refusal),
         };
-        let swapped = self
-            .store
-            .compare_and_swap(
-                STATE_NAMESPACE,
-                origin,
-                previous,
-                Some(encode_state(&cosigned.state)),
-            )
-            .await;
+        // The same tree as stored (a log refreshing its cosignatures): nothing new to
+        // remember, so nothing is written. This witness's state is its own redb file,
+        // under this origin's lock, so what was read is still what is stored.
+        let swapped = if stored == Some(cosigned.state) {
+            Ok(true)
+        } else {
+            self.store
+                .compare_and_swap(
+                    STATE_NAMESPACE,
+                    origin,
+                    previous,
+                    Some(encode_state(&cosigned.state)),
+                )
+                .await
+        };
         match swapped {
             Ok(true) => {
-                tracing::info!(
-                    origin,
-                    old = request.old_size(),
-                    new = cosigned.state.size,
-                    stored = ?stored.map(|s| s.size),
-                    outcome = "cosigned",
-                    "add-checkpoint"
-                );
+                // A log that did not grow is only refreshing its cosignatures (every
+                // minute per log when idle): not worth a line each.
+                if stored.is_some_and(|s| s.size == cosigned.state.size) {
+                    tracing::debug!(
+                        origin,
+                        size = cosigned.state.size,
+                        outcome = "cosigned",
+                        "add-checkpoint"
+                    );
+                } else {
+                    tracing::info!(
+                        origin,
+                        old = request.old_size(),
+                        new = cosigned.state.size,
+                        stored = ?stored.map(|s| s.size),
+                        outcome = "cosigned",
+                        "add-checkpoint"
+                    );
+                }
                 crate::metrics::METRICS.cosigned(origin);
                 Answer::Cosigned(cosigned.response_body())
             }
@@ -641,7 +735,12 @@ impl BoundWitness {
 
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), WitnessError> {
-        tracing::info!(addr = %self.addr, logs = self.witness.logs.len(), "witness serving");
+        tracing::info!(
+            addr = %self.addr,
+            logs = self.witness.logs.len(),
+            prefixes = self.witness.prefixes.len(),
+            "witness serving"
+        );
         let served = https::serve(self.listener, self.tls, router(self.witness), shutdown)
             .await
             .map_err(WitnessError::Serve);
@@ -893,6 +992,111 @@ mod tests {
             other => panic!("expected a 409, got {other:?}"),
         }
         assert_eq!(witness.stored(origin).await.unwrap(), Some(competitor));
+    }
+
+    /// A prefix entry admits every origin under it, each with its own state; an exact
+    /// entry wins over it; the prefix itself and origins outside it are unknown.
+    #[tokio::test]
+    async fn an_origin_prefix_witnesses_every_log_under_it_each_on_its_own() {
+        use palisade_tlog::checkpoint::Checkpoint;
+        use palisade_tlog::hash::leaf_hash;
+
+        let service_key = SignerKey::generate("example.com/log", KeyType::Ed25519).unwrap();
+        let other_key = SignerKey::generate("example.com/log", KeyType::Ed25519).unwrap();
+        let witness_key = SignerKey::generate("w", KeyType::Cosignature).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(&dir.path().join("state.redb")).unwrap());
+        let cfg =
+            |origin: Option<&str>, prefix: Option<&str>, key: &SignerKey| WitnessedLogConfig {
+                origin: origin.map(str::to_owned),
+                origin_prefix: prefix.map(str::to_owned),
+                key: key.verifier().to_string(),
+            };
+        let logs = WitnessedLogs::from_config(&[
+            cfg(None, Some("example.com/log/"), &service_key),
+            cfg(Some("example.com/log/pinned"), None, &other_key),
+        ])
+        .unwrap();
+        let witness = Witness::new(witness_key, logs, store).unwrap();
+        let request = |origin: &str, size: u8, key: &SignerKey| {
+            let mut frontier = palisade_tlog::tree::Frontier::new();
+            for i in 0..size {
+                frontier.append(leaf_hash(&[i])).unwrap();
+            }
+            let signed = Checkpoint::new(origin, u64::from(size), frontier.root())
+                .unwrap()
+                .sign(key)
+                .unwrap();
+            AddCheckpointRequest::new(0, Vec::new(), signed).unwrap()
+        };
+        for (origin, size) in [("example.com/log/a", 2), ("example.com/log/b", 5)] {
+            let answer = witness
+                .add_checkpoint(&request(origin, size, &service_key))
+                .await;
+            assert!(
+                matches!(answer, Answer::Cosigned(_)),
+                "{origin}: {answer:?}"
+            );
+            assert_eq!(
+                witness.stored(origin).await.unwrap().map(|s| s.size),
+                Some(u64::from(size))
+            );
+        }
+        // The same tree again (a refresh): cosigned, the state unchanged.
+        let mut frontier = palisade_tlog::tree::Frontier::new();
+        for i in 0..2u8 {
+            frontier.append(leaf_hash(&[i])).unwrap();
+        }
+        let again = Checkpoint::new("example.com/log/a", 2, frontier.root())
+            .unwrap()
+            .sign(&service_key)
+            .unwrap();
+        let again = AddCheckpointRequest::new(2, Vec::new(), again).unwrap();
+        let answer = witness.add_checkpoint(&again).await;
+        assert!(matches!(answer, Answer::Cosigned(_)), "{answer:?}");
+        assert_eq!(
+            witness
+                .stored("example.com/log/a")
+                .await
+                .unwrap()
+                .map(|s| s.size),
+            Some(2)
+        );
+        // The exact entry's key, not the prefix's, signs the pinned log.
+        let wrong = witness
+            .add_checkpoint(&request("example.com/log/pinned", 1, &service_key))
+            .await;
+        assert!(matches!(wrong, Answer::Refused(_)), "{wrong:?}");
+        let right = witness
+            .add_checkpoint(&request("example.com/log/pinned", 1, &other_key))
+            .await;
+        assert!(matches!(right, Answer::Cosigned(_)), "{right:?}");
+        for origin in ["example.com/log/", "example.com/other/a", "example.com/lo"] {
+            match witness
+                .add_checkpoint(&request(origin, 1, &service_key))
+                .await
+            {
+                Answer::Refused(r) => assert_eq!(r.status(), 404, "{origin}"),
+                other => panic!("{origin}: {other:?}"),
+            }
+        }
+        // One of origin and origin_prefix, exactly.
+        for bad in [
+            cfg(None, None, &service_key),
+            cfg(
+                Some("example.com/log/x"),
+                Some("example.com/log/"),
+                &service_key,
+            ),
+        ] {
+            let err = WitnessedLogs::from_config(&[bad]).unwrap_err();
+            assert_eq!(err.field, "log[0]", "{err:?}");
+        }
+        // A prefix names the logs below a path: `example.com/log` would also admit
+        // `example.com/logX/…`.
+        let err = WitnessedLogs::from_config(&[cfg(None, Some("example.com/log"), &service_key)])
+            .unwrap_err();
+        assert_eq!(err.field, "log[0].origin_prefix", "{err:?}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ struct Service {
     pki: PathBuf,
     addr: SocketAddr,
     key: SignerKey,
+    service: Arc<LogService>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -184,6 +185,7 @@ token_sha256 = "{globex}"
             pki,
             addr,
             key,
+            service: svc,
             shutdown: Some(shutdown),
         }
     }
@@ -460,6 +462,78 @@ async fn append_to_an_unknown_cluster_is_404() {
     let svc = Service::start().await;
     let answer = svc.append(&svc.gateway(), "c3", "nowhere").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.text());
+}
+
+/// A cluster added to the inventory gets its log while the service runs; an
+/// inventory that does not load changes nothing; a removed cluster's log is closed
+/// to appends and reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_inventory_grows_and_shrinks_without_a_restart() {
+    let svc = Service::start().await;
+    let gateway = svc.gateway();
+    let inventory = svc._dir.path().join("inventory.toml");
+    let original = std::fs::read_to_string(&inventory).expect("inventory");
+    let before = svc.append(&gateway, "c3", "too early").await;
+    assert_eq!(before.status, StatusCode::NOT_FOUND, "{}", before.text());
+
+    let with_c3 = format!("{original}\n[[cluster]]\nid = \"c3\"\ntenant = \"acme\"\n");
+    std::fs::write(&inventory, &with_c3).expect("write inventory");
+    // A request naming an unknown log looks at the file at most once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let first = svc.append(&gateway, "c3", "c3's first").await;
+    assert_eq!(assert_proof(&svc, "c3", &first, b"c3's first"), 0);
+    // Its tenant reads it; another tenant cannot tell it exists.
+    let read = svc
+        .get(&svc.anonymous(), "/logs/c3/checkpoint", Some(ACME_TOKEN))
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text());
+    let other = svc
+        .get(&svc.anonymous(), "/logs/c3/checkpoint", Some(GLOBEX_TOKEN))
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND, "{}", other.text());
+
+    // An inventory that does not load (a cluster named like the governance log)
+    // leaves the one in force.
+    std::fs::write(
+        &inventory,
+        format!("{with_c3}\n[[cluster]]\nid = \"governance\"\ntenant = \"acme\"\n[[cluster]]\nid = \"c4\"\ntenant = \"acme\"\n"),
+    )
+    .expect("write inventory");
+    let refused = svc.service.refresh_inventory().await;
+    assert!(refused.is_err(), "a governance cluster was accepted");
+    let c4 = svc.append(&gateway, "c4", "not yet").await;
+    assert_eq!(c4.status, StatusCode::NOT_FOUND, "{}", c4.text());
+    let still = svc.append(&gateway, "c3", "c3's second").await;
+    assert_eq!(assert_proof(&svc, "c3", &still, b"c3's second"), 1);
+
+    // c2 leaves the inventory: its log takes no more entries and is not served.
+    let without_c2 = with_c3.replace("[[cluster]]\nid = \"c2\"\ntenant = \"globex\"\n", "");
+    assert_ne!(without_c2, with_c3, "c2 is in the inventory");
+    std::fs::write(&inventory, &without_c2).expect("write inventory");
+    assert_eq!(
+        svc.service.refresh_inventory().await.expect("refresh"),
+        Vec::<String>::new()
+    );
+    let gone = svc.append(&gateway, "c2", "after removal").await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.text());
+    let unread = svc
+        .get(&svc.anonymous(), "/logs/c2/checkpoint", Some(GLOBEX_TOKEN))
+        .await;
+    assert_eq!(unread.status, StatusCode::NOT_FOUND, "{}", unread.text());
+
+    // An instance leaves c1: its agent's certificate no longer appends there.
+    let agent = svc.client_as(Role::Agent, "agent-0");
+    let before = svc.append(&agent, "c1", "while listed").await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text());
+    let without_agent = without_c2.replace(
+        "[[cluster.instance]]\nid = \"agent-0\"\nagent_url = \"https://127.0.0.1:1\"\n",
+        "",
+    );
+    assert_ne!(without_agent, without_c2, "agent-0 is in the inventory");
+    std::fs::write(&inventory, &without_agent).expect("write inventory");
+    svc.service.refresh_inventory().await.expect("refresh");
+    let after = svc.append(&agent, "c1", "after removal").await;
+    assert_eq!(after.status, StatusCode::FORBIDDEN, "{}", after.text());
 }
 
 #[tokio::test(flavor = "multi_thread")]

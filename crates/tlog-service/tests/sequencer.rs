@@ -1256,8 +1256,20 @@ async fn recording_witness_add(
 /// An idle log is cosigned again every `max_checkpoint_interval`: the same tree, with
 /// fresh cosignature timestamps, stored and published; so a log that stopped
 /// checkpointing (frozen, or withheld) shows its age to whoever checks it.
+///
+/// With a journal, a refresh of the tree storage already holds rewrites only the
+/// public checkpoint (without fsync); the same reader sees the same freshness.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_log_is_cosigned_again_every_interval() {
+    idle_log_is_cosigned_again(Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_journaled_log_is_cosigned_again_every_interval() {
+    idle_log_is_cosigned_again(Duration::from_millis(200)).await;
+}
+
+async fn idle_log_is_cosigned_again(publish_interval: Duration) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let backend = Backend::local();
     let log = backend.log("clusters/idle");
@@ -1268,6 +1280,7 @@ async fn an_idle_log_is_cosigned_again_every_interval() {
         log.store.clone(),
         BatchConfig {
             max_checkpoint_interval: Duration::from_secs(1),
+            publish_interval,
             ..BatchConfig::default()
         },
         WitnessSet {
@@ -1323,6 +1336,70 @@ async fn an_idle_log_is_cosigned_again_every_interval() {
         .expect("read")
         .expect("stored");
     assert!(cosigned_at(&stored) >= first_at + 2);
+    // The commit point holds the same tree.
+    let commit = log
+        .store
+        .read(sequencer::COMMIT_CHECKPOINT)
+        .await
+        .expect("read")
+        .expect("stored");
+    let tree = |note: &[u8]| {
+        let text = String::from_utf8_lossy(note).into_owned();
+        text.lines().take(3).collect::<Vec<_>>().join("\n")
+    };
+    assert_eq!(tree(&commit), tree(&stored));
+    if !publish_interval.is_zero() {
+        // Refreshes left the durable commit point alone.
+        assert!(
+            cosigned_at(&commit) < cosigned_at(&stored),
+            "the commit point was rewritten by a refresh"
+        );
+    }
+    writer.close().await;
+    if publish_interval.is_zero() {
+        return;
+    }
+    // A power loss right after a refresh may leave the public checkpoint empty: the
+    // log starts again from its commit point and publishes a cosigned checkpoint.
+    log.store
+        .write("checkpoint", Bytes::new())
+        .await
+        .expect("damage the checkpoint");
+    let writer = sequencer::start(
+        &log.origin,
+        log.key.clone(),
+        log.store.clone(),
+        BatchConfig {
+            max_checkpoint_interval: Duration::from_secs(1),
+            publish_interval,
+            ..BatchConfig::default()
+        },
+        WitnessSet {
+            clients: vec![palisade_tlog_service::witness_client::WitnessClient::new(
+                "recording",
+                &url,
+                witness_key.verifier(),
+                reqwest::Client::new(),
+            )],
+            quorum: 1,
+        },
+    )
+    .await
+    .expect("a damaged public checkpoint does not stop the log");
+    assert_eq!(writer.published().size, 1);
+    let mut repaired = None;
+    for _ in 0..50 {
+        if let Some(b) = log.store.read("checkpoint").await.expect("read") {
+            if !b.is_empty() {
+                repaired = Some(b);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let repaired = repaired.expect("the public checkpoint is written again");
+    assert_eq!(tree(&repaired), tree(&commit));
+    assert!(cosigned_at(&repaired) >= cosigned_at(&stored));
     writer.close().await;
 }
 
