@@ -304,7 +304,7 @@ pub fn add(v: &mut Vec<Scenario>) {
         C7,
         Scope::Local,
         "c7-witness-refuses-fork",
-        "The witness refuses to cosign a fork signed with the stolen log key",
+        "The witness refuses to cosign a fork signed with the stolen log key, or a log outside those it witnesses",
         witness_fork,
     );
     push(
@@ -1340,7 +1340,37 @@ fn witness_fork(cx: &Ctx) -> BoxFut<'_> {
         if status != 409 && status != 422 {
             bail!("the witness answered {status} to a fork");
         }
-        Ok(vec![format!("fork of size {} from size {size}, signed with the log key, sent with the log's certificate", size + 5), format!("witness: HTTP {status}")])
+        let mut evidence = vec![
+            format!(
+                "fork of size {} from size {size}, signed with the log key, sent with the log's certificate",
+                size + 5
+            ),
+            format!("witness: HTTP {status}"),
+        ];
+        // The witness cosigns the logs below its origin prefix only: the same stolen
+        // key cannot open a history it would vouch for elsewhere.
+        for outside in ["palisade.local/other/demo", "palisade.local/log"] {
+            let note = ForgedLog::with_entries(&junk(1))?.note(outside, &l.log_signer()?, &[])?;
+            let body = palisade_tlog::witness::AddCheckpointRequest::new(0, Vec::new(), note)
+                .map_err(|e| anyhow!("{e}"))?
+                .to_bytes();
+            let resp = log_client(
+                l,
+                palisade_pki::Role::Log,
+                "log",
+                palisade_pki::Role::Witness,
+            )?
+            .post(format!("https://127.0.0.1:{}/add-checkpoint", l.base + 2))
+            .body(body)
+            .send()
+            .await?;
+            let status = resp.status().as_u16();
+            if status != 404 {
+                bail!("the witness answered {status} for {outside:?}, a log it does not witness");
+            }
+            evidence.push(format!("{outside}: HTTP {status}"));
+        }
+        Ok(evidence)
     })
 }
 
