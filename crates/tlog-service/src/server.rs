@@ -80,6 +80,8 @@ pub struct LogService {
     witness_http: Option<reqwest::Client>,
     /// `None` once [`LogService::close`] ran: no sequencer starts after that.
     logs: Mutex<Option<HashMap<String, LogWriter>>>,
+    /// The logs being started, each behind its own lock.
+    starting: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// How often the inventory file is checked for changes.
@@ -117,6 +119,10 @@ impl Clusters {
             .collect();
         Ok(Clusters { by_id, stamp })
     }
+}
+
+fn stopping(log: &str) -> LogServiceError {
+    LogServiceError::Storage(format!("log {log}: the service is stopping"))
 }
 
 /// The SHA-256 of a file's bytes, to notice that it changed (whatever its
@@ -267,6 +273,7 @@ impl LogService {
             readers,
             witness_http,
             logs: Mutex::new(Some(HashMap::new())),
+            starting: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -375,15 +382,54 @@ impl LogService {
 
     /// The writer of a log, starting its sequencer on first use.
     pub async fn log(&self, log: &str) -> Result<LogWriter, LogServiceError> {
-        let mut guard = self.logs.lock().await;
-        let Some(logs) = guard.as_mut() else {
-            return Err(LogServiceError::Storage(format!(
-                "log {log}: the service is stopping"
-            )));
-        };
-        if let Some(w) = logs.get(log) {
-            return Ok(w.clone());
+        if let Some(w) = self.present(log).await? {
+            return Ok(w);
         }
+        // One start per log at a time, without holding the map: requests for other
+        // logs go on while this one reads its storage.
+        let gate = {
+            let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+            starting
+                .entry(log.to_string())
+                .or_insert_with(|| Arc::new(Mutex::new(())))
+                .clone()
+        };
+        let one_at_a_time = gate.lock().await;
+        let result = match self.present(log).await {
+            Ok(Some(w)) => Ok(w),
+            Err(e) => Err(e),
+            Ok(None) => match self.start_log(log).await {
+                Ok(writer) => {
+                    let mut guard = self.logs.lock().await;
+                    if let Some(logs) = guard.as_mut() {
+                        logs.insert(log.to_string(), writer.clone());
+                        Ok(writer)
+                    } else {
+                        drop(guard);
+                        writer.close().await;
+                        Err(stopping(log))
+                    }
+                }
+                Err(e) => Err(e),
+            },
+        };
+        drop(one_at_a_time);
+        if let Ok(mut starting) = self.starting.lock() {
+            starting.remove(log);
+        }
+        result
+    }
+
+    /// The writer of a log already started; an error once the service is stopping.
+    async fn present(&self, log: &str) -> Result<Option<LogWriter>, LogServiceError> {
+        match self.logs.lock().await.as_ref() {
+            Some(logs) => Ok(logs.get(log).cloned()),
+            None => Err(stopping(log)),
+        }
+    }
+
+    /// Starts the sequencer of `log`.
+    async fn start_log(&self, log: &str) -> Result<LogWriter, LogServiceError> {
         let mut clients = Vec::new();
         for w in self.config.witnesses.iter().filter(|w| w.applies_to(log)) {
             let key = w.verifier().map_err(|reason| LogServiceError::Witness {
@@ -418,7 +464,7 @@ impl LogService {
             clients,
             quorum: self.config.witness_quorum,
         };
-        let writer = sequencer::start(
+        sequencer::start(
             &self.origin(log),
             self.keys.clone(),
             self.storage.at(&log_prefix(log)),
@@ -426,9 +472,7 @@ impl LogService {
             witnesses,
         )
         .await
-        .map_err(|e| LogServiceError::Storage(e.to_string()))?;
-        logs.insert(log.to_string(), writer.clone());
-        Ok(writer)
+        .map_err(|e| LogServiceError::Storage(e.to_string()))
     }
 
     fn tenant_of(&self, headers: &HeaderMap) -> Option<&TenantId> {
