@@ -34,7 +34,6 @@
 #![forbid(unsafe_code)]
 
 #[path = "support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use palisade_agent::accept::{Acceptor, AcceptorConfig, LoadedPolicy, PolicySource};
@@ -118,19 +117,6 @@ fn stats(name: &str, mut d: Vec<Duration>) {
     );
 }
 
-/// Resident and anonymous memory of a process, KiB (`smaps_rollup`).
-fn resident(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("Rss:"), field("Anonymous:"))
-}
-
 /// The instance binary: `PALISADE_AGENT_BIN`, or `target/agent/palisade-agent`.
 fn instance_agent_bin() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("PALISADE_AGENT_BIN") {
@@ -159,15 +145,10 @@ fn idle_memory() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("state");
     let base = free_port_block(palisade_core::ports::up_ports(1));
-    let mut up = Command::new(&bin);
-    up.args([
-        "up",
-        "--dir",
-        &dir.display().to_string(),
-        "--base-port",
-        &base.to_string(),
-    ]);
-    let mut up = Proc::spawn(up, Duration::from_secs(15));
+    let mut up = Proc::spawn(
+        support::up_command(&bin, &dir, base),
+        Duration::from_secs(15),
+    );
     up.wait_for("ready", Duration::from_secs(180));
 
     // Two more agents of demo-0's configuration, without its components, each on
@@ -237,7 +218,7 @@ fn idle_memory() {
     let mut rows = vec![("palisade agent serve, supervising etcd", up_agent)];
     rows.extend(extra.iter().map(|(l, p)| (*l, p.child.id())));
     for (label, pid) in rows {
-        let (rss, anon) = resident(pid);
+        let (rss, anon) = support::resident(pid);
         println!(
             "{label:<44} {:>9.1} {:>10.1} {:>10.1}",
             mib(rss),

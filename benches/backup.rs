@@ -91,17 +91,7 @@ impl Stack {
         let dir = tmp.path().join("state");
         std::fs::create_dir_all(&dir).expect("dir");
         let base = free_port_block(8);
-        let up_cmd = || {
-            let mut cmd = Command::new(&bin);
-            cmd.args([
-                "up",
-                "--dir",
-                &dir.display().to_string(),
-                "--base-port",
-                &base.to_string(),
-            ]);
-            cmd
-        };
+        let up_cmd = || support::up_command(&bin, &dir, base);
         let mut up = Proc::spawn(up_cmd(), Duration::from_secs(15));
         up.wait_for("ready", Duration::from_secs(120));
         up.terminate();

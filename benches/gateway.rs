@@ -205,17 +205,7 @@ impl Stack {
         std::fs::write(dir.join("inventory.toml"), inv).expect("inventory");
 
         // First start writes every file; stop, extend, start again.
-        let up_cmd = || {
-            let mut cmd = Command::new(&bin);
-            cmd.args([
-                "up",
-                "--dir",
-                &dir.display().to_string(),
-                "--base-port",
-                &base.to_string(),
-            ]);
-            cmd
-        };
+        let up_cmd = || support::up_command(&bin, &dir, base);
         let mut up = Proc::spawn(up_cmd(), Duration::from_secs(10));
         up.wait_for("ready", Duration::from_secs(120));
         up.terminate();

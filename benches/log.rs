@@ -37,7 +37,6 @@
 #![forbid(unsafe_code)]
 
 #[path = "support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use bytes::Bytes;
@@ -221,11 +220,6 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// `VmRSS` of a process, KiB.
-fn rss_of(pid: u32) -> u64 {
-    support::memory(pid).0
-}
-
 /// The number the witness's `/metrics` (plain HTTP at `addr`) reports for
 /// `palisade_witness_cosignatures_total`, summed over origins.
 fn cosigned_total(addr: &str) -> u64 {
@@ -257,15 +251,10 @@ fn fleet() {
     let dir = tmp.path().join("up");
     // `palisade up` once, for a CA, certificates and keys as a deployment has them.
     let base = free_port_block(palisade_core::ports::up_ports(1));
-    let mut up = Command::new(&bin);
-    up.args([
-        "up",
-        "--dir",
-        &dir.display().to_string(),
-        "--base-port",
-        &base.to_string(),
-    ]);
-    let mut up = Proc::spawn(up, Duration::from_secs(15));
+    let mut up = Proc::spawn(
+        support::up_command(&bin, &dir, base),
+        Duration::from_secs(15),
+    );
     up.wait_for("ready", Duration::from_secs(180));
     up.terminate();
     let log_key = std::fs::read_to_string(dir.join("log/keys/palisade.local_log.pub"))
@@ -389,7 +378,7 @@ fn fleet() {
             cpu_secs(log_pid),
             cpu_secs(witness_pid),
         );
-        let rss = rss_of(log_pid);
+        let rss = support::memory(log_pid).0;
         let per_log = match baseline_rss {
             None => {
                 baseline_rss = Some(rss);

@@ -1,6 +1,10 @@
-//! Helpers shared by the benchmarks that start the real stack (`gateway`, `backup`):
+//! Helpers shared by the benchmarks that start the real stack (`gateway`, `backup`,
+//! `agent -- memory`, `log -- fleet`):
 //! the release binary, free ports, child processes, and what `/proc` says about a
 //! process.
+
+// Each benchmark uses a part of these.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -34,9 +38,9 @@ pub fn free_port_block(n: u16) -> u16 {
         .unwrap_or_else(|| panic!("no block of {n} free loopback ports"))
 }
 
-/// `VmRSS` and `VmHWM` of a process, KiB.
-pub fn memory(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+/// Two KiB fields of `/proc/<pid>/<file>` (0 for one that is missing).
+fn proc_kib(pid: u32, file: &str, names: [&str; 2]) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -44,7 +48,31 @@ pub fn memory(pid: u32) -> (u64, u64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    (field(names[0]), field(names[1]))
+}
+
+/// `VmRSS` and `VmHWM` of a process, KiB.
+pub fn memory(pid: u32) -> (u64, u64) {
+    proc_kib(pid, "status", ["VmRSS:", "VmHWM:"])
+}
+
+/// Resident and anonymous memory of a process, KiB (`smaps_rollup`): what is not
+/// anonymous is mapped code and data.
+pub fn resident(pid: u32) -> (u64, u64) {
+    proc_kib(pid, "smaps_rollup", ["Rss:", "Anonymous:"])
+}
+
+/// `palisade up --dir <dir> --base-port <base>`.
+pub fn up_command(bin: &Path, dir: &Path, base: u16) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "up",
+        "--dir",
+        &dir.display().to_string(),
+        "--base-port",
+        &base.to_string(),
+    ]);
+    cmd
 }
 
 /// The child of `parent` whose command line contains `needle`.

@@ -477,6 +477,7 @@ impl Trust {
 fn install(source: &Path, path: &Path, sha256: &str) -> Result<Option<String>, SupervisorError> {
     use sha2::Digest;
     use std::io::{Read, Write};
+    let mut from = open_regular(source).map_err(|e| SupervisorError::io(source, e))?;
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -490,23 +491,6 @@ fn install(source: &Path, path: &Path, sha256: &str) -> Result<Option<String>, S
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| SupervisorError::io(&tmp, e))?;
-    let opened = std::fs::File::open(source).and_then(|f| {
-        if f.metadata()?.is_file() {
-            Ok(f)
-        } else {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ))
-        }
-    });
-    let mut from = match opened {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(SupervisorError::io(source, e));
-        }
-    };
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; STREAM_CHUNK];
     loop {
@@ -543,17 +527,10 @@ fn install(source: &Path, path: &Path, sha256: &str) -> Result<Option<String>, S
 /// binaries are hundreds of MiB, and an idle agent holds a few MiB in all.
 const STREAM_CHUNK: usize = 64 * 1024;
 
-/// The SHA-256 (hex) and length of the regular file at `path`, read in chunks (a
-/// FIFO or device, which may never end, is refused).
+/// The SHA-256 (hex) and length of the regular file at `path`, read in chunks.
 fn measure(path: &Path) -> std::io::Result<Measured> {
     use sha2::Digest;
-    let mut file = std::fs::File::open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
+    let mut file = open_regular(path)?;
     let mut hasher = sha2::Sha256::new();
     let length = std::io::copy(
         &mut std::io::BufReader::with_capacity(STREAM_CHUNK, &mut file),
@@ -563,6 +540,19 @@ fn measure(path: &Path) -> std::io::Result<Measured> {
         sha256: hex::encode(hasher.finalize()),
         length,
     })
+}
+
+/// Opens a regular file for reading; a FIFO or device, which may never end, is
+/// refused.
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// [`measure`], off the async workers.

@@ -70,3 +70,11 @@ pub fn init_tracing() {
             .try_init()
     };
 }
+
+/// A subcommand's exit status; an error is printed to standard error first.
+pub fn exit_code(result: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        std::process::ExitCode::FAILURE
+    })
+}

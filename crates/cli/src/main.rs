@@ -91,13 +91,7 @@ fn main() -> ExitCode {
         Command::Backup(args) => backup_cmd::run(args),
         Command::VerifyClaims(args) => verify_cmd::run(args),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    lifecycle::exit_code(result)
 }
 
 #[cfg(test)]

@@ -92,14 +92,49 @@ pub const INVENTORY_CHECK: std::time::Duration = std::time::Duration::from_secs(
 struct Clusters {
     by_id: HashMap<String, (TenantId, std::collections::HashSet<String>)>,
     /// The SHA-256 of the file's bytes as read.
-    stamp: Option<[u8; 32]>,
+    stamp: [u8; 32],
 }
 
 impl Clusters {
     fn read(path: &std::path::Path) -> Result<Clusters, LogServiceError> {
-        let stamp = file_stamp(path);
-        let inventory: Inventory = palisade_core::config::load(path)
-            .map_err(|e| LogServiceError::Inventory(e.to_string()))?;
+        let (text, stamp) = Clusters::read_text(path)?;
+        Clusters::parse(&text, path, stamp)
+    }
+
+    /// The inventory at `path` unless its bytes hash to `known` (the file did not
+    /// change, whatever its modification time says): the file is read once.
+    fn read_if_changed(
+        path: &std::path::Path,
+        known: [u8; 32],
+    ) -> Result<Option<Clusters>, LogServiceError> {
+        let (text, stamp) = Clusters::read_text(path)?;
+        if stamp == known {
+            return Ok(None);
+        }
+        Clusters::parse(&text, path, stamp).map(Some)
+    }
+
+    /// The file's text and the SHA-256 of its bytes.
+    fn read_text(path: &std::path::Path) -> Result<(String, [u8; 32]), LogServiceError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            LogServiceError::Inventory(format!("{}: cannot read the file: {e}", path.display()))
+        })?;
+        let stamp = Sha256::digest(text.as_bytes()).into();
+        Ok((text, stamp))
+    }
+
+    fn parse(
+        text: &str,
+        path: &std::path::Path,
+        stamp: [u8; 32],
+    ) -> Result<Clusters, LogServiceError> {
+        let base = path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let inventory: Inventory =
+            palisade_core::config::parse_with(text, path, &base, &|name| std::env::var_os(name))
+                .map_err(|e| LogServiceError::Inventory(e.to_string()))?;
         if inventory
             .clusters
             .iter()
@@ -123,12 +158,6 @@ impl Clusters {
 
 fn stopping(log: &str) -> LogServiceError {
     LogServiceError::Storage(format!("log {log}: the service is stopping"))
-}
-
-/// The SHA-256 of a file's bytes, to notice that it changed (whatever its
-/// modification time says).
-fn file_stamp(path: &std::path::Path) -> Option<[u8; 32]> {
-    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
 }
 
 /// Why a request for a log's data is refused.
@@ -304,19 +333,13 @@ impl LogService {
         let _one_at_a_time = self.refreshing.lock().await;
         let path = self.config.inventory.clone();
         let old = self.clusters();
-        let stamp = {
-            let p = path.clone();
-            tokio::task::spawn_blocking(move || file_stamp(&p))
-                .await
-                .ok()
-                .flatten()
-        };
-        if stamp.is_some() && stamp == old.stamp {
-            return Ok(Vec::new());
-        }
-        let new = tokio::task::spawn_blocking(move || Clusters::read(&path))
+        let known = old.stamp;
+        let read = tokio::task::spawn_blocking(move || Clusters::read_if_changed(&path, known))
             .await
             .map_err(|e| LogServiceError::Inventory(e.to_string()))??;
+        let Some(new) = read else {
+            return Ok(Vec::new());
+        };
         let mut added: Vec<String> = new
             .by_id
             .keys()

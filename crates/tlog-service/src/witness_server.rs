@@ -1018,7 +1018,8 @@ mod tests {
         ])
         .unwrap();
         let witness = Witness::new(witness_key, logs, store).unwrap();
-        let request = |origin: &str, size: u8, key: &SignerKey| {
+        // A checkpoint of `size` leaves, sent as extending the witness's `old` size.
+        let request_from = |old: u64, origin: &str, size: u8, key: &SignerKey| {
             let mut frontier = palisade_tlog::tree::Frontier::new();
             for i in 0..size {
                 frontier.append(leaf_hash(&[i])).unwrap();
@@ -1027,8 +1028,9 @@ mod tests {
                 .unwrap()
                 .sign(key)
                 .unwrap();
-            AddCheckpointRequest::new(0, Vec::new(), signed).unwrap()
+            AddCheckpointRequest::new(old, Vec::new(), signed).unwrap()
         };
+        let request = |origin: &str, size: u8, key: &SignerKey| request_from(0, origin, size, key);
         for (origin, size) in [("example.com/log/a", 2), ("example.com/log/b", 5)] {
             let answer = witness
                 .add_checkpoint(&request(origin, size, &service_key))
@@ -1043,15 +1045,7 @@ mod tests {
             );
         }
         // The same tree again (a refresh): cosigned, the state unchanged.
-        let mut frontier = palisade_tlog::tree::Frontier::new();
-        for i in 0..2u8 {
-            frontier.append(leaf_hash(&[i])).unwrap();
-        }
-        let again = Checkpoint::new("example.com/log/a", 2, frontier.root())
-            .unwrap()
-            .sign(&service_key)
-            .unwrap();
-        let again = AddCheckpointRequest::new(2, Vec::new(), again).unwrap();
+        let again = request_from(2, "example.com/log/a", 2, &service_key);
         let answer = witness.add_checkpoint(&again).await;
         assert!(matches!(answer, Answer::Cosigned(_)), "{answer:?}");
         assert_eq!(

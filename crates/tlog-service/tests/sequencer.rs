@@ -1274,27 +1274,29 @@ async fn idle_log_is_cosigned_again(publish_interval: Duration) {
     let backend = Backend::local();
     let log = backend.log("clusters/idle");
     let (witness, witness_key, url) = RecordingWitness::serve(&log).await;
-    let writer = sequencer::start(
-        &log.origin,
-        log.key.clone(),
-        log.store.clone(),
-        BatchConfig {
-            max_checkpoint_interval: Duration::from_secs(1),
-            publish_interval,
-            ..BatchConfig::default()
-        },
-        WitnessSet {
-            clients: vec![palisade_tlog_service::witness_client::WitnessClient::new(
-                "recording",
-                &url,
-                witness_key.verifier(),
-                reqwest::Client::new(),
-            )],
-            quorum: 1,
-        },
-    )
-    .await
-    .expect("open");
+    // Refreshes every second, cosigned by the recording witness.
+    let start = || {
+        sequencer::start(
+            &log.origin,
+            log.key.clone(),
+            log.store.clone(),
+            BatchConfig {
+                max_checkpoint_interval: Duration::from_secs(1),
+                publish_interval,
+                ..BatchConfig::default()
+            },
+            WitnessSet {
+                clients: vec![palisade_tlog_service::witness_client::WitnessClient::new(
+                    "recording",
+                    &url,
+                    witness_key.verifier(),
+                    reqwest::Client::new(),
+                )],
+                quorum: 1,
+            },
+        )
+    };
+    let writer = start().await.expect("open");
     let policy = LogPolicy::new(&log.origin, log.key.verifier())
         .and_then(|p| p.with_witnesses(vec![witness_key.verifier()], 1))
         .expect("policy");
@@ -1365,27 +1367,9 @@ async fn idle_log_is_cosigned_again(publish_interval: Duration) {
         .write("checkpoint", Bytes::new())
         .await
         .expect("damage the checkpoint");
-    let writer = sequencer::start(
-        &log.origin,
-        log.key.clone(),
-        log.store.clone(),
-        BatchConfig {
-            max_checkpoint_interval: Duration::from_secs(1),
-            publish_interval,
-            ..BatchConfig::default()
-        },
-        WitnessSet {
-            clients: vec![palisade_tlog_service::witness_client::WitnessClient::new(
-                "recording",
-                &url,
-                witness_key.verifier(),
-                reqwest::Client::new(),
-            )],
-            quorum: 1,
-        },
-    )
-    .await
-    .expect("a damaged public checkpoint does not stop the log");
+    let writer = start()
+        .await
+        .expect("a damaged public checkpoint does not stop the log");
     assert_eq!(writer.published().size, 1);
     let mut repaired = None;
     for _ in 0..50 {

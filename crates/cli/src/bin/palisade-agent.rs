@@ -26,13 +26,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     lifecycle::init_tracing();
     palisade_pki::install_default_provider();
-    match agent_cmd::run(cli.agent) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    lifecycle::exit_code(agent_cmd::run(cli.agent))
 }
 
 #[cfg(test)]

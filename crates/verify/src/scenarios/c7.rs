@@ -1317,26 +1317,31 @@ fn witness_fork(cx: &Ctx) -> BoxFut<'_> {
         let size = Checkpoint::parse(note.text())
             .map_err(|e| anyhow!("{e}"))?
             .size();
-        let fork = ForgedLog::with_entries(&junk(size + 5))?;
-        let forged = fork.note(ORIGIN, &l.log_signer()?, &[])?;
-        let body = palisade_tlog::witness::AddCheckpointRequest::new(
-            size,
-            fork.consistency(size)?,
-            forged,
-        )
-        .map_err(|e| anyhow!("{e}"))?
-        .to_bytes();
-        let resp = log_client(
+        // `add-checkpoint` to the provider's witness with the log's certificate: its
+        // HTTP status.
+        let witness = log_client(
             l,
             palisade_pki::Role::Log,
             "log",
             palisade_pki::Role::Witness,
-        )?
-        .post(format!("https://127.0.0.1:{}/add-checkpoint", l.base + 2))
-        .body(body)
-        .send()
-        .await?;
-        let status = resp.status().as_u16();
+        )?;
+        let add_checkpoint = |old: u64, proof: Vec<_>, note| {
+            let witness = &witness;
+            async move {
+                let body = palisade_tlog::witness::AddCheckpointRequest::new(old, proof, note)
+                    .map_err(|e| anyhow!("{e}"))?
+                    .to_bytes();
+                let resp = witness
+                    .post(format!("https://127.0.0.1:{}/add-checkpoint", l.base + 2))
+                    .body(body)
+                    .send()
+                    .await?;
+                anyhow::Ok(resp.status().as_u16())
+            }
+        };
+        let fork = ForgedLog::with_entries(&junk(size + 5))?;
+        let forged = fork.note(ORIGIN, &l.log_signer()?, &[])?;
+        let status = add_checkpoint(size, fork.consistency(size)?, forged).await?;
         if status != 409 && status != 422 {
             bail!("the witness answered {status} to a fork");
         }
@@ -1351,20 +1356,7 @@ fn witness_fork(cx: &Ctx) -> BoxFut<'_> {
         // key cannot open a history it would vouch for elsewhere.
         for outside in ["palisade.local/other/demo", "palisade.local/log"] {
             let note = ForgedLog::with_entries(&junk(1))?.note(outside, &l.log_signer()?, &[])?;
-            let body = palisade_tlog::witness::AddCheckpointRequest::new(0, Vec::new(), note)
-                .map_err(|e| anyhow!("{e}"))?
-                .to_bytes();
-            let resp = log_client(
-                l,
-                palisade_pki::Role::Log,
-                "log",
-                palisade_pki::Role::Witness,
-            )?
-            .post(format!("https://127.0.0.1:{}/add-checkpoint", l.base + 2))
-            .body(body)
-            .send()
-            .await?;
-            let status = resp.status().as_u16();
+            let status = add_checkpoint(0, Vec::new(), note).await?;
             if status != 404 {
                 bail!("the witness answered {status} for {outside:?}, a log it does not witness");
             }
