@@ -34,6 +34,9 @@ pub struct Stack {
     pub gateway_url: String,
     /// The demo cluster's instances.
     pub instances: Vec<String>,
+    /// The console's login link for the demo tenant: its token and the log's keys
+    /// in the fragment, which the browser keeps and never sends.
+    pub console_link: String,
 }
 
 /// The certificates the stack needs besides one agent certificate per instance:
@@ -229,6 +232,7 @@ pub fn prepare(dir: &Path, options: &Options) -> anyhow::Result<Stack> {
         inventory,
         tenant_statement: dir.join(demo_tenant::TRUST_STATEMENT),
         gateway_url: format!("https://{}", port(0)?),
+        console_link: console_link(dir, port(0)?)?,
         instances: (0..instances).map(instance_name).collect(),
         processes: [witness, tenant_witness, log, kms]
             .into_iter()
@@ -283,6 +287,33 @@ pub fn prepare(dir: &Path, options: &Options) -> anyhow::Result<Stack> {
         }))
         .collect(),
     })
+}
+
+/// The console's login link for the demo tenant of the stack in `dir` on `gateway`:
+/// tenant, cluster, token, and the keys the demo log must be signed and cosigned
+/// with (the log's, the provider witness's and the tenant's own witness's), which
+/// the page pins.
+fn console_link(dir: &Path, gateway: SocketAddr) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let read = |p: PathBuf| -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(&p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .trim()
+            .to_string())
+    };
+    let trust = serde_json::json!({
+        "origin": format!("{BASE_ORIGIN}/demo"),
+        "log_keys": [read(dir.join("log/keys").join(format!("{}.pub", file_stem(BASE_ORIGIN))))?],
+        "witnesses": [
+            read(dir.join("witness/keys").join(format!("{}.pub", file_stem(WITNESS_NAME))))?,
+            read(dir.join(demo_tenant::WITNESS_PUBLIC_KEY))?,
+        ],
+    });
+    let token = read(dir.join("tenant-demo.token"))?;
+    Ok(format!(
+        "https://{gateway}/console/#tenant=demo&cluster=demo&token={token}&trust={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(trust.to_string())
+    ))
 }
 
 /// Whether the demo tenant's statement requires customer approval for anything.

@@ -355,5 +355,12 @@ fn print_summary(stack: &Stack) {
     for hint in &stack.next_steps {
         println!("Try: {hint}");
     }
+    println!(
+        "Console: {}/console/ (the demo tenant's view of its cluster, verified in the browser; trust {}/pki/ca.crt there)\n  \
+         sign in with this link, which carries the demo tenant's token: keep it as secret as the token\n  {}",
+        stack.gateway_url,
+        stack.dir.display(),
+        stack.console_link
+    );
     println!("Stop with Ctrl-C.");
 }

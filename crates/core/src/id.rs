@@ -188,6 +188,7 @@ impl EventId {
     pub const LEN: usize = 32;
 
     /// A fresh random id from the operating system's generator.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn random() -> Result<Self, getrandom::Error> {
         let mut bytes = [0u8; 16];
         getrandom::getrandom(&mut bytes)?;

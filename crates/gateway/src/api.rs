@@ -50,6 +50,17 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(events),
         )
         .route(
+            "/v1/tenants/{tenant}/clusters/{cluster}/log/{*object}",
+            get(crate::console::log_object),
+        )
+        .route(
+            "/v1/tenants/{tenant}/clusters/{cluster}/log-keys",
+            get(crate::console::log_keys),
+        )
+        .route("/console", get(crate::console::root))
+        .route("/console/", get(crate::console::asset))
+        .route("/console/{file}", get(crate::console::asset))
+        .route(
             "/v1/tenants/{tenant}/clusters/{cluster}/trust",
             get(get_trust).put(put_trust),
         )
@@ -362,7 +373,10 @@ async fn operation(
     }
 }
 
-fn tenant_reader(gw: &Gateway, headers: &HeaderMap) -> Result<palisade_core::TenantId, Problem> {
+pub(crate) fn tenant_reader(
+    gw: &Gateway,
+    headers: &HeaderMap,
+) -> Result<palisade_core::TenantId, Problem> {
     bearer(headers)
         .and_then(|t| gw.tenant_for_token(&t))
         .ok_or_else(|| {

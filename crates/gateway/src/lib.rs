@@ -8,6 +8,7 @@ pub mod api;
 pub mod approvals;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod customer;
 pub mod feed_age;
 pub mod limits;

@@ -317,6 +317,11 @@ impl LogPolicy {
         self.quorum
     }
 
+    /// The keys the log signs with.
+    pub fn log_keys(&self) -> &[VerifierKey] {
+        &self.log_keys
+    }
+
     /// The log's own witnesses (of which [`LogPolicy::quorum`] must cosign).
     pub fn witnesses(&self) -> &[VerifierKey] {
         &self.witnesses

@@ -219,6 +219,7 @@ pub struct SignerKey {
 
 impl SignerKey {
     /// A new random key from the operating system's generator.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate(name: &str, key_type: KeyType) -> Result<SignerKey, KeyError> {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| KeyError::Random {

@@ -1,0 +1,324 @@
+// The customer's console. Everything shown is verified here, in this browser, by
+// palisade_console (Rust compiled to WebAssembly, the same checks as `palisade
+// audit`): the log's checkpoint against the keys this browser trusts, every
+// entry hashed into the tree against it, the log extending what this browser
+// verified before. The gateway only relays the log's bytes.
+import init, { plan, verify } from './palisade_console.js';
+
+const ROW = 28;            // px per timeline row (the list is virtualised)
+const MAX_AGE = 300;       // s: cosignatures older than this mean a frozen log
+const FETCHES = 6;         // bundles fetched at once
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, props = {}, ...children) => {
+  const e = Object.assign(document.createElement(tag), props);
+  for (const c of children) e.append(c);
+  return e;
+};
+
+const state = { session: null, trust: null, report: null, rows: [], shown: [], selected: -1 };
+
+function key(what) {
+  return `palisade.${what}.${state.session.tenant}/${state.session.cluster}`;
+}
+
+// ---- session: a login link carries tenant, cluster, token and the log's keys
+// in the URL fragment, which the browser never sends to a server.
+function fromFragment() {
+  if (!location.hash.startsWith('#')) return;
+  const p = new URLSearchParams(location.hash.slice(1));
+  history.replaceState(null, '', location.pathname);
+  if (!p.get('token')) return;
+  const session = { tenant: p.get('tenant') || '', cluster: p.get('cluster') || '', token: p.get('token') };
+  sessionStorage.setItem('palisade.session', JSON.stringify(session));
+  const trust = p.get('trust');
+  if (trust) sessionStorage.setItem('palisade.link-trust', trust);
+}
+
+function base() {
+  const s = state.session;
+  return `/v1/tenants/${encodeURIComponent(s.tenant)}/clusters/${encodeURIComponent(s.cluster)}`;
+}
+
+async function get(path, as) {
+  const r = await fetch(path, { headers: { Authorization: `Bearer ${state.session.token}` }, cache: 'no-store' });
+  if (r.status === 404 && as === 'bytes-or-null') return null;
+  if (!r.ok) {
+    let detail = '';
+    try { detail = (await r.json()).detail || ''; } catch { /* not JSON */ }
+    const e = new Error(`${path}: HTTP ${r.status} ${detail}`);
+    e.status = r.status;
+    throw e;
+  }
+  if (as === 'text') return r.text();
+  if (as === 'json') return r.json();
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+function b64(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+// ---- trust: the keys the log must be signed and cosigned with. Pinned in this
+// browser; a link's keys replace nothing already pinned without saying so.
+async function trust() {
+  const pinned = localStorage.getItem(key('trust'));
+  const linked = sessionStorage.getItem('palisade.link-trust');
+  sessionStorage.removeItem('palisade.link-trust');
+  if (linked) {
+    const t = JSON.parse(atob(linked.replace(/-/g, '+').replace(/_/g, '/')));
+    if (pinned && pinned !== JSON.stringify(t)) {
+      return { trust: JSON.parse(pinned), warning: 'The login link names other keys for this log than the ones this browser pinned; the pinned keys are used. Forget them (below) only if your provider announced a key change.' };
+    }
+    localStorage.setItem(key('trust'), JSON.stringify(t));
+    return { trust: t };
+  }
+  if (pinned) return { trust: JSON.parse(pinned) };
+  const t = await get(`${base()}/log-keys`, 'json');
+  localStorage.setItem(key('trust'), JSON.stringify(t));
+  return { trust: t, warning: 'These keys came from the gateway and are now pinned in this browser (trust on first use). Compare them with the keys your provider published.' };
+}
+
+async function fetchBundles(bundles) {
+  const out = new Array(bundles.length);
+  let next = 0, done = 0;
+  const worker = async () => {
+    while (next < bundles.length) {
+      const i = next++;
+      const b = bundles[i];
+      let bytes = await get(`${base()}/log/${b.path}`, 'bytes-or-null');
+      if (bytes === null && b.fallback) bytes = await get(`${base()}/log/${b.fallback}`, 'bytes-or-null');
+      if (bytes === null) throw new Error(`the log has no ${b.path}`);
+      out[i] = b64(bytes);
+      done++;
+      if (done % 8 === 0) status(`Fetched ${done} of ${bundles.length} entry bundles…`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(FETCHES, bundles.length) }, worker));
+  return out;
+}
+
+function status(text, ok) {
+  const s = $('status');
+  s.textContent = text;
+  s.className = ok ? 'ok' : '';
+}
+
+function banner(title, failures) {
+  document.body.dataset.verification = 'failed';
+  const b = $('banner');
+  b.replaceChildren(el('div', { textContent: title }), el('ul', {}, ...failures.map((f) => el('li', { textContent: f }))));
+  b.hidden = false;
+}
+
+async function load() {
+  $('banner').hidden = true;
+  status('Verifying the log…');
+  const started = performance.now();
+  const { trust: t, warning } = await trust();
+  state.trust = t;
+  $('trust').textContent = JSON.stringify(t, null, 2);
+  const checkpoint = await get(`${base()}/log/checkpoint`, 'text');
+  const p = JSON.parse(plan(JSON.stringify({ trust: t, checkpoint })));
+  if (!p.ok) {
+    state.report = null;
+    banner('Verification failed: do not trust what this log shows.', p.failures);
+    status('');
+    return;
+  }
+  const bundles = await fetchBundles(p.bundles);
+  const seen = localStorage.getItem(key('seen'));
+  const input = { trust: t, checkpoint, bundles, previous: seen ? JSON.parse(seen) : null, now: Math.floor(Date.now() / 1000), max_age: MAX_AGE };
+  const report = JSON.parse(verify(JSON.stringify(input)));
+  state.report = report;
+  if (report.verified && (!input.previous || report.verified.size >= input.previous.size)) {
+    localStorage.setItem(key('seen'), JSON.stringify(report.verified));
+  }
+  const ms = Math.round(performance.now() - started);
+  document.body.dataset.verifiedIn = String(ms);
+  if (!report.ok) banner('Verification failed: do not trust what this log shows.', report.failures);
+  $('notice').textContent = warning || '';
+  $('notice').hidden = !warning;
+  status(report.ok
+    ? `Verified in this browser: ${report.size} entries, each proven against the checkpoint signed by the log and cosigned by ${report.witnesses.length} witness(es) (${ms} ms).`
+    : `${report.events.length} entries read; verification failed.`, report.ok);
+  document.body.dataset.verification = report.ok ? 'ok' : 'failed';
+  render(report);
+  approvals().catch((e) => { $('approval-list').textContent = `Cannot list approval requests: ${e.message}`; });
+}
+
+function ago(secs) {
+  if (secs < 120) return `${secs} s`;
+  if (secs < 7200) return `${Math.round(secs / 60)} min`;
+  return `${Math.round(secs / 3600)} h`;
+}
+
+function render(r) {
+  $('app').hidden = false;
+  const facts = $('facts');
+  const fact = (k, v, cls) => { facts.append(el('dt', { textContent: k }), el('dd', { textContent: v, className: cls || '' })); };
+  facts.replaceChildren();
+  fact('Log', r.origin);
+  fact('Size', `${r.size} entries`);
+  fact('Root hash', r.root);
+  fact('Checkpoint', r.failures.some((f) => f.startsWith('checkpoint')) ? 'does not verify' : 'signed by the log, cosigned by a quorum of the witnesses you trust', r.failures.some((f) => f.startsWith('checkpoint')) ? 'bad' : 'good');
+  fact('Last visit', r.previous ? `size ${r.previous.size}: ${r.previous.consistent ? 'this log extends it' : 'NOT part of this log'}` : 'first visit from this browser', r.previous && !r.previous.consistent ? 'bad' : '');
+  fact('Pending intents', r.pending.length ? `${r.pending.length} without a result yet` : 'none');
+  fact('Signatures', 'agents\u2019 and the tenant\u2019s statement signatures: `palisade audit events --tenant-key` checks them; here, each result\u2019s view and presence of the agent\u2019s signature');
+  const tb = $('witnesses').tBodies[0];
+  tb.replaceChildren(...r.witnesses.map((w) => el('tr', {},
+    el('td', { textContent: w.name }), el('td', { textContent: w.key_id }),
+    el('td', { textContent: new Date(w.timestamp * 1000).toISOString() }),
+    el('td', { textContent: ago(w.age_secs), className: w.age_secs > MAX_AGE ? 'bad' : 'good' }))));
+  const bad = r.views.filter((v) => !v.consistent);
+  $('views').textContent = r.views.length === 0 ? 'No agent has reported a view yet.'
+    : bad.length === 0 ? `${r.views.length} view(s), every one a tree of this log.`
+      : `${bad.length} of ${r.views.length} view(s) are NOT in this log: ` + bad.map((v) => `entry ${v.index} (${v.instance || '?'}: size ${v.size})`).join(', ');
+  $('views').className = bad.length ? 'bad' : 'good';
+  state.rows = r.events;
+  const outcomes = [...new Set(r.events.map((e) => e.outcome).filter(Boolean))].sort();
+  const sel = $('f-outcome');
+  const current = sel.value;
+  sel.replaceChildren(el('option', { value: '', textContent: 'all' }), ...outcomes.map((o) => el('option', { value: o, textContent: o })));
+  sel.value = outcomes.includes(current) ? current : '';
+  filter();
+}
+
+// ---- the timeline: filtered, newest first, virtualised.
+function filter() {
+  const text = $('f-text').value.trim().toLowerCase();
+  const kind = $('f-kind').value, outcome = $('f-outcome').value, problems = $('f-problems').checked;
+  const from = $('f-from').value ? Date.parse($('f-from').value) : null;
+  const to = $('f-to').value ? Date.parse($('f-to').value) : null;
+  state.shown = state.rows.filter((r) => {
+    if (kind && r.kind !== kind) return false;
+    if (outcome && r.outcome !== outcome) return false;
+    if (problems && r.problems.length === 0) return false;
+    const t = Date.parse(r.time);
+    if (from !== null && !(t >= from)) return false;
+    if (to !== null && !(t <= to)) return false;
+    if (text && ![r.who, r.action, r.ticket, r.reason, r.instance, r.refers_to].some((v) => v.toLowerCase().includes(text))) return false;
+    return true;
+  }).reverse();
+  state.selected = state.shown.length ? 0 : -1;
+  $('count').textContent = `${state.shown.length} of ${state.rows.length} entries`;
+  $('spacer').style.height = `${state.shown.length * ROW}px`;
+  $('list').scrollTop = 0;
+  draw();
+  detail();
+}
+
+function draw() {
+  const list = $('list');
+  const first = Math.max(0, Math.floor(list.scrollTop / ROW) - 5);
+  const last = Math.min(state.shown.length, Math.ceil((list.scrollTop + list.clientHeight) / ROW) + 5);
+  const rows = [];
+  for (let i = first; i < last; i++) {
+    const r = state.shown[i];
+    const row = el('div', { className: 'row' + (r.problems.length ? ' problem' : ''), id: `row-${i}` });
+    row.setAttribute('role', 'option');
+    row.setAttribute('aria-selected', String(i === state.selected));
+    row.style.top = `${i * ROW}px`;
+    row.dataset.index = String(r.index);
+    for (const v of [(r.problems.length ? '! ' : '') + r.index, r.time, r.kind, r.who, r.action, r.instance, r.ticket, r.outcome, r.agent]) {
+      row.append(el('span', { textContent: v, title: v }));
+    }
+    row.addEventListener('click', () => { select(i); });
+    rows.push(row);
+  }
+  list.replaceChildren($('spacer'), ...rows);
+  if (state.selected >= 0) list.setAttribute('aria-activedescendant', `row-${state.selected}`);
+}
+
+function select(i) {
+  if (i < 0 || i >= state.shown.length) return;
+  state.selected = i;
+  const list = $('list');
+  if (i * ROW < list.scrollTop) list.scrollTop = i * ROW;
+  if ((i + 1) * ROW > list.scrollTop + list.clientHeight) list.scrollTop = (i + 1) * ROW - list.clientHeight;
+  draw();
+  detail();
+}
+
+function detail() {
+  const d = $('detail');
+  const r = state.shown[state.selected];
+  if (!r) { d.replaceChildren(); return; }
+  d.replaceChildren(
+    el('h3', { textContent: `Entry ${r.index}: ${r.kind}` }),
+    ...(r.problems.length ? [el('ul', { className: 'bad' }, ...r.problems.map((p) => el('li', { textContent: p })))] : [el('p', { className: 'good', textContent: 'Proven in the log; its checks pass.' })]),
+    el('pre', { textContent: JSON.stringify(r.event, null, 2) }));
+}
+
+function download(name, type, body) {
+  const a = el('a', { href: URL.createObjectURL(new Blob([body], { type })), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+const COLUMNS = ['index', 'time', 'kind', 'who', 'action', 'instance', 'ticket', 'reason', 'outcome', 'agent', 'refers_to', 'problems'];
+function csv() {
+  const cell = (v) => {
+    let s = Array.isArray(v) ? v.join('; ') : String(v ?? '');
+    if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;   // never a formula in a spreadsheet
+    return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  return [COLUMNS.join(','), ...state.shown.map((r) => COLUMNS.map((c) => cell(r[c])).join(','))].join('\r\n') + '\r\n';
+}
+
+// ---- approvals: the gateway's list of requests, each checked against the
+// verified log (the request must be an entry of it) before it is shown.
+async function approvals() {
+  const all = await get(`${base()}/approvals`, 'json');
+  const pending = all.filter((a) => a.state === 'pending');
+  const box = $('approval-list');
+  if (pending.length === 0) { box.textContent = 'No request awaits your approval.'; return; }
+  const s = state.session;
+  box.replaceChildren(...pending.map((a) => {
+    const logged = state.report && state.report.events.find((e) => e.index === a.index && e.kind === 'approval_request');
+    const cmd = `palisade customer approve ${a.id} --key YOUR-APPROVER.key --gateway ${location.origin} --ca CA.crt --token @TOKEN-FILE --tenant ${s.tenant} --cluster ${s.cluster}`;
+    return el('div', { className: 'approval' },
+      el('strong', { textContent: `${a.action} on ${a.instance}` }),
+      el('div', { textContent: `requested by ${a.operator}, ticket ${a.ticket}: ${a.reason}` }),
+      el('div', { textContent: `expires ${a.expires_at}; ${a.approved_by.length} of ${a.threshold} approval(s)` }),
+      el('div', { className: logged ? 'good' : 'bad', textContent: logged ? `logged at entry ${a.index} (verified)` : `NOT found in the verified log at entry ${a.index}: do not approve` }),
+      el('code', { textContent: cmd }));
+  }));
+}
+
+function start() {
+  const raw = sessionStorage.getItem('palisade.session');
+  if (!raw) { $('login').hidden = false; return; }
+  state.session = JSON.parse(raw);
+  $('who').textContent = `tenant ${state.session.tenant}, cluster ${state.session.cluster}`;
+  load().catch((e) => { banner('The console could not verify the log.', [e.message]); status(''); });
+}
+
+$('login-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem('palisade.session', JSON.stringify({ tenant: $('login-tenant').value.trim(), cluster: $('login-cluster').value.trim(), token: $('login-token').value.trim() }));
+  $('login').hidden = true;
+  start();
+});
+for (const id of ['f-text', 'f-kind', 'f-outcome', 'f-from', 'f-to', 'f-problems']) $(id).addEventListener('input', filter);
+$('filters').addEventListener('submit', (ev) => ev.preventDefault());
+$('list').addEventListener('scroll', () => requestAnimationFrame(draw));
+$('list').addEventListener('keydown', (ev) => {
+  const page = Math.max(1, Math.floor($('list').clientHeight / ROW) - 1);
+  const moves = { ArrowDown: 1, ArrowUp: -1, PageDown: page, PageUp: -page, Home: -Infinity, End: Infinity };
+  if (ev.key in moves) {
+    ev.preventDefault();
+    select(Math.max(0, Math.min(state.shown.length - 1, state.selected + moves[ev.key])));
+  } else if (ev.key === 'Enter') {
+    $('detail').scrollIntoView();
+  }
+});
+$('export-json').addEventListener('click', () => download('palisade-events.json', 'application/json', JSON.stringify(state.shown.map((r) => ({ index: r.index, event: r.event, problems: r.problems })), null, 2)));
+$('export-csv').addEventListener('click', () => download('palisade-events.csv', 'text/csv', csv()));
+$('forget').addEventListener('click', () => { localStorage.removeItem(key('trust')); localStorage.removeItem(key('seen')); location.reload(); });
+
+fromFragment();
+init().then(start, (e) => banner('The verifier did not load: nothing on this page can be trusted.', [String(e)]));
