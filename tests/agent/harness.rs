@@ -10,6 +10,7 @@
 
 use crate::common::{free_port_block, palisade, Running};
 use palisade_agent::client::{prepare, CallError, Dispatcher, Executed, Prepared, Request};
+use palisade_agent::dispatch::AgentStatement;
 use palisade_agent::dispatch::{AgentResult, DispatchRequest, Refusal};
 use palisade_core::event::{Actor, Event, GrantRef, Justification};
 use palisade_core::time::Timestamp;

@@ -15,6 +15,7 @@ mod common;
 mod harness;
 
 use harness::Stack;
+use palisade_agent::dispatch::AgentStatement;
 use palisade_agent::dispatch::{Consistency, DispatchRequest, RefusalCode, ResultOutcome};
 use palisade_core::event::Event;
 use palisade_core::time::Timestamp;

@@ -22,6 +22,7 @@ mod harness;
 
 use common::processes_mentioning;
 use harness::Stack;
+use palisade_agent::dispatch::AgentStatement;
 use palisade_core::event::Event;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -46,6 +46,7 @@ use axum::{Json, Router};
 use palisade_core::time::Timestamp;
 use palisade_pki::{ClientAuth, Role};
 use palisade_policy::keys::{PublicKey, SigningKey};
+use palisade_protocol::dispatch::AgentStatement;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
+use crate::agent;
 use crate::events::{agents_word, EventChecks};
 use crate::log::{bundles_for, entries, BundleRef};
 
@@ -172,6 +173,8 @@ pub struct Report {
     pub views: Vec<View>,
     pub events: Vec<Row>,
     pub pending: Vec<String>,
+    /// Results and refusals whose agent signature verified.
+    pub signatures_checked: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -329,6 +332,7 @@ fn rows(report: &mut Report, entries: &[&[u8]], roots: &[palisade_tlog::hash::Ha
     let mut approvals: HashMap<String, usize> = HashMap::new();
     let mut used: HashSet<String> = HashSet::new();
     let events: Vec<_> = entries.iter().map(|b| Event::from_log_entry(b)).collect();
+    let enrolled = agent::Enrolled::from_events(&events);
     for e in &events {
         match e {
             Ok(Event::Approval(a)) if a.decision == ApprovalDecision::Deny => {
@@ -397,16 +401,13 @@ fn rows(report: &mut Report, entries: &[&[u8]], roots: &[palisade_tlog::hash::Ha
                         .unwrap_or_default();
                     row.ticket = intent.justification.ticket.clone();
                 }
-                row.agent = match (&r.agent, &r.agent_refusal) {
-                    (Some(a), _) => format!("signed by the agent ({})", a.keyid),
-                    (None, Some(a)) => format!("refusal signed by the agent ({})", a.keyid),
-                    (None, None)
-                        if agents_word(r.outcome) || r.outcome == Outcome::RefusedByAgent =>
-                    {
-                        "not signed: the gateway wrote it alone".into()
-                    }
-                    (None, None) => "gateway's word (the agent did not answer)".into(),
-                };
+                row.agent = agent_signature(
+                    r,
+                    checks.intent_of(r.intent.as_str()),
+                    &enrolled,
+                    &mut row.problems,
+                );
+                report.signatures_checked += usize::from(row.agent.starts_with("verified"));
                 if let Some(a) = &r.agent {
                     if a.log_root_seen.is_some() {
                         report.views.push(View {
@@ -497,6 +498,44 @@ fn rows(report: &mut Report, entries: &[&[u8]], roots: &[palisade_tlog::hash::Ha
         report.events.push(row);
     }
     report.pending = checks.pending().into_iter().map(str::to_string).collect();
+}
+
+/// The agent's signature on a result, checked against the keys the log records for
+/// the intent's instance: what the timeline says of it (a failed check is also a
+/// problem of the entry).
+fn agent_signature(
+    r: &palisade_core::event::ResultEvent,
+    intent: Option<&palisade_core::event::IntentEvent>,
+    enrolled: &agent::Enrolled,
+    problems: &mut Vec<String>,
+) -> String {
+    let keys = enrolled.for_intent(&[], intent);
+    let checked = match (intent, &r.agent, &r.agent_refusal) {
+        (_, None, None) if agents_word(r.outcome) || r.outcome == Outcome::RefusedByAgent => {
+            return "not signed: the gateway wrote it alone".into();
+        }
+        (_, None, None) => return "the gateway's word (the agent did not answer)".into(),
+        (None, _, _) => return "signed; its intent is not earlier in the log".into(),
+        (Some(_), _, _) if keys.is_empty() => {
+            return "signed; the log records no key for this instance".into();
+        }
+        (Some(i), Some(a), _) => agent::verify_result(i, r, &keys).map(|_| a.keyid.clone()),
+        (Some(i), None, Some(a)) => agent::verify_refusal(i, r, &keys).map(|_| a.keyid.clone()),
+    };
+    match checked {
+        Ok(keyid) => format!("verified: the agent's signature ({})", short(&keyid)),
+        Err(e) if e.contains("too large to log") => {
+            "signed; its output was too large to log, so the signature cannot be checked".into()
+        }
+        Err(e) => {
+            problems.push(format!("{}: {e}", r.outcome.as_str()));
+            "SIGNATURE DOES NOT VERIFY".into()
+        }
+    }
+}
+
+fn short(keyid: &str) -> &str {
+    keyid.get(..16).unwrap_or(keyid)
 }
 
 /// The seq, digest, quorum and witnesses of a tenant's witness statement (its

@@ -174,3 +174,93 @@ pub fn view_problem(roots: &[Hash], a: &AgentAttestation) -> Option<String> {
         Some(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::view_problem;
+    use palisade_core::event::AgentAttestation;
+    use palisade_core::time::Timestamp;
+    use palisade_tlog::hash::leaf_hash;
+    use palisade_tlog::tree::Frontier;
+
+    fn attestation(size: u64, root: &str) -> AgentAttestation {
+        AgentAttestation {
+            output_schema: "palisade.dev/output/etcd-health/v1".into(),
+            started_at: Timestamp::from_unix_seconds(1),
+            finished_at: Timestamp::from_unix_seconds(2),
+            log_size_seen: size,
+            log_root_seen: Some(root.into()),
+            error: None,
+            trust: None,
+            keyid: String::new(),
+            sig: String::new(),
+        }
+    }
+
+    /// An agent's view must be a tree of the customer's own log: the root at that size.
+    /// A result's enforced tenant trust must be a statement of the log, no older
+    /// than the one in force when its intent was logged.
+    #[test]
+    fn an_agent_enforcing_another_or_an_older_tenant_statement_is_named() {
+        use super::TenantStatements;
+        use palisade_core::event::{EnforcedTrust, TenantTrustRef};
+        let mut t = TenantStatements::default();
+        let digest = |b: &[u8]| palisade_core::Sha256Digest::of(b);
+        assert_eq!(t.record(0, 1, &digest(b"s1").to_string()), None);
+        assert_eq!(t.record(1, 2, &digest(b"s2").to_string()), None);
+        t.at_intent("i");
+        assert!(t
+            .record(2, 2, &digest(b"s2 again").to_string())
+            .expect("a seq not above the one before")
+            .contains("not above the 2 before it"));
+        let with = |seq: u64, d: &[u8]| {
+            let mut a = attestation(1, "x");
+            a.trust = Some(Box::new(EnforcedTrust {
+                witnesses: vec![],
+                quorum: 1,
+                tenant: Some(TenantTrustRef {
+                    seq,
+                    statement: digest(d),
+                    witnesses: vec![],
+                    quorum: 1,
+                }),
+            }));
+            a
+        };
+        assert_eq!(t.enforced_problem("i", &with(2, b"s2")), None);
+        assert!(t
+            .enforced_problem("i", &with(1, b"s1"))
+            .expect("older")
+            .contains("older than seq 2"));
+        assert!(t
+            .enforced_problem("i", &with(3, b"elsewhere"))
+            .expect("not logged")
+            .contains("not in your log"));
+        assert!(t
+            .enforced_problem("i", &attestation(1, "x"))
+            .expect("none")
+            .contains("enforced no tenant witness"));
+        // An intent logged before any statement: nothing is required of it.
+        assert_eq!(t.enforced_problem("before", &attestation(1, "x")), None);
+    }
+
+    #[test]
+    fn a_view_the_log_does_not_contain_is_named() {
+        let mut f = Frontier::new();
+        let mut roots = vec![f.root()];
+        for e in [b"a".as_slice(), b"b", b"c"] {
+            f.append(leaf_hash(e)).expect("append");
+            roots.push(f.root());
+        }
+        let ours = roots[2].to_base64();
+        assert_eq!(view_problem(&roots, &attestation(2, &ours)), None);
+        let mut fork = Frontier::new();
+        for e in [b"a".as_slice(), b"forged"] {
+            fork.append(leaf_hash(e)).expect("append");
+        }
+        let forked = view_problem(&roots, &attestation(2, &fork.root().to_base64()));
+        assert!(forked.is_some_and(|p| p.contains("a checkpoint your log does not contain")),);
+        let beyond = view_problem(&roots, &attestation(9, &ours));
+        assert!(beyond.is_some_and(|p| p.contains("larger than your log (3)")));
+    }
+}

@@ -13,9 +13,11 @@
 //!   result naming an earlier intent (once), a logged output matching its digest,
 //!   an agent's view being a tree of this log, an agent's word carried only with
 //!   the agent's signature.
+//! - [`agent`]: the agent's signature over a logged result or refusal.
 //! - [`console`]: the whole verification the console shows, as one report.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod console;
 pub mod events;
 pub mod log;

@@ -23,6 +23,7 @@ pub mod output;
 pub mod ports;
 pub mod refusal;
 pub mod sanitize;
+pub mod statement;
 pub mod time;
 
 pub use canonical::{to_canonical_vec, CanonicalError};

@@ -1119,7 +1119,8 @@ impl Gateway {
                     ResultOutcome::Failed => Outcome::Failed,
                 };
                 operation.output = done.result.output.clone();
-                attestation = done.result.attestation(&done.envelope);
+                attestation =
+                    palisade_protocol::dispatch::result_attestation(&done.result, &done.envelope);
                 (o, done.result.error.clone(), done.result.output_digest)
             }
             // Nothing reached the agent.

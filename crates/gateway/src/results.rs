@@ -339,7 +339,7 @@ impl Gateway {
                         palisade_protocol::dispatch::ResultOutcome::Succeeded => Outcome::Succeeded,
                         palisade_protocol::dispatch::ResultOutcome::Failed => Outcome::Failed,
                     };
-                    let attestation = result.attestation(&envelope);
+                    let attestation = palisade_protocol::dispatch::result_attestation(&result, &envelope);
                     (outcome, result.output_digest, result.output, result.error, attestation)
                 }
                 Ok(Lookup::Running) => return Step::Later(Box::new(u)),

@@ -58,6 +58,8 @@ fn the_document_and_the_router_name_the_same_routes() {
             .strip_prefix('"')
             .expect("route path literal");
         let (path, handler) = rest.split_once('"').expect("route line");
+        // A wildcard capture (`{*object}`) is a path parameter (`{object}`) to OpenAPI.
+        let path = path.replace("{*", "{");
         let handler = handler.trim_start_matches([',', ' ']);
         let method = handler.split('(').next().expect("method").to_uppercase();
         served.insert(format!("{method} {path}"));

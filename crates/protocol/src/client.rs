@@ -20,6 +20,7 @@
 //! handler has 300 s). The answer must be a DSSE envelope signed by one of the
 //! instance's result keys, naming this dispatch's digest and event id.
 
+use crate::dispatch::AgentStatement;
 use crate::dispatch::{
     AgentResult, ApprovalBundle, Consistency, Dispatch, DispatchRequest, Health, Refusal,
     RefusalCode, DISPATCH_PATH, DISPATCH_SCHEMA, HEALTH_PATH, RESULTS_PATH,

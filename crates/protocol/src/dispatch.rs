@@ -16,8 +16,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use palisade_core::canonical::{from_canonical_slice, to_canonical_vec, CanonicalError};
 use palisade_core::event::{
-    AgentAttestation, EnforcedTrust, IntentEvent, Outcome, ParamValue, PolicyRef,
-    RefusalAttestation, ResultEvent,
+    AgentAttestation, IntentEvent, ParamValue, PolicyRef, RefusalAttestation, ResultEvent,
 };
 use palisade_core::time::Timestamp;
 use palisade_core::{
@@ -28,12 +27,13 @@ use palisade_policy::keys::{PublicKey, SigningKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use palisade_core::statement::{
+    AgentRefusal, AgentResult, RefusalCode, ResultOutcome, REFUSAL_PAYLOAD_TYPE, REFUSAL_SCHEMA,
+    RESULT_PAYLOAD_TYPE, RESULT_SCHEMA,
+};
+
 pub const DISPATCH_SCHEMA: &str = "palisade.dev/dispatch/v1";
-pub const RESULT_SCHEMA: &str = "palisade.dev/agent-result/v1";
 pub const DISPATCH_PAYLOAD_TYPE: &str = "application/vnd.palisade.dispatch+json";
-pub const RESULT_PAYLOAD_TYPE: &str = "application/vnd.palisade.agent-result+json";
-pub const REFUSAL_SCHEMA: &str = "palisade.dev/agent-refusal/v1";
-pub const REFUSAL_PAYLOAD_TYPE: &str = "application/vnd.palisade.agent-refusal+json";
 /// The only route that executes anything.
 pub const DISPATCH_PATH: &str = "/v1/dispatch";
 /// Liveness and the agent's view (policy, newest checkpoint size).
@@ -165,122 +165,25 @@ impl DispatchRequest {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResultOutcome {
-    Succeeded,
-    Failed,
-}
-
-/// What the agent did, signed by the agent key; the gateway logs its digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentResult {
-    pub schema: String,
-    pub dispatch_digest: Sha256Digest,
-    pub event_id: EventId,
-    pub cluster: ClusterId,
-    pub instance: InstanceId,
-    pub action: ActionName,
-    pub outcome: ResultOutcome,
-    /// The output schema the output was reduced to.
-    pub output_schema: String,
-    /// The typed output (present when succeeded), at most the configured size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<serde_json::Value>,
-    /// SHA-256 of the output's canonical JSON.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_digest: Option<Sha256Digest>,
-    /// Why it failed: a short message, never action output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub started_at: Timestamp,
-    pub finished_at: Timestamp,
-    /// The size of the newest checkpoint the agent has accepted.
-    pub log_size_seen: u64,
-    /// The root hash (base64) of the checkpoint that proved this dispatch: with its
-    /// size, the view of the log the agent acted on, which the customer checks is a
-    /// tree of their own log.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_root_seen: Option<String>,
-    /// The witnesses (the log's and the tenant's) the agent required.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trust: Option<EnforcedTrust>,
-}
-
-impl AgentResult {
-    /// What a result event carries of this result signed in `envelope`.
-    pub fn attestation(&self, envelope: &Envelope) -> Option<AgentAttestation> {
-        let signature = envelope.signatures.first()?;
-        Some(AgentAttestation {
-            output_schema: self.output_schema.clone(),
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            log_size_seen: self.log_size_seen,
-            log_root_seen: self.log_root_seen.clone(),
-            error: self.error.clone(),
-            trust: self.trust.clone().map(Box::new),
-            keyid: signature.keyid.clone(),
-            sig: signature.sig.clone(),
-        })
-    }
-
-    /// The agent's signed statement rebuilt from a logged result and its intent,
-    /// and checked against `agent_keys`. `Err` says why it cannot be rebuilt (a
-    /// result the gateway wrote alone, an output too large to log) or does not
-    /// verify (a result the agent did not sign).
-    pub fn verify_logged(
+/// Signing and opening the statements an agent signs (its results and refusals,
+/// [`palisade_core::statement`]) as DSSE envelopes with the keys Palisade's policy
+/// reads.
+pub trait AgentStatement: Sized {
+    /// Signs the statement's canonical JSON with the agent key.
+    fn sign(&self, key: &SigningKey) -> Result<Envelope, CanonicalError>;
+    /// Opens a signed statement: a signature by one of `agent_keys`, the schema.
+    fn verify(envelope: &Envelope, agent_keys: &[PublicKey]) -> Result<Self, String>;
+    /// The statement rebuilt from a logged result and its intent, and checked
+    /// against `agent_keys` (the customer's check, [`palisade_audit::agent`]).
+    fn verify_logged(
         intent: &IntentEvent,
         result: &ResultEvent,
         agent_keys: &[PublicKey],
-    ) -> Result<AgentResult, String> {
-        let a = result
-            .agent
-            .as_ref()
-            .ok_or("it carries no agent signature: the gateway wrote it alone")?;
-        let outcome = match result.outcome {
-            Outcome::Succeeded => ResultOutcome::Succeeded,
-            Outcome::Failed => ResultOutcome::Failed,
-            other => {
-                return Err(format!(
-                    "an agent never signs the outcome {}",
-                    other.as_str()
-                ))
-            }
-        };
-        if result.output_digest.is_some() && result.output.is_none() {
-            return Err(
-                "its output was too large to log, so the agent's signature cannot be checked"
-                    .into(),
-            );
-        }
-        let rebuilt = AgentResult {
-            schema: RESULT_SCHEMA.into(),
-            dispatch_digest: intent.dispatch_digest,
-            event_id: intent.event_id.clone(),
-            cluster: intent.cluster.clone(),
-            instance: intent
-                .instance
-                .clone()
-                .ok_or("its intent names no instance")?,
-            action: intent.action.clone(),
-            outcome,
-            output_schema: a.output_schema.clone(),
-            output: result.output.clone(),
-            output_digest: result.output_digest,
-            error: a.error.clone(),
-            started_at: a.started_at,
-            finished_at: a.finished_at,
-            log_size_seen: a.log_size_seen,
-            log_root_seen: a.log_root_seen.clone(),
-            trust: a.trust.as_deref().cloned(),
-        };
-        let envelope = rebuilt_envelope(RESULT_PAYLOAD_TYPE, &rebuilt, &a.keyid, &a.sig)?;
-        AgentResult::verify(&envelope, agent_keys)
-            .map_err(|e| format!("the agent's signature does not verify ({e}): the agent did not sign this outcome, output or intent"))
-    }
+    ) -> Result<Self, String>;
+}
 
-    pub fn sign(&self, key: &SigningKey) -> Result<Envelope, CanonicalError> {
+impl AgentStatement for AgentResult {
+    fn sign(&self, key: &SigningKey) -> Result<Envelope, CanonicalError> {
         Ok(Envelope::sign(
             RESULT_PAYLOAD_TYPE,
             &to_canonical_vec(self)?,
@@ -288,14 +191,60 @@ impl AgentResult {
         ))
     }
 
-    /// Opens a signed result: a signature by one of `agent_keys`, the result schema.
-    pub fn verify(envelope: &Envelope, agent_keys: &[PublicKey]) -> Result<AgentResult, String> {
+    fn verify(envelope: &Envelope, agent_keys: &[PublicKey]) -> Result<AgentResult, String> {
         let r: AgentResult = open_signed(envelope, RESULT_PAYLOAD_TYPE, agent_keys, "result")?;
         if r.schema != RESULT_SCHEMA {
             return Err(format!("result schema is not {RESULT_SCHEMA:?}"));
         }
         Ok(r)
     }
+
+    fn verify_logged(
+        intent: &IntentEvent,
+        result: &ResultEvent,
+        agent_keys: &[PublicKey],
+    ) -> Result<AgentResult, String> {
+        palisade_audit::agent::verify_result(intent, result, &raw_keys(agent_keys))
+    }
+}
+
+impl AgentStatement for AgentRefusal {
+    fn sign(&self, key: &SigningKey) -> Result<Envelope, CanonicalError> {
+        Ok(Envelope::sign(
+            REFUSAL_PAYLOAD_TYPE,
+            &to_canonical_vec(self)?,
+            key,
+        ))
+    }
+
+    fn verify(envelope: &Envelope, agent_keys: &[PublicKey]) -> Result<AgentRefusal, String> {
+        let r: AgentRefusal = open_signed(envelope, REFUSAL_PAYLOAD_TYPE, agent_keys, "refusal")?;
+        if r.schema != REFUSAL_SCHEMA {
+            return Err(format!("refusal schema is not {REFUSAL_SCHEMA:?}"));
+        }
+        Ok(r)
+    }
+
+    fn verify_logged(
+        intent: &IntentEvent,
+        result: &ResultEvent,
+        agent_keys: &[PublicKey],
+    ) -> Result<AgentRefusal, String> {
+        palisade_audit::agent::verify_refusal(intent, result, &raw_keys(agent_keys))
+    }
+}
+
+/// What a result event carries of `result` signed in `envelope`.
+pub fn result_attestation(result: &AgentResult, envelope: &Envelope) -> Option<AgentAttestation> {
+    let s = envelope.signatures.first()?;
+    Some(result.attestation_with(&s.keyid, &s.sig))
+}
+
+/// The raw Ed25519 keys among `keys`.
+pub fn raw_keys(keys: &[PublicKey]) -> Vec<palisade_audit::agent::AgentKey> {
+    keys.iter()
+        .filter_map(|k| k.raw().and_then(|r| <[u8; 32]>::try_from(r).ok()))
+        .collect()
 }
 
 /// The payload of `envelope` (of `payload_type`), signed by one of `agent_keys`, as
@@ -315,100 +264,6 @@ fn open_signed<T: serde::de::DeserializeOwned>(
     from_canonical_slice(&bytes).map_err(|e| e.to_string())
 }
 
-/// The envelope an agent signed, rebuilt from its payload and the signature the log
-/// kept of it.
-fn rebuilt_envelope(
-    payload_type: &str,
-    payload: &impl Serialize,
-    keyid: &str,
-    sig: &str,
-) -> Result<Envelope, String> {
-    let payload = to_canonical_vec(payload).map_err(|e| e.to_string())?;
-    Ok(Envelope {
-        payload: BASE64.encode(&payload),
-        payload_type: payload_type.into(),
-        signatures: vec![palisade_policy::dsse::EnvelopeSignature {
-            keyid: keyid.to_string(),
-            sig: sig.to_string(),
-        }],
-    })
-}
-
-/// Why the agent refused a dispatch. Nothing ran and nothing was recorded, except
-/// that a dispatch refused after its nonce was committed stays spent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RefusalCode {
-    Malformed,
-    BadSignature,
-    WrongTarget,
-    Expired,
-    NotYetValid,
-    TtlTooLong,
-    Replayed,
-    PolicyMismatch,
-    UnknownAction,
-    InvalidParameters,
-    EventMismatch,
-    NotInLog,
-    /// The proof's checkpoint is older than the agent's view, or the consistency
-    /// proof starts from another size: retry with a newer checkpoint and a
-    /// consistency proof from `known_size`.
-    StaleView,
-    /// The checkpoint is not consistent with what the agent saw: a forked or
-    /// rewritten log.
-    Inconsistent,
-    /// The checkpoint's witness cosignatures are older than the agent accepts: a
-    /// frozen or withheld view of the log.
-    StaleCheckpoint,
-    /// The agent requires its tenant's witness statement, and the dispatch carried
-    /// none, one not signed by the tenant's key, or one older than it enforces.
-    TenantTrust,
-    /// The agent's policy repository cannot be verified now (its metadata expired or
-    /// cannot be read): the components it verified before keep running, but no
-    /// action runs until fresh metadata verifies.
-    TrustMetadata,
-    /// The tenant's policy requires the customer's approval for this action, and the
-    /// dispatch carried no valid approval of this exact request: too few approvers,
-    /// another request's, expired, denied, or already used.
-    NotApproved,
-    Unavailable,
-}
-
-impl RefusalCode {
-    /// Every code, e.g. to export each one's count from zero.
-    pub const ALL: [RefusalCode; 19] = [
-        RefusalCode::Malformed,
-        RefusalCode::BadSignature,
-        RefusalCode::WrongTarget,
-        RefusalCode::Expired,
-        RefusalCode::NotYetValid,
-        RefusalCode::TtlTooLong,
-        RefusalCode::Replayed,
-        RefusalCode::PolicyMismatch,
-        RefusalCode::UnknownAction,
-        RefusalCode::InvalidParameters,
-        RefusalCode::EventMismatch,
-        RefusalCode::NotInLog,
-        RefusalCode::StaleView,
-        RefusalCode::Inconsistent,
-        RefusalCode::StaleCheckpoint,
-        RefusalCode::TenantTrust,
-        RefusalCode::TrustMetadata,
-        RefusalCode::NotApproved,
-        RefusalCode::Unavailable,
-    ];
-
-    pub fn http_status(self) -> u16 {
-        match self {
-            RefusalCode::Malformed => 400,
-            RefusalCode::StaleView | RefusalCode::Replayed => 409,
-            RefusalCode::Unavailable => 503,
-            _ => 403,
-        }
-    }
-}
-
 /// A refusal, sent as `application/problem+json` (RFC 9457).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
@@ -425,76 +280,6 @@ pub struct Refusal {
     /// logged in the customer's log is the agent's word, not the gateway's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed: Option<Box<Envelope>>,
-}
-
-/// A refusal as the agent signs it: nothing ran, for this reason, under this trust.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentRefusal {
-    pub schema: String,
-    pub cluster: ClusterId,
-    pub instance: InstanceId,
-    /// The digest of the dispatch refused, when its envelope could be read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dispatch_digest: Option<Sha256Digest>,
-    pub code: RefusalCode,
-    pub detail: String,
-    pub at: Timestamp,
-    /// The size of the newest checkpoint the agent had accepted.
-    pub log_size_seen: u64,
-    pub trust: EnforcedTrust,
-}
-
-impl AgentRefusal {
-    pub fn sign(&self, key: &SigningKey) -> Result<Envelope, CanonicalError> {
-        Ok(Envelope::sign(
-            REFUSAL_PAYLOAD_TYPE,
-            &to_canonical_vec(self)?,
-            key,
-        ))
-    }
-
-    /// Opens a signed refusal: a signature by one of `agent_keys`, the schema.
-    pub fn verify(envelope: &Envelope, agent_keys: &[PublicKey]) -> Result<AgentRefusal, String> {
-        let r: AgentRefusal = open_signed(envelope, REFUSAL_PAYLOAD_TYPE, agent_keys, "refusal")?;
-        if r.schema != REFUSAL_SCHEMA {
-            return Err(format!("refusal schema is not {REFUSAL_SCHEMA:?}"));
-        }
-        Ok(r)
-    }
-
-    /// The agent's signed refusal rebuilt from a logged `refused_by_agent` result
-    /// and its intent, and checked against `agent_keys`.
-    pub fn verify_logged(
-        intent: &IntentEvent,
-        result: &ResultEvent,
-        agent_keys: &[PublicKey],
-    ) -> Result<AgentRefusal, String> {
-        let a = result
-            .agent_refusal
-            .as_ref()
-            .ok_or("it carries no agent signature: the gateway wrote it alone")?;
-        let code: RefusalCode = serde_json::from_value(serde_json::Value::String(a.code.clone()))
-            .map_err(|_| format!("unknown refusal code {:?}", a.code))?;
-        let rebuilt = AgentRefusal {
-            schema: REFUSAL_SCHEMA.into(),
-            cluster: intent.cluster.clone(),
-            instance: intent
-                .instance
-                .clone()
-                .ok_or("its intent names no instance")?,
-            dispatch_digest: Some(intent.dispatch_digest),
-            code,
-            detail: a.detail.clone(),
-            at: a.at,
-            log_size_seen: a.log_size_seen,
-            trust: a.trust.clone(),
-        };
-        let envelope = rebuilt_envelope(REFUSAL_PAYLOAD_TYPE, &rebuilt, &a.keyid, &a.sig)?;
-        AgentRefusal::verify(&envelope, agent_keys).map_err(|e| {
-            format!("the agent's signature does not verify ({e}): the agent did not sign this refusal for this intent")
-        })
-    }
 }
 
 impl Refusal {

@@ -6,6 +6,7 @@ use crate::kube_stub::KubeStub;
 use crate::report::{ReleaseDigest, Versions};
 use anyhow::{anyhow, bail, Context as _};
 use palisade_agent::client::{prepare, CallError, Dispatcher, Executed, Prepared, Request};
+use palisade_agent::dispatch::AgentStatement;
 use palisade_agent::dispatch::{AgentResult, DispatchRequest, Refusal};
 use palisade_core::event::{Actor, Event, GrantRef, Justification};
 use palisade_core::time::Timestamp;
@@ -84,6 +85,21 @@ impl GatewayClient {
         let text = resp.text().await?;
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok((status, value))
+    }
+
+    /// `GET path` with a bearer token: the status and the body's bytes.
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.with_context(|| format!("GET {path}"))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.bytes().await?.to_vec()))
     }
 
     /// `POST /v1/clusters/{cluster}/actions/{action}` with text arguments.

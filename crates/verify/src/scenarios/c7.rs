@@ -9,8 +9,10 @@ use super::{copy_dir, push, scratch, short};
 use crate::deploy::{SHIFT_ENDED, SHIFT_LATER};
 use crate::{BoxFut, Claim::C7, Ctx, Scenario, Scope};
 use anyhow::{anyhow, bail};
+use base64::engine::general_purpose::STANDARD as B64_STD;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
+use palisade_agent::dispatch::AgentStatement;
 use palisade_agent::dispatch::{Consistency, DispatchRequest, RefusalCode};
 use palisade_core::event::{Event, ParamValue};
 use palisade_core::time::Timestamp;
@@ -290,6 +292,14 @@ pub fn add(v: &mut Vec<Scenario>) {
         "c7-audit-detects-tampered-entry",
         "The customer's audit detects an entry rewritten on the log's disk",
         tampered,
+    );
+    push(
+        v,
+        C7,
+        Scope::Any,
+        "c7-console-verifier-detects-tampering",
+        "The console's verifier (the browser's WebAssembly, run here) accepts the log as the gateway relays it, and names a changed entry and a forked log",
+        console_verifier,
     );
     push(
         v,
@@ -1151,6 +1161,139 @@ fn audit_ok(cx: &Ctx) -> BoxFut<'_> {
                 r.bundles_checked,
                 r.cosignatures.len()
             ),
+        ])
+    })
+}
+
+/// The console's verifier ([`palisade_audit::console`], the code the page runs as
+/// WebAssembly) on the bytes the gateway relays to the page: the log verifies as it
+/// is; an entry changed on its way (same length, so the bundle still parses) and a
+/// browser that verified another log before are each named, and a tampered log
+/// shows no entries.
+fn console_verifier(cx: &Ctx) -> BoxFut<'_> {
+    Box::pin(async move {
+        use palisade_audit::console::{self, Input, Seen, Trust};
+        use palisade_audit::log::bundles_for;
+        // An action of this run, so that the log holds an intent and its signed result.
+        let (status, op) = cx.op_run("etcd.status", &[]).await?;
+        if status != 200 {
+            bail!("etcd.status: HTTP {status}: {op}");
+        }
+        let base = format!("/v1/tenants/{}/clusters/{}/log", cx.tenant, cx.cluster);
+        let (status, _) = cx.gw.get_bytes(&format!("{base}/checkpoint"), None).await?;
+        if status != 401 {
+            bail!("the log relayed without a tenant token: HTTP {status}");
+        }
+        let (status, checkpoint) = cx
+            .gw
+            .get_bytes(&format!("{base}/checkpoint"), Some(&cx.tenant_token))
+            .await?;
+        if status != 200 {
+            bail!("checkpoint: HTTP {status}");
+        }
+        let checkpoint = String::from_utf8(checkpoint)?;
+        let p = &cx.log_policy;
+        let trust = Trust {
+            origin: p.origin().to_string(),
+            log_keys: p.log_keys().iter().map(ToString::to_string).collect(),
+            witnesses: p.witnesses().iter().map(ToString::to_string).collect(),
+            quorum: Some(p.quorum()),
+            groups: vec![],
+        };
+        let size = p
+            .verify(checkpoint.as_bytes())
+            .map_err(|e| anyhow!("checkpoint: {e}"))?
+            .checkpoint()
+            .size();
+        let mut bundles = Vec::new();
+        for b in bundles_for(size)? {
+            let (status, body) = cx
+                .gw
+                .get_bytes(&format!("{base}/{}", b.path), Some(&cx.tenant_token))
+                .await?;
+            let body = match (status, &b.fallback) {
+                (200, _) => body,
+                (404, Some(full)) => {
+                    cx.gw
+                        .get_bytes(&format!("{base}/{full}"), Some(&cx.tenant_token))
+                        .await?
+                        .1
+                }
+                _ => bail!("{}: HTTP {status}", b.path),
+            };
+            bundles.push(body);
+        }
+        let input = |bundles: &[Vec<u8>], previous: Option<Seen>| Input {
+            trust: trust.clone(),
+            checkpoint: checkpoint.clone(),
+            bundles: bundles.iter().map(|b| B64_STD.encode(b)).collect(),
+            previous,
+            now: Timestamp::now().unix_seconds(),
+            max_age: None,
+        };
+        let honest = console::verify(&input(&bundles, None));
+        // Other scenarios leave entries the checks flag (a result forged with the
+        // gateway's certificate, say): those are findings about events, not about
+        // the log. The log itself must verify.
+        let log_failures: Vec<&String> = honest
+            .failures
+            .iter()
+            .filter(|f| !f.starts_with("events:"))
+            .collect();
+        if !log_failures.is_empty() || honest.events.is_empty() {
+            bail!("the log as relayed does not verify: {log_failures:?}");
+        }
+        let flagged = honest
+            .events
+            .iter()
+            .filter(|e| !e.problems.is_empty())
+            .count();
+        // An intent's ticket changed on the way, in place.
+        let mut tampered = bundles.clone();
+        let changed = tampered.iter_mut().any(|b| {
+            let Some(at) = b.windows(9).position(|w| w == b"\"ticket\":") else {
+                return false;
+            };
+            let value = at + 10;
+            if b.get(value).is_some_and(u8::is_ascii_alphanumeric) {
+                b[value] = if b[value] == b'X' { b'Y' } else { b'X' };
+                true
+            } else {
+                false
+            }
+        });
+        if !changed {
+            bail!("no intent with a ticket in the log to tamper with");
+        }
+        let t = console::verify(&input(&tampered, None));
+        let named = t.failures.iter().find(|f| f.starts_with("inclusion"));
+        let Some(named) = named.filter(|_| !t.ok && t.events.is_empty()) else {
+            bail!(
+                "a changed entry was not refused: ok={}, failures {:?}, {} events shown",
+                t.ok,
+                t.failures,
+                t.events.len()
+            );
+        };
+        let fork = console::verify(&input(
+            &bundles,
+            Some(Seen {
+                size: 1,
+                root: B64_STD.encode([7u8; 32]),
+            }),
+        ));
+        let Some(forked) = fork.failures.iter().find(|f| f.contains("a fork")) else {
+            bail!("a forked log was not named: {:?}", fork.failures);
+        };
+        Ok(vec![
+            format!(
+                "the log as relayed: {} entries verified, {} agent signature(s) checked, {flagged} entr(ies) flagged by the event checks",
+                honest.events.len(),
+                honest.signatures_checked
+            ),
+            format!("one ticket changed in transit: {}", short(named)),
+            format!("a browser that verified another log: {}", short(forked)),
+            "no tenant token: 401".into(),
         ])
     })
 }

@@ -1,0 +1,299 @@
+//! The customer's console in a real browser: headless Chromium (Debian's `chromium`)
+//! driven through WebDriver (`chromedriver`), against the stack `palisade up`
+//! runs. The demo tenant signs in with the link `up` prints, sees the actions the
+//! test ran verified in the page (by the WebAssembly verifier), finds a pending
+//! approval request with the command that approves it, and sees the red banner when
+//! the log's server serves a tampered entry or a log other than the one this browser
+//! verified before.
+//!
+//! With `PALISADE_CONSOLE_SCREENSHOTS=DIR`, the main views are saved there as PNG
+//! (docs/console/ keeps them: see docs/operations.md#the-console).
+
+#[path = "../e2e/common.rs"]
+mod common;
+#[path = "../agent/harness.rs"]
+mod harness;
+#[path = "../e2e/webdriver.rs"]
+mod webdriver;
+
+use common::palisade;
+use harness::Stack;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+use webdriver::Browser;
+
+fn op(stack: &Stack, args: &[&str]) -> Output {
+    palisade()
+        .arg("op")
+        .arg("--credentials")
+        .arg(stack.dir.join("op/credentials.json"))
+        .args(args)
+        .output()
+        .expect("run palisade op")
+}
+
+fn said(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The console's login link `palisade up` printed.
+fn login_link(stack: &mut Stack) -> String {
+    let up = stack.up.as_mut().expect("palisade up runs");
+    up.drain();
+    up.seen
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("https://")
+                .filter(|l| l.contains("/console/#"))
+        })
+        .map(|l| format!("https://{l}"))
+        .unwrap_or_else(|| panic!("no console link in:\n{}", up.seen.join("\n")))
+}
+
+/// A relay in front of the gateway, on plain HTTP (a loopback page is a secure
+/// context): it passes everything through, except that it changes `from` to `to`
+/// in every entry bundle of the log it relays. The page then sees a log server that
+/// serves a tampered entry.
+fn tampering_relay(gateway: &str, ca: &Path, from: &'static str, to: &'static str) -> u16 {
+    let roots = palisade_pki::load_roots(ca).expect("roots");
+    let tls = rustls::ClientConfig::builder_with_provider(palisade_pki::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("client");
+    let gateway = gateway.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr").port())
+                .expect("port");
+            let relay = move |req: axum::extract::Request| {
+                let (http, gateway) = (http.clone(), gateway.clone());
+                async move {
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default();
+                    let mut out = http.get(format!("{gateway}{path}"));
+                    if let Some(auth) = req.headers().get("authorization") {
+                        out = out.header("authorization", auth.as_bytes());
+                    }
+                    let r = out.send().await.expect("the gateway answers");
+                    let status = r.status().as_u16();
+                    let headers: Vec<(String, Vec<u8>)> = r
+                        .headers()
+                        .iter()
+                        .filter(|(k, _)| {
+                            ["content-type", "content-security-policy"].contains(&k.as_str())
+                        })
+                        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                        .collect();
+                    let mut body = r.bytes().await.expect("body").to_vec();
+                    if path.contains("/log/tile/entries/") {
+                        // In place, byte for byte: the bundle's framing stays valid.
+                        let (from, to) = (from.as_bytes(), to.as_bytes());
+                        assert_eq!(from.len(), to.len());
+                        let mut i = 0;
+                        while i + from.len() <= body.len() {
+                            if &body[i..i + from.len()] == from {
+                                body[i..i + from.len()].copy_from_slice(to);
+                            }
+                            i += 1;
+                        }
+                    }
+                    let mut resp = axum::response::Response::builder().status(status);
+                    for (k, v) in headers {
+                        resp = resp.header(k, v);
+                    }
+                    resp.body(axum::body::Body::from(body)).expect("response")
+                }
+            };
+            let app = axum::Router::new().fallback(relay);
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+    rx.recv().expect("the relay's port")
+}
+
+#[test]
+fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
+    let mut stack = Stack::start_with_customer_approval();
+    let link = login_link(&mut stack);
+    let ran = op(
+        &stack,
+        &[
+            "run",
+            "etcd.status",
+            "--cluster",
+            "demo",
+            "--ticket",
+            "CONSOLE-1",
+            "--reason",
+            "the console shows this",
+        ],
+    );
+    assert!(ran.status.success(), "{}", said(&ran));
+    let waiting = op(
+        &stack,
+        &[
+            "run",
+            "etcd.defragment",
+            "--cluster",
+            "demo",
+            "--instance",
+            "demo-0",
+            "--ticket",
+            "CONSOLE-2",
+            "--reason",
+            "reclaim space after the compaction",
+        ],
+    );
+    let waiting_text = said(&waiting);
+    assert!(waiting_text.contains("awaiting_approval"), "{waiting_text}");
+
+    let browser = Browser::start();
+    browser.open(&link);
+    assert_eq!(browser.verification(), "ok", "{}", browser.text("body"));
+    // The token left the address bar with the fragment.
+    let url = browser.script("return location.href");
+    assert!(
+        !url.as_str().unwrap_or_default().contains("token="),
+        "{url}"
+    );
+    let status = browser.text("#status");
+    assert!(status.contains("Verified in this browser"), "{status}");
+    let list = browser.text("#list");
+    assert!(list.contains("etcd.status"), "{list}");
+    assert!(list.contains("CONSOLE-1"), "{list}");
+    assert!(
+        list.contains("verified: the agent's signature"),
+        "the agent's signature on the result is checked in the page: {list}"
+    );
+    assert!(list.contains("approval_request"), "{list}");
+    assert!(list.contains("pending"), "{list}");
+    let panel = browser.text("#verification");
+    assert!(panel.contains("palisade.local/witness"), "{panel}");
+    assert!(panel.contains("tenant-demo.example/witness"), "{panel}");
+    assert!(panel.contains("every one a tree of this log"), "{panel}");
+    let approvals = browser.text("#approvals");
+    assert!(
+        approvals.contains("etcd.defragment on demo-0"),
+        "{approvals}"
+    );
+    assert!(approvals.contains("(verified)"), "{approvals}");
+    assert!(
+        approvals.contains("palisade customer approve"),
+        "{approvals}"
+    );
+    browser.screenshot("overview.png");
+
+    // Filters and the keyboard.
+    browser.script(
+        "const f = document.getElementById('f-text'); f.value = 'CONSOLE-1'; \
+         f.dispatchEvent(new Event('input'));",
+    );
+    let count = browser.text("#count");
+    assert!(count.starts_with("2 of "), "intent and result: {count}");
+    browser.script("document.getElementById('list').focus()");
+    let selected =
+        || browser.script("return document.querySelector('[aria-selected=true]').dataset.index");
+    let first = selected();
+    browser.press("\u{E015}"); // ArrowDown
+    assert_ne!(selected(), first, "ArrowDown moves the selection");
+    assert!(
+        browser.text("#detail").contains("Entry "),
+        "{}",
+        browser.text("#detail")
+    );
+    browser.script("document.getElementById('timeline').scrollIntoView()");
+    browser.screenshot("timeline.png");
+    browser.script(
+        "const f = document.getElementById('f-text'); f.value = ''; \
+         f.dispatchEvent(new Event('input'));",
+    );
+
+    // The customer approves with the command the console shows, and sees it.
+    let id = waiting_text
+        .split_whitespace()
+        .find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("an operation id in: {waiting_text}"))
+        .to_string();
+    assert!(approvals.contains(&id), "{approvals}");
+    let d = stack.dir.display().to_string();
+    let approved = palisade()
+        .args(["customer", "approve", &id, "--key"])
+        .arg(format!("{d}/tenant-demo/approvers/ana.key"))
+        .args(["--gateway", &format!("https://127.0.0.1:{}", stack.base)])
+        .args(["--ca", &format!("{d}/pki/ca.crt")])
+        .args(["--token", &format!("@{d}/tenant-demo.token")])
+        .args(["--tenant", "demo", "--cluster", "demo"])
+        .output()
+        .expect("customer approve");
+    assert!(approved.status.success(), "{}", said(&approved));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        browser.script("location.reload()");
+        assert_eq!(browser.verification(), "ok", "{}", browser.text("body"));
+        let list = browser.text("#list");
+        if list.contains("approved") && list.contains("etcd.defragment") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never approved: {list}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(browser.text("#approvals").contains("No request awaits"));
+
+    // A browser that verified another log before sees a fork.
+    browser.script(
+        "for (const k of Object.keys(localStorage)) if (k.startsWith('palisade.seen.')) \
+         localStorage.setItem(k, JSON.stringify({size: 2, root: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='}));",
+    );
+    browser.script("location.reload()");
+    assert_eq!(browser.verification(), "failed");
+    let banner = browser.text("#banner");
+    assert!(banner.contains("consistency"), "{banner}");
+    assert!(banner.contains("a fork"), "{banner}");
+    browser.script(
+        "for (const k of Object.keys(localStorage)) if (k.startsWith('palisade.seen.')) \
+         localStorage.removeItem(k);",
+    );
+
+    // The log's server serves a tampered entry: the ticket of the first action,
+    // changed on its way to the page. The page refuses the whole log and says why.
+    let relay = tampering_relay(
+        &format!("https://127.0.0.1:{}", stack.base),
+        &stack.dir.join("pki/ca.crt"),
+        "CONSOLE-1",
+        "CONSOLE-9",
+    );
+    let fragment = link.split_once('#').expect("a fragment").1;
+    browser.open(&format!("http://127.0.0.1:{relay}/console/#{fragment}"));
+    assert_eq!(browser.verification(), "failed", "{}", browser.text("body"));
+    let banner = browser.text("#banner");
+    assert!(banner.contains("Verification failed"), "{banner}");
+    assert!(banner.contains("inclusion"), "{banner}");
+    assert!(banner.contains("an entry was changed"), "{banner}");
+    assert!(
+        !browser.text("#list").contains("CONSOLE-9"),
+        "a log that does not verify shows no entries as if they were proven"
+    );
+    browser.screenshot("tampered.png");
+}
