@@ -41,6 +41,22 @@ fn said(o: &Output) -> String {
     )
 }
 
+/// Waits until the element `css` selects shows `needle`; returns its text.
+fn wait_text(browser: &Browser, css: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = browser.text(css);
+        if t.contains(needle) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {needle:?}: {t:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The console's login link `palisade up` printed.
 fn login_link(stack: &mut Stack) -> String {
     let up = stack.up.as_mut().expect("palisade up runs");
@@ -230,24 +246,28 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
          f.dispatchEvent(new Event('input'));",
     );
 
-    // The customer approves with the command the console shows, and sees it.
+    // The customer approves in the page, with an approver key imported into the
+    // browser's key store, and sees the action run.
     let id = waiting_text
         .split_whitespace()
         .find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit()))
         .unwrap_or_else(|| panic!("an operation id in: {waiting_text}"))
         .to_string();
     assert!(approvals.contains(&id), "{approvals}");
-    let d = stack.dir.display().to_string();
-    let approved = palisade()
-        .args(["customer", "approve", &id, "--key"])
-        .arg(format!("{d}/tenant-demo/approvers/ana.key"))
-        .args(["--gateway", &format!("https://127.0.0.1:{}", stack.base)])
-        .args(["--ca", &format!("{d}/pki/ca.crt")])
-        .args(["--token", &format!("@{d}/tenant-demo.token")])
-        .args(["--tenant", "demo", "--cluster", "demo"])
-        .output()
-        .expect("customer approve");
-    assert!(approved.status.success(), "{}", said(&approved));
+    let wrong_key = stack.dir.join("gateway/keys/gateway.key");
+    browser.type_into(&format!("#key-{id}"), &wrong_key.display().to_string());
+    browser.click(&format!("#approve-{id}"));
+    let said = wait_text(&browser, &format!("#result-{id}"), "Not sent");
+    assert!(
+        said.contains("none of the approvers"),
+        "a key that is not an approver's is refused in the page: {said}"
+    );
+    let key = stack.dir.join("tenant-demo/approvers/ana.key");
+    browser.script(&format!("document.getElementById('key-{id}').value = ''"));
+    browser.type_into(&format!("#key-{id}"), &key.display().to_string());
+    browser.click(&format!("#approve-{id}"));
+    let said = wait_text(&browser, &format!("#result-{id}"), "Approved");
+    assert!(said.contains("as ana"), "{said}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         browser.script("location.reload()");

@@ -144,6 +144,35 @@ impl Browser {
         )
     }
 
+    /// The element `css` selects (its WebDriver reference).
+    pub fn find(&self, css: &str) -> String {
+        let e = self.session_call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        e.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {e}"))
+            .to_string()
+    }
+
+    /// Types `text` into the element `css` selects (for a file input: a path).
+    pub fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.session_call(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    pub fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.session_call("POST", &format!("/element/{e}/click"), Some(json!({})));
+    }
+
     /// Runs `script` as an asynchronous WebDriver script: it ends by calling
     /// `arguments[0]` with its value.
     pub fn script_async(&self, script: &str) -> Value {

@@ -175,6 +175,11 @@ pub struct Report {
     pub pending: Vec<String>,
     /// Results and refusals whose agent signature verified.
     pub signatures_checked: usize,
+    /// The approvers the newest tenant statement names, and how long an approval
+    /// lasts: what the page needs to approve in the browser.
+    pub approvers: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -222,6 +227,8 @@ pub struct Row {
     /// The intent a result answers, the request an approval decides.
     pub refers_to: String,
     pub event: Value,
+    /// The SHA-256 of the entry's bytes (what an approval names of its request).
+    pub digest: String,
     pub problems: Vec<String>,
 }
 
@@ -362,6 +369,7 @@ fn rows(report: &mut Report, entries: &[&[u8]], roots: &[palisade_tlog::hash::Ha
             agent: String::new(),
             refers_to: String::new(),
             event: serde_json::from_slice(bytes).unwrap_or(Value::Null),
+            digest: Sha256Digest::of(bytes).to_string(),
             problems: vec![],
         };
         match event {
@@ -474,7 +482,12 @@ fn rows(report: &mut Report, entries: &[&[u8]], roots: &[palisade_tlog::hash::Ha
                 row.time = t.time.to_string();
                 row.who = t.tenant.to_string();
                 match tenant_statement(&t.statement) {
-                    Ok((seq, digest, quorum, witnesses)) => {
+                    Ok((seq, digest, quorum, witnesses, approval)) => {
+                        report.approvers = approval["approvers"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default();
+                        report.approval_ttl_secs = approval["approval_ttl_secs"].as_u64();
                         row.reason = format!(
                             "requires {quorum} of its witnesses [{}] (statement seq {seq})",
                             witnesses.join(", ")
@@ -542,7 +555,7 @@ fn short(keyid: &str) -> &str {
 /// signature is the tenant's, checked by `palisade audit events --tenant-key`).
 fn tenant_statement(
     s: &palisade_core::event::SignedEnvelope,
-) -> Result<(u64, String, u64, Vec<String>), String> {
+) -> Result<(u64, String, u64, Vec<String>, Value), String> {
     let body = STANDARD
         .decode(&s.payload)
         .map_err(|e| format!("payload is not base64: {e}"))?;
@@ -557,5 +570,11 @@ fn tenant_statement(
                 .collect()
         })
         .unwrap_or_default();
-    Ok((seq, Sha256Digest::of(&body).to_string(), quorum, witnesses))
+    Ok((
+        seq,
+        Sha256Digest::of(&body).to_string(),
+        quorum,
+        witnesses,
+        v["approval"].clone(),
+    ))
 }

@@ -14,10 +14,12 @@
 //!   an agent's view being a tree of this log, an agent's word carried only with
 //!   the agent's signature.
 //! - [`agent`]: the agent's signature over a logged result or refusal.
+//! - [`approval`]: what an approver signs, for the console to sign in the browser.
 //! - [`console`]: the whole verification the console shows, as one report.
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod approval;
 pub mod console;
 pub mod events;
 pub mod log;

@@ -25,6 +25,32 @@ pub fn verify(input: &str) -> String {
     }
 }
 
+/// The payload and DSSE message an approver signs for a decision: a JSON
+/// `palisade_audit::approval::Decision` in, `{payload_type, payload, pae}` out (or
+/// `{"error"}`).
+#[wasm_bindgen]
+pub fn approval_to_sign(input: &str) -> String {
+    match serde_json::from_str(input)
+        .map_err(|e| e.to_string())
+        .and_then(|d| palisade_audit::approval::to_sign(&d))
+    {
+        Ok(t) => to_json(&t),
+        Err(e) => serde_json::json!({ "error": e }).to_string(),
+    }
+}
+
+/// The key id (hex) of a raw Ed25519 public key given as standard base64, or an
+/// empty string.
+#[wasm_bindgen]
+pub fn key_id(public_base64: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(public_base64)
+        .map_err(|e| e.to_string())
+        .and_then(|raw| palisade_audit::approval::key_id(&raw))
+        .unwrap_or_default()
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|e| failed(&e))
 }

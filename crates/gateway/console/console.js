@@ -3,7 +3,7 @@
 // audit`): the log's checkpoint against the keys this browser trusts, every
 // entry hashed into the tree against it, the log extending what this browser
 // verified before. The gateway only relays the log's bytes.
-import init, { plan, verify } from './palisade_console.js';
+import init, { plan, verify, approval_to_sign, key_id } from './palisade_console.js';
 
 const ROW = 28;            // px per timeline row (the list is virtualised)
 const MAX_AGE = 300;       // s: cosignatures older than this mean a frozen log
@@ -278,7 +278,9 @@ function csv() {
 }
 
 // ---- approvals: the gateway's list of requests, each checked against the
-// verified log (the request must be an entry of it) before it is shown.
+// verified log (the request must be the entry at its index, byte for byte) before
+// it is shown. An approver decides here, with a key imported into this browser's
+// key store (WebCrypto Ed25519, not extractable), or with the command shown.
 async function approvals() {
   const all = await get(`${base()}/approvals`, 'json');
   const pending = all.filter((a) => a.state === 'pending');
@@ -286,15 +288,95 @@ async function approvals() {
   if (pending.length === 0) { box.textContent = 'No request awaits your approval.'; return; }
   const s = state.session;
   box.replaceChildren(...pending.map((a) => {
-    const logged = state.report && state.report.events.find((e) => e.index === a.index && e.kind === 'approval_request');
+    const logged = state.report && state.report.events.find((e) => e.index === a.index && e.kind === 'approval_request' && e.digest === a.digest && e.outcome === 'pending');
     const cmd = `palisade customer approve ${a.id} --key YOUR-APPROVER.key --gateway ${location.origin} --ca CA.crt --token @TOKEN-FILE --tenant ${s.tenant} --cluster ${s.cluster}`;
-    return el('div', { className: 'approval' },
+    const card = el('div', { className: 'approval' },
       el('strong', { textContent: `${a.action} on ${a.instance}` }),
       el('div', { textContent: `requested by ${a.operator}, ticket ${a.ticket}: ${a.reason}` }),
       el('div', { textContent: `expires ${a.expires_at}; ${a.approved_by.length} of ${a.threshold} approval(s)` }),
       el('div', { className: logged ? 'good' : 'bad', textContent: logged ? `logged at entry ${a.index} (verified)` : `NOT found in the verified log at entry ${a.index}: do not approve` }),
       el('code', { textContent: cmd }));
+    if (logged) card.append(decideHere(a));
+    return card;
   }));
+}
+
+function decideHere(a) {
+  const id = (what) => `${what}-${a.id}`;
+  const out = el('div', { className: 'decide', id: id('result'), role: 'status' });
+  const file = el('input', { type: 'file', id: id('key'), accept: '.key,.pem' });
+  const reason = el('input', { id: id('reason'), placeholder: 'reason (optional)' });
+  const go = (decision) => async () => {
+    out.textContent = 'Signing…';
+    try {
+      out.textContent = await decide(a, decision, file.files[0], reason.value.trim());
+      setTimeout(() => load().catch(() => {}), 300);
+    } catch (e) {
+      out.textContent = `Not sent: ${e.message}`;
+      out.className = 'decide bad';
+    }
+  };
+  const approve = el('button', { type: 'button', id: id('approve'), textContent: 'Approve in this browser' });
+  const deny = el('button', { type: 'button', id: id('deny'), textContent: 'Deny' });
+  approve.addEventListener('click', go('approve'));
+  deny.addEventListener('click', go('deny'));
+  return el('div', { className: 'decide-form' },
+    el('label', {}, 'Your approver key (PKCS#8 PEM; it stays in this browser) ', file),
+    el('label', {}, 'Reason ', reason), approve, deny, out);
+}
+
+const b64bytes = (t) => Uint8Array.from(atob(t), (c) => c.charCodeAt(0));
+
+// An Ed25519 private key from a PKCS#8 PEM file, imported as not extractable. The
+// file may carry the public key too (PKCS#8 v2), which WebCrypto need not accept:
+// the 32-byte seed is re-wrapped as PKCS#8 v1 first.
+async function importApproverKey(file) {
+  if (!file) throw new Error('choose your approver key file first');
+  const pem = await file.text();
+  const body = pem.replace(/-----(BEGIN|END) PRIVATE KEY-----/g, '').replace(/\s+/g, '');
+  const der = b64bytes(body);
+  const oid = [0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+  if (der.length < 48 || !oid.every((b, i) => der[5 + i] === b)) throw new Error('not an Ed25519 private key (PKCS#8 PEM)');
+  const v1 = new Uint8Array([0x30, 0x2e, 0x02, 0x01, 0x00, ...oid, ...der.slice(16, 48)]);
+  try {
+    return await crypto.subtle.importKey('pkcs8', v1, { name: 'Ed25519' }, false, ['sign']);
+  } catch (e) {
+    throw new Error(`this browser cannot use Ed25519 keys (${e.message}): approve with the command instead`);
+  }
+}
+
+async function decide(a, decision, file, reason) {
+  const r = state.report;
+  if (!r || !r.approval_ttl_secs || r.approvers.length === 0) throw new Error('the verified log holds no approval policy of yours');
+  const key = await importApproverKey(file);
+  // Which approver this key is: the one whose public key verifies its signature.
+  const probe = new TextEncoder().encode(`palisade approver probe ${a.id}`);
+  const probeSig = await crypto.subtle.sign('Ed25519', key, probe);
+  let approver = null;
+  for (const ap of r.approvers) {
+    const pub = await crypto.subtle.importKey('raw', b64bytes(ap.key), { name: 'Ed25519' }, false, ['verify']);
+    if (await crypto.subtle.verify('Ed25519', pub, probeSig, probe)) { approver = ap; break; }
+  }
+  if (!approver) throw new Error('this key is none of the approvers your statement names');
+  const now = Math.floor(Date.now() / 1000);
+  // Whole seconds, as Palisade writes times: 2026-01-31T12:00:00Z.
+  const iso = (t) => new Date(t * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  const toSign = JSON.parse(approval_to_sign(JSON.stringify({
+    tenant: state.session.tenant, cluster: state.session.cluster, request: a.id,
+    request_index: a.index, request_digest: a.digest, decision,
+    issued_at: iso(now), expires_at: iso(now + r.approval_ttl_secs), reason: reason || null,
+  })));
+  if (toSign.error) throw new Error(toSign.error);
+  const sig = new Uint8Array(await crypto.subtle.sign('Ed25519', key, b64bytes(toSign.pae)));
+  const envelope = { payload: toSign.payload, payloadType: toSign.payload_type, signatures: [{ keyid: key_id(approver.key), sig: b64(sig) }] };
+  const resp = await fetch(`${base()}/approvals`, {
+    method: 'POST', cache: 'no-store',
+    headers: { Authorization: `Bearer ${state.session.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(envelope),
+  });
+  const body = await resp.json().catch(() => ({}));
+  if (resp.status !== 201) throw new Error(`the gateway answered ${resp.status}: ${body.detail || ''}`);
+  return `${decision === 'approve' ? 'Approved' : 'Denied'} as ${approver.name}: logged at entry ${body.index}; the request is ${body.state}.`;
 }
 
 function start() {
