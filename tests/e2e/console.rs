@@ -108,10 +108,17 @@ fn tampering_relay(gateway: &str, ca: &Path, from: &'static str, to: &'static st
                         .path_and_query()
                         .map(|p| p.as_str().to_string())
                         .unwrap_or_default();
-                    let mut out = http.get(format!("{gateway}{path}"));
-                    if let Some(auth) = req.headers().get("authorization") {
-                        out = out.header("authorization", auth.as_bytes());
+                    let method = req.method().clone();
+                    let mut out = http.request(method, format!("{gateway}{path}"));
+                    for h in ["authorization", "content-type"] {
+                        if let Some(v) = req.headers().get(h) {
+                            out = out.header(h, v.as_bytes());
+                        }
                     }
+                    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                        .await
+                        .expect("request body");
+                    out = out.body(body.to_vec());
                     let r = out.send().await.expect("the gateway answers");
                     let status = r.status().as_u16();
                     let headers: Vec<(String, Vec<u8>)> = r
@@ -186,14 +193,23 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
     assert!(waiting_text.contains("awaiting_approval"), "{waiting_text}");
 
     let browser = Browser::start();
+    assert!(
+        link.contains("#code="),
+        "a one-time code, not the token: {link}"
+    );
     browser.open(&link);
     assert_eq!(browser.verification(), "ok", "{}", browser.text("body"));
-    // The token left the address bar with the fragment.
+    // The code left the address bar with the fragment, and works once.
     let url = browser.script("return location.href");
-    assert!(
-        !url.as_str().unwrap_or_default().contains("token="),
-        "{url}"
-    );
+    assert!(!url.as_str().unwrap_or_default().contains("code="), "{url}");
+    browser.open("about:blank");
+    browser.open(&link);
+    assert_eq!(browser.verification(), "failed");
+    let banner = browser.text("#banner");
+    assert!(banner.contains("used already"), "{banner}");
+    // The session it opened goes on in this tab.
+    browser.script("location.reload()");
+    assert_eq!(browser.verification(), "ok", "{}", browser.text("body"));
     let status = browser.text("#status");
     assert!(status.contains("Verified in this browser"), "{status}");
     let list = browser.text("#list");
@@ -257,17 +273,17 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
     let wrong_key = stack.dir.join("gateway/keys/gateway.key");
     browser.type_into(&format!("#key-{id}"), &wrong_key.display().to_string());
     browser.click(&format!("#approve-{id}"));
-    let said = wait_text(&browser, &format!("#result-{id}"), "Not sent");
+    let shown = wait_text(&browser, &format!("#result-{id}"), "Not sent");
     assert!(
-        said.contains("none of the approvers"),
-        "a key that is not an approver's is refused in the page: {said}"
+        shown.contains("none of the approvers"),
+        "a key that is not an approver's is refused in the page: {shown}"
     );
     let key = stack.dir.join("tenant-demo/approvers/ana.key");
     browser.script(&format!("document.getElementById('key-{id}').value = ''"));
     browser.type_into(&format!("#key-{id}"), &key.display().to_string());
     browser.click(&format!("#approve-{id}"));
-    let said = wait_text(&browser, &format!("#result-{id}"), "Approved");
-    assert!(said.contains("as ana"), "{said}");
+    let shown = wait_text(&browser, &format!("#result-{id}"), "Approved");
+    assert!(shown.contains("as ana"), "{shown}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         browser.script("location.reload()");
@@ -304,8 +320,24 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
         "CONSOLE-1",
         "CONSOLE-9",
     );
-    let fragment = link.split_once('#').expect("a fragment").1;
-    browser.open(&format!("http://127.0.0.1:{relay}/console/#{fragment}"));
+    // A new one-time link (the first is spent), with the keys the first carried.
+    let d = stack.dir.display().to_string();
+    let minted = palisade()
+        .args(["customer", "console-link"])
+        .args(["--gateway", &format!("https://127.0.0.1:{}", stack.base)])
+        .args(["--ca", &format!("{d}/pki/ca.crt")])
+        .args(["--token", &format!("@{d}/tenant-demo.token")])
+        .args(["--tenant", "demo", "--cluster", "demo"])
+        .output()
+        .expect("customer console-link");
+    assert!(minted.status.success(), "{}", said(&minted));
+    let minted = String::from_utf8_lossy(&minted.stdout).trim().to_string();
+    let code = minted.split_once('#').expect("a fragment").1;
+    let trust = link
+        .split('&')
+        .find(|p| p.starts_with("trust="))
+        .expect("the first link carries the log's keys");
+    browser.open(&format!("http://127.0.0.1:{relay}/console/#{code}&{trust}"));
     assert_eq!(browser.verification(), "failed", "{}", browser.text("body"));
     let banner = browser.text("#banner");
     assert!(banner.contains("Verification failed"), "{banner}");

@@ -61,6 +61,9 @@ enum CustomerCommand {
     /// Show, set (--url) or remove (--remove) the HTTPS endpoint every request for
     /// approval on the cluster is POSTed to (signed by the gateway's key).
     Webhook(WebhookArgs),
+    /// Print a one-time login link to the cluster's console (valid 15 minutes,
+    /// used once; the session it opens lasts 12 hours).
+    ConsoleLink(GatewayArgs),
 }
 
 #[derive(Args)]
@@ -275,6 +278,10 @@ pub fn run(args: CustomerArgs) -> anyhow::Result<ExitCode> {
             crate::lifecycle::runtime()?.block_on(decide(a.decide, Decision::Deny, Some(a.reason)))
         }
         CustomerCommand::Webhook(a) => crate::lifecycle::runtime()?.block_on(webhook(a)),
+        CustomerCommand::ConsoleLink(g) => crate::lifecycle::runtime()?.block_on(async {
+            println!("{}", console_link(&g, "").await?);
+            Ok(ExitCode::SUCCESS)
+        }),
         CustomerCommand::Trust(g) => crate::lifecycle::runtime()?.block_on(async {
             let (status, body) = call(&g, None).await?;
             if status == 404 {
@@ -411,6 +418,37 @@ async fn register(
 
 /// `palisade up`'s registration of the demo tenant's witness, with the statement it
 /// signed once (kept in the tenant's directory): recorded unless already in force.
+/// A one-time login link to `g`'s cluster console, with `fragment` (e.g. the log's
+/// keys, `&trust=…`) after the code.
+async fn console_link(g: &GatewayArgs, fragment: &str) -> anyhow::Result<String> {
+    let (status, body) = tenant_api(g, "console-link", reqwest::Method::POST, None).await?;
+    if status != 201 {
+        bail!("the gateway answered {status}: {}", detail(&body));
+    }
+    let path = body["path"].as_str().context("the gateway sent no link")?;
+    Ok(format!(
+        "{}{path}{fragment}",
+        g.gateway.trim_end_matches('/')
+    ))
+}
+
+/// The demo tenant's one-time console link (for `palisade up`).
+pub async fn demo_console_link(
+    gateway: &str,
+    ca: &Path,
+    token: &str,
+    fragment: &str,
+) -> anyhow::Result<String> {
+    let g = GatewayArgs {
+        gateway: gateway.to_string(),
+        ca: Some(ca.to_path_buf()),
+        token: token.to_string(),
+        tenant: TenantId::parse("demo").map_err(|e| anyhow::anyhow!("{e}"))?,
+        cluster: ClusterId::parse("demo").map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    console_link(&g, fragment).await
+}
+
 pub async fn register_demo(
     gateway: &str,
     ca: &Path,

@@ -34,9 +34,9 @@ pub struct Stack {
     pub gateway_url: String,
     /// The demo cluster's instances.
     pub instances: Vec<String>,
-    /// The console's login link for the demo tenant: its token and the log's keys
-    /// in the fragment, which the browser keeps and never sends.
-    pub console_link: String,
+    /// What the demo tenant's console login link carries after its one-time code:
+    /// the keys of the demo log (`&trust=…`), which the page pins.
+    pub console_trust: String,
 }
 
 /// The certificates the stack needs besides one agent certificate per instance:
@@ -232,7 +232,7 @@ pub fn prepare(dir: &Path, options: &Options) -> anyhow::Result<Stack> {
         inventory,
         tenant_statement: dir.join(demo_tenant::TRUST_STATEMENT),
         gateway_url: format!("https://{}", port(0)?),
-        console_link: console_link(dir, port(0)?)?,
+        console_trust: console_trust(dir)?,
         instances: (0..instances).map(instance_name).collect(),
         processes: [witness, tenant_witness, log, kms]
             .into_iter()
@@ -289,11 +289,10 @@ pub fn prepare(dir: &Path, options: &Options) -> anyhow::Result<Stack> {
     })
 }
 
-/// The console's login link for the demo tenant of the stack in `dir` on `gateway`:
-/// tenant, cluster, token, and the keys the demo log must be signed and cosigned
-/// with (the log's, the provider witness's and the tenant's own witness's), which
-/// the page pins.
-fn console_link(dir: &Path, gateway: SocketAddr) -> anyhow::Result<String> {
+/// The keys the demo log must be signed and cosigned with (the log's, the provider
+/// witness's and the tenant's own witness's), as the console's login link carries
+/// them (`&trust=<base64url JSON>`) for the page to pin.
+fn console_trust(dir: &Path) -> anyhow::Result<String> {
     use base64::Engine as _;
     let read = |p: PathBuf| -> anyhow::Result<String> {
         Ok(std::fs::read_to_string(&p)
@@ -309,9 +308,8 @@ fn console_link(dir: &Path, gateway: SocketAddr) -> anyhow::Result<String> {
             read(dir.join(demo_tenant::WITNESS_PUBLIC_KEY))?,
         ],
     });
-    let token = read(dir.join("tenant-demo.token"))?;
     Ok(format!(
-        "https://{gateway}/console/#tenant=demo&cluster=demo&token={token}&trust={}",
+        "&trust={}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(trust.to_string())
     ))
 }

@@ -97,8 +97,15 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         stop_all(&mut running).await;
         return Err(e);
     }
+    let console_link = match demo_console_link(&stack).await {
+        Ok(l) => l,
+        Err(e) => {
+            stop_all(&mut running).await;
+            return Err(e);
+        }
+    };
     let signals = Signals::install();
-    print_summary(&stack);
+    print_summary(&stack, &console_link);
     println!("ready");
 
     let name = supervise(&exe, &stack, signals, &mut running).await;
@@ -333,7 +340,22 @@ fn where_(p: &stack::ProcessSpec) -> String {
     }
 }
 
-fn print_summary(stack: &Stack) {
+/// A one-time login link to the demo cluster's console, with the demo log's keys.
+async fn demo_console_link(stack: &Stack) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(stack.dir.join("tenant-demo.token"))?
+        .trim()
+        .to_string();
+    crate::customer_cmd::demo_console_link(
+        &stack.gateway_url,
+        &stack.pki_dir.join("ca.crt"),
+        &token,
+        &stack.console_trust,
+    )
+    .await
+    .context("the console's login link")
+}
+
+fn print_summary(stack: &Stack, console_link: &str) {
     println!("Palisade is running from {}", stack.dir.display());
     for p in &stack.processes {
         println!("  {:<14} {}  ({})", p.name, where_(p), p.what);
@@ -357,10 +379,10 @@ fn print_summary(stack: &Stack) {
     }
     println!(
         "Console: {}/console/ (the demo tenant's view of its cluster, verified in the browser; trust {}/pki/ca.crt there)\n  \
-         sign in with this link, which carries the demo tenant's token: keep it as secret as the token\n  {}",
+         one-time login link (15 minutes; `palisade customer console-link` with the options of `customer requests` makes another):\n  {}",
         stack.gateway_url,
         stack.dir.display(),
-        stack.console_link
+        console_link
     );
     println!("Stop with Ctrl-C.");
 }

@@ -22,14 +22,25 @@ function key(what) {
   return `palisade.${what}.${state.session.tenant}/${state.session.cluster}`;
 }
 
-// ---- session: a login link carries tenant, cluster, token and the log's keys
-// in the URL fragment, which the browser never sends to a server.
-function fromFragment() {
+// ---- session: a login link carries a one-time code (or a token), tenant,
+// cluster and the log's keys in the URL fragment, which the browser never sends to
+// a server. The code is exchanged once for a session token of the tenant.
+async function fromFragment() {
   if (!location.hash.startsWith('#')) return;
   const p = new URLSearchParams(location.hash.slice(1));
   history.replaceState(null, '', location.pathname);
-  if (!p.get('token')) return;
-  const session = { tenant: p.get('tenant') || '', cluster: p.get('cluster') || '', token: p.get('token') };
+  let token = p.get('token');
+  if (p.get('code')) {
+    const r = await fetch('/v1/console/session', {
+      method: 'POST', cache: 'no-store', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ code: p.get('code') }),
+    });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.detail || `HTTP ${r.status}`);
+    token = body.token;
+  }
+  if (!token) return;
+  const session = { tenant: p.get('tenant') || '', cluster: p.get('cluster') || '', token };
   sessionStorage.setItem('palisade.session', JSON.stringify(session));
   const trust = p.get('trust');
   if (trust) sessionStorage.setItem('palisade.link-trust', trust);
@@ -410,5 +421,6 @@ $('export-json').addEventListener('click', () => download('palisade-events.json'
 $('export-csv').addEventListener('click', () => download('palisade-events.csv', 'text/csv', csv()));
 $('forget').addEventListener('click', () => { localStorage.removeItem(key('trust')); localStorage.removeItem(key('seen')); location.reload(); });
 
-fromFragment();
-init().then(start, (e) => banner('The verifier did not load: nothing on this page can be trusted.', [String(e)]));
+init().then(
+  () => fromFragment().then(start, (e) => { banner('This login link does not work.', [e.message]); $('login').hidden = false; }),
+  (e) => banner('The verifier did not load: nothing on this page can be trusted.', [String(e)]));

@@ -57,6 +57,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             "/v1/tenants/{tenant}/clusters/{cluster}/log-keys",
             get(crate::console::log_keys),
         )
+        .route(
+            "/v1/tenants/{tenant}/clusters/{cluster}/console-link",
+            post(crate::console::console_link),
+        )
+        .route("/v1/console/session", post(crate::console::session))
         .route("/console", get(crate::console::root))
         .route("/console/", get(crate::console::asset))
         .route("/console/{file}", get(crate::console::asset))

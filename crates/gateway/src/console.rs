@@ -4,8 +4,9 @@
 //! [`log_object`] — the log's own checkpoint and tiles, byte for byte — and checks
 //! them itself: nothing the gateway says is taken on its word.
 //!
-//! Tenant users sign in with their tenant reader's token (the login link `palisade
-//! up` prints carries it in the URL fragment, which the browser never sends).
+//! Tenant users sign in with a one-time login link ([`Sessions`]: `palisade up`
+//! prints one for the demo tenant, `palisade customer console-link` makes more) or
+//! with their tenant reader's token.
 
 use crate::pipeline::Gateway;
 use crate::problem::Problem;
@@ -14,7 +15,9 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use palisade_tlog::note::MAX_NOTE_LEN;
 use palisade_tlog::tile::TilePath;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What the page may load and talk to: itself and this gateway, nothing else.
 const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
@@ -177,5 +180,147 @@ pub async fn log_keys(
         }))
         .into_response(),
         Err(e) => Problem::new(500, "internal error", e).into_response(),
+    }
+}
+
+/// How long a login code may wait to be used, and how long the session it opens lasts.
+pub const CODE_TTL: Duration = Duration::from_secs(15 * 60);
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// At most this many codes and sessions are held; beyond, new ones are refused.
+const MAX_HELD: usize = 10_000;
+
+/// One-time login codes, each exchanged once for a session token of its tenant.
+/// Only SHA-256 digests are held, in this process's memory: a restart ends every
+/// session, and behind several gateways a code is redeemed at the one that made it.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    codes: HashMap<[u8; 32], (palisade_core::TenantId, Instant)>,
+    sessions: HashMap<[u8; 32], (palisade_core::TenantId, Instant)>,
+}
+
+fn digest(secret: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
+/// 256 random bits, hex.
+fn secret() -> Option<String> {
+    let a = palisade_core::EventId::random().ok()?;
+    let b = palisade_core::EventId::random().ok()?;
+    Some(format!("{a}{b}"))
+}
+
+impl Held {
+    fn prune(&mut self, now: Instant) {
+        self.codes.retain(|_, (_, until)| *until > now);
+        self.sessions.retain(|_, (_, until)| *until > now);
+    }
+}
+
+impl Sessions {
+    /// A new one-time login code for `tenant`.
+    pub fn mint(&self, tenant: &palisade_core::TenantId) -> Result<String, Problem> {
+        let code = secret().ok_or_else(|| Problem::new(503, "not ready", "no randomness"))?;
+        let now = Instant::now();
+        let mut held = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        held.prune(now);
+        if held.codes.len() >= MAX_HELD {
+            return Err(Problem::new(
+                429,
+                "rate limit reached",
+                "too many unused login codes",
+            ));
+        }
+        held.codes
+            .insert(digest(&code), (tenant.clone(), now + CODE_TTL));
+        Ok(code)
+    }
+
+    /// The session a code opens, once: `(token, tenant)`.
+    fn redeem(&self, code: &str) -> Option<(String, palisade_core::TenantId)> {
+        let now = Instant::now();
+        let mut held = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        held.prune(now);
+        let (tenant, _) = held.codes.remove(&digest(code))?;
+        if held.sessions.len() >= MAX_HELD {
+            return None;
+        }
+        let token = format!("pcs_{}", secret()?);
+        held.sessions
+            .insert(digest(&token), (tenant.clone(), now + SESSION_TTL));
+        Some((token, tenant))
+    }
+
+    /// The tenant whose session `token` is, while it lasts.
+    pub fn tenant(&self, token: &str) -> Option<palisade_core::TenantId> {
+        if !token.starts_with("pcs_") {
+            return None;
+        }
+        let held = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        held.sessions
+            .get(&digest(token))
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(t, _)| t.clone())
+    }
+}
+
+/// `POST /v1/tenants/{tenant}/clusters/{cluster}/console-link`: a one-time login
+/// link to this cluster's console, for the tenant whose token calls it.
+pub async fn console_link(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((tenant, cluster)): Path<(String, String)>,
+) -> Response {
+    let reader = match crate::api::tenant_reader(&gw, &headers) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
+    if let Err(p) = gw.readable_cluster(&reader, &tenant, &cluster) {
+        return p.into_response();
+    }
+    match gw.console.mint(&reader) {
+        Ok(code) => (
+            axum::http::StatusCode::CREATED,
+            axum::Json(serde_json::json!({
+                "code": code,
+                "path": format!("/console/#code={code}&tenant={tenant}&cluster={cluster}"),
+                "expires_in_secs": CODE_TTL.as_secs(),
+            })),
+        )
+            .into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// `POST /v1/console/session` with `{"code"}`: the session token a one-time login
+/// code opens, once. Any other code, or the same code again, is `401`.
+pub async fn session(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        code: String,
+    }
+    let Ok(Body { code }) = serde_json::from_slice::<Body>(&body) else {
+        return Problem::new(400, "bad request", "send {\"code\": \"<the login code>\"}")
+            .into_response();
+    };
+    match gw.console.redeem(code.trim()) {
+        Some((token, tenant)) => axum::Json(serde_json::json!({
+            "token": token,
+            "tenant": tenant.as_str(),
+            "expires_in_secs": SESSION_TTL.as_secs(),
+        }))
+        .into_response(),
+        None => Problem::new(
+            401,
+            "not authenticated",
+            "this login link was used already, has expired, or is not one: ask for a new one",
+        )
+        .into_response(),
     }
 }

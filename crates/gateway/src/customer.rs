@@ -81,6 +81,7 @@ impl Gateway {
             .iter()
             .find(|r| r.token_sha256 == digest)
             .map(|r| r.tenant.clone())
+            .or_else(|| self.console.tenant(token.trim()))
     }
 
     /// A page of `cluster`'s events for `tenant`.

@@ -160,6 +160,8 @@ pub struct Gateway {
     /// Whether the state is this process's alone (an embedded file): then a record
     /// another owner left is taken over at once.
     pub(crate) exclusive_state: bool,
+    /// The console's one-time login codes and the sessions they opened.
+    pub(crate) console: crate::console::Sessions,
 }
 
 fn metric_name(o: Outcome) -> &'static str {
@@ -220,6 +222,7 @@ impl Gateway {
                 .unwrap_or_else(|_| format!("pid-{}", std::process::id())),
             inflight: std::sync::Mutex::new(std::collections::HashSet::new()),
             instance_health: std::sync::Mutex::new(HashMap::new()),
+            console: crate::console::Sessions::default(),
             refusals: crate::refusals::RefusalThrottle::new(config.refusal_log),
             inventory,
             policy: RwLock::new(policy),
