@@ -225,6 +225,10 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
     assert!(panel.contains("palisade.local/witness"), "{panel}");
     assert!(panel.contains("tenant-demo.example/witness"), "{panel}");
     assert!(panel.contains("every one a tree of this log"), "{panel}");
+    assert!(
+        panel.contains("1 signed by your tenant key (verified here)"),
+        "{panel}"
+    );
     let approvals = browser.text("#approvals");
     assert!(
         approvals.contains("etcd.defragment on demo-0"),

@@ -68,6 +68,36 @@ fn signed_by(
     }
 }
 
+/// The payload of a logged DSSE statement (a tenant's witness statement, say) of
+/// `payload_type`, if one of its signatures verifies under `key`.
+pub fn statement_signed_by(
+    env: &palisade_core::event::SignedEnvelope,
+    payload_type: &str,
+    key: &AgentKey,
+) -> Result<Vec<u8>, String> {
+    if env.payload_type != payload_type {
+        return Err(format!("its payload type is not {payload_type}"));
+    }
+    let body = STANDARD
+        .decode(&env.payload)
+        .map_err(|_| "its payload is not base64".to_string())?;
+    let msg = pae(payload_type, &body);
+    let vk =
+        VerifyingKey::from_bytes(key).map_err(|_| "the key is not an Ed25519 key".to_string())?;
+    let verified = env.signatures.iter().any(|s| {
+        STANDARD
+            .decode(&s.sig)
+            .ok()
+            .and_then(|sig| Signature::from_slice(&sig).ok())
+            .is_some_and(|sig| vk.verify_strict(&msg, &sig).is_ok())
+    });
+    if verified {
+        Ok(body)
+    } else {
+        Err("it is not signed by your tenant key".into())
+    }
+}
+
 /// The public key an `agent_key` event records, if it is well formed (32 bytes).
 pub fn logged_key(k: &palisade_core::event::AgentKeyEvent) -> Option<AgentKey> {
     let raw = STANDARD.decode(&k.key).ok()?;

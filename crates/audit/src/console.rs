@@ -36,6 +36,10 @@ pub struct Trust {
     /// Further groups (the tenant's own witnesses), each with its own quorum.
     #[serde(default)]
     pub groups: Vec<Group>,
+    /// The tenant's public key (standard base64 of its 32 bytes): with it, every
+    /// tenant statement in the log must be signed by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -175,6 +179,10 @@ pub struct Report {
     pub pending: Vec<String>,
     /// Results and refusals whose agent signature verified.
     pub signatures_checked: usize,
+    /// Tenant statements whose signature by the tenant's key verified (absent when
+    /// the trust names no tenant key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_statements_checked: Option<usize>,
     /// The approvers the newest tenant statement names, and how long an approval
     /// lasts: what the page needs to approve in the browser.
     pub approvers: Vec<Value>,
@@ -314,7 +322,29 @@ pub fn verify(input: &Input) -> Report {
             consistent,
         });
     }
-    rows(&mut report, &entries, &roots, input.now);
+    let tenant_key = match input
+        .trust
+        .tenant_key
+        .as_deref()
+        .map(tenant_key)
+        .transpose()
+    {
+        Ok(k) => k,
+        Err(e) => {
+            report
+                .failures
+                .push(format!("the keys you trust are not usable: {e}"));
+            return report;
+        }
+    };
+    report.tenant_statements_checked = tenant_key.map(|_| 0);
+    rows(
+        &mut report,
+        &entries,
+        &roots,
+        input.now,
+        tenant_key.as_ref(),
+    );
     let problems: usize = report.events.iter().map(|r| r.problems.len()).sum();
     if problems > 0 {
         report.failures.push(format!(
@@ -331,7 +361,24 @@ pub fn verify(input: &Input) -> Report {
     report
 }
 
-fn rows(report: &mut Report, entries: &[&[u8]], roots: &[palisade_tlog::hash::Hash], now: i64) {
+/// A tenant key given as standard base64 of its 32 bytes.
+fn tenant_key(b64: &str) -> Result<agent::AgentKey, String> {
+    let raw = STANDARD
+        .decode(b64)
+        .map_err(|_| "the tenant key is not base64".to_string())?;
+    <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| "the tenant key is not 32 bytes".to_string())
+}
+
+/// A tenant's witness statement's payload type.
+pub const TENANT_TRUST_PAYLOAD_TYPE: &str = "application/vnd.palisade.tenant-trust+json";
+
+fn rows(
+    report: &mut Report,
+    entries: &[&[u8]],
+    roots: &[palisade_tlog::hash::Hash],
+    now: i64,
+    tenant_key: Option<&agent::AgentKey>,
+) {
     let mut checks = EventChecks::default();
     // Approval requests: denied by one approver's denial, approved once an intent
     // acts on them (the threshold met), expired when neither came in time.
@@ -481,8 +528,29 @@ fn rows(report: &mut Report, entries: &[&[u8]], roots: &[palisade_tlog::hash::Ha
                 row.kind = "tenant_trust";
                 row.time = t.time.to_string();
                 row.who = t.tenant.to_string();
+                if let Some(key) = tenant_key {
+                    match agent::statement_signed_by(&t.statement, TENANT_TRUST_PAYLOAD_TYPE, key) {
+                        Ok(_) => {
+                            if let Some(n) = report.tenant_statements_checked.as_mut() {
+                                *n += 1;
+                            }
+                            row.agent = "verified: signed by your tenant key".into();
+                        }
+                        Err(e) => {
+                            row.agent = "NOT SIGNED BY YOUR TENANT KEY".into();
+                            row.problems
+                                .push(format!("tenant statement at {index}: {e}"));
+                        }
+                    }
+                }
                 match tenant_statement(&t.statement) {
-                    Ok((seq, digest, quorum, witnesses, approval)) => {
+                    Ok((seq, digest, quorum, witnesses, approval, for_whom)) => {
+                        if for_whom != (t.tenant.to_string(), t.cluster.to_string()) {
+                            row.problems.push(format!(
+                                "tenant statement at {index} is for {}/{}, logged for {}/{}",
+                                for_whom.0, for_whom.1, t.tenant, t.cluster
+                            ));
+                        }
                         report.approvers = approval["approvers"]
                             .as_array()
                             .cloned()
@@ -551,11 +619,13 @@ fn short(keyid: &str) -> &str {
     keyid.get(..16).unwrap_or(keyid)
 }
 
+/// What the console reads of a tenant statement: seq, digest, quorum, witnesses,
+/// approval policy, and (tenant, cluster).
+type TenantStatement = (u64, String, u64, Vec<String>, Value, (String, String));
+
 /// The seq, digest, quorum and witnesses of a tenant's witness statement (its
 /// signature is the tenant's, checked by `palisade audit events --tenant-key`).
-fn tenant_statement(
-    s: &palisade_core::event::SignedEnvelope,
-) -> Result<(u64, String, u64, Vec<String>, Value), String> {
+fn tenant_statement(s: &palisade_core::event::SignedEnvelope) -> Result<TenantStatement, String> {
     let body = STANDARD
         .decode(&s.payload)
         .map_err(|e| format!("payload is not base64: {e}"))?;
@@ -570,11 +640,16 @@ fn tenant_statement(
                 .collect()
         })
         .unwrap_or_default();
+    let for_whom = (
+        v["tenant"].as_str().unwrap_or_default().to_string(),
+        v["cluster"].as_str().unwrap_or_default().to_string(),
+    );
     Ok((
         seq,
         Sha256Digest::of(&body).to_string(),
         quorum,
         witnesses,
         v["approval"].clone(),
+        for_whom,
     ))
 }

@@ -307,6 +307,11 @@ fn console_trust(dir: &Path) -> anyhow::Result<String> {
             read(dir.join("witness/keys").join(format!("{}.pub", file_stem(WITNESS_NAME))))?,
             read(dir.join(demo_tenant::WITNESS_PUBLIC_KEY))?,
         ],
+        "tenant_key": base64::engine::general_purpose::STANDARD.encode(
+            palisade_policy::keys::PublicKey::read(&dir.join(demo_tenant::PUBLIC_KEY))?
+                .raw()
+                .context("the demo tenant's key is not Ed25519")?,
+        ),
     });
     Ok(format!(
         "&trust={}",

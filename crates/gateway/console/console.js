@@ -185,7 +185,9 @@ function render(r) {
   fact('Last visit', r.previous ? `size ${r.previous.size}: ${r.previous.consistent ? 'this log extends it' : 'NOT part of this log'}` : 'first visit from this browser', r.previous && !r.previous.consistent ? 'bad' : '');
   fact('Pending intents', r.pending.length ? `${r.pending.length} without a result yet` : 'none');
   fact('Agent signatures', `${r.signatures_checked} result(s) and refusal(s) carry an agent\u2019s signature that verifies against the key the log records for its instance`);
-  fact('Tenant statements', 'decoded and ordered here; their signatures by your tenant key are checked by `palisade audit events --tenant-key`');
+  fact('Tenant statements', r.tenant_statements_checked === undefined
+    ? 'decoded and ordered here; no tenant key is pinned, so their signatures are checked by `palisade audit events --tenant-key`'
+    : `${r.tenant_statements_checked} signed by your tenant key (verified here)`);
   const tb = $('witnesses').tBodies[0];
   tb.replaceChildren(...r.witnesses.map((w) => el('tr', {},
     el('td', { textContent: w.name }), el('td', { textContent: w.key_id }),

@@ -84,3 +84,46 @@ fn an_approval_signed_as_the_console_signs_it_opens_as_any_approval() {
     odd.decision = "maybe".into();
     assert!(palisade_audit::approval::to_sign(&odd).is_err());
 }
+
+#[test]
+fn a_tenant_statement_is_checked_in_the_browser_as_the_agent_checks_it() {
+    use palisade_policy::tenant::TENANT_TRUST_PAYLOAD_TYPE;
+    assert_eq!(
+        palisade_audit::console::TENANT_TRUST_PAYLOAD_TYPE,
+        TENANT_TRUST_PAYLOAD_TYPE
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenant = SigningKey::read(&generate("tenant", dir.path(), false).expect("key").private)
+        .expect("read");
+    let other = SigningKey::read(&generate("other", dir.path(), false).expect("key").private)
+        .expect("read");
+    let raw: [u8; 32] = tenant
+        .public()
+        .raw()
+        .expect("ed25519")
+        .try_into()
+        .expect("32");
+    let body = br#"{"seq":1}"#;
+    let signed = |key: &SigningKey, payload_type: &str| {
+        palisade_core::event::SignedEnvelope::from(&Envelope::sign(payload_type, body, key))
+    };
+    let ok = palisade_audit::agent::statement_signed_by(
+        &signed(&tenant, TENANT_TRUST_PAYLOAD_TYPE),
+        TENANT_TRUST_PAYLOAD_TYPE,
+        &raw,
+    )
+    .expect("the tenant's own statement");
+    assert_eq!(ok, body);
+    let by_other = palisade_audit::agent::statement_signed_by(
+        &signed(&other, TENANT_TRUST_PAYLOAD_TYPE),
+        TENANT_TRUST_PAYLOAD_TYPE,
+        &raw,
+    );
+    assert!(by_other.is_err_and(|e| e.contains("not signed by your tenant key")));
+    let other_type = palisade_audit::agent::statement_signed_by(
+        &signed(&tenant, "application/vnd.palisade.customer-approval+json"),
+        TENANT_TRUST_PAYLOAD_TYPE,
+        &raw,
+    );
+    assert!(other_type.is_err_and(|e| e.contains("payload type")));
+}

@@ -1199,6 +1199,16 @@ fn console_verifier(cx: &Ctx) -> BoxFut<'_> {
             witnesses: p.witnesses().iter().map(ToString::to_string).collect(),
             quorum: Some(p.quorum()),
             groups: vec![],
+            // On a local deployment, the demo tenant's key: its statements are
+            // checked too.
+            tenant_key: cx
+                .local
+                .as_ref()
+                .and_then(|l| {
+                    palisade_policy::keys::PublicKey::read(&l.dir.join("tenant-demo/tenant.pub"))
+                        .ok()
+                })
+                .and_then(|k| k.raw().map(|r| B64_STD.encode(r))),
         };
         let size = p
             .verify(checkpoint.as_bytes())
@@ -1287,9 +1297,10 @@ fn console_verifier(cx: &Ctx) -> BoxFut<'_> {
         };
         Ok(vec![
             format!(
-                "the log as relayed: {} entries verified, {} agent signature(s) checked, {flagged} entr(ies) flagged by the event checks",
+                "the log as relayed: {} entries verified, {} agent signature(s) and {} tenant statement(s) checked, {flagged} entr(ies) flagged by the event checks",
                 honest.events.len(),
-                honest.signatures_checked
+                honest.signatures_checked,
+                honest.tenant_statements_checked.map_or("no".into(), |n| n.to_string()),
             ),
             format!("one ticket changed in transit: {}", short(named)),
             format!("a browser that verified another log: {}", short(forked)),
