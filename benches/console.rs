@@ -185,6 +185,14 @@ fn main() {
         .route("/console/", get(palisade_gateway::console::asset))
         .route("/console/{file}", get(palisade_gateway::console::asset))
         .route(
+            "/v1/console/session",
+            axum::routing::post(|| async {
+                axum::Json(
+                    json!({"token": "pcs_bench", "tenant": "bench", "expires_in_secs": 3600}),
+                )
+            }),
+        )
+        .route(
             "/v1/tenants/bench/clusters/bench/approvals",
             get(|| async { axum::Json(json!([])) }),
         )
@@ -207,7 +215,7 @@ fn main() {
 
     let browser = webdriver::Browser::start();
     let link = format!(
-        "http://127.0.0.1:{port}/console/#tenant=bench&cluster=bench&token=bench&trust={}",
+        "http://127.0.0.1:{port}/console/#code=bench&tenant=bench&cluster=bench&trust={}",
         URL_SAFE_NO_PAD.encode(log.trust.to_string())
     );
     let t = Instant::now();

@@ -4,8 +4,7 @@
 //!
 //! Needs the `wasm32-unknown-unknown` target and `wasm-bindgen` (the CLI of the
 //! same version as the `wasm-bindgen` crate); `./dev` installs both. The module is
-//! built in `<target>/console-wasm`, beside this build's own target directory, so
-//! every profile shares it.
+//! built in a target directory of its own under `OUT_DIR`, with `--locked`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,21 +19,20 @@ fn main() {
     for watched in [
         "crates/console",
         "crates/audit",
-        "crates/tlog/src",
-        "crates/core/src",
+        "crates/tlog",
+        "crates/core",
+        "Cargo.toml",
         "Cargo.lock",
+        "rust-toolchain.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-changed=console");
+    println!("cargo:rerun-if-env-changed=WASM_BINDGEN");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    // OUT_DIR is <target>/<profile>/build/<package>-<hash>/out.
-    let target = out
-        .ancestors()
-        .nth(4)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| out.join("target"));
-    let wasm_target = target.join("console-wasm");
+    // Its own target directory, under this build's: no other build or checkout
+    // writes the module this one embeds.
+    let wasm_target = out.join("wasm-target");
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
@@ -49,6 +47,7 @@ fn main() {
             "wasm32-unknown-unknown",
             "--profile",
             "console",
+            "--locked",
             "--target-dir",
         ])
         .arg(&wasm_target);

@@ -41,6 +41,11 @@ fn said(o: &Output) -> String {
     )
 }
 
+/// Reloads the page, so that the next `verification()` is the new page's.
+fn reload(browser: &Browser) {
+    browser.script("delete document.body.dataset.verification; location.reload()");
+}
+
 /// Waits until the element `css` selects shows `needle`; returns its text.
 fn wait_text(browser: &Browser, css: &str, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -72,11 +77,14 @@ fn login_link(stack: &mut Stack) -> String {
         .unwrap_or_else(|| panic!("no console link in:\n{}", up.seen.join("\n")))
 }
 
+/// What the relay changes: in answers to paths containing `.0`, `.1` becomes `.2`
+/// (in place when of the same length, so an entry bundle's framing stays valid).
+type Rules = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, &'static str, &'static str)>>>;
+
 /// A relay in front of the gateway, on plain HTTP (a loopback page is a secure
-/// context): it passes everything through, except that it changes `from` to `to`
-/// in every entry bundle of the log it relays. The page then sees a log server that
-/// serves a tampered entry.
-fn tampering_relay(gateway: &str, ca: &Path, from: &'static str, to: &'static str) -> u16 {
+/// context): it passes everything through, except what `rules` say to change. The
+/// page then sees a gateway and log that serve what an insider wants it to see.
+fn tampering_relay(gateway: &str, ca: &Path, rules: Rules) -> u16 {
     let roots = palisade_pki::load_roots(ca).expect("roots");
     let tls = rustls::ClientConfig::builder_with_provider(palisade_pki::crypto_provider())
         .with_safe_default_protocol_versions()
@@ -101,7 +109,7 @@ fn tampering_relay(gateway: &str, ca: &Path, from: &'static str, to: &'static st
             tx.send(listener.local_addr().expect("addr").port())
                 .expect("port");
             let relay = move |req: axum::extract::Request| {
-                let (http, gateway) = (http.clone(), gateway.clone());
+                let (http, gateway, rules) = (http.clone(), gateway.clone(), rules.clone());
                 async move {
                     let path = req
                         .uri()
@@ -130,16 +138,27 @@ fn tampering_relay(gateway: &str, ca: &Path, from: &'static str, to: &'static st
                         .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                         .collect();
                     let mut body = r.bytes().await.expect("body").to_vec();
-                    if path.contains("/log/tile/entries/") {
-                        // In place, byte for byte: the bundle's framing stays valid.
+                    let rules = rules.lock().expect("rules").clone();
+                    for (on, from, to) in rules {
+                        if !path.contains(on) {
+                            continue;
+                        }
                         let (from, to) = (from.as_bytes(), to.as_bytes());
-                        assert_eq!(from.len(), to.len());
-                        let mut i = 0;
-                        while i + from.len() <= body.len() {
-                            if &body[i..i + from.len()] == from {
-                                body[i..i + from.len()].copy_from_slice(to);
+                        if from.len() == to.len() {
+                            let mut i = 0;
+                            while i + from.len() <= body.len() {
+                                if &body[i..i + from.len()] == from {
+                                    body[i..i + from.len()].copy_from_slice(to);
+                                }
+                                i += 1;
                             }
-                            i += 1;
+                        } else {
+                            body = String::from_utf8_lossy(&body)
+                                .replace(
+                                    std::str::from_utf8(from).expect("text"),
+                                    std::str::from_utf8(to).expect("text"),
+                                )
+                                .into_bytes();
                         }
                     }
                     let mut resp = axum::response::Response::builder().status(status);
@@ -208,8 +227,38 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
     let banner = browser.text("#banner");
     assert!(banner.contains("used already"), "{banner}");
     // The session it opened goes on in this tab.
-    browser.script("location.reload()");
+    reload(&browser);
     assert_eq!(browser.verification(), "ok", "{}", browser.text("body"));
+    // It reads, but cannot change the tenant's settings nor make itself new links.
+    let session = browser
+        .script("return JSON.parse(sessionStorage.getItem('palisade.session')).token")
+        .as_str()
+        .expect("a session token")
+        .to_string();
+    assert!(session.starts_with("pcs_"), "{session}");
+    let gw = harness::GatewayClient::new(
+        &format!("https://127.0.0.1:{}", stack.base),
+        &stack.dir.join("pki/ca.crt"),
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let t = "/v1/tenants/demo/clusters/demo";
+    for (method, path, body) in [
+        ("GET", format!("{t}/events?limit=1"), None),
+        (
+            "PUT",
+            format!("{t}/webhook"),
+            Some(serde_json::json!({"url": "https://attacker.example/"})),
+        ),
+        ("DELETE", format!("{t}/webhook"), None),
+        ("POST", format!("{t}/console-link"), None),
+    ] {
+        let (status, answer) = rt.block_on(gw.call(method, &path, Some(&session), body));
+        let want = if method == "GET" { 200 } else { 403 };
+        assert_eq!(
+            status, want,
+            "{method} {path} with a console session: {answer}"
+        );
+    }
     let status = browser.text("#status");
     assert!(status.contains("Verified in this browser"), "{status}");
     let list = browser.text("#list");
@@ -290,7 +339,7 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
     assert!(shown.contains("as ana"), "{shown}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        browser.script("location.reload()");
+        reload(&browser);
         assert_eq!(browser.verification(), "ok", "{}", browser.text("body"));
         let list = browser.text("#list");
         if list.contains("approved") && list.contains("etcd.defragment") {
@@ -306,23 +355,51 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
         "for (const k of Object.keys(localStorage)) if (k.startsWith('palisade.seen.')) \
          localStorage.setItem(k, JSON.stringify({size: 2, root: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='}));",
     );
-    browser.script("location.reload()");
+    reload(&browser);
     assert_eq!(browser.verification(), "failed");
     let banner = browser.text("#banner");
     assert!(banner.contains("consistency"), "{banner}");
     assert!(banner.contains("a fork"), "{banner}");
+    // ... and one that verified a larger log sees it rolled back.
+    browser.script(
+        "for (const k of Object.keys(localStorage)) if (k.startsWith('palisade.seen.')) \
+         localStorage.setItem(k, JSON.stringify({size: 100000, root: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='}));",
+    );
+    reload(&browser);
+    assert_eq!(browser.verification(), "failed");
+    let banner = browser.text("#banner");
+    assert!(banner.contains("rolled back"), "{banner}");
     browser.script(
         "for (const k of Object.keys(localStorage)) if (k.startsWith('palisade.seen.')) \
          localStorage.removeItem(k);",
     );
 
-    // The log's server serves a tampered entry: the ticket of the first action,
-    // changed on its way to the page. The page refuses the whole log and says why.
+    // Through a relay an insider controls, on one origin: first honest.
+    let rules: Rules = Default::default();
     let relay = tampering_relay(
         &format!("https://127.0.0.1:{}", stack.base),
         &stack.dir.join("pki/ca.crt"),
-        "CONSOLE-1",
-        "CONSOLE-9",
+        rules.clone(),
+    );
+    let waiting = op(
+        &stack,
+        &[
+            "run",
+            "etcd.defragment",
+            "--cluster",
+            "demo",
+            "--instance",
+            "demo-0",
+            "--ticket",
+            "CONSOLE-3",
+            "--reason",
+            "a request the relay mislabels",
+        ],
+    );
+    assert!(
+        said(&waiting).contains("awaiting_approval"),
+        "{}",
+        said(&waiting)
     );
     // A new one-time link (the first is spent), with the keys the first carried.
     let d = stack.dir.display().to_string();
@@ -342,14 +419,50 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
         .find(|p| p.starts_with("trust="))
         .expect("the first link carries the log's keys");
     browser.open(&format!("http://127.0.0.1:{relay}/console/#{code}&{trust}"));
+    assert_eq!(browser.verification(), "ok", "{}", browser.text("body"));
+    let rows = || {
+        browser
+            .script("return document.querySelectorAll('#list .row').length")
+            .as_u64()
+            .unwrap_or_default()
+    };
+    assert!(rows() > 0, "the honest log's entries are shown");
+    let offered = browser.text("#approvals");
+    assert!(offered.contains("CONSOLE-3"), "{offered}");
+
+    // The gateway's list of requests names another entry: the page offers nothing
+    // to approve, whatever the list says.
+    rules.lock().expect("rules").push((
+        "/approvals",
+        "\"digest\":\"sha256:",
+        "\"digest\":\"sha256:0",
+    ));
+    reload(&browser);
+    assert_eq!(browser.verification(), "ok", "{}", browser.text("body"));
+    let offered = wait_text(&browser, "#approvals", "NOT in the verified log");
+    assert!(!offered.contains("CONSOLE-3"), "{offered}");
+    assert_eq!(
+        browser.script("return document.querySelectorAll('#approvals button').length"),
+        0,
+        "no approve button for a request the log does not hold"
+    );
+    rules.lock().expect("rules").clear();
+
+    // The log's entry, changed on its way to the page (the ticket of the first
+    // action): the page refuses the whole log, says why, and shows no entry.
+    rules
+        .lock()
+        .expect("rules")
+        .push(("/log/tile/entries/", "CONSOLE-1", "CONSOLE-9"));
+    reload(&browser);
     assert_eq!(browser.verification(), "failed", "{}", browser.text("body"));
     let banner = browser.text("#banner");
     assert!(banner.contains("Verification failed"), "{banner}");
     assert!(banner.contains("inclusion"), "{banner}");
     assert!(banner.contains("an entry was changed"), "{banner}");
+    assert_eq!(rows(), 0, "a log that does not verify shows no entries");
     assert!(
-        !browser.text("#list").contains("CONSOLE-9"),
-        "a log that does not verify shows no entries as if they were proven"
+        browser.text("#approvals").is_empty() || !browser.text("#approvals").contains("CONSOLE-3")
     );
     browser.screenshot("tampered.png");
 }

@@ -253,6 +253,12 @@ pub fn verify(input: &Input) -> Report {
             return report;
         }
     };
+    if input.trust.witnesses.is_empty() && input.trust.groups.is_empty() {
+        report.failures.push(
+            "freshness: the keys you trust name no witness, so nothing shows this log is current or the one others see"
+                .into(),
+        );
+    }
     report.size = checkpoint.checkpoint().size();
     report.root = checkpoint.checkpoint().root().to_base64();
     report.witnesses = checkpoint
@@ -551,17 +557,21 @@ fn rows(
                                 for_whom.0, for_whom.1, t.tenant, t.cluster
                             ));
                         }
-                        report.approvers = approval["approvers"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default();
-                        report.approval_ttl_secs = approval["approval_ttl_secs"].as_u64();
                         row.reason = format!(
                             "requires {quorum} of its witnesses [{}] (statement seq {seq})",
                             witnesses.join(", ")
                         );
                         row.problems
                             .extend(checks.tenant.record(index, seq, &digest));
+                        // Approvers come only from a statement whose checks passed:
+                        // a statement not signed by the tenant names nobody.
+                        if row.problems.is_empty() {
+                            report.approvers = approval["approvers"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default();
+                            report.approval_ttl_secs = approval["approval_ttl_secs"].as_u64();
+                        }
                     }
                     Err(e) => row
                         .problems

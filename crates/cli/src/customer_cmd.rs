@@ -416,8 +416,6 @@ async fn register(
     })
 }
 
-/// `palisade up`'s registration of the demo tenant's witness, with the statement it
-/// signed once (kept in the tenant's directory): recorded unless already in force.
 /// A one-time login link to `g`'s cluster console, with `fragment` (e.g. the log's
 /// keys, `&trust=…`) after the code.
 async fn console_link(g: &GatewayArgs, fragment: &str) -> anyhow::Result<String> {
@@ -425,10 +423,17 @@ async fn console_link(g: &GatewayArgs, fragment: &str) -> anyhow::Result<String>
     if status != 201 {
         bail!("the gateway answered {status}: {}", detail(&body));
     }
-    let path = body["path"].as_str().context("the gateway sent no link")?;
+    // The link is built here from the code alone: nothing else the gateway says
+    // goes into it (another host, keys to pin).
+    let code = body["code"]
+        .as_str()
+        .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .context("the gateway sent no login code")?;
     Ok(format!(
-        "{}{path}{fragment}",
-        g.gateway.trim_end_matches('/')
+        "{}/console/#code={code}&tenant={}&cluster={}{fragment}",
+        g.gateway.trim_end_matches('/'),
+        g.tenant,
+        g.cluster
     ))
 }
 
@@ -449,6 +454,8 @@ pub async fn demo_console_link(
     console_link(&g, fragment).await
 }
 
+/// `palisade up`'s registration of the demo tenant's witness, with the statement it
+/// signed once (kept in the tenant's directory): recorded unless already in force.
 pub async fn register_demo(
     gateway: &str,
     ca: &Path,

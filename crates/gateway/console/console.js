@@ -22,14 +22,13 @@ function key(what) {
   return `palisade.${what}.${state.session.tenant}/${state.session.cluster}`;
 }
 
-// ---- session: a login link carries a one-time code (or a token), tenant,
+// ---- session: a login link carries a one-time code, tenant,
 // cluster and the log's keys in the URL fragment, which the browser never sends to
 // a server. The code is exchanged once for a session token of the tenant.
-async function fromFragment() {
-  if (!location.hash.startsWith('#')) return;
-  const p = new URLSearchParams(location.hash.slice(1));
-  history.replaceState(null, '', location.pathname);
-  let token = p.get('token');
+async function fromFragment(fragment) {
+  if (!fragment.startsWith('#')) return;
+  const p = new URLSearchParams(fragment.slice(1));
+  let token = null;
   if (p.get('code')) {
     const r = await fetch('/v1/console/session', {
       method: 'POST', cache: 'no-store', headers: { 'Content-Type': 'application/json' },
@@ -124,8 +123,22 @@ function banner(title, failures) {
   b.hidden = false;
 }
 
-async function load() {
+// Nothing of an earlier look stays on screen while the log is verified again: a
+// failure, or an error reaching the log, leaves an empty page with the banner.
+function clear() {
+  delete document.body.dataset.verification;
+  state.report = null;
+  state.rows = [];
+  state.shown = [];
+  $('app').hidden = true;
   $('banner').hidden = true;
+  $('approval-list').replaceChildren();
+  $('list').replaceChildren($('spacer'));
+  $('detail').replaceChildren();
+}
+
+async function load() {
+  clear();
   status('Verifying the log…');
   const started = performance.now();
   const { trust: t, warning } = await trust();
@@ -134,7 +147,6 @@ async function load() {
   const checkpoint = await get(`${base()}/log/checkpoint`, 'text');
   const p = JSON.parse(plan(JSON.stringify({ trust: t, checkpoint })));
   if (!p.ok) {
-    state.report = null;
     banner('Verification failed: do not trust what this log shows.', p.failures);
     status('');
     return;
@@ -164,7 +176,12 @@ async function load() {
     renderMs: String(Math.round(performance.now() - verified)),
   });
   document.body.dataset.verification = report.ok ? 'ok' : 'failed';
-  approvals().catch((e) => { $('approval-list').textContent = `Cannot list approval requests: ${e.message}`; });
+  $('export-json').disabled = $('export-csv').disabled = !report.ok;
+  if (report.ok) {
+    approvals().catch((e) => { $('approval-list').textContent = `Cannot list approval requests: ${e.message}`; });
+  } else {
+    $('approval-list').textContent = 'The log did not verify: no request can be approved here.';
+  }
 }
 
 function ago(secs) {
@@ -183,21 +200,28 @@ function render(r) {
   fact('Root hash', r.root);
   fact('Checkpoint', r.failures.some((f) => f.startsWith('checkpoint')) ? 'does not verify' : 'signed by the log, cosigned by a quorum of the witnesses you trust', r.failures.some((f) => f.startsWith('checkpoint')) ? 'bad' : 'good');
   fact('Last visit', r.previous ? `size ${r.previous.size}: ${r.previous.consistent ? 'this log extends it' : 'NOT part of this log'}` : 'first visit from this browser', r.previous && !r.previous.consistent ? 'bad' : '');
-  fact('Pending intents', r.pending.length ? `${r.pending.length} without a result yet` : 'none');
-  fact('Agent signatures', `${r.signatures_checked} result(s) and refusal(s) carry an agent\u2019s signature that verifies against the key the log records for its instance`);
-  fact('Tenant statements', r.tenant_statements_checked === undefined
-    ? 'decoded and ordered here; no tenant key is pinned, so their signatures are checked by `palisade audit events --tenant-key`'
-    : `${r.tenant_statements_checked} signed by your tenant key (verified here)`);
+  // What rests on the entries says nothing when the entries did not verify.
+  const entriesRead = !r.failures.some((f) => /^(checkpoint|inclusion|entries|the keys)/.test(f));
+  const unread = 'not checked: the log\u2019s entries did not verify';
+  if (entriesRead) {
+    fact('Pending intents', r.pending.length ? `${r.pending.length} without a result yet` : 'none');
+    fact('Agent signatures', `${r.signatures_checked} result(s) and refusal(s) carry an agent\u2019s signature that verifies against the key the log records for its instance`);
+    fact('Tenant statements', r.tenant_statements_checked === undefined
+      ? 'decoded and ordered here; no tenant key is pinned, so their signatures are checked by `palisade audit events --tenant-key`'
+      : `${r.tenant_statements_checked} signed by your tenant key (verified here)`);
+  } else {
+    for (const k of ['Pending intents', 'Agent signatures', 'Tenant statements']) fact(k, unread, 'bad');
+  }
   const tb = $('witnesses').tBodies[0];
   tb.replaceChildren(...r.witnesses.map((w) => el('tr', {},
     el('td', { textContent: w.name }), el('td', { textContent: w.key_id }),
     el('td', { textContent: new Date(w.timestamp * 1000).toISOString() }),
     el('td', { textContent: ago(w.age_secs), className: w.age_secs > MAX_AGE ? 'bad' : 'good' }))));
   const bad = r.views.filter((v) => !v.consistent);
-  $('views').textContent = r.views.length === 0 ? 'No agent has reported a view yet.'
+  $('views').textContent = !entriesRead ? unread : r.views.length === 0 ? 'No agent has reported a view yet.'
     : bad.length === 0 ? `${r.views.length} view(s), every one a tree of this log.`
       : `${bad.length} of ${r.views.length} view(s) are NOT in this log: ` + bad.map((v) => `entry ${v.index} (${v.instance || '?'}: size ${v.size})`).join(', ');
-  $('views').className = bad.length ? 'bad' : 'good';
+  $('views').className = bad.length || !entriesRead ? 'bad' : 'good';
   state.rows = r.events;
   const outcomes = [...new Set(r.events.map((e) => e.outcome).filter(Boolean))].sort();
   const sel = $('f-outcome');
@@ -296,20 +320,31 @@ function csv() {
 // key store (WebCrypto Ed25519, not extractable), or with the command shown.
 async function approvals() {
   const all = await get(`${base()}/approvals`, 'json');
+  const r = state.report;
+  if (!r || !r.ok) return;
   const pending = all.filter((a) => a.state === 'pending');
   const box = $('approval-list');
   if (pending.length === 0) { box.textContent = 'No request awaits your approval.'; return; }
   const s = state.session;
+  const shellSafe = (v) => /^[a-z0-9][a-z0-9.-]{0,62}$/.test(v);
   box.replaceChildren(...pending.map((a) => {
-    const logged = state.report && state.report.events.find((e) => e.index === a.index && e.kind === 'approval_request' && e.digest === a.digest && e.outcome === 'pending');
-    const cmd = `palisade customer approve ${a.id} --key YOUR-APPROVER.key --gateway ${location.origin} --ca CA.crt --token @TOKEN-FILE --tenant ${s.tenant} --cluster ${s.cluster}`;
+    // Only what the verified log holds is shown: the request must be the entry at
+    // its index, byte for byte, still pending; the gateway's words are not used.
+    const row = r.events.find((e) => e.index === a.index && e.kind === 'approval_request' && e.digest === a.digest && e.outcome === 'pending' && e.event.event_id === a.id);
+    if (!row) {
+      return el('div', { className: 'approval bad', textContent: `A request the gateway lists (entry ${a.index}) is NOT in the verified log as it says: do not approve it.` });
+    }
+    const ev = row.event;
     const card = el('div', { className: 'approval' },
-      el('strong', { textContent: `${a.action} on ${a.instance}` }),
-      el('div', { textContent: `requested by ${a.operator}, ticket ${a.ticket}: ${a.reason}` }),
-      el('div', { textContent: `expires ${a.expires_at}; ${a.approved_by.length} of ${a.threshold} approval(s)` }),
-      el('div', { className: logged ? 'good' : 'bad', textContent: logged ? `logged at entry ${a.index} (verified)` : `NOT found in the verified log at entry ${a.index}: do not approve` }),
-      el('code', { textContent: cmd }));
-    if (logged) card.append(decideHere(a));
+      el('strong', { textContent: `${ev.action} on ${ev.instance || 'the cluster'}` }),
+      el('div', { textContent: `parameters ${JSON.stringify(ev.parameters || {})}` }),
+      el('div', { textContent: `requested by ${ev.actor.id}, ticket ${ev.justification.ticket}: ${ev.justification.reason}` }),
+      el('div', { textContent: `expires ${ev.expires_at}; ${a.approved_by.length} of ${a.threshold} approval(s) so far (the gateway's count)` }),
+      el('div', { className: 'good', textContent: `logged at entry ${row.index} (verified)` }));
+    if (/^[0-9a-f]{32}$/.test(ev.event_id) && shellSafe(s.tenant) && shellSafe(s.cluster)) {
+      card.append(el('code', { textContent: `palisade customer approve ${ev.event_id} --key YOUR-APPROVER.key --gateway ${location.origin} --ca CA.crt --token @TOKEN-FILE --tenant ${s.tenant} --cluster ${s.cluster}` }));
+    }
+    card.append(decideHere({ id: ev.event_id, index: row.index, digest: row.digest }));
     return card;
   }));
 }
@@ -322,8 +357,11 @@ function decideHere(a) {
   const go = (decision) => async () => {
     out.textContent = 'Signing…';
     try {
-      out.textContent = await decide(a, decision, file.files[0], reason.value.trim());
-      setTimeout(() => load().catch(() => {}), 300);
+      const done = await decide(a, decision, file.files[0], reason.value.trim());
+      setTimeout(() => load().then(
+        () => { const o = document.getElementById(id('result')); if (o) o.textContent = done; },
+        (e) => banner('The console could not verify the log.', [e.message])), 300);
+      out.textContent = done;
     } catch (e) {
       out.textContent = `Not sent: ${e.message}`;
       out.className = 'decide bad';
@@ -360,7 +398,8 @@ async function importApproverKey(file) {
 
 async function decide(a, decision, file, reason) {
   const r = state.report;
-  if (!r || !r.approval_ttl_secs || r.approvers.length === 0) throw new Error('the verified log holds no approval policy of yours');
+  if (!r || !r.ok) throw new Error('the log did not verify');
+  if (!r.approval_ttl_secs || r.approvers.length === 0) throw new Error('the verified log holds no approval policy of yours');
   const key = await importApproverKey(file);
   // Which approver this key is: the one whose public key verifies its signature.
   const probe = new TextEncoder().encode(`palisade approver probe ${a.id}`);
@@ -419,10 +458,18 @@ $('list').addEventListener('keydown', (ev) => {
     $('detail').scrollIntoView();
   }
 });
-$('export-json').addEventListener('click', () => download('palisade-events.json', 'application/json', JSON.stringify(state.shown.map((r) => ({ index: r.index, event: r.event, problems: r.problems })), null, 2)));
+$('export-json').addEventListener('click', () => download('palisade-events.json', 'application/json', JSON.stringify({
+  verified: { origin: state.report.origin, size: state.report.size, root: state.report.root, ok: state.report.ok, witnesses: state.report.witnesses },
+  events: state.shown.map((r) => ({ index: r.index, event: r.event, problems: r.problems })),
+}, null, 2)));
 $('export-csv').addEventListener('click', () => download('palisade-events.csv', 'text/csv', csv()));
-$('forget').addEventListener('click', () => { localStorage.removeItem(key('trust')); localStorage.removeItem(key('seen')); location.reload(); });
+// What this browser verified before stays: it does not depend on the keys, and a
+// "key change" must not wipe the memory that detects a fork or a rollback.
+$('forget').addEventListener('click', () => { localStorage.removeItem(key('trust')); location.reload(); });
 
+// The fragment leaves the address bar first, whatever happens next.
+const fragment = location.hash;
+history.replaceState(null, '', location.pathname);
 init().then(
-  () => fromFragment().then(start, (e) => { banner('This login link does not work.', [e.message]); $('login').hidden = false; }),
+  () => fromFragment(fragment).then(start, (e) => { banner('This login link does not work.', [e.message]); $('login').hidden = false; }),
   (e) => banner('The verifier did not load: nothing on this page can be trusted.', [String(e)]));

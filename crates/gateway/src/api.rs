@@ -393,6 +393,22 @@ pub(crate) fn tenant_reader(
         })
 }
 
+/// The tenant of a tenant's own token, for what changes the tenant's settings (its
+/// statement, its webhook, console links): a console session cannot.
+pub(crate) fn tenant_admin(
+    gw: &Gateway,
+    headers: &HeaderMap,
+) -> Result<palisade_core::TenantId, Problem> {
+    if bearer(headers).is_some_and(|t| crate::console::is_session(&t)) {
+        return Err(Problem::new(
+            403,
+            "not authorized",
+            "a console session cannot change the tenant's settings or make login links: use the tenant's token",
+        ));
+    }
+    tenant_reader(gw, headers)
+}
+
 /// A tenant route's answer: its JSON with `ok`, or the problem.
 fn answer(ok: StatusCode, r: Result<serde_json::Value, Problem>) -> Response {
     match r {
@@ -420,7 +436,7 @@ async fn put_trust(
     body: Bytes,
 ) -> Response {
     let r = async {
-        let reader = tenant_reader(&gw, &headers)?;
+        let reader = tenant_admin(&gw, &headers)?;
         gw.put_tenant_trust(&reader, &tenant, &cluster, &body).await
     };
     answer(StatusCode::CREATED, r.await)
@@ -445,7 +461,7 @@ async fn put_webhook(
     body: Bytes,
 ) -> Response {
     let r = async {
-        let reader = tenant_reader(&gw, &headers)?;
+        let reader = tenant_admin(&gw, &headers)?;
         gw.put_webhook(&reader, &tenant, &cluster, &body).await
     };
     answer(StatusCode::OK, r.await)
@@ -457,7 +473,7 @@ async fn delete_webhook(
     Path((tenant, cluster)): Path<(String, String)>,
 ) -> Response {
     let r = async {
-        let reader = tenant_reader(&gw, &headers)?;
+        let reader = tenant_admin(&gw, &headers)?;
         gw.delete_webhook(&reader, &tenant, &cluster).await
     };
     answer(StatusCode::OK, r.await)

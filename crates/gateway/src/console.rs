@@ -186,8 +186,14 @@ pub async fn log_keys(
 /// How long a login code may wait to be used, and how long the session it opens lasts.
 pub const CODE_TTL: Duration = Duration::from_secs(15 * 60);
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// At most this many codes and sessions are held; beyond, new ones are refused.
-const MAX_HELD: usize = 10_000;
+/// At most this many unused codes, and open sessions, per tenant; beyond, new ones
+/// are refused.
+const MAX_PER_TENANT: usize = 100;
+
+/// Whether `token` is a console session's (not a tenant's own token).
+pub fn is_session(token: &str) -> bool {
+    token.trim().starts_with("pcs_")
+}
 
 /// One-time login codes, each exchanged once for a session token of its tenant.
 /// Only SHA-256 digests are held, in this process's memory: a restart ends every
@@ -229,11 +235,11 @@ impl Sessions {
         let now = Instant::now();
         let mut held = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         held.prune(now);
-        if held.codes.len() >= MAX_HELD {
+        if held.codes.values().filter(|(t, _)| t == tenant).count() >= MAX_PER_TENANT {
             return Err(Problem::new(
                 429,
                 "rate limit reached",
-                "too many unused login codes",
+                "too many unused login codes for this tenant",
             ));
         }
         held.codes
@@ -246,10 +252,19 @@ impl Sessions {
         let now = Instant::now();
         let mut held = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         held.prune(now);
-        let (tenant, _) = held.codes.remove(&digest(code))?;
-        if held.sessions.len() >= MAX_HELD {
-            return None;
+        let (tenant, _) = held.codes.get(&digest(code))?.clone();
+        // The oldest session of a tenant at its limit ends; the code is spent.
+        let mut open: Vec<([u8; 32], Instant)> = held
+            .sessions
+            .iter()
+            .filter(|(_, (t, _))| *t == tenant)
+            .map(|(k, (_, until))| (*k, *until))
+            .collect();
+        if open.len() >= MAX_PER_TENANT {
+            open.sort_by_key(|(_, until)| *until);
+            held.sessions.remove(&open[0].0);
         }
+        held.codes.remove(&digest(code));
         let token = format!("pcs_{}", secret()?);
         held.sessions
             .insert(digest(&token), (tenant.clone(), now + SESSION_TTL));
@@ -258,7 +273,7 @@ impl Sessions {
 
     /// The tenant whose session `token` is, while it lasts.
     pub fn tenant(&self, token: &str) -> Option<palisade_core::TenantId> {
-        if !token.starts_with("pcs_") {
+        if !is_session(token) {
             return None;
         }
         let held = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -276,7 +291,7 @@ pub async fn console_link(
     headers: HeaderMap,
     Path((tenant, cluster)): Path<(String, String)>,
 ) -> Response {
-    let reader = match crate::api::tenant_reader(&gw, &headers) {
+    let reader = match crate::api::tenant_admin(&gw, &headers) {
         Ok(r) => r,
         Err(p) => return p.into_response(),
     };
