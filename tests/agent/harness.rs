@@ -504,6 +504,11 @@ impl GatewayClient {
         }
     }
 
+    /// Its HTTPS client (trusting the stack's CA).
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
     pub async fn call(
         &self,
         method: &str,

@@ -41,6 +41,29 @@ fn said(o: &Output) -> String {
     )
 }
 
+/// `etcd.defragment` on demo-0 with `ticket`: it waits for the customer's approval.
+/// What `op run` said.
+fn defragment_awaiting_approval(stack: &Stack, ticket: &str) -> String {
+    let waiting = op(
+        stack,
+        &[
+            "run",
+            "etcd.defragment",
+            "--cluster",
+            "demo",
+            "--instance",
+            "demo-0",
+            "--ticket",
+            ticket,
+            "--reason",
+            "reclaim space after the compaction",
+        ],
+    );
+    let text = said(&waiting);
+    assert!(text.contains("awaiting_approval"), "{text}");
+    text
+}
+
 /// Reloads the page, so that the next `verification()` is the new page's.
 fn reload(browser: &Browser) {
     browser.script("delete document.body.dataset.verification; location.reload()");
@@ -85,16 +108,7 @@ type Rules = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, &'static str, &'
 /// context): it passes everything through, except what `rules` say to change. The
 /// page then sees a gateway and log that serve what an insider wants it to see.
 fn tampering_relay(gateway: &str, ca: &Path, rules: Rules) -> u16 {
-    let roots = palisade_pki::load_roots(ca).expect("roots");
-    let tls = rustls::ClientConfig::builder_with_provider(palisade_pki::crypto_provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()
-        .expect("client");
+    let http = harness::GatewayClient::new(gateway, ca).http();
     let gateway = gateway.to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -193,23 +207,7 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
         ],
     );
     assert!(ran.status.success(), "{}", said(&ran));
-    let waiting = op(
-        &stack,
-        &[
-            "run",
-            "etcd.defragment",
-            "--cluster",
-            "demo",
-            "--instance",
-            "demo-0",
-            "--ticket",
-            "CONSOLE-2",
-            "--reason",
-            "reclaim space after the compaction",
-        ],
-    );
-    let waiting_text = said(&waiting);
-    assert!(waiting_text.contains("awaiting_approval"), "{waiting_text}");
+    let waiting_text = defragment_awaiting_approval(&stack, "CONSOLE-2");
 
     let browser = Browser::start();
     assert!(
@@ -381,26 +379,7 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
         &stack.dir.join("pki/ca.crt"),
         rules.clone(),
     );
-    let waiting = op(
-        &stack,
-        &[
-            "run",
-            "etcd.defragment",
-            "--cluster",
-            "demo",
-            "--instance",
-            "demo-0",
-            "--ticket",
-            "CONSOLE-3",
-            "--reason",
-            "a request the relay mislabels",
-        ],
-    );
-    assert!(
-        said(&waiting).contains("awaiting_approval"),
-        "{}",
-        said(&waiting)
-    );
+    defragment_awaiting_approval(&stack, "CONSOLE-3");
     // A new one-time link (the first is spent), with the keys the first carried.
     let d = stack.dir.display().to_string();
     let minted = palisade()

@@ -97,6 +97,24 @@ pub async fn asset(file: Option<Path<String>>) -> Response {
     }
 }
 
+/// The caller's tenant and the cluster it names, if the tenant may read it; with
+/// `admin`, only for the tenant's own token, not a console session.
+fn tenant_cluster(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    tenant: &str,
+    cluster: &str,
+    admin: bool,
+) -> Result<(palisade_core::TenantId, palisade_core::ClusterId), Problem> {
+    let reader = if admin {
+        crate::api::tenant_admin(gw, headers)?
+    } else {
+        crate::api::tenant_reader(gw, headers)?
+    };
+    let cid = gw.readable_cluster(&reader, tenant, cluster)?;
+    Ok((reader, cid))
+}
+
 /// The largest entry bundle a log serves (256 entries of at most 64 KiB).
 const MAX_BUNDLE_BYTES: usize = 256 * (2 + 65_535);
 
@@ -108,12 +126,8 @@ pub async fn log_object(
     headers: HeaderMap,
     Path((tenant, cluster, object)): Path<(String, String, String)>,
 ) -> Response {
-    let reader = match crate::api::tenant_reader(&gw, &headers) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
-    };
-    let cid = match gw.readable_cluster(&reader, &tenant, &cluster) {
-        Ok(c) => c,
+    let cid = match tenant_cluster(&gw, &headers, &tenant, &cluster, false) {
+        Ok((_, c)) => c,
         Err(p) => return p.into_response(),
     };
     let limit = if object == "checkpoint" {
@@ -163,12 +177,8 @@ pub async fn log_keys(
     headers: HeaderMap,
     Path((tenant, cluster)): Path<(String, String)>,
 ) -> Response {
-    let reader = match crate::api::tenant_reader(&gw, &headers) {
-        Ok(r) => r,
-        Err(p) => return p.into_response(),
-    };
-    let cid = match gw.readable_cluster(&reader, &tenant, &cluster) {
-        Ok(c) => c,
+    let cid = match tenant_cluster(&gw, &headers, &tenant, &cluster, false) {
+        Ok((_, c)) => c,
         Err(p) => return p.into_response(),
     };
     match gw.config().log.policy_for(&cid) {
@@ -291,13 +301,10 @@ pub async fn console_link(
     headers: HeaderMap,
     Path((tenant, cluster)): Path<(String, String)>,
 ) -> Response {
-    let reader = match crate::api::tenant_admin(&gw, &headers) {
-        Ok(r) => r,
+    let reader = match tenant_cluster(&gw, &headers, &tenant, &cluster, true) {
+        Ok((r, _)) => r,
         Err(p) => return p.into_response(),
     };
-    if let Err(p) = gw.readable_cluster(&reader, &tenant, &cluster) {
-        return p.into_response();
-    }
     match gw.console.mint(&reader) {
         Ok(code) => (
             axum::http::StatusCode::CREATED,

@@ -37,17 +37,7 @@ pub enum DsseError {
 }
 
 /// Pre-authentication encoding, DSSE v1.
-pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {} {} ",
-        payload_type.len(),
-        payload_type,
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
-}
+pub use palisade_core::statement::pae;
 
 impl Envelope {
     /// A new envelope signed by `key`.

@@ -121,6 +121,9 @@ pub enum AuditError {
     },
     #[error("{0}")]
     TileMismatch(Box<TileMismatch>),
+    /// The entries, read whole (the check the console also runs).
+    #[error(transparent)]
+    Entries(#[from] palisade_audit::log::LogError),
     #[error("the log's {size} entries have root {computed}, but its checkpoint says {checkpoint}: the tiles and bundles are not the ones the log signed")]
     RootMismatch {
         size: u64,
@@ -685,42 +688,16 @@ pub async fn read_entries(
 ) -> Result<(VerifiedCheckpoint, Vec<Bytes>), AuditError> {
     let verified = source.checkpoint(policy).await?;
     let size = verified.checkpoint().size();
-    let mut frontier = Frontier::new();
-    let mut entries = Vec::new();
-    let mut index = 0;
-    while index < size {
-        let id = TileId::in_tree(0, index / WIDTH, size)
-            .ok_or(AuditError::IndexOutOfRange { index, size })?;
-        let bundle = source.bundle(id, size).await?;
-        let parsed = parse_bundle(&bundle.data).map_err(|reason| AuditError::BadBundle {
-            object: bundle.object.clone(),
-            reason,
-        })?;
-        let want = usize::try_from((size - index).min(WIDTH)).unwrap_or(usize::MAX);
-        if parsed.len() < want {
-            return Err(AuditError::BundleWidth {
-                object: bundle.object.clone(),
-                want,
-                got: parsed.len(),
-                size,
-            });
-        }
-        for e in parsed.into_iter().take(want) {
-            frontier
-                .append(leaf_hash(e))
-                .map_err(|_| AuditError::SizeTooLarge { size })?;
-            entries.push(Bytes::copy_from_slice(e));
-        }
-        index += WIDTH;
-    }
-    let computed = frontier.root();
-    if computed != *verified.checkpoint().root() {
-        return Err(AuditError::RootMismatch {
+    let mut bundles = Vec::new();
+    for n in 0..size.div_ceil(WIDTH) {
+        let id = TileId::in_tree(0, n, size).ok_or(AuditError::IndexOutOfRange {
+            index: n * WIDTH,
             size,
-            computed: computed.to_base64(),
-            checkpoint: verified.checkpoint().root().to_base64(),
-        });
+        })?;
+        bundles.push(source.bundle(id, size).await?.data.to_vec());
     }
+    let (entries, _) = palisade_audit::log::entries(&verified, &bundles)?;
+    let entries = entries.into_iter().map(Bytes::copy_from_slice).collect();
     Ok((verified, entries))
 }
 
