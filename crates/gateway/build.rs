@@ -81,7 +81,17 @@ fn main() {
         .find_map(|l| l.strip_prefix("wasm-bindgen = { version = \"="))
         .and_then(|l| l.split('"').next())
         .expect("crates/console/Cargo.toml pins wasm-bindgen as `version = \"=X.Y.Z\"`");
-    let bindgen = std::env::var("WASM_BINDGEN").unwrap_or_else(|_| "wasm-bindgen".into());
+    // `$WASM_BINDGEN`, else the one `./dev` installs beside the build
+    // (`<target>/tools/bin`, OUT_DIR being <target>/<profile>/build/<pkg>/out), else
+    // the one on PATH.
+    let beside = out
+        .ancestors()
+        .nth(4)
+        .map(|t| t.join("tools/bin/wasm-bindgen"))
+        .filter(|p| p.is_file());
+    let bindgen = std::env::var("WASM_BINDGEN").unwrap_or_else(|_| {
+        beside.map_or_else(|| "wasm-bindgen".into(), |p| p.display().to_string())
+    });
     let install = format!(
         "`cargo install wasm-bindgen-cli --version {version_of_crate}` (./dev installs it)"
     );
