@@ -222,10 +222,12 @@ pub(crate) fn describe(e: &etcd_client::Error) -> String {
 fn classify(op: &'static str, ns: Namespace, e: &etcd_client::Error) -> StateError {
     use tonic::Code;
     let unavailable = match e {
-        etcd_client::Error::GRpcStatus(s) => matches!(
-            s.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
-        ),
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+            ) || (s.code() == Code::Unknown && lost_connection(s))
+        }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
     };
@@ -242,6 +244,12 @@ fn classify(op: &'static str, ns: Namespace, e: &etcd_client::Error) -> StateErr
             reason: format!("etcd refused: {}", describe(e)),
         }
     }
+}
+
+/// Whether a status of code `Unknown` is the client's own account of a connection
+/// that broke mid-request (tonic reports it as "transport error"), not etcd's answer.
+fn lost_connection(s: &tonic::Status) -> bool {
+    s.message().starts_with("transport error")
 }
 
 /// Runs one etcd request with the store's deadline.
@@ -399,6 +407,39 @@ impl StateStore for EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection that breaks mid-request (etcd killed) is "unavailable", as a
+    /// refused connection is; an answer etcd gave stays etcd's refusal.
+    #[test]
+    fn a_broken_connection_is_unavailable_and_an_answer_is_not() {
+        let status = |s: tonic::Status| etcd_client::Error::GRpcStatus(s);
+        for e in [
+            status(tonic::Status::unknown("transport error")),
+            status(tonic::Status::unavailable("connection refused")),
+        ] {
+            assert!(
+                matches!(
+                    classify("get", Namespace::new("ops"), &e),
+                    StateError::Unavailable { .. }
+                ),
+                "{e:?}"
+            );
+        }
+        for e in [
+            status(tonic::Status::unknown("etcdserver: request is too large")),
+            status(tonic::Status::permission_denied(
+                "etcdserver: permission denied",
+            )),
+        ] {
+            assert!(
+                matches!(
+                    classify("put", Namespace::new("ops"), &e),
+                    StateError::Backend { .. }
+                ),
+                "{e:?}"
+            );
+        }
+    }
 
     #[test]
     fn prefixes_are_checked() {
