@@ -380,7 +380,8 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
         rules.clone(),
     );
     defragment_awaiting_approval(&stack, "CONSOLE-3");
-    // A new one-time link (the first is spent), with the keys the first carried.
+    // A new one-time link (the first is spent), made by the tenant's command with
+    // the log's keys: it carries the same keys `up`'s link did.
     let d = stack.dir.display().to_string();
     let minted = palisade()
         .args(["customer", "console-link"])
@@ -388,15 +389,31 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
         .args(["--ca", &format!("{d}/pki/ca.crt")])
         .args(["--token", &format!("@{d}/tenant-demo.token")])
         .args(["--tenant", "demo", "--cluster", "demo"])
+        .args(["--origin", "palisade.local/log/demo"])
+        .args([
+            "--log-key",
+            &format!("@{d}/log/keys/palisade.local_log.pub"),
+        ])
+        .args([
+            "--witness-key",
+            &format!("@{d}/witness/keys/palisade.local_witness.pub"),
+        ])
+        .args([
+            "--witness-key",
+            &format!("@{d}/tenant-demo/witness/keys/tenant-demo.example_witness.pub"),
+        ])
+        .args(["--tenant-key", &format!("{d}/tenant-demo/tenant.pub")])
         .output()
         .expect("customer console-link");
     assert!(minted.status.success(), "{}", said(&minted));
     let minted = String::from_utf8_lossy(&minted.stdout).trim().to_string();
-    let code = minted.split_once('#').expect("a fragment").1;
-    let trust = link
-        .split('&')
-        .find(|p| p.starts_with("trust="))
-        .expect("the first link carries the log's keys");
+    let fragment = minted.split_once('#').expect("a fragment").1;
+    let (code, trust) = fragment.split_once("&trust=").expect("keys in the link");
+    let trust = format!("trust={trust}");
+    assert!(
+        link.ends_with(&format!("&{trust}")),
+        "the tenant's link pins what up's did:\n{link}\n{minted}"
+    );
     browser.open(&format!("http://127.0.0.1:{relay}/console/#{code}&{trust}"));
     assert_eq!(browser.verification(), "ok", "{}", browser.text("body"));
     let rows = || {

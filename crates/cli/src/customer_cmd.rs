@@ -62,8 +62,55 @@ enum CustomerCommand {
     /// approval on the cluster is POSTed to (signed by the gateway's key).
     Webhook(WebhookArgs),
     /// Print a one-time login link to the cluster's console (valid 15 minutes,
-    /// used once; the session it opens lasts 12 hours).
-    ConsoleLink(GatewayArgs),
+    /// used once; the session it opens lasts 12 hours). With --origin and
+    /// --log-key, the link also carries the keys the page must pin.
+    ConsoleLink(ConsoleLinkArgs),
+}
+
+#[derive(Args)]
+struct ConsoleLinkArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// The log's origin, e.g. palisade.example/clusters/c1.
+    #[arg(long, requires = "log_key")]
+    origin: Option<String>,
+    /// The log's verifier key (`<name>+<hex id>+<base64>`), or `@FILE`.
+    #[arg(long, value_name = "VKEY", requires = "origin")]
+    log_key: Option<String>,
+    /// A witness's verifier key, or `@FILE`. Repeat for several.
+    #[arg(long = "witness-key", value_name = "VKEY", requires = "log_key")]
+    witness_keys: Vec<String>,
+    /// The tenant's public key file (`tenant.pub`): the page then checks every
+    /// tenant statement's signature.
+    #[arg(long = "tenant-key", value_name = "FILE", requires = "log_key")]
+    tenant_key: Option<PathBuf>,
+}
+
+/// The keys a console link carries for the page to pin (`&trust=<base64url JSON>`):
+/// the log's origin and key, its witnesses (all required), and the tenant's key.
+pub fn console_trust(
+    origin: &str,
+    log_key: &str,
+    witnesses: &[String],
+    tenant_key: Option<&Path>,
+) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let log_key = verifier_key(log_key, "--log-key")?.to_string();
+    let witnesses = witnesses
+        .iter()
+        .map(|w| verifier_key(w, "--witness-key").map(|k| k.to_string()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut trust =
+        serde_json::json!({"origin": origin, "log_keys": [log_key], "witnesses": witnesses});
+    if let Some(path) = tenant_key {
+        let key = palisade_policy::keys::PublicKey::read(path)?;
+        let raw = key.raw().context("the tenant's key is not Ed25519")?;
+        trust["tenant_key"] = base64::engine::general_purpose::STANDARD.encode(raw).into();
+    }
+    Ok(format!(
+        "&trust={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(trust.to_string())
+    ))
 }
 
 #[derive(Args)]
@@ -278,8 +325,14 @@ pub fn run(args: CustomerArgs) -> anyhow::Result<ExitCode> {
             crate::lifecycle::runtime()?.block_on(decide(a.decide, Decision::Deny, Some(a.reason)))
         }
         CustomerCommand::Webhook(a) => crate::lifecycle::runtime()?.block_on(webhook(a)),
-        CustomerCommand::ConsoleLink(g) => crate::lifecycle::runtime()?.block_on(async {
-            println!("{}", console_link(&g, "").await?);
+        CustomerCommand::ConsoleLink(a) => crate::lifecycle::runtime()?.block_on(async {
+            let fragment = match (&a.origin, &a.log_key) {
+                (Some(origin), Some(log_key)) => {
+                    console_trust(origin, log_key, &a.witness_keys, a.tenant_key.as_deref())?
+                }
+                _ => String::new(),
+            };
+            println!("{}", console_link(&a.gateway, &fragment).await?);
             Ok(ExitCode::SUCCESS)
         }),
         CustomerCommand::Trust(g) => crate::lifecycle::runtime()?.block_on(async {

@@ -293,30 +293,25 @@ pub fn prepare(dir: &Path, options: &Options) -> anyhow::Result<Stack> {
 /// witness's and the tenant's own witness's), as the console's login link carries
 /// them (`&trust=<base64url JSON>`) for the page to pin.
 fn console_trust(dir: &Path) -> anyhow::Result<String> {
-    use base64::Engine as _;
-    let read = |p: PathBuf| -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(&p)
-            .with_context(|| format!("cannot read {}", p.display()))?
-            .trim()
-            .to_string())
-    };
-    let trust = serde_json::json!({
-        "origin": format!("{BASE_ORIGIN}/demo"),
-        "log_keys": [read(dir.join("log/keys").join(format!("{}.pub", file_stem(BASE_ORIGIN))))?],
-        "witnesses": [
-            read(dir.join("witness/keys").join(format!("{}.pub", file_stem(WITNESS_NAME))))?,
-            read(dir.join(demo_tenant::WITNESS_PUBLIC_KEY))?,
-        ],
-        "tenant_key": base64::engine::general_purpose::STANDARD.encode(
-            palisade_policy::keys::PublicKey::read(&dir.join(demo_tenant::PUBLIC_KEY))?
-                .raw()
-                .context("the demo tenant's key is not Ed25519")?,
+    crate::customer_cmd::console_trust(
+        &format!("{BASE_ORIGIN}/demo"),
+        &format!(
+            "@{}",
+            dir.join("log/keys")
+                .join(format!("{}.pub", file_stem(BASE_ORIGIN)))
+                .display()
         ),
-    });
-    Ok(format!(
-        "&trust={}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(trust.to_string())
-    ))
+        &[
+            format!(
+                "@{}",
+                dir.join("witness/keys")
+                    .join(format!("{}.pub", file_stem(WITNESS_NAME)))
+                    .display()
+            ),
+            format!("@{}", dir.join(demo_tenant::WITNESS_PUBLIC_KEY).display()),
+        ],
+        Some(&dir.join(demo_tenant::PUBLIC_KEY)),
+    )
 }
 
 /// Whether the demo tenant's statement requires customer approval for anything.
