@@ -583,13 +583,21 @@ async fn append_to(stack: &Stack, name: &str, log: &str, entry: &str) -> reqwest
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_certificate_appends_only_to_its_own_clusters_log() {
     let stack = Stack::start();
-    // The gateway records the policy and the release just after start: wait for both,
-    // so that the governance log's size below changes only through this test.
+    // The gateway records the policy and the releases just after start: wait until
+    // it has (the size holds still for two seconds), so that the governance log's
+    // size below changes only through this test.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while served_size(&stack, "governance").await < 2 {
+    let mut last = (0, std::time::Instant::now());
+    loop {
+        let size = served_size(&stack, "governance").await;
+        if size != last.0 {
+            last = (size, std::time::Instant::now());
+        } else if size >= 2 && last.1.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "the gateway did not record the policy and the release within 30 s"
+            "the gateway did not finish recording the policy and the releases within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
