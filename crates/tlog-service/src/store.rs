@@ -61,6 +61,12 @@ struct Fence {
 /// every inode freed in the last minutes, which at thousands of idle logs' refreshes
 /// is most of the cost. Where exchange is not supported, or `path` does not exist
 /// yet, a plain rename.
+///
+/// The spare is overwritten in place, not truncated first: truncating frees its
+/// blocks and makes ext4 allocate new ones when the file is closed (its
+/// "replace by truncate" safeguard), which costs more than the write. A refreshed
+/// checkpoint is as long as the one before it, so the same blocks are rewritten;
+/// only a shorter one shortens the file, after the write.
 fn exchange_into(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let name = path
@@ -68,12 +74,17 @@ fn exchange_into(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let spare = path.with_file_name(format!(".{name}.spare"));
-    std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
-        .open(&spare)?
-        .write_all(data)?;
+        .truncate(false)
+        .open(&spare)?;
+    file.write_all(data)?;
+    let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+    if file.metadata()?.len() > len {
+        file.set_len(len)?;
+    }
+    drop(file);
     let exchanged = rustix::fs::renameat_with(
         rustix::fs::CWD,
         &spare,
@@ -359,7 +370,9 @@ mod tests {
             .expect("write");
         let path = store.local_path("checkpoint").expect("local");
         let mut inodes = std::collections::BTreeSet::new();
-        for text in ["second", "third", "fourth", "fifth"] {
+        // The spare is rewritten in place: a shorter text over a longer one leaves
+        // nothing of the longer one behind.
+        for text in ["second", "third", "a much longer fourth", "fifth", "sixth!"] {
             store
                 .write_unsynced("checkpoint", Bytes::from(text))
                 .await
@@ -376,7 +389,7 @@ mod tests {
         }
         assert_eq!(inodes.len(), 2, "a file was created per write: {inodes:?}");
         let spare = path.with_file_name(".checkpoint.spare");
-        assert_eq!(std::fs::read(spare).expect("spare"), b"fourth");
+        assert_eq!(std::fs::read(spare).expect("spare"), b"fifth");
     }
 
     #[tokio::test]
