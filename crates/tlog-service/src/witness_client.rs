@@ -18,7 +18,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct WitnessClient {
     name: String,
-    url: String,
+    /// `<url>/add-checkpoint`, parsed once (or why it cannot be).
+    endpoint: Result<reqwest::Url, String>,
     key: VerifierKey,
     http: reqwest::Client,
     /// The size this witness last cosigned, as far as this log knows.
@@ -31,7 +32,8 @@ impl WitnessClient {
     pub fn new(name: &str, url: &str, key: VerifierKey, http: reqwest::Client) -> Self {
         Self {
             name: name.to_string(),
-            url: url.trim_end_matches('/').to_string(),
+            endpoint: reqwest::Url::parse(&format!("{}/add-checkpoint", url.trim_end_matches('/')))
+                .map_err(|e| format!("its URL {url:?} is not usable: {e}")),
             key,
             http,
             known_size: None,
@@ -94,6 +96,7 @@ impl WitnessClient {
         store: &TileStore,
         recent: &MemoryTiles,
     ) -> Result<NoteSignature, String> {
+        let endpoint = self.endpoint.clone()?;
         let mut old = self.known_size.unwrap_or(0).min(checkpoint.size());
         for _attempt in 0..2 {
             let proof = if old == 0 || old == checkpoint.size() {
@@ -109,7 +112,7 @@ impl WitnessClient {
                 .to_bytes();
             let resp = self
                 .http
-                .post(format!("{}/add-checkpoint", self.url))
+                .post(endpoint.clone())
                 .body(body)
                 .send()
                 .await

@@ -105,9 +105,22 @@ impl NoteSignature {
 
     /// The signature line, ending in a newline.
     pub fn to_line(&self) -> String {
-        let mut bytes = self.key_id.to_be_bytes().to_vec();
+        let mut line = String::new();
+        self.push_line(&mut line);
+        line
+    }
+
+    /// Appends the signature line to `out`, allocating at most once.
+    fn push_line(&self, out: &mut String) {
+        let mut bytes = Vec::with_capacity(4 + self.signature.len());
+        bytes.extend_from_slice(&self.key_id.to_be_bytes());
         bytes.extend_from_slice(&self.signature);
-        format!("{SIGNATURE_PREFIX}{} {}\n", self.name, BASE64.encode(bytes))
+        out.reserve(SIGNATURE_PREFIX.len() + self.name.len() + 2 + bytes.len().div_ceil(3) * 4);
+        out.push_str(SIGNATURE_PREFIX);
+        out.push_str(&self.name);
+        out.push(' ');
+        BASE64.encode_string(&bytes, out);
+        out.push('\n');
     }
 }
 
@@ -205,7 +218,18 @@ impl Note {
 
     /// The signed note as bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.to_string().into_bytes()
+        self.render().into_bytes()
+    }
+
+    /// The note's text, a blank line, and its signature lines, in one allocation.
+    fn render(&self) -> String {
+        let mut out = String::with_capacity(self.text.len() + 1 + 128 * self.signatures.len());
+        out.push_str(&self.text);
+        out.push('\n');
+        for sig in &self.signatures {
+            sig.push_line(&mut out);
+        }
+        out
     }
 
     /// Verifies the note against trusted keys (signed-note §Signatures):
@@ -257,12 +281,7 @@ impl Note {
 
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)?;
-        f.write_str("\n")?;
-        for sig in &self.signatures {
-            f.write_str(&sig.to_line())?;
-        }
-        Ok(())
+        f.write_str(&self.render())
     }
 }
 
