@@ -6,7 +6,11 @@ use redb::{Database, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;
 
-/// redb-backed store. Reads run on tokio's blocking pool; writes go to one writer
+/// redb-backed store. A point read runs on the caller's task: a read transaction
+/// never waits for the writer (redb keeps the last committed version for readers),
+/// and reading one small value is a lookup in redb's cache or one read from the
+/// page cache, cheaper than handing it to another thread and back. Listings run on
+/// tokio's blocking pool. Writes go to one writer
 /// thread, which commits the writes waiting together in one transaction (group
 /// commit): concurrent writers share one fsync instead of queueing for one each.
 #[derive(Clone)]
@@ -204,18 +208,17 @@ impl RedbStore {
 impl StateStore for RedbStore {
     async fn get(&self, ns: Namespace, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         check_key(key)?;
-        let key = key.to_string();
-        self.blocking("get", ns, move |db| {
-            let txn = db.begin_read().map_err(|e| e.to_string())?;
+        let read = || {
+            let txn = self.db.begin_read().map_err(|e| e.to_string())?;
             let t = match txn.open_table(table(ns)) {
                 Ok(t) => t,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
                 Err(e) => return Err(e.to_string()),
             };
-            let v = t.get(key.as_str()).map_err(|e| e.to_string())?;
+            let v = t.get(key).map_err(|e| e.to_string())?;
             Ok(v.map(|v| v.value().to_vec()))
-        })
-        .await
+        };
+        read().map_err(backend("get", ns))
     }
 
     async fn put(&self, ns: Namespace, key: &str, value: Vec<u8>) -> Result<(), StateError> {
