@@ -66,14 +66,14 @@ struct Fence {
 /// blocks and makes ext4 allocate new ones when the file is closed (its
 /// "replace by truncate" safeguard), which costs more than the write. A refreshed
 /// checkpoint is as long as the one before it, so the same blocks are rewritten;
-/// only a shorter one shortens the file, after the write.
+/// only a shorter one shortens the file, after the write. Without that safeguard a
+/// crash can leave the swap on disk but not the new bytes, so the public file is
+/// then the spare's previous content: [`TileStore::write`] deletes the spare when it
+/// replaces the object durably, so that the spare only ever holds an earlier
+/// refresh of what is published (for a checkpoint, the same tree).
 fn exchange_into(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let spare = path.with_file_name(format!(".{name}.spare"));
+    let spare = spare_of(path);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -99,6 +99,15 @@ fn exchange_into(path: &Path, data: &[u8]) -> std::io::Result<()> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The spare file [`exchange_into`] swaps with `path`.
+fn spare_of(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.spare"))
 }
 
 /// Object names written only through the fence's conditional write.
@@ -287,12 +296,20 @@ impl TileStore {
             Some(f) => Some(f).filter(|f| f.conditional && is_checkpoint(rel)),
         };
         let Some(fence) = conditional else {
-            return self
-                .inner
+            self.inner
                 .put(&path, PutPayload::from_bytes(data))
                 .await
-                .map(|_| ())
-                .map_err(|e| err(e.to_string()));
+                .map_err(|e| err(e.to_string()))?;
+            // A spare left by unsynced refreshes holds an older object: gone, so that
+            // a crash during the next refresh cannot publish it (see exchange_into).
+            if let Some(local) = self.local_path(rel).filter(|_| is_checkpoint(rel)) {
+                match tokio::fs::remove_file(spare_of(&local)).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(err(format!("cannot remove the spare file: {e}"))),
+                }
+            }
+            return Ok(());
         };
         let key = path.to_string();
         let known = fence.seen.lock().ok().and_then(|s| s.get(&key).cloned());
@@ -389,7 +406,23 @@ mod tests {
         }
         assert_eq!(inodes.len(), 2, "a file was created per write: {inodes:?}");
         let spare = path.with_file_name(".checkpoint.spare");
-        assert_eq!(std::fs::read(spare).expect("spare"), b"fifth");
+        assert_eq!(std::fs::read(&spare).expect("spare"), b"fifth");
+        // A durable write replaces the object and deletes the spare, which held an
+        // older object; the next refresh starts a new one.
+        store
+            .write("checkpoint", Bytes::from_static(b"durable"))
+            .await
+            .expect("write");
+        assert!(!spare.exists(), "the spare outlived a durable write");
+        store
+            .write_unsynced("checkpoint", Bytes::from_static(b"refreshed"))
+            .await
+            .expect("write");
+        assert_eq!(std::fs::read(&spare).expect("spare"), b"durable");
+        assert_eq!(
+            store.read("checkpoint").await.expect("read").as_deref(),
+            Some(&b"refreshed"[..])
+        );
     }
 
     #[tokio::test]
