@@ -6,11 +6,12 @@ use redb::{Database, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;
 
-/// redb-backed store. A point read runs on the caller's task: a read transaction
-/// never waits for the writer (redb keeps the last committed version for readers),
-/// and reading one small value is a lookup in redb's cache or one read from the
-/// page cache, cheaper than handing it to another thread and back. Listings run on
-/// tokio's blocking pool. Writes go to one writer
+/// redb-backed store. A point read runs on the caller's task: it never waits for a
+/// commit's fsync (readers see the last committed version), at most for the writer
+/// copying a commit's pages into the file, and reading one small value is a lookup
+/// in redb's cache or one read from the page cache, cheaper than handing it to
+/// another thread and back. A panic inside redb is still an error, not an unwinding
+/// caller. Listings run on tokio's blocking pool. Writes go to one writer
 /// thread, which commits the writes waiting together in one transaction (group
 /// commit): concurrent writers share one fsync instead of queueing for one each.
 #[derive(Clone)]
@@ -218,7 +219,9 @@ impl StateStore for RedbStore {
             let v = t.get(key).map_err(|e| e.to_string())?;
             Ok(v.map(|v| v.value().to_vec()))
         };
-        read().map_err(backend("get", ns))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+            .unwrap_or_else(|_| Err("the read panicked".to_owned()))
+            .map_err(backend("get", ns))
     }
 
     async fn put(&self, ns: Namespace, key: &str, value: Vec<u8>) -> Result<(), StateError> {

@@ -33,7 +33,7 @@ impl WitnessClient {
         Self {
             name: name.to_string(),
             endpoint: reqwest::Url::parse(&format!("{}/add-checkpoint", url.trim_end_matches('/')))
-                .map_err(|e| format!("its URL {url:?} is not usable: {e}")),
+                .map_err(|e| format!("its URL is not usable: {e}")),
             key,
             http,
             known_size: None,
