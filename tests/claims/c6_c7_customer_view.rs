@@ -406,15 +406,7 @@ fn audit_command(stack: &Stack, sub: &str) -> std::process::Command {
         .arg(format!("https://127.0.0.1:{}/logs/demo", stack.base + 1))
         .args(["--token", &format!("@{d}/tenant-demo.token")])
         .args(["--ca", &format!("{d}/pki/ca.crt")])
-        .args(["--origin", "palisade.local/log/demo"])
-        .args([
-            "--log-key",
-            &format!("@{d}/log/keys/palisade.local_log.pub"),
-        ])
-        .args([
-            "--witness-key",
-            &format!("@{d}/witness/keys/palisade.local_witness.pub"),
-        ]);
+        .args(common::demo_log_trust(&stack.dir));
     cmd
 }
 

@@ -157,3 +157,18 @@ pub fn processes_mentioning(needle: &Path) -> Vec<String> {
     }
     found
 }
+
+/// The flags that name the demo cluster's log and the keys to verify it with, as a
+/// `palisade up` in `dir` wrote them: `--origin`, `--log-key` and the provider's
+/// `--witness-key`.
+pub fn demo_log_trust(dir: &Path) -> [String; 6] {
+    let d = dir.display();
+    [
+        "--origin".into(),
+        "palisade.local/log/demo".into(),
+        "--log-key".into(),
+        format!("@{d}/log/keys/palisade.local_log.pub"),
+        "--witness-key".into(),
+        format!("@{d}/witness/keys/palisade.local_witness.pub"),
+    ]
+}

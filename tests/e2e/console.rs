@@ -389,15 +389,7 @@ fn the_console_verifies_the_log_in_the_browser_and_names_what_fails() {
         .args(["--ca", &format!("{d}/pki/ca.crt")])
         .args(["--token", &format!("@{d}/tenant-demo.token")])
         .args(["--tenant", "demo", "--cluster", "demo"])
-        .args(["--origin", "palisade.local/log/demo"])
-        .args([
-            "--log-key",
-            &format!("@{d}/log/keys/palisade.local_log.pub"),
-        ])
-        .args([
-            "--witness-key",
-            &format!("@{d}/witness/keys/palisade.local_witness.pub"),
-        ])
+        .args(common::demo_log_trust(&stack.dir))
         .args([
             "--witness-key",
             &format!("@{d}/tenant-demo/witness/keys/tenant-demo.example_witness.pub"),
