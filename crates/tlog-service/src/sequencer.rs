@@ -1322,7 +1322,10 @@ impl Sequencer {
             computed: std::cell::RefCell::new(std::collections::HashMap::new()),
         };
         let size = self.edge.frontier.size();
-        tokio::task::block_in_place(|| {
+        // Computed on this task: the hashes are in memory, and the fetcher blocks (in
+        // place) only for a tile it must read from storage. Handing the worker to
+        // another thread for each batch cost more than the proofs.
+        {
             asked
                 .iter()
                 .map(|&(index, from)| {
@@ -1349,7 +1352,7 @@ impl Sequencer {
                     })
                 })
                 .collect()
-        })
+        }
     }
 }
 

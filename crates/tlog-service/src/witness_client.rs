@@ -104,7 +104,9 @@ impl WitnessClient {
             } else {
                 let fetcher = StoreFetcher::new(store, recent);
                 let reader = TileHashReader::new(checkpoint.size(), *checkpoint.root(), &fetcher);
-                tokio::task::block_in_place(|| consistency_proof(old, checkpoint.size(), &reader))
+                // Usually every hash is in memory; the fetcher blocks (in place) only
+                // when it must read a tile from storage.
+                consistency_proof(old, checkpoint.size(), &reader)
                     .map_err(|e| format!("cannot build a consistency proof from {old}: {e}"))?
             };
             let body = AddCheckpointRequest::new(old, proof, note.clone())
