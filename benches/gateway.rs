@@ -33,13 +33,15 @@
 //!
 //! Knobs (environment): `GATEWAY_BENCH_N` (latency samples per path, default 200),
 //! `GATEWAY_BENCH_OP_RUNS` (`palisade op run` processes, default 50, at most 55),
-//! `GATEWAY_BENCH_CLUSTERS` (default 100), `GATEWAY_BENCH_SECONDS` (default 20),
+//! `GATEWAY_BENCH_CLUSTERS` (default 100), `GATEWAY_BENCH_SECONDS` (default 15),
 //! `GATEWAY_BENCH_IN_FLIGHT` (default 128), `GATEWAY_BENCH_OPERATORS` (default 250;
 //! the gateway reads at most 256 schedules). At most 58 requests per operator are
 //! sent (the policy allows 60 a minute), so a run stops early at 14,500 requests:
 //! 15 s at up to ~970/s. `GATEWAY_BENCH_LOG_PUBLISH_MS` sets the logs'
 //! `batch.publish_interval_ms` (default: the log's own). `GATEWAY_BENCH_TENANT_WITNESS=0`
 //! drops the tenant's witness (no tenant key on the agents, the log does not ask it).
+//! `GATEWAY_BENCH_IDLE_SECONDS` (default 10): the quiet window before the load over
+//! which each process's idle CPU is measured, to tell it from the actions' cost.
 #![forbid(unsafe_code)]
 
 #[path = "support/mod.rs"]
@@ -91,6 +93,65 @@ fn row(what: &str, mut d: Vec<Duration>) {
 }
 
 /// (busy, total, iowait) jiffies of all CPUs, from `/proc/stat`.
+/// How fast this disk makes small appends durable, one after another: 4 KiB appended
+/// to a file in `$TMPDIR`, then `fdatasync`, for `window`. Returns (syncs per second,
+/// this process's CPU per sync in µs). Every action waits on several such syncs (the
+/// log's journal, each witness's state, the agent's nonce).
+fn fsync_rate(window: Duration) -> (f64, f64) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut file = std::fs::File::create(dir.path().join("appends")).expect("file");
+    let block = [0x5au8; 4096];
+    let ticks0 = cpu_ticks(std::process::id());
+    let (start, mut n) = (Instant::now(), 0u64);
+    while start.elapsed() < window {
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("fdatasync");
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_ticks(std::process::id()).saturating_sub(ticks0) as f64 / ticks_per_second();
+    (n as f64 / secs, 1e6 * cpu / n.max(1) as f64)
+}
+
+/// CPU of one HTTPS request and its answer, both ends together: `n` GETs of the
+/// gateway's `/healthz` one after another over a kept connection (hyper and rustls
+/// on both sides, as between Palisade's processes). Returns µs per exchange.
+async fn exchange_cost(http: &reqwest::Client, gw: &str, gw_pid: u32, n: usize) -> f64 {
+    let pids = [gw_pid, std::process::id()];
+    let ticks = || pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+    let url = format!("{gw}/healthz");
+    let before = ticks();
+    for _ in 0..n {
+        let r = http.get(&url).send().await.expect("healthz");
+        assert!(r.status().is_success(), "healthz: {}", r.status());
+        r.bytes().await.expect("healthz body");
+    }
+    1e6 * ticks().saturating_sub(before) as f64 / ticks_per_second() / n as f64
+}
+
+/// µs of one Ed25519 signature and one strict verification of a checkpoint-sized
+/// message, in-process (the operations an action's signers and verifiers repeat).
+fn ed25519_costs(n: u32) -> (f64, f64) {
+    use ed25519_dalek::{Signer, SigningKey};
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let public = key.verifying_key();
+    let msg = [b'x'; 120];
+    let t = Instant::now();
+    let mut sig = key.sign(&msg);
+    for _ in 1..n {
+        sig = key.sign(std::hint::black_box(&msg));
+    }
+    let sign = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let t = Instant::now();
+    for _ in 0..n {
+        public
+            .verify_strict(std::hint::black_box(&msg), &sig)
+            .expect("verify");
+    }
+    (sign, t.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
 fn cpu_times() -> (u64, u64, u64) {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<u64> = text
@@ -776,6 +837,17 @@ async fn throughput() {
     ];
     components.retain(|(_, pids)| !pids.is_empty());
     let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+    // What each process costs with nothing to do (timers, heartbeats, health checks),
+    // over a quiet window before the load: the part of the CPU per action below that
+    // does not grow with the actions.
+    let idle_window = Duration::from_secs(env_u64("GATEWAY_BENCH_IDLE_SECONDS", 10));
+    let idle_before: Vec<u64> = components.iter().map(|(_, p)| ticks(p)).collect();
+    tokio::time::sleep(idle_window).await;
+    let idle_ticks: Vec<u64> = components
+        .iter()
+        .zip(&idle_before)
+        .map(|((_, p), before)| ticks(p).saturating_sub(*before))
+        .collect();
     let ticks_before: Vec<u64> = components.iter().map(|(_, p)| ticks(p)).collect();
     let cpu_before = cpu_times();
     let next = Arc::new(AtomicU64::new(warm));
@@ -914,6 +986,45 @@ async fn throughput() {
             .join(", "),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::thread::available_parallelism().map_or(0, |n| n.get()) as f64 * 1e3 / total_ms.max(1e-9)
+    );
+    let idle_share = |t: u64| 100.0 * t as f64 / ticks_per_second() / idle_window.as_secs_f64();
+    println!(
+        "  idle, before the load ({} s): {} (% of one core)",
+        idle_window.as_secs(),
+        components
+            .iter()
+            .zip(&idle_ticks)
+            .map(|((name, _), t)| format!("{name} {:.1}", idle_share(*t)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    // The same costs, less what each process used idle over as long a window.
+    let above_idle: Vec<f64> = ticks_used
+        .iter()
+        .zip(&idle_ticks)
+        .map(|(used, idle)| {
+            let idle = *idle as f64 * elapsed.as_secs_f64() / idle_window.as_secs_f64();
+            (1e3 * (*used as f64 - idle) / ticks_per_second() / outcomes.len().max(1) as f64)
+                .max(0.0)
+        })
+        .collect();
+    println!(
+        "  CPU per action above idle: {} = {:.2} ms",
+        components
+            .iter()
+            .zip(&above_idle)
+            .map(|((name, _), ms)| format!("{name} {ms:.2} ms"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        above_idle.iter().sum::<f64>()
+    );
+    // The unit costs an action repeats, on this machine with the stack idle.
+    let (syncs, sync_cpu) = fsync_rate(Duration::from_secs(3));
+    let exchange = exchange_cost(&http, &gw, gw_pid, 2000).await;
+    let (sign, verify) = ed25519_costs(2000);
+    println!(
+        "  unit costs, idle: one HTTPS exchange {exchange:.0} µs of CPU (both ends); Ed25519 sign {sign:.0} µs, verify {verify:.0} µs; \
+         this disk {syncs:.0} durable 4 KiB appends/s one after another (fdatasync), {sync_cpu:.0} µs of CPU each"
     );
     println!(
         "  {} agent processes: {:.0} MiB RSS together ({:.1} MiB each)",
