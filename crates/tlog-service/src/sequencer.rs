@@ -56,6 +56,9 @@ const WIDTH: usize = TILE_WIDTH as usize;
 /// bundles; its cost is dominated by the objects it writes (a few partial tiles, the
 /// bundles, the checkpoint), so larger batches amortise them over more entries.
 pub const MAX_BATCH_ENTRIES: usize = 16 * WIDTH;
+/// Receipts of a batch up to this many are built on the sequencer's own task; a
+/// larger batch's are built with the worker handed to another thread.
+const RECEIPTS_ON_TASK: usize = 64;
 
 /// How appends are grouped.
 #[derive(Debug, Clone, Copy)]
@@ -1322,10 +1325,12 @@ impl Sequencer {
             computed: std::cell::RefCell::new(std::collections::HashMap::new()),
         };
         let size = self.edge.frontier.size();
-        // Computed on this task: the hashes are in memory, and the fetcher blocks (in
-        // place) only for a tile it must read from storage. Handing the worker to
-        // another thread for each batch cost more than the proofs.
-        {
+        // A few receipts are computed on this task: the hashes are in memory, and the
+        // fetcher blocks (in place) only for a tile it must read from storage; handing
+        // the worker to another thread cost more than their proofs. A large batch's
+        // proofs take milliseconds of hashing: the worker is handed over for them, so
+        // that the other logs' tasks on it keep running.
+        let build = || {
             asked
                 .iter()
                 .map(|&(index, from)| {
@@ -1352,6 +1357,11 @@ impl Sequencer {
                     })
                 })
                 .collect()
+        };
+        if asked.len() > RECEIPTS_ON_TASK {
+            tokio::task::block_in_place(build)
+        } else {
+            build()
         }
     }
 }
