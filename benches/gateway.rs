@@ -152,6 +152,21 @@ fn ed25519_costs(n: u32) -> (f64, f64) {
     (sign, t.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
 
+/// "name value unit, …" for each component of the throughput run.
+fn by_component(
+    components: &[(&str, Vec<u32>)],
+    values: impl Iterator<Item = f64>,
+    digits: usize,
+    unit: &str,
+) -> String {
+    components
+        .iter()
+        .zip(values)
+        .map(|((name, _), v)| format!("{name} {v:.digits$}{unit}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn cpu_times() -> (u64, u64, u64) {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<u64> = text
@@ -836,19 +851,28 @@ async fn throughput() {
         ("load generator (this process)", vec![std::process::id()]),
     ];
     components.retain(|(_, pids)| !pids.is_empty());
-    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+    // Clock ticks each component used since `before` (a reading of `ticks_now()`).
+    let ticks_now = || -> Vec<u64> {
+        components
+            .iter()
+            .map(|(_, pids)| pids.iter().map(|p| cpu_ticks(*p)).sum())
+            .collect()
+    };
+    let ticks_since = |before: &[u64]| -> Vec<u64> {
+        ticks_now()
+            .iter()
+            .zip(before)
+            .map(|(n, b)| n.saturating_sub(*b))
+            .collect()
+    };
     // What each process costs with nothing to do (timers, heartbeats, health checks),
     // over a quiet window before the load: the part of the CPU per action below that
     // does not grow with the actions.
     let idle_window = Duration::from_secs(env_u64("GATEWAY_BENCH_IDLE_SECONDS", 10));
-    let idle_before: Vec<u64> = components.iter().map(|(_, p)| ticks(p)).collect();
+    let idle_before = ticks_now();
     tokio::time::sleep(idle_window).await;
-    let idle_ticks: Vec<u64> = components
-        .iter()
-        .zip(&idle_before)
-        .map(|((_, p), before)| ticks(p).saturating_sub(*before))
-        .collect();
-    let ticks_before: Vec<u64> = components.iter().map(|(_, p)| ticks(p)).collect();
+    let idle_ticks = ticks_since(&idle_before);
+    let ticks_before = ticks_now();
     let cpu_before = cpu_times();
     let next = Arc::new(AtomicU64::new(warm));
     let budget = 58 * operators;
@@ -886,11 +910,7 @@ async fn throughput() {
     }
     let elapsed = start.elapsed();
     let cpu_after = cpu_times();
-    let ticks_used: Vec<u64> = components
-        .iter()
-        .zip(&ticks_before)
-        .map(|((_, p), before)| ticks(p).saturating_sub(*before))
-        .collect();
+    let ticks_used = ticks_since(&ticks_before);
     stop.store(true, Ordering::Relaxed);
     let (peak_rss, samples) = sampler.await.expect("sampler");
     let (after_rss, hwm) = memory(gw_pid);
@@ -978,12 +998,7 @@ async fn throughput() {
     let total_ms: f64 = ticks_used.iter().map(|t| per_action(*t)).sum();
     println!(
         "  CPU per action: {} = {total_ms:.2} ms; at that cost {} cores run at most {:.0} actions/s",
-        components
-            .iter()
-            .zip(&ticks_used)
-            .map(|((name, _), t)| format!("{name} {:.2} ms", per_action(*t)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        by_component(&components, ticks_used.iter().map(|t| per_action(*t)), 2, " ms"),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::thread::available_parallelism().map_or(0, |n| n.get()) as f64 * 1e3 / total_ms.max(1e-9)
     );
@@ -991,12 +1006,12 @@ async fn throughput() {
     println!(
         "  idle, before the load ({} s): {} (% of one core)",
         idle_window.as_secs(),
-        components
-            .iter()
-            .zip(&idle_ticks)
-            .map(|((name, _), t)| format!("{name} {:.1}", idle_share(*t)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        by_component(
+            &components,
+            idle_ticks.iter().map(|t| idle_share(*t)),
+            1,
+            ""
+        ),
     );
     // The same costs, less what each process used idle over as long a window.
     let above_idle: Vec<f64> = ticks_used
@@ -1010,12 +1025,7 @@ async fn throughput() {
         .collect();
     println!(
         "  CPU per action above idle: {} = {:.2} ms",
-        components
-            .iter()
-            .zip(&above_idle)
-            .map(|((name, _), ms)| format!("{name} {ms:.2} ms"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        by_component(&components, above_idle.iter().copied(), 2, " ms"),
         above_idle.iter().sum::<f64>()
     );
     // The unit costs an action repeats, on this machine with the stack idle.

@@ -96,7 +96,7 @@ impl WitnessClient {
         store: &TileStore,
         recent: &MemoryTiles,
     ) -> Result<NoteSignature, String> {
-        let endpoint = self.endpoint.clone()?;
+        let endpoint = self.endpoint.as_ref().map_err(Clone::clone)?;
         let mut old = self.known_size.unwrap_or(0).min(checkpoint.size());
         for _attempt in 0..2 {
             let proof = if old == 0 || old == checkpoint.size() {

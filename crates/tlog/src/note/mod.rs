@@ -110,12 +110,11 @@ impl NoteSignature {
         line
     }
 
-    /// Appends the signature line to `out`, allocating at most once.
+    /// Appends the signature line to `out`.
     fn push_line(&self, out: &mut String) {
         let mut bytes = Vec::with_capacity(4 + self.signature.len());
         bytes.extend_from_slice(&self.key_id.to_be_bytes());
         bytes.extend_from_slice(&self.signature);
-        out.reserve(SIGNATURE_PREFIX.len() + self.name.len() + 2 + bytes.len().div_ceil(3) * 4);
         out.push_str(SIGNATURE_PREFIX);
         out.push_str(&self.name);
         out.push(' ');
